@@ -1,0 +1,100 @@
+// The supervisor of one sandboxed FUSE worker: spawn + handshake, Status, Stop/escalation,
+// exit watching through the pidfd, and removal of the mount once the worker is gone.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "heddle/ipc/message.h"
+#include "heddle/launcher/fuse_mount.h"
+#include "heddle/sandbox/sandboxed_process.h"
+#include "heddle/unique_fd.h"
+
+namespace heddle::launcher {
+
+inline constexpr const char* kWorkerBinaryEnv = "HEDDLE_FUSE_WORKER_BIN";
+inline constexpr const char* kStopGraceEnv = "HEDDLE_FUSE_WORKER_STOP_GRACE_MS";
+inline constexpr const char* kPanicOnInitEnv = "HEDDLE_FUSE_WORKER_PANIC_ON_INIT";
+inline constexpr std::chrono::milliseconds kDefaultStopGrace{2000};
+
+// HEDDLE_FUSE_WORKER_BIN, else heddle-fuse-worker next to the running executable (or in
+// ../libexec/heddle-fuse/ when installed). Throws heddle::Error naming where it looked.
+[[nodiscard]] std::string resolve_worker_binary();
+
+// HEDDLE_FUSE_WORKER_STOP_GRACE_MS, else 2000 ms.
+[[nodiscard]] std::chrono::milliseconds stop_grace_from_env();
+
+struct MountRequest {
+  std::string source_dir;  // the directory to serve
+  std::string mountpoint;
+  uid_t uid = 0;  // the user the mount is for (its user_id=, group_id=)
+  gid_t gid = 0;
+};
+
+struct SupervisorOptions {
+  std::string worker_binary;  // empty: resolve_worker_binary()
+  std::chrono::milliseconds handshake_timeout{10000};
+  std::chrono::milliseconds status_timeout{5000};
+  std::chrono::milliseconds stop_grace = stop_grace_from_env();
+  bool test_ignore_stop = false;  // the worker ignores Stop and SIGTERM: for escalation tests
+};
+
+class Supervisor {
+ public:
+  // Mounts, launches the sandboxed worker, hands it the fds, and returns after MountReady.
+  // Throws heddle::Error: MountError's message, "worker exited before MountReady (...)",
+  // or a handshake timeout. Nothing (process, mount, fd) survives a failed spawn.
+  static std::unique_ptr<Supervisor> spawn(MountRequest request, SupervisorOptions options = {});
+
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+  ~Supervisor();
+
+  // One Status round trip, bounded by status_timeout.
+  [[nodiscard]] ipc::StatusOk status();
+  // Stop -> grace -> SIGTERM -> grace -> SIGKILL, then the mount is removed. Idempotent.
+  void unmount();
+
+  [[nodiscard]] bool is_alive() const noexcept { return alive_.load(std::memory_order_acquire); }
+  [[nodiscard]] pid_t pid() const noexcept { return process_.pid(); }
+  [[nodiscard]] const ipc::MountReady& ready() const noexcept { return ready_; }
+  [[nodiscard]] const MountRequest& request() const noexcept { return request_; }
+  [[nodiscard]] std::chrono::steady_clock::time_point started() const noexcept { return started_; }
+  // Readable once the worker has exited (for poll loops).
+  [[nodiscard]] int exit_fd() const noexcept { return process_.pidfd(); }
+  [[nodiscard]] std::optional<sandbox::ExitStatus> exit_status() const;
+
+ private:
+  Supervisor(MountRequest request, SupervisorOptions options, std::unique_ptr<FuseMount> mount,
+             sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready);
+  void watch();
+
+  const MountRequest request_;
+  const SupervisorOptions options_;
+  std::unique_ptr<FuseMount> mount_;
+  sandbox::SandboxedProcess process_;
+  const ipc::MountReady ready_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+
+  std::mutex ipc_mutex_;  // one request/reply on the IPC socket at a time
+  UniqueFd ipc_;
+  int unanswered_status_ = 0;  // replies still due after a timed-out Status
+
+  std::atomic<bool> alive_{true};
+  std::atomic<bool> stopping_{false};
+  mutable std::mutex exit_mutex_;
+  std::optional<sandbox::ExitStatus> exit_status_;
+
+  std::mutex stop_mutex_;
+  bool stopped_ = false;
+  std::thread watcher_;
+};
+
+}  // namespace heddle::launcher

@@ -1,0 +1,176 @@
+#include "cli.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <span>
+
+#include "commands.h"
+#include "heddle/error.h"
+
+namespace heddle::launcher {
+namespace {
+
+constexpr const char* kUsageLine =
+    "Usage: heddle-fuse-launcher {mount|status|unmount|demo} ... (see --help)";
+
+constexpr const char* kHelp = R"(Usage: heddle-fuse-launcher COMMAND [OPTIONS]
+
+Expose a directory read-only at a mountpoint through a sandboxed FUSE worker.
+
+Commands:
+  mount --dir DIR --mountpoint MP [--foreground] [--json] [--uid U] [--gid G]
+      Mount DIR read-only at MP. Returns once the mount is ready and leaves a
+      background supervisor holding it; with --foreground it stays and unmounts
+      on SIGINT or SIGTERM. --json prints the MountReady frame plus
+      supervisor_pid. --uid/--gid (number or name) name the user the mount is
+      for; they default to yours. The worker never runs as uid 0: a mount for
+      root is served by nobody:nogroup, which must be able to read DIR.
+  status MP [--json]
+      Ask the mount's worker for its Status and print the reply.
+  unmount MP
+      Stop the worker (Stop, then SIGTERM, then SIGKILL) and return once the
+      mount is gone.
+  demo
+      Make a demo tree, mount it sandboxed, read it through the mount, print
+      the Status reply and the worker's sandbox facts, and unmount.
+
+Options:
+  -h, --help     show this help
+  --version      show the version
+
+Environment:
+  HEDDLE_FUSE_WORKER_BIN            the worker binary (default: next to this program)
+  HEDDLE_FUSE_WORKER_STOP_GRACE_MS  grace before each escalation step (default 2000)
+  HEDDLE_FUSE_LOG                   log level: trace, debug, info, warn, error, off
+
+Exit status: 0 success, 1 failure, 2 usage error.
+)";
+
+class Args {
+ public:
+  explicit Args(std::span<char*> args) : args_(args) {}
+  [[nodiscard]] bool done() const { return next_ >= args_.size(); }
+  std::string take() { return args_[next_++]; }
+  std::string value_of(const std::string& flag) {
+    if (done()) throw UsageError(flag + " needs a value");
+    return take();
+  }
+
+ private:
+  std::span<char*> args_;
+  std::size_t next_ = 0;
+};
+
+bool is_number(const std::string& value) {
+  return !value.empty() && value.size() < 10 &&
+         value.find_first_not_of("0123456789") == std::string::npos;
+}
+
+uid_t parse_uid(const std::string& value) {
+  if (is_number(value)) return static_cast<uid_t>(std::stoul(value));
+  if (const passwd* pw = ::getpwnam(value.c_str())) return pw->pw_uid;
+  throw UsageError("--uid " + value + ": no such user");
+}
+
+gid_t parse_gid(const std::string& value) {
+  if (is_number(value)) return static_cast<gid_t>(std::stoul(value));
+  if (const group* gr = ::getgrnam(value.c_str())) return gr->gr_gid;
+  throw UsageError("--gid " + value + ": no such group");
+}
+
+MountArgs parse_mount(Args& args) {
+  MountArgs mount;
+  while (!args.done()) {
+    const std::string flag = args.take();
+    if (flag == "--dir") {
+      mount.dir = args.value_of(flag);
+    } else if (flag == "--mountpoint") {
+      mount.mountpoint = args.value_of(flag);
+    } else if (flag == "--foreground") {
+      mount.foreground = true;
+    } else if (flag == "--json") {
+      mount.json = true;
+    } else if (flag == "--uid") {
+      mount.uid = parse_uid(args.value_of(flag));
+    } else if (flag == "--gid") {
+      mount.gid = parse_gid(args.value_of(flag));
+    } else {
+      throw UsageError("mount: unknown option " + flag);
+    }
+  }
+  if (mount.dir.empty()) throw UsageError("mount: --dir is required");
+  if (mount.mountpoint.empty()) throw UsageError("mount: --mountpoint is required");
+  return mount;
+}
+
+// "status MP [--json]" and "unmount MP": one path, optionally --json.
+std::pair<std::string, bool> parse_target(Args& args, const std::string& command, bool allow_json) {
+  std::string mountpoint;
+  bool json = false;
+  while (!args.done()) {
+    const std::string arg = args.take();
+    if (allow_json && arg == "--json") {
+      json = true;
+    } else if (arg.starts_with("-")) {
+      throw UsageError(command + ": unknown option " + arg);
+    } else if (mountpoint.empty()) {
+      mountpoint = arg;
+    } else {
+      throw UsageError(command + ": unexpected argument " + arg);
+    }
+  }
+  if (mountpoint.empty()) throw UsageError(command + ": the mountpoint is required");
+  return {mountpoint, json};
+}
+
+void configure_logging() {
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
+  const char* level = std::getenv("HEDDLE_FUSE_LOG");
+  spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::info);
+}
+
+int dispatch(Args& args) {
+  if (args.done()) throw UsageError("a command is required");
+  const std::string command = args.take();
+  if (command == "-h" || command == "--help" || command == "help") {
+    std::cout << kHelp;
+    return 0;
+  }
+  if (command == "--version") {
+    std::cout << "heddle-fuse-launcher " << HEDDLE_VERSION << "\n";
+    return 0;
+  }
+  if (command == "mount") return mount_command(parse_mount(args));
+  if (command == "status") {
+    const auto [mountpoint, json] = parse_target(args, command, true);
+    return status_command(mountpoint, json);
+  }
+  if (command == "unmount") return unmount_command(parse_target(args, command, false).first);
+  if (command == "demo") {
+    if (!args.done()) throw UsageError("demo takes no arguments");
+    return demo_command();
+  }
+  throw UsageError("unknown command " + command);
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  configure_logging();
+  Args args(std::span<char*>(argv + 1, static_cast<std::size_t>(argc > 0 ? argc - 1 : 0)));
+  try {
+    return dispatch(args);
+  } catch (const UsageError& e) {
+    std::cerr << "heddle-fuse-launcher: " << e.what() << "\n" << kUsageLine << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "heddle-fuse-launcher: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace heddle::launcher

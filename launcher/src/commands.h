@@ -1,0 +1,39 @@
+// The CLI's subcommands. Each returns the process exit code; errors are thrown as
+// heddle::Error (exit 1) or UsageError (exit 2).
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <stdexcept>
+#include <string>
+
+#include "heddle/launcher/supervisor.h"
+
+namespace heddle::launcher {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct MountArgs {
+  std::string dir;
+  std::string mountpoint;
+  bool foreground = false;
+  bool json = false;
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+};
+
+// Canonical paths, the identity, and the checks that give clear errors before mounting.
+[[nodiscard]] MountRequest prepare_mount(const MountArgs& args);
+// The mountpoint's canonical form, found without touching the mount itself (a dead FUSE
+// mount answers ENOTCONN, a stuck one hangs).
+[[nodiscard]] std::string canonical_mountpoint(const std::string& path);
+
+int mount_command(const MountArgs& args);
+int status_command(const std::string& mountpoint, bool json);
+int unmount_command(const std::string& mountpoint);
+int demo_command();
+
+}  // namespace heddle::launcher

@@ -1,0 +1,279 @@
+#include <fcntl.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "commands.h"
+#include "heddle/error.h"
+#include "heddle/ipc/frame.h"
+#include "heddle/launcher/control_socket.h"
+#include "heddle/launcher/mountinfo.h"
+
+namespace heddle::launcher {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr std::chrono::milliseconds kControlReadTimeout{5000};
+
+// Blocks the stop signals (before any thread exists, so every thread inherits the mask) and
+// reads them through a signalfd; restores the mask on destruction.
+class StopSignals {
+ public:
+  StopSignals() {
+    sigemptyset(&set_);
+    for (int signo : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, signo);
+    if (::sigprocmask(SIG_BLOCK, &set_, &old_) != 0) throw_errno("sigprocmask");
+    fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC));
+    if (!fd_) throw_errno("signalfd");
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  ~StopSignals() { ::sigprocmask(SIG_SETMASK, &old_, nullptr); }
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+
+ private:
+  sigset_t set_{};
+  sigset_t old_{};
+  UniqueFd fd_;
+};
+
+std::string canonical_directory(const std::string& path, const char* role) {
+  std::error_code ec;
+  const fs::path canonical = fs::canonical(path, ec);
+  if (ec) throw Error(std::string(role) + " " + path, ec.value());
+  if (!fs::is_directory(canonical, ec)) throw Error(std::string(role) + " " + path, ENOTDIR);
+  return canonical.string();
+}
+
+bool within(const std::string& inner, const std::string& outer) {
+  return inner == outer || (inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0 &&
+                            (outer == "/" || inner[outer.size()] == '/'));
+}
+
+std::string ready_text(const Supervisor& supervisor, bool json) {
+  if (json) {
+    auto body = nlohmann::ordered_json::parse(ipc::encode_body(supervisor.ready()));
+    body["supervisor_pid"] = ::getpid();
+    return body.dump() + "\n";
+  }
+  return "mounted " + supervisor.request().source_dir + " at " + supervisor.ready().mount_path +
+         " (worker pid " + std::to_string(supervisor.pid()) + ", supervisor pid " +
+         std::to_string(::getpid()) + ")\n";
+}
+
+ipc::Message answer_status(Supervisor& supervisor) {
+  try {
+    ipc::StatusOk status = supervisor.status();
+    status.extra["supervisor_pid"] = ::getpid();
+    status.extra["source"] = supervisor.request().source_dir;
+    status.extra["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::steady_clock::now() - supervisor.started())
+                                    .count();
+    return status;
+  } catch (const Error& e) {
+    return ipc::MountError{e.what()};
+  }
+}
+
+// Answers one control request; true when it asked us to stop (and we did).
+bool handle_control(Supervisor& supervisor, ControlServer& server) {
+  auto peer = server.accept_peer();
+  if (!peer) return false;
+  std::optional<ipc::Message> request;
+  try {
+    request = ipc::read_frame(peer->get(), kControlReadTimeout);
+  } catch (const Error& e) {
+    spdlog::warn("control request: {}", e.what());
+    return false;
+  }
+  if (!request) return false;
+  ipc::Message reply = ipc::MountError{"unsupported request"};
+  bool stop = false;
+  if (std::holds_alternative<ipc::Status>(*request)) {
+    reply = answer_status(supervisor);
+  } else if (std::holds_alternative<ipc::Stop>(*request)) {
+    spdlog::info("unmount requested for {}", supervisor.request().mountpoint);
+    supervisor.unmount();
+    reply = ipc::Stopping{};
+    stop = true;
+  }
+  try {
+    ipc::write_frame(peer->get(), reply, kControlReadTimeout);
+  } catch (const Error& e) {
+    spdlog::warn("control reply: {}", e.what());
+  }
+  return stop;
+}
+
+// The supervising process's main loop: control requests, stop signals, worker exit.
+int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& signals) {
+  for (;;) {
+    pollfd fds[3] = {{server.fd(), POLLIN, 0}, {signals.fd(), POLLIN, 0},
+                     {supervisor.exit_fd(), POLLIN, 0}};
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("poll");
+    }
+    if (fds[2].revents != 0) {
+      supervisor.unmount();
+      const auto exit = supervisor.exit_status();
+      spdlog::error("worker for {} exited ({}); mount removed", supervisor.request().mountpoint,
+                    exit ? exit->describe() : "?");
+      return 1;
+    }
+    if (fds[1].revents != 0) {
+      signalfd_siginfo info{};
+      if (::read(signals.fd(), &info, sizeof info) == sizeof info) {
+        spdlog::info("signal {} received; unmounting {}", info.ssi_signo,
+                     supervisor.request().mountpoint);
+      }
+      supervisor.unmount();
+      return 0;
+    }
+    if (fds[0].revents != 0 && handle_control(supervisor, server)) return 0;
+  }
+}
+
+void write_all(int fd, const std::string& text) {
+  for (std::size_t done = 0; done < text.size();) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<std::size_t>(n);
+  }
+}
+
+// Mounts and supervises in this process. The first line of output ("0..." ready or
+// "1..." error) goes to `report_fd`, which is then closed, or to stdout/stderr if -1.
+int run_supervisor(const MountRequest& request, const MountArgs& args, int report_fd) {
+  const auto report = [&](bool ok, const std::string& text) {
+    if (report_fd < 0) {
+      (ok ? std::cout : std::cerr) << text << std::flush;
+      return;
+    }
+    write_all(report_fd, (ok ? "0" : "1") + text);
+    ::close(report_fd);
+  };
+  std::unique_ptr<Supervisor> supervisor;
+  std::unique_ptr<ControlServer> server;
+  StopSignals signals;
+  try {
+    server = std::make_unique<ControlServer>(control_socket_path(request.mountpoint));
+    supervisor = Supervisor::spawn(request);
+  } catch (const Error& e) {
+    report(false, std::string("heddle-fuse-launcher: ") + e.what() + "\n");
+    return 1;
+  }
+  report(true, ready_text(*supervisor, args.json));
+  return serve(*supervisor, *server, signals);
+}
+
+// Leaves a background supervisor (double fork, setsid) and relays its first line.
+int run_in_background(const MountRequest& request, const MountArgs& args) {
+  const std::string log_path = supervisor_log_path(request.mountpoint);
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+  UniqueFd report_read(pipe_fds[0]);
+  UniqueFd report_write(pipe_fds[1]);
+  std::fflush(nullptr);
+  const pid_t child = ::fork();
+  if (child < 0) throw_errno("fork");
+  if (child == 0) {
+    report_read.reset();
+    if (::setsid() < 0 || ::chdir("/") != 0) _exit(1);
+    const pid_t daemon = ::fork();
+    if (daemon != 0) _exit(daemon < 0 ? 1 : 0);
+    const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (null_fd < 0 || log_fd < 0) _exit(1);
+    ::dup2(null_fd, STDIN_FILENO);
+    ::dup2(log_fd, STDOUT_FILENO);
+    ::dup2(log_fd, STDERR_FILENO);
+    ::close(null_fd);
+    ::close(log_fd);
+    int code = 1;
+    try {
+      code = run_supervisor(request, args, report_write.release());
+    } catch (const std::exception& e) {
+      spdlog::error("{}", e.what());
+    }
+    std::exit(code);
+  }
+  report_write.reset();
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  std::string output;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(report_read.get(), buffer, sizeof buffer)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    output.append(buffer, static_cast<std::size_t>(n));
+  }
+  if (output.empty()) {
+    throw Error("the background supervisor exited before the mount was ready", 0,
+                "see " + log_path);
+  }
+  const bool ok = output[0] == '0';
+  (ok ? std::cout : std::cerr) << output.substr(1) << std::flush;
+  if (!ok) std::cerr << "(supervisor log: " << log_path << ")\n";
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+std::string canonical_mountpoint(const std::string& path) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (p.has_filename() == false && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+  if (p == p.root_path()) return p.string();
+  std::error_code ec;
+  const fs::path parent = fs::canonical(fs::absolute(p, ec).parent_path(), ec);
+  if (ec) throw Error("mountpoint " + path, ec.value());
+  return (parent / p.filename()).string();
+}
+
+MountRequest prepare_mount(const MountArgs& args) {
+  MountRequest request;
+  request.source_dir = canonical_directory(args.dir, "source directory");
+  request.mountpoint = canonical_mountpoint(args.mountpoint);
+  if (const auto top = top_mount_at(request.mountpoint)) {
+    throw Error("mountpoint " + request.mountpoint + " is busy: already a mount (" + top->fstype +
+                    " from " + top->source + ")",
+                EBUSY,
+                top->fstype == kFuseType
+                    ? "unmount it first: heddle-fuse-launcher unmount " + request.mountpoint
+                    : "choose an empty directory that is not a mount point");
+  }
+  request.mountpoint = canonical_directory(request.mountpoint, "mountpoint");
+  if (within(request.mountpoint, request.source_dir) || within(request.source_dir, request.mountpoint)) {
+    throw Error("mountpoint " + request.mountpoint + " and source " + request.source_dir +
+                    " overlap",
+                EINVAL, "the worker would look up paths through its own mount and deadlock");
+  }
+  request.uid = args.uid.value_or(::getuid());
+  if (args.gid) {
+    request.gid = *args.gid;
+  } else if (const passwd* pw = args.uid ? ::getpwuid(*args.uid) : nullptr) {
+    request.gid = pw->pw_gid;
+  } else {
+    request.gid = ::getgid();
+  }
+  return request;
+}
+
+int mount_command(const MountArgs& args) {
+  const MountRequest request = prepare_mount(args);
+  return args.foreground ? run_supervisor(request, args, -1) : run_in_background(request, args);
+}
+
+}  // namespace heddle::launcher
+

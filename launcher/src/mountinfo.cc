@@ -1,0 +1,77 @@
+#include "heddle/launcher/mountinfo.h"
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#include "heddle/error.h"
+
+namespace heddle::launcher {
+namespace {
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string unescape(const std::string& field) {
+  std::string out;
+  out.reserve(field.size());
+  for (std::size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && field.size() - i >= 4) {
+      const std::string oct = field.substr(i + 1, 3);
+      if (oct.find_first_not_of("01234567") == std::string::npos) {
+        out.push_back(static_cast<char>(std::stoi(oct, nullptr, 8)));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(field[i]);
+  }
+  return out;
+}
+
+std::optional<MountEntry> parse_line(const std::string& line) {
+  std::istringstream in(line);
+  MountEntry entry;
+  std::string dev;
+  std::string root;
+  std::string mount_point;
+  if (!(in >> entry.id >> entry.parent_id >> dev >> root >> mount_point)) return std::nullopt;
+  const auto colon = dev.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  entry.major = static_cast<unsigned>(std::stoul(dev.substr(0, colon)));
+  entry.minor = static_cast<unsigned>(std::stoul(dev.substr(colon + 1)));
+  entry.mount_point = unescape(mount_point);
+  // Optional fields run up to a lone "-", then fstype and source.
+  for (std::string word; in >> word;) {
+    if (word == "-") {
+      std::string fstype;
+      std::string source;
+      in >> fstype >> source;
+      entry.fstype = unescape(fstype);
+      entry.source = unescape(source);
+      return entry;
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<MountEntry> read_mountinfo(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("read " + path, errno);
+  std::vector<MountEntry> entries;
+  for (std::string line; std::getline(in, line);) {
+    if (auto entry = parse_line(line)) entries.push_back(std::move(*entry));
+  }
+  return entries;
+}
+
+std::optional<MountEntry> top_mount_at(const std::string& mount_point) {
+  std::optional<MountEntry> top;
+  // Later lines are mounted later, so the last match is the one on top.
+  for (MountEntry& entry : read_mountinfo()) {
+    if (entry.mount_point == mount_point) top = std::move(entry);
+  }
+  return top;
+}
+
+}  // namespace heddle::launcher

@@ -1,0 +1,231 @@
+#include "heddle/launcher/supervisor.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdlib>
+
+#include "heddle/error.h"
+#include "heddle/ipc/fd_passing.h"
+#include "heddle/ipc/frame.h"
+
+namespace heddle::launcher {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr uid_t kNobody = 65534;
+constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, "ASAN_OPTIONS",
+                                      "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"};
+
+struct SocketPair {
+  UniqueFd ours;
+  UniqueFd theirs;
+};
+
+SocketPair make_socketpair(const char* what) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    throw_errno(std::string("socketpair for ") + what);
+  }
+  return SocketPair{UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+sandbox::SandboxSpec worker_spec(const MountRequest& request, const std::string& binary,
+                                 bool test_ignore_stop, int bootstrap_fd) {
+  sandbox::SandboxSpec spec;
+  spec.executable = binary;
+  spec.argv = {binary, "--dir", request.source_dir, "--mountpoint", request.mountpoint,
+               "--bootstrap-fd", "3"};
+  if (test_ignore_stop) spec.argv.emplace_back("--test-ignore-stop");
+  for (const char* name : kPassedEnv) {
+    if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
+  }
+  spec.readonly_paths = {request.source_dir};
+  // The worker is never host root: a mount for root is served by nobody:nogroup.
+  spec.uid = request.uid == 0 ? kNobody : request.uid;
+  spec.gid = request.gid == 0 ? kNobody : request.gid;
+  spec.inherit_fds = {bootstrap_fd};
+  spec.hostname = "heddle-fuse-worker";
+  return spec;
+}
+
+std::string worker_exit(sandbox::SandboxedProcess& process, milliseconds grace) {
+  if (!process.wait_for_exit(grace)) process.signal(SIGKILL);
+  return process.reap().describe();
+}
+
+ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process,
+                                  const SupervisorOptions& options) {
+  std::optional<ipc::Message> first;
+  try {
+    first = ipc::read_frame(ipc, options.handshake_timeout);
+  } catch (const Error& e) {
+    if (e.code() == ETIMEDOUT) {
+      throw Error("worker (pid " + std::to_string(process.pid()) + ") sent no MountReady within " +
+                      std::to_string(options.handshake_timeout.count()) + " ms",
+                  ETIMEDOUT, "see the worker's log above; the source may be on a slow filesystem");
+    }
+    throw Error(std::string("bad handshake from the worker: ") + e.what(), e.code());
+  }
+  if (!first) {
+    throw Error("worker exited before MountReady (" + worker_exit(process, options.stop_grace) + ")",
+                0, "see the worker's log above");
+  }
+  if (auto* ready = std::get_if<ipc::MountReady>(&*first)) return *ready;
+  if (auto* error = std::get_if<ipc::MountError>(&*first)) {
+    worker_exit(process, options.stop_grace);
+    throw Error("worker reported mount error: " + error->message, 0);
+  }
+  throw Error("worker sent " + std::string(ipc::kind_of(*first)) + " before MountReady", EPROTO);
+}
+
+}  // namespace
+
+std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOptions options) {
+  if (options.worker_binary.empty()) options.worker_binary = resolve_worker_binary();
+  auto mount = std::make_unique<FuseMount>(
+      FuseMountOptions{request.mountpoint, request.source_dir, request.uid, request.gid});
+  SocketPair ipc = make_socketpair("the worker IPC");
+  SocketPair bootstrap = make_socketpair("the worker bootstrap");
+
+  auto process = sandbox::SandboxedProcess::launch(worker_spec(
+      request, options.worker_binary, options.test_ignore_stop, bootstrap.theirs.get()));
+  bootstrap.theirs.reset();
+  {
+    // After this the worker holds the only /dev/fuse fd: when it dies, the kernel aborts the
+    // connection and readers get ENOTCONN instead of hanging.
+    const UniqueFd device = mount->take_device();
+    const std::array<int, 2> fds = {ipc.theirs.get(), device.get()};
+    ipc::send_fds(bootstrap.ours.get(), fds, std::to_string(process.pid()));
+  }
+  ipc.theirs.reset();
+  bootstrap.ours.reset();
+
+  ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, options);
+  return std::unique_ptr<Supervisor>(new Supervisor(std::move(request), std::move(options),
+                                                    std::move(mount), std::move(process),
+                                                    std::move(ipc.ours), std::move(ready)));
+}
+
+Supervisor::Supervisor(MountRequest request, SupervisorOptions options,
+                       std::unique_ptr<FuseMount> mount, sandbox::SandboxedProcess process,
+                       UniqueFd ipc, ipc::MountReady ready)
+    : request_(std::move(request)),
+      options_(std::move(options)),
+      mount_(std::move(mount)),
+      process_(std::move(process)),
+      ready_(std::move(ready)),
+      ipc_(std::move(ipc)) {
+  try {
+    watcher_ = std::thread([this] { watch(); });
+  } catch (...) {
+    // A worker nobody watches would leave its mount behind: kill, reap, unmount.
+    process_.signal(SIGKILL);
+    process_.reap();
+    mount_->release();
+    throw;
+  }
+}
+
+Supervisor::~Supervisor() {
+  try {
+    unmount();
+  } catch (const std::exception& e) {
+    spdlog::error("unmount {} on destruction: {}", request_.mountpoint, e.what());
+  }
+}
+
+void Supervisor::watch() {
+  sandbox::ExitStatus status;
+  try {
+    status = process_.reap();
+  } catch (const std::exception& e) {
+    spdlog::error("watching worker {}: {}", process_.pid(), e.what());
+  }
+  {
+    std::lock_guard lock(exit_mutex_);
+    exit_status_ = status;
+  }
+  alive_.store(false, std::memory_order_release);
+  if (stopping_.load()) {
+    spdlog::debug("worker {} for {} exited: {}", process_.pid(), request_.mountpoint,
+                  status.describe());
+  } else {
+    spdlog::warn("worker {} for {} exited unexpectedly: {}", process_.pid(),
+                 request_.mountpoint, status.describe());
+  }
+  mount_->release();
+}
+
+std::optional<sandbox::ExitStatus> Supervisor::exit_status() const {
+  std::lock_guard lock(exit_mutex_);
+  return exit_status_;
+}
+
+ipc::StatusOk Supervisor::status() {
+  std::lock_guard lock(ipc_mutex_);
+  const std::string where = "Status of " + request_.mountpoint;
+  if (!ipc_) throw Error(where, ESHUTDOWN, "the mount was stopped");
+  if (!is_alive()) {
+    const auto exit = exit_status();
+    throw Error(where, ESRCH, "the worker exited (" + (exit ? exit->describe() : "?") + ")");
+  }
+  try {
+    // A reply that missed its deadline may still arrive: skip it so replies stay in step.
+    for (; unanswered_status_ > 0; --unanswered_status_) {
+      (void)ipc::read_frame(ipc_.get(), options_.status_timeout);
+    }
+    ipc::write_frame(ipc_.get(), ipc::Status{}, options_.status_timeout);
+    ++unanswered_status_;
+    const auto reply = ipc::read_frame(ipc_.get(), options_.status_timeout);
+    --unanswered_status_;
+    if (!reply) throw Error(where, ECONNRESET, "the worker closed its IPC socket");
+    if (auto* ok = std::get_if<ipc::StatusOk>(&*reply)) return *ok;
+    throw Error(where + ": expected StatusOk, got " + std::string(ipc::kind_of(*reply)), EPROTO);
+  } catch (const Error& e) {
+    if (e.code() == ETIMEDOUT) {
+      throw Error(where + ": no reply within " + std::to_string(options_.status_timeout.count()) +
+                      " ms",
+                  ETIMEDOUT, "the worker is alive but stuck; unmount escalates to SIGKILL");
+    }
+    throw;
+  }
+}
+
+void Supervisor::unmount() {
+  std::lock_guard stop_lock(stop_mutex_);
+  if (!stopped_) {
+    stopped_ = true;
+    stopping_.store(true);
+    std::lock_guard lock(ipc_mutex_);
+    const milliseconds grace = options_.stop_grace;
+    if (is_alive()) {
+      try {
+        ipc::write_frame(ipc_.get(), ipc::Stop{}, grace);
+      } catch (const Error& e) {
+        spdlog::debug("send Stop to worker {}: {}", process_.pid(), e.what());
+      }
+    }
+    if (!process_.wait_for_exit(grace)) {
+      spdlog::warn("worker {} did not exit {} ms after Stop; sending SIGTERM", process_.pid(),
+                   grace.count());
+      process_.signal(SIGTERM);
+      if (!process_.wait_for_exit(grace)) {
+        spdlog::warn("worker {} ignored SIGTERM for {} ms; sending SIGKILL", process_.pid(),
+                     grace.count());
+        process_.signal(SIGKILL);
+        if (!process_.wait_for_exit(grace)) {
+          spdlog::error("worker {} outlived SIGKILL by {} ms", process_.pid(), grace.count());
+        }
+      }
+    }
+    ipc_.reset();
+  }
+  if (watcher_.joinable()) watcher_.join();
+  mount_->release();
+}
+
+}  // namespace heddle::launcher

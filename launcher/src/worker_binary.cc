@@ -1,0 +1,44 @@
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "heddle/error.h"
+#include "heddle/launcher/supervisor.h"
+
+namespace heddle::launcher {
+namespace fs = std::filesystem;
+
+std::string resolve_worker_binary() {
+  if (const char* override_path = std::getenv(kWorkerBinaryEnv); override_path && *override_path) {
+    if (::access(override_path, X_OK) != 0) {
+      throw_errno(std::string("worker binary ") + override_path + " (from " + kWorkerBinaryEnv + ")",
+                  "point it at an executable heddle-fuse-worker, or unset it");
+    }
+    return override_path;
+  }
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) throw Error("locate the running executable", ec.value());
+  const fs::path candidates[] = {
+      self.parent_path() / "heddle-fuse-worker",
+      self.parent_path().parent_path() / "libexec" / "heddle-fuse" / "heddle-fuse-worker",
+  };
+  for (const fs::path& candidate : candidates) {
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+  }
+  throw Error("heddle-fuse-worker not found next to " + self.string() + " (looked at " +
+                  candidates[0].string() + " and " + candidates[1].string() + ")",
+              ENOENT, std::string("reinstall heddle-fuse-launcher or set ") + kWorkerBinaryEnv);
+}
+
+std::chrono::milliseconds stop_grace_from_env() {
+  const char* value = std::getenv(kStopGraceEnv);
+  if (value == nullptr || *value == '\0') return kDefaultStopGrace;
+  char* end = nullptr;
+  const unsigned long long ms = std::strtoull(value, &end, 10);
+  if (*end != '\0') return kDefaultStopGrace;
+  return std::chrono::milliseconds(ms);
+}
+
+}  // namespace heddle::launcher

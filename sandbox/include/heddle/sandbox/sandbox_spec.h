@@ -1,0 +1,33 @@
+// What a sandboxed process is allowed to see and be.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace heddle::sandbox {
+
+struct SandboxSpec {
+  // Absolute host path; it is bound read-only at the same path inside.
+  std::string executable;
+  std::vector<std::string> argv;
+  // "NAME=value" entries; nothing of the caller's environment leaks in unless listed here.
+  std::vector<std::string> env;
+  // Host files or directories bound read-only at the same path inside. The system runtime
+  // (/usr and the merged-/usr links) is added by the sandbox itself.
+  std::vector<std::string> readonly_paths;
+  // Host identity of the process. Never 0: launch() refuses it.
+  uid_t uid = 65534;
+  gid_t gid = 65534;
+  // Placed at fds 3, 4, ... in this order; every other fd above 2 is closed at exec.
+  std::vector<int> inherit_fds;
+  std::string hostname = "heddle-sandbox";
+  // Mount a /proc of the sandbox's own pid namespace (sanitizer runtimes need /proc/self/maps).
+  bool mount_proc = true;
+  // How long the child may take from clone to execve before it is killed.
+  std::chrono::milliseconds setup_timeout{10000};
+};
+
+}  // namespace heddle::sandbox

@@ -1,0 +1,206 @@
+#include "child_setup.h"
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/close_range.h>
+#include <linux/seccomp.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cerrno>
+
+namespace heddle::sandbox::detail {
+namespace {
+
+// The kernel's struct sigaction for rt_sigaction on x86_64 and arm64 (glibc's differs).
+struct kernel_sigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)();
+  unsigned long mask;
+};
+
+// Every call goes through syscall(2): the sanitizers intercept the libc wrappers, and their
+// interceptors are not safe in a child cloned from a multithreaded parent.
+long sys(long number, long a = 0, long b = 0, long c = 0, long d = 0, long e = 0) {
+  long rc;
+  do {
+    rc = ::syscall(number, a, b, c, d, e);
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+template <typename T>
+long ptr(T* p) {
+  return reinterpret_cast<long>(p);
+}
+
+[[noreturn]] void fail(const ChildPlan& plan, SetupStage stage, int index = -1) {
+  const SetupReport report{static_cast<int>(stage), errno, index};
+  sys(SYS_write, plan.report_fd, ptr(&report), sizeof report);
+  sys(SYS_exit_group, 127);
+  __builtin_unreachable();
+}
+
+void check(const ChildPlan& plan, long rc, SetupStage stage, int index = -1) {
+  if (rc < 0) fail(plan, stage, index);
+}
+
+void wait_for_parent(const ChildPlan& plan) {
+  char byte = 0;
+  const long n = sys(SYS_read, plan.sync_fd, ptr(&byte), 1);
+  if (n != 1) {
+    if (n == 0) errno = EPIPE;  // the parent went away before writing the maps
+    fail(plan, SetupStage::kWaitForParent);
+  }
+}
+
+void become_identity(const ChildPlan& plan) {
+  check(plan, sys(SYS_setresgid, plan.gid, plan.gid, plan.gid), SetupStage::kSetGid);
+  if (plan.clear_groups) check(plan, sys(SYS_setgroups, 0, 0), SetupStage::kClearGroups);
+  // CLONE_NEWUSER keeps the caller's supplementary groups; when they cannot be dropped, a
+  // leftover group would still grant host access, so fail closed.
+  const long groups = sys(SYS_getgroups, 0, 0);
+  if (groups != 0) {
+    errno = groups < 0 ? errno : EPERM;
+    fail(plan, SetupStage::kGroupsRemain);
+  }
+  // The namespace maps no uid 0, so this does not clear the capabilities still needed to
+  // build the root; every path lookup from here on is checked as the worker's identity.
+  check(plan, sys(SYS_setresuid, plan.uid, plan.uid, plan.uid), SetupStage::kSetUid);
+}
+
+void arrange_fds(ChildPlan& plan) {
+  const int fd_null = static_cast<int>(sys(SYS_openat, AT_FDCWD, ptr("/dev/null"), O_RDONLY));
+  check(plan, fd_null, SetupStage::kStdin);
+  check(plan, sys(SYS_dup3, fd_null, 0, 0), SetupStage::kStdin);
+  sys(SYS_close, fd_null);
+
+  // Lift everything we keep above the target range first so dup3 cannot clobber a kept fd.
+  const int above = 3 + static_cast<int>(plan.inherit_count);
+  int lifted[64];
+  if (plan.inherit_count > sizeof lifted / sizeof lifted[0]) {
+    errno = EMFILE;
+    fail(plan, SetupStage::kArrangeFds);
+  }
+  for (std::size_t i = 0; i < plan.inherit_count; ++i) {
+    lifted[i] = static_cast<int>(sys(SYS_fcntl, plan.inherit_fds[i], F_DUPFD_CLOEXEC, above));
+    check(plan, lifted[i], SetupStage::kArrangeFds);
+  }
+  const int report = static_cast<int>(sys(SYS_fcntl, plan.report_fd, F_DUPFD_CLOEXEC, above));
+  check(plan, report, SetupStage::kArrangeFds);
+  plan.report_fd = report;
+  for (std::size_t i = 0; i < plan.inherit_count; ++i) {
+    check(plan, sys(SYS_dup3, lifted[i], 3 + static_cast<long>(i), 0), SetupStage::kArrangeFds);
+  }
+  // Everything else closes at execve; the report pipe must stay usable until then.
+  check(plan, sys(SYS_close_range, above, ~0U, CLOSE_RANGE_CLOEXEC), SetupStage::kArrangeFds);
+}
+
+void set_readonly(const ChildPlan& plan, const char* path, int index, unsigned int at_flags) {
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  check(plan, sys(SYS_mount_setattr, AT_FDCWD, ptr(path), at_flags, ptr(&attr), sizeof attr),
+        SetupStage::kReadOnly, index);
+}
+
+void build_root(const ChildPlan& plan) {
+  // Nothing mounted here may propagate back to the host.
+  check(plan, sys(SYS_mount, ptr("none"), ptr("/"), 0, MS_REC | MS_PRIVATE, 0),
+        SetupStage::kMakePrivate);
+  check(plan,
+        sys(SYS_mount, ptr("tmpfs"), ptr(kStagingDir), ptr("tmpfs"), MS_NOSUID | MS_NODEV,
+            ptr("mode=0755,size=1m")),
+        SetupStage::kStageRoot);
+  check(plan, sys(SYS_chdir, ptr(kStagingDir)), SetupStage::kStageRoot);
+  check(plan, sys(SYS_mkdirat, AT_FDCWD, ptr(kOldRootName), 0700), SetupStage::kStageRoot);
+  check(plan, sys(SYS_pivot_root, ptr("."), ptr(kOldRootName)), SetupStage::kPivotRoot);
+  check(plan, sys(SYS_chdir, ptr("/")), SetupStage::kPivotRoot);
+
+  for (std::size_t i = 0; i < plan.dir_count; ++i) {
+    if (sys(SYS_mkdirat, AT_FDCWD, ptr(plan.dirs[i]), 0755) < 0 && errno != EEXIST) {
+      fail(plan, SetupStage::kMakeDir, static_cast<int>(i));
+    }
+  }
+  for (std::size_t i = 0; i < plan.bind_count; ++i) {
+    const ChildBind& bind = plan.binds[i];
+    const int index = static_cast<int>(i);
+    if (bind.is_file) {
+      const long fd = sys(SYS_openat, AT_FDCWD, ptr(bind.target), O_WRONLY | O_CREAT | O_CLOEXEC,
+                          0444);
+      if (fd < 0 && errno != EEXIST) fail(plan, SetupStage::kCreateFile, index);
+      if (fd >= 0) sys(SYS_close, fd);
+    }
+    check(plan, sys(SYS_mount, ptr(bind.source), ptr(bind.target), 0, MS_BIND | MS_REC, 0),
+          SetupStage::kBind, index);
+    set_readonly(plan, bind.target, index, AT_RECURSIVE);
+  }
+  for (std::size_t i = 0; i < plan.link_count; ++i) {
+    check(plan, sys(SYS_symlinkat, ptr(plan.links[i].target), AT_FDCWD, ptr(plan.links[i].path)),
+          SetupStage::kSymlink, static_cast<int>(i));
+  }
+  if (plan.mount_proc) {
+    check(plan, sys(SYS_mkdirat, AT_FDCWD, ptr("/proc"), 0555), SetupStage::kMountProc);
+    check(plan,
+          sys(SYS_mount, ptr("proc"), ptr("/proc"), ptr("proc"),
+              MS_NOSUID | MS_NODEV | MS_NOEXEC, 0),
+          SetupStage::kMountProc);
+  }
+  check(plan, sys(SYS_umount2, ptr(kOldRootPath), MNT_DETACH), SetupStage::kDetachOldRoot);
+  check(plan, sys(SYS_unlinkat, AT_FDCWD, ptr(kOldRootPath), AT_REMOVEDIR),
+        SetupStage::kDetachOldRoot);
+  set_readonly(plan, "/", -1, 0);
+}
+
+void drop_capabilities(const ChildPlan& plan) {
+  // libcap-ng allocates and reads /proc, which is unsafe here; the worker re-checks with
+  // libcap-ng after exec.
+  for (int cap = 0; cap <= plan.last_cap; ++cap) {
+    if (sys(SYS_prctl, PR_CAPBSET_DROP, cap) < 0 && errno != EINVAL) {
+      fail(plan, SetupStage::kDropCaps, cap);
+    }
+  }
+  check(plan, sys(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
+        SetupStage::kDropCaps);
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3] = {};
+  check(plan, sys(SYS_capset, ptr(&header), ptr(data)), SetupStage::kDropCaps);
+}
+
+// The supervisor blocks signals it reads through signalfd; execve would pass that mask (and
+// any ignored dispositions) on to the worker, which must die on SIGTERM.
+void reset_signals() {
+  for (long signo = 1; signo < _NSIG; ++signo) {
+    if (signo == SIGKILL || signo == SIGSTOP) continue;
+    kernel_sigaction action{};
+    action.handler = SIG_DFL;
+    sys(SYS_rt_sigaction, signo, ptr(&action), 0, sizeof(action.mask));
+  }
+  const unsigned long empty = 0;
+  sys(SYS_rt_sigprocmask, SIG_SETMASK, ptr(&empty), 0, sizeof empty);
+}
+
+}  // namespace
+
+void run_child(ChildPlan plan) noexcept {
+  reset_signals();
+  wait_for_parent(plan);
+  become_identity(plan);
+  arrange_fds(plan);
+  build_root(plan);
+  check(plan, sys(SYS_sethostname, ptr(plan.hostname), static_cast<long>(plan.hostname_len)),
+        SetupStage::kHostname);
+  drop_capabilities(plan);
+  check(plan, sys(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), SetupStage::kNoNewPrivs);
+  // Last before execve, so nothing above runs under the filter.
+  check(plan, sys(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, ptr(plan.seccomp)),
+        SetupStage::kSeccomp);
+  sys(SYS_execve, ptr(plan.executable), ptr(plan.argv), ptr(plan.envp));
+  fail(plan, SetupStage::kExec);
+}
+
+}  // namespace heddle::sandbox::detail

@@ -1,0 +1,88 @@
+// The code that runs in the child between clone3 and execve. The supervisor is multithreaded,
+// so this runs only raw system calls on memory prepared by the parent: no malloc, no locks, no
+// libc wrappers that sanitizers intercept.
+#pragma once
+
+#include <linux/filter.h>
+#include <sys/types.h>
+
+#include <cstddef>
+
+namespace heddle::sandbox::detail {
+
+enum class SetupStage : int {
+  kWaitForParent = 1,
+  kSetGid,
+  kClearGroups,
+  kGroupsRemain,
+  kSetUid,
+  kStdin,
+  kArrangeFds,
+  kMakePrivate,
+  kStageRoot,
+  kPivotRoot,
+  kMakeDir,
+  kCreateFile,
+  kBind,
+  kReadOnly,
+  kSymlink,
+  kMountProc,
+  kDetachOldRoot,
+  kHostname,
+  kDropCaps,
+  kNoNewPrivs,
+  kSeccomp,
+  kExec,
+};
+
+// What the child writes to the report pipe when a step fails, before _exit(127).
+struct SetupReport {
+  int stage = 0;
+  int error = 0;
+  int index = -1;  // which bind/dir/link, or -1
+};
+
+struct ChildBind {
+  const char* source;  // under /oldroot
+  const char* target;  // inside the new root
+  bool is_file;
+};
+
+struct ChildLink {
+  const char* target;  // what the link points to
+  const char* path;    // where it is created
+};
+
+struct ChildPlan {
+  int sync_fd = -1;    // parent writes one byte once the id maps are in place
+  int report_fd = -1;  // O_CLOEXEC: EOF at the parent means execve succeeded
+  const int* inherit_fds = nullptr;
+  std::size_t inherit_count = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool clear_groups = false;  // the parent left setgroups allowed, so drop them here
+  const char* const* dirs = nullptr;  // created in order, parents first
+  std::size_t dir_count = 0;
+  const ChildBind* binds = nullptr;
+  std::size_t bind_count = 0;
+  const ChildLink* links = nullptr;
+  std::size_t link_count = 0;
+  bool mount_proc = false;
+  const char* hostname = nullptr;
+  std::size_t hostname_len = 0;
+  int last_cap = 0;
+  const sock_fprog* seccomp = nullptr;
+  const char* executable = nullptr;
+  char* const* argv = nullptr;
+  char* const* envp = nullptr;
+};
+
+// Where the tmpfs that becomes the new root is staged, and where the old root is parked.
+inline constexpr const char* kStagingDir = "/tmp";
+inline constexpr const char* kOldRootName = "oldroot";
+inline constexpr const char* kOldRootPath = "/oldroot";
+
+// Takes a copy: it rewrites report_fd when it moves the fds into place.
+[[noreturn]] void run_child(ChildPlan plan) noexcept;
+
+}  // namespace heddle::sandbox::detail
