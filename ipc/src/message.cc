@@ -1,0 +1,280 @@
+#include "heddle/ipc/message.h"
+
+#include <cerrno>
+#include <cstddef>
+#include <functional>
+#include <limits>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "heddle/error.h"
+
+namespace heddle::ipc {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr std::string_view kStop = "Stop";
+constexpr std::string_view kStatus = "Status";
+constexpr std::string_view kMountReady = "MountReady";
+constexpr std::string_view kMountError = "MountError";
+constexpr std::string_view kStatusOk = "StatusOk";
+constexpr std::string_view kStopping = "Stopping";
+
+// serde_json's recursion limit: it fails on the 128th nested container.
+constexpr std::size_t kMaxNesting = 127;
+// Untrusted text quoted in an error message is cut to this many bytes.
+constexpr std::size_t kMaxQuoted = 80;
+
+constexpr std::string_view name_of(const Stop&) { return kStop; }
+constexpr std::string_view name_of(const Status&) { return kStatus; }
+constexpr std::string_view name_of(const MountReady&) { return kMountReady; }
+constexpr std::string_view name_of(const MountError&) { return kMountError; }
+constexpr std::string_view name_of(const StatusOk&) { return kStatusOk; }
+constexpr std::string_view name_of(const Stopping&) { return kStopping; }
+
+bool is_status_ok_field(std::string_view name) {
+  return name == "kind" || name == "pid" || name == "mount_path";
+}
+
+// Error text reaches logs and may itself be sent in a MountError, so keep it short, ASCII
+// and free of control characters whatever the peer sent.
+std::string printable(std::string_view text, std::size_t limit) {
+  constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : text.substr(0, limit)) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte >= 0x20 && byte < 0x7f) {
+      out += c;
+    } else {
+      out += "\\x";
+      out += kHex[byte >> 4];
+      out += kHex[byte & 0xf];
+    }
+  }
+  if (text.size() > limit) out += "...";
+  return out;
+}
+
+// A JSON value as it would appear in the body, for error messages.
+std::string describe(const Json& value) {
+  return printable(value.dump(-1, ' ', true, Json::error_handler_t::replace), kMaxQuoted);
+}
+
+// nlohmann's what() starts with "[json.exception.parse_error.101] "; the rest is the useful part.
+std::string without_prefix(const char* what) {
+  const std::string_view text = what;
+  const auto end = text.find("] ");
+  return printable(end == std::string_view::npos ? text : text.substr(end + 2), 200);
+}
+
+// ---- encoding -------------------------------------------------------------------------------
+
+void add_fields(Json&, const Stop&) {}
+void add_fields(Json&, const Status&) {}
+void add_fields(Json&, const Stopping&) {}
+
+void add_fields(Json& out, const MountReady& message) {
+  out["pid"] = message.pid;
+  out["mount_path"] = message.mount_path;
+}
+
+void add_fields(Json& out, const MountError& message) { out["message"] = message.message; }
+
+void add_fields(Json& out, const StatusOk& message) {
+  out["pid"] = message.pid;
+  out["mount_path"] = message.mount_path;
+  if (!message.extra.is_object()) {
+    throw Error(std::string("encode StatusOk: extra must be a JSON object, not ") +
+                    message.extra.type_name(),
+                EINVAL);
+  }
+  for (const auto& [name, value] : message.extra.items()) {
+    // A second "pid" would make the body ambiguous (and serde rejects it).
+    if (is_status_ok_field(name)) {
+      throw Error("encode StatusOk: extra field \"" + name + "\" clashes with a known field",
+                  EINVAL);
+    }
+    out[name] = value;
+  }
+}
+
+// ---- decoding -------------------------------------------------------------------------------
+
+[[noreturn]] void reject(const std::string& problem) {
+  throw Error("frame body: " + problem, EPROTO);
+}
+
+// A first pass over the body without building a DOM. nlohmann keeps the last of duplicate keys
+// where serde rejects them, and has no nesting limit where serde has one: either would let the
+// two ends read one body differently, so both are refused here.
+class ShapeCheck final : public nlohmann::json_sax<Json> {
+ public:
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+
+  bool start_object(std::size_t) override {
+    open_objects_.emplace_back();
+    return enter();
+  }
+  bool key(string_t& name) override {
+    if (!open_objects_.back().insert(name).second) {
+      return fail("duplicate field " + describe(Json(name)));
+    }
+    return true;
+  }
+  bool end_object() override {
+    open_objects_.pop_back();
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override { return enter(); }
+  bool end_array() override {
+    --depth_;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const Json::exception& error) override {
+    return fail("not valid JSON: " + without_prefix(error.what()));
+  }
+
+  [[nodiscard]] const std::string& problem() const { return problem_; }
+
+ private:
+  bool enter() {
+    if (++depth_ > kMaxNesting) return fail("nested deeper than 127 levels");
+    return true;
+  }
+  bool fail(std::string problem) {
+    problem_ = std::move(problem);
+    return false;
+  }
+
+  std::vector<std::set<std::string, std::less<>>> open_objects_;  // keys seen, per open object
+  std::size_t depth_ = 0;
+  std::string problem_;
+};
+
+Json parse_object(std::string_view body) {
+  if (body.empty()) reject("empty");
+  ShapeCheck check;
+  if (!Json::sax_parse(body.begin(), body.end(), &check)) reject(check.problem());
+  Json json = Json::parse(body.begin(), body.end());
+  if (!json.is_object()) reject(std::string("expected a JSON object, got ") + json.type_name());
+  return json;
+}
+
+const Json& field(const Json& object, std::string_view kind, const std::string& name) {
+  const auto it = object.find(name);
+  if (it == object.end()) reject(std::string(kind) + " is missing field \"" + name + "\"");
+  return *it;
+}
+
+std::string string_field(const Json& object, std::string_view kind, const std::string& name) {
+  const Json& value = field(object, kind, name);
+  if (!value.is_string()) {
+    reject(std::string(kind) + " field \"" + name + "\" is a " + value.type_name() +
+           ", expected a string");
+  }
+  return value.get<std::string>();
+}
+
+std::uint32_t pid_field(const Json& object, std::string_view kind) {
+  const Json& value = field(object, kind, "pid");
+  if (!value.is_number()) {
+    reject(std::string(kind) + " field \"pid\" is a " + value.type_name() + ", expected a u32");
+  }
+  // Negative integers parse as number_integer, fractions and huge values as number_float.
+  if (!value.is_number_unsigned() ||
+      value.get<std::uint64_t>() > std::numeric_limits<std::uint32_t>::max()) {
+    reject("pid " + describe(value) + " is not a u32");
+  }
+  return static_cast<std::uint32_t>(value.get<std::uint64_t>());
+}
+
+std::string kind_field(const Json& object) {
+  const auto it = object.find("kind");
+  if (it == object.end()) reject("missing field \"kind\"");
+  if (!it->is_string()) {
+    reject(std::string("\"kind\" is a ") + it->type_name() + ", expected a string");
+  }
+  return it->get<std::string>();
+}
+
+// Unknown fields, in body order; the known ones are already in the struct.
+Json extra_fields(Json& object) {
+  Json extra = Json::object();
+  for (auto it = object.begin(); it != object.end(); ++it) {
+    if (!is_status_ok_field(it.key())) extra[it.key()] = std::move(it.value());
+  }
+  return extra;
+}
+
+Message message_from(Json& object) {
+  const std::string kind = kind_field(object);
+  if (kind == kStop) return Stop{};
+  if (kind == kStatus) return Status{};
+  if (kind == kStopping) return Stopping{};
+  if (kind == kMountReady) {
+    // Braced initialisation evaluates in order, so "pid" is always checked first.
+    return MountReady{pid_field(object, kind), string_field(object, kind, "mount_path")};
+  }
+  if (kind == kMountError) return MountError{string_field(object, kind, "message")};
+  if (kind == kStatusOk) {
+    return StatusOk{pid_field(object, kind), string_field(object, kind, "mount_path"),
+                    extra_fields(object)};
+  }
+  reject("unknown kind " + describe(Json(kind)));
+}
+
+}  // namespace
+
+std::string_view kind_of(const Message& message) {
+  return std::visit([](const auto& alternative) { return name_of(alternative); }, message);
+}
+
+std::string encode_body(const Message& message) {
+  Json body = Json::object();
+  body["kind"] = kind_of(message);
+  std::visit([&body](const auto& alternative) { add_fields(body, alternative); }, message);
+  try {
+    // Compact, raw UTF-8, control characters escaped: the same bytes serde_json writes.
+    return body.dump(-1, ' ', false, Json::error_handler_t::strict);
+  } catch (const Json::exception& error) {
+    throw Error(
+        "encode " + std::string(kind_of(message)) + " frame body: " + without_prefix(error.what()),
+        EINVAL);
+  }
+}
+
+Message decode_body(std::string_view body) {
+  try {
+    Json object = parse_object(body);
+    return message_from(object);
+  } catch (const Json::exception& error) {
+    // Not expected after ShapeCheck, but no nlohmann exception may escape.
+    reject(without_prefix(error.what()));
+  }
+}
+
+bool operator==(const Stop&, const Stop&) { return true; }
+bool operator==(const Status&, const Status&) { return true; }
+bool operator==(const Stopping&, const Stopping&) { return true; }
+
+bool operator==(const MountReady& a, const MountReady& b) {
+  return a.pid == b.pid && a.mount_path == b.mount_path;
+}
+
+bool operator==(const MountError& a, const MountError& b) { return a.message == b.message; }
+
+bool operator==(const StatusOk& a, const StatusOk& b) {
+  return a.pid == b.pid && a.mount_path == b.mount_path && a.extra == b.extra;
+}
+
+}  // namespace heddle::ipc
