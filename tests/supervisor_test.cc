@@ -1,0 +1,224 @@
+// The Supervisor end to end: real sandboxed workers, real mounts, real kernels.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <future>
+
+#include "heddle/error.h"
+#include "heddle/launcher/supervisor.h"
+#include "support/test_support.h"
+
+namespace heddle::test {
+namespace {
+
+using launcher::MountRequest;
+using launcher::Supervisor;
+using launcher::SupervisorOptions;
+using namespace std::chrono_literals;
+
+class SupervisorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HEDDLE_REQUIRE_ROOT_AND_FUSE();
+    tree_ = std::make_unique<ScratchTree>();
+    tree_->write("hello.txt", "hello, sandbox\n");
+    tree_->write("empty", "");
+    tree_->write("dir/nested/deep.txt", "deep\n");
+    tree_->write("tool.sh", "#!/bin/sh\n", 0755);
+    std::string big(1 << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 % 251);
+    tree_->write("big.bin", big);
+  }
+  void TearDown() override {
+    if (tree_) {
+      EXPECT_FALSE(heddle_mounted(tree_->mountpoint())) << "a test left its mount";
+    }
+  }
+
+  MountRequest request() const {
+    return MountRequest{tree_->source().string(), tree_->mountpoint().string(), 0, 0};
+  }
+  static SupervisorOptions fast_options() {
+    SupervisorOptions options;
+    options.stop_grace = 500ms;
+    return options;
+  }
+  static void kill_worker(const Supervisor& supervisor) {
+    ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor.exit_fd(), SIGKILL, nullptr, 0), 0);
+  }
+
+  std::unique_ptr<ScratchTree> tree_;
+};
+
+TEST_F(SupervisorTest, SpawnReturnsAfterMountReadyWithTheMountInPlace) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  EXPECT_TRUE(supervisor->is_alive());
+  EXPECT_EQ(supervisor->ready().mount_path, tree_->mountpoint().string());
+  EXPECT_EQ(static_cast<pid_t>(supervisor->ready().pid), supervisor->pid());
+  EXPECT_TRUE(heddle_mounted(tree_->mountpoint()));
+  supervisor->unmount();
+}
+
+TEST_F(SupervisorTest, ReadsThroughTheMountEqualTheSource) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  for (const char* name : {"hello.txt", "empty", "dir/nested/deep.txt", "big.bin", "tool.sh"}) {
+    EXPECT_EQ(slurp(tree_->mountpoint() / name), slurp(tree_->source() / name)) << name;
+  }
+  EXPECT_EQ(fs::status(tree_->mountpoint() / "tool.sh").permissions() & fs::perms::owner_exec,
+            fs::perms::owner_exec);
+  supervisor->unmount();
+}
+
+TEST_F(SupervisorTest, StatusRoundTripNamesTheWorkerAndTheMount) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  for (int i = 0; i < 3; ++i) {
+    const ipc::StatusOk status = supervisor->status();
+    EXPECT_EQ(static_cast<pid_t>(status.pid), supervisor->pid());
+    EXPECT_EQ(status.mount_path, tree_->mountpoint().string());
+  }
+  supervisor->unmount();
+}
+
+TEST_F(SupervisorTest, UnmountStopsCleanlyRemovesTheMountAndIsIdempotent) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  const auto started = std::chrono::steady_clock::now();
+  supervisor->unmount();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 500ms) << "Stop alone should suffice";
+  EXPECT_FALSE(supervisor->is_alive());
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+  ASSERT_TRUE(supervisor->exit_status().has_value());
+  EXPECT_TRUE(supervisor->exit_status()->success()) << supervisor->exit_status()->describe();
+  supervisor->unmount();
+  EXPECT_THROW((void)supervisor->status(), Error);
+}
+
+TEST_F(SupervisorTest, DestructionUnmounts) {
+  Supervisor::spawn(request(), fast_options()).reset();
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
+TEST_F(SupervisorTest, PanicOnInitFailsSpawnCleanlyAndTheNextSpawnWorks) {
+  const int fds_before = open_fd_count();
+  ::setenv(launcher::kPanicOnInitEnv, "1", 1);
+  try {
+    (void)Supervisor::spawn(request(), fast_options());
+    ::unsetenv(launcher::kPanicOnInitEnv);
+    FAIL() << "spawn should have failed";
+  } catch (const Error& e) {
+    ::unsetenv(launcher::kPanicOnInitEnv);
+    EXPECT_NE(std::string(e.what()).find("exited before MountReady"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("exit code 101"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+  EXPECT_EQ(open_fd_count(), fds_before);
+  EXPECT_EQ(child_count(), 0);
+
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  EXPECT_EQ(slurp(tree_->mountpoint() / "hello.txt"), "hello, sandbox\n");
+  supervisor->unmount();
+}
+
+TEST_F(SupervisorTest, SigkillOfTheWorkerIsObservedTheMountGoesAndReadersGetErrors) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  // Opened before the kill and never read, so the read must reach the (dead) worker.
+  const int fd = ::open((tree_->mountpoint() / "big.bin").c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  kill_worker(*supervisor);
+
+  EXPECT_TRUE(eventually([&] { return !supervisor->is_alive(); })) << "liveness never flipped";
+  EXPECT_TRUE(eventually([&] { return !heddle_mounted(tree_->mountpoint()); }))
+      << "the mount outlived its worker";
+  auto reader = std::async(std::launch::async, [fd] {
+    char buffer[4096];
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    return n < 0 ? errno : 0;
+  });
+  ASSERT_EQ(reader.wait_for(5s), std::future_status::ready) << "the reader hung";
+  EXPECT_NE(reader.get(), 0) << "a read from a dead worker succeeded";
+  ::close(fd);
+
+  ASSERT_TRUE(supervisor->exit_status().has_value());
+  EXPECT_EQ(supervisor->exit_status()->signal, SIGKILL);
+  EXPECT_NO_THROW(supervisor->unmount());
+}
+
+TEST_F(SupervisorTest, AWorkerIgnoringStopAndSigtermIsKilledAfterTwoGracePeriods) {
+  SupervisorOptions options = fast_options();
+  options.stop_grace = 300ms;
+  options.test_ignore_stop = true;
+  auto supervisor = Supervisor::spawn(request(), options);
+  const auto started = std::chrono::steady_clock::now();
+  supervisor->unmount();
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(elapsed, 2 * options.stop_grace);
+  EXPECT_LT(elapsed, 2 * options.stop_grace + 2s);
+  ASSERT_TRUE(supervisor->exit_status().has_value());
+  EXPECT_EQ(supervisor->exit_status()->signal, SIGKILL) << supervisor->exit_status()->describe();
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
+TEST_F(SupervisorTest, HandshakeTimesOutOnAWorkerThatNeverAnswers) {
+  tree_->write("../silent-worker.sh", "#!/bin/sh\nexec sleep 30\n", 0755);
+  SupervisorOptions options = fast_options();
+  options.worker_binary = (tree_->root() / "silent-worker.sh").string();
+  options.handshake_timeout = 500ms;
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    (void)Supervisor::spawn(request(), options);
+    FAIL() << "spawn should have timed out";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ETIMEDOUT) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 3s);
+  EXPECT_EQ(child_count(), 0);
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
+TEST_F(SupervisorTest, AMissingWorkerBinaryIsAClearError) {
+  ::setenv(launcher::kWorkerBinaryEnv, "/nonexistent/heddle-fuse-worker", 1);
+  try {
+    (void)Supervisor::spawn(request(), fast_options());
+    FAIL() << "spawn should have failed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ENOENT);
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/heddle-fuse-worker"), std::string::npos);
+  }
+  ::unsetenv(launcher::kWorkerBinaryEnv);
+}
+
+TEST_F(SupervisorTest, ASourceTheWorkerCannotReadIsNamedWithItsIdentity) {
+  fs::permissions(tree_->source(), fs::perms(0700));
+  try {
+    (void)Supervisor::spawn(request(), fast_options());
+    FAIL() << "spawn should have failed";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find(tree_->source().string()), std::string::npos) << message;
+    EXPECT_NE(message.find("65534"), std::string::npos) << message;
+  }
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
+TEST_F(SupervisorTest, FdAndChildCountsAreUnchangedAfterManyFailuresAndCycles) {
+  const int fds_before = open_fd_count();
+  SupervisorOptions broken = fast_options();
+  broken.worker_binary = "/nonexistent/heddle-fuse-worker";
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_THROW((void)Supervisor::spawn(request(), broken), Error);
+  }
+  EXPECT_EQ(open_fd_count(), fds_before);
+  EXPECT_EQ(child_count(), 0);
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+
+  for (int i = 0; i < 32; ++i) {
+    auto supervisor = Supervisor::spawn(request(), fast_options());
+    supervisor->unmount();
+  }
+  EXPECT_EQ(open_fd_count(), fds_before);
+  EXPECT_EQ(child_count(), 0);
+}
+
+}  // namespace
+}  // namespace heddle::test
