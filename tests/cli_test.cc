@@ -1,0 +1,199 @@
+// heddle-fuse-launcher as a user runs it: real processes, real mounts, exit codes and output.
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+#include "heddle/launcher/control_socket.h"
+#include "support/child_process.h"
+#include "support/test_support.h"
+
+namespace heddle::test {
+namespace {
+
+using namespace std::chrono_literals;
+using Json = nlohmann::json;
+
+std::vector<std::string> launcher_argv(std::vector<std::string> args) {
+  args.insert(args.begin(), bin_path("heddle-fuse-launcher"));
+  return args;
+}
+
+CommandResult launcher(std::vector<std::string> args, std::chrono::milliseconds timeout = 30s) {
+  return run_command(launcher_argv(std::move(args)), timeout);
+}
+
+// The test is a child subreaper (see SetUp), so orphaned supervisors and workers become our
+// children: reap them here rather than wait for this machine's init to do it.
+bool process_gone(pid_t pid) {
+  ::waitpid(pid, nullptr, WNOHANG);
+  return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HEDDLE_REQUIRE_ROOT_AND_FUSE();
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    tree_ = std::make_unique<ScratchTree>();
+    tree_->write("a.txt", "alpha\n");
+    tree_->write("sub/b.txt", "beta\n");
+  }
+
+  void TearDown() override {
+    if (!tree_) return;
+    if (heddle_mounted(tree_->mountpoint())) {
+      ADD_FAILURE() << "test left a mount; cleaning up";
+      (void)launcher({"unmount", mp()});
+      ::umount2(mp().c_str(), MNT_DETACH);
+    }
+    // The background supervisor is ours (we started it through the CLI): never leave it.
+    if (supervisor_pid_ > 0 && !eventually([&] { return process_gone(supervisor_pid_); })) {
+      ADD_FAILURE() << "supervisor " << supervisor_pid_ << " outlived its mount";
+      ::kill(supervisor_pid_, SIGKILL);
+    }
+  }
+
+  std::string mp() const { return tree_->mountpoint().string(); }
+  std::string src() const { return tree_->source().string(); }
+
+  Json mount_background() {
+    const CommandResult result = launcher({"mount", "--dir", src(), "--mountpoint", mp(), "--json"});
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    Json ready = Json::parse(result.out);
+    supervisor_pid_ = ready.value("supervisor_pid", -1);
+    return ready;
+  }
+
+  std::unique_ptr<ScratchTree> tree_;
+  pid_t supervisor_pid_ = -1;
+};
+
+TEST_F(CliTest, HelpAndVersion) {
+  const CommandResult help = launcher({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  EXPECT_NE(help.out.find("Usage: heddle-fuse-launcher"), std::string::npos);
+  const CommandResult version = launcher({"--version"});
+  EXPECT_EQ(version.exit_code, 0);
+  EXPECT_EQ(version.out.rfind("heddle-fuse-launcher ", 0), 0u) << version.out;
+}
+
+TEST_F(CliTest, BadArgumentsExitTwoWithAUsageLine) {
+  const std::vector<std::vector<std::string>> cases = {
+      {},
+      {"frobnicate"},
+      {"mount"},
+      {"mount", "--dir"},
+      {"mount", "--dir", "/tmp"},
+      {"mount", "--dir", "/tmp", "--mountpoint", "/mnt", "--bogus"},
+      {"mount", "--dir", "/tmp", "--mountpoint", "/mnt", "--uid", "no-such-user-here"},
+      {"status"},
+      {"status", "/a", "/b"},
+      {"unmount", "--json", "/a"},
+      {"demo", "extra"},
+  };
+  for (const auto& args : cases) {
+    const CommandResult result = launcher(args);
+    std::string joined;
+    for (const auto& arg : args) joined += arg + " ";
+    EXPECT_EQ(result.exit_code, 2) << joined << "\n" << result.err;
+    EXPECT_NE(result.err.find("Usage: heddle-fuse-launcher"), std::string::npos) << joined;
+    EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 2) << result.err;
+  }
+}
+
+TEST_F(CliTest, MountStatusUnmountEndToEnd) {
+  const Json ready = mount_background();
+  EXPECT_EQ(ready["kind"], "MountReady");
+  EXPECT_EQ(ready["mount_path"], mp());
+  const pid_t worker = ready["pid"].get<pid_t>();
+  EXPECT_GT(worker, 1);
+  EXPECT_GT(supervisor_pid_, 1);
+  EXPECT_NE(supervisor_pid_, worker);
+  ASSERT_TRUE(heddle_mounted(tree_->mountpoint()));
+  EXPECT_EQ(slurp(tree_->mountpoint() / "sub" / "b.txt"), "beta\n");
+
+  const CommandResult status_json = launcher({"status", mp(), "--json"});
+  ASSERT_EQ(status_json.exit_code, 0) << status_json.err;
+  const Json status = Json::parse(status_json.out);
+  EXPECT_EQ(status["kind"], "StatusOk");
+  EXPECT_EQ(status["pid"], worker);
+  EXPECT_EQ(status["mount_path"], mp());
+  EXPECT_EQ(status["supervisor_pid"], supervisor_pid_);
+  EXPECT_EQ(status["source"], src());
+
+  const CommandResult status_text = launcher({"status", mp()});
+  EXPECT_EQ(status_text.exit_code, 0) << status_text.err;
+  EXPECT_NE(status_text.out.find(std::to_string(worker)), std::string::npos) << status_text.out;
+
+  const CommandResult unmount = launcher({"unmount", mp()});
+  EXPECT_EQ(unmount.exit_code, 0) << unmount.err;
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+  EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
+  EXPECT_TRUE(eventually([&] { return process_gone(worker); }));
+  EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp())));
+}
+
+TEST_F(CliTest, ASecondMountOnABusyMountpointIsAClearError) {
+  mount_background();
+  const CommandResult second = launcher({"mount", "--dir", src(), "--mountpoint", mp()});
+  EXPECT_EQ(second.exit_code, 1);
+  EXPECT_NE(second.err.find("busy"), std::string::npos) << second.err;
+  EXPECT_EQ(std::count(second.err.begin(), second.err.end(), '\n'), 1) << second.err;
+  EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
+}
+
+TEST_F(CliTest, ForegroundMountStaysAndUnmountsOnSigterm) {
+  ChildProcess foreground(launcher_argv({"mount", "--dir", src(), "--mountpoint", mp(),
+                                         "--foreground"}));
+  supervisor_pid_ = foreground.pid();
+  const auto line = foreground.read_line(15s);
+  ASSERT_TRUE(line.has_value()) << "no ready line";
+  EXPECT_EQ(line->rfind("mounted ", 0), 0u) << *line;
+  EXPECT_TRUE(heddle_mounted(tree_->mountpoint()));
+  EXPECT_EQ(launcher({"status", mp()}).exit_code, 0);
+
+  foreground.signal(SIGTERM);
+  const CommandResult result = foreground.finish(15s);
+  EXPECT_FALSE(result.timed_out);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
+TEST_F(CliTest, StatusAndUnmountOfSomethingNotMountedAreClearErrors) {
+  for (const char* command : {"status", "unmount"}) {
+    const CommandResult result = launcher({command, mp()});
+    EXPECT_EQ(result.exit_code, 1) << command;
+    EXPECT_NE(result.err.find("no heddle mount supervisor"), std::string::npos) << result.err;
+  }
+}
+
+TEST_F(CliTest, OverlappingSourceAndMountpointAreRefused) {
+  const CommandResult result = launcher({"mount", "--dir", tree_->root().string(), "--mountpoint", mp()});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("overlap"), std::string::npos) << result.err;
+}
+
+TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisor) {
+  const Json ready = mount_background();
+  ASSERT_EQ(::kill(supervisor_pid_, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
+  // The worker sees IPC EOF and exits; the mount it leaves answers ENOTCONN.
+  ASSERT_TRUE(eventually([&] { return process_gone(ready["pid"].get<pid_t>()); }));
+  const CommandResult result = launcher({"unmount", mp()});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("stale"), std::string::npos) << result.out;
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
+TEST_F(CliTest, DemoRunsEndToEnd) {
+  const CommandResult demo = launcher({"demo"}, 60s);
+  EXPECT_EQ(demo.exit_code, 0) << demo.out << demo.err;
+  EXPECT_NE(demo.out.find("demo OK"), std::string::npos) << demo.out;
+  EXPECT_NE(demo.out.find("confined: yes"), std::string::npos) << demo.out;
+}
+
+}  // namespace
+}  // namespace heddle::test
