@@ -1,0 +1,237 @@
+#include "support/unsandboxed_worker.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+#include <system_error>
+#include <thread>
+
+#include "heddle/error.h"
+#include "heddle/ipc/fd_passing.h"
+#include "heddle/ipc/frame.h"
+
+extern char** environ;
+
+namespace heddle::test {
+namespace {
+
+using std::chrono::milliseconds;
+namespace fs = std::filesystem;
+
+constexpr milliseconds kPollInterval{5};
+constexpr milliseconds kStopGrace{5'000};
+constexpr int kWorkerBootstrapFd = 3;
+
+std::filesystem::path make_temp_dir(const std::string& prefix, const fs::path& parent = {}) {
+  const fs::path where = parent.empty() ? fs::temp_directory_path() : parent;
+  std::string pattern = (where / (prefix + ".XXXXXX")).string();
+  if (::mkdtemp(pattern.data()) == nullptr) throw_errno("mkdtemp " + pattern);
+  return pattern;
+}
+
+std::pair<UniqueFd, UniqueFd> make_socketpair() {
+  std::array<int, 2> fds{-1, -1};
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds.data()) != 0) {
+    throw_errno("socketpair");
+  }
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+// Our environment with `extra` ("NAME=VALUE") added, replacing same-named variables.
+std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
+  std::vector<std::string> env;
+  const auto name_of = [](std::string_view entry) { return entry.substr(0, entry.find('=')); };
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    bool replaced = false;
+    for (const auto& x : extra) replaced = replaced || name_of(x) == name_of(entry);
+    if (!replaced) env.emplace_back(entry);
+  }
+  env.insert(env.end(), extra.begin(), extra.end());
+  return env;
+}
+
+std::vector<char*> c_strings(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+}  // namespace
+
+TempDir::TempDir(const std::string& prefix, const fs::path& parent)
+    : path_(make_temp_dir(prefix, parent)) {}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  fs::remove_all(path_, ec);  // does not follow symlinks
+}
+
+std::optional<std::string> worker_tests_unavailable() {
+  if (::geteuid() != 0) {
+    return "needs root: the harness mounts a FUSE filesystem itself (run the tests as root)";
+  }
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) {
+    return std::string("/dev/fuse is not usable: ") + std::strerror(errno);
+  }
+  return std::nullopt;
+}
+
+// --- Child ---------------------------------------------------------------------------------
+
+UnsandboxedWorker::Child::~Child() { kill_and_reap(); }
+
+std::optional<int> UnsandboxedWorker::Child::wait(milliseconds timeout) {
+  if (pid_ <= 0 || status_) return status_;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      status_ = status;
+      return status_;
+    }
+    if (r < 0 && errno != EINTR) throw_errno("waitpid " + std::to_string(pid_));
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(kPollInterval);
+  }
+}
+
+void UnsandboxedWorker::Child::kill_and_reap() noexcept {
+  if (!running()) return;
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+  }
+  status_ = status;
+}
+
+// --- Mount ---------------------------------------------------------------------------------
+
+UniqueFd UnsandboxedWorker::Mount::mount(const fs::path& at, bool read_only) {
+  UniqueFd fuse(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+  if (!fuse) throw_errno("open /dev/fuse");
+  const std::string options = "fd=" + std::to_string(fuse.get()) +
+                              ",rootmode=40000,user_id=0,group_id=0,default_permissions";
+  unsigned long flags = MS_NOSUID | MS_NODEV;
+  if (read_only) flags |= MS_RDONLY;
+  if (::mount("heddle-test", at.c_str(), "fuse.heddle", flags, options.c_str()) != 0) {
+    throw_errno("mount fuse.heddle at " + at.string());
+  }
+  path_ = at;
+  return fuse;
+}
+
+UnsandboxedWorker::Mount::~Mount() {
+  if (!path_.empty()) ::umount2(path_.c_str(), MNT_DETACH);
+}
+
+// --- Dirs ----------------------------------------------------------------------------------
+
+UnsandboxedWorker::Dirs::~Dirs() {
+  std::error_code ec;
+  if (!mountpoint.empty()) fs::remove(mountpoint, ec);
+  if (!base.empty()) fs::remove(base, ec);
+}
+
+// --- UnsandboxedWorker ---------------------------------------------------------------------
+
+UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
+  dirs_.base = make_temp_dir("heddle-worker-mnt");
+  dirs_.mountpoint = dirs_.base / "mnt";
+  if (::mkdir(dirs_.mountpoint.c_str(), 0755) != 0) throw_errno("mkdir " + dirs_.mountpoint.string());
+  UniqueFd fuse = mount_.mount(dirs_.mountpoint, config.read_only_mount);
+
+  auto [boot_parent, boot_child] = make_socketpair();
+  auto [ipc_parent, ipc_child] = make_socketpair();
+
+  std::string binary = HEDDLE_BIN_DIR "/heddle-fuse-worker";
+  std::vector<std::string> args{binary,         "--dir",
+                                config.source.string(), "--mountpoint",
+                                dirs_.mountpoint.string(), "--bootstrap-fd",
+                                std::to_string(kWorkerBootstrapFd)};
+  if (config.test_ignore_stop) args.emplace_back("--test-ignore-stop");
+  if (config.expect_sandbox) args.emplace_back("--expect-sandbox");
+  std::vector<std::string> env = merged_environment(config.extra_env);
+  std::vector<char*> argv = c_strings(args);
+  std::vector<char*> envp = c_strings(env);
+
+  const pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork");
+  if (pid == 0) {
+    // Only async-signal-safe calls from here on.
+    const int fd = boot_child.get();
+    if (fd == kWorkerBootstrapFd) {
+      if (::fcntl(fd, F_SETFD, 0) != 0) ::_exit(126);
+    } else if (::dup2(fd, kWorkerBootstrapFd) < 0) {
+      ::_exit(126);
+    }
+    ::close_range(kWorkerBootstrapFd + 1, ~0U, 0);
+    ::execve(binary.c_str(), argv.data(), envp.data());
+    ::_exit(127);
+  }
+  child_.adopt(pid);
+  boot_child.reset();
+
+  const std::array<int, 2> fds{ipc_child.get(), fuse.get()};
+  ipc::send_fds(boot_parent.get(), fds, std::to_string(pid));
+  // From now on only the worker holds the connection: if it dies, the mount says ENOTCONN.
+  ipc_child.reset();
+  fuse.reset();
+  boot_parent.reset();
+
+  ipc_ = std::move(ipc_parent);
+  first_ = ipc::read_frame(ipc_.get(), config.first_message_timeout);
+}
+
+UnsandboxedWorker::~UnsandboxedWorker() {
+  if (!child_.running()) return;
+  try {
+    if (ipc_) ipc::write_frame(ipc_.get(), ipc::Stop{}, milliseconds(1'000));
+    static_cast<void>(child_.wait(kStopGrace));
+  } catch (...) {
+    // Child's destructor kills it.
+  }
+}
+
+bool UnsandboxedWorker::ready() const noexcept {
+  return first_ && std::holds_alternative<ipc::MountReady>(*first_);
+}
+
+void UnsandboxedWorker::send(const ipc::Message& message) {
+  ipc::write_frame(ipc_.get(), message, milliseconds(5'000));
+}
+
+std::optional<ipc::Message> UnsandboxedWorker::receive(milliseconds timeout) {
+  return ipc::read_frame(ipc_.get(), timeout);
+}
+
+std::optional<int> UnsandboxedWorker::wait_for_exit(milliseconds timeout) {
+  return child_.wait(timeout);
+}
+
+int UnsandboxedWorker::count_fds() const {
+  const std::string dir = "/proc/" + std::to_string(child_.pid()) + "/fd";
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return -1;
+  int count = 0;
+  while (const dirent* entry = ::readdir(d)) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  ::closedir(d);
+  return count;
+}
+
+}  // namespace heddle::test

@@ -1,0 +1,139 @@
+#include "dir_fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+
+namespace heddle::worker {
+namespace {
+
+int fstat_errno(int fd, struct stat& st) { return ::fstat(fd, &st) == 0 ? 0 : errno; }
+
+}  // namespace
+
+DirFs::DirFs(const SourceTree& tree) : tree_(tree), nodes_(tree.root_id()) {}
+
+int DirFs::open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st,
+                     std::string* path) const {
+  auto ref = nodes_.find(node);
+  if (!ref) return ESTALE;
+  auto opened = tree_.open_beneath(ref->path, flags);
+  if (!opened.fd) return opened.error;
+  if (const int err = fstat_errno(opened.fd.get(), st); err != 0) return err;
+  if (file_id(st) != ref->id) return ESTALE;
+  fd = std::move(opened.fd);
+  if (path != nullptr) *path = std::move(ref->path);
+  return 0;
+}
+
+int DirFs::lookup_path(const std::string& path, NodeId& node, struct stat& st) {
+  // O_PATH|O_NOFOLLOW: a trailing symlink is opened as itself; one in the middle is ELOOP.
+  auto opened = tree_.open_beneath(path, O_PATH | O_NOFOLLOW);
+  if (!opened.fd) return opened.error;
+  if (const int err = fstat_errno(opened.fd.get(), st); err != 0) return err;
+  node = nodes_.acquire(path, file_id(st));
+  return 0;
+}
+
+int DirFs::lookup(NodeId parent, const char* name, NodeId& node, struct stat& st) {
+  // The kernel sends single components; "." and ".." only come with export support, which this
+  // filesystem does not offer.
+  if (std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) return ENOENT;
+  if (std::strchr(name, '/') != nullptr) return EINVAL;
+  if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
+  const auto dir = nodes_.find(parent);
+  if (!dir) return ESTALE;
+  return lookup_path(join_path(dir->path, name), node, st);
+}
+
+int DirFs::lookup_entry(const DirSnapshot& dir, const DirEntry& entry, NodeId& node,
+                        struct stat& st) {
+  return lookup_path(join_path(dir.path, entry.name.c_str()), node, st);
+}
+
+void DirFs::forget(NodeId node, std::uint64_t nlookup) noexcept { nodes_.forget(node, nlookup); }
+
+int DirFs::getattr(NodeId node, struct stat& st) const {
+  UniqueFd fd;
+  return open_node(node, O_PATH | O_NOFOLLOW, fd, st);
+}
+
+int DirFs::readlink(NodeId node, std::string& target) const {
+  UniqueFd fd;
+  struct stat st {};
+  if (const int err = open_node(node, O_PATH | O_NOFOLLOW, fd, st); err != 0) return err;
+  if (!S_ISLNK(st.st_mode)) return EINVAL;
+  std::size_t capacity = PATH_MAX;
+  for (;;) {
+    target.resize(capacity);
+    const ssize_t n = ::readlinkat(fd.get(), "", target.data(), target.size());
+    if (n < 0) return errno;
+    if (static_cast<std::size_t>(n) < target.size()) {
+      target.resize(static_cast<std::size_t>(n));
+      return 0;
+    }
+    if (capacity >= (std::size_t{1} << 20)) return ENAMETOOLONG;
+    capacity *= 2;  // possibly truncated: try again with more room
+  }
+}
+
+int DirFs::read_dir(NodeId node, DirSnapshot& out) const {
+  UniqueFd fd;
+  struct stat st {};
+  if (const int err = open_node(node, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, fd, st, &out.path);
+      err != 0) {
+    return err;
+  }
+  out.entries.clear();
+
+  constexpr std::size_t kBufferSize = 64 * 1024;
+  const auto buffer = std::make_unique<char[]>(kBufferSize);
+  for (;;) {
+    const ssize_t n = ::getdents64(fd.get(), buffer.get(), kBufferSize);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) break;
+    for (ssize_t pos = 0; pos < n;) {
+      dirent64 entry_header;
+      std::memcpy(&entry_header, buffer.get() + pos, offsetof(dirent64, d_name));
+      const char* name = buffer.get() + pos + offsetof(dirent64, d_name);
+      unsigned char type = entry_header.d_type;
+      if (type == DT_UNKNOWN) {
+        // Some filesystems do not report types; ask without following a symlink.
+        struct stat entry_st {};
+        if (::fstatat(fd.get(), name, &entry_st, AT_SYMLINK_NOFOLLOW) == 0) {
+          type = static_cast<unsigned char>(IFTODT(entry_st.st_mode));
+        }
+      }
+      out.entries.push_back(DirEntry{name, entry_header.d_ino, type});
+      if (entry_header.d_reclen == 0) return EIO;  // never from a sane kernel; avoid spinning
+      pos += entry_header.d_reclen;
+    }
+  }
+  return 0;  // `fd` closes here: the snapshot holds no fd
+}
+
+int DirFs::open_file(NodeId node, UniqueFd& fd) const {
+  struct stat st {};
+  // O_NONBLOCK: should the path have become a FIFO, the open must not hang a FUSE thread.
+  if (const int err = open_node(node, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, fd, st); err != 0) {
+    return err;
+  }
+  if (S_ISDIR(st.st_mode)) return EISDIR;
+  if (!S_ISREG(st.st_mode)) return EINVAL;
+  return 0;
+}
+
+int DirFs::statfs(struct statvfs& out) const {
+  return ::fstatvfs(tree_.root_fd(), &out) == 0 ? 0 : errno;
+}
+
+}  // namespace heddle::worker

@@ -1,0 +1,297 @@
+#include "fuse_ops.h"
+
+#include <fuse_lowlevel.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "dir_fs.h"
+
+namespace heddle::worker {
+namespace {
+
+// The source may change underneath us: cache names and attributes only briefly.
+constexpr double kTimeoutSeconds = 1.0;
+
+DirFs& fs_of(fuse_req_t req) { return *static_cast<DirFs*>(fuse_req_userdata(req)); }
+
+fuse_entry_param entry_param(NodeId node, const struct stat& st) {
+  fuse_entry_param e{};
+  e.ino = node;
+  e.generation = 0;  // nodeids are never reused
+  e.attr = st;       // st_ino stays the source's
+  e.attr_timeout = kTimeoutSeconds;
+  e.entry_timeout = kTimeoutSeconds;
+  return e;
+}
+
+DirSnapshot* snapshot_of(const fuse_file_info* fi) {
+  return reinterpret_cast<DirSnapshot*>(static_cast<std::uintptr_t>(fi->fh));
+}
+
+// Runs an operation body, turning an escaping exception (allocation failure, in practice) into
+// an error reply. Bodies reply last, so an exception never follows a reply.
+template <typename Body>
+void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
+  try {
+    body();
+  } catch (const std::bad_alloc&) {
+    fuse_reply_err(req, ENOMEM);
+  } catch (const std::exception& e) {
+    spdlog::error("{}: {}", op, e.what());
+    fuse_reply_err(req, EIO);
+  } catch (...) {
+    spdlog::error("{}: unknown exception", op);
+    fuse_reply_err(req, EIO);
+  }
+}
+
+void op_init(void* /*userdata*/, fuse_conn_info* conn) {
+  if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
+  spdlog::debug("FUSE protocol {}.{}: capable {:#x}, want {:#x}", conn->proto_major,
+                conn->proto_minor, conn->capable, conn->want);
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "lookup", [&] {
+    NodeId node = 0;
+    struct stat st {};
+    if (const int err = fs_of(req).lookup(parent, name, node, st); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    const auto e = entry_param(node, st);
+    // Should the reply not arrive (interrupted request), the kernel holds no reference.
+    if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(node, 1);
+  });
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t nlookup) {
+  fs_of(req).forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* forgets) {
+  DirFs& fs = fs_of(req);
+  for (std::size_t i = 0; i < count; ++i) fs.forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guarded(req, "getattr", [&] {
+    struct stat st {};
+    int err = 0;
+    // The kernel passes a handle only for regular files, which open() made an fd: that answers
+    // even if the path has since been replaced or removed in the source.
+    if (fi != nullptr) {
+      err = ::fstat(static_cast<int>(fi->fh), &st) == 0 ? 0 : errno;
+    } else {
+      err = fs_of(req).getattr(ino, st);
+    }
+    if (err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    fuse_reply_attr(req, &st, kTimeoutSeconds);
+  });
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  guarded(req, "readlink", [&] {
+    std::string target;
+    if (const int err = fs_of(req).readlink(ino, target); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    fuse_reply_readlink(req, target.c_str());
+  });
+}
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guarded(req, "opendir", [&] {
+    auto snapshot = std::make_unique<DirSnapshot>();
+    if (const int err = fs_of(req).read_dir(ino, *snapshot); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    fi->fh = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(snapshot.get()));
+    // On failure (interrupted opendir) no releasedir will come: keep ownership and free it.
+    if (fuse_reply_open(req, fi) == 0) static_cast<void>(snapshot.release());
+  });
+}
+
+// Serves readdir and readdirplus from the snapshot. Entry i has offset i + 1.
+void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  const DirSnapshot& dir = *snapshot_of(fi);
+  DirFs& fs = fs_of(req);
+  std::vector<char> buffer(size);
+  std::vector<NodeId> counted;  // lookups made for this reply (readdirplus)
+  std::size_t used = 0;
+  for (std::size_t i = off < 0 ? dir.entries.size() : static_cast<std::size_t>(off);
+       i < dir.entries.size(); ++i) {
+    const DirEntry& entry = dir.entries[i];
+    const auto next = static_cast<off_t>(i + 1);
+    char* const at = buffer.data() + used;
+    const std::size_t room = size - used;
+    if (!plus) {
+      struct stat st {};
+      st.st_ino = entry.ino;
+      st.st_mode = DTTOIF(entry.type);
+      // Writes nothing, and answers the size needed, when the entry does not fit.
+      const std::size_t n = fuse_add_direntry(req, at, room, entry.name.c_str(), &st, next);
+      if (n > room) break;
+      used += n;
+      continue;
+    }
+    // Check the fit before the lookup: an entry that is not sent must not be counted.
+    const std::size_t needed = fuse_add_direntry_plus(req, nullptr, 0, entry.name.c_str(),
+                                                      nullptr, next);
+    if (needed > room) break;
+    fuse_entry_param e{};
+    e.attr.st_ino = entry.ino;
+    e.attr.st_mode = DTTOIF(entry.type);
+    // "." and "..", and entries that vanished or cannot be resolved since opendir, go out
+    // with nodeid 0: the kernel then lists the name without caching a node for it (nor sending
+    // a forget for it).
+    const bool dots = entry.name == "." || entry.name == "..";
+    if (!dots) {
+      NodeId node = 0;
+      struct stat st {};
+      if (fs.lookup_entry(dir, entry, node, st) == 0) {
+        e = entry_param(node, st);
+        counted.push_back(node);
+      }
+    }
+    used += fuse_add_direntry_plus(req, at, room, entry.name.c_str(), &e, next);
+  }
+  // Should the reply not arrive (interrupted request), the kernel holds none of these.
+  if (fuse_reply_buf(req, buffer.data(), used) != 0) {
+    for (const NodeId node : counted) fs.forget(node, 1);
+  }
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
+                fuse_file_info* fi) {
+  guarded(req, "readdir", [&] { reply_dir(req, size, off, fi, false); });
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
+                    fuse_file_info* fi) {
+  guarded(req, "readdirplus", [&] { reply_dir(req, size, off, fi, true); });
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  delete snapshot_of(fi);
+  fuse_reply_err(req, 0);
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  guarded(req, "open", [&] {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_APPEND)) != 0) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    UniqueFd fd;
+    if (const int err = fs_of(req).open_file(ino, fd); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    fi->fh = static_cast<std::uint64_t>(fd.get());
+    fi->noflush = 1;  // nothing to flush in a read-only view
+    // On failure (interrupted open) no release will come: `fd` closes itself.
+    if (fuse_reply_open(req, fi) == 0) static_cast<void>(fd.release());
+  });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
+             fuse_file_info* fi) {
+  // The data goes straight from the source fd (pread, or splice when the connection uses it).
+  fuse_bufvec buf{};
+  buf.count = 1;
+  buf.buf[0].size = size;
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = static_cast<int>(fi->fh);
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  UniqueFd(static_cast<int>(fi->fh)).reset();
+  fuse_reply_err(req, 0);
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t /*ino*/) {
+  struct statvfs st {};
+  if (const int err = fs_of(req).statfs(st); err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_reply_statfs(req, &st);
+}
+
+void op_access(fuse_req_t req, fuse_ino_t /*ino*/, int mask) {
+  // Only reached without default_permissions; reading is decided by the source's modes as the
+  // kernel sees them, writing never happens.
+  fuse_reply_err(req, (mask & W_OK) != 0 ? EROFS : 0);
+}
+
+// Every modifying operation: the view is read-only.
+template <typename... Args>
+void reply_erofs(fuse_req_t req, Args... /*unused*/) {
+  fuse_reply_err(req, EROFS);
+}
+
+fuse_lowlevel_ops make_operations() {
+  fuse_lowlevel_ops ops{};
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.readlink = op_readlink;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
+  ops.releasedir = op_releasedir;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.release = op_release;
+  ops.statfs = op_statfs;
+  ops.access = op_access;
+
+  ops.setattr = reply_erofs<fuse_ino_t, struct stat*, int, fuse_file_info*>;
+  ops.mknod = reply_erofs<fuse_ino_t, const char*, mode_t, dev_t>;
+  ops.mkdir = reply_erofs<fuse_ino_t, const char*, mode_t>;
+  ops.unlink = reply_erofs<fuse_ino_t, const char*>;
+  ops.rmdir = reply_erofs<fuse_ino_t, const char*>;
+  ops.symlink = reply_erofs<const char*, fuse_ino_t, const char*>;
+  ops.rename = reply_erofs<fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int>;
+  ops.link = reply_erofs<fuse_ino_t, fuse_ino_t, const char*>;
+  ops.write = reply_erofs<fuse_ino_t, const char*, std::size_t, off_t, fuse_file_info*>;
+  ops.write_buf = reply_erofs<fuse_ino_t, fuse_bufvec*, off_t, fuse_file_info*>;
+  ops.create = reply_erofs<fuse_ino_t, const char*, mode_t, fuse_file_info*>;
+  ops.fallocate = reply_erofs<fuse_ino_t, int, off_t, off_t, fuse_file_info*>;
+  ops.setxattr = reply_erofs<fuse_ino_t, const char*, const char*, std::size_t, int>;
+  ops.removexattr = reply_erofs<fuse_ino_t, const char*>;
+  ops.copy_file_range = reply_erofs<fuse_ino_t, off_t, fuse_file_info*, fuse_ino_t, off_t,
+                                    fuse_file_info*, std::size_t, int>;
+  return ops;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& dir_fs_operations() {
+  static const fuse_lowlevel_ops ops = make_operations();
+  return ops;
+}
+
+}  // namespace heddle::worker

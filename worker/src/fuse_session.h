@@ -1,0 +1,43 @@
+// A libfuse low-level session on a /dev/fuse fd that the supervisor already mounted, served by
+// fuse_session_loop_mt on a thread of its own. The worker never mounts or unmounts anything.
+#pragma once
+
+#include <atomic>
+#include <thread>
+
+#include "heddle/unique_fd.h"
+
+struct fuse_session;
+struct fuse_loop_config;
+
+namespace heddle::worker {
+
+class DirFs;
+
+class FuseSession {
+ public:
+  // Creates the session for `fs` and adopts `fuse_fd` (libfuse closes it with the session).
+  // Throws heddle::Error. `debug` turns on libfuse's per-request log.
+  FuseSession(UniqueFd fuse_fd, DirFs& fs, bool debug);
+  FuseSession(const FuseSession&) = delete;
+  FuseSession& operator=(const FuseSession&) = delete;
+  // A running loop cannot be stopped from here (its threads sit in read(/dev/fuse) until the
+  // supervisor unmounts): the worker ends with _exit(), so this only tidies up after a failure
+  // before start(), or after the loop has ended.
+  ~FuseSession();
+
+  // Starts the multi-threaded loop (clone_fd off, at most `max_idle_threads` idle workers).
+  void start(unsigned max_idle_threads);
+
+  // False once the loop has returned (connection unmounted or aborted).
+  [[nodiscard]] bool serving() const noexcept { return serving_.load(); }
+
+ private:
+  void run_loop(fuse_loop_config* config);
+
+  fuse_session* session_ = nullptr;
+  std::thread loop_;
+  std::atomic<bool> serving_{false};
+};
+
+}  // namespace heddle::worker

@@ -1,0 +1,54 @@
+// nodeid -> {path beneath the source, lookup count, source identity}. No fds are held: every
+// operation re-resolves the path, so the worker's fd use does not grow with the tree.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "source_tree.h"
+
+namespace heddle::worker {
+
+using NodeId = std::uint64_t;
+inline constexpr NodeId kRootNode = 1;  // FUSE_ROOT_ID
+
+struct NodeRef {
+  std::string path;  // "." for the root
+  FileId id;
+};
+
+class InodeTable {
+ public:
+  explicit InodeTable(FileId root_id);
+
+  // Records one lookup (the kernel now holds one more reference) of the file `id` found at
+  // `path`, and returns its nodeid. Files with the same identity share a node (hardlinks); the
+  // node's path becomes the most recent one it was found at. Nodeids are never reused, so the
+  // generation is always 0.
+  [[nodiscard]] NodeId acquire(const std::string& path, FileId id);
+
+  // The node's path and identity, or nullopt for an unknown (forgotten) nodeid.
+  [[nodiscard]] std::optional<NodeRef> find(NodeId node) const;
+
+  // Drops `nlookup` references; the node goes away at zero. The root is never dropped.
+  void forget(NodeId node, std::uint64_t nlookup) noexcept;
+
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  struct Node {
+    std::string path;
+    FileId id;
+    std::uint64_t nlookup = 0;
+  };
+
+  mutable std::mutex mutex_;
+  std::unordered_map<NodeId, Node> nodes_;
+  std::unordered_map<FileId, NodeId, FileIdHash> by_id_;
+  NodeId next_ = kRootNode + 1;
+};
+
+}  // namespace heddle::worker

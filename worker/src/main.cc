@@ -1,0 +1,229 @@
+// heddle-fuse-worker: receives [ipc socket, /dev/fuse fd] on the bootstrap fd, serves a read-only
+// view of --dir over that connection, and answers the supervisor's Status/Stop requests.
+//
+// Exit codes: 0 on Stop, IPC EOF or SIGTERM; 1 on a startup or IPC failure; 2 on a usage error;
+// 101 when HEDDLE_FUSE_WORKER_PANIC_ON_INIT is set.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <spdlog/spdlog.h>
+
+#include "confinement_check.h"
+#include "dir_fs.h"
+#include "fuse_session.h"
+#include "heddle/error.h"
+#include "heddle/ipc/fd_passing.h"
+#include "heddle/ipc/frame.h"
+#include "heddle/ipc/message.h"
+#include "heddle/unique_fd.h"
+#include "logging.h"
+#include "options.h"
+#include "source_tree.h"
+
+namespace heddle::worker {
+namespace {
+
+constexpr std::chrono::seconds kBootstrapTimeout{10};
+// Writes to the supervisor are small; the deadline only guards against a peer that stopped
+// reading.
+constexpr std::chrono::seconds kWriteTimeout{5};
+constexpr unsigned kMaxIdleThreads = 10;
+constexpr int kExitPanic = 101;  // what a Rust panic exits with
+
+// Ends the process without running static destructors: FUSE threads may still be using them.
+[[noreturn]] void exit_now(int code) {
+  flush_logs();
+  ::_exit(code);
+}
+
+extern "C" void exit_on_signal(int /*signo*/) { ::_exit(0); }
+
+// As PID 1 of its pid namespace the worker would ignore SIGTERM by default: handle it
+// explicitly (or ignore it, for tests proving that the supervisor escalates to SIGKILL).
+void install_signal_handlers(bool ignore_stop) {
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  ::sigaction(SIGPIPE, &ignore, nullptr);
+
+  struct sigaction stop {};
+  stop.sa_handler = ignore_stop ? SIG_IGN : exit_on_signal;
+  ::sigemptyset(&stop.sa_mask);
+  ::sigaction(SIGTERM, &stop, nullptr);
+  ::sigaction(SIGINT, &stop, nullptr);
+
+  sigset_t unblock;
+  ::sigemptyset(&unblock);
+  ::sigaddset(&unblock, SIGTERM);
+  ::sigaddset(&unblock, SIGINT);
+  ::pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
+}
+
+std::optional<std::uint32_t> parse_pid(std::string_view text) {
+  std::uint32_t pid = 0;
+  const char* const end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, pid);
+  if (text.empty() || ec != std::errc{} || ptr != end || pid == 0) return std::nullopt;
+  return pid;
+}
+
+void send(int ipc_fd, const ipc::Message& message) {
+  ipc::write_frame(ipc_fd, message, kWriteTimeout);
+}
+
+// Startup failed after the IPC socket arrived: tell the supervisor why, then exit 1.
+[[noreturn]] void fail_mount(int ipc_fd, const std::string& message) {
+  spdlog::error("{}", message);
+  try {
+    send(ipc_fd, ipc::MountError{message});
+  } catch (const std::exception& e) {
+    spdlog::error("cannot report the failure to the supervisor: {}", e.what());
+  }
+  exit_now(1);
+}
+
+struct Bootstrap {
+  UniqueFd ipc;
+  UniqueFd fuse;
+  std::string payload;
+};
+
+// Takes ownership of `fd` and closes it once the message has arrived.
+Bootstrap receive_bootstrap(int fd) {
+  const UniqueFd bootstrap(fd);
+  auto received = ipc::receive_fds(bootstrap.get(), 2, 64, kBootstrapTimeout);
+  return Bootstrap{std::move(received.fds[0]), std::move(received.fds[1]),
+                   std::move(received.payload)};
+}
+
+[[noreturn]] void serve_ipc(int ipc_fd, const Options& options, std::uint32_t host_pid,
+                            const DirFs& fs, const FuseSession& session) {
+  const auto started = std::chrono::steady_clock::now();
+  for (;;) {
+    std::optional<ipc::Message> message;
+    try {
+      message = ipc::read_frame(ipc_fd);
+    } catch (const std::exception& e) {
+      spdlog::error("reading from the supervisor failed: {}", e.what());
+      exit_now(1);
+    }
+    if (!message) {
+      spdlog::info("the supervisor closed the IPC socket; exiting");
+      exit_now(0);
+    }
+
+    try {
+      if (std::holds_alternative<ipc::Status>(*message)) {
+        ipc::StatusOk ok{host_pid, options.mountpoint};
+        const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - started);
+        ok.extra["uptime_ms"] = uptime.count();
+        ok.extra["source"] = options.dir;
+        ok.extra["nodes"] = fs.node_count();
+        ok.extra["serving"] = session.serving();
+        send(ipc_fd, ok);
+      } else if (std::holds_alternative<ipc::Stop>(*message)) {
+        if (options.test_ignore_stop) {
+          spdlog::info("ignoring Stop (--test-ignore-stop)");
+          continue;
+        }
+        spdlog::info("Stop received; exiting");
+        send(ipc_fd, ipc::Stopping{});
+        exit_now(0);
+      } else {
+        spdlog::warn("ignoring unexpected {} message from the supervisor",
+                     ipc::kind_of(*message));
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("answering the supervisor failed: {}", e.what());
+      exit_now(1);
+    }
+  }
+}
+
+[[noreturn]] void run(const Options& options) {
+  install_signal_handlers(options.test_ignore_stop);
+
+  Bootstrap bootstrap;
+  try {
+    bootstrap = receive_bootstrap(options.bootstrap_fd);
+  } catch (const std::exception& e) {
+    spdlog::error("bootstrap on fd {} failed: {}", options.bootstrap_fd, e.what());
+    exit_now(1);
+  }
+  const int ipc_fd = bootstrap.ipc.get();
+  if (options.expect_sandbox) {
+    if (const auto problem = confinement_problem()) fail_mount(ipc_fd, *problem);
+  }
+  const auto host_pid = parse_pid(bootstrap.payload);
+  if (!host_pid) {
+    fail_mount(ipc_fd, "bootstrap payload '" + bootstrap.payload +
+                           "' is not a pid: the supervisor must send the worker's host pid");
+  }
+
+  std::optional<SourceTree> tree;
+  try {
+    tree.emplace(SourceTree::open(options.dir));
+  } catch (const std::exception& e) {
+    fail_mount(ipc_fd, e.what());
+  }
+
+  if (std::getenv("HEDDLE_FUSE_WORKER_PANIC_ON_INIT") != nullptr) {
+    flush_logs();
+    std::fputs("heddle-fuse-worker: panic injected by HEDDLE_FUSE_WORKER_PANIC_ON_INIT\n", stderr);
+    exit_now(kExitPanic);
+  }
+
+  // Both live until _exit(): the FUSE threads use them.
+  DirFs fs(*tree);
+  std::optional<FuseSession> session;
+  try {
+    session.emplace(std::move(bootstrap.fuse), fs, trace_logging());
+    session->start(kMaxIdleThreads);
+  } catch (const std::exception& e) {
+    fail_mount(ipc_fd, std::string("cannot serve the FUSE connection: ") + e.what());
+  }
+
+  try {
+    send(ipc_fd, ipc::MountReady{*host_pid, options.mountpoint});
+  } catch (const std::exception& e) {
+    spdlog::error("cannot send MountReady: {}", e.what());
+    exit_now(1);
+  }
+  spdlog::info("serving {} read-only at {} (host pid {})", options.dir, options.mountpoint,
+               *host_pid);
+  serve_ipc(ipc_fd, options, *host_pid, fs, *session);
+}
+
+}  // namespace
+}  // namespace heddle::worker
+
+int main(int argc, char** argv) {
+  using namespace heddle::worker;
+  init_logging();
+  const std::span<const char* const> args(argv + 1,
+                                          static_cast<std::size_t>(argc > 0 ? argc - 1 : 0));
+  const ParsedArgs parsed = parse_args(args);
+  if (std::holds_alternative<HelpRequested>(parsed)) {
+    std::cout << usage_text();
+    return 0;
+  }
+  if (const auto* error = std::get_if<UsageError>(&parsed)) {
+    std::cerr << "heddle-fuse-worker: " << error->message << " (see --help)\n";
+    return 2;
+  }
+  run(std::get<Options>(parsed));
+}

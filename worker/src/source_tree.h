@@ -1,0 +1,76 @@
+// The served directory: one O_DIRECTORY fd, and path resolution strictly beneath it.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <utility>
+
+#include "heddle/unique_fd.h"
+
+namespace heddle::worker {
+
+// A file's identity in the source: (st_dev, st_ino), plus the file type so that an inode number
+// recycled by the source filesystem for a file of another type never aliases an old node.
+// Hardlinks share one identity; a replaced file gets a new one.
+struct FileId {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  mode_t type = 0;  // st_mode & S_IFMT
+  friend bool operator==(const FileId&, const FileId&) = default;
+};
+
+[[nodiscard]] inline FileId file_id(const struct stat& st) {
+  return {st.st_dev, st.st_ino, st.st_mode & S_IFMT};
+}
+
+struct FileIdHash {
+  std::size_t operator()(const FileId& id) const noexcept {
+    const auto mixed = static_cast<unsigned long long>(id.ino) * 0x9E3779B97F4A7C15ULL ^
+                       static_cast<unsigned long long>(id.dev) ^ id.type;
+    return std::hash<unsigned long long>{}(mixed);
+  }
+};
+
+// An fd, or the errno that prevented it.
+struct OpenResult {
+  UniqueFd fd;
+  int error = 0;
+};
+
+class SourceTree {
+ public:
+  // Opens `dir` (O_RDONLY|O_DIRECTORY). Throws heddle::Error whose text is the actionable
+  // message for the supervisor (see describe_open_failure).
+  [[nodiscard]] static SourceTree open(const std::string& dir);
+
+  // openat2(root, rel, flags | O_CLOEXEC) with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS |
+  // RESOLVE_NO_SYMLINKS: no symlink is ever followed (a symlink in the middle is ELOOP; a
+  // trailing one is ELOOP too unless flags has O_PATH|O_NOFOLLOW, which opens the link itself).
+  // `rel` is "." for the root, else "a/b" with no "." or ".." components.
+  [[nodiscard]] OpenResult open_beneath(const std::string& rel, int flags) const;
+
+  [[nodiscard]] int root_fd() const noexcept { return root_.get(); }
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] FileId root_id() const noexcept { return root_id_; }
+
+ private:
+  SourceTree(std::string path, UniqueFd root, FileId root_id)
+      : path_(std::move(path)), root_(std::move(root)), root_id_(root_id) {}
+
+  std::string path_;
+  UniqueFd root_;
+  FileId root_id_;
+};
+
+// The supervisor-facing explanation of why `dir` could not be opened with errno `error`,
+// naming the path and, for permission problems, the worker's uid/gid and what to change.
+[[nodiscard]] std::string describe_open_failure(const std::string& dir, int error);
+
+// "a/b" + "c" -> "a/b/c"; "." + "c" -> "c".
+[[nodiscard]] std::string join_path(const std::string& parent, const char* name);
+
+}  // namespace heddle::worker
