@@ -22,6 +22,7 @@
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/message.h"
 #include "heddle/unique_fd.h"
+#include "support/fd_pairs.h"
 
 namespace heddle::ipc {
 
@@ -37,6 +38,7 @@ void PrintTo(const Message& message, std::ostream* out) {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace ::heddle::test;  // fd pairs, error_from, open_fd_count
 using Json = nlohmann::ordered_json;
 
 constexpr auto kGuard = 2s;  // every blocking call in these tests gives up after this
@@ -144,40 +146,13 @@ testing::AssertionResult Contains(const std::string& text, const std::string& pa
   return testing::AssertionFailure() << "\"" << text << "\" does not contain \"" << part << "\"";
 }
 
-template <typename F>
-std::optional<Error> error_from(F&& action) {
-  try {
-    std::forward<F>(action)();
-  } catch (const Error& error) {
-    return error;
-  }
-  return std::nullopt;
-}
-
-struct Pair {
-  UniqueFd reader;
-  UniqueFd writer;
-};
-
-Pair socket_pair(int type = SOCK_STREAM) {
-  int fds[2];
-  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair");
-  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
-}
-
-Pair pipe_pair() {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
-  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
-}
-
 void send_raw(int fd, const std::string& bytes) {
   ASSERT_EQ(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL),
             static_cast<ssize_t>(bytes.size()));
 }
 
 // write_frame in a thread, so frames larger than the socket buffer cannot deadlock the test.
-Message through_stream(const Message& message, Pair channel) {
+Message through_stream(const Message& message, FdPair channel) {
   std::jthread writer([&] { write_frame(channel.writer.get(), message, kGuard); });
   std::optional<Message> got = read_frame(channel.reader.get(), kGuard);
   if (!got) throw std::runtime_error("unexpected EOF");
@@ -247,7 +222,7 @@ TEST(FrameVectors, InvalidVectorsAreRejected) {
 TEST(FrameVectors, InvalidVectorsAreRejectedByReadFrame) {
   for (const Vector& vector : vectors().invalid) {
     SCOPED_TRACE(vector.label);
-    Pair channel = socket_pair();
+    FdPair channel = socket_pair();
     send_raw(channel.writer.get(), vector.bytes);
     const bool whole =
         vector.bytes.size() >= 4 && vector.bytes.size() - 4 >= claimed_length(vector.bytes);
@@ -378,7 +353,7 @@ TEST(FrameSize, BodyOverLimitIsRejectedOnEncodeAndWrite) {
   ASSERT_TRUE(encode_error.has_value());
   EXPECT_EQ(encode_error->code(), EMSGSIZE);
 
-  Pair channel = socket_pair();
+  FdPair channel = socket_pair();
   const auto write_error = error_from([&] { write_frame(channel.writer.get(), too_big, kGuard); });
   ASSERT_TRUE(write_error.has_value());
   EXPECT_EQ(write_error->code(), EMSGSIZE);
@@ -424,7 +399,7 @@ TEST(FrameStream, EveryMessageRoundTripsOverSocketAndPipe) {
 }
 
 TEST(FrameStream, ReadsExactlyOneFrameAtATime) {
-  Pair channel = socket_pair();
+  FdPair channel = socket_pair();
   for (const Message& message : assorted_messages()) write_frame(channel.writer.get(), message);
   channel.writer.reset();
   for (const Message& message : assorted_messages()) {
@@ -434,7 +409,7 @@ TEST(FrameStream, ReadsExactlyOneFrameAtATime) {
 }
 
 TEST(FrameStream, WorksWithoutTimeoutOnNonBlockingSocket) {
-  Pair channel = socket_pair(SOCK_STREAM | SOCK_NONBLOCK);
+  FdPair channel = socket_pair(SOCK_STREAM | SOCK_NONBLOCK);
   std::jthread writer([&] {
     std::this_thread::sleep_for(50ms);
     write_frame(channel.writer.get(), Status{});
@@ -443,10 +418,10 @@ TEST(FrameStream, WorksWithoutTimeoutOnNonBlockingSocket) {
 }
 
 TEST(FrameStream, CleanEofIsNullopt) {
-  Pair channel = socket_pair();
+  FdPair channel = socket_pair();
   channel.writer.reset();
   EXPECT_EQ(read_frame(channel.reader.get(), kGuard), std::nullopt);
-  Pair pipe = pipe_pair();
+  FdPair pipe = pipe_pair();
   pipe.writer.reset();
   EXPECT_EQ(read_frame(pipe.reader.get()), std::nullopt);
 }
@@ -454,7 +429,7 @@ TEST(FrameStream, CleanEofIsNullopt) {
 TEST(FrameStream, EofInsideAFrameIsTruncated) {
   const std::string frame = encode_frame(MountReady{1, "/x"});
   for (const std::size_t cut : {std::size_t{1}, std::size_t{3}, std::size_t{4}, frame.size() - 1}) {
-    Pair channel = socket_pair();
+    FdPair channel = socket_pair();
     send_raw(channel.writer.get(), frame.substr(0, cut));
     channel.writer.reset();
     const auto error = error_from([&] { (void)read_frame(channel.reader.get(), kGuard); });
@@ -465,7 +440,7 @@ TEST(FrameStream, EofInsideAFrameIsTruncated) {
 }
 
 TEST(FrameStream, ReadTimesOutWhenNothingArrives) {
-  Pair channel = socket_pair();
+  FdPair channel = socket_pair();
   const auto start = std::chrono::steady_clock::now();
   const auto error = error_from([&] { (void)read_frame(channel.reader.get(), 200ms); });
   const auto elapsed = std::chrono::steady_clock::now() - start;
@@ -476,7 +451,7 @@ TEST(FrameStream, ReadTimesOutWhenNothingArrives) {
 }
 
 TEST(FrameStream, DeadlineCoversTheWholeFrameNotEachRead) {
-  Pair channel = socket_pair();
+  FdPair channel = socket_pair();
   const std::string frame = encode_frame(MountReady{1, "/x"});
   // Bytes trickle in more often than the timeout, but the frame never completes.
   std::jthread writer([&](std::stop_token stop) {
@@ -493,7 +468,7 @@ TEST(FrameStream, DeadlineCoversTheWholeFrameNotEachRead) {
 }
 
 TEST(FrameStream, WriteTimesOutWhenPeerDoesNotRead) {
-  Pair channel = socket_pair();
+  FdPair channel = socket_pair();
   const Message big = error_with_body_size(kMaxFrameBody);
   std::optional<Error> error;
   for (int i = 0; i < 1000 && !error; ++i) {
@@ -504,13 +479,13 @@ TEST(FrameStream, WriteTimesOutWhenPeerDoesNotRead) {
 }
 
 TEST(FrameStream, WriteToClosedPeerIsEpipeWithoutSignal) {
-  Pair channel = socket_pair();
+  FdPair channel = socket_pair();
   channel.reader.reset();
   const auto socket_error = error_from([&] { write_frame(channel.writer.get(), Stop{}); });
   ASSERT_TRUE(socket_error.has_value());
   EXPECT_EQ(socket_error->code(), EPIPE);
 
-  Pair pipe = pipe_pair();
+  FdPair pipe = pipe_pair();
   pipe.reader.reset();
   const auto pipe_error = error_from([&] { write_frame(pipe.writer.get(), Stop{}, kGuard); });
   ASSERT_TRUE(pipe_error.has_value());

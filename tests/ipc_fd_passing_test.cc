@@ -17,48 +17,15 @@
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/unique_fd.h"
+#include "support/fd_pairs.h"
 
 namespace heddle::ipc {
 namespace {
 
 using namespace std::chrono_literals;
+using namespace ::heddle::test;  // fd pairs, error_from, open_fd_count
 
 constexpr auto kGuard = 2s;  // every blocking receive in these tests gives up after this
-
-template <typename F>
-std::optional<Error> error_from(F&& action) {
-  try {
-    std::forward<F>(action)();
-  } catch (const Error& error) {
-    return error;
-  }
-  return std::nullopt;
-}
-
-struct Pair {
-  UniqueFd first;   // reader end for pipes
-  UniqueFd second;  // writer end for pipes
-};
-
-Pair socket_pair(int type = SOCK_STREAM) {
-  int fds[2];
-  if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair");
-  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
-}
-
-Pair make_pipe() {
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
-  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
-}
-
-std::size_t open_fd_count() {
-  std::size_t count = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    ++count;
-  }
-  return count;
-}
 
 bool is_cloexec(int fd) { return (::fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0; }
 
@@ -80,109 +47,109 @@ void expect_rejected(const std::optional<Error>& error, int code) {
 }
 
 TEST(FdPassing, SingleFdArrivesWorkingAndCloseOnExec) {
-  Pair channel = socket_pair();
-  Pair pipe = make_pipe();
-  send_fds(channel.first.get(), std::array{pipe.second.get()}, "mount");
-  pipe.second.reset();  // from now on only the received copy can write into the pipe
+  FdPair channel = socket_pair();
+  FdPair pipe = pipe_pair();
+  send_fds(channel.reader.get(), std::array{pipe.writer.get()}, "mount");
+  pipe.writer.reset();  // from now on only the received copy can write into the pipe
 
-  ReceivedFds received = receive_fds(channel.second.get(), 1, 64, kGuard);
+  ReceivedFds received = receive_fds(channel.writer.get(), 1, 64, kGuard);
   ASSERT_EQ(received.fds.size(), 1u);
   EXPECT_EQ(received.payload, "mount");
   EXPECT_TRUE(is_cloexec(received.fds[0].get()));
-  EXPECT_EQ(echo_through(received.fds[0].get(), pipe.first.get(), "ping"), "ping");
+  EXPECT_EQ(echo_through(received.fds[0].get(), pipe.reader.get(), "ping"), "ping");
 }
 
 TEST(FdPassing, SeveralFdsArriveInOrder) {
-  Pair channel = socket_pair();
-  std::vector<Pair> pipes;
+  FdPair channel = socket_pair();
+  std::vector<FdPair> pipes;
   std::vector<int> write_ends;
   for (int i = 0; i < 3; ++i) {
-    pipes.push_back(make_pipe());
-    write_ends.push_back(pipes.back().second.get());
+    pipes.push_back(pipe_pair());
+    write_ends.push_back(pipes.back().writer.get());
   }
-  send_fds(channel.first.get(), write_ends, "three");
-  for (Pair& pipe : pipes) pipe.second.reset();
+  send_fds(channel.reader.get(), write_ends, "three");
+  for (FdPair& pipe : pipes) pipe.writer.reset();
 
-  ReceivedFds received = receive_fds(channel.second.get(), 3, 64, kGuard);
+  ReceivedFds received = receive_fds(channel.writer.get(), 3, 64, kGuard);
   ASSERT_EQ(received.fds.size(), 3u);
   EXPECT_EQ(received.payload, "three");
   for (std::size_t i = 0; i < pipes.size(); ++i) {
     EXPECT_TRUE(is_cloexec(received.fds[i].get()));
     const std::string tag = "pipe " + std::to_string(i);
-    EXPECT_EQ(echo_through(received.fds[i].get(), pipes[i].first.get(), tag), tag);
+    EXPECT_EQ(echo_through(received.fds[i].get(), pipes[i].reader.get(), tag), tag);
   }
 }
 
 TEST(FdPassing, BinaryPayloadRoundTripsOnStreamAndSeqpacket) {
   const std::string payload("\0\x01\xff{\"kind\":\"Stop\"}\n", 19);
   for (const int type : {SOCK_STREAM, SOCK_SEQPACKET}) {
-    Pair channel = socket_pair(type);
-    Pair pipe = make_pipe();
-    send_fds(channel.first.get(), std::array{pipe.first.get()}, payload);
-    const ReceivedFds received = receive_fds(channel.second.get(), 1, 256, kGuard);
+    FdPair channel = socket_pair(type);
+    FdPair pipe = pipe_pair();
+    send_fds(channel.reader.get(), std::array{pipe.reader.get()}, payload);
+    const ReceivedFds received = receive_fds(channel.writer.get(), 1, 256, kGuard);
     EXPECT_EQ(received.payload, payload);
     EXPECT_EQ(received.fds.size(), 1u);
   }
 }
 
 TEST(FdPassing, MoreFdsThanExpectedAreRejectedAndClosed) {
-  Pair channel = socket_pair();
-  std::array<Pair, 3> pipes{make_pipe(), make_pipe(), make_pipe()};
-  const std::size_t before = open_fd_count();
-  send_fds(channel.first.get(),
-           std::array{pipes[0].second.get(), pipes[1].second.get(), pipes[2].second.get()}, "x");
-  expect_rejected(error_from([&] { (void)receive_fds(channel.second.get(), 2, 64, kGuard); }),
+  FdPair channel = socket_pair();
+  std::array<FdPair, 3> pipes{pipe_pair(), pipe_pair(), pipe_pair()};
+  const int before = open_fd_count();
+  send_fds(channel.reader.get(),
+           std::array{pipes[0].writer.get(), pipes[1].writer.get(), pipes[2].writer.get()}, "x");
+  expect_rejected(error_from([&] { (void)receive_fds(channel.writer.get(), 2, 64, kGuard); }),
                   EPROTO);
   EXPECT_EQ(open_fd_count(), before);
 }
 
 TEST(FdPassing, FdsBeyondTheControlBufferAreRejectedAndClosed) {
-  Pair channel = socket_pair();
-  Pair pipe = make_pipe();
+  FdPair channel = socket_pair();
+  FdPair pipe = pipe_pair();
   std::vector<UniqueFd> copies;
   std::vector<int> raw;
   for (int i = 0; i < 40; ++i) {
-    copies.emplace_back(::fcntl(pipe.second.get(), F_DUPFD_CLOEXEC, 0));
+    copies.emplace_back(::fcntl(pipe.writer.get(), F_DUPFD_CLOEXEC, 0));
     ASSERT_TRUE(copies.back().valid());
     raw.push_back(copies.back().get());
   }
-  const std::size_t before = open_fd_count();
-  send_fds(channel.first.get(), raw, "flood");
+  const int before = open_fd_count();
+  send_fds(channel.reader.get(), raw, "flood");
   // 1 expected + 16 spare slots: the kernel truncates, and what did fit must still be closed.
-  expect_rejected(error_from([&] { (void)receive_fds(channel.second.get(), 1, 64, kGuard); }),
+  expect_rejected(error_from([&] { (void)receive_fds(channel.writer.get(), 1, 64, kGuard); }),
                   EPROTO);
   EXPECT_EQ(open_fd_count(), before);
 }
 
 TEST(FdPassing, TruncatedPayloadIsRejectedAndFdsClosed) {
-  Pair channel = socket_pair(SOCK_SEQPACKET);
-  Pair pipe = make_pipe();
-  const std::size_t before = open_fd_count();
-  send_fds(channel.first.get(), std::array{pipe.second.get()}, std::string(100, 'p'));
-  expect_rejected(error_from([&] { (void)receive_fds(channel.second.get(), 1, 10, kGuard); }),
+  FdPair channel = socket_pair(SOCK_SEQPACKET);
+  FdPair pipe = pipe_pair();
+  const int before = open_fd_count();
+  send_fds(channel.reader.get(), std::array{pipe.writer.get()}, std::string(100, 'p'));
+  expect_rejected(error_from([&] { (void)receive_fds(channel.writer.get(), 1, 10, kGuard); }),
                   EPROTO);
   EXPECT_EQ(open_fd_count(), before);
 }
 
 TEST(FdPassing, NoFdsWhenOneExpectedIsRejected) {
-  Pair channel = socket_pair();
-  send_fds(channel.first.get(), {}, "nothing");
-  expect_rejected(error_from([&] { (void)receive_fds(channel.second.get(), 1, 64, kGuard); }),
+  FdPair channel = socket_pair();
+  send_fds(channel.reader.get(), {}, "nothing");
+  expect_rejected(error_from([&] { (void)receive_fds(channel.writer.get(), 1, 64, kGuard); }),
                   EPROTO);
 }
 
 TEST(FdPassing, PeerClosedIsConnectionReset) {
-  Pair channel = socket_pair();
-  channel.first.reset();
-  expect_rejected(error_from([&] { (void)receive_fds(channel.second.get(), 1, 64, kGuard); }),
+  FdPair channel = socket_pair();
+  channel.reader.reset();
+  expect_rejected(error_from([&] { (void)receive_fds(channel.writer.get(), 1, 64, kGuard); }),
                   ECONNRESET);
-  expect_rejected(error_from([&] { (void)receive_fds(channel.second.get(), 1, 64); }), ECONNRESET);
+  expect_rejected(error_from([&] { (void)receive_fds(channel.writer.get(), 1, 64); }), ECONNRESET);
 }
 
 TEST(FdPassing, ReceiveTimesOut) {
-  Pair channel = socket_pair();
+  FdPair channel = socket_pair();
   const auto start = std::chrono::steady_clock::now();
-  expect_rejected(error_from([&] { (void)receive_fds(channel.second.get(), 1, 64, 200ms); }),
+  expect_rejected(error_from([&] { (void)receive_fds(channel.writer.get(), 1, 64, 200ms); }),
                   ETIMEDOUT);
   const auto elapsed = std::chrono::steady_clock::now() - start;
   EXPECT_GE(elapsed, 190ms);
@@ -190,20 +157,20 @@ TEST(FdPassing, ReceiveTimesOut) {
 }
 
 TEST(FdPassing, BadArgumentsAreEinval) {
-  Pair channel = socket_pair();
-  Pair pipe = make_pipe();
+  FdPair channel = socket_pair();
+  FdPair pipe = pipe_pair();
   expect_rejected(
-      error_from([&] { send_fds(channel.first.get(), std::array{pipe.first.get()}, ""); }), EINVAL);
-  expect_rejected(error_from([&] { (void)receive_fds(channel.second.get(), 1, 0, kGuard); }),
+      error_from([&] { send_fds(channel.reader.get(), std::array{pipe.reader.get()}, ""); }), EINVAL);
+  expect_rejected(error_from([&] { (void)receive_fds(channel.writer.get(), 1, 0, kGuard); }),
                   EINVAL);
 }
 
 TEST(FdPassing, SendToClosedPeerIsEpipeWithoutSignal) {
-  Pair channel = socket_pair();
-  Pair pipe = make_pipe();
-  channel.second.reset();
+  FdPair channel = socket_pair();
+  FdPair pipe = pipe_pair();
+  channel.writer.reset();
   expect_rejected(
-      error_from([&] { send_fds(channel.first.get(), std::array{pipe.first.get()}, "x"); }), EPIPE);
+      error_from([&] { send_fds(channel.reader.get(), std::array{pipe.reader.get()}, "x"); }), EPIPE);
 }
 
 }  // namespace

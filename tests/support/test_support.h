@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include "heddle/launcher/mountinfo.h"
+#include "support/fd_pairs.h"
 
 namespace heddle::test {
 
@@ -81,15 +82,6 @@ inline bool eventually(const std::function<bool()>& condition,
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return true;
-}
-
-inline int open_fd_count() {
-  int count = 0;
-  for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
-    (void)entry;
-    ++count;
-  }
-  return count - 1;  // the directory_iterator's own fd
 }
 
 // Live (or zombie) children of this process, from /proc/*/stat.
