@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <nlohmann/json.hpp>
@@ -134,6 +135,33 @@ TEST_F(CliTest, MountStatusUnmountEndToEnd) {
   EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
   EXPECT_TRUE(eventually([&] { return process_gone(worker); }));
   EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp())));
+}
+
+TEST_F(CliTest, TheControlSocketIsPrivateAndChecksItsPeer) {
+  mount_background();
+  const std::string socket_path = launcher::control_socket_path(mp());
+  struct stat st {};
+  ASSERT_EQ(::stat(socket_path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  // Even with the file opened up, a stranger's connection is refused by SO_PEERCRED.
+  ASSERT_EQ(::chmod(socket_path.c_str(), 0666), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) _exit(3);
+    try {
+      (void)launcher::control_request(mp(), ipc::Status{}, std::chrono::milliseconds(3000));
+      _exit(4);  // answered: the check failed
+    } catch (const std::exception&) {
+      _exit(0);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  EXPECT_EQ(launcher({"status", mp()}).exit_code, 0) << "the owner must still get answers";
+  EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
 }
 
 TEST_F(CliTest, ASecondMountOnABusyMountpointIsAClearError) {

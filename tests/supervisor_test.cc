@@ -1,7 +1,9 @@
 // The Supervisor end to end: real sandboxed workers, real mounts, real kernels.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <future>
@@ -157,6 +159,45 @@ TEST_F(SupervisorTest, AWorkerIgnoringStopAndSigtermIsKilledAfterTwoGracePeriods
   ASSERT_TRUE(supervisor->exit_status().has_value());
   EXPECT_EQ(supervisor->exit_status()->signal, SIGKILL) << supervisor->exit_status()->describe();
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
+TEST_F(SupervisorTest, SigtermEndsTheWorkerAlthoughItIsPidOneOfItsNamespace) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor->exit_fd(), SIGTERM, nullptr, 0), 0);
+  ASSERT_TRUE(eventually([&] { return !supervisor->is_alive(); }));
+  ASSERT_TRUE(supervisor->exit_status().has_value());
+  EXPECT_TRUE(supervisor->exit_status()->success()) << supervisor->exit_status()->describe();
+  EXPECT_TRUE(eventually([&] { return !heddle_mounted(tree_->mountpoint()); }));
+  supervisor->unmount();
+}
+
+TEST_F(SupervisorTest, AMountForAnotherUserIsServedAsThatUserAndUsableByThem) {
+  constexpr uid_t kUser = 23456;  // needs no passwd entry
+  MountRequest for_user = request();
+  for_user.uid = kUser;
+  for_user.gid = kUser;
+  auto supervisor = Supervisor::spawn(for_user, fast_options());
+  EXPECT_EQ(proc_status_field(supervisor->pid(), "Uid"), "23456\t23456\t23456\t23456");
+  const auto top = launcher::top_mount_at(tree_->mountpoint().string());
+  ASSERT_TRUE(top.has_value());
+  // The user reads through the mount; without allow_other nobody else may, not even root.
+  const std::string path = (tree_->mountpoint() / "hello.txt").string();
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Only raw syscalls here: the watcher thread may hold libc locks at fork.
+    if (::setresgid(kUser, kUser, kUser) != 0 || ::setresuid(kUser, kUser, kUser) != 0) _exit(3);
+    const int fd = ::open(path.c_str(), O_RDONLY);
+    char buffer[32] = {};
+    _exit(fd >= 0 && ::read(fd, buffer, sizeof buffer) == 15 ? 0 : 4);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+  struct stat st {};
+  EXPECT_NE(::stat((tree_->mountpoint() / "hello.txt").c_str(), &st), 0) << "root got in";
+  EXPECT_EQ(errno, EACCES);
+  supervisor->unmount();
 }
 
 TEST_F(SupervisorTest, HandshakeTimesOutOnAWorkerThatNeverAnswers) {
