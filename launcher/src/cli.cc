@@ -2,6 +2,7 @@
 
 #include <grp.h>
 #include <pwd.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include <cstdlib>
@@ -128,9 +129,16 @@ std::pair<std::string, bool> parse_target(Args& args, const std::string& command
 }
 
 void configure_logging() {
+  // stdout carries results (--json); logs go to stderr, which a background supervisor points
+  // at its log file.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("heddle-fuse-launcher"));
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
-  const char* level = std::getenv("HEDDLE_FUSE_LOG");
-  spdlog::set_level(level ? spdlog::level::from_str(level) : spdlog::level::info);
+  const char* name = std::getenv("HEDDLE_FUSE_LOG");
+  const auto level = name ? spdlog::level::from_str(name) : spdlog::level::info;
+  // from_str answers "off" for any name it does not know: keep logging in that case.
+  const bool unknown = name && level == spdlog::level::off && std::string_view(name) != "off";
+  spdlog::set_level(unknown ? spdlog::level::info : level);
+  if (unknown) spdlog::warn("HEDDLE_FUSE_LOG={} is not a level; using info", name);
 }
 
 int dispatch(Args& args) {

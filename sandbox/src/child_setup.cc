@@ -51,6 +51,7 @@ void check(const ChildPlan& plan, long rc, SetupStage stage, int index = -1) {
 }
 
 void wait_for_parent(const ChildPlan& plan) {
+  sys(SYS_close, plan.sync_write_fd);
   char byte = 0;
   const long n = sys(SYS_read, plan.sync_fd, ptr(&byte), 1);
   if (n != 1) {

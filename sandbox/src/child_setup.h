@@ -55,6 +55,7 @@ struct ChildLink {
 
 struct ChildPlan {
   int sync_fd = -1;    // parent writes one byte once the id maps are in place
+  int sync_write_fd = -1;  // the parent's end: closed first, so a dead parent means EOF
   int report_fd = -1;  // O_CLOEXEC: EOF at the parent means execve succeeded
   const int* inherit_fds = nullptr;
   std::size_t inherit_count = 0;

@@ -120,9 +120,10 @@ void LaunchPlan::freeze() {
   seccomp_prog_.filter = seccomp_.data();
 }
 
-ChildPlan LaunchPlan::child_plan(int sync_fd, int report_fd) const {
+ChildPlan LaunchPlan::child_plan(int sync_fd, int sync_write_fd, int report_fd) const {
   ChildPlan plan;
   plan.sync_fd = sync_fd;
+  plan.sync_write_fd = sync_write_fd;
   plan.report_fd = report_fd;
   plan.inherit_fds = spec_.inherit_fds.data();
   plan.inherit_count = spec_.inherit_fds.size();

@@ -17,7 +17,7 @@ class LaunchPlan {
   LaunchPlan& operator=(const LaunchPlan&) = delete;
 
   // Points into this object: it must outlive the clone.
-  [[nodiscard]] ChildPlan child_plan(int sync_fd, int report_fd) const;
+  [[nodiscard]] ChildPlan child_plan(int sync_fd, int sync_write_fd, int report_fd) const;
 
   // Turns the child's failure report into a sentence with a hint.
   [[noreturn]] void throw_setup_failure(const SetupReport& report) const;

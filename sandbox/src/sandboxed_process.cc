@@ -68,7 +68,7 @@ SandboxedProcess SandboxedProcess::launch(const SandboxSpec& spec) {
   const detail::LaunchPlan plan(spec);
   Pipe sync = make_pipe();
   Pipe report = make_pipe();
-  const detail::ChildPlan child_plan = plan.child_plan(sync.read.get(), report.write.get());
+  const detail::ChildPlan child_plan = plan.child_plan(sync.read.get(), sync.write.get(), report.write.get());
 
   detail::Cloned cloned = detail::clone_with_pidfd(detail::sandbox_namespace_flags());
   if (cloned.pid == 0) detail::run_child(child_plan);
