@@ -200,6 +200,20 @@ TEST_F(SupervisorTest, AMountForAnotherUserIsServedAsThatUserAndUsableByThem) {
   supervisor->unmount();
 }
 
+TEST_F(SupervisorTest, AWorkerBinaryInADirectoryOnlyRootCanEnterStillRuns) {
+  // A build tree under root's 0700 home: the worker's uid could not walk that path itself.
+  const fs::path private_dir = tree_->root() / "private";
+  fs::create_directory(private_dir);
+  fs::permissions(private_dir, fs::perms(0700));
+  const fs::path worker = private_dir / "heddle-fuse-worker";
+  fs::copy_file(bin_path("heddle-fuse-worker"), worker);
+  SupervisorOptions options = fast_options();
+  options.worker_binary = worker.string();
+  auto supervisor = Supervisor::spawn(request(), options);
+  EXPECT_EQ(slurp(tree_->mountpoint() / "hello.txt"), "hello, sandbox\n");
+  supervisor->unmount();
+}
+
 TEST_F(SupervisorTest, HandshakeTimesOutOnAWorkerThatNeverAnswers) {
   tree_->write("../silent-worker.sh", "#!/bin/sh\nexec sleep 30\n", 0755);
   SupervisorOptions options = fast_options();

@@ -71,7 +71,7 @@ void become_identity(const ChildPlan& plan) {
     fail(plan, SetupStage::kGroupsRemain);
   }
   // The namespace maps no uid 0, so this does not clear the capabilities still needed to
-  // build the root; every path lookup from here on is checked as the worker's identity.
+  // build the root; files created in it from here on belong to a mapped identity.
   check(plan, sys(SYS_setresuid, plan.uid, plan.uid, plan.uid), SetupStage::kSetUid);
 }
 
@@ -109,7 +109,18 @@ void set_readonly(const ChildPlan& plan, const char* path, int index, unsigned i
         SetupStage::kReadOnly, index);
 }
 
-void build_root(const ChildPlan& plan) {
+// Clones every bind source as a detached mount tree while the child still has the caller's
+// filesystem identity: the worker's own uid may not be able to traverse the path to its binary
+// (a build tree under a 0700 /root), while the tree, once attached, needs no path at all.
+void clone_bind_sources(const ChildPlan& plan, int* trees) {
+  for (std::size_t i = 0; i < plan.bind_count; ++i) {
+    trees[i] = static_cast<int>(sys(SYS_open_tree, AT_FDCWD, ptr(plan.binds[i].path),
+                                    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+    check(plan, trees[i], SetupStage::kCloneTree, static_cast<int>(i));
+  }
+}
+
+void build_root(const ChildPlan& plan, const int* trees) {
   // Nothing mounted here may propagate back to the host.
   check(plan, sys(SYS_mount, ptr("none"), ptr("/"), 0, MS_REC | MS_PRIVATE, 0),
         SetupStage::kMakePrivate);
@@ -131,14 +142,17 @@ void build_root(const ChildPlan& plan) {
     const ChildBind& bind = plan.binds[i];
     const int index = static_cast<int>(i);
     if (bind.is_file) {
-      const long fd = sys(SYS_openat, AT_FDCWD, ptr(bind.target), O_WRONLY | O_CREAT | O_CLOEXEC,
+      const long fd = sys(SYS_openat, AT_FDCWD, ptr(bind.path), O_WRONLY | O_CREAT | O_CLOEXEC,
                           0444);
       if (fd < 0 && errno != EEXIST) fail(plan, SetupStage::kCreateFile, index);
       if (fd >= 0) sys(SYS_close, fd);
     }
-    check(plan, sys(SYS_mount, ptr(bind.source), ptr(bind.target), 0, MS_BIND | MS_REC, 0),
+    check(plan,
+          sys(SYS_move_mount, trees[i], ptr(""), AT_FDCWD, ptr(bind.path),
+              MOVE_MOUNT_F_EMPTY_PATH),
           SetupStage::kBind, index);
-    set_readonly(plan, bind.target, index, AT_RECURSIVE);
+    sys(SYS_close, trees[i]);
+    set_readonly(plan, bind.path, index, AT_RECURSIVE);
   }
   for (std::size_t i = 0; i < plan.link_count; ++i) {
     check(plan, sys(SYS_symlinkat, ptr(plan.links[i].target), AT_FDCWD, ptr(plan.links[i].path)),
@@ -190,9 +204,11 @@ void reset_signals() {
 void run_child(ChildPlan plan) noexcept {
   reset_signals();
   wait_for_parent(plan);
-  become_identity(plan);
   arrange_fds(plan);
-  build_root(plan);
+  int trees[kMaxBinds];
+  clone_bind_sources(plan, trees);
+  become_identity(plan);
+  build_root(plan, trees);
   check(plan, sys(SYS_sethostname, ptr(plan.hostname), static_cast<long>(plan.hostname_len)),
         SetupStage::kHostname);
   drop_capabilities(plan);

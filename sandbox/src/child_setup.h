@@ -18,6 +18,7 @@ enum class SetupStage : int {
   kSetUid,
   kStdin,
   kArrangeFds,
+  kCloneTree,
   kMakePrivate,
   kStageRoot,
   kPivotRoot,
@@ -42,11 +43,14 @@ struct SetupReport {
   int index = -1;  // which bind/dir/link, or -1
 };
 
+// A host path bound read-only at the same path inside the new root.
 struct ChildBind {
-  const char* source;  // under /oldroot
-  const char* target;  // inside the new root
+  const char* path;
   bool is_file;
 };
+
+// Binds are grabbed as detached mount trees before the identity switch, one fd each.
+inline constexpr std::size_t kMaxBinds = 32;
 
 struct ChildLink {
   const char* target;  // what the link points to

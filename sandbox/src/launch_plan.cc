@@ -79,21 +79,23 @@ void LaunchPlan::add_bind(const std::string& host_path) {
   }
   std::error_code ec;
   const bool is_dir = fs::is_directory(host_path, ec);
-  bind_sources_.push_back(host_path);
-  bind_targets_.push_back(host_path);
+  bind_paths_.push_back(host_path);
   bind_is_file_.push_back(!is_dir);
+  if (bind_paths_.size() > kMaxBinds) {
+    throw Error("sandbox binds", E2BIG, "at most " + std::to_string(kMaxBinds) + " paths");
+  }
 }
 
 void LaunchPlan::freeze() {
   // Binds go parents first, so a nested bind lands on top of its parent's.
-  std::vector<std::size_t> order(bind_targets_.size());
+  std::vector<std::size_t> order(bind_paths_.size());
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(),
-            [&](std::size_t a, std::size_t b) { return bind_targets_[a] < bind_targets_[b]; });
+            [&](std::size_t a, std::size_t b) { return bind_paths_[a] < bind_paths_[b]; });
 
   std::set<std::string> dirs;  // sorted, so every parent precedes its children
   for (std::size_t i : order) {
-    fs::path target(bind_targets_[i]);
+    fs::path target(bind_paths_[i]);
     for (fs::path dir = bind_is_file_[i] ? target.parent_path() : target;
          dir != dir.root_path(); dir = dir.parent_path()) {
       dirs.insert(dir.string());
@@ -102,12 +104,8 @@ void LaunchPlan::freeze() {
   dirs_.assign(dirs.begin(), dirs.end());
   for (const std::string& dir : dirs_) dir_ptrs_.push_back(dir.c_str());
 
-  oldroot_sources_.reserve(order.size());
-  for (std::size_t i : order) oldroot_sources_.push_back(kOldRootPath + bind_sources_[i]);
-  for (std::size_t k = 0; k < order.size(); ++k) {
-    const std::size_t i = order[k];
-    binds_.push_back(ChildBind{oldroot_sources_[k].c_str(), bind_targets_[i].c_str(),
-                               static_cast<bool>(bind_is_file_[i])});
+  for (std::size_t i : order) {
+    binds_.push_back(ChildBind{bind_paths_[i].c_str(), static_cast<bool>(bind_is_file_[i])});
   }
   for (std::size_t i = 0; i < link_paths_.size(); ++i) {
     links_.push_back(ChildLink{link_targets_[i].c_str(), link_paths_[i].c_str()});
@@ -157,8 +155,7 @@ void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
   };
   const auto bind_source = [&](int i) -> std::string {
     return i >= 0 && static_cast<std::size_t>(i) < binds_.size()
-               ? std::string(binds_[static_cast<std::size_t>(i)].source)
-                     .substr(std::char_traits<char>::length(kOldRootPath))
+               ? binds_[static_cast<std::size_t>(i)].path
                : "?";
   };
   const int err = report.error;
@@ -183,15 +180,11 @@ void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
       break;
     case SetupStage::kPivotRoot: what = "sandbox: pivot_root into the minimal root"; break;
     case SetupStage::kMakeDir: what = "sandbox: create " + at(dir_ptrs_, report.index); break;
+    case SetupStage::kCloneTree:
     case SetupStage::kCreateFile:
     case SetupStage::kBind:
       what = "sandbox: bind " + bind_source(report.index) + " read-only";
-      if (denied) {
-        hint = "the sandbox runs as " + identity + ", which cannot reach " +
-               bind_source(report.index) +
-               ": make it and its parent directories readable and searchable by that "
-               "identity, or mount with --uid/--gid of a user who can";
-      }
+      if (denied) hint = "the launcher itself cannot reach " + bind_source(report.index);
       break;
     case SetupStage::kReadOnly:
       what = "sandbox: make " + (report.index < 0 ? std::string("/") : bind_source(report.index)) +

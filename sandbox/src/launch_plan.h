@@ -30,8 +30,7 @@ class LaunchPlan {
   const SandboxSpec& spec_;
   std::string executable_;
   std::vector<std::string> dirs_;
-  std::vector<std::string> bind_sources_;  // host paths
-  std::vector<std::string> bind_targets_;
+  std::vector<std::string> bind_paths_;  // host paths, bound at the same path inside
   std::vector<bool> bind_is_file_;
   std::vector<std::string> link_targets_;
   std::vector<std::string> link_paths_;
@@ -39,7 +38,6 @@ class LaunchPlan {
   std::vector<std::string> env_;
 
   // Views handed to the child, built once every string above is in place.
-  std::vector<std::string> oldroot_sources_;
   std::vector<const char*> dir_ptrs_;
   std::vector<ChildBind> binds_;
   std::vector<ChildLink> links_;
