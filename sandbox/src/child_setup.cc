@@ -142,8 +142,8 @@ void build_root(const ChildPlan& plan, const int* trees) {
     const ChildBind& bind = plan.binds[i];
     const int index = static_cast<int>(i);
     if (bind.is_file) {
-      const long fd = sys(SYS_openat, AT_FDCWD, ptr(bind.path), O_WRONLY | O_CREAT | O_CLOEXEC,
-                          0444);
+      const long fd = sys(SYS_openat, AT_FDCWD, ptr(bind.path),
+                          O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
       if (fd < 0 && errno != EEXIST) fail(plan, SetupStage::kCreateFile, index);
       if (fd >= 0) sys(SYS_close, fd);
     }

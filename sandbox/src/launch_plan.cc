@@ -93,6 +93,18 @@ void LaunchPlan::freeze() {
   std::sort(order.begin(), order.end(),
             [&](std::size_t a, std::size_t b) { return bind_paths_[a] < bind_paths_[b]; });
 
+  // A path inside another bound directory is already there (the installed worker in /usr).
+  const auto covered = [&](const std::string& path) {
+    return std::any_of(bind_paths_.begin(), bind_paths_.end(), [&](const std::string& other) {
+      return path.size() > other.size() && path.compare(0, other.size(), other) == 0 &&
+             path[other.size()] == '/' && !bind_is_file_[&other - bind_paths_.data()];
+    });
+  };
+  std::erase_if(order, [&](std::size_t i) { return covered(bind_paths_[i]); });
+  order.erase(std::unique(order.begin(), order.end(),
+                          [&](std::size_t a, std::size_t b) { return bind_paths_[a] == bind_paths_[b]; }),
+              order.end());
+
   std::set<std::string> dirs;  // sorted, so every parent precedes its children
   for (std::size_t i : order) {
     fs::path target(bind_paths_[i]);

@@ -1,0 +1,105 @@
+// Probes run inside the sandbox itself: what a confined process can and cannot do.
+#include <signal.h>
+#include <unistd.h>
+
+#include "heddle/error.h"
+#include "heddle/sandbox/sandboxed_process.h"
+#include "support/test_support.h"
+
+namespace heddle::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class SandboxProbeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) {
+      if (std::getenv("CI") != nullptr) FAIL() << "CI must run this as root";
+      GTEST_SKIP() << "the sandbox tests map host ids, which needs root here";
+    }
+    tree_ = std::make_unique<ScratchTree>();
+    tree_->write("visible.txt", "inside\n");
+  }
+
+  // Runs `script` with /bin/sh in the sandbox (source bound read-only); its exit code.
+  int run(const std::string& script) {
+    sandbox::SandboxSpec spec;
+    spec.executable = "/bin/sh";
+    spec.argv = {"sh", "-c", script};
+    spec.readonly_paths = {tree_->source().string()};
+    auto process = sandbox::SandboxedProcess::launch(spec);
+    if (!process.wait_for_exit(10s)) {
+      process.signal(SIGKILL);
+      ADD_FAILURE() << "probe hung: " << script;
+    }
+    const sandbox::ExitStatus status = process.reap();
+    return status.signaled ? 128 + status.signal : status.code;
+  }
+
+  std::unique_ptr<ScratchTree> tree_;
+};
+
+TEST_F(SandboxProbeTest, APlainCommandRunsAsNobodyAndSeesTheSource) {
+  EXPECT_EQ(run("test \"$(id -u):$(id -g)\" = 65534:65534"), 0);
+  EXPECT_EQ(run("test \"$(cat " + (tree_->source() / "visible.txt").string() + ")\" = inside"), 0);
+}
+
+TEST_F(SandboxProbeTest, HostSecretsAndHomesAreNotThere) {
+  EXPECT_NE(run("test -e /etc/shadow"), 0);
+  EXPECT_NE(run("test -e /etc"), 0);
+  EXPECT_NE(run("test -e /root"), 0);
+  EXPECT_NE(run("test -e /home"), 0);
+}
+
+TEST_F(SandboxProbeTest, NothingIsWritable) {
+  EXPECT_NE(run("echo x > " + (tree_->source() / "new.txt").string()), 0);
+  EXPECT_NE(run("echo x > /usr/heddle-probe"), 0);
+  EXPECT_NE(run("mkdir /probe"), 0);
+  EXPECT_FALSE(fs::exists(tree_->source() / "new.txt"));
+}
+
+TEST_F(SandboxProbeTest, NamespacesCannotBeCreatedOrEntered) {
+  EXPECT_EQ(run("true"), 0) << "positive control";
+  EXPECT_NE(run("unshare --user true"), 0);
+  EXPECT_NE(run("unshare --mount true"), 0);
+  EXPECT_NE(run("unshare --net true"), 0);
+  EXPECT_NE(run("nsenter --target 1 --mount true"), 0);
+}
+
+TEST_F(SandboxProbeTest, HostProcessesCannotBeSeenOrSignalled) {
+  const std::string us = std::to_string(::getpid());
+  EXPECT_NE(run("kill -0 " + us), 0) << "the test process is reachable from the sandbox";
+  EXPECT_EQ(run("test \"$(ls /proc | grep -c '^[0-9]')\" -lt 10"), 0)
+      << "the sandbox's /proc shows more than its own handful of processes";
+}
+
+TEST_F(SandboxProbeTest, TheHostnameIsItsOwn) {
+  EXPECT_EQ(run("test \"$(cat /proc/sys/kernel/hostname)\" = heddle-sandbox"), 0);
+}
+
+TEST_F(SandboxProbeTest, AnIdentityOfRootIsRefused) {
+  sandbox::SandboxSpec spec;
+  spec.executable = "/bin/true";
+  spec.argv = {"true"};
+  spec.uid = 0;
+  EXPECT_THROW((void)sandbox::SandboxedProcess::launch(spec), Error);
+}
+
+TEST_F(SandboxProbeTest, AMissingPathIsNamedInTheError) {
+  sandbox::SandboxSpec spec;
+  spec.executable = "/bin/true";
+  spec.argv = {"true"};
+  spec.readonly_paths = {"/nonexistent/heddle-probe"};
+  try {
+    (void)sandbox::SandboxedProcess::launch(spec);
+    FAIL() << "launch should have failed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ENOENT);
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/heddle-probe"), std::string::npos);
+  }
+  EXPECT_EQ(child_count(), 0);
+}
+
+}  // namespace
+}  // namespace heddle::test
