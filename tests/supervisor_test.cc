@@ -83,6 +83,38 @@ TEST_F(SupervisorTest, StatusRoundTripNamesTheWorkerAndTheMount) {
   supervisor->unmount();
 }
 
+TEST_F(SupervisorTest, StatusTimesOutOnAStoppedWorkerAndRecoversWhenItResumes) {
+  SupervisorOptions options = fast_options();
+  options.status_timeout = 300ms;
+  auto supervisor = Supervisor::spawn(request(), options);
+  const auto signal_worker = [&](int signo) {
+    ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor->exit_fd(), signo, nullptr, 0), 0);
+  };
+  const ipc::StatusOk before = supervisor->status();
+  const auto before_at = std::chrono::steady_clock::now();
+  signal_worker(SIGSTOP);
+  const auto started = std::chrono::steady_clock::now();
+  try {
+    (void)supervisor->status();
+    ADD_FAILURE() << "a stopped worker answered";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ETIMEDOUT) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 2s);
+  signal_worker(SIGCONT);
+  std::this_thread::sleep_for(300ms);  // the late reply is waiting in the socket by now
+  // It must not be taken for this request's: the worker's uptime tells a fresh reply (written
+  // now) from the late one (written at SIGCONT, 300 ms ago).
+  const ipc::StatusOk fresh = supervisor->status();
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - before_at);
+  const auto uptime_delta =
+      fresh.extra.at("uptime_ms").get<long>() - before.extra.at("uptime_ms").get<long>();
+  EXPECT_GE(uptime_delta, elapsed.count() - 150) << "got the stale reply";
+  EXPECT_EQ(supervisor->status().mount_path, tree_->mountpoint().string());
+  supervisor->unmount();
+}
+
 TEST_F(SupervisorTest, UnmountStopsCleanlyRemovesTheMountAndIsIdempotent) {
   auto supervisor = Supervisor::spawn(request(), fast_options());
   const auto started = std::chrono::steady_clock::now();
