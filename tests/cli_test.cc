@@ -198,6 +198,17 @@ TEST_F(CliTest, StatusAndUnmountOfSomethingNotMountedAreClearErrors) {
   }
 }
 
+TEST_F(CliTest, AWorkerFailureIsOneLineNamingTheCauseAndNothingStaysBehind) {
+  fs::permissions(tree_->source(), fs::perms(0700));  // root's, so nobody cannot read it
+  const CommandResult result = launcher({"mount", "--dir", src(), "--mountpoint", mp()});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
+  EXPECT_NE(result.err.find("65534"), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find(src()), std::string::npos) << result.err;
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+  EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp())));
+}
+
 TEST_F(CliTest, OverlappingSourceAndMountpointAreRefused) {
   const CommandResult result = launcher({"mount", "--dir", tree_->root().string(), "--mountpoint", mp()});
   EXPECT_EQ(result.exit_code, 1);

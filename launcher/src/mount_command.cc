@@ -224,9 +224,14 @@ int run_in_background(const MountRequest& request, const MountArgs& args) {
                 "see " + log_path);
   }
   const bool ok = output[0] == '0';
-  (ok ? std::cout : std::cerr) << output.substr(1) << std::flush;
-  if (!ok) std::cerr << "(supervisor log: " << log_path << ")\n";
-  return ok ? 0 : 1;
+  if (ok) {
+    std::cout << output.substr(1) << std::flush;
+    return 0;
+  }
+  // One line: the error, then where the worker's own messages went.
+  while (!output.empty() && output.back() == '\n') output.pop_back();
+  std::cerr << output.substr(1) << " (log: " << log_path << ")\n";
+  return 1;
 }
 
 }  // namespace
