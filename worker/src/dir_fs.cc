@@ -15,12 +15,27 @@ namespace {
 
 int fstat_errno(int fd, struct stat& st) { return ::fstat(fd, &st) == 0 ? 0 : errno; }
 
+// An open source file: reads are ranges of its fd, which libfuse splices to the kernel.
+class FdFileHandle final : public FileHandle {
+ public:
+  explicit FdFileHandle(UniqueFd fd) : fd_(std::move(fd)) {}
+  int read(std::size_t /*size*/, off_t offset, ReadResult& out) override {
+    out.fd = fd_.get();
+    out.fd_offset = offset;
+    return 0;
+  }
+  // Answers even if the path has since been replaced or removed in the source.
+  int stat(struct stat& st) override { return fstat_errno(fd_.get(), st); }
+
+ private:
+  UniqueFd fd_;
+};
+
 }  // namespace
 
-DirFs::DirFs(const SourceTree& tree) : tree_(tree), nodes_(tree.root_id()) {}
+DirFs::DirFs(SourceTree tree) : tree_(std::move(tree)), nodes_(tree_.root_id()) {}
 
-int DirFs::open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st,
-                     std::string* path) const {
+int DirFs::open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st) const {
   auto ref = nodes_.find(node);
   if (!ref) return ESTALE;
   auto opened = tree_.open_beneath(ref->path, flags);
@@ -28,7 +43,6 @@ int DirFs::open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st,
   if (const int err = fstat_errno(opened.fd.get(), st); err != 0) return err;
   if (file_id(st) != ref->id) return ESTALE;
   fd = std::move(opened.fd);
-  if (path != nullptr) *path = std::move(ref->path);
   return 0;
 }
 
@@ -41,30 +55,27 @@ int DirFs::lookup_path(const std::string& path, NodeId& node, struct stat& st) {
   return 0;
 }
 
-int DirFs::lookup(NodeId parent, const char* name, NodeId& node, struct stat& st) {
+int DirFs::lookup(NodeId parent, std::string_view name, NodeId& node, struct stat& st) {
   // The kernel sends single components; "." and ".." only come with export support, which this
   // filesystem does not offer.
-  if (std::strcmp(name, ".") == 0 || std::strcmp(name, "..") == 0) return ENOENT;
-  if (std::strchr(name, '/') != nullptr) return EINVAL;
-  if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
+  if (name == "." || name == "..") return ENOENT;
+  if (name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+    return EINVAL;
+  }
+  if (name.size() > NAME_MAX) return ENAMETOOLONG;
   const auto dir = nodes_.find(parent);
   if (!dir) return ESTALE;
-  return lookup_path(join_path(dir->path, name), node, st);
-}
-
-int DirFs::lookup_entry(const DirSnapshot& dir, const DirEntry& entry, NodeId& node,
-                        struct stat& st) {
-  return lookup_path(join_path(dir.path, entry.name.c_str()), node, st);
+  return lookup_path(join_path(dir->path, std::string(name).c_str()), node, st);
 }
 
 void DirFs::forget(NodeId node, std::uint64_t nlookup) noexcept { nodes_.forget(node, nlookup); }
 
-int DirFs::getattr(NodeId node, struct stat& st) const {
+int DirFs::getattr(NodeId node, struct stat& st) {
   UniqueFd fd;
   return open_node(node, O_PATH | O_NOFOLLOW, fd, st);
 }
 
-int DirFs::readlink(NodeId node, std::string& target) const {
+int DirFs::readlink(NodeId node, std::string& target) {
   UniqueFd fd;
   struct stat st {};
   if (const int err = open_node(node, O_PATH | O_NOFOLLOW, fd, st); err != 0) return err;
@@ -83,13 +94,13 @@ int DirFs::readlink(NodeId node, std::string& target) const {
   }
 }
 
-int DirFs::read_dir(NodeId node, DirSnapshot& out) const {
+int DirFs::read_dir(NodeId node, DirSnapshot& out) {
   UniqueFd fd;
   struct stat st {};
-  if (const int err = open_node(node, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, fd, st, &out.path);
-      err != 0) {
+  if (const int err = open_node(node, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, fd, st); err != 0) {
     return err;
   }
+  out.node = node;
   out.entries.clear();
 
   constexpr std::size_t kBufferSize = 64 * 1024;
@@ -121,7 +132,8 @@ int DirFs::read_dir(NodeId node, DirSnapshot& out) const {
   return 0;  // `fd` closes here: the snapshot holds no fd
 }
 
-int DirFs::open_file(NodeId node, UniqueFd& fd) const {
+int DirFs::open_file(NodeId node, std::unique_ptr<FileHandle>& out) {
+  UniqueFd fd;
   struct stat st {};
   // O_NONBLOCK: should the path have become a FIFO, the open must not hang a FUSE thread.
   if (const int err = open_node(node, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, fd, st); err != 0) {
@@ -129,11 +141,14 @@ int DirFs::open_file(NodeId node, UniqueFd& fd) const {
   }
   if (S_ISDIR(st.st_mode)) return EISDIR;
   if (!S_ISREG(st.st_mode)) return EINVAL;
+  out = std::make_unique<FdFileHandle>(std::move(fd));
   return 0;
 }
 
-int DirFs::statfs(struct statvfs& out) const {
+int DirFs::statfs(struct statvfs& out) {
   return ::fstatvfs(tree_.root_fd(), &out) == 0 ? 0 : errno;
 }
+
+void DirFs::add_status(nlohmann::ordered_json& extra) const { extra["source"] = tree_.path(); }
 
 }  // namespace heddle::worker

@@ -1,6 +1,6 @@
-// The read-only view's logic, free of FUSE types: resolve nodes to source paths, check that
-// what is found there is still the same file, and produce attributes, link targets, directory
-// snapshots and read-only file fds. Every call returns 0 or an errno for the kernel.
+// The directory backend: resolves nodes to paths beneath the source, checks that what is
+// found there is still the same file, and answers with attributes, link targets, directory
+// snapshots and read-only file fds (spliced to the kernel).
 #pragma once
 
 #include <sys/stat.h>
@@ -11,57 +11,38 @@
 #include <string>
 #include <vector>
 
+#include "backend.h"
 #include "heddle/unique_fd.h"
 #include "inode_table.h"
 #include "source_tree.h"
 
 namespace heddle::worker {
 
-struct DirEntry {
-  std::string name;
-  ino_t ino = 0;
-  unsigned char type = 0;  // DT_*
-};
-
-// A directory's entries, read once at opendir so that no directory fd stays open.
-// Includes "." and "..", in the order the source filesystem returned them.
-struct DirSnapshot {
-  std::string path;  // of the directory, beneath the source
-  std::vector<DirEntry> entries;
-};
-
-class DirFs {
+class DirFs final : public Backend {
  public:
-  explicit DirFs(const SourceTree& tree);
-  DirFs(const DirFs&) = delete;
-  DirFs& operator=(const DirFs&) = delete;
+  explicit DirFs(SourceTree tree);
 
-  // Finds `name` in directory `parent` and counts one kernel reference on the result.
-  [[nodiscard]] int lookup(NodeId parent, const char* name, NodeId& node, struct stat& st);
-  // The same for an entry of a snapshot (readdirplus).
-  [[nodiscard]] int lookup_entry(const DirSnapshot& dir, const DirEntry& entry, NodeId& node,
-                                 struct stat& st);
-  void forget(NodeId node, std::uint64_t nlookup) noexcept;
-
-  [[nodiscard]] int getattr(NodeId node, struct stat& st) const;
-  [[nodiscard]] int readlink(NodeId node, std::string& target) const;
-  [[nodiscard]] int read_dir(NodeId node, DirSnapshot& out) const;
-  // An O_RDONLY fd of the regular file `node`.
-  [[nodiscard]] int open_file(NodeId node, UniqueFd& fd) const;
-  [[nodiscard]] int statfs(struct statvfs& out) const;
-
-  [[nodiscard]] std::size_t node_count() const { return nodes_.size(); }
-  [[nodiscard]] const SourceTree& tree() const noexcept { return tree_; }
+  [[nodiscard]] int lookup(NodeId parent, std::string_view name, NodeId& node,
+                           struct stat& st) override;
+  void forget(NodeId node, std::uint64_t nlookup) noexcept override;
+  [[nodiscard]] int getattr(NodeId node, struct stat& st) override;
+  [[nodiscard]] int readlink(NodeId node, std::string& target) override;
+  [[nodiscard]] int read_dir(NodeId node, DirSnapshot& out) override;
+  // The handle holds an O_RDONLY fd of the file; reads are spliced from it.
+  [[nodiscard]] int open_file(NodeId node, std::unique_ptr<FileHandle>& out) override;
+  [[nodiscard]] int statfs(struct statvfs& out) override;
+  // The source may change underneath us: names and attributes are cached only briefly.
+  [[nodiscard]] CachePolicy cache_policy() const override { return {1.0, 1.0, false}; }
+  [[nodiscard]] std::size_t node_count() const override { return nodes_.size(); }
+  void add_status(nlohmann::ordered_json& extra) const override;
 
  private:
   // Opens the node's path with `flags` (through SourceTree::open_beneath) and checks that the
   // file found is still the node's: ESTALE otherwise, so that the kernel looks the name up again.
-  // `path`, when given, receives the path that was opened.
-  [[nodiscard]] int open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st,
-                              std::string* path = nullptr) const;
+  [[nodiscard]] int open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st) const;
   [[nodiscard]] int lookup_path(const std::string& path, NodeId& node, struct stat& st);
 
-  const SourceTree& tree_;
+  const SourceTree tree_;
   InodeTable nodes_;
 };
 

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <new>
@@ -14,28 +15,32 @@
 
 #include <spdlog/spdlog.h>
 
-#include "dir_fs.h"
+#include "backend.h"
 
 namespace heddle::worker {
 namespace {
 
-// The source may change underneath us: cache names and attributes only briefly.
-constexpr double kTimeoutSeconds = 1.0;
+Backend& fs_of(fuse_req_t req) { return *static_cast<Backend*>(fuse_req_userdata(req)); }
 
-DirFs& fs_of(fuse_req_t req) { return *static_cast<DirFs*>(fuse_req_userdata(req)); }
-
-fuse_entry_param entry_param(NodeId node, const struct stat& st) {
+fuse_entry_param entry_param(const Backend& fs, NodeId node, const struct stat& st) {
+  const CachePolicy policy = fs.cache_policy();
   fuse_entry_param e{};
   e.ino = node;
   e.generation = 0;  // nodeids are never reused
-  e.attr = st;       // st_ino stays the source's
-  e.attr_timeout = kTimeoutSeconds;
-  e.entry_timeout = kTimeoutSeconds;
+  e.attr = st;       // st_ino is the backend's, not the nodeid
+  e.attr_timeout = policy.attr_timeout;
+  e.entry_timeout = policy.entry_timeout;
   return e;
 }
 
-DirSnapshot* snapshot_of(const fuse_file_info* fi) {
-  return reinterpret_cast<DirSnapshot*>(static_cast<std::uintptr_t>(fi->fh));
+template <typename T>
+T* handle_of(const fuse_file_info* fi) {
+  return reinterpret_cast<T*>(static_cast<std::uintptr_t>(fi->fh));
+}
+
+template <typename T>
+std::uint64_t to_fh(T* handle) {
+  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(handle));
 }
 
 // Runs an operation body, turning an escaping exception (allocation failure, in practice) into
@@ -69,7 +74,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_reply_err(req, err);
       return;
     }
-    const auto e = entry_param(node, st);
+    const auto e = entry_param(fs_of(req), node, st);
     // Should the reply not arrive (interrupted request), the kernel holds no reference.
     if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(node, 1);
   });
@@ -81,7 +86,7 @@ void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t nlookup) {
 }
 
 void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* forgets) {
-  DirFs& fs = fs_of(req);
+  Backend& fs = fs_of(req);
   for (std::size_t i = 0; i < count; ++i) fs.forget(forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
@@ -89,19 +94,14 @@ void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* forget
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "getattr", [&] {
     struct stat st {};
-    int err = 0;
-    // The kernel passes a handle only for regular files, which open() made an fd: that answers
-    // even if the path has since been replaced or removed in the source.
-    if (fi != nullptr) {
-      err = ::fstat(static_cast<int>(fi->fh), &st) == 0 ? 0 : errno;
-    } else {
-      err = fs_of(req).getattr(ino, st);
-    }
+    // The kernel passes a handle only for regular files; it may answer for the open file.
+    int err = fi != nullptr ? handle_of<FileHandle>(fi)->stat(st) : ENOSYS;
+    if (err == ENOSYS) err = fs_of(req).getattr(ino, st);
     if (err != 0) {
       fuse_reply_err(req, err);
       return;
     }
-    fuse_reply_attr(req, &st, kTimeoutSeconds);
+    fuse_reply_attr(req, &st, fs_of(req).cache_policy().attr_timeout);
   });
 }
 
@@ -123,7 +123,9 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, err);
       return;
     }
-    fi->fh = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(snapshot.get()));
+    fi->fh = to_fh(snapshot.get());
+    fi->cache_readdir = fs_of(req).cache_policy().keep_cache;
+    fi->keep_cache = fi->cache_readdir;
     // On failure (interrupted opendir) no releasedir will come: keep ownership and free it.
     if (fuse_reply_open(req, fi) == 0) static_cast<void>(snapshot.release());
   });
@@ -131,8 +133,8 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 // Serves readdir and readdirplus from the snapshot. Entry i has offset i + 1.
 void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, bool plus) {
-  const DirSnapshot& dir = *snapshot_of(fi);
-  DirFs& fs = fs_of(req);
+  const DirSnapshot& dir = *handle_of<DirSnapshot>(fi);
+  Backend& fs = fs_of(req);
   std::vector<char> buffer(size);
   std::vector<NodeId> counted;  // lookups made for this reply (readdirplus)
   std::size_t used = 0;
@@ -166,8 +168,8 @@ void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, 
     if (!dots) {
       NodeId node = 0;
       struct stat st {};
-      if (fs.lookup_entry(dir, entry, node, st) == 0) {
-        e = entry_param(node, st);
+      if (fs.lookup(dir.node, entry.name, node, st) == 0) {
+        e = entry_param(fs, node, st);
         counted.push_back(node);
       }
     }
@@ -190,7 +192,7 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t 
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  delete snapshot_of(fi);
+  delete handle_of<DirSnapshot>(fi);
   fuse_reply_err(req, 0);
 }
 
@@ -200,32 +202,44 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, EROFS);
       return;
     }
-    UniqueFd fd;
-    if (const int err = fs_of(req).open_file(ino, fd); err != 0) {
+    std::unique_ptr<FileHandle> handle;
+    if (const int err = fs_of(req).open_file(ino, handle); err != 0) {
       fuse_reply_err(req, err);
       return;
     }
-    fi->fh = static_cast<std::uint64_t>(fd.get());
+    fi->fh = to_fh(handle.get());
     fi->noflush = 1;  // nothing to flush in a read-only view
-    // On failure (interrupted open) no release will come: `fd` closes itself.
-    if (fuse_reply_open(req, fi) == 0) static_cast<void>(fd.release());
+    fi->keep_cache = fs_of(req).cache_policy().keep_cache;
+    // On failure (interrupted open) no release will come: keep ownership and free it.
+    if (fuse_reply_open(req, fi) == 0) static_cast<void>(handle.release());
   });
 }
 
 void op_read(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
              fuse_file_info* fi) {
-  // The data goes straight from the source fd (pread, or splice when the connection uses it).
-  fuse_bufvec buf{};
-  buf.count = 1;
-  buf.buf[0].size = size;
-  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = static_cast<int>(fi->fh);
-  buf.buf[0].pos = off;
-  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  guarded(req, "read", [&] {
+    ReadResult result;
+    if (const int err = handle_of<FileHandle>(fi)->read(size, off, result); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    if (result.fd < 0) {
+      fuse_reply_buf(req, result.data.data(), std::min(size, result.data.size()));
+      return;
+    }
+    // Straight from the source fd (pread, or splice when the connection uses it).
+    fuse_bufvec buf{};
+    buf.count = 1;
+    buf.buf[0].size = size;
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = result.fd;
+    buf.buf[0].pos = result.fd_offset;
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  });
 }
 
 void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  UniqueFd(static_cast<int>(fi->fh)).reset();
+  delete handle_of<FileHandle>(fi);
   fuse_reply_err(req, 0);
 }
 
@@ -289,7 +303,7 @@ fuse_lowlevel_ops make_operations() {
 
 }  // namespace
 
-const fuse_lowlevel_ops& dir_fs_operations() {
+const fuse_lowlevel_ops& backend_operations() {
   static const fuse_lowlevel_ops ops = make_operations();
   return ops;
 }

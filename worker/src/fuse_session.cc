@@ -7,20 +7,20 @@
 
 #include <spdlog/spdlog.h>
 
-#include "dir_fs.h"
+#include "backend.h"
 #include "fuse_ops.h"
 #include "heddle/error.h"
 
 namespace heddle::worker {
 
-FuseSession::FuseSession(UniqueFd fuse_fd, DirFs& fs, bool debug) {
+FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug) {
   std::vector<std::string> arg_storage{"heddle-fuse-worker"};
   if (debug) arg_storage.emplace_back("-d");
   std::vector<char*> argv;
   for (auto& arg : arg_storage) argv.push_back(arg.data());
   fuse_args args{static_cast<int>(argv.size()), argv.data(), 0};
 
-  const fuse_lowlevel_ops& ops = dir_fs_operations();
+  const fuse_lowlevel_ops& ops = backend_operations();
   session_ = fuse_session_new(&args, &ops, sizeof ops, &fs);
   fuse_opt_free_args(&args);
   if (session_ == nullptr) throw Error("fuse_session_new failed (see libfuse's message above)", 0);

@@ -12,13 +12,13 @@ struct fuse_loop_config;
 
 namespace heddle::worker {
 
-class DirFs;
+class Backend;
 
 class FuseSession {
  public:
   // Creates the session for `fs` and adopts `fuse_fd` (libfuse closes it with the session).
   // Throws heddle::Error. `debug` turns on libfuse's per-request log.
-  FuseSession(UniqueFd fuse_fd, DirFs& fs, bool debug);
+  FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug);
   FuseSession(const FuseSession&) = delete;
   FuseSession& operator=(const FuseSession&) = delete;
   // A running loop cannot be stopped from here (its threads sit in read(/dev/fuse) until the

@@ -8,12 +8,10 @@
 #include <string>
 #include <unordered_map>
 
+#include "backend.h"
 #include "source_tree.h"
 
 namespace heddle::worker {
-
-using NodeId = std::uint64_t;
-inline constexpr NodeId kRootNode = 1;  // FUSE_ROOT_ID
 
 struct NodeRef {
   std::string path;  // "." for the root

@@ -24,6 +24,9 @@
 
 #include "confinement_check.h"
 #include "dir_fs.h"
+#ifdef HEDDLE_HAVE_GIT_BACKEND
+#include "git/git_fs.h"
+#endif
 #include "fuse_session.h"
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
@@ -110,7 +113,7 @@ Bootstrap receive_bootstrap(int fd) {
 }
 
 [[noreturn]] void serve_ipc(int ipc_fd, const Options& options, std::uint32_t host_pid,
-                            const DirFs& fs, const FuseSession& session) {
+                            const Backend& fs, const FuseSession& session) {
   const auto started = std::chrono::steady_clock::now();
   for (;;) {
     std::optional<ipc::Message> message;
@@ -131,9 +134,9 @@ Bootstrap receive_bootstrap(int fd) {
         const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
             std::chrono::steady_clock::now() - started);
         ok.extra["uptime_ms"] = uptime.count();
-        ok.extra["source"] = options.dir;
         ok.extra["nodes"] = fs.node_count();
         ok.extra["serving"] = session.serving();
+        fs.add_status(ok.extra);
         send(ipc_fd, ok);
       } else if (std::holds_alternative<ipc::Stop>(*message)) {
         if (options.test_ignore_stop) {
@@ -152,6 +155,21 @@ Bootstrap receive_bootstrap(int fd) {
       exit_now(1);
     }
   }
+}
+
+std::unique_ptr<Backend> open_backend(const Options& options) {
+  if (!options.git()) return std::make_unique<DirFs>(SourceTree::open(options.dir));
+#ifdef HEDDLE_HAVE_GIT_BACKEND
+  GitFsOptions git;
+  git.repo_root = options.repo_root;
+  git.thread = options.thread_id;
+  git.cache_bytes = options.cache_bytes;
+  git.owner_uid = options.owner_uid;
+  git.owner_gid = options.owner_gid;
+  return open_git_fs(git);
+#else
+  throw Error("this heddle-fuse-worker was built without the git backend", ENOTSUP);
+#endif
 }
 
 [[noreturn]] void run(const Options& options) {
@@ -174,9 +192,9 @@ Bootstrap receive_bootstrap(int fd) {
                            "' is not a pid: the supervisor must send the worker's host pid");
   }
 
-  std::optional<SourceTree> tree;
+  std::unique_ptr<Backend> fs;
   try {
-    tree.emplace(SourceTree::open(options.dir));
+    fs = open_backend(options);
   } catch (const std::exception& e) {
     fail_mount(ipc_fd, e.what());
   }
@@ -188,10 +206,9 @@ Bootstrap receive_bootstrap(int fd) {
   }
 
   // Both live until _exit(): the FUSE threads use them.
-  DirFs fs(*tree);
   std::optional<FuseSession> session;
   try {
-    session.emplace(std::move(bootstrap.fuse), fs, trace_logging());
+    session.emplace(std::move(bootstrap.fuse), *fs, trace_logging());
     session->start(kMaxIdleThreads);
   } catch (const std::exception& e) {
     fail_mount(ipc_fd, std::string("cannot serve the FUSE connection: ") + e.what());
@@ -203,9 +220,10 @@ Bootstrap receive_bootstrap(int fd) {
     spdlog::error("cannot send MountReady: {}", e.what());
     exit_now(1);
   }
-  spdlog::info("serving {} read-only at {} (host pid {})", options.dir, options.mountpoint,
-               *host_pid);
-  serve_ipc(ipc_fd, options, *host_pid, fs, *session);
+  spdlog::info("serving {} read-only at {} (host pid {})",
+               options.git() ? options.repo_root + " thread " + options.thread_id : options.dir,
+               options.mountpoint, *host_pid);
+  serve_ipc(ipc_fd, options, *host_pid, *fs, *session);
 }
 
 }  // namespace

@@ -1,6 +1,11 @@
-// The worker's command line: `--dir SOURCE --mountpoint MP --bootstrap-fd N [--test-ignore-stop] [--expect-sandbox]`.
+// The worker's command line. One backend: `--dir SOURCE`, or `--repo-root REPO --thread-id T
+// [--cache-bytes N]`; plus `--mountpoint MP --bootstrap-fd N [--owner UID:GID]
+// [--test-ignore-stop] [--expect-sandbox]`.
 #pragma once
 
+#include <sys/types.h>
+
+#include <cstdint>
 #include <span>
 #include <string>
 #include <variant>
@@ -8,11 +13,18 @@
 namespace heddle::worker {
 
 struct Options {
-  std::string dir;         // the directory to serve, read-only
+  std::string dir;         // directory backend: the directory to serve, read-only
+  std::string repo_root;   // git backend: the repository
+  std::string thread_id;   // git backend: the thread (ref or revision) to serve
+  std::uint64_t cache_bytes = 256ull << 20;  // git backend: the inflated-blob cache's cap
+  uid_t owner_uid = 0;     // git backend: the owner every node reports (the mount's user)
+  gid_t owner_gid = 0;
   std::string mountpoint;  // where the supervisor mounted the connection; only reported back
   int bootstrap_fd = -1;   // socket carrying [ipc socket, /dev/fuse fd] and the host pid
   bool test_ignore_stop = false;  // tests only: ignore Stop frames and SIGTERM
   bool expect_sandbox = false;    // refuse to serve unless confined (the launcher sets it)
+
+  [[nodiscard]] bool git() const noexcept { return !repo_root.empty(); }
 };
 
 struct HelpRequested {};

@@ -1,0 +1,86 @@
+// What a read-only filesystem backend answers, free of FUSE types. fuse_ops.cc turns these
+// answers into replies; DirFs (a host directory) and GitFs (a git tree) implement them.
+// Every int-returning call returns 0 or an errno for the kernel.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace heddle::worker {
+
+using NodeId = std::uint64_t;
+inline constexpr NodeId kRootNode = 1;  // FUSE_ROOT_ID
+
+struct DirEntry {
+  std::string name;  // bytes, not necessarily UTF-8
+  ino_t ino = 0;
+  unsigned char type = 0;  // DT_*
+};
+
+// A directory's entries, taken once at opendir, so that no directory stays open.
+// Includes "." and "..".
+struct DirSnapshot {
+  NodeId node = 0;
+  std::vector<DirEntry> entries;
+};
+
+// Where a read's bytes are: a range of an fd (spliced by libfuse) or bytes in memory.
+struct ReadResult {
+  int fd = -1;          // >= 0: read `size` bytes at `fd_offset` of this fd
+  off_t fd_offset = 0;
+  std::string_view data;  // otherwise: these bytes (valid until the next read on the handle
+                          // or its release)
+  std::string owned;      // storage `data` may point into
+};
+
+// An open regular file. One handle is used by one request at a time for reads at increasing
+// offsets, but the kernel may send concurrent reads on the same handle: implementations
+// synchronise internally where they keep state.
+class FileHandle {
+ public:
+  virtual ~FileHandle() = default;
+  [[nodiscard]] virtual int read(std::size_t size, off_t offset, ReadResult& out) = 0;
+  // Attributes through the open file (getattr with a handle); ENOSYS to use the node's.
+  [[nodiscard]] virtual int stat(struct stat& /*st*/) { return ENOSYS; }
+};
+
+struct CachePolicy {
+  double entry_timeout = 1.0;  // seconds
+  double attr_timeout = 1.0;
+  bool keep_cache = false;  // FOPEN_KEEP_CACHE: page cache survives reopen (immutable data)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Finds `name` in directory `parent` and counts one kernel reference on the result.
+  [[nodiscard]] virtual int lookup(NodeId parent, std::string_view name, NodeId& node,
+                                   struct stat& st) = 0;
+  // Drops `nlookup` references; a node with none left is forgotten (never the root).
+  virtual void forget(NodeId node, std::uint64_t nlookup) noexcept = 0;
+
+  [[nodiscard]] virtual int getattr(NodeId node, struct stat& st) = 0;
+  [[nodiscard]] virtual int readlink(NodeId node, std::string& target) = 0;
+  [[nodiscard]] virtual int read_dir(NodeId node, DirSnapshot& out) = 0;
+  [[nodiscard]] virtual int open_file(NodeId node, std::unique_ptr<FileHandle>& out) = 0;
+  [[nodiscard]] virtual int statfs(struct statvfs& out) = 0;
+
+  [[nodiscard]] virtual CachePolicy cache_policy() const = 0;
+  // Nodes currently remembered (the kernel holds a reference to each).
+  [[nodiscard]] virtual std::size_t node_count() const = 0;
+  // Backend-specific fields for StatusOk (e.g. the resolved commit, cache statistics).
+  virtual void add_status(nlohmann::ordered_json& extra) const = 0;
+};
+
+}  // namespace heddle::worker
