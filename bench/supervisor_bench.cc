@@ -263,7 +263,7 @@ class LiveMount {
  public:
   LiveMount(const std::string& source, const std::string& mountpoint) {
     supervisor_ = heddle::launcher::Supervisor::spawn(
-        heddle::launcher::MountRequest{source, mountpoint, 0, 0});
+        heddle::launcher::MountRequest::directory(source, mountpoint));
   }
   LiveMount(const LiveMount&) = delete;
   LiveMount& operator=(const LiveMount&) = delete;
@@ -547,7 +547,7 @@ SpawnResults run_spawn_bench(const Config& config, const std::string& source) {
     ScratchDir mountpoint("heddle-bench-mnt-", ScratchDir::Kind::kMountpoint);
     const auto t0 = Clock::now();
     auto supervisor = heddle::launcher::Supervisor::spawn(
-        heddle::launcher::MountRequest{source, mountpoint.path(), 0, 0});
+        heddle::launcher::MountRequest::directory(source, mountpoint.path()));
     const auto t1 = Clock::now();
     // (~Supervisor unmounts if anything below throws, before ~ScratchDir runs.)
     if (!is_mounted(mountpoint.path())) {

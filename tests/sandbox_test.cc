@@ -21,7 +21,8 @@ class SandboxTest : public ::testing::Test {
     launcher::SupervisorOptions options;
     options.stop_grace = 500ms;
     supervisor_ = launcher::Supervisor::spawn(
-        {tree_->source().string(), tree_->mountpoint().string(), 0, 0}, options);
+        launcher::MountRequest::directory(tree_->source().string(), tree_->mountpoint().string()),
+        options);
     proc_ = "/proc/" + std::to_string(supervisor_->pid());
   }
   void TearDown() override {

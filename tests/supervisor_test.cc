@@ -40,7 +40,7 @@ class SupervisorTest : public ::testing::Test {
   }
 
   MountRequest request() const {
-    return MountRequest{tree_->source().string(), tree_->mountpoint().string(), 0, 0};
+    return MountRequest::directory(tree_->source().string(), tree_->mountpoint().string());
   }
   static SupervisorOptions fast_options() {
     SupervisorOptions options;

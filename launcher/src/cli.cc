@@ -5,6 +5,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
+#include <cstdint>
 #include <cstdlib>
 #include <iostream>
 #include <span>
@@ -24,12 +26,17 @@ Expose a directory read-only at a mountpoint through a sandboxed FUSE worker.
 
 Commands:
   mount --dir DIR --mountpoint MP [--foreground] [--json] [--uid U] [--gid G]
-      Mount DIR read-only at MP. Returns once the mount is ready and leaves a
-      background supervisor holding it; with --foreground it stays and unmounts
-      on SIGINT or SIGTERM. --json prints the MountReady frame plus
-      supervisor_pid. --uid/--gid (number or name) name the user the mount is
-      for; they default to yours. The worker never runs as uid 0: a mount for
-      root is served by nobody:nogroup, which must be able to read DIR.
+  mount --repo-root REPO --thread-id THREAD [--cache-bytes N] --mountpoint MP [...]
+      Mount DIR, or the tree of THREAD in the git repository REPO, read-only at
+      MP. THREAD is refs/heads/THREAD, else refs/heddle/threads/THREAD, else any
+      revision (a tag, a commit id). --cache-bytes caps the worker's cache of
+      inflated blobs (default 256M; K, M, G suffixes); larger blobs stream.
+      Returns once the mount is ready and leaves a background supervisor
+      holding it; with --foreground it stays and unmounts on SIGINT or SIGTERM.
+      --json prints the MountReady frame plus supervisor_pid. --uid/--gid
+      (number or name) name the user the mount is for; they default to yours.
+      The worker never runs as uid 0: a mount for root is served by
+      nobody:nogroup, which must be able to read DIR or REPO.
   status MP [--json]
       Ask the mount's worker for its Status and print the reply.
   unmount MP
@@ -83,12 +90,36 @@ gid_t parse_gid(const std::string& value) {
   throw UsageError("--gid " + value + ": no such group");
 }
 
+// Bytes, with an optional K, M or G suffix (powers of 1024).
+std::uint64_t parse_size(const std::string& value) {
+  std::size_t digits = 0;
+  while (digits < value.size() && std::isdigit(static_cast<unsigned char>(value[digits]))) ++digits;
+  const std::string suffix = value.substr(digits);
+  int shift = -1;
+  if (suffix.empty()) shift = 0;
+  if (suffix == "K" || suffix == "k") shift = 10;
+  if (suffix == "M" || suffix == "m") shift = 20;
+  if (suffix == "G" || suffix == "g") shift = 30;
+  if (digits == 0 || digits > 12 || shift < 0) {
+    throw UsageError("--cache-bytes " + value + ": expected a size such as 268435456 or 256M");
+  }
+  const std::uint64_t size = std::stoull(value.substr(0, digits)) << shift;
+  if (size == 0) throw UsageError("--cache-bytes must be positive");
+  return size;
+}
+
 MountArgs parse_mount(Args& args) {
   MountArgs mount;
   while (!args.done()) {
     const std::string flag = args.take();
     if (flag == "--dir") {
       mount.dir = args.value_of(flag);
+    } else if (flag == "--repo-root") {
+      mount.repo_root = args.value_of(flag);
+    } else if (flag == "--thread-id") {
+      mount.thread_id = args.value_of(flag);
+    } else if (flag == "--cache-bytes") {
+      mount.cache_bytes = parse_size(args.value_of(flag));
     } else if (flag == "--mountpoint") {
       mount.mountpoint = args.value_of(flag);
     } else if (flag == "--foreground") {
@@ -103,7 +134,17 @@ MountArgs parse_mount(Args& args) {
       throw UsageError("mount: unknown option " + flag);
     }
   }
-  if (mount.dir.empty()) throw UsageError("mount: --dir is required");
+  const bool git = !mount.repo_root.empty() || !mount.thread_id.empty();
+  if (git && !mount.dir.empty()) {
+    throw UsageError("mount: --dir and --repo-root/--thread-id exclude each other");
+  }
+  if (!git && mount.dir.empty()) {
+    throw UsageError("mount: --dir, or --repo-root with --thread-id, is required");
+  }
+  if (git && (mount.repo_root.empty() || mount.thread_id.empty())) {
+    throw UsageError("mount: --repo-root and --thread-id go together");
+  }
+  if (!git && mount.cache_bytes) throw UsageError("mount: --cache-bytes needs --repo-root");
   if (mount.mountpoint.empty()) throw UsageError("mount: --mountpoint is required");
   return mount;
 }

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -17,7 +18,10 @@ struct UsageError : std::runtime_error {
 };
 
 struct MountArgs {
-  std::string dir;
+  std::string dir;        // the directory backend, or
+  std::string repo_root;  // the git backend, with thread_id
+  std::string thread_id;
+  std::optional<std::uint64_t> cache_bytes;
   std::string mountpoint;
   bool foreground = false;
   bool json = false;

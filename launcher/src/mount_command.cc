@@ -65,7 +65,7 @@ std::string ready_text(const Supervisor& supervisor, bool json) {
     body["supervisor_pid"] = ::getpid();
     return body.dump() + "\n";
   }
-  return "mounted " + supervisor.request().source_dir + " at " + supervisor.ready().mount_path +
+  return "mounted " + supervisor.request().source_label() + " at " + supervisor.ready().mount_path +
          " (worker pid " + std::to_string(supervisor.pid()) + ", supervisor pid " +
          std::to_string(::getpid()) + ")\n";
 }
@@ -74,7 +74,7 @@ ipc::Message answer_status(Supervisor& supervisor) {
   try {
     ipc::StatusOk status = supervisor.status();
     status.extra["supervisor_pid"] = ::getpid();
-    status.extra["source"] = supervisor.request().source_dir;
+    status.extra["source"] = supervisor.request().source_label();
     status.extra["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
                                     std::chrono::steady_clock::now() - supervisor.started())
                                     .count();
@@ -248,7 +248,15 @@ std::string canonical_mountpoint(const std::string& path) {
 
 MountRequest prepare_mount(const MountArgs& args) {
   MountRequest request;
-  request.source_dir = canonical_directory(args.dir, "source directory");
+  std::string source;
+  if (!args.repo_root.empty()) {
+    request.git = GitSource{canonical_directory(args.repo_root, "repository"), args.thread_id};
+    if (args.cache_bytes) request.git->cache_bytes = *args.cache_bytes;
+    source = request.git->repo_root;
+  } else {
+    request.source_dir = canonical_directory(args.dir, "source directory");
+    source = request.source_dir;
+  }
   request.mountpoint = canonical_mountpoint(args.mountpoint);
   if (const auto top = top_mount_at(request.mountpoint)) {
     throw Error("mountpoint " + request.mountpoint + " is busy: already a mount (" + top->fstype +
@@ -259,8 +267,8 @@ MountRequest prepare_mount(const MountArgs& args) {
                     : "choose an empty directory that is not a mount point");
   }
   request.mountpoint = canonical_directory(request.mountpoint, "mountpoint");
-  if (within(request.mountpoint, request.source_dir) || within(request.source_dir, request.mountpoint)) {
-    throw Error("mountpoint " + request.mountpoint + " and source " + request.source_dir +
+  if (within(request.mountpoint, source) || within(source, request.mountpoint)) {
+    throw Error("mountpoint " + request.mountpoint + " and source " + source +
                     " overlap",
                 EINVAL, "the worker would look up paths through its own mount and deadlock");
   }

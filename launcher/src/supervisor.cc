@@ -10,6 +10,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/launcher/git_layout.h"
 
 namespace heddle::launcher {
 namespace {
@@ -37,13 +38,24 @@ sandbox::SandboxSpec worker_spec(const MountRequest& request, const std::string&
                                  bool test_ignore_stop, int bootstrap_fd) {
   sandbox::SandboxSpec spec;
   spec.executable = binary;
-  spec.argv = {binary, "--dir", request.source_dir, "--mountpoint", request.mountpoint,
-               "--bootstrap-fd", "3", "--expect-sandbox"};
+  spec.argv = {binary};
+  if (request.git) {
+    spec.argv.insert(spec.argv.end(),
+                     {"--repo-root", request.git->repo_root, "--thread-id", request.git->thread,
+                      "--cache-bytes", std::to_string(request.git->cache_bytes), "--owner",
+                      std::to_string(request.uid) + ":" + std::to_string(request.gid)});
+    // Only what libgit2 reads: the git dir, its common dir, the alternates.
+    spec.readonly_paths = git_paths_to_bind(request.git->repo_root);
+  } else {
+    spec.argv.insert(spec.argv.end(), {"--dir", request.source_dir});
+    spec.readonly_paths = {request.source_dir};
+  }
+  spec.argv.insert(spec.argv.end(), {"--mountpoint", request.mountpoint, "--bootstrap-fd", "3",
+                                     "--expect-sandbox"});
   if (test_ignore_stop) spec.argv.emplace_back("--test-ignore-stop");
   for (const char* name : kPassedEnv) {
     if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
   }
-  spec.readonly_paths = {request.source_dir};
   // The worker is never host root: a mount for root is served by nobody:nogroup.
   spec.uid = request.uid == 0 ? kNobody : request.uid;
   spec.gid = request.gid == 0 ? kNobody : request.gid;
@@ -87,7 +99,7 @@ ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process,
 std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOptions options) {
   if (options.worker_binary.empty()) options.worker_binary = resolve_worker_binary();
   auto mount = std::make_unique<FuseMount>(
-      FuseMountOptions{request.mountpoint, request.source_dir, request.uid, request.gid});
+      FuseMountOptions{request.mountpoint, request.source_label(), request.uid, request.gid});
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
 

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,11 +32,40 @@ inline constexpr std::chrono::milliseconds kDefaultStopGrace{2000};
 // HEDDLE_FUSE_WORKER_STOP_GRACE_MS, else 2000 ms.
 [[nodiscard]] std::chrono::milliseconds stop_grace_from_env();
 
+// A heddle thread: the tree of a ref (or any revision) of a git repository.
+struct GitSource {
+  std::string repo_root;  // a work tree or a bare repository
+  std::string thread;
+  std::uint64_t cache_bytes = 256ull << 20;  // the worker's inflated-blob cache
+};
+
 struct MountRequest {
-  std::string source_dir;  // the directory to serve
+  std::string source_dir;        // the directory to serve, unless `git` is set
+  std::optional<GitSource> git;  // the thread to serve instead
   std::string mountpoint;
   uid_t uid = 0;  // the user the mount is for (its user_id=, group_id=)
   gid_t gid = 0;
+
+  [[nodiscard]] static MountRequest directory(std::string dir, std::string mountpoint,
+                                              uid_t uid = 0, gid_t gid = 0) {
+    MountRequest request;
+    request.source_dir = std::move(dir);
+    request.mountpoint = std::move(mountpoint);
+    request.uid = uid;
+    request.gid = gid;
+    return request;
+  }
+  [[nodiscard]] static MountRequest thread(GitSource source, std::string mountpoint,
+                                           uid_t uid = 0, gid_t gid = 0) {
+    MountRequest request = directory({}, std::move(mountpoint), uid, gid);
+    request.git = std::move(source);
+    return request;
+  }
+
+  // What is served, for messages and the mount's source field.
+  [[nodiscard]] std::string source_label() const {
+    return git ? git->repo_root + "#" + git->thread : source_dir;
+  }
 };
 
 struct SupervisorOptions {
