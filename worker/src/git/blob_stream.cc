@@ -1,0 +1,349 @@
+#include "git/blob_stream.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <new>
+
+namespace heddle::worker::git {
+namespace {
+
+// Pack entry types (gitformat-pack(5)).
+constexpr int kObjBlob = 3;
+constexpr int kObjOfsDelta = 6;
+constexpr int kObjRefDelta = 7;
+
+constexpr std::size_t kMaxLooseHeader = 64;  // "blob " + 20 digits + NUL fits easily
+
+bool same_time(const struct timespec& a, const struct timespec& b) {
+  return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+// The object's file in `dir`: objects/xx/yyyy... (38 hex digits).
+std::string loose_path(const std::string& dir, const git_oid& oid) {
+  const std::string hex = to_hex(oid);
+  return dir + "/" + hex.substr(0, 2) + "/" + hex.substr(2);
+}
+
+bool pread_full(int fd, unsigned char* dst, std::size_t length, std::uint64_t offset,
+                std::size_t& got) {
+  got = 0;
+  while (got < length) {
+    const ssize_t n = ::pread(fd, dst + got, length - got, static_cast<off_t>(offset + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+ObjectLocator::ObjectLocator(std::vector<std::string> object_dirs) : dirs_(std::move(object_dirs)) {}
+
+std::vector<struct timespec> ObjectLocator::pack_dir_mtimes() const {
+  std::vector<struct timespec> out;
+  out.reserve(dirs_.size());
+  for (const auto& dir : dirs_) {
+    struct stat st {};
+    out.push_back(::stat((dir + "/pack").c_str(), &st) == 0 ? st.st_mtim : timespec{});
+  }
+  return out;
+}
+
+std::shared_ptr<const ObjectLocator::Packs> ObjectLocator::packs(bool rescan_if_changed) {
+  const std::lock_guard lock(mutex_);
+  if (packs_ && !rescan_if_changed) return packs_;
+  auto mtimes = pack_dir_mtimes();
+  if (packs_ && std::equal(mtimes.begin(), mtimes.end(), scanned_mtimes_.begin(),
+                           scanned_mtimes_.end(), same_time)) {
+    return packs_;
+  }
+  // Scanned under the lock: it happens once, or when a host `git gc` added packs.
+  auto packs = std::make_shared<Packs>();
+  for (const auto& dir : dirs_) {
+    const std::string pack_dir = dir + "/pack";
+    DIR* d = ::opendir(pack_dir.c_str());
+    if (d == nullptr) continue;
+    std::vector<std::string> names;
+    while (const dirent* entry = ::readdir(d)) {
+      const std::string_view name = entry->d_name;
+      if (name.size() > 4 && name.substr(name.size() - 4) == ".idx") names.emplace_back(name);
+    }
+    ::closedir(d);
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      if (auto index = PackIndex::open(pack_dir + "/" + name)) packs->push_back(std::move(index));
+    }
+  }
+  packs_ = std::move(packs);
+  scanned_mtimes_ = std::move(mtimes);
+  return packs_;
+}
+
+ObjectLocation ObjectLocator::locate(const git_oid& oid) {
+  for (const bool rescan : {false, true}) {
+    const auto all = packs(rescan);
+    for (const auto& pack : *all) {
+      if (const auto offset = pack->find(oid)) {
+        return {ObjectLocation::Kind::kPacked, pack->pack_path(), *offset};
+      }
+    }
+    if (!rescan) {
+      for (const auto& dir : dirs_) {
+        std::string path = loose_path(dir, oid);
+        if (::access(path.c_str(), F_OK) == 0) return {ObjectLocation::Kind::kLoose, path, 0};
+      }
+    }
+  }
+  return {};
+}
+
+BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_oid& oid,
+                                        WarnOnce& warnings, std::unique_ptr<BlobStream>& out,
+                                        std::string& why) {
+  if (where.kind == ObjectLocation::Kind::kNone) {
+    why = "not found in any pack index or as a loose object";
+    return OpenResult::kCannotStream;
+  }
+  UniqueFd fd(::open(where.path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) {
+    why = "cannot open " + where.path + ": " + std::strerror(errno);
+    return OpenResult::kDamaged;
+  }
+  if (where.kind == ObjectLocation::Kind::kLoose) {
+    // The size is in the zlib stream's header, which restart() parses.
+    out.reset(new BlobStream(std::move(fd), true, 0, 0, oid, warnings));
+    return out->restart(why) == 0 ? OpenResult::kOk : OpenResult::kDamaged;
+  }
+
+  // A pack entry starts with its type (bits 4-6 of the first byte) and a size varint.
+  unsigned char header[32];
+  std::size_t got = 0;
+  if (!pread_full(fd.get(), header, sizeof header, where.offset, got) || got == 0) {
+    why = "cannot read the entry at offset " + std::to_string(where.offset) + " of " + where.path;
+    return OpenResult::kDamaged;
+  }
+  const int type = (header[0] >> 4) & 7;
+  std::uint64_t size = header[0] & 15u;
+  std::size_t used = 1;
+  for (unsigned shift = 4, c = header[0]; (c & 0x80u) != 0; shift += 7) {
+    if (used >= got || shift > 57) {
+      why = "bad entry header at offset " + std::to_string(where.offset) + " of " + where.path;
+      return OpenResult::kDamaged;
+    }
+    c = header[used++];
+    size |= std::uint64_t{c & 0x7fu} << shift;
+  }
+  if (type == kObjOfsDelta || type == kObjRefDelta) {
+    // git stores big files whole by default (core.bigFileThreshold = 512 MiB disables delta
+    // compression above it), so a delta here is rare; inflating a delta chain incrementally is
+    // not possible anyway, since applying a delta needs random access to its base.
+    why = "stored as a delta in " + where.path;
+    return OpenResult::kCannotStream;
+  }
+  if (type != kObjBlob) {
+    why = "the pack entry is of type " + std::to_string(type) + ", not a blob";
+    return OpenResult::kDamaged;
+  }
+  out.reset(new BlobStream(std::move(fd), false, where.offset + used, size, oid, warnings));
+  return out->restart(why) == 0 ? OpenResult::kOk : OpenResult::kDamaged;
+}
+
+BlobStream::BlobStream(UniqueFd fd, bool loose, std::uint64_t data_start, std::uint64_t size,
+                       const git_oid& oid, WarnOnce& warnings)
+    : fd_(std::move(fd)),
+      loose_(loose),
+      data_start_(data_start),
+      size_(size),
+      oid_(oid),
+      warnings_(warnings),
+      input_(new unsigned char[kInput]),
+      window_(new unsigned char[kWindow]) {}
+
+BlobStream::~BlobStream() {
+  if (zs_ready_) inflateEnd(&zs_);
+}
+
+int BlobStream::restart(std::string& why) {
+  if (zs_ready_) {
+    inflateEnd(&zs_);
+    zs_ready_ = false;
+  }
+  zs_ = z_stream{};
+  const int rc = inflateInit(&zs_);
+  if (rc != Z_OK) {
+    why = "inflateInit failed";
+    return rc == Z_MEM_ERROR ? ENOMEM : EIO;
+  }
+  zs_ready_ = true;
+  stream_end_ = false;
+  input_offset_ = data_start_;
+  pos_ = 0;
+  window_start_ = 0;
+
+  if (loose_) {
+    // "blob <size>\0<data>": inflate a little, parse the header, keep what follows it.
+    unsigned char head[kMaxLooseHeader];
+    std::size_t have = 0;
+    const unsigned char* nul = nullptr;
+    while (nul == nullptr) {
+      std::size_t produced = 0;
+      if (have == sizeof head || stream_end_) {
+        why = "bad loose object header";
+        return EIO;
+      }
+      if (const int err = inflate_some(head + have, sizeof head - have, produced, why); err != 0) {
+        return err;
+      }
+      nul = static_cast<const unsigned char*>(std::memchr(head + have, 0, produced));
+      have += produced;
+    }
+    const std::string_view text(reinterpret_cast<const char*>(head),
+                                static_cast<std::size_t>(nul - head));
+    std::uint64_t size = 0;
+    const auto digits = text.substr(std::min(text.size(), std::size_t{5}));
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), size);
+    if (text.substr(0, 5) != "blob " || digits.empty() || ec != std::errc{} ||
+        end != digits.data() + digits.size()) {
+      why = "not a blob: loose object header '" + std::string(text.substr(0, 32)) + "'";
+      return EIO;
+    }
+    const std::size_t rest = have - static_cast<std::size_t>(nul + 1 - head);
+    if (rest > size) {
+      why = "loose object longer than its header says";
+      return EIO;
+    }
+    size_ = size;
+    std::memcpy(window_.get(), nul + 1, rest);
+    pos_ = rest;
+  }
+  broken_ = false;
+  return 0;
+}
+
+int BlobStream::inflate_some(unsigned char* dst, std::size_t capacity, std::size_t& produced,
+                             std::string& why) {
+  zs_.next_out = dst;
+  zs_.avail_out = static_cast<uInt>(capacity);
+  while (zs_.avail_out == capacity && !stream_end_) {
+    if (zs_.avail_in == 0) {
+      std::size_t got = 0;
+      if (!pread_full(fd_.get(), input_.get(), kInput, input_offset_, got)) {
+        why = std::string("read failed: ") + std::strerror(errno);
+        return EIO;
+      }
+      if (got == 0) {
+        why = "truncated: the file ends inside the object";
+        return EIO;
+      }
+      input_offset_ += got;
+      zs_.next_in = input_.get();
+      zs_.avail_in = static_cast<uInt>(got);
+    }
+    const int rc = inflate(&zs_, Z_NO_FLUSH);
+    if (rc == Z_STREAM_END) {
+      stream_end_ = true;
+    } else if (rc == Z_MEM_ERROR) {
+      why = "out of memory inflating";
+      return ENOMEM;
+    } else if (rc != Z_OK && !(rc == Z_BUF_ERROR && zs_.avail_in == 0)) {
+      why = std::string("zlib: ") + (zs_.msg != nullptr ? zs_.msg : "error " + std::to_string(rc));
+      return EIO;
+    }
+  }
+  produced = capacity - zs_.avail_out;
+  return 0;
+}
+
+void BlobStream::copy_from_window(std::uint64_t from, std::size_t length, char* dst) const
+    noexcept {
+  while (length > 0) {
+    const std::size_t at = from % kWindow;
+    const std::size_t n = std::min(length, kWindow - at);
+    std::memcpy(dst, window_.get() + at, n);
+    dst += n;
+    from += n;
+    length -= n;
+  }
+}
+
+int BlobStream::fail(std::string why) {
+  broken_ = true;
+  warnings_.warn(oid_, "blob " + to_hex(oid_.oid()) + " cannot be streamed: " + why);
+  return EIO;
+}
+
+int BlobStream::read(std::size_t size, off_t offset, ReadResult& out) {
+  try {
+    if (offset < 0) return EINVAL;
+    const auto begin = static_cast<std::uint64_t>(offset);
+    out.fd = -1;
+    out.data = {};
+    const std::lock_guard lock(mutex_);
+    if (begin >= size_ || size == 0) return 0;
+    const std::uint64_t end = begin + std::min<std::uint64_t>(size, size_ - begin);
+    if (broken_ || begin < window_start_) {
+      std::string why;
+      if (const int err = restart(why); err != 0) return err == ENOMEM ? err : fail(why);
+    }
+
+    out.owned.resize(static_cast<std::size_t>(end - begin));
+    char* dst = out.owned.data();
+    if (begin < pos_) {
+      copy_from_window(begin, static_cast<std::size_t>(std::min(pos_, end) - begin), dst);
+    }
+    while (pos_ < end) {
+      const std::size_t at = pos_ % kWindow;
+      const std::size_t capacity = static_cast<std::size_t>(
+          std::min<std::uint64_t>({kWindow - at, kChunk, size_ - pos_}));
+      std::size_t produced = 0;
+      std::string why;
+      if (const int err = inflate_some(window_.get() + at, capacity, produced, why); err != 0) {
+        if (err != ENOMEM) return fail(why);
+        broken_ = true;
+        return err;
+      }
+      if (produced == 0) return fail("the zlib stream ends before the blob's " +
+                                     std::to_string(size_) + " bytes");
+      // Whatever part of the new bytes was asked for goes out now, before the ring wraps.
+      const std::uint64_t lo = std::max(pos_, begin);
+      const std::uint64_t hi = std::min(pos_ + produced, end);
+      if (lo < hi) {
+        std::memcpy(dst + (lo - begin), window_.get() + at + (lo - pos_),
+                    static_cast<std::size_t>(hi - lo));
+      }
+      pos_ += produced;
+      window_start_ = std::max(window_start_, pos_ > kWindow ? pos_ - kWindow : 0);
+    }
+    if (pos_ == size_ && !stream_end_) {
+      // All data is out: finish the stream so that zlib checks its adler32, which catches
+      // damage that still inflated to something.
+      unsigned char extra = 0;
+      std::size_t produced = 0;
+      std::string why;
+      if (const int err = inflate_some(&extra, 1, produced, why); err != 0) {
+        if (err != ENOMEM) return fail(why);
+        broken_ = true;
+        return err;
+      }
+      if (produced != 0) return fail("the zlib stream is longer than the blob's size");
+    }
+    out.data = out.owned;
+    return 0;
+  } catch (const std::bad_alloc&) {
+    return ENOMEM;
+  } catch (...) {
+    return EIO;
+  }
+}
+
+}  // namespace heddle::worker::git

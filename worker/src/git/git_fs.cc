@@ -1,0 +1,418 @@
+// GitFs: the Backend over a git tree. Nodes are paths in one immutable tree, so attributes
+// never change, and nothing is read until the kernel asks (open_git_fs reads refs and the
+// commit only). Blobs up to the cache cap are served from an LRU of inflated blobs; larger
+// ones are streamed (blob_stream.h).
+#include "git/git_fs.h"
+
+#include <dirent.h>
+#include <sys/statvfs.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <new>
+#include <utility>
+
+#include "git/blob_cache.h"
+#include "git/blob_stream.h"
+#include "git/node_table.h"
+#include "git/oid.h"
+#include "git/repository.h"
+#include "git/warn_once.h"
+#include "heddle/error.h"
+
+namespace heddle::worker {
+namespace git {
+namespace {
+
+constexpr std::uint32_t kTree = 0040000;
+constexpr std::uint32_t kBlob = 0100644;
+constexpr std::uint32_t kExecutable = 0100755;
+constexpr std::uint32_t kLink = 0120000;
+constexpr std::uint32_t kGitlink = 0160000;
+
+constexpr double kForever = 86400.0;  // the tree is immutable: cache names and attributes
+constexpr blksize_t kBlockSize = 4096;
+
+bool is_dir(std::uint32_t mode) { return mode == kTree || mode == kGitlink; }
+bool is_blob(std::uint32_t mode) { return mode == kBlob || mode == kExecutable || mode == kLink; }
+
+unsigned char dirent_type(std::uint32_t mode) {
+  if (is_dir(mode)) return DT_DIR;
+  if (mode == kLink) return DT_LNK;
+  return DT_REG;
+}
+
+// Names a tree may hold but a directory must not show (git itself refuses to create them).
+bool bad_name(std::string_view name) {
+  return name.empty() || name == "." || name == ".." ||
+         name.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos;
+}
+
+// Runs a Backend call: exceptions never reach the FUSE layer, they become errnos.
+template <typename F>
+int guarded(const char* op, F&& body) noexcept {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return ENOMEM;
+  } catch (const std::exception& e) {
+    try {
+      spdlog::warn("git: {} failed: {}", op, e.what());
+    } catch (...) {
+    }
+    return EIO;
+  } catch (...) {
+    return EIO;
+  }
+}
+
+// A blob held in memory (cached, or read whole): reads are views into it, with no lock.
+class MemoryHandle final : public FileHandle {
+ public:
+  explicit MemoryHandle(Blob blob) : blob_(std::move(blob)) {}
+
+  int read(std::size_t size, off_t offset, ReadResult& out) override {
+    if (offset < 0) return EINVAL;
+    out.fd = -1;
+    const auto begin = static_cast<std::uint64_t>(offset);
+    if (begin >= blob_->size()) {
+      out.data = {};
+      return 0;
+    }
+    const auto length = std::min<std::uint64_t>(size, blob_->size() - begin);
+    out.data = std::string_view(*blob_).substr(static_cast<std::size_t>(begin),
+                                               static_cast<std::size_t>(length));
+    return 0;
+  }
+
+ private:
+  Blob blob_;  // keeps the bytes alive after the cache evicts them
+};
+
+class GitFs final : public Backend {
+ public:
+  GitFs(const GitFsOptions& options, RepoPtr repo, const ResolvedThread& resolved)
+      : options_(options),
+        resolved_(resolved),
+        locator_(object_directories(repo.get())),
+        pool_(options.repo_root, std::move(repo)),
+        nodes_(root_info(resolved)),
+        cache_(options.cache_bytes) {}
+
+  int lookup(NodeId parent, std::string_view name, NodeId& node, struct stat& st) override {
+    return guarded("lookup", [&] {
+      if (bad_name(name)) return name.find('/') != std::string_view::npos ? EINVAL : ENOENT;
+      const auto dir = nodes_.find(parent);
+      if (!dir) return ESTALE;
+      if (dir->mode == kGitlink) return ENOENT;  // shown empty: see fill_stat
+      if (dir->mode != kTree) return ENOTDIR;
+
+      std::string path = child_path(dir->path, name);
+      std::shared_ptr<const NodeInfo> info;
+      if ((node = nodes_.acquire_known(path, info)) != 0) {  // known: no need for the tree
+        fill_stat(*info, st);
+        return 0;
+      }
+      NodeInfo child;
+      child.path = std::move(path);
+      const int err = read_entry(*dir, name, child);
+      if (err != 0) return err;
+      node = nodes_.acquire(std::move(child), info);
+      fill_stat(*info, st);
+      return 0;
+    });
+  }
+
+  void forget(NodeId node, std::uint64_t nlookup) noexcept override {
+    nodes_.forget(node, nlookup);
+  }
+
+  int getattr(NodeId node, struct stat& st) override {
+    return guarded("getattr", [&] {
+      const auto info = nodes_.find(node);
+      if (!info) return ESTALE;
+      fill_stat(*info, st);
+      return 0;
+    });
+  }
+
+  int readlink(NodeId node, std::string& target) override {
+    return guarded("readlink", [&] {
+      const auto info = nodes_.find(node);
+      if (!info) return ESTALE;
+      if (info->mode != kLink) return EINVAL;
+      Blob blob;
+      if (const int err = load_blob(*info, blob); err != 0) return err;
+      target.assign(*blob);
+      return 0;
+    });
+  }
+
+  int read_dir(NodeId node, DirSnapshot& out) override {
+    return guarded("read_dir", [&] {
+      const auto dir = nodes_.find(node);
+      if (!dir) return ESTALE;
+      if (!is_dir(dir->mode)) return ENOTDIR;
+      out.node = node;
+      out.entries.clear();
+      out.entries.push_back(DirEntry{".", dir->ino, DT_DIR});
+      out.entries.push_back(DirEntry{"..", path_ino(parent_path(dir->path)), DT_DIR});
+      if (dir->mode == kGitlink) return 0;
+
+      const auto lease = pool_.acquire();
+      TreePtr tree;
+      if (const int err = lookup_tree(lease, *dir, tree); err != 0) return err;
+      const std::size_t count = git_tree_entrycount(tree.get());
+      out.entries.reserve(count + 2);
+      for (std::size_t i = 0; i < count; ++i) {
+        const git_tree_entry* entry = git_tree_entry_byindex(tree.get(), i);
+        const std::string_view name = git_tree_entry_name(entry);
+        if (bad_name(name)) continue;
+        out.entries.push_back(DirEntry{std::string(name), path_ino(child_path(dir->path, name)),
+                                       dirent_type(git_tree_entry_filemode(entry))});
+      }
+      return 0;
+    });
+  }
+
+  int open_file(NodeId node, std::unique_ptr<FileHandle>& out) override {
+    return guarded("open", [&] {
+      const auto info = nodes_.find(node);
+      if (!info) return ESTALE;
+      if (is_dir(info->mode)) return EISDIR;
+      if (info->mode == kLink) return ELOOP;  // the kernel follows links before opening
+      std::uint64_t size = info->size;
+      if (!info->size_known) {
+        // The header could not be read at lookup; try again (a host `git gc` may have been
+        // moving objects), and give up for this open only.
+        const auto lease = pool_.acquire();
+        if (const int err = read_size(lease, *info, size); err != 0) return err;
+      }
+      if (size <= cache_.limit()) {
+        Blob blob;
+        if (const int err = load_blob(*info, blob); err != 0) return err;
+        out = std::make_unique<MemoryHandle>(std::move(blob));
+        return 0;
+      }
+      return open_stream(*info, size, out);
+    });
+  }
+
+  int statfs(struct statvfs& out) override {
+    out = {};
+    out.f_bsize = kBlockSize;
+    out.f_frsize = kBlockSize;
+    out.f_files = nodes_.size();
+    out.f_namemax = 255;
+    out.f_flag = ST_RDONLY | ST_NOSUID | ST_NODEV;
+    return 0;
+  }
+
+  CachePolicy cache_policy() const override {
+    CachePolicy policy;
+    policy.entry_timeout = kForever;
+    policy.attr_timeout = kForever;
+    policy.keep_cache = true;
+    return policy;
+  }
+
+  std::size_t node_count() const override { return nodes_.size(); }
+
+  void add_status(nlohmann::ordered_json& extra) const override {
+    const auto stats = cache_.stats();
+    if (resolved_.commit) {
+      extra["commit"] = to_hex(*resolved_.commit);
+    } else {
+      extra["commit"] = nullptr;
+    }
+    extra["tree"] = to_hex(resolved_.tree);
+    extra["cache_bytes"] = stats.bytes;
+    extra["cache_limit"] = stats.limit;
+    extra["cache_entries"] = stats.entries;
+    extra["cache_hits"] = stats.hits;
+    extra["cache_misses"] = stats.misses;
+    extra["streamed_opens"] = streamed_opens_.load(std::memory_order_relaxed);
+    extra["whole_reads_of_big_blobs"] = whole_reads_.load(std::memory_order_relaxed);
+    extra["repositories_open"] = pool_.size();
+    extra["nodes"] = nodes_.size();
+  }
+
+ private:
+  static NodeInfo root_info(const ResolvedThread& resolved) {
+    NodeInfo root;
+    root.oid = resolved.tree;
+    root.mode = kTree;
+    return root;
+  }
+
+  void fill_stat(const NodeInfo& info, struct stat& st) const noexcept {
+    st = {};
+    st.st_ino = info.ino;
+    st.st_uid = options_.owner_uid;
+    st.st_gid = options_.owner_gid;
+    st.st_blksize = kBlockSize;
+    st.st_nlink = 1;
+    st.st_atim.tv_sec = st.st_mtim.tv_sec = st.st_ctim.tv_sec = resolved_.time;
+    switch (info.mode) {
+      case kTree:
+        st.st_mode = S_IFDIR | 0755;
+        st.st_nlink = 2;
+        st.st_size = kBlockSize;
+        break;
+      case kGitlink:
+        // A submodule: we do not have its objects (they live in another repository, which
+        // the sandbox does not even mount), so it is an empty directory, as in `git archive`
+        // and in an unpopulated checkout. Read-only like the whole mount; 0755 like git's.
+        st.st_mode = S_IFDIR | 0755;
+        st.st_nlink = 2;
+        st.st_size = kBlockSize;
+        break;
+      case kLink:
+        st.st_mode = S_IFLNK | 0777;
+        st.st_size = static_cast<off_t>(info.size);
+        break;
+      case kExecutable:
+        st.st_mode = S_IFREG | 0755;
+        st.st_size = static_cast<off_t>(info.size);
+        break;
+      default:
+        st.st_mode = S_IFREG | 0644;
+        st.st_size = static_cast<off_t>(info.size);
+        break;
+    }
+    st.st_blocks = (st.st_size + 511) / 512;
+  }
+
+  void warn_object(const git_oid& oid, const std::string& path, const std::string& what) {
+    warnings_.warn(OidKey(oid), "object " + to_hex(oid) + " ('" + path + "') " + what +
+                                    "; reading it gives EIO");
+  }
+
+  int lookup_tree(const RepoPool::Lease& lease, const NodeInfo& dir, TreePtr& tree) {
+    git_tree* raw = nullptr;
+    if (git_tree_lookup(&raw, lease.repo(), &dir.oid) < 0) {
+      warn_object(dir.oid, dir.path, "is a missing or damaged tree: " + last_error_message());
+      return EIO;
+    }
+    tree.reset(raw);
+    return 0;
+  }
+
+  // Fills `child` (path already set) from `name`'s entry in the tree `dir`.
+  int read_entry(const NodeInfo& dir, std::string_view name, NodeInfo& child) {
+    const auto lease = pool_.acquire();
+    TreePtr tree;
+    if (const int err = lookup_tree(lease, dir, tree); err != 0) return err;
+    const git_tree_entry* entry = git_tree_entry_byname(tree.get(), std::string(name).c_str());
+    if (entry == nullptr) return ENOENT;
+    child.oid = *git_tree_entry_id(entry);
+    child.mode = static_cast<std::uint32_t>(git_tree_entry_filemode(entry));
+    if (!is_dir(child.mode) && !is_blob(child.mode)) child.mode = kBlob;  // normalised already
+    if (is_blob(child.mode)) {
+      // The size from the object header: cheap (no inflating the whole blob).
+      child.size_known = read_size(lease, child, child.size) == 0;
+    }
+    return 0;
+  }
+
+  int read_size(const RepoPool::Lease& lease, const NodeInfo& info, std::uint64_t& size) {
+    std::size_t length = 0;
+    git_object_t type = GIT_OBJECT_INVALID;
+    if (git_odb_read_header(&length, &type, lease.odb(), &info.oid) < 0) {
+      warn_object(info.oid, info.path, "is missing or damaged: " + last_error_message());
+      return EIO;
+    }
+    if (type != GIT_OBJECT_BLOB) {
+      warn_object(info.oid, info.path, std::string("is a ") + git_object_type2string(type) +
+                                           ", not a blob");
+      return EIO;
+    }
+    size = length;
+    return 0;
+  }
+
+  // The whole blob: from the cache, or read and (if it fits) cached.
+  int load_blob(const NodeInfo& info, Blob& out) {
+    const OidKey key(info.oid);
+    if ((out = cache_.find(key))) return 0;
+    if (const int err = read_whole(info, out); err != 0) return err;
+    out = cache_.insert(key, std::move(out));
+    return 0;
+  }
+
+  int read_whole(const NodeInfo& info, Blob& out) {
+    const auto lease = pool_.acquire();
+    git_odb_object* raw = nullptr;
+    if (git_odb_read(&raw, lease.odb(), &info.oid) < 0) {
+      warn_object(info.oid, info.path, "is missing or damaged: " + last_error_message());
+      return EIO;
+    }
+    const OdbObjectPtr object(raw);
+    if (git_odb_object_type(object.get()) != GIT_OBJECT_BLOB) {
+      warn_object(info.oid, info.path, "is not a blob");
+      return EIO;
+    }
+    // Copied so that the libgit2 object (and the repository handle) can go back.
+    out = std::make_shared<const std::string>(
+        static_cast<const char*>(git_odb_object_data(object.get())),
+        git_odb_object_size(object.get()));
+    return 0;
+  }
+
+  int open_stream(const NodeInfo& info, std::uint64_t size, std::unique_ptr<FileHandle>& out) {
+    std::unique_ptr<BlobStream> stream;
+    std::string why;
+    switch (BlobStream::open(locator_.locate(info.oid), info.oid, warnings_, stream, why)) {
+      case BlobStream::OpenResult::kOk:
+        if (stream->size() != size) {
+          warn_object(info.oid, info.path, "has a header of " + std::to_string(stream->size()) +
+                                               " bytes, but libgit2 says " +
+                                               std::to_string(size));
+          return EIO;
+        }
+        streamed_opens_.fetch_add(1, std::memory_order_relaxed);
+        out = std::move(stream);
+        return 0;
+      case BlobStream::OpenResult::kCannotStream: {
+        // Still answer, at the cost of holding this one blob whole while it is open.
+        warnings_.warn(OidKey(info.oid), "blob " + to_hex(info.oid) + " ('" + info.path +
+                                             "', " + std::to_string(size) +
+                                             " bytes) cannot be streamed (" + why +
+                                             "); reading it whole through libgit2");
+        Blob blob;
+        if (const int err = read_whole(info, blob); err != 0) return err;
+        whole_reads_.fetch_add(1, std::memory_order_relaxed);
+        out = std::make_unique<MemoryHandle>(std::move(blob));
+        return 0;
+      }
+      case BlobStream::OpenResult::kDamaged:
+        break;
+    }
+    warn_object(info.oid, info.path, "cannot be streamed: " + why);
+    return EIO;
+  }
+
+  const GitFsOptions options_;
+  const ResolvedThread resolved_;
+  ObjectLocator locator_;  // before pool_: built from the repository pool_ then takes over
+  RepoPool pool_;
+  NodeTable nodes_;
+  BlobCache cache_;
+  WarnOnce warnings_;
+  std::atomic<std::uint64_t> streamed_opens_{0};
+  std::atomic<std::uint64_t> whole_reads_{0};
+};
+
+}  // namespace
+}  // namespace git
+
+std::unique_ptr<Backend> open_git_fs(const GitFsOptions& options) {
+  auto repo = git::open_repository(options.repo_root);
+  const auto resolved = git::resolve_thread(repo.get(), options.thread, options.repo_root);
+  return std::make_unique<git::GitFs>(options, std::move(repo), resolved);
+}
+
+}  // namespace heddle::worker
