@@ -227,6 +227,37 @@ TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisor) {
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
 }
 
+TEST_F(CliTest, MountsAGitThreadByName) {
+  const std::string repo = src();
+  const std::string script =
+      "set -e; cd \"$0\"; export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1;"
+      "g='git -c user.name=t -c user.email=t@t.invalid';"
+      "$g init -q -b main .; $g add -A; $g commit -q -m one;"
+      "$g update-ref refs/heddle/threads/feature HEAD";
+  ASSERT_EQ(run_command({"/bin/sh", "-c", script, repo}).exit_code, 0);
+  const CommandResult mounted =
+      launcher({"mount", "--repo-root", repo, "--thread-id", "feature", "--cache-bytes", "8M",
+                "--mountpoint", mp(), "--json"});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  supervisor_pid_ = Json::parse(mounted.out).value("supervisor_pid", -1);
+  EXPECT_EQ(slurp(tree_->mountpoint() / "sub" / "b.txt"), "beta\n");
+  const CommandResult status = launcher({"status", mp(), "--json"});
+  ASSERT_EQ(status.exit_code, 0) << status.err;
+  const Json reply = Json::parse(status.out);
+  EXPECT_EQ(reply["commit"].get<std::string>().size(), 40u) << status.out;
+  EXPECT_EQ(reply["cache_limit"], 8u << 20) << status.out;
+  EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
+
+  const CommandResult unknown = launcher({"mount", "--repo-root", repo, "--thread-id", "nope",
+                                          "--mountpoint", mp()});
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.err.find("existing heads: main"), std::string::npos) << unknown.err;
+  EXPECT_EQ(launcher({"mount", "--repo-root", repo, "--mountpoint", mp()}).exit_code, 2);
+  EXPECT_EQ(launcher({"mount", "--dir", repo, "--thread-id", "main", "--mountpoint", mp()})
+                .exit_code,
+            2);
+}
+
 TEST_F(CliTest, DemoRunsEndToEnd) {
   const CommandResult demo = launcher({"demo"}, 60s);
   EXPECT_EQ(demo.exit_code, 0) << demo.out << demo.err;
