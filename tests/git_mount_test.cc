@@ -220,6 +220,51 @@ TEST_F(GitMountTest, TheWorkerSeesTheGitDirButNotTheWorkTree) {
   EXPECT_FALSE(fs::exists(root / repo("packed").relative_path()));
 }
 
+// A bare clone borrowing objects through alternates, and a linked work tree of it (a .git
+// file, a common dir): the sandbox must bind each piece libgit2 reads, and only those.
+TEST_F(GitMountTest, BareAlternatesAndLinkedWorkTreesAllMount) {
+  const fs::path bare = tree_->root() / "shared.git";
+  const fs::path linked = tree_->root() / "linked";
+  run_or_fail({"/usr/bin/git", "clone", "-q", "--bare", "--shared", repo("packed").string(),
+               bare.string()});
+  run_or_fail({"/usr/bin/git", "-C", bare.string(), "-c", "gc.auto=0", "worktree", "add", "-q",
+               "--no-checkout", linked.string(), "v1"});
+  ASSERT_TRUE(fs::is_regular_file(linked / ".git"));
+
+  mount(bare, "dev");
+  EXPECT_EQ(describe_tree(tree_->mountpoint()), describe_tree(archive(repo("packed"), "dev")));
+  supervisor_->unmount();
+
+  mount(linked, "main");
+  EXPECT_EQ(slurp(tree_->mountpoint() / "sibling.txt"), "a sibling that stays readable\n");
+}
+
+TEST_F(GitMountTest, ARepositoryTheWorkerCannotReadIsNamedWithItsIdentity) {
+  const fs::path bare = tree_->root() / "private.git";
+  run_or_fail({"/usr/bin/git", "clone", "-q", "--bare", "--shared", repo("packed").string(),
+               bare.string()});
+  fs::permissions(bare, fs::perms(0700));
+  try {
+    mount(bare, "main");
+    FAIL() << "mounted a repository nobody may read";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("not readable"), std::string::npos) << message;
+    EXPECT_NE(message.find("65534"), std::string::npos) << message;
+  }
+}
+
+TEST_F(GitMountTest, WritesAreRefused) {
+  mount(repo("packed"), "main");
+  const fs::path file = tree_->mountpoint() / "sibling.txt";
+  EXPECT_LT(::open(file.c_str(), O_WRONLY), 0);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_NE(::mkdir((tree_->mountpoint() / "new").c_str(), 0755), 0);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_NE(::unlink(file.c_str()), 0);
+  EXPECT_EQ(errno, EROFS);
+}
+
 TEST_F(GitMountTest, UnknownThreadNamesTheRepositoryAndItsHeads) {
   try {
     mount(repo("loose"), "no-such-thread");
