@@ -170,6 +170,7 @@ int run_supervisor(const MountRequest& request, const MountArgs& args, int repor
     server = std::make_unique<ControlServer>(control_socket_path(request.mountpoint));
     supervisor = Supervisor::spawn(request);
   } catch (const Error& e) {
+    server.reset();  // gone before the caller hears of the failure
     report(false, std::string("heddle-fuse-launcher: ") + e.what() + "\n");
     return 1;
   }
