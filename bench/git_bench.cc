@@ -1,0 +1,1124 @@
+// heddle_git_bench: the git backend (a heddle thread mounted through the sandboxed worker) side
+// by side with the native file system holding `git archive REF | tar -x` of the same tree:
+// sequential read of a 1 GiB streamed blob (cold and warm), a metadata walk of a 50,000-file
+// tree (cold and warm), spawn -> MountReady on a 100,000-file repository against a 10-file
+// one, and the worker's memory after walking 100,000 files (and after the kernel forgets them).
+// See bench/README.md for what is measured and why.
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "heddle/error.h"
+#include "heddle/launcher/supervisor.h"
+#include "heddle/unique_fd.h"
+
+extern char** environ;
+
+namespace {
+
+namespace fs = std::filesystem;
+using heddle::Error;
+using heddle::UniqueFd;
+using heddle::throw_errno;
+using Clock = std::chrono::steady_clock;
+using heddle::launcher::GitSource;
+using heddle::launcher::MountRequest;
+using heddle::launcher::Supervisor;
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+constexpr std::size_t kReadBuffer = 1 << 20;  // the read() size of both sequential readers
+constexpr const char* kThread = "main";
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+struct Config {
+  std::uint64_t blob_mib = 1024;  // above the worker's default 256 MiB cache cap: it streams
+  int walk_dirs = 50;             // the metadata walk: walk_dirs x files_per_dir files
+  int big_dirs = 100;             // the "big" repository: big_dirs x files_per_dir files
+  int files_per_dir = 1000;
+  int small_files = 10;  // the "small" repository, for spawn -> MountReady
+  int read_rounds = 5;   // each: fresh mount, cold + warm read; cold + warm native read
+  int walk_rounds = 5;   // each: fresh mount, cold + warm walk; cold + warm native walk
+  int spawn_warmup = 1;  // per repository
+  int spawn_rounds = 10;  // per repository, alternating big and small
+};
+
+int parse_positive(const char* flag, const char* value) {
+  char* end = nullptr;
+  errno = 0;
+  const long parsed = std::strtol(value, &end, 10);
+  if (errno != 0 || end == value || *end != '\0' || parsed <= 0 || parsed > 100'000'000) {
+    throw Error(std::string(flag) + ": expected a positive integer, got '" + value + "'", EINVAL);
+  }
+  return static_cast<int>(parsed);
+}
+
+Config parse_args(int argc, char** argv) {
+  Config config;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "-h" || arg == "--help") {
+      std::printf(
+          "usage: heddle_git_bench [--read-rounds N] [--walk-rounds N] [--spawn-rounds N]\n"
+          "                        [--blob-mib N]\n"
+          "  --read-rounds N   fresh mounts for the cold + warm 1 GiB read (default 5)\n"
+          "  --walk-rounds N   fresh mounts for the cold + warm 50,000-file walk (default 5)\n"
+          "  --spawn-rounds N  timed spawns per repository, 100,000 vs 10 files (default 10)\n"
+          "  --blob-mib N      size of the streamed blob in MiB (default 1024; must exceed the\n"
+          "                    worker's 256 MiB cache cap to stream)\n"
+          "Must run as root (FUSE mounts, drop_caches). Set HEDDLE_FUSE_WORKER_BIN to use\n"
+          "another worker binary.\n");
+      std::exit(0);
+    }
+    if (i + 1 >= argc) throw Error("missing value after " + std::string(arg), EINVAL);
+    if (arg == "--read-rounds") {
+      config.read_rounds = parse_positive(argv[i], argv[i + 1]);
+    } else if (arg == "--walk-rounds") {
+      config.walk_rounds = parse_positive(argv[i], argv[i + 1]);
+    } else if (arg == "--spawn-rounds") {
+      config.spawn_rounds = parse_positive(argv[i], argv[i + 1]);
+    } else if (arg == "--blob-mib") {
+      config.blob_mib = static_cast<std::uint64_t>(parse_positive(argv[i], argv[i + 1]));
+    } else {
+      throw Error("unknown argument '" + std::string(arg) + "' (see --help)", EINVAL);
+    }
+    ++i;
+  }
+  return config;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Interruption: SIGINT/SIGTERM only set a flag, so that the loops throw and every RAII guard
+// (supervisors, mount points, the scratch directory) is unwound normally. SIGPIPE is ignored:
+// a dead `git fast-import` must become an EPIPE we unwind from, not a kill.
+
+volatile std::sig_atomic_t g_interrupted = 0;
+
+void on_signal(int) { g_interrupted = 1; }
+
+void install_signal_handlers() {
+  struct sigaction action {};
+  action.sa_handler = &on_signal;
+  sigemptyset(&action.sa_mask);
+  for (const int signo : {SIGINT, SIGTERM, SIGHUP}) {
+    if (::sigaction(signo, &action, nullptr) != 0) throw_errno("sigaction");
+  }
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigemptyset(&ignore.sa_mask);
+  if (::sigaction(SIGPIPE, &ignore, nullptr) != 0) throw_errno("sigaction SIGPIPE");
+}
+
+void check_interrupted() {
+  if (g_interrupted != 0) throw Error("interrupted by a signal", EINTR);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and timing
+
+double seconds_between(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+// Nearest-rank percentile.
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) throw Error("percentile: no samples", EINVAL);
+  std::sort(v.begin(), v.end());
+  auto rank = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
+  rank = std::clamp<std::size_t>(rank, 1, v.size());
+  return v[rank - 1];
+}
+
+// The median (for an even count, the mean of the middle two): the figure reported per metric.
+double median(std::vector<double> v) {
+  if (v.empty()) throw Error("median: no samples", EINVAL);
+  std::sort(v.begin(), v.end());
+  const std::size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+std::string join(const std::vector<double>& v, int decimals) {
+  std::string out;
+  char buffer[64];
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    std::snprintf(buffer, sizeof buffer, "%.*f", decimals, v[i]);
+    if (i > 0) out += ", ";
+    out += buffer;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mounts and the scratch directory
+
+// The mount points currently listed in /proc/self/mountinfo (field 5, octal escapes decoded).
+std::vector<std::string> mount_points() {
+  std::ifstream in("/proc/self/mountinfo");
+  if (!in) throw_errno("open /proc/self/mountinfo");
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, devno, root, point;
+    if (!(fields >> id >> parent >> devno >> root >> point)) continue;
+    std::string decoded;
+    for (std::size_t i = 0; i < point.size(); ++i) {
+      if (point[i] == '\\' && i + 3 < point.size()) {
+        const std::string octal = point.substr(i + 1, 3);
+        if (octal.find_first_not_of("01234567") == std::string::npos) {
+          decoded += static_cast<char>(std::stoi(octal, nullptr, 8));
+          i += 3;
+          continue;
+        }
+      }
+      decoded += point[i];
+    }
+    out.push_back(std::move(decoded));
+  }
+  return out;
+}
+
+bool is_mounted(const std::string& path) {
+  const auto points = mount_points();
+  return std::find(points.begin(), points.end(), path) != points.end();
+}
+
+// Mounts at or below `dir`.
+std::vector<std::string> mounts_under(const std::string& dir) {
+  std::vector<std::string> out;
+  for (auto& point : mount_points()) {
+    if (point == dir || point.rfind(dir + "/", 0) == 0) out.push_back(std::move(point));
+  }
+  return out;
+}
+
+// Lazily detaches anything mounted at `path` (the Supervisor should have unmounted it already:
+// this is the last line of defence). True when nothing is left.
+bool detach_all(const std::string& path) {
+  for (int i = 0; i < 8 && is_mounted(path); ++i) {
+    std::fprintf(stderr, "heddle_git_bench: %s still mounted at cleanup, detaching\n", path.c_str());
+    if (::umount2(path.c_str(), MNT_DETACH) != 0) break;
+  }
+  return !is_mounted(path);
+}
+
+// The one mkdtemp() directory under /tmp, mode 0755 (the worker runs as nobody and must read
+// the repositories), holding every repository, extraction and mount point. On destruction:
+// anything still mounted below it is detached; if that fails it is left alone (never walked
+// into), else removed recursively.
+class ScratchRoot {
+ public:
+  ScratchRoot() {
+    std::string pattern = "/tmp/heddle-git-bench-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) throw_errno("mkdtemp " + pattern);
+    path_ = pattern;
+    if (::chmod(path_.c_str(), 0755) != 0) {
+      const int saved = errno;
+      ::rmdir(path_.c_str());
+      throw Error("chmod 0755 " + path_, saved);
+    }
+  }
+  ScratchRoot(const ScratchRoot&) = delete;
+  ScratchRoot& operator=(const ScratchRoot&) = delete;
+  ~ScratchRoot() {
+    try {
+      for (const auto& point : mounts_under(path_)) (void)detach_all(point);
+      if (!mounts_under(path_).empty()) {
+        std::fprintf(stderr, "heddle_git_bench: mounts remain under %s; leaving it\n",
+                     path_.c_str());
+        return;
+      }
+      std::error_code ec;
+      fs::remove_all(path_, ec);
+      if (ec) {
+        std::fprintf(stderr, "heddle_git_bench: remove %s: %s\n", path_.c_str(),
+                     ec.message().c_str());
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "heddle_git_bench: cleanup of %s: %s\n", path_.c_str(), e.what());
+    }
+  }
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// An empty directory to mount on; only ever rmdir()ed.
+class MountPoint {
+ public:
+  explicit MountPoint(std::string path) : path_(std::move(path)) {
+    if (::mkdir(path_.c_str(), 0755) != 0) throw_errno("mkdir " + path_);
+  }
+  MountPoint(const MountPoint&) = delete;
+  MountPoint& operator=(const MountPoint&) = delete;
+  ~MountPoint() {
+    try {
+      if (!detach_all(path_)) {
+        std::fprintf(stderr, "heddle_git_bench: cannot unmount %s; leaving it\n", path_.c_str());
+        return;
+      }
+      if (::rmdir(path_.c_str()) != 0) {
+        std::fprintf(stderr, "heddle_git_bench: rmdir %s: %s\n", path_.c_str(),
+                     std::strerror(errno));
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "heddle_git_bench: cleanup of %s: %s\n", path_.c_str(), e.what());
+    }
+  }
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// A thread of `repo` mounted on `mountpoint` with the default cache cap; unmounts on
+// destruction and reports failures. Declared after its MountPoint, so it goes first.
+class LiveMount {
+ public:
+  LiveMount(const std::string& repo, const MountPoint& mountpoint) {
+    const auto t0 = Clock::now();
+    supervisor_ = Supervisor::spawn(MountRequest::thread(GitSource{repo, kThread}, mountpoint.path()));
+    spawn_seconds_ = seconds_between(t0, Clock::now());
+    if (!is_mounted(mountpoint.path())) {
+      throw Error("spawn returned but " + mountpoint.path() + " is not mounted", 0);
+    }
+  }
+  LiveMount(const LiveMount&) = delete;
+  LiveMount& operator=(const LiveMount&) = delete;
+  ~LiveMount() {
+    try {
+      unmount();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "heddle_git_bench: unmount: %s\n", e.what());
+    }
+  }
+  void unmount() {
+    if (!supervisor_) return;
+    const std::string point = supervisor_->request().mountpoint;
+    supervisor_->unmount();
+    supervisor_.reset();
+    if (is_mounted(point)) throw Error("unmount returned but " + point + " is still mounted", EBUSY);
+  }
+  Supervisor* operator->() { return supervisor_.get(); }
+  // How long Supervisor::spawn took (until MountReady).
+  [[nodiscard]] double spawn_seconds() const { return spawn_seconds_; }
+
+ private:
+  std::unique_ptr<Supervisor> supervisor_;
+  double spawn_seconds_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Child processes (git, tar, head), with a fixed git identity and no user or system config.
+
+// Runs argv (PATH lookup) to completion; `feed`, if set, writes the child's stdin through the
+// given fd (closed afterwards). Throws unless the child exits 0. The child is always reaped.
+void run_command(const std::vector<std::string>& argv, const std::function<void(int)>& feed = {}) {
+  // Everything the child needs is built before fork().
+  static const std::vector<std::string> overrides = {
+      "GIT_CONFIG_GLOBAL=/dev/null",
+      "GIT_CONFIG_NOSYSTEM=1",
+      "GIT_AUTHOR_NAME=heddle",
+      "GIT_AUTHOR_EMAIL=heddle@example.invalid",
+      "GIT_COMMITTER_NAME=heddle",
+      "GIT_COMMITTER_EMAIL=heddle@example.invalid",
+      "GIT_AUTHOR_DATE=2024-05-06T07:08:09Z",
+      "GIT_COMMITTER_DATE=2024-05-06T07:08:09Z",
+  };
+  std::vector<std::string> env = overrides;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry = *e;
+    const auto name = entry.substr(0, entry.find('=') + 1);
+    const bool overridden = std::any_of(overrides.begin(), overrides.end(), [&](const auto& o) {
+      return std::string_view(o).substr(0, o.find('=') + 1) == name;
+    });
+    if (!overridden) env.emplace_back(entry);
+  }
+  std::vector<char*> envp, args;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> argv_copy = argv;
+  for (auto& a : argv_copy) args.push_back(a.data());
+  args.push_back(nullptr);
+
+  int fds[2] = {-1, -1};
+  if (feed && ::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork " + argv[0]);
+  if (pid == 0) {
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGPIPE, &dfl, nullptr);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(126);
+    if (read_end && ::dup2(read_end.get(), STDIN_FILENO) < 0) ::_exit(126);
+    ::execvpe(args[0], args.data(), envp.data());
+    ::_exit(127);
+  }
+  read_end.reset();
+  std::exception_ptr failure;
+  if (feed) {
+    try {
+      feed(write_end.get());
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    write_end.reset();  // EOF: the child finishes (or gives up) and exits
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) throw_errno("waitpid " + argv[0]);
+  }
+  if (failure) std::rethrow_exception(failure);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::string command;
+    for (const auto& a : argv) {
+      if (!command.empty()) command += ' ';
+      command += a;
+    }
+    throw Error("'" + command + "' failed (wait status " + std::to_string(status) + ")", 0);
+  }
+}
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) {
+        check_interrupted();
+        continue;
+      }
+      throw_errno("write to git fast-import");
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+// A bare repository whose `main` holds dirs x files small files (d000/f0000 ...), each with its
+// own content, built with one `git fast-import` stream.
+void make_many_file_repo(const std::string& repo, int dirs, int files_per_dir) {
+  run_command({"git", "init", "-q", "--bare", "-b", kThread, repo});
+  run_command({"git", "-C", repo, "-c", "gc.auto=0", "fast-import", "--quiet"}, [&](int fd) {
+    std::string out;
+    out.reserve(2 * kMiB);
+    const std::string message = "many files\n";
+    out += "commit refs/heads/main\n";
+    out += "author heddle <heddle@example.invalid> 1714979289 +0000\n";
+    out += "committer heddle <heddle@example.invalid> 1714979289 +0000\n";
+    out += "data " + std::to_string(message.size()) + "\n" + message;
+    char path[64];
+    for (int d = 0; d < dirs; ++d) {
+      for (int f = 0; f < files_per_dir; ++f) {
+        if (dirs == 1) {
+          std::snprintf(path, sizeof path, "f%04d", f);
+        } else {
+          std::snprintf(path, sizeof path, "d%03d/f%04d", d, f);
+        }
+        const std::string content = std::string("file ") + path + "\n";
+        out += "M 100644 inline ";
+        out += path;
+        out += "\ndata " + std::to_string(content.size()) + "\n" + content + "\n";
+        if (out.size() >= kMiB) {
+          check_interrupted();
+          write_all(fd, out);
+          out.clear();
+        }
+      }
+    }
+    out += "done\n";
+    write_all(fd, out);
+  });
+}
+
+// A repository whose `main` holds one random blob of `mib` MiB, `big.bin`, added with
+// `git add` (compression level 1: the data is incompressible anyway). The work tree copy is
+// deleted after the commit: the mount and the extraction are what is compared.
+void make_blob_repo(const std::string& repo, std::uint64_t mib) {
+  run_command({"git", "init", "-q", "-b", kThread, repo});
+  const std::string file = repo + "/big.bin";
+  run_command({"/bin/sh", "-c", "head -c \"$0\" /dev/urandom > \"$1\"", std::to_string(mib << 20),
+               file});
+  run_command({"git", "-C", repo, "-c", "gc.auto=0", "-c", "core.compression=1", "add", "big.bin"});
+  run_command({"git", "-C", repo, "-c", "gc.auto=0", "commit", "-q", "-m", "a big blob"});
+  if (::unlink(file.c_str()) != 0) throw_errno("unlink " + file);
+}
+
+// `git archive main | tar -x` into a new directory `out` (tar.umask=022, as git means it).
+void extract(const std::string& repo, const std::string& out) {
+  if (::mkdir(out.c_str(), 0755) != 0) throw_errno("mkdir " + out);
+  run_command({"/bin/bash", "-c",
+               "set -o pipefail; git -c tar.umask=0022 -C \"$0\" archive --format=tar \"$1\" | "
+               "tar -x -C \"$2\"",
+               repo, kThread, out});
+}
+
+// ---------------------------------------------------------------------------------------------
+// What is measured
+
+// Writes back dirty pages, then drops the page cache ("3": and dentries and inodes) or only the
+// dentries and inodes ("2").
+void drop_caches(const char* what) {
+  ::sync();
+  std::ofstream out("/proc/sys/vm/drop_caches");
+  out << what << "\n";
+  out.flush();
+  if (!out) throw Error(std::string("echo ") + what + " > /proc/sys/vm/drop_caches failed", EIO);
+}
+
+// Reads `path` start to end with read() into a 1 MiB buffer; returns MiB/s.
+double sequential_read_mibs(const std::string& path, std::uint64_t expected,
+                            std::vector<char>& buffer) {
+  const auto t0 = Clock::now();
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno("open " + path);
+  std::uint64_t total = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) {
+        check_interrupted();
+        continue;
+      }
+      throw_errno("read " + path);
+    }
+    if (n == 0) break;
+    total += static_cast<std::uint64_t>(n);
+    if ((total & (64 * kMiB - 1)) == 0) check_interrupted();
+  }
+  const auto t1 = Clock::now();
+  if (total != expected) {
+    throw Error("read " + std::to_string(total) + " bytes of " + path + ", expected " +
+                    std::to_string(expected),
+                EIO);
+  }
+  return static_cast<double>(total) / static_cast<double>(kMiB) / seconds_between(t0, t1);
+}
+
+// The first and the last MiB of both files must be equal (the full content is the tests' job).
+void check_same_ends(const std::string& a, const std::string& b, std::uint64_t size) {
+  const auto chunk = [&](const std::string& path, std::uint64_t offset) {
+    const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("open " + path);
+    std::string out(std::min<std::uint64_t>(kMiB, size - offset), '\0');
+    std::size_t got = 0;
+    while (got < out.size()) {
+      const ssize_t n = ::pread(fd.get(), out.data() + got, out.size() - got,
+                                static_cast<off_t>(offset + got));
+      if (n <= 0) throw_errno("pread " + path);
+      got += static_cast<std::size_t>(n);
+    }
+    return out;
+  };
+  for (const std::uint64_t offset : {std::uint64_t{0}, size - std::min(size, kMiB)}) {
+    if (chunk(a, offset) != chunk(b, offset)) {
+      throw Error(a + " and " + b + " differ at offset " + std::to_string(offset), EIO);
+    }
+  }
+}
+
+struct WalkResult {
+  std::uint64_t entries = 0;
+  double seconds = 0;
+  [[nodiscard]] double per_second() const { return static_cast<double>(entries) / seconds; }
+};
+
+// recursive_directory_iterator (which recurses by d_type, without stat) + lstat of every entry.
+WalkResult walk(const std::string& root, std::uint64_t expected) {
+  WalkResult result;
+  const auto t0 = Clock::now();
+  for (auto it = fs::recursive_directory_iterator(root); it != fs::end(it); ++it) {
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0) throw_errno("lstat " + it->path().string());
+    if ((++result.entries & 4095) == 0) check_interrupted();
+  }
+  result.seconds = seconds_between(t0, Clock::now());
+  if (result.entries != expected) {
+    throw Error("walked " + std::to_string(result.entries) + " entries under " + root +
+                    ", expected " + std::to_string(expected),
+                EIO);
+  }
+  return result;
+}
+
+// rchar of a process (bytes it read through read()/pread() etc.), from /proc/<pid>/io.
+std::uint64_t rchar_of(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/io";
+  std::ifstream in(path);
+  if (!in) throw_errno("open " + path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("rchar:", 0) == 0) return std::stoull(line.substr(6));
+  }
+  throw Error("no rchar in " + path, EIO);
+}
+
+// How much of a file is not in the page cache (or not up to date), in MiB: mmap + mincore.
+// The mapping is never touched, so this reads nothing; on the mount it costs one open.
+double missing_from_page_cache_mib(const std::string& path, std::uint64_t size) {
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno("open " + path);
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (map == MAP_FAILED) throw_errno("mmap " + path);
+  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((size + page - 1) / page);
+  const int rc = ::mincore(map, size, resident.data());
+  const int saved = errno;
+  ::munmap(map, size);
+  if (rc != 0) throw Error("mincore " + path, saved);
+  const auto missing = std::count_if(resident.begin(), resident.end(),
+                                     [](unsigned char r) { return (r & 1) == 0; });
+  return static_cast<double>(missing) * static_cast<double>(page) / kMiB;
+}
+
+// CPU seconds (user, system) of a process, all threads: /proc/<pid>/stat fields 14 and 15.
+std::pair<double, double> cpu_of(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  std::ifstream in(path);
+  std::string text;
+  if (!in || !std::getline(in, text)) throw_errno("read " + path);
+  std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
+  std::string field;
+  double utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stod(field);
+    if (i == 15) stime = std::stod(field);
+  }
+  const auto hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  return {utime / hz, stime / hz};
+}
+
+// CPU seconds (user, system) of this process.
+std::pair<double, double> own_cpu() {
+  rusage usage{};
+  if (::getrusage(RUSAGE_SELF, &usage) != 0) throw_errno("getrusage");
+  const auto seconds = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return {seconds(usage.ru_utime), seconds(usage.ru_stime)};
+}
+
+struct Memory {
+  double rss_mib = 0;
+  double hwm_mib = 0;
+};
+
+// VmRSS and VmHWM of a process, from /proc/<pid>/status.
+Memory memory_of(pid_t pid) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/status";
+  std::ifstream in(path);
+  if (!in) throw_errno("open " + path);
+  Memory m;
+  bool rss = false, hwm = false;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) {
+      m.rss_mib = std::stod(line.substr(6)) / 1024.0;
+      rss = true;
+    } else if (line.rfind("VmHWM:", 0) == 0) {
+      m.hwm_mib = std::stod(line.substr(6)) / 1024.0;
+      hwm = true;
+    }
+  }
+  if (!rss || !hwm) throw Error("no VmRSS/VmHWM in " + path, EIO);
+  return m;
+}
+
+std::uint64_t status_number(LiveMount& mount, const char* key) {
+  const auto status = mount->status();
+  if (!status.extra.contains(key)) throw Error(std::string("Status has no '") + key + "'", EPROTO);
+  return status.extra.at(key).get<std::uint64_t>();
+}
+
+// Other jobs on a shared machine may drop the caches too (tests do `echo 2 >
+// /proc/sys/vm/drop_caches`), which turns a "warm" pass into a partly cold one. /proc/vmstat
+// counts every drop_caches write; a half-round (cold + warm pass) that saw one it did not make
+// is measured again, up to kAttempts times, and the number of discarded attempts is reported.
+constexpr int kAttempts = 3;
+
+std::uint64_t drops_so_far() {
+  std::ifstream in("/proc/vmstat");
+  if (!in) throw_errno("open /proc/vmstat");
+  std::uint64_t total = 0;
+  std::string key;
+  std::uint64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "drop_pagecache" || key == "drop_slab") total += value;
+  }
+  return total;
+}
+
+// Runs `half` (which drops the caches once, first, then measures) until no foreign drop
+// happened during it, at most kAttempts times. Returns false if the last attempt was disturbed.
+bool undisturbed(const std::function<void()>& half, int& discarded) {
+  for (int attempt = 1;; ++attempt) {
+    check_interrupted();
+    const std::uint64_t before = drops_so_far();
+    half();
+    // Our own drop_caches("3") counts twice (page cache + slab).
+    if (drops_so_far() - before == 2) return true;
+    if (attempt == kAttempts) return false;
+    ++discarded;
+  }
+}
+
+// --- 1. sequential read of the streamed blob
+
+struct ReadResults {
+  std::vector<double> ours_cold, ours_warm, native_cold, native_warm;  // MiB/s per round
+  std::uint64_t streamed_opens = 0;  // after the last round's two opens
+  std::vector<double> worker_read_cold_mib, worker_read_warm_mib;  // the worker's rchar deltas
+  std::vector<double> ours_missing_mib, native_missing_mib;  // not cached after the cold read
+  // CPU seconds during the cold read through the mount: the worker's and the reader's.
+  std::vector<double> worker_user_s, worker_sys_s, reader_user_s, reader_sys_s;
+  double worker_hwm_mib = 0;  // the largest VmHWM of the rounds' workers
+  double worker_rss_mib = 0;
+  int discarded = 0;  // attempts disturbed by a foreign drop_caches
+  int disturbed = 0;  // kept half-rounds still disturbed after kAttempts
+};
+
+ReadResults run_read_bench(const Config& config, const ScratchRoot& root, const std::string& repo,
+                           const std::string& native_file) {
+  ReadResults r;
+  const std::uint64_t size = config.blob_mib << 20;
+  std::vector<char> buffer(kReadBuffer, 1);  // touched: no page faults inside the timing
+  for (int round = 0; round < config.read_rounds; ++round) {
+    double cold = 0, warm = 0, worker_cold = 0, worker_warm = 0, missing = 0;
+    double worker_user = 0, worker_sys = 0, reader_user = 0, reader_sys = 0;
+    const bool ours_ok = undisturbed(
+        [&] {
+          MountPoint mountpoint(root / "mnt-read");
+          LiveMount mount(repo, mountpoint);
+          const std::string file = mountpoint.path() + "/big.bin";
+          const pid_t pid = mount->pid();
+          drop_caches("3");
+          const std::uint64_t rchar0 = rchar_of(pid);
+          const auto worker0 = cpu_of(pid);
+          const auto reader0 = own_cpu();
+          cold = sequential_read_mibs(file, size, buffer);  // the first read after mounting
+          const auto reader1 = own_cpu();
+          const auto worker1 = cpu_of(pid);
+          const std::uint64_t rchar1 = rchar_of(pid);
+          worker_user = worker1.first - worker0.first;
+          worker_sys = worker1.second - worker0.second;
+          reader_user = reader1.first - reader0.first;
+          reader_sys = reader1.second - reader0.second;
+          missing = missing_from_page_cache_mib(file, size);
+          warm = sequential_read_mibs(file, size, buffer);  // the page cache (keep_cache)
+          const std::uint64_t rchar2 = rchar_of(pid);
+          worker_cold = static_cast<double>(rchar1 - rchar0) / kMiB;
+          worker_warm = static_cast<double>(rchar2 - rchar1) / kMiB;
+          r.streamed_opens = status_number(mount, "streamed_opens");
+          if (r.streamed_opens < 1) {
+            throw Error("Status streamed_opens is 0: the blob did not stream (cache cap?)",
+                        EPROTO);
+          }
+          const Memory m = memory_of(pid);
+          r.worker_hwm_mib = std::max(r.worker_hwm_mib, m.hwm_mib);
+          r.worker_rss_mib = std::max(r.worker_rss_mib, m.rss_mib);
+          if (round == 0) check_same_ends(file, native_file, size);
+          mount.unmount();
+        },
+        r.discarded);
+    r.ours_cold.push_back(cold);
+    r.ours_warm.push_back(warm);
+    r.worker_read_cold_mib.push_back(worker_cold);
+    r.worker_read_warm_mib.push_back(worker_warm);
+    r.ours_missing_mib.push_back(missing);
+    r.worker_user_s.push_back(worker_user);
+    r.worker_sys_s.push_back(worker_sys);
+    r.reader_user_s.push_back(reader_user);
+    r.reader_sys_s.push_back(reader_sys);
+    const bool native_ok = undisturbed(
+        [&] {
+          drop_caches("3");
+          cold = sequential_read_mibs(native_file, size, buffer);
+          missing = missing_from_page_cache_mib(native_file, size);
+          warm = sequential_read_mibs(native_file, size, buffer);
+        },
+        r.discarded);
+    r.native_cold.push_back(cold);
+    r.native_warm.push_back(warm);
+    r.native_missing_mib.push_back(missing);
+    r.disturbed += static_cast<int>(!ours_ok) + static_cast<int>(!native_ok);
+  }
+  if (r.worker_hwm_mib * kMiB >= static_cast<double>(size) / 2) {
+    throw Error("the worker's VmHWM reached " + std::to_string(r.worker_hwm_mib) +
+                    " MiB reading a " + std::to_string(config.blob_mib) + " MiB blob",
+                ENOMEM);
+  }
+  return r;
+}
+
+// --- 2. metadata walk
+
+struct WalkResults {
+  std::uint64_t entries = 0;
+  std::vector<double> ours_cold, ours_warm, native_cold, native_warm;  // entries/s per round
+  int discarded = 0;
+  int disturbed = 0;
+};
+
+WalkResults run_walk_bench(const Config& config, const ScratchRoot& root, const std::string& repo,
+                           const std::string& native_dir) {
+  WalkResults r;
+  r.entries = static_cast<std::uint64_t>(config.walk_dirs) *
+              (1 + static_cast<std::uint64_t>(config.files_per_dir));
+  for (int round = 0; round < config.walk_rounds; ++round) {
+    double cold = 0, warm = 0;
+    const bool ours_ok = undisturbed(
+        [&] {
+          MountPoint mountpoint(root / "mnt-walk");
+          LiveMount mount(repo, mountpoint);
+          drop_caches("3");
+          cold = walk(mountpoint.path(), r.entries).per_second();
+          warm = walk(mountpoint.path(), r.entries).per_second();
+          mount.unmount();
+        },
+        r.discarded);
+    r.ours_cold.push_back(cold);
+    r.ours_warm.push_back(warm);
+    const bool native_ok = undisturbed(
+        [&] {
+          drop_caches("3");
+          cold = walk(native_dir, r.entries).per_second();
+          warm = walk(native_dir, r.entries).per_second();
+        },
+        r.discarded);
+    r.native_cold.push_back(cold);
+    r.native_warm.push_back(warm);
+    r.disturbed += static_cast<int>(!ours_ok) + static_cast<int>(!native_ok);
+  }
+  return r;
+}
+
+// --- 3. spawn -> MountReady, 100,000 files vs 10 files
+
+struct SpawnResults {
+  std::vector<double> big_ms, small_ms;
+};
+
+SpawnResults run_spawn_bench(const Config& config, const ScratchRoot& root,
+                             const std::string& big_repo, const std::string& small_repo) {
+  SpawnResults r;
+  for (int i = 0; i < config.spawn_warmup + config.spawn_rounds; ++i) {
+    // Alternating, so that background load hits both alike.
+    for (const bool big : {true, false}) {
+      check_interrupted();
+      MountPoint mountpoint(root / "mnt-spawn");
+      LiveMount mount(big ? big_repo : small_repo, mountpoint);
+      const double ms = mount.spawn_seconds() * 1e3;
+      mount.unmount();
+      if (i >= config.spawn_warmup) (big ? r.big_ms : r.small_ms).push_back(ms);
+    }
+  }
+  return r;
+}
+
+// --- 4. worker memory after walking 100,000 files, and after the kernel forgets them
+
+struct MemoryResults {
+  std::uint64_t entries = 0;
+  double walk_seconds = 0;
+  Memory at_mount, after_walk, after_forget;
+  std::uint64_t nodes_at_mount = 0, nodes_after_walk = 0, nodes_after_forget = 0;
+  double forget_seconds = 0;  // drop_caches until the node count settled
+  bool disturbed = false;     // a foreign drop_caches happened during the walk
+};
+
+MemoryResults run_memory_bench(const Config& config, const ScratchRoot& root,
+                               const std::string& big_repo) {
+  MemoryResults r;
+  r.entries = static_cast<std::uint64_t>(config.big_dirs) *
+              (1 + static_cast<std::uint64_t>(config.files_per_dir));
+  MountPoint mountpoint(root / "mnt-memory");
+  LiveMount mount(big_repo, mountpoint);
+  const pid_t pid = mount->pid();
+  r.at_mount = memory_of(pid);
+  r.nodes_at_mount = status_number(mount, "nodes");
+  const std::uint64_t drops = drops_so_far();
+  r.walk_seconds = walk(mountpoint.path(), r.entries).seconds;
+  r.after_walk = memory_of(pid);
+  r.nodes_after_walk = status_number(mount, "nodes");
+  r.disturbed = drops_so_far() != drops;
+  const auto t0 = Clock::now();
+  drop_caches("2");
+  // Forgets arrive asynchronously: wait until the count stops falling (at most 10 s).
+  std::uint64_t last = r.nodes_after_walk;
+  int stable = 0;
+  while (seconds_between(t0, Clock::now()) < 10 && stable < 5) {
+    check_interrupted();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const std::uint64_t now = status_number(mount, "nodes");
+    stable = now == last ? stable + 1 : 0;
+    last = now;
+  }
+  r.forget_seconds = seconds_between(t0, Clock::now());
+  r.nodes_after_forget = last;
+  r.after_forget = memory_of(pid);
+  mount.unmount();
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+std::string kernel_release() {
+  utsname u{};
+  if (::uname(&u) != 0) throw_errno("uname");
+  return u.release;
+}
+
+std::string allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0) return "?";
+  std::string out;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &set)) continue;
+    if (!out.empty()) out += ',';
+    out += std::to_string(cpu);
+  }
+  return out;
+}
+
+void row(const char* metric, double ours, double native, int decimals = 1) {
+  char o[32], n[32], q[32];
+  std::snprintf(o, sizeof o, "%.*f", decimals, ours);
+  std::snprintf(n, sizeof n, "%.*f", decimals, native);
+  std::snprintf(q, sizeof q, "%.2fx", ours / native);
+  std::printf("| %-52s | %10s | %10s | %7s |\n", metric, o, n, q);
+}
+
+void row_ours(const char* metric, double ours, int decimals = 1) {
+  char o[32];
+  std::snprintf(o, sizeof o, "%.*f", decimals, ours);
+  std::printf("| %-52s | %10s | %10s | %7s |\n", metric, o, "-", "-");
+}
+
+void result_line(const char* key, double value) { std::printf("RESULT %s %.3f\n", key, value); }
+
+void report(const Config& config, double build_seconds, const ReadResults& rd,
+            const WalkResults& wk, const SpawnResults& sp, const MemoryResults& mem) {
+  const double read_cold = median(rd.ours_cold), read_cold_native = median(rd.native_cold);
+  const double read_warm = median(rd.ours_warm), read_warm_native = median(rd.native_warm);
+  const double walk_cold = median(wk.ours_cold), walk_cold_native = median(wk.native_cold);
+  const double walk_warm = median(wk.ours_warm), walk_warm_native = median(wk.native_warm);
+  const double spawn_big = percentile(sp.big_ms, 50), spawn_small = percentile(sp.small_ms, 50);
+
+  std::printf("\n## heddle_git_bench\n\n");
+  std::printf("- nproc: %ld, affinity: CPU %s (the worker inherits it)\n",
+              ::sysconf(_SC_NPROCESSORS_ONLN), allowed_cpus().c_str());
+  std::printf("- kernel: %s\n", kernel_release().c_str());
+  std::printf("- repositories built in %.1f s: a %llu MiB random blob (git add, packed, "
+              "zlib level 1); %d x %d files and %d x %d files (git fast-import); %d files\n",
+              build_seconds, static_cast<unsigned long long>(config.blob_mib), config.walk_dirs,
+              config.files_per_dir, config.big_dirs, config.files_per_dir, config.small_files);
+  std::printf("- native: `git archive main | tar -x` of the same tree on the file system of /tmp\n");
+  std::printf("- read: %d rounds (fresh mount each), read() with a %zu KiB buffer; cold = after "
+              "drop_caches 3 (first read after mounting), warm = the second read; medians\n",
+              config.read_rounds, kReadBuffer >> 10);
+  std::printf("- walk: %d rounds (fresh mount each), recursive_directory_iterator + lstat of "
+              "%llu entries; cold = after drop_caches 3, warm = the second walk; medians\n",
+              config.walk_rounds, static_cast<unsigned long long>(wk.entries));
+  std::printf("- spawn: %d warm-up + %d timed spawns per repository, alternating; p50\n\n",
+              config.spawn_warmup, config.spawn_rounds);
+
+  std::printf("| %-52s | %10s | %10s | %7s |\n", "metric", "ours", "native", "ratio");
+  std::printf("|%s|%s|%s|%s|\n", std::string(54, '-').c_str(),
+              std::string(11, '-').append(":").c_str(), std::string(11, '-').append(":").c_str(),
+              std::string(8, '-').append(":").c_str());
+  const std::string blob = config.blob_mib % 1024 == 0
+                               ? std::to_string(config.blob_mib / 1024) + " GiB"
+                               : std::to_string(config.blob_mib) + " MiB";
+  row((blob + " sequential read, cold (MiB/s)").c_str(), read_cold, read_cold_native);
+  row((blob + " sequential read, warm (MiB/s)").c_str(), read_warm, read_warm_native);
+  row("walk + lstat 50k entries, cold (entries/s)", walk_cold, walk_cold_native, 0);
+  row("walk + lstat 50k entries, warm (entries/s)", walk_warm, walk_warm_native, 0);
+  row("spawn -> MountReady p50 (ms): 100k files | 10 files", spawn_big, spawn_small, 2);
+  row_ours(("worker VmHWM after the " + blob + " reads (MiB)").c_str(), rd.worker_hwm_mib);
+  row_ours("worker VmRSS at mount, 100k repo (MiB)", mem.at_mount.rss_mib);
+  row_ours("worker VmRSS after lstat of 100k files (MiB)", mem.after_walk.rss_mib);
+  row_ours("worker VmHWM after lstat of 100k files (MiB)", mem.after_walk.hwm_mib);
+  row_ours("worker VmRSS after drop_caches 2 (MiB)", mem.after_forget.rss_mib);
+  row_ours("Status nodes after the walk", static_cast<double>(mem.nodes_after_walk), 0);
+  row_ours("Status nodes after drop_caches 2", static_cast<double>(mem.nodes_after_forget), 0);
+
+  std::printf("\nRatio = ours / native (for MiB/s and entries/s, below 1 is slower than native; "
+              "for spawn, 100k-file repo / 10-file repo).\n");
+  std::printf("Per round (MiB/s): ours cold %s; warm %s; native cold %s; warm %s\n",
+              join(rd.ours_cold, 0).c_str(), join(rd.ours_warm, 0).c_str(),
+              join(rd.native_cold, 0).c_str(), join(rd.native_warm, 0).c_str());
+  std::printf("Per round (entries/s): ours cold %s; warm %s; native cold %s; warm %s\n",
+              join(wk.ours_cold, 0).c_str(), join(wk.ours_warm, 0).c_str(),
+              join(wk.native_cold, 0).c_str(), join(wk.native_warm, 0).c_str());
+  std::printf("Foreign drop_caches (other jobs, seen in /proc/vmstat): %d read and %d walk "
+              "attempts discarded and measured again; %d read and %d walk half-rounds kept "
+              "although still disturbed after %d attempts\n",
+              rd.discarded, wk.discarded, rd.disturbed, wk.disturbed, kAttempts);
+  std::printf("Spawn (ms): 100k files p50 %.2f max %.2f; 10 files p50 %.2f max %.2f\n", spawn_big,
+              percentile(sp.big_ms, 100), spawn_small, percentile(sp.small_ms, 100));
+  std::printf("Streamed blob: Status streamed_opens %llu; worker VmRSS %.1f MiB, VmHWM %.1f MiB "
+              "after the reads; the worker read (rchar, MiB) %s during the cold reads, %s during "
+              "the warm ones\n",
+              static_cast<unsigned long long>(rd.streamed_opens), rd.worker_rss_mib,
+              rd.worker_hwm_mib, join(rd.worker_read_cold_mib, 1).c_str(),
+              join(rd.worker_read_warm_mib, 1).c_str());
+  std::printf("Page cache after the cold read (mincore), MiB not cached or not up to date: ours "
+              "%s; native %s\n",
+              join(rd.ours_missing_mib, 1).c_str(), join(rd.native_missing_mib, 1).c_str());
+  std::printf("CPU during the cold read through the mount (s, medians): worker user %.2f, "
+              "system %.2f; reader user %.2f, system %.2f; wall %.2f\n",
+              median(rd.worker_user_s), median(rd.worker_sys_s), median(rd.reader_user_s),
+              median(rd.reader_sys_s), static_cast<double>(config.blob_mib) / read_cold);
+  std::printf("100k walk: %llu entries in %.2f s (%.0f entries/s, fresh mount, page cache as "
+              "built); nodes %llu at mount -> %llu after the walk -> %llu %.1f s after "
+              "drop_caches 2; VmRSS %.1f -> %.1f -> %.1f MiB, VmHWM %.1f -> %.1f -> %.1f MiB%s\n\n",
+              static_cast<unsigned long long>(mem.entries), mem.walk_seconds,
+              static_cast<double>(mem.entries) / mem.walk_seconds,
+              static_cast<unsigned long long>(mem.nodes_at_mount),
+              static_cast<unsigned long long>(mem.nodes_after_walk),
+              static_cast<unsigned long long>(mem.nodes_after_forget), mem.forget_seconds,
+              mem.at_mount.rss_mib, mem.after_walk.rss_mib, mem.after_forget.rss_mib,
+              mem.at_mount.hwm_mib, mem.after_walk.hwm_mib, mem.after_forget.hwm_mib,
+              mem.disturbed ? " (DISTURBED: another job dropped the caches during the walk)" : "");
+
+  // Machine-readable, like heddle_bench's.
+  result_line("git_read_cold_mibs", read_cold);
+  result_line("native_read_cold_mibs", read_cold_native);
+  result_line("ratio_read_cold", read_cold / read_cold_native);
+  result_line("git_read_warm_mibs", read_warm);
+  result_line("native_read_warm_mibs", read_warm_native);
+  result_line("ratio_read_warm", read_warm / read_warm_native);
+  result_line("git_walk_cold_eps", walk_cold);
+  result_line("native_walk_cold_eps", walk_cold_native);
+  result_line("ratio_walk_cold", walk_cold / walk_cold_native);
+  result_line("git_walk_warm_eps", walk_warm);
+  result_line("native_walk_warm_eps", walk_warm_native);
+  result_line("ratio_walk_warm", walk_warm / walk_warm_native);
+  result_line("spawn_100k_p50_ms", spawn_big);
+  result_line("spawn_10_p50_ms", spawn_small);
+  result_line("ratio_spawn_100k_10", spawn_big / spawn_small);
+  result_line("streamed_opens", static_cast<double>(rd.streamed_opens));
+  result_line("read_worker_vmhwm_mib", rd.worker_hwm_mib);
+  result_line("walk100k_worker_vmrss_mib", mem.after_walk.rss_mib);
+  result_line("walk100k_worker_vmhwm_mib", mem.after_walk.hwm_mib);
+  result_line("walk100k_nodes", static_cast<double>(mem.nodes_after_walk));
+  result_line("forget_worker_vmrss_mib", mem.after_forget.rss_mib);
+  result_line("forget_nodes", static_cast<double>(mem.nodes_after_forget));
+  result_line("discarded_attempts", rd.discarded + wk.discarded);
+  result_line("disturbed_half_rounds", rd.disturbed + wk.disturbed);
+  result_line("build_s", build_seconds);
+}
+
+int run(const Config& config) {
+  if (::geteuid() != 0) {
+    throw Error("heddle_git_bench must run as root (FUSE mounts, drop_caches)", EPERM);
+  }
+  if (config.blob_mib <= GitSource{}.cache_bytes / kMiB) {
+    throw Error("--blob-mib must exceed the worker's cache cap (" +
+                    std::to_string(GitSource{}.cache_bytes / kMiB) + " MiB), or it does not stream",
+                EINVAL);
+  }
+  ::setenv("HEDDLE_FUSE_LOG", "warn", /*overwrite=*/0);
+  spdlog::set_level(spdlog::level::warn);
+
+  // Destroyed last: every mount point and supervisor below is gone before it is removed.
+  ScratchRoot root;
+  const std::string blob_repo = root / "blob", walk_repo = root / "walk.git",
+                    big_repo = root / "big.git", small_repo = root / "small.git";
+  const std::string blob_native = root / "blob-native", walk_native = root / "walk-native";
+
+  // Children are forked here, before any supervisor (and its threads) exists.
+  std::printf("heddle_git_bench: building the repositories under %s ...\n", root.path().c_str());
+  const auto t0 = Clock::now();
+  std::string steps;
+  auto step = [&steps, last = t0](const char* what) mutable {
+    const auto now = Clock::now();
+    char buffer[96];
+    std::snprintf(buffer, sizeof buffer, "%s%s %.1f s", steps.empty() ? "" : ", ", what,
+                  seconds_between(last, now));
+    steps += buffer;
+    last = now;
+  };
+  make_blob_repo(blob_repo, config.blob_mib);
+  step("blob repo");
+  extract(blob_repo, blob_native);
+  step("its extraction");
+  make_many_file_repo(walk_repo, config.walk_dirs, config.files_per_dir);
+  step("walk repo");
+  extract(walk_repo, walk_native);
+  step("its extraction");
+  make_many_file_repo(big_repo, config.big_dirs, config.files_per_dir);
+  step("100k repo");
+  make_many_file_repo(small_repo, 1, config.small_files);
+  step("10-file repo");
+  const double build_seconds = seconds_between(t0, Clock::now());
+  std::printf("heddle_git_bench: built in %.1f s (%s)\n", build_seconds, steps.c_str());
+  struct stat st {};
+  if (::stat((blob_native + "/big.bin").c_str(), &st) != 0 ||
+      static_cast<std::uint64_t>(st.st_size) != config.blob_mib << 20) {
+    throw Error("the extracted big.bin is missing or has the wrong size", EIO);
+  }
+
+  std::printf("heddle_git_bench: 1/4 sequential read ...\n");
+  const ReadResults read = run_read_bench(config, root, blob_repo, blob_native + "/big.bin");
+  std::printf("heddle_git_bench: 2/4 metadata walk ...\n");
+  const WalkResults walked = run_walk_bench(config, root, walk_repo, walk_native);
+  std::printf("heddle_git_bench: 3/4 spawn -> MountReady ...\n");
+  const SpawnResults spawn = run_spawn_bench(config, root, big_repo, small_repo);
+  std::printf("heddle_git_bench: 4/4 worker memory ...\n");
+  const MemoryResults memory = run_memory_bench(config, root, big_repo);
+  if (!mounts_under(root.path()).empty()) throw Error("mounts left under " + root.path(), EBUSY);
+
+  report(config, build_seconds, read, walked, spawn, memory);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  try {
+    install_signal_handlers();
+    return run(parse_args(argc, argv));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "heddle_git_bench: FAILED: %s\n", e.what());
+    return 1;
+  }
+}
