@@ -38,6 +38,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/message.h"
+#include "heddle/launcher/mountinfo.h"
 #include "heddle/launcher/supervisor.h"
 #include "heddle/unique_fd.h"
 
@@ -161,30 +162,10 @@ std::int64_t elapsed_ns(Clock::time_point from, Clock::time_point to) {
 // ---------------------------------------------------------------------------------------------
 // Mounts and scratch directories
 
-// The mount points currently listed in /proc/self/mountinfo (field 5, octal escapes decoded).
+// The mount points currently listed in /proc/self/mountinfo.
 std::vector<std::string> mount_points() {
-  std::ifstream in("/proc/self/mountinfo");
-  if (!in) throw_errno("open /proc/self/mountinfo");
   std::vector<std::string> out;
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, devno, root, point;
-    if (!(fields >> id >> parent >> devno >> root >> point)) continue;
-    std::string decoded;
-    for (std::size_t i = 0; i < point.size(); ++i) {
-      if (point[i] == '\\' && i + 3 < point.size()) {
-        const std::string octal = point.substr(i + 1, 3);
-        if (octal.find_first_not_of("01234567") == std::string::npos) {
-          decoded += static_cast<char>(std::stoi(octal, nullptr, 8));
-          i += 3;
-          continue;
-        }
-      }
-      decoded += point[i];
-    }
-    out.push_back(std::move(decoded));
-  }
+  for (const auto& entry : heddle::launcher::read_mountinfo()) out.push_back(entry.mount_point);
   return out;
 }
 
