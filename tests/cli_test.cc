@@ -248,6 +248,21 @@ TEST_F(CliTest, MountsAGitThreadByName) {
   EXPECT_EQ(reply["cache_limit"], 8u << 20) << status.out;
   EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
 
+  // Where heddle puts a thread: inside the work tree. Only .git is read, so this is allowed.
+  const fs::path inside = tree_->source() / ".heddle" / "threads" / "main";
+  fs::create_directories(inside);
+  const CommandResult nested = launcher(
+      {"mount", "--repo-root", repo, "--thread-id", "main", "--mountpoint", inside.string()});
+  ASSERT_EQ(nested.exit_code, 0) << nested.err;
+  EXPECT_EQ(slurp(inside / "a.txt"), "alpha\n");
+  EXPECT_EQ(launcher({"unmount", inside.string()}).exit_code, 0);
+  EXPECT_FALSE(heddle_mounted(inside));
+  EXPECT_EQ(launcher({"mount", "--repo-root", repo, "--thread-id", "main", "--mountpoint",
+                      (tree_->source() / ".git").string()})
+                .exit_code,
+            1)
+      << "a mount over the git dir itself must be refused";
+
   const CommandResult unknown = launcher({"mount", "--repo-root", repo, "--thread-id", "nope",
                                           "--mountpoint", mp()});
   EXPECT_EQ(unknown.exit_code, 1);

@@ -16,6 +16,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/launcher/control_socket.h"
+#include "heddle/launcher/git_layout.h"
 #include "heddle/launcher/mountinfo.h"
 
 namespace heddle::launcher {
@@ -239,7 +240,7 @@ int run_in_background(const MountRequest& request, const MountArgs& args) {
 
 std::string canonical_mountpoint(const std::string& path) {
   fs::path p = fs::path(path).lexically_normal();
-  if (p.has_filename() == false && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+  if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
   if (p == p.root_path()) return p.string();
   std::error_code ec;
   const fs::path parent = fs::canonical(fs::absolute(p, ec).parent_path(), ec);
@@ -249,14 +250,16 @@ std::string canonical_mountpoint(const std::string& path) {
 
 MountRequest prepare_mount(const MountArgs& args) {
   MountRequest request;
-  std::string source;
+  // What the worker will read. For a thread that is the git dir and its kin, not the work
+  // tree: heddle mounts threads inside the work tree (.heddle/threads/...).
+  std::vector<std::string> read_paths;
   if (!args.repo_root.empty()) {
     request.git = GitSource{canonical_directory(args.repo_root, "repository"), args.thread_id};
     if (args.cache_bytes) request.git->cache_bytes = *args.cache_bytes;
-    source = request.git->repo_root;
+    read_paths = git_paths_to_bind(request.git->repo_root);
   } else {
     request.source_dir = canonical_directory(args.dir, "source directory");
-    source = request.source_dir;
+    read_paths = {request.source_dir};
   }
   request.mountpoint = canonical_mountpoint(args.mountpoint);
   if (const auto top = top_mount_at(request.mountpoint)) {
@@ -268,10 +271,11 @@ MountRequest prepare_mount(const MountArgs& args) {
                     : "choose an empty directory that is not a mount point");
   }
   request.mountpoint = canonical_directory(request.mountpoint, "mountpoint");
-  if (within(request.mountpoint, source) || within(source, request.mountpoint)) {
-    throw Error("mountpoint " + request.mountpoint + " and source " + source +
-                    " overlap",
-                EINVAL, "the worker would look up paths through its own mount and deadlock");
+  for (const std::string& source : read_paths) {
+    if (within(request.mountpoint, source) || within(source, request.mountpoint)) {
+      throw Error("mountpoint " + request.mountpoint + " and source " + source + " overlap",
+                  EINVAL, "the worker would look up paths through its own mount and deadlock");
+    }
   }
   request.uid = args.uid.value_or(::getuid());
   if (args.gid) {
