@@ -39,7 +39,7 @@
 #include <vector>
 
 #include "heddle/error.h"
-#include "heddle/launcher/mountinfo.h"
+#include "bench_support.h"
 #include "heddle/launcher/supervisor.h"
 #include "heddle/unique_fd.h"
 
@@ -51,6 +51,7 @@ namespace fs = std::filesystem;
 using heddle::Error;
 using heddle::UniqueFd;
 using heddle::throw_errno;
+using namespace heddle::bench;  // arguments, interruption, mount probes
 using Clock = std::chrono::steady_clock;
 using heddle::launcher::GitSource;
 using heddle::launcher::MountRequest;
@@ -74,16 +75,6 @@ struct Config {
   int spawn_warmup = 1;  // per repository
   int spawn_rounds = 10;  // per repository, alternating big and small
 };
-
-int parse_positive(const char* flag, const char* value) {
-  char* end = nullptr;
-  errno = 0;
-  const long parsed = std::strtol(value, &end, 10);
-  if (errno != 0 || end == value || *end != '\0' || parsed <= 0 || parsed > 100'000'000) {
-    throw Error(std::string(flag) + ": expected a positive integer, got '" + value + "'", EINVAL);
-  }
-  return static_cast<int>(parsed);
-}
 
 Config parse_args(int argc, char** argv) {
   Config config;
@@ -117,32 +108,6 @@ Config parse_args(int argc, char** argv) {
     ++i;
   }
   return config;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Interruption: SIGINT/SIGTERM only set a flag, so that the loops throw and every RAII guard
-// (supervisors, mount points, the scratch directory) is unwound normally. SIGPIPE is ignored:
-// a dead `git fast-import` must become an EPIPE we unwind from, not a kill.
-
-volatile std::sig_atomic_t g_interrupted = 0;
-
-void on_signal(int) { g_interrupted = 1; }
-
-void install_signal_handlers() {
-  struct sigaction action {};
-  action.sa_handler = &on_signal;
-  sigemptyset(&action.sa_mask);
-  for (const int signo : {SIGINT, SIGTERM, SIGHUP}) {
-    if (::sigaction(signo, &action, nullptr) != 0) throw_errno("sigaction");
-  }
-  struct sigaction ignore {};
-  ignore.sa_handler = SIG_IGN;
-  sigemptyset(&ignore.sa_mask);
-  if (::sigaction(SIGPIPE, &ignore, nullptr) != 0) throw_errno("sigaction SIGPIPE");
-}
-
-void check_interrupted() {
-  if (g_interrupted != 0) throw Error("interrupted by a signal", EINTR);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -182,18 +147,6 @@ std::string join(const std::vector<double>& v, int decimals) {
 
 // ---------------------------------------------------------------------------------------------
 // Mounts and the scratch directory
-
-// The mount points currently listed in /proc/self/mountinfo.
-std::vector<std::string> mount_points() {
-  std::vector<std::string> out;
-  for (const auto& entry : heddle::launcher::read_mountinfo()) out.push_back(entry.mount_point);
-  return out;
-}
-
-bool is_mounted(const std::string& path) {
-  const auto points = mount_points();
-  return std::find(points.begin(), points.end(), path) != points.end();
-}
 
 // Mounts at or below `dir`.
 std::vector<std::string> mounts_under(const std::string& dir) {

@@ -38,7 +38,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/message.h"
-#include "heddle/launcher/mountinfo.h"
+#include "bench_support.h"
 #include "heddle/launcher/supervisor.h"
 #include "heddle/unique_fd.h"
 
@@ -48,6 +48,7 @@ namespace fs = std::filesystem;
 using heddle::Error;
 using heddle::UniqueFd;
 using heddle::throw_errno;
+using namespace heddle::bench;  // arguments, interruption, mount probes
 using Clock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------------------------------------
@@ -62,16 +63,6 @@ struct Config {
   int spawn_warmup = 3;
   int spawn_rounds = 30;
 };
-
-int parse_positive(const char* flag, const char* value) {
-  char* end = nullptr;
-  errno = 0;
-  const long parsed = std::strtol(value, &end, 10);
-  if (errno != 0 || end == value || *end != '\0' || parsed <= 0 || parsed > 100'000'000) {
-    throw Error(std::string(flag) + ": expected a positive integer, got '" + value + "'", EINVAL);
-  }
-  return static_cast<int>(parsed);
-}
 
 Config parse_args(int argc, char** argv) {
   Config config;
@@ -97,27 +88,6 @@ Config parse_args(int argc, char** argv) {
     ++i;
   }
   return config;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Interruption: SIGINT/SIGTERM only set a flag, so that the loops throw and every RAII guard
-// (echo process, supervisors, mounts, scratch directories) is unwound normally.
-
-volatile std::sig_atomic_t g_interrupted = 0;
-
-void on_signal(int) { g_interrupted = 1; }
-
-void install_signal_handlers() {
-  struct sigaction action {};
-  action.sa_handler = &on_signal;
-  sigemptyset(&action.sa_mask);
-  for (const int signo : {SIGINT, SIGTERM, SIGHUP}) {
-    if (::sigaction(signo, &action, nullptr) != 0) throw_errno("sigaction");
-  }
-}
-
-void check_interrupted() {
-  if (g_interrupted != 0) throw Error("interrupted by a signal", EINTR);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,18 +131,6 @@ std::int64_t elapsed_ns(Clock::time_point from, Clock::time_point to) {
 
 // ---------------------------------------------------------------------------------------------
 // Mounts and scratch directories
-
-// The mount points currently listed in /proc/self/mountinfo.
-std::vector<std::string> mount_points() {
-  std::vector<std::string> out;
-  for (const auto& entry : heddle::launcher::read_mountinfo()) out.push_back(entry.mount_point);
-  return out;
-}
-
-bool is_mounted(const std::string& path) {
-  const auto points = mount_points();
-  return std::find(points.begin(), points.end(), path) != points.end();
-}
 
 // A mkdtemp() directory under /tmp, mode 0755 (a root mount is served by nobody, who must be
 // able to reach it). On destruction: anything still mounted on it is detached (the Supervisor
