@@ -18,7 +18,7 @@ namespace heddle::launcher {
 namespace {
 
 constexpr const char* kUsageLine =
-    "Usage: heddle-fuse-launcher {mount|status|unmount|demo} ... (see --help)";
+    "Usage: heddle-fuse-launcher {mount|status|unmount|doctor|demo} ... (see --help)";
 
 constexpr const char* kHelp = R"(Usage: heddle-fuse-launcher COMMAND [OPTIONS]
 
@@ -26,6 +26,7 @@ Expose a directory read-only at a mountpoint through a sandboxed FUSE worker.
 
 Commands:
   mount --dir DIR --mountpoint MP [--foreground] [--json] [--uid U] [--gid G]
+        [--allow-other] [--sandbox=strict|degraded]
   mount --repo-root REPO --thread-id THREAD [--cache-bytes N] --mountpoint MP [...]
       Mount DIR, or the tree of THREAD in the git repository REPO, read-only at
       MP. THREAD is refs/heads/THREAD, else refs/heddle/threads/THREAD, else any
@@ -36,12 +37,23 @@ Commands:
       --json prints the MountReady frame plus supervisor_pid. --uid/--gid
       (number or name) name the user the mount is for; they default to yours.
       The worker never runs as uid 0: a mount for root is served by
-      nobody:nogroup, which must be able to read DIR or REPO.
+      nobody:nogroup, which must be able to read DIR or REPO. Without root the
+      mount goes through the setuid fusermount3, and the worker runs as a uid
+      from your /etc/subuid range when newuidmap exists and DIR or REPO is
+      readable by others, else as you. MP must be an empty directory you own.
+      --allow-other lets other users in (needs user_allow_other in
+      /etc/fuse.conf without root). --sandbox=strict (the default) refuses to
+      run without a user namespace; --sandbox=degraded runs the worker without
+      namespaces, still with no capabilities, no_new_privs and seccomp.
   status MP [--json]
       Ask the mount's worker for its Status and print the reply.
   unmount MP
       Stop the worker (Stop, then SIGTERM, then SIGKILL) and return once the
       mount is gone.
+  doctor [--json]
+      Check every precondition of a mount on this host (FUSE device, setuid
+      helper, no_new_privs, user namespaces, a real sandbox probe) and print
+      each as ok, warn or fail with its fix. Exits 1 if a mount would fail.
   demo
       Make a demo tree, mount it sandboxed, read it through the mount, print
       the Status reply and the worker's sandbox facts, and unmount.
@@ -126,6 +138,14 @@ MountArgs parse_mount(Args& args) {
       mount.foreground = true;
     } else if (flag == "--json") {
       mount.json = true;
+    } else if (flag == "--allow-other") {
+      mount.allow_other = true;
+    } else if (flag == "--sandbox" || flag.starts_with("--sandbox=")) {
+      const std::string mode = flag == "--sandbox" ? args.value_of(flag) : flag.substr(10);
+      if (mode != "strict" && mode != "degraded") {
+        throw UsageError("--sandbox " + mode + ": expected strict or degraded");
+      }
+      mount.supervisor.degraded_sandbox = mode == "degraded";
     } else if (flag == "--uid") {
       mount.uid = parse_uid(args.value_of(flag));
     } else if (flag == "--gid") {
@@ -199,6 +219,15 @@ int dispatch(Args& args) {
     return status_command(mountpoint, json);
   }
   if (command == "unmount") return unmount_command(parse_target(args, command, false).first);
+  if (command == "doctor") {
+    bool json = false;
+    while (!args.done()) {
+      const std::string arg = args.take();
+      if (arg != "--json") throw UsageError("doctor: unexpected argument " + arg);
+      json = true;
+    }
+    return doctor_command(json);
+  }
   if (command == "demo") {
     if (!args.done()) throw UsageError("demo takes no arguments");
     return demo_command();

@@ -25,8 +25,10 @@ struct MountArgs {
   std::string mountpoint;
   bool foreground = false;
   bool json = false;
+  bool allow_other = false;
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
+  SupervisorOptions supervisor;  // --sandbox=degraded
 };
 
 // Canonical paths, the identity, and the checks that give clear errors before mounting.
@@ -39,5 +41,6 @@ int mount_command(const MountArgs& args);
 int status_command(const std::string& mountpoint, bool json);
 int unmount_command(const std::string& mountpoint);
 int demo_command();
+int doctor_command(bool json);
 
 }  // namespace heddle::launcher

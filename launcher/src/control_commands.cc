@@ -1,11 +1,10 @@
-#include <sys/mount.h>
-
 #include <iostream>
 #include <thread>
 
 #include "commands.h"
 #include "heddle/error.h"
 #include "heddle/launcher/control_socket.h"
+#include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mountinfo.h"
 
 namespace heddle::launcher {
@@ -54,9 +53,7 @@ int unmount_command(const std::string& path) {
     const bool no_supervisor = e.code() == ENOENT || e.code() == ECONNREFUSED;
     if (!no_supervisor || !heddle_mount_at(mountpoint)) throw;
     // Its supervisor is gone: what is left is a dead mount of ours.
-    if (::umount2(mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
-      throw_errno("remove the stale mount at " + mountpoint);
-    }
+    detach_mount(mountpoint);
     std::cout << "removed stale mount at " << mountpoint << " (its supervisor was gone)\n";
     return 0;
   }

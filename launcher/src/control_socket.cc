@@ -51,17 +51,23 @@ UniqueFd connect_to(const std::string& path) {
 }  // namespace
 
 std::string runtime_dir() {
-  std::string base;
+  std::string dir;
   if (::geteuid() == 0) {
-    base = "/run";
+    dir = "/run/heddle-fuse";
   } else if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) {
-    base = xdg;
+    dir = std::string(xdg) + "/heddle-fuse";
   } else {
-    throw Error("find a runtime directory", ENOENT,
-                "XDG_RUNTIME_DIR is not set; log in through a session manager or set it");
+    // No login session (su, setpriv, cron): a private directory under /tmp, as tmux does.
+    dir = "/tmp/heddle-fuse-" + std::to_string(::geteuid());
   }
-  std::string dir = base + "/heddle-fuse";
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("create " + dir);
+  // Another user could have made it first (in /tmp): it must be ours, private, and real.
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) throw_errno("stat " + dir);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
+    throw Error("runtime directory " + dir + " is not a private directory of yours", EPERM,
+                "remove it, or set XDG_RUNTIME_DIR to a directory only you can use");
+  }
   return dir;
 }
 

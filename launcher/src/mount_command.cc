@@ -17,6 +17,7 @@
 #include "heddle/ipc/frame.h"
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/git_layout.h"
+#include "heddle/launcher/host_checks.h"
 #include "heddle/launcher/mountinfo.h"
 
 namespace heddle::launcher {
@@ -169,7 +170,7 @@ int run_supervisor(const MountRequest& request, const MountArgs& args, int repor
   StopSignals signals;
   try {
     server = std::make_unique<ControlServer>(control_socket_path(request.mountpoint));
-    supervisor = Supervisor::spawn(request);
+    supervisor = Supervisor::spawn(request, args.supervisor);
   } catch (const Error& e) {
     server.reset();  // gone before the caller hears of the failure
     report(false, std::string("heddle-fuse-launcher: ") + e.what() + "\n");
@@ -262,14 +263,11 @@ MountRequest prepare_mount(const MountArgs& args) {
     read_paths = {request.source_dir};
   }
   request.mountpoint = canonical_mountpoint(args.mountpoint);
-  if (const auto top = top_mount_at(request.mountpoint)) {
-    throw Error("mountpoint " + request.mountpoint + " is busy: already a mount (" + top->fstype +
-                    " from " + top->source + ")",
-                EBUSY,
-                top->fstype == kFuseType
-                    ? "unmount it first: heddle-fuse-launcher unmount " + request.mountpoint
-                    : "choose an empty directory that is not a mount point");
+  if (is_stale_heddle_mount(request.mountpoint)) {
+    detach_mount(request.mountpoint);
+    spdlog::info("removed a stale heddle mount at {} (its worker was gone)", request.mountpoint);
   }
+  require_usable_mountpoint(request.mountpoint, ::getuid());
   request.mountpoint = canonical_directory(request.mountpoint, "mountpoint");
   for (const std::string& source : read_paths) {
     if (within(request.mountpoint, source) || within(source, request.mountpoint)) {
@@ -277,6 +275,7 @@ MountRequest prepare_mount(const MountArgs& args) {
                   EINVAL, "the worker would look up paths through its own mount and deadlock");
     }
   }
+  request.allow_other = args.allow_other;
   request.uid = args.uid.value_or(::getuid());
   if (args.gid) {
     request.gid = *args.gid;

@@ -11,13 +11,13 @@
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/launcher/git_layout.h"
+#include "heddle/launcher/worker_identity.h"
 
 namespace heddle::launcher {
 namespace {
 
 using std::chrono::milliseconds;
 
-constexpr uid_t kNobody = 65534;
 constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, "ASAN_OPTIONS",
                                       "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"};
 
@@ -34,8 +34,9 @@ SocketPair make_socketpair(const char* what) {
   return SocketPair{UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-sandbox::SandboxSpec worker_spec(const MountRequest& request, const std::string& binary,
-                                 bool test_ignore_stop, int bootstrap_fd) {
+sandbox::SandboxSpec worker_spec(const MountRequest& request, const SupervisorOptions& options,
+                                 int bootstrap_fd) {
+  const std::string& binary = options.worker_binary;
   sandbox::SandboxSpec spec;
   spec.executable = binary;
   spec.argv = {binary};
@@ -50,15 +51,26 @@ sandbox::SandboxSpec worker_spec(const MountRequest& request, const std::string&
     spec.argv.insert(spec.argv.end(), {"--dir", request.source_dir});
     spec.readonly_paths = {request.source_dir};
   }
-  spec.argv.insert(spec.argv.end(), {"--mountpoint", request.mountpoint, "--bootstrap-fd", "3",
-                                     "--expect-sandbox"});
-  if (test_ignore_stop) spec.argv.emplace_back("--test-ignore-stop");
+  spec.argv.insert(spec.argv.end(),
+                   {"--mountpoint", request.mountpoint, "--bootstrap-fd", "3",
+                    options.degraded_sandbox ? "--expect-sandbox=degraded" : "--expect-sandbox"});
+  if (options.test_ignore_stop) spec.argv.emplace_back("--test-ignore-stop");
   for (const char* name : kPassedEnv) {
     if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
   }
-  // The worker is never host root: a mount for root is served by nobody:nogroup.
-  spec.uid = request.uid == 0 ? kNobody : request.uid;
-  spec.gid = request.gid == 0 ? kNobody : request.gid;
+  const WorkerIdentity identity =
+      choose_worker_identity(request.uid, request.gid, spec.readonly_paths,
+                             options.subordinate_ids && !options.degraded_sandbox);
+  if (!identity.why.empty()) spdlog::info("{}", identity.why);
+  spec.uid = identity.uid;
+  spec.gid = identity.gid;
+  spec.subordinate_ids = identity.subordinate;
+  spec.user_namespace = !options.degraded_sandbox;
+  if (options.degraded_sandbox) {
+    spdlog::warn("degraded sandbox: the worker runs without a user namespace (so without its own "
+                 "mount, pid and network namespaces), still with no capabilities, no_new_privs, "
+                 "seccomp and closed fds");
+  }
   spec.inherit_fds = {bootstrap_fd};
   spec.hostname = "heddle-fuse-worker";
   return spec;
@@ -98,13 +110,13 @@ ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process,
 
 std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOptions options) {
   if (options.worker_binary.empty()) options.worker_binary = resolve_worker_binary();
-  auto mount = std::make_unique<FuseMount>(
-      FuseMountOptions{request.mountpoint, request.source_label(), request.uid, request.gid});
+  auto mount = std::make_unique<FuseMount>(FuseMountOptions{
+      request.mountpoint, request.source_label(), request.uid, request.gid, request.allow_other});
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
 
-  auto process = sandbox::SandboxedProcess::launch(worker_spec(
-      request, options.worker_binary, options.test_ignore_stop, bootstrap.theirs.get()));
+  auto process =
+      sandbox::SandboxedProcess::launch(worker_spec(request, options, bootstrap.theirs.get()));
   bootstrap.theirs.reset();
   {
     // After this the worker holds the only /dev/fuse fd: when it dies, the kernel aborts the

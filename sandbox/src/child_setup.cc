@@ -62,13 +62,14 @@ void wait_for_parent(const ChildPlan& plan) {
 
 void become_identity(const ChildPlan& plan) {
   check(plan, sys(SYS_setresgid, plan.gid, plan.gid, plan.gid), SetupStage::kSetGid);
-  if (plan.clear_groups) check(plan, sys(SYS_setgroups, 0, 0), SetupStage::kClearGroups);
-  // CLONE_NEWUSER keeps the caller's supplementary groups; when they cannot be dropped, a
-  // leftover group would still grant host access, so fail closed.
-  const long groups = sys(SYS_getgroups, 0, 0);
-  if (groups != 0) {
-    errno = groups < 0 ? errno : EPERM;
-    fail(plan, SetupStage::kGroupsRemain);
+  if (plan.clear_groups) {
+    check(plan, sys(SYS_setgroups, 0, 0), SetupStage::kClearGroups);
+    // A group that survived would still grant host access to another identity: fail closed.
+    const long groups = sys(SYS_getgroups, 0, 0);
+    if (groups != 0) {
+      errno = groups < 0 ? errno : EPERM;
+      fail(plan, SetupStage::kGroupsRemain);
+    }
   }
   // The namespace maps no uid 0, so this does not clear the capabilities still needed to
   // build the root; files created in it from here on belong to a mapped identity.
@@ -171,14 +172,21 @@ void build_root(const ChildPlan& plan, const int* trees) {
   set_readonly(plan, "/", -1, 0);
 }
 
-void drop_capabilities(const ChildPlan& plan) {
-  // libcap-ng allocates and reads /proc, which is unsafe here; the worker re-checks with
-  // libcap-ng after exec.
+// Needs CAP_SETPCAP: inside our user namespace we hold it; a degraded, unprivileged child
+// never does, and its bounding set can grant nothing under no_new_privs.
+void drop_bounding_set(const ChildPlan& plan) {
   for (int cap = 0; cap <= plan.last_cap; ++cap) {
     if (sys(SYS_prctl, PR_CAPBSET_DROP, cap) < 0 && errno != EINVAL) {
+      if (errno == EPERM && !plan.namespaces) return;
       fail(plan, SetupStage::kDropCaps, cap);
     }
   }
+}
+
+void drop_capabilities(const ChildPlan& plan) {
+  // libcap-ng allocates and reads /proc, which is unsafe here; the worker re-checks with
+  // libcap-ng after exec.
+  drop_bounding_set(plan);
   check(plan, sys(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0),
         SetupStage::kDropCaps);
   __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
@@ -205,12 +213,18 @@ void run_child(ChildPlan plan) noexcept {
   reset_signals();
   wait_for_parent(plan);
   arrange_fds(plan);
-  int trees[kMaxBinds];
-  clone_bind_sources(plan, trees);
-  become_identity(plan);
-  build_root(plan, trees);
-  check(plan, sys(SYS_sethostname, ptr(plan.hostname), static_cast<long>(plan.hostname_len)),
-        SetupStage::kHostname);
+  if (plan.namespaces) {
+    int trees[kMaxBinds];
+    clone_bind_sources(plan, trees);
+    become_identity(plan);
+    build_root(plan, trees);
+    check(plan, sys(SYS_sethostname, ptr(plan.hostname), static_cast<long>(plan.hostname_len)),
+          SetupStage::kHostname);
+  } else {
+    // Host root loses CAP_SETPCAP with its uid, so the bounding set goes first.
+    drop_bounding_set(plan);
+    become_identity(plan);
+  }
   drop_capabilities(plan);
   check(plan, sys(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), SetupStage::kNoNewPrivs);
   // Last before execve, so nothing above runs under the filter.

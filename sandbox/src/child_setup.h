@@ -65,7 +65,10 @@ struct ChildPlan {
   std::size_t inherit_count = 0;
   uid_t uid = 0;
   gid_t gid = 0;
-  bool clear_groups = false;  // the parent left setgroups allowed, so drop them here
+  // The parent left setgroups allowed, so drop them here and fail if any remain. Otherwise
+  // (an unprivileged caller mapping itself) the kernel keeps the caller's own groups.
+  bool clear_groups = false;
+  bool namespaces = true;  // false: degraded, no namespaces and no minimal root
   const char* const* dirs = nullptr;  // created in order, parents first
   std::size_t dir_count = 0;
   const ChildBind* binds = nullptr;

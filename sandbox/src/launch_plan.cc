@@ -10,6 +10,7 @@
 #include <set>
 
 #include "heddle/error.h"
+#include "id_map.h"
 #include "seccomp_policy.h"
 
 namespace heddle::sandbox::detail {
@@ -141,7 +142,9 @@ ChildPlan LaunchPlan::child_plan(int sync_fd, int sync_write_fd, int report_fd) 
   plan.gid = spec_.gid;
   // Root may clear the groups itself, so it leaves setgroups allowed (writing "deny" would
   // freeze root's own groups into the child). An unprivileged parent must deny it.
-  plan.clear_groups = ::geteuid() == 0;
+  // newgidmap leaves setgroups allowed too, as long as the map holds none of our own gids.
+  plan.clear_groups = ::geteuid() == 0 || spec_.subordinate_ids;
+  plan.namespaces = spec_.user_namespace;
   plan.dirs = dir_ptrs_.data();
   plan.dir_count = dir_ptrs_.size();
   plan.binds = binds_.data();
@@ -174,6 +177,7 @@ void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
   const bool denied = err == EACCES || err == EPERM;
   std::string what;
   std::string hint;
+  const std::string restricted = denied ? userns_restriction_hint() : "";
   switch (static_cast<SetupStage>(report.stage)) {
     case SetupStage::kWaitForParent: what = "sandbox: wait for the supervisor"; break;
     case SetupStage::kSetGid: what = "sandbox: switch to gid " + std::to_string(spec_.gid); break;
@@ -227,6 +231,7 @@ void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
       break;
     default: what = "sandbox: setup step " + std::to_string(report.stage); break;
   }
+  if (!restricted.empty() && hint.empty()) hint = restricted;
   throw Error(what, err, hint);
 }
 

@@ -70,14 +70,19 @@ SandboxedProcess SandboxedProcess::launch(const SandboxSpec& spec) {
   Pipe report = make_pipe();
   const detail::ChildPlan child_plan = plan.child_plan(sync.read.get(), sync.write.get(), report.write.get());
 
-  detail::Cloned cloned = detail::clone_with_pidfd(detail::sandbox_namespace_flags());
+  detail::Cloned cloned =
+      detail::clone_with_pidfd(spec.user_namespace ? detail::sandbox_namespace_flags() : 0);
   if (cloned.pid == 0) detail::run_child(child_plan);
 
   // From here the destructor kills and reaps the child on any failure.
   SandboxedProcess process(cloned.pid, std::move(cloned.pidfd));
   sync.read.reset();
   report.write.reset();
-  detail::write_id_maps(process.pid(), spec.uid, spec.gid, !child_plan.clear_groups);
+  if (spec.user_namespace && spec.subordinate_ids) {
+    detail::write_subordinate_id_maps(process.pid(), spec.uid, spec.gid);
+  } else if (spec.user_namespace) {
+    detail::write_id_maps(process.pid(), spec.uid, spec.gid, !child_plan.clear_groups);
+  }
   const char go = 1;
   if (::write(sync.write.get(), &go, 1) != 1) throw_errno("sandbox: release the child");
   sync.write.reset();

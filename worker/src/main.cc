@@ -184,7 +184,7 @@ std::unique_ptr<Backend> open_backend(const Options& options) {
   }
   const int ipc_fd = bootstrap.ipc.get();
   if (options.expect_sandbox) {
-    if (const auto problem = confinement_problem()) fail_mount(ipc_fd, *problem);
+    if (const auto problem = confinement_problem(options.degraded_sandbox)) fail_mount(ipc_fd, *problem);
   }
   const auto host_pid = parse_pid(bootstrap.payload);
   if (!host_pid) {

@@ -62,7 +62,7 @@ const std::set<std::string_view> kValueFlags = {"--dir",        "--repo-root",  
 std::string usage_text() {
   return "usage: heddle-fuse-worker (--dir SOURCE | --repo-root REPO --thread-id THREAD\n"
          "                           [--cache-bytes N]) --mountpoint MP --bootstrap-fd N\n"
-         "                          [--owner UID:GID] [--test-ignore-stop] [--expect-sandbox]\n"
+         "                          [--owner UID:GID] [--test-ignore-stop] [--expect-sandbox[=degraded]]\n"
          "       heddle-fuse-worker --help\n"
          "\n"
          "Serves a read-only view of a directory, or of a git thread's tree, over a FUSE\n"
@@ -95,8 +95,9 @@ ParsedArgs parse_args(std::span<const char* const> args) {
       options.test_ignore_stop = true;
       continue;
     }
-    if (arg == "--expect-sandbox") {
+    if (arg == "--expect-sandbox" || arg == "--expect-sandbox=degraded") {
       options.expect_sandbox = true;
+      options.degraded_sandbox = arg.ends_with("=degraded");
       continue;
     }
     // Flags with a value, as `--flag VALUE` or `--flag=VALUE`.

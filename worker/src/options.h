@@ -1,6 +1,6 @@
 // The worker's command line. One backend: `--dir SOURCE`, or `--repo-root REPO --thread-id T
 // [--cache-bytes N]`; plus `--mountpoint MP --bootstrap-fd N [--owner UID:GID]
-// [--test-ignore-stop] [--expect-sandbox]`.
+// [--test-ignore-stop] [--expect-sandbox[=degraded]]`.
 #pragma once
 
 #include <sys/types.h>
@@ -23,6 +23,7 @@ struct Options {
   int bootstrap_fd = -1;   // socket carrying [ipc socket, /dev/fuse fd] and the host pid
   bool test_ignore_stop = false;  // tests only: ignore Stop frames and SIGTERM
   bool expect_sandbox = false;    // refuse to serve unless confined (the launcher sets it)
+  bool degraded_sandbox = false;  // confined without a user namespace: the bounding set stays
 
   [[nodiscard]] bool git() const noexcept { return !repo_root.empty(); }
 };

@@ -1,4 +1,4 @@
-// One FUSE mount made by the supervisor: the /dev/fuse connection and the mount(2) on top.
+// One FUSE mount made for the supervisor: the /dev/fuse connection and the mount on top.
 #pragma once
 
 #include <sys/types.h>
@@ -15,12 +15,21 @@ struct FuseMountOptions {
   std::string source;      // shown as the mount's source in mountinfo
   uid_t user_id = 0;       // the user the mount is for
   gid_t group_id = 0;
+  bool allow_other = false;  // let users other than user_id in
+};
+
+// How the mount was made, and so how it must be removed.
+enum class MountMethod {
+  kDirect,       // mount(2) and umount2(2): root in the initial user namespace
+  kFusermount3,  // the setuid helper's _FUSE_COMMFD protocol, and fusermount3 -u -z
 };
 
 class FuseMount {
  public:
-  // Opens /dev/fuse and mounts it read-only, nosuid, nodev, with default_permissions.
-  // Privileged path: needs CAP_SYS_ADMIN. Throws heddle::Error with a hint.
+  // Mounts read-only, nosuid, nodev, with default_permissions. Root mounts directly; anyone
+  // else (or root refused with EPERM, as in a container) goes through fusermount3. This
+  // runs before anything in the supervisor could set no_new_privs, which would void the
+  // helper's setuid bit. Throws heddle::Error with a hint.
   explicit FuseMount(const FuseMountOptions& options);
   FuseMount(const FuseMount&) = delete;
   FuseMount& operator=(const FuseMount&) = delete;
@@ -30,6 +39,7 @@ class FuseMount {
   [[nodiscard]] UniqueFd take_device();
 
   [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
+  [[nodiscard]] MountMethod method() const noexcept { return method_; }
   // The kernel's connection number: /sys/fs/fuse/connections/<n>.
   [[nodiscard]] unsigned connection() const noexcept { return minor_; }
 
@@ -38,12 +48,20 @@ class FuseMount {
   bool release() noexcept;
 
  private:
+  void mount_directly(const FuseMountOptions& options);
+  void mount_with_fusermount(const FuseMountOptions& options);
+
   std::string mountpoint_;
+  MountMethod method_ = MountMethod::kDirect;
   UniqueFd device_;
   unsigned major_ = 0;
   unsigned minor_ = 0;
   std::mutex mutex_;
   bool released_ = false;
 };
+
+// Lazily detaches the mount on top of `mountpoint` (canonical): umount2 when we may mount
+// directly, fusermount3 -u -z otherwise. Throws heddle::Error with the helper's message.
+void detach_mount(const std::string& mountpoint);
 
 }  // namespace heddle::launcher

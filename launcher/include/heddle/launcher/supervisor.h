@@ -45,6 +45,7 @@ struct MountRequest {
   std::string mountpoint;
   uid_t uid = 0;  // the user the mount is for (its user_id=, group_id=)
   gid_t gid = 0;
+  bool allow_other = false;  // other users may enter the mount too
 
   [[nodiscard]] static MountRequest directory(std::string dir, std::string mountpoint,
                                               uid_t uid = 0, gid_t gid = 0) {
@@ -74,6 +75,10 @@ struct SupervisorOptions {
   std::chrono::milliseconds status_timeout{5000};
   std::chrono::milliseconds stop_grace = stop_grace_from_env();
   bool test_ignore_stop = false;  // the worker ignores Stop and SIGTERM: for escalation tests
+  // Without a user namespace (--sandbox=degraded): only for hosts that forbid them.
+  bool degraded_sandbox = false;
+  // An unprivileged caller's worker may run as a uid from its /etc/subuid range.
+  bool subordinate_ids = true;
 };
 
 class Supervisor {

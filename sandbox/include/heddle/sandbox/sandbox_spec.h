@@ -9,6 +9,9 @@
 
 namespace heddle::sandbox {
 
+// The profile the package installs for Ubuntu's AppArmor restriction of user namespaces.
+inline constexpr const char* kAppArmorProfile = "/etc/apparmor.d/heddle-fuse-launcher";
+
 struct SandboxSpec {
   // Absolute host path; it is bound read-only at the same path inside.
   std::string executable;
@@ -21,6 +24,15 @@ struct SandboxSpec {
   // Host identity of the process. Never 0: launch() refuses it.
   uid_t uid = 65534;
   gid_t gid = 65534;
+  // Map uid and gid with newuidmap/newgidmap, from the caller's /etc/subuid and /etc/subgid
+  // ranges, instead of writing the maps directly (which an unprivileged caller may do only
+  // for its own uid and gid).
+  bool subordinate_ids = false;
+  // Strict (true): user, mount, pid, ipc, net, uts and cgroup namespaces and a minimal root.
+  // Degraded (false), for hosts without user namespaces: no namespaces and the host's
+  // filesystem view, but still the identity switch, zero capabilities, no_new_privs, seccomp
+  // and closed fds.
+  bool user_namespace = true;
   // Placed at fds 3, 4, ... in this order; every other fd above 2 is closed at exec.
   std::vector<int> inherit_fds;
   std::string hostname = "heddle-sandbox";

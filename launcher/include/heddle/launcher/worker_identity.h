@@ -1,0 +1,30 @@
+// Which host uid and gid the sandboxed worker runs as.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace heddle::launcher {
+
+struct WorkerIdentity {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  bool subordinate = false;  // mapped through newuidmap/newgidmap
+  std::string why;           // one line for the log
+};
+
+// The first id of `user`'s range in a /etc/subuid-style file (name or uid, start, count).
+[[nodiscard]] std::optional<unsigned> subordinate_id_start(const std::string& file, uid_t user);
+
+// Root's worker is nobody (or the mount's own user when root mounts for someone else). An
+// unprivileged caller's worker gets a uid from its /etc/subuid and /etc/subgid ranges when
+// newuidmap and newgidmap exist and every path the worker reads is readable by others, so
+// a compromised worker is not even the caller; otherwise it runs as the caller.
+[[nodiscard]] WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
+                                                    const std::vector<std::string>& read_paths,
+                                                    bool allow_subordinate);
+
+}  // namespace heddle::launcher
