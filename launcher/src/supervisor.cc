@@ -118,6 +118,7 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
   auto process =
       sandbox::SandboxedProcess::launch(worker_spec(request, options, bootstrap.theirs.get()));
   bootstrap.theirs.reset();
+  if (process.clone_fallback() != nullptr) spdlog::info("sandbox: {}", process.clone_fallback());
   {
     // After this the worker holds the only /dev/fuse fd: when it dies, the kernel aborts the
     // connection and readers get ENOTCONN instead of hanging.

@@ -76,6 +76,7 @@ SandboxedProcess SandboxedProcess::launch(const SandboxSpec& spec) {
 
   // From here the destructor kills and reaps the child on any failure.
   SandboxedProcess process(cloned.pid, std::move(cloned.pidfd));
+  process.clone_fallback_ = cloned.fallback;
   sync.read.reset();
   report.write.reset();
   if (spec.user_namespace && spec.subordinate_ids) {
@@ -93,6 +94,7 @@ SandboxedProcess SandboxedProcess::launch(const SandboxSpec& spec) {
 SandboxedProcess::SandboxedProcess(SandboxedProcess&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)),
       pidfd_(std::move(other.pidfd_)),
+      clone_fallback_(other.clone_fallback_),
       reaped_(other.reaped_.exchange(true)) {}
 
 SandboxedProcess::~SandboxedProcess() {

@@ -36,6 +36,8 @@ class SandboxedProcess {
   ~SandboxedProcess();
 
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  // How the host's refusal of clone3 was worked around (for one log line), or nullptr.
+  [[nodiscard]] const char* clone_fallback() const noexcept { return clone_fallback_; }
   // Pollable: becomes readable when the process has exited.
   [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
 
@@ -52,6 +54,7 @@ class SandboxedProcess {
 
   pid_t pid_ = -1;
   UniqueFd pidfd_;
+  const char* clone_fallback_ = nullptr;
   std::atomic<bool> reaped_{false};
 };
 
