@@ -36,7 +36,7 @@ bool process_gone(pid_t pid) {
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    HEDDLE_REQUIRE_ROOT_AND_FUSE();
+    HEDDLE_REQUIRE_MOUNT();
     ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     tree_ = std::make_unique<ScratchTree>();
     tree_->write("a.txt", "alpha\n");
@@ -144,22 +144,25 @@ TEST_F(CliTest, TheControlSocketIsPrivateAndChecksItsPeer) {
   ASSERT_EQ(::stat(socket_path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(st.st_uid, ::geteuid());
-  // Even with the file opened up, a stranger's connection is refused by SO_PEERCRED.
-  ASSERT_EQ(::chmod(socket_path.c_str(), 0666), 0);
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) _exit(3);
-    try {
-      (void)launcher::control_request(mp(), ipc::Status{}, std::chrono::milliseconds(3000));
-      _exit(4);  // answered: the check failed
-    } catch (const std::exception&) {
-      _exit(0);
+  // Even with the file opened up, a stranger's connection is refused by SO_PEERCRED. (Only
+  // root can become a stranger to try.)
+  if (running_as_root()) {
+    ASSERT_EQ(::chmod(socket_path.c_str(), 0666), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) _exit(3);
+      try {
+        (void)launcher::control_request(mp(), ipc::Status{}, std::chrono::milliseconds(3000));
+        _exit(4);  // answered: the check failed
+      } catch (const std::exception&) {
+        _exit(0);
+      }
     }
+    int status = 0;
+    ASSERT_EQ(::waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
   EXPECT_EQ(launcher({"status", mp()}).exit_code, 0) << "the owner must still get answers";
   EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
 }
@@ -168,7 +171,7 @@ TEST_F(CliTest, ASecondMountOnABusyMountpointIsAClearError) {
   mount_background();
   const CommandResult second = launcher({"mount", "--dir", src(), "--mountpoint", mp()});
   EXPECT_EQ(second.exit_code, 1);
-  EXPECT_NE(second.err.find("busy"), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("already a mount"), std::string::npos) << second.err;
   EXPECT_EQ(std::count(second.err.begin(), second.err.end(), '\n'), 1) << second.err;
   EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
 }
@@ -199,6 +202,7 @@ TEST_F(CliTest, StatusAndUnmountOfSomethingNotMountedAreClearErrors) {
 }
 
 TEST_F(CliTest, AWorkerFailureIsOneLineNamingTheCauseAndNothingStaysBehind) {
+  HEDDLE_REQUIRE_ROOT();  // without root the worker falls back to the caller, who can read it
   fs::permissions(tree_->source(), fs::perms(0700));  // root's, so nobody cannot read it
   const CommandResult result = launcher({"mount", "--dir", src(), "--mountpoint", mp()});
   EXPECT_EQ(result.exit_code, 1);

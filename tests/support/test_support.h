@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -24,7 +26,7 @@ namespace heddle::test {
 
 namespace fs = std::filesystem;
 
-// A mkdtemp directory holding `source/` and `mnt/`, reachable by the worker's uid 65534.
+// A mkdtemp directory holding `source/` and `mnt/`, reachable by any worker uid.
 class ScratchTree {
  public:
   ScratchTree() {
@@ -118,19 +120,73 @@ inline std::string proc_status_field(pid_t pid, const std::string& key) {
   return "";
 }
 
-inline std::string bin_path(const std::string& name) { return std::string(HEDDLE_BIN_DIR) + "/" + name; }
+// Our binaries: beside the test binary in the build tree, or where test_user.sh staged them.
+inline std::string bin_path(const std::string& name) {
+  const char* staged = std::getenv("HEDDLE_TEST_BIN_DIR");
+  return std::string(staged != nullptr ? staged : HEDDLE_BIN_DIR) + "/" + name;
+}
 
-inline bool running_as_root_with_fuse() { return ::geteuid() == 0 && ::access("/dev/fuse", F_OK) == 0; }
+// Why this process cannot mount, or "" if it can: root needs /dev/fuse; anyone else also
+// needs read-write access to it and the setuid fusermount3, as on a stock distribution.
+inline std::string cannot_mount_reason() {
+  if (::access("/dev/fuse", F_OK) != 0) return "this host has no /dev/fuse";
+  if (::geteuid() == 0) return "";
+  if (::access("/dev/fuse", R_OK | W_OK) != 0) return "/dev/fuse is not read-writable by us";
+  struct stat st {};
+  if (::stat("/usr/bin/fusermount3", &st) != 0 || (st.st_mode & S_ISUID) == 0) {
+    return "there is no setuid /usr/bin/fusermount3";
+  }
+  return "";
+}
+
+inline bool running_as_root() { return ::geteuid() == 0; }
+
+// The start of this user's range in /etc/subuid or /etc/subgid when newuidmap and
+// newgidmap are installed (read here independently of the launcher), else nullopt.
+inline std::optional<unsigned> subordinate_start(const char* file) {
+  if (::access("/usr/bin/newuidmap", X_OK) != 0 || ::access("/usr/bin/newgidmap", X_OK) != 0) {
+    return std::nullopt;
+  }
+  const passwd* pw = ::getpwuid(::getuid());
+  std::ifstream in(file);
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    std::string owner, start;
+    std::getline(fields, owner, ':');
+    std::getline(fields, start, ':');
+    if (owner == std::to_string(::getuid()) || (pw != nullptr && owner == pw->pw_name)) {
+      return static_cast<unsigned>(std::stoul(start));
+    }
+  }
+  return std::nullopt;
+}
+
+// The ids a sandboxed worker serving a world-readable tree should get: nobody for root, a
+// subordinate id where granted, else the caller's own.
+inline uid_t expected_worker_uid() {
+  if (running_as_root()) return 65534;
+  return subordinate_start("/etc/subuid").value_or(::getuid());
+}
+inline gid_t expected_worker_gid() {
+  if (running_as_root()) return 65534;
+  return subordinate_start("/etc/subgid").value_or(::getgid());
+}
 
 // Skips (saying why) when the host lacks what the test needs; under CI the core suite must
 // run, so there it fails instead.
-#define HEDDLE_REQUIRE_ROOT_AND_FUSE()                                                        \
+#define HEDDLE_REQUIRE_MOUNT()                                                                \
   do {                                                                                        \
-    if (!::heddle::test::running_as_root_with_fuse()) {                                       \
-      if (std::getenv("CI") != nullptr) FAIL() << "CI must run this as root with /dev/fuse";  \
-      GTEST_SKIP() << "needs root and /dev/fuse: this host has euid " << ::geteuid()          \
-                   << (::access("/dev/fuse", F_OK) == 0 ? "" : " and no /dev/fuse");          \
+    if (const std::string why = ::heddle::test::cannot_mount_reason(); !why.empty()) {        \
+      if (std::getenv("CI") != nullptr) FAIL() << "CI must be able to mount: " << why;        \
+      GTEST_SKIP() << "cannot mount: " << why;                                                \
     }                                                                                         \
+  } while (0)
+
+// For the few cases that are about root itself (mounting for another user, say).
+#define HEDDLE_REQUIRE_ROOT()                                                                 \
+  do {                                                                                        \
+    HEDDLE_REQUIRE_MOUNT();                                                                   \
+    if (!::heddle::test::running_as_root()) GTEST_SKIP() << "this case is about root";        \
   } while (0)
 
 }  // namespace heddle::test

@@ -1,0 +1,52 @@
+#!/bin/bash
+# The unprivileged half of the suite: a test user set up as on a stock distribution, and our
+# binaries staged where that user can run them (the build tree may sit under a 0700 home).
+#   test_user.sh setup STAGE FILE...   create the user, open /dev/fuse to it, stage FILEs
+#   test_user.sh run STAGE NAME ARG... run STAGE/bin/NAME as the user
+#   test_user.sh cleanup STAGE         restore /dev/fuse's mode, remove STAGE
+set -euo pipefail
+
+readonly user=heddle-test
+command=$1
+stage=$2
+shift 2
+
+case "$command" in
+  setup)
+    if ! id -u "$user" >/dev/null 2>&1; then
+      useradd --system --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin "$user"
+    fi
+    # A subordinate range, as useradd grants a regular user, so the worker can run as
+    # neither root nor the user itself (only used where newuidmap is installed).
+    if ! grep -q "^$user:" /etc/subuid 2>/dev/null; then
+      usermod --add-subuids 1000000-1065535 --add-subgids 1000000-1065535 "$user"
+    fi
+    rm -rf "$stage"
+    mkdir -p "$stage/bin" "$stage/home"
+    # Stock distributions ship /dev/fuse as 0666; this machine's is 0600.
+    stat -c %a /dev/fuse >"$stage/fuse-mode"
+    chmod 0666 /dev/fuse
+    cp "$@" "$stage/bin/"
+    chmod -R a+rX "$stage"
+    chown "$user:" "$stage/home"
+    ;;
+  run)
+    name=$1
+    shift
+    cd "$stage/home"
+    # git (used by the tests to compare with) refuses repositories owned by root otherwise.
+    exec setpriv --reuid="$user" --regid="$user" --init-groups \
+      env -u XDG_RUNTIME_DIR HOME="$stage/home" HEDDLE_TEST_BIN_DIR="$stage/bin" \
+      GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory GIT_CONFIG_VALUE_0='*' \
+      "$stage/bin/$name" "$@"
+    ;;
+  cleanup)
+    if [[ -f "$stage/fuse-mode" ]]; then chmod "$(cat "$stage/fuse-mode")" /dev/fuse; fi
+    rm -rf "$stage"
+    ;;
+  *)
+    echo "usage: $0 setup|run|cleanup STAGE ..." >&2
+    exit 2
+    ;;
+esac
