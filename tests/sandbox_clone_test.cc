@@ -19,6 +19,7 @@
 
 #include "clone3.h"
 #include "heddle/error.h"
+#include "heddle/launcher/supervisor.h"
 #include "heddle/sandbox/sandboxed_process.h"
 #include "support/test_support.h"
 
@@ -364,6 +365,49 @@ TEST_F(SandboxCloneTest, NestingTooDeepIsENOSPCSayingSo) {
   if (!out.skipped.empty()) GTEST_SKIP() << out.skipped;
   EXPECT_EQ(out.code, ENOSPC) << out.what;
   EXPECT_NE(out.hint.find("nest 32 levels deep"), std::string::npos) << out.hint;
+}
+
+// The launcher's side: --sandbox=strict refuses to go on and says how to opt out; a degraded
+// worker then serves the mount without any namespace. (Only root can mount after the
+// filter's no_new_privs, which voids fusermount3's setuid bit.)
+TEST_F(SandboxCloneTest, StrictRefusesWithoutUserNamespacesAndDegradedStillMounts) {
+  HEDDLE_REQUIRE_MOUNT();
+  ScratchTree tree;
+  tree.write("file.txt", "degraded but served\n");
+  const auto request = launcher::MountRequest::directory(tree.source().string(),
+                                                         tree.mountpoint().string());
+  const Outcome out = in_forked_child([&](Outcome& o) {
+    // Docker's way: clone3 is ENOSYS (so glibc's threads fall back to clone), and clone(2) is
+    // refused namespace flags.
+    install_filter({{"clone3", ENOSYS}, {"clone", EPERM, CLONE_NEWUSER}});
+    try {
+      (void)launcher::Supervisor::spawn(request);
+    } catch (const Error& e) {
+      o.code = e.code();
+      o.what = e.what();
+      o.hint = e.hint();
+    }
+    if (::geteuid() != 0) return;
+    launcher::SupervisorOptions degraded;
+    degraded.degraded_sandbox = true;
+    auto supervisor = launcher::Supervisor::spawn(request, degraded);
+    const pid_t worker = supervisor->pid();
+    const bool same_userns = ns_link(std::to_string(worker), "user") == ns_link("self", "user");
+    const bool confined = proc_status_field(worker, "NoNewPrivs") == "1" &&
+                          proc_status_field(worker, "Seccomp") == "2" &&
+                          proc_status_field(worker, "CapEff") == "0000000000000000" &&
+                          proc_status_field(worker, "CapBnd") == "0000000000000000";
+    const bool served = slurp(tree.mountpoint() / "file.txt") == "degraded but served\n";
+    supervisor->unmount();
+    o.sandbox_exit = same_userns && confined && served && !heddle_mounted(tree.mountpoint()) ? 0 : 1;
+  });
+  EXPECT_EQ(out.code, EPERM) << out.what;
+  EXPECT_NE(out.hint.find("kernel.unprivileged_userns_clone"), std::string::npos) << out.hint;
+  EXPECT_NE(out.hint.find("--sandbox=degraded"), std::string::npos) << out.hint;
+  if (running_as_root()) {
+    EXPECT_EQ(out.sandbox_exit, 0) << "the degraded mount misbehaved: " << out.what;
+  }
+  EXPECT_FALSE(heddle_mounted(tree.mountpoint()));
 }
 
 }  // namespace

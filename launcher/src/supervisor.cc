@@ -115,8 +115,16 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
 
-  auto process =
-      sandbox::SandboxedProcess::launch(worker_spec(request, options, bootstrap.theirs.get()));
+  auto process = [&] {
+    try {
+      return sandbox::SandboxedProcess::launch(worker_spec(request, options, bootstrap.theirs.get()));
+    } catch (const Error& e) {
+      // Strict mode refuses to go on without a user namespace; say how to opt out.
+      const bool refused = e.code() == EPERM || e.code() == EACCES || e.code() == ENOSPC;
+      if (options.degraded_sandbox || !refused || !e.attempt().starts_with("clone")) throw;
+      throw e.with_hint("to run the worker without namespaces anyway, mount with --sandbox=degraded");
+    }
+  }();
   bootstrap.theirs.reset();
   if (process.clone_fallback() != nullptr) spdlog::info("sandbox: {}", process.clone_fallback());
   {

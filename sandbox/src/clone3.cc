@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "heddle/error.h"
+#include "heddle/sandbox/sandbox_spec.h"
 
 // raw_clone passes flags, stack and parent_tid first, as both of these take them; the order
 // of child_tid and tls differs between them, but both are 0 here. s390 swaps flags and stack.
@@ -130,7 +131,8 @@ std::string namespace_hint(int error) {
       const std::string apparmor = sysctl_value("kernel.apparmor_restrict_unprivileged_userns");
       if (!apparmor.empty()) {
         hint += ", or AppArmor: kernel.apparmor_restrict_unprivileged_userns is " + apparmor +
-                " (a profile granting `userns,` to this program lifts it)";
+                " (the profile the package ships grants `userns,`: apparmor_parser -r " +
+                kAppArmorProfile + ")";
       }
       return hint;
     }

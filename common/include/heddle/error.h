@@ -13,10 +13,19 @@ class Error : public std::runtime_error {
   // `what` says what was attempted ("open /dev/fuse"); `code` is an errno value or 0;
   // `hint` is an action the reader can take, or empty.
   Error(std::string what, int code, std::string hint = {})
-      : std::runtime_error(format(what, code, hint)), code_(code), hint_(std::move(hint)) {}
+      : std::runtime_error(format(what, code, hint)),
+        attempt_(std::move(what)),
+        code_(code),
+        hint_(std::move(hint)) {}
 
   [[nodiscard]] int code() const noexcept { return code_; }
+  [[nodiscard]] const std::string& attempt() const noexcept { return attempt_; }
   [[nodiscard]] const std::string& hint() const noexcept { return hint_; }
+
+  // The same failure with one more thing the reader can do.
+  [[nodiscard]] Error with_hint(const std::string& more) const {
+    return Error(attempt_, code_, hint_.empty() ? more : hint_ + "; " + more);
+  }
 
  private:
   static std::string format(const std::string& what, int code, const std::string& hint) {
@@ -38,6 +47,7 @@ class Error : public std::runtime_error {
     return out;
   }
 
+  std::string attempt_;
   int code_;
   std::string hint_;
 };
