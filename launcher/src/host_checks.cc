@@ -1,6 +1,7 @@
 #include "heddle/launcher/host_checks.h"
 
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -152,8 +153,10 @@ void require_usable_mountpoint(const std::string& path, uid_t uid) {
 bool is_stale_heddle_mount(const std::string& path) {
   const auto top = top_mount_at(path);
   if (!top || top->fstype != kFuseType) return false;
-  struct stat st {};
-  return ::stat(path.c_str(), &st) != 0 && errno == ENOTCONN;
+  // statfs, unlike stat, is never answered from the kernel's attribute cache, so a dead
+  // connection shows at once.
+  struct statfs st {};
+  return ::statfs(path.c_str(), &st) != 0 && errno == ENOTCONN;
 }
 
 }  // namespace heddle::launcher

@@ -236,8 +236,10 @@ int main(int argc, char** argv) {
                                           static_cast<std::size_t>(argc > 0 ? argc - 1 : 0));
   const ParsedArgs parsed = parse_args(args);
   if (std::holds_alternative<HelpRequested>(parsed)) {
-    std::cout << usage_text();
-    return 0;
+    // `doctor` runs this inside the sandbox, where LeakSanitizer's exit-time check (which
+    // needs ptrace) cannot run: leave as the serving path does, without atexit handlers.
+    std::cout << usage_text() << std::flush;
+    exit_now(0);
   }
   if (const auto* error = std::get_if<UsageError>(&parsed)) {
     std::cerr << "heddle-fuse-worker: " << error->message << " (see --help)\n";
