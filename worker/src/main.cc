@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <variant>
 
 #include <spdlog/spdlog.h>
@@ -214,6 +215,10 @@ std::unique_ptr<Backend> open_backend(const Options& options) {
     fail_mount(ipc_fd, std::string("cannot serve the FUSE connection: ") + e.what());
   }
 
+  // Tests only: a window before MountReady in which to kill things (the fault matrix).
+  if (const char* hold = std::getenv("HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::strtoul(hold, nullptr, 10)));
+  }
   try {
     send(ipc_fd, ipc::MountReady{*host_pid, options.mountpoint});
   } catch (const std::exception& e) {
