@@ -219,12 +219,28 @@ TEST_F(CliTest, OverlappingSourceAndMountpointAreRefused) {
   EXPECT_NE(result.err.find("overlap"), std::string::npos) << result.err;
 }
 
-TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisor) {
+TEST_F(CliTest, TheGuardRemovesTheMountOfASigkilledSupervisor) {
   const Json ready = mount_background();
+  const pid_t guard = ready["guard_pid"].get<pid_t>();
+  ASSERT_EQ(::kill(supervisor_pid_, SIGKILL), 0);
+  // The worker sees IPC EOF and exits; the guard sees EOF too and removes the mount.
+  EXPECT_TRUE(eventually([&] { return !heddle_mounted(tree_->mountpoint()); }));
+  EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
+  EXPECT_TRUE(eventually([&] { return process_gone(ready["pid"].get<pid_t>()); }));
+  EXPECT_TRUE(eventually([&] { return process_gone(guard); }));
+}
+
+TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisorAndGuard) {
+  const Json ready = mount_background();
+  // A stopped guard cannot act; both then die, leaving a mount that answers ENOTCONN.
+  const pid_t guard = ready["guard_pid"].get<pid_t>();
+  ASSERT_EQ(::kill(guard, SIGSTOP), 0);
   ASSERT_EQ(::kill(supervisor_pid_, SIGKILL), 0);
   ASSERT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
-  // The worker sees IPC EOF and exits; the mount it leaves answers ENOTCONN.
   ASSERT_TRUE(eventually([&] { return process_gone(ready["pid"].get<pid_t>()); }));
+  ASSERT_EQ(::kill(guard, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] { return process_gone(guard); }));
+  ASSERT_TRUE(heddle_mounted(tree_->mountpoint()));
   const CommandResult result = launcher({"unmount", mp()});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.out.find("stale"), std::string::npos) << result.out;

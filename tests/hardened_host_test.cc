@@ -601,11 +601,14 @@ class HardenedHostStaleMountTest : public HardenedHostTest {
     ASSERT_TRUE(first.contains("supervisor_pid") && first.contains("pid")) << first.dump();
     const pid_t supervisor = first["supervisor_pid"].get<pid_t>();
     const pid_t worker = first["pid"].get<pid_t>();
+    const pid_t guard = first["guard_pid"].get<pid_t>();
     ASSERT_EQ(read_as_owner(mp() + "/a.txt"), "alpha\n");
 
     // The supervisor is our child (we are the subreaper of its double fork); once it is dead
     // and reaped the worker is ours too, if it has not already left on its IPC's EOF.
     ASSERT_EQ(::waitpid(supervisor, nullptr, WNOHANG), 0) << "supervisor " << supervisor;
+    // Its guard would remove the mount: stop it first, and kill it with the rest.
+    ASSERT_EQ(::kill(guard, SIGSTOP), 0);
     ASSERT_EQ(::kill(supervisor, SIGKILL), 0);
     ASSERT_EQ(::waitpid(supervisor, nullptr, 0), supervisor);
     EXPECT_TRUE(eventually(
@@ -615,6 +618,8 @@ class HardenedHostStaleMountTest : public HardenedHostTest {
         },
         10s))
         << "worker " << worker;
+    ASSERT_EQ(::kill(guard, SIGKILL), 0);
+    EXPECT_TRUE(eventually([&] { return process_gone(guard); }, 10s)) << "guard " << guard;
 
     // No waiting for stat to say ENOTCONN: it may answer from the attribute cache for a
     // second after the worker died, and the launcher must not be fooled by that.

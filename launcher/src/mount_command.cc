@@ -65,6 +65,7 @@ std::string ready_text(const Supervisor& supervisor, bool json) {
   if (json) {
     auto body = nlohmann::ordered_json::parse(ipc::encode_body(supervisor.ready()));
     body["supervisor_pid"] = ::getpid();
+    body["guard_pid"] = supervisor.guard_pid();
     return body.dump() + "\n";
   }
   return "mounted " + supervisor.request().source_label() + " at " + supervisor.ready().mount_path +
@@ -76,6 +77,7 @@ ipc::Message answer_status(Supervisor& supervisor) {
   try {
     ipc::StatusOk status = supervisor.status();
     status.extra["supervisor_pid"] = ::getpid();
+    status.extra["guard_pid"] = supervisor.guard_pid();
     status.extra["source"] = supervisor.request().source_label();
     status.extra["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
                                     std::chrono::steady_clock::now() - supervisor.started())
@@ -127,9 +129,8 @@ int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& sign
     }
     if (fds[2].revents != 0) {
       supervisor.unmount();
-      const auto exit = supervisor.exit_status();
-      spdlog::error("worker for {} exited ({}); mount removed", supervisor.request().mountpoint,
-                    exit ? exit->describe() : "?");
+      spdlog::error("the mount at {} ended: {}; mount removed", supervisor.request().mountpoint,
+                    supervisor.exit_cause());
       return 1;
     }
     if (fds[1].revents != 0) {

@@ -1,5 +1,6 @@
 #include "heddle/launcher/supervisor.h"
 
+#include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -18,7 +19,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
-constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, "ASAN_OPTIONS",
+constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, kHoldReadyEnv, "ASAN_OPTIONS",
                                       "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"};
 
 struct SocketPair {
@@ -110,8 +111,12 @@ ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process,
 
 std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOptions options) {
   if (options.worker_binary.empty()) options.worker_binary = resolve_worker_binary();
+  if (options.guard_binary.empty()) options.guard_binary = resolve_guard_binary();
   auto mount = std::make_unique<FuseMount>(FuseMountOptions{
       request.mountpoint, request.source_label(), request.uid, request.gid, request.allow_other});
+  // From here until release, a SIGKILLed supervisor's mount is removed by the guard.
+  auto guard = MountGuard::start(options.guard_binary, request.mountpoint, mount->device_major(),
+                                 mount->connection());
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
 
@@ -139,16 +144,18 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
 
   ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, options);
   return std::unique_ptr<Supervisor>(new Supervisor(std::move(request), std::move(options),
-                                                    std::move(mount), std::move(process),
-                                                    std::move(ipc.ours), std::move(ready)));
+                                                    std::move(mount), std::move(guard),
+                                                    std::move(process), std::move(ipc.ours),
+                                                    std::move(ready)));
 }
 
 Supervisor::Supervisor(MountRequest request, SupervisorOptions options,
-                       std::unique_ptr<FuseMount> mount, sandbox::SandboxedProcess process,
-                       UniqueFd ipc, ipc::MountReady ready)
+                       std::unique_ptr<FuseMount> mount, std::unique_ptr<MountGuard> guard,
+                       sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready)
     : request_(std::move(request)),
       options_(std::move(options)),
       mount_(std::move(mount)),
+      guard_(std::move(guard)),
       process_(std::move(process)),
       ready_(std::move(ready)),
       ipc_(std::move(ipc)) {
@@ -162,6 +169,7 @@ Supervisor::Supervisor(MountRequest request, SupervisorOptions options,
     process_.signal(SIGKILL);
     process_.reap();
     mount_->release();
+    guard_->disarm();
     throw;
   }
 }
@@ -175,6 +183,23 @@ Supervisor::~Supervisor() {
 }
 
 void Supervisor::watch() {
+  // Whichever ends first: the worker, or the guard. Without the guard nothing would remove
+  // the mount should this process die, so its loss ends the mount too.
+  pollfd ends[2] = {{process_.pidfd(), POLLIN, 0}, {guard_->pidfd(), POLLIN, 0}};
+  while (::poll(ends, 2, -1) < 0 && errno == EINTR) {
+  }
+  const bool guard_lost = ends[0].revents == 0 && !stopping_.load();
+  if (guard_lost) {
+    const std::string how = guard_->disarm();
+    {
+      std::lock_guard lock(exit_mutex_);
+      guard_lost_ = how;
+    }
+    spdlog::error("the mount guard {} for {} ended ({}); stopping the worker so the mount cannot "
+                  "outlive this supervisor unguarded",
+                  guard_->pid(), request_.mountpoint, how);
+    process_.signal(SIGKILL);
+  }
   sandbox::ExitStatus status;
   try {
     status = process_.reap();
@@ -186,7 +211,7 @@ void Supervisor::watch() {
     exit_status_ = status;
   }
   alive_.store(false, std::memory_order_release);
-  if (stopping_.load()) {
+  if (stopping_.load() || guard_lost) {
     spdlog::debug("worker {} for {} exited: {}", process_.pid(), request_.mountpoint,
                   status.describe());
   } else {
@@ -194,11 +219,21 @@ void Supervisor::watch() {
                  request_.mountpoint, status.describe());
   }
   mount_->release();
+  guard_->disarm();
 }
 
 std::optional<sandbox::ExitStatus> Supervisor::exit_status() const {
   std::lock_guard lock(exit_mutex_);
   return exit_status_;
+}
+
+std::string Supervisor::exit_cause() const {
+  std::lock_guard lock(exit_mutex_);
+  if (!guard_lost_.empty()) {
+    return "its mount guard " + std::to_string(guard_->pid()) + " ended (" + guard_lost_ + ")";
+  }
+  return "worker " + std::to_string(process_.pid()) + " exited (" +
+         (exit_status_ ? exit_status_->describe() : std::string("?")) + ")";
 }
 
 ipc::StatusOk Supervisor::status() {
@@ -262,6 +297,7 @@ void Supervisor::unmount() {
   }
   if (watcher_.joinable()) watcher_.join();
   mount_->release();
+  guard_->disarm();
 }
 
 }  // namespace heddle::launcher

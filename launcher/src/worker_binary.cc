@@ -4,16 +4,20 @@
 #include <filesystem>
 
 #include "heddle/error.h"
+#include "heddle/launcher/mount_guard.h"
 #include "heddle/launcher/supervisor.h"
 
 namespace heddle::launcher {
 namespace fs = std::filesystem;
 
-std::string resolve_worker_binary() {
-  if (const char* override_path = std::getenv(kWorkerBinaryEnv); override_path && *override_path) {
+namespace {
+
+// `env`, else `name` beside the running executable, else in ../libexec/heddle-fuse/.
+std::string resolve_helper_binary(const char* name, const char* env) {
+  if (const char* override_path = std::getenv(env); override_path && *override_path) {
     if (::access(override_path, X_OK) != 0) {
-      throw_errno(std::string("worker binary ") + override_path + " (from " + kWorkerBinaryEnv + ")",
-                  "point it at an executable heddle-fuse-worker, or unset it");
+      throw_errno(std::string(name) + " " + override_path + " (from " + env + ")",
+                  std::string("point it at an executable ") + name + ", or unset it");
     }
     return override_path;
   }
@@ -21,16 +25,22 @@ std::string resolve_worker_binary() {
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (ec) throw Error("locate the running executable", ec.value());
   const fs::path candidates[] = {
-      self.parent_path() / "heddle-fuse-worker",
-      self.parent_path().parent_path() / "libexec" / "heddle-fuse" / "heddle-fuse-worker",
+      self.parent_path() / name,
+      self.parent_path().parent_path() / "libexec" / "heddle-fuse" / name,
   };
   for (const fs::path& candidate : candidates) {
     if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
   }
-  throw Error("heddle-fuse-worker not found next to " + self.string() + " (looked at " +
+  throw Error(std::string(name) + " not found next to " + self.string() + " (looked at " +
                   candidates[0].string() + " and " + candidates[1].string() + ")",
-              ENOENT, std::string("reinstall heddle-fuse-launcher or set ") + kWorkerBinaryEnv);
+              ENOENT, std::string("reinstall heddle-fuse-launcher or set ") + env);
 }
+
+}  // namespace
+
+std::string resolve_worker_binary() { return resolve_helper_binary("heddle-fuse-worker", kWorkerBinaryEnv); }
+
+std::string resolve_guard_binary() { return resolve_helper_binary("heddle-fuse-guard", kGuardBinaryEnv); }
 
 std::chrono::milliseconds stop_grace_from_env() {
   const char* value = std::getenv(kStopGraceEnv);

@@ -45,31 +45,31 @@ inline std::string find_on_path(const std::string& name) {
   return {};
 }
 
-// Runs argv[0] (an absolute path) with stdin on /dev/null, `extra_env` appended to our
-// environment, and `keep_fd` (if >= 0) left open at the same number. Kills it at `timeout`.
-inline HostCommandResult run_host_command(const std::vector<std::string>& argv,
-                                          const std::vector<std::string>& extra_env = {},
-                                          int keep_fd = -1,
-                                          std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe for " + argv.at(0));
-  UniqueFd read_end(out[0]);
-  UniqueFd write_end(out[1]);
-
+// Starts argv[0] (an absolute path) with stdin on /dev/null, stdout and stderr on `output_fd`
+// (or ours, if -1), `extra_env` appended to our environment, default signal handling, and
+// `keep_fd` (if >= 0) left open at the same number. Returns its pid; throws heddle::Error.
+inline pid_t spawn_host_process(const std::vector<std::string>& argv,
+                                const std::vector<std::string>& extra_env, int output_fd,
+                                int keep_fd) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
-  posix_spawn_file_actions_adddup2(&actions, write_end.get(), 2);
+  if (output_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, output_fd, 1);
+    posix_spawn_file_actions_adddup2(&actions, output_fd, 2);
+  }
   // dup2 onto itself clears FD_CLOEXEC in the child only (glibc >= 2.29), so no other spawn
   // running concurrently in this multithreaded process inherits it.
   if (keep_fd >= 0) posix_spawn_file_actions_adddup2(&actions, keep_fd, keep_fd);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none;
+  sigset_t all;
   sigemptyset(&none);
+  sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);  // the supervisor blocks its stop signals
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
@@ -83,7 +83,21 @@ inline HostCommandResult run_host_command(const std::vector<std::string>& argv,
   const int rc = ::posix_spawn(&pid, args[0], &actions, &attr, args.data(), env.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0) throw Error("run " + argv[0], rc);
+  if (rc != 0) throw Error("run " + argv.at(0), rc);
+  return pid;
+}
+
+// Runs argv[0] to completion as spawn_host_process does, capturing its output. Kills it at
+// `timeout`.
+inline HostCommandResult run_host_command(const std::vector<std::string>& argv,
+                                          const std::vector<std::string>& extra_env = {},
+                                          int keep_fd = -1,
+                                          std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) throw_errno("pipe for " + argv.at(0));
+  UniqueFd read_end(out[0]);
+  UniqueFd write_end(out[1]);
+  const pid_t pid = spawn_host_process(argv, extra_env, write_end.get(), keep_fd);
   write_end.reset();
 
   HostCommandResult result;

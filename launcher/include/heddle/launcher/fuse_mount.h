@@ -40,7 +40,9 @@ class FuseMount {
 
   [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
   [[nodiscard]] MountMethod method() const noexcept { return method_; }
-  // The kernel's connection number: /sys/fs/fuse/connections/<n>.
+  // The mount's device number; the minor is the kernel's connection number
+  // (/sys/fs/fuse/connections/<n>).
+  [[nodiscard]] unsigned device_major() const noexcept { return major_; }
   [[nodiscard]] unsigned connection() const noexcept { return minor_; }
 
   // Lazily unmounts, but only if the mount on top of the mountpoint is still this one.

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,6 +16,7 @@
 
 #include "heddle/ipc/message.h"
 #include "heddle/launcher/fuse_mount.h"
+#include "heddle/launcher/mount_guard.h"
 #include "heddle/sandbox/sandboxed_process.h"
 #include "heddle/unique_fd.h"
 
@@ -23,6 +25,10 @@ namespace heddle::launcher {
 inline constexpr const char* kWorkerBinaryEnv = "HEDDLE_FUSE_WORKER_BIN";
 inline constexpr const char* kStopGraceEnv = "HEDDLE_FUSE_WORKER_STOP_GRACE_MS";
 inline constexpr const char* kPanicOnInitEnv = "HEDDLE_FUSE_WORKER_PANIC_ON_INIT";
+// Test hooks for the fault matrix: the worker waits this long before MountReady, and (set to
+// anything) ignores Stop and SIGTERM so the escalation can be observed from the CLI.
+inline constexpr const char* kHoldReadyEnv = "HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS";
+inline constexpr const char* kIgnoreStopEnv = "HEDDLE_FUSE_WORKER_TEST_IGNORE_STOP";
 inline constexpr std::chrono::milliseconds kDefaultStopGrace{2000};
 
 // HEDDLE_FUSE_WORKER_BIN, else heddle-fuse-worker next to the running executable (or in
@@ -71,10 +77,12 @@ struct MountRequest {
 
 struct SupervisorOptions {
   std::string worker_binary;  // empty: resolve_worker_binary()
+  std::string guard_binary;   // empty: resolve_guard_binary()
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds status_timeout{5000};
   std::chrono::milliseconds stop_grace = stop_grace_from_env();
-  bool test_ignore_stop = false;  // the worker ignores Stop and SIGTERM: for escalation tests
+  // The worker ignores Stop and SIGTERM: for escalation tests (default: kIgnoreStopEnv set).
+  bool test_ignore_stop = std::getenv(kIgnoreStopEnv) != nullptr;
   // Without a user namespace (--sandbox=degraded): only for hosts that forbid them.
   bool degraded_sandbox = false;
   // An unprivileged caller's worker may run as a uid from its /etc/subuid range.
@@ -99,21 +107,26 @@ class Supervisor {
 
   [[nodiscard]] bool is_alive() const noexcept { return alive_.load(std::memory_order_acquire); }
   [[nodiscard]] pid_t pid() const noexcept { return process_.pid(); }
+  [[nodiscard]] pid_t guard_pid() const noexcept { return guard_->pid(); }
   [[nodiscard]] const ipc::MountReady& ready() const noexcept { return ready_; }
   [[nodiscard]] const MountRequest& request() const noexcept { return request_; }
   [[nodiscard]] std::chrono::steady_clock::time_point started() const noexcept { return started_; }
   // Readable once the worker has exited (for poll loops).
   [[nodiscard]] int exit_fd() const noexcept { return process_.pidfd(); }
   [[nodiscard]] std::optional<sandbox::ExitStatus> exit_status() const;
+  // Why the mount ended without being asked to: the worker's exit, or the loss of the guard.
+  [[nodiscard]] std::string exit_cause() const;
 
  private:
   Supervisor(MountRequest request, SupervisorOptions options, std::unique_ptr<FuseMount> mount,
-             sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready);
+             std::unique_ptr<MountGuard> guard, sandbox::SandboxedProcess process, UniqueFd ipc,
+             ipc::MountReady ready);
   void watch();
 
   const MountRequest request_;
   const SupervisorOptions options_;
   std::unique_ptr<FuseMount> mount_;
+  std::unique_ptr<MountGuard> guard_;  // destroyed (disarmed) after the mount is released
   sandbox::SandboxedProcess process_;
   const ipc::MountReady ready_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
@@ -126,6 +139,7 @@ class Supervisor {
   std::atomic<bool> stopping_{false};
   mutable std::mutex exit_mutex_;
   std::optional<sandbox::ExitStatus> exit_status_;
+  std::string guard_lost_;  // how the guard ended, if it died first
 
   std::mutex stop_mutex_;
   bool stopped_ = false;

@@ -1,0 +1,93 @@
+// heddle-fuse-guard: removes a supervisor's mount once the supervisor is gone. Started by the
+// supervisor with one end of a socketpair; it reads until 'D' (disarmed: the supervisor
+// releases the mount itself) or EOF (the supervisor died, perhaps by SIGKILL). Then, if the
+// mount on top of the mountpoint is still the supervisor's (same device), it detaches it:
+// umount2 when privileged, fusermount3 -u -z otherwise. Single-threaded, and in its own
+// session, so neither the supervisor's death nor a terminal's signals reach it.
+#include <signal.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+#include "heddle/launcher/fuse_mount.h"
+#include "heddle/launcher/mountinfo.h"
+
+namespace {
+
+struct GuardArgs {
+  int fd = -1;
+  std::string mountpoint;
+  unsigned major = 0;
+  unsigned minor = 0;
+  std::string supervisor = "?";
+};
+
+bool parse_unsigned(std::string_view text, unsigned& out) {
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+bool parse(int argc, char** argv, GuardArgs& args) {
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string_view flag = argv[i];
+    const std::string_view value = argv[i + 1];
+    unsigned fd = 0;
+    if (flag == "--fd" && parse_unsigned(value, fd)) {
+      args.fd = static_cast<int>(fd);
+    } else if (flag == "--mountpoint") {
+      args.mountpoint = value;
+    } else if (flag == "--device" && value.find(':') != std::string_view::npos) {
+      const auto colon = value.find(':');
+      if (!parse_unsigned(value.substr(0, colon), args.major) ||
+          !parse_unsigned(value.substr(colon + 1), args.minor)) {
+        return false;
+      }
+    } else if (flag == "--supervisor-pid") {
+      args.supervisor = value;
+    } else {
+      return false;
+    }
+  }
+  return args.fd >= 0 && !args.mountpoint.empty() && args.major + args.minor > 0;
+}
+
+void say(const std::string& line) { std::fprintf(stderr, "heddle-fuse-guard: %s\n", line.c_str()); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  GuardArgs args;
+  if (!parse(argc, argv, args)) {
+    std::fprintf(stderr,
+                 "usage: heddle-fuse-guard --fd N --mountpoint MP --device MAJOR:MINOR "
+                 "[--supervisor-pid PID]\n(started by heddle-fuse-launcher; not meant to be run "
+                 "by hand)\n");
+    return 2;
+  }
+  ::setsid();
+  ::signal(SIGPIPE, SIG_IGN);
+  if (::write(args.fd, "R", 1) != 1) return 1;
+
+  for (;;) {
+    char byte = 0;
+    const ssize_t n = ::read(args.fd, &byte, 1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF: the supervisor is gone
+    if (byte == 'D') return 0;
+  }
+
+  try {
+    const auto top = heddle::launcher::top_mount_at(args.mountpoint);
+    if (!top || top->major != args.major || top->minor != args.minor) return 0;
+    heddle::launcher::detach_mount(args.mountpoint);
+    say("supervisor " + args.supervisor + " is gone; removed its mount at " + args.mountpoint);
+    return 0;
+  } catch (const std::exception& e) {
+    say("supervisor " + args.supervisor + " is gone, but its mount at " + args.mountpoint +
+        " could not be removed: " + e.what());
+    return 1;
+  }
+}
