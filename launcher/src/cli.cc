@@ -18,7 +18,7 @@ namespace heddle::launcher {
 namespace {
 
 constexpr const char* kUsageLine =
-    "Usage: heddle-fuse-launcher {mount|status|unmount|doctor|demo} ... (see --help)";
+    "Usage: heddle-fuse-launcher {mount|status|unmount|doctor|sandbox-exec|demo} ... (see --help)";
 
 constexpr const char* kHelp = R"(Usage: heddle-fuse-launcher COMMAND [OPTIONS]
 
@@ -50,6 +50,10 @@ Commands:
   unmount MP
       Stop the worker (Stop, then SIGTERM, then SIGKILL) and return once the
       mount is gone.
+  sandbox-exec [--dir DIR | --repo-root REPO] [--sandbox=...] -- CMD [ARGS...]
+      Run CMD in exactly the sandbox a worker for DIR or REPO would get (same
+      namespaces, minimal root, identity, capabilities, seccomp), for debugging.
+      Exits with CMD's exit code (128 + N if killed by signal N).
   doctor [--json]
       Check every precondition of a mount on this host (FUSE device, setuid
       helper, no_new_privs, user namespaces, a real sandbox probe) and print
@@ -120,6 +124,15 @@ std::uint64_t parse_size(const std::string& value) {
   return size;
 }
 
+// --sandbox MODE or --sandbox=MODE; true for degraded.
+bool parse_sandbox_mode(const std::string& flag, Args& args) {
+  const std::string mode = flag == "--sandbox" ? args.value_of(flag) : flag.substr(10);
+  if (mode != "strict" && mode != "degraded") {
+    throw UsageError("--sandbox " + mode + ": expected strict or degraded");
+  }
+  return mode == "degraded";
+}
+
 MountArgs parse_mount(Args& args) {
   MountArgs mount;
   while (!args.done()) {
@@ -141,11 +154,7 @@ MountArgs parse_mount(Args& args) {
     } else if (flag == "--allow-other") {
       mount.allow_other = true;
     } else if (flag == "--sandbox" || flag.starts_with("--sandbox=")) {
-      const std::string mode = flag == "--sandbox" ? args.value_of(flag) : flag.substr(10);
-      if (mode != "strict" && mode != "degraded") {
-        throw UsageError("--sandbox " + mode + ": expected strict or degraded");
-      }
-      mount.supervisor.degraded_sandbox = mode == "degraded";
+      mount.supervisor.degraded_sandbox = parse_sandbox_mode(flag, args);
     } else if (flag == "--uid") {
       mount.uid = parse_uid(args.value_of(flag));
     } else if (flag == "--gid") {
@@ -167,6 +176,32 @@ MountArgs parse_mount(Args& args) {
   if (!git && mount.cache_bytes) throw UsageError("mount: --cache-bytes needs --repo-root");
   if (mount.mountpoint.empty()) throw UsageError("mount: --mountpoint is required");
   return mount;
+}
+
+// sandbox-exec [--dir D | --repo-root R] [--sandbox=strict|degraded] -- CMD ARGS...
+SandboxExecArgs parse_sandbox_exec(Args& args) {
+  SandboxExecArgs exec;
+  while (!args.done()) {
+    const std::string flag = args.take();
+    if (flag == "--") {
+      while (!args.done()) exec.command.push_back(args.take());
+      break;
+    }
+    if (flag == "--dir") {
+      exec.dir = args.value_of(flag);
+    } else if (flag == "--repo-root") {
+      exec.repo_root = args.value_of(flag);
+    } else if (flag == "--sandbox" || flag.starts_with("--sandbox=")) {
+      exec.supervisor.degraded_sandbox = parse_sandbox_mode(flag, args);
+    } else {
+      throw UsageError("sandbox-exec: unknown option " + flag + " (the command goes after --)");
+    }
+  }
+  if (!exec.dir.empty() && !exec.repo_root.empty()) {
+    throw UsageError("sandbox-exec: --dir and --repo-root exclude each other");
+  }
+  if (exec.command.empty()) throw UsageError("sandbox-exec: a command is required after --");
+  return exec;
 }
 
 // "status MP [--json]" and "unmount MP": one path, optionally --json.
@@ -228,6 +263,7 @@ int dispatch(Args& args) {
     }
     return doctor_command(json);
   }
+  if (command == "sandbox-exec") return sandbox_exec_command(parse_sandbox_exec(args));
   if (command == "demo") {
     if (!args.done()) throw UsageError("demo takes no arguments");
     return demo_command();

@@ -8,6 +8,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "heddle/launcher/supervisor.h"
 
@@ -31,6 +32,16 @@ struct MountArgs {
   SupervisorOptions supervisor;  // --sandbox=degraded
 };
 
+struct SandboxExecArgs {
+  std::string dir;        // bind this source, as a --dir worker gets it, or
+  std::string repo_root;  // the git paths a --repo-root worker gets
+  std::vector<std::string> command;
+  SupervisorOptions supervisor;  // --sandbox=degraded
+};
+
+// An existing directory, canonical; `role` names it in the error.
+[[nodiscard]] std::string canonical_source(const std::string& path, const char* role);
+
 // Canonical paths, the identity, and the checks that give clear errors before mounting.
 [[nodiscard]] MountRequest prepare_mount(const MountArgs& args);
 // The mountpoint's canonical form, found without touching the mount itself (a dead FUSE
@@ -42,5 +53,7 @@ int status_command(const std::string& mountpoint, bool json);
 int unmount_command(const std::string& mountpoint);
 int demo_command();
 int doctor_command(bool json);
+// Runs the command in a worker's sandbox; returns its exit code (128 + signal if killed).
+int sandbox_exec_command(const SandboxExecArgs& args);
 
 }  // namespace heddle::launcher

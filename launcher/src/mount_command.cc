@@ -48,13 +48,17 @@ class StopSignals {
   UniqueFd fd_;
 };
 
-std::string canonical_directory(const std::string& path, const char* role) {
+}  // namespace
+
+std::string canonical_source(const std::string& path, const char* role) {
   std::error_code ec;
   const fs::path canonical = fs::canonical(path, ec);
   if (ec) throw Error(std::string(role) + " " + path, ec.value());
   if (!fs::is_directory(canonical, ec)) throw Error(std::string(role) + " " + path, ENOTDIR);
   return canonical.string();
 }
+
+namespace {
 
 bool within(const std::string& inner, const std::string& outer) {
   return inner == outer || (inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0 &&
@@ -256,11 +260,11 @@ MountRequest prepare_mount(const MountArgs& args) {
   // tree: heddle mounts threads inside the work tree (.heddle/threads/...).
   std::vector<std::string> read_paths;
   if (!args.repo_root.empty()) {
-    request.git = GitSource{canonical_directory(args.repo_root, "repository"), args.thread_id};
+    request.git = GitSource{canonical_source(args.repo_root, "repository"), args.thread_id};
     if (args.cache_bytes) request.git->cache_bytes = *args.cache_bytes;
     read_paths = git_paths_to_bind(request.git->repo_root);
   } else {
-    request.source_dir = canonical_directory(args.dir, "source directory");
+    request.source_dir = canonical_source(args.dir, "source directory");
     read_paths = {request.source_dir};
   }
   request.mountpoint = canonical_mountpoint(args.mountpoint);
@@ -269,7 +273,7 @@ MountRequest prepare_mount(const MountArgs& args) {
     spdlog::info("removed a stale heddle mount at {} (its worker was gone)", request.mountpoint);
   }
   require_usable_mountpoint(request.mountpoint, ::getuid());
-  request.mountpoint = canonical_directory(request.mountpoint, "mountpoint");
+  request.mountpoint = canonical_source(request.mountpoint, "mountpoint");
   for (const std::string& source : read_paths) {
     if (within(request.mountpoint, source) || within(source, request.mountpoint)) {
       throw Error("mountpoint " + request.mountpoint + " and source " + source + " overlap",

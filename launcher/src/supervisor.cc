@@ -37,8 +37,8 @@ SocketPair make_socketpair(const char* what) {
 
 sandbox::SandboxSpec worker_spec(const MountRequest& request, const SupervisorOptions& options,
                                  int bootstrap_fd) {
+  sandbox::SandboxSpec spec = worker_sandbox(request, options);
   const std::string& binary = options.worker_binary;
-  sandbox::SandboxSpec spec;
   spec.executable = binary;
   spec.argv = {binary};
   if (request.git) {
@@ -46,34 +46,14 @@ sandbox::SandboxSpec worker_spec(const MountRequest& request, const SupervisorOp
                      {"--repo-root", request.git->repo_root, "--thread-id", request.git->thread,
                       "--cache-bytes", std::to_string(request.git->cache_bytes), "--owner",
                       std::to_string(request.uid) + ":" + std::to_string(request.gid)});
-    // Only what libgit2 reads: the git dir, its common dir, the alternates.
-    spec.readonly_paths = git_paths_to_bind(request.git->repo_root);
   } else {
     spec.argv.insert(spec.argv.end(), {"--dir", request.source_dir});
-    spec.readonly_paths = {request.source_dir};
   }
   spec.argv.insert(spec.argv.end(),
                    {"--mountpoint", request.mountpoint, "--bootstrap-fd", "3",
                     options.degraded_sandbox ? "--expect-sandbox=degraded" : "--expect-sandbox"});
   if (options.test_ignore_stop) spec.argv.emplace_back("--test-ignore-stop");
-  for (const char* name : kPassedEnv) {
-    if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
-  }
-  const WorkerIdentity identity =
-      choose_worker_identity(request.uid, request.gid, spec.readonly_paths,
-                             options.subordinate_ids && !options.degraded_sandbox);
-  if (!identity.why.empty()) spdlog::info("{}", identity.why);
-  spec.uid = identity.uid;
-  spec.gid = identity.gid;
-  spec.subordinate_ids = identity.subordinate;
-  spec.user_namespace = !options.degraded_sandbox;
-  if (options.degraded_sandbox) {
-    spdlog::warn("degraded sandbox: the worker runs without a user namespace (so without its own "
-                 "mount, pid and network namespaces), still with no capabilities, no_new_privs, "
-                 "seccomp and closed fds");
-  }
   spec.inherit_fds = {bootstrap_fd};
-  spec.hostname = "heddle-fuse-worker";
   return spec;
 }
 
@@ -108,6 +88,34 @@ ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process,
 }
 
 }  // namespace
+
+sandbox::SandboxSpec worker_sandbox(const MountRequest& request, const SupervisorOptions& options) {
+  sandbox::SandboxSpec spec;
+  if (request.git) {
+    // Only what libgit2 reads: the git dir, its common dir, the alternates.
+    spec.readonly_paths = git_paths_to_bind(request.git->repo_root);
+  } else if (!request.source_dir.empty()) {
+    spec.readonly_paths = {request.source_dir};
+  }
+  for (const char* name : kPassedEnv) {
+    if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
+  }
+  const WorkerIdentity identity =
+      choose_worker_identity(request.uid, request.gid, spec.readonly_paths,
+                             options.subordinate_ids && !options.degraded_sandbox);
+  if (!identity.why.empty()) spdlog::info("{}", identity.why);
+  spec.uid = identity.uid;
+  spec.gid = identity.gid;
+  spec.subordinate_ids = identity.subordinate;
+  spec.user_namespace = !options.degraded_sandbox;
+  if (options.degraded_sandbox) {
+    spdlog::warn("degraded sandbox: the worker runs without a user namespace (so without its own "
+                 "mount, pid and network namespaces), still with no capabilities, no_new_privs, "
+                 "seccomp and closed fds");
+  }
+  spec.hostname = "heddle-fuse-worker";
+  return spec;
+}
 
 std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOptions options) {
   if (options.worker_binary.empty()) options.worker_binary = resolve_worker_binary();

@@ -89,6 +89,11 @@ struct SupervisorOptions {
   bool subordinate_ids = true;
 };
 
+// The sandbox a worker for `request` gets (binds, identity, namespaces, environment), without
+// its executable, argv or fds. `sandbox-exec` runs other commands in exactly this.
+[[nodiscard]] sandbox::SandboxSpec worker_sandbox(const MountRequest& request,
+                                                  const SupervisorOptions& options);
+
 class Supervisor {
  public:
   // Mounts, launches the sandboxed worker, hands it the fds, and returns after MountReady.
