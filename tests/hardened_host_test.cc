@@ -25,6 +25,7 @@
 
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/mountinfo.h"
+#include "support/as_test_user.h"
 #include "support/child_process.h"
 #include "support/test_support.h"
 
@@ -35,41 +36,7 @@ using namespace std::chrono_literals;
 using Json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kUser = "heddle-test";
-constexpr const char* kStage = HEDDLE_USER_STAGE;
-constexpr const char* kUserPath = "/usr/bin:/bin";
 constexpr const char* kStaleLine = "removed a stale heddle mount at ";
-
-std::string stage_bin(const std::string& name) { return std::string(kStage) + "/bin/" + name; }
-std::string stage_home() { return std::string(kStage) + "/home"; }
-
-// How a command is started as the test user.
-struct AsUser {
-  std::string path = kUserPath;
-  bool no_new_privs = false;
-};
-
-// argv that runs `command` as heddle-test, as test_user.sh does: no login session (so no
-// XDG_RUNTIME_DIR), its own HOME, a cwd it can reach, and the PATH given.
-std::vector<std::string> as_user(std::vector<std::string> command, const AsUser& how = {}) {
-  std::vector<std::string> argv = {"/usr/bin/setpriv", std::string("--reuid=") + kUser,
-                                   std::string("--regid=") + kUser, "--init-groups"};
-  if (how.no_new_privs) argv.emplace_back("--no-new-privs");
-  argv.insert(argv.end(), {"/usr/bin/env", "-C", stage_home(), "-u", "XDG_RUNTIME_DIR",
-                           "HOME=" + stage_home(), "PATH=" + how.path});
-  argv.insert(argv.end(), command.begin(), command.end());
-  return argv;
-}
-
-// The launcher as the test user (the staged copy) or as root (the build tree's).
-std::vector<std::string> user_launcher(std::vector<std::string> args, const AsUser& how = {}) {
-  args.insert(args.begin(), stage_bin("heddle-fuse-launcher"));
-  return as_user(std::move(args), how);
-}
-std::vector<std::string> root_launcher(std::vector<std::string> args) {
-  args.insert(args.begin(), bin_path("heddle-fuse-launcher"));
-  return args;
-}
 
 std::size_t count_of(const std::string& text, const std::string& needle) {
   std::size_t count = 0;

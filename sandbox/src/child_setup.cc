@@ -6,6 +6,7 @@
 #include <linux/seccomp.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -194,6 +195,22 @@ void drop_capabilities(const ChildPlan& plan) {
   check(plan, sys(SYS_capset, ptr(&header), ptr(data)), SetupStage::kDropCaps);
 }
 
+// Soft and hard alike, so the sandboxed process cannot raise them again. The parent clamped
+// them to its own hard limits: raising one would need CAP_SYS_RESOURCE over the host.
+void set_rlimits(const ChildPlan& plan) {
+  const struct {
+    int resource;
+    unsigned long value;
+  } limits[] = {{RLIMIT_NOFILE, plan.max_open_files},
+                {RLIMIT_NPROC, plan.max_processes},
+                {RLIMIT_CORE, 0}};
+  for (const auto& limit : limits) {
+    const rlimit value{limit.value, limit.value};
+    check(plan, sys(SYS_prlimit64, 0, limit.resource, ptr(&value), 0), SetupStage::kRlimits,
+          limit.resource);
+  }
+}
+
 // The supervisor blocks signals it reads through signalfd; execve would pass that mask (and
 // any ignored dispositions) on to the worker, which must die on SIGTERM.
 void reset_signals() {
@@ -225,6 +242,7 @@ void run_child(ChildPlan plan) noexcept {
     drop_bounding_set(plan);
     become_identity(plan);
   }
+  set_rlimits(plan);
   drop_capabilities(plan);
   check(plan, sys(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), SetupStage::kNoNewPrivs);
   // Last before execve, so nothing above runs under the filter.

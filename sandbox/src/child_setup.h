@@ -30,6 +30,7 @@ enum class SetupStage : int {
   kMountProc,
   kDetachOldRoot,
   kHostname,
+  kRlimits,
   kDropCaps,
   kNoNewPrivs,
   kSeccomp,
@@ -79,6 +80,8 @@ struct ChildPlan {
   const char* hostname = nullptr;
   std::size_t hostname_len = 0;
   int last_cap = 0;
+  unsigned long max_open_files = 0;
+  unsigned long max_processes = 0;
   const sock_fprog* seccomp = nullptr;
   const char* executable = nullptr;
   char* const* argv = nullptr;

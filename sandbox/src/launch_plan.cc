@@ -1,5 +1,6 @@
 #include "launch_plan.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,11 +22,19 @@ namespace {
 constexpr const char* kRuntimeRoots[] = {"/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
                                          "/libx32"};
 
+constexpr const char* kLoaderCache = "/etc/ld.so.cache";
+
 int read_last_cap() {
   std::ifstream in("/proc/sys/kernel/cap_last_cap");
   int last = 0;
   if (in >> last && last > 0 && last < 64) return last;
   return 63;  // dropping unknown caps fails with EINVAL, which the child ignores
+}
+
+unsigned long clamp_to_hard_limit(int resource, unsigned long wanted) {
+  rlimit current{};
+  if (::getrlimit(resource, &current) != 0 || current.rlim_max == RLIM_INFINITY) return wanted;
+  return std::min<unsigned long>(wanted, current.rlim_max);
 }
 
 std::string canonical_or_throw(const std::string& path, const char* role) {
@@ -72,6 +81,8 @@ void LaunchPlan::add_system_runtime() {
       add_bind(root);
     }
   }
+  // All of /etc the sandbox gets: the dynamic loader's cache (it works without, only slower).
+  if (::access(kLoaderCache, R_OK) == 0) add_bind(kLoaderCache);
 }
 
 void LaunchPlan::add_bind(const std::string& host_path) {
@@ -155,6 +166,8 @@ ChildPlan LaunchPlan::child_plan(int sync_fd, int sync_write_fd, int report_fd) 
   plan.hostname = spec_.hostname.c_str();
   plan.hostname_len = spec_.hostname.size();
   plan.last_cap = last_cap_;
+  plan.max_open_files = clamp_to_hard_limit(RLIMIT_NOFILE, spec_.max_open_files);
+  plan.max_processes = clamp_to_hard_limit(RLIMIT_NPROC, spec_.max_processes);
   plan.seccomp = &seccomp_prog_;
   plan.executable = executable_.c_str();
   plan.argv = argv_ptrs_.data();
@@ -214,6 +227,10 @@ void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
       break;
     case SetupStage::kDetachOldRoot: what = "sandbox: detach the host root"; break;
     case SetupStage::kHostname: what = "sandbox: set the hostname"; break;
+    case SetupStage::kRlimits:
+      what = "sandbox: set resource limit " + std::to_string(report.index);
+      if (denied) hint = "a hard limit above the launcher's own cannot be set; lower the spec's";
+      break;
     case SetupStage::kDropCaps: what = "sandbox: drop capabilities"; break;
     case SetupStage::kNoNewPrivs: what = "sandbox: set no_new_privs"; break;
     case SetupStage::kSeccomp:

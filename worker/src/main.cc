@@ -5,6 +5,7 @@
 // 101 when HEDDLE_FUSE_WORKER_PANIC_ON_INIT is set.
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <iostream>
 #include <optional>
@@ -174,6 +176,12 @@ std::unique_ptr<Backend> open_backend(const Options& options) {
 }
 
 [[noreturn]] void run(const Options& options) {
+  // execve made us dumpable again: no core dump of served file contents, and no ptrace or
+  // /proc/PID/mem from anything but root over this user namespace.
+  if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    spdlog::error("prctl(PR_SET_DUMPABLE, 0): {}", std::strerror(errno));
+    exit_now(1);
+  }
   install_signal_handlers(options.test_ignore_stop);
 
   Bootstrap bootstrap;

@@ -38,6 +38,10 @@ struct SandboxSpec {
   std::string hostname = "heddle-sandbox";
   // Mount a /proc of the sandbox's own pid namespace (sanitizer runtimes need /proc/self/maps).
   bool mount_proc = true;
+  // Resource limits, soft and hard. Threads count against RLIMIT_NPROC (per user, within
+  // the sandbox's user namespace); no core dumps, which could hold file contents.
+  unsigned long max_open_files = 4096;
+  unsigned long max_processes = 256;
   // How long the child may take from clone to execve before it is killed.
   std::chrono::milliseconds setup_timeout{10000};
 };
