@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -246,12 +247,22 @@ int run_in_background(const MountRequest& request, const MountArgs& args) {
 
 std::string canonical_mountpoint(const std::string& path) {
   fs::path p = fs::path(path).lexically_normal();
-  if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
-  if (p == p.root_path()) return p.string();
-  std::error_code ec;
-  const fs::path parent = fs::canonical(fs::absolute(p, ec).parent_path(), ec);
-  if (ec) throw Error("mountpoint " + path, ec.value());
-  return (parent / p.filename()).string();
+  // A symlink as the last component is followed with readlink(2), which never asks the
+  // filesystem mounted there; everything above it is resolved by canonical().
+  for (int links = 0;; ++links) {
+    if (!p.has_filename() && p.has_parent_path() && p != p.root_path()) p = p.parent_path();
+    if (p == p.root_path()) return p.string();
+    std::error_code ec;
+    const fs::path parent = fs::canonical(fs::absolute(p, ec).parent_path(), ec);
+    if (ec) throw Error("mountpoint " + path, ec.value());
+    p = parent / p.filename();
+    std::string target(PATH_MAX, '\0');
+    const ssize_t n = ::readlink(p.c_str(), target.data(), target.size());
+    if (n < 0) return p.string();  // not a symlink (EINVAL), or absent: the checks say so
+    if (links == 40) throw Error("mountpoint " + path, ELOOP);
+    target.resize(static_cast<std::size_t>(n));
+    p = (parent / target).lexically_normal();  // an absolute target replaces the parent
+  }
 }
 
 MountRequest prepare_mount(const MountArgs& args) {
