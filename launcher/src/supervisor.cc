@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdlib>
 
@@ -62,11 +63,32 @@ std::string worker_exit(sandbox::SandboxedProcess& process, milliseconds grace) 
   return process.reap().describe();
 }
 
-ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process,
+// The worker's first frame, bounded by the handshake timeout. The guard is watched meanwhile:
+// the watcher that would notice its loss only starts after MountReady, and until then a guard
+// that died would leave the mount unguarded while the worker still announced it ready.
+ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process, MountGuard& guard,
                                   const SupervisorOptions& options) {
+  const auto deadline = std::chrono::steady_clock::now() + options.handshake_timeout;
+  const auto left = [&] {
+    return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
+                                          deadline - std::chrono::steady_clock::now()));
+  };
+  pollfd ends[2] = {{ipc, POLLIN, 0}, {guard.pidfd(), POLLIN, 0}};
+  int polled;
+  do {
+    polled = ::poll(ends, 2, static_cast<int>(left().count()));
+  } while (polled < 0 && errno == EINTR);
+  if (polled > 0 && ends[0].revents == 0) {
+    const std::string how = guard.disarm();
+    process.signal(SIGKILL);
+    process.reap();
+    throw Error("the mount guard " + std::to_string(guard.pid()) + " ended (" + how +
+                    ") before MountReady",
+                0, "something ended heddle-fuse-guard; the mount was removed");
+  }
   std::optional<ipc::Message> first;
   try {
-    first = ipc::read_frame(ipc, options.handshake_timeout);
+    first = ipc::read_frame(ipc, left());
   } catch (const Error& e) {
     if (e.code() == ETIMEDOUT) {
       throw Error("worker (pid " + std::to_string(process.pid()) + ") sent no MountReady within " +
@@ -150,7 +172,7 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
   ipc.theirs.reset();
   bootstrap.ours.reset();
 
-  ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, options);
+  ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, *guard, options);
   return std::unique_ptr<Supervisor>(new Supervisor(std::move(request), std::move(options),
                                                     std::move(mount), std::move(guard),
                                                     std::move(process), std::move(ipc.ours),
