@@ -1,4 +1,5 @@
-// heddle-fuse-guard: removes a supervisor's mount once the supervisor is gone. Started by the
+// heddle-fuse-guard: removes a supervisor's mount (and its control socket) once the
+// supervisor is gone. Started by the
 // supervisor with one end of a socketpair; it reads until 'D' (disarmed: the supervisor
 // releases the mount itself) or EOF (the supervisor died, perhaps by SIGKILL). Then, if the
 // mount on top of the mountpoint is still the supervisor's (same device), it detaches it:
@@ -12,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mountinfo.h"
 
@@ -79,6 +81,11 @@ int main(int argc, char** argv) {
     if (byte == 'D') return 0;
   }
 
+  // The dead supervisor's control socket would otherwise stay behind until the next mount.
+  try {
+    ::unlink(heddle::launcher::control_socket_path(args.mountpoint).c_str());
+  } catch (const std::exception&) {
+  }
   try {
     const auto top = heddle::launcher::top_mount_at(args.mountpoint);
     if (!top || top->major != args.major || top->minor != args.minor) return 0;
