@@ -94,6 +94,9 @@ TEST_F(CliTest, BadArgumentsExitTwoWithAUsageLine) {
       {"status", "/a", "/b"},
       {"unmount", "--json", "/a"},
       {"demo", "extra"},
+      // 2^34 + 1 GiB: 64 bits would wrap it to 1 GiB.
+      {"mount", "--repo-root", "/tmp", "--thread-id", "t", "--cache-bytes", "17179869185G",
+       "--mountpoint", "/mnt"},
   };
   for (const auto& args : cases) {
     const CommandResult result = launcher(args);
@@ -228,6 +231,7 @@ TEST_F(CliTest, TheGuardRemovesTheMountOfASigkilledSupervisor) {
   EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
   EXPECT_TRUE(eventually([&] { return process_gone(ready["pid"].get<pid_t>()); }));
   EXPECT_TRUE(eventually([&] { return process_gone(guard); }));
+  EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp()))) << "the dead supervisor's socket";
 }
 
 TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisorAndGuard) {

@@ -9,7 +9,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <span>
+#include <string>
+#include <utility>
+#include <variant>
 
 #include "commands.h"
 #include "heddle/error.h"
@@ -119,7 +123,12 @@ std::uint64_t parse_size(const std::string& value) {
   if (digits == 0 || digits > 12 || shift < 0) {
     throw UsageError("--cache-bytes " + value + ": expected a size such as 268435456 or 256M");
   }
-  const std::uint64_t size = std::stoull(value.substr(0, digits)) << shift;
+  const std::uint64_t count = std::stoull(value.substr(0, digits));
+  // 12 digits and a G overflow 64 bits; a wrapped size would be silently small (or zero).
+  if (count > (std::numeric_limits<std::uint64_t>::max() >> shift)) {
+    throw UsageError("--cache-bytes " + value + ": too large");
+  }
+  const std::uint64_t size = count << shift;
   if (size == 0) throw UsageError("--cache-bytes must be positive");
   return size;
 }
@@ -237,23 +246,40 @@ void configure_logging() {
   if (unknown) spdlog::warn("HEDDLE_FUSE_LOG={} is not a level; using info", name);
 }
 
-int dispatch(Args& args) {
-  if (args.done()) throw UsageError("a command is required");
-  const std::string command = args.take();
-  if (command == "-h" || command == "--help" || command == "help") {
+// Runs a parsed command.
+struct Dispatch {
+  int operator()(const HelpCommand&) const {
     std::cout << kHelp;
     return 0;
   }
-  if (command == "--version") {
+  int operator()(const VersionCommand&) const {
     std::cout << "heddle-fuse-launcher " << HEDDLE_VERSION << "\n";
     return 0;
   }
-  if (command == "mount") return mount_command(parse_mount(args));
-  if (command == "status") {
-    const auto [mountpoint, json] = parse_target(args, command, true);
-    return status_command(mountpoint, json);
+  int operator()(const MountArgs& args) const { return mount_command(args); }
+  int operator()(const StatusCommand& args) const {
+    return status_command(args.mountpoint, args.json);
   }
-  if (command == "unmount") return unmount_command(parse_target(args, command, false).first);
+  int operator()(const UnmountCommand& args) const { return unmount_command(args.mountpoint); }
+  int operator()(const DoctorCommand& args) const { return doctor_command(args.json); }
+  int operator()(const SandboxExecArgs& args) const { return sandbox_exec_command(args); }
+  int operator()(const DemoCommand&) const { return demo_command(); }
+};
+
+}  // namespace
+
+ParsedCli parse_cli(std::span<char*> argv) {
+  Args args(argv);
+  if (args.done()) throw UsageError("a command is required");
+  const std::string command = args.take();
+  if (command == "-h" || command == "--help" || command == "help") return HelpCommand{};
+  if (command == "--version") return VersionCommand{};
+  if (command == "mount") return parse_mount(args);
+  if (command == "status") {
+    auto [mountpoint, json] = parse_target(args, command, true);
+    return StatusCommand{std::move(mountpoint), json};
+  }
+  if (command == "unmount") return UnmountCommand{parse_target(args, command, false).first};
   if (command == "doctor") {
     bool json = false;
     while (!args.done()) {
@@ -261,23 +287,21 @@ int dispatch(Args& args) {
       if (arg != "--json") throw UsageError("doctor: unexpected argument " + arg);
       json = true;
     }
-    return doctor_command(json);
+    return DoctorCommand{json};
   }
-  if (command == "sandbox-exec") return sandbox_exec_command(parse_sandbox_exec(args));
+  if (command == "sandbox-exec") return parse_sandbox_exec(args);
   if (command == "demo") {
     if (!args.done()) throw UsageError("demo takes no arguments");
-    return demo_command();
+    return DemoCommand{};
   }
   throw UsageError("unknown command " + command);
 }
 
-}  // namespace
-
 int run_cli(int argc, char** argv) {
   configure_logging();
-  Args args(std::span<char*>(argv + 1, static_cast<std::size_t>(argc > 0 ? argc - 1 : 0)));
+  const std::span<char*> args(argv + 1, static_cast<std::size_t>(argc > 0 ? argc - 1 : 0));
   try {
-    return dispatch(args);
+    return std::visit(Dispatch{}, parse_cli(args));
   } catch (const UsageError& e) {
     std::cerr << "heddle-fuse-launcher: " << e.what() << "\n" << kUsageLine << "\n";
     return 2;

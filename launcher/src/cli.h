@@ -1,6 +1,35 @@
 #pragma once
 
+#include <span>
+#include <string>
+#include <variant>
+
+#include "commands.h"
+
 namespace heddle::launcher {
+
+// The commands without arguments of their own beyond these fields; mount and sandbox-exec
+// parse into MountArgs and SandboxExecArgs (commands.h).
+struct HelpCommand {};
+struct VersionCommand {};
+struct StatusCommand {
+  std::string mountpoint;
+  bool json = false;
+};
+struct UnmountCommand {
+  std::string mountpoint;
+};
+struct DoctorCommand {
+  bool json = false;
+};
+struct DemoCommand {};
+
+using ParsedCli = std::variant<HelpCommand, VersionCommand, MountArgs, StatusCommand,
+                               UnmountCommand, DoctorCommand, SandboxExecArgs, DemoCommand>;
+
+// Parses the arguments after the program name into a command, without running it or touching
+// anything but the user and group databases (--uid/--gid names). Throws UsageError.
+[[nodiscard]] ParsedCli parse_cli(std::span<char*> args);
 
 // Parses argv and runs the command: 0 success, 1 failure, 2 usage error.
 int run_cli(int argc, char** argv);

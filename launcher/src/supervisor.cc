@@ -95,7 +95,7 @@ ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process, M
                       std::to_string(options.handshake_timeout.count()) + " ms",
                   ETIMEDOUT, "see the worker's log above; the source may be on a slow filesystem");
     }
-    throw Error(std::string("bad handshake from the worker: ") + e.what(), e.code());
+    throw Error("bad handshake from the worker: " + e.attempt(), e.code(), e.hint());
   }
   if (!first) {
     throw Error("worker exited before MountReady (" + worker_exit(process, options.stop_grace) + ")",
@@ -283,16 +283,20 @@ ipc::StatusOk Supervisor::status() {
     ++unanswered_status_;
     const auto reply = ipc::read_frame(ipc_.get(), options_.status_timeout);
     --unanswered_status_;
-    if (!reply) throw Error(where, ECONNRESET, "the worker closed its IPC socket");
+    if (!reply) throw Error("the worker closed its IPC socket", ECONNRESET);
     if (auto* ok = std::get_if<ipc::StatusOk>(&*reply)) return *ok;
-    throw Error(where + ": expected StatusOk, got " + std::string(ipc::kind_of(*reply)), EPROTO);
+    throw Error("expected StatusOk, got " + std::string(ipc::kind_of(*reply)), EPROTO);
   } catch (const Error& e) {
     if (e.code() == ETIMEDOUT) {
       throw Error(where + ": no reply within " + std::to_string(options_.status_timeout.count()) +
                       " ms",
                   ETIMEDOUT, "the worker is alive but stuck; unmount escalates to SIGKILL");
     }
-    throw;
+    // A malformed or cut frame leaves the stream out of step for good (no frame boundary can
+    // be found again): a worker that breaks the protocol is ended, and so is its mount.
+    process_.signal(SIGKILL);
+    throw Error(where + ": " + e.attempt(), e.code(),
+                "the worker broke the IPC protocol and was killed; its mount is removed");
   }
 }
 

@@ -1,0 +1,239 @@
+// hostile_worker: takes the bootstrap like heddle-fuse-worker (fd 3 carries one SCM_RIGHTS
+// message with [ipc socket, /dev/fuse fd] and the host pid), then misbehaves on the IPC socket.
+//
+// The sandbox passes only the worker argv the supervisor builds and a fixed environment, so the
+// misbehaviour is chosen by the executable's NAME: a copy named `hostile-MODE` runs MODE.
+//
+//   oversize         a first frame claiming 0xFFFFFFFF body bytes, then silence
+//   truncated        a header claiming 100 bytes, 10 of them, then silence
+//   unknown-kind     {"kind":"Explode"} instead of MountReady
+//   status-first     StatusOk before MountReady
+//   close-mid-frame  a header claiming 100 bytes, 10 of them, then exit (EOF mid-frame)
+//   flood-reply      MountReady, then every Status answered with kFloodFrames StatusOk frames
+//   unsolicited      MountReady, then Stopping frames sent continuously, unasked
+//   silent           MountReady, then every request (Stop included) read and ignored
+//   extra-fds        MountReady and every StatusOk carry SCM_RIGHTS fds (the /dev/fuse fd among
+//                    them); otherwise a well-behaved worker (answers Stop with Stopping)
+//   close-mid-reply  MountReady, then the reply to Status cut off after 10 bytes, then exit
+//   split-reply      MountReady, then the first reply to Status in two writes kSplitPause
+//                    apart (the header and 10 body bytes, then the rest); later ones whole
+//
+// It never serves FUSE: tests must not touch the mount. It always leaves with _exit(): inside
+// the sandbox LeakSanitizer's exit-time check (which needs ptrace) cannot run.
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "heddle/ipc/fd_passing.h"
+#include "heddle/ipc/frame.h"
+#include "heddle/ipc/message.h"
+#include "heddle/unique_fd.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace heddle;
+
+constexpr std::string_view kPrefix = "hostile-";
+constexpr int kFloodFrames = 20000;
+constexpr int kExtraDups = 30;     // dups of the ipc fd passed along with the others
+constexpr auto kLinger = 60s;      // "silence" is bounded: the supervisor kills us long before
+constexpr auto kWriteTimeout = 5s;
+constexpr auto kSplitPause = 600ms;  // longer than the tests' status_timeout
+
+[[noreturn]] void die(const std::string& why) {
+  std::fprintf(stderr, "hostile_worker: %s\n", why.c_str());
+  std::fflush(stderr);
+  ::_exit(1);
+}
+
+[[noreturn]] void linger_then_exit() {
+  std::this_thread::sleep_for(kLinger);
+  ::_exit(0);
+}
+
+// Raw bytes, retried on short writes; errors (the supervisor closed its end) end us.
+void write_raw(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t sent = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (sent < 0 && errno == EINTR) continue;
+    if (sent <= 0) ::_exit(0);
+    bytes.remove_prefix(static_cast<std::size_t>(sent));
+  }
+}
+
+std::string header(std::uint32_t length) {
+  std::string out(4, '\0');
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((length >> (8 * i)) & 0xff);
+  return out;
+}
+
+// The first 10 of 100 promised body bytes.
+std::string partial_frame() { return header(100) + R"({"kind":"M)"; }
+
+void send(int fd, const ipc::Message& message) {
+  try {
+    ipc::write_frame(fd, message, kWriteTimeout);
+  } catch (const std::exception&) {
+    ::_exit(0);  // the supervisor is gone or stopped reading
+  }
+}
+
+// The next request, or exit on EOF / a broken stream.
+ipc::Message next_request(int fd) {
+  try {
+    if (auto message = ipc::read_frame(fd)) return *message;
+  } catch (const std::exception&) {
+  }
+  ::_exit(0);
+}
+
+// A whole frame whose first byte carries `fds` (the kernel attaches them to that byte).
+void send_with_fds(int fd, const ipc::Message& message, const std::vector<int>& fds) {
+  try {
+    ipc::send_fds(fd, fds, ipc::encode_frame(message));
+  } catch (const std::exception& e) {
+    die(std::string("send a frame with fds: ") + e.what());
+  }
+}
+
+struct Args {
+  std::string mode;
+  std::string mountpoint;
+  int bootstrap_fd = 3;
+};
+
+Args parse(int argc, char** argv) {
+  Args args;
+  const std::string_view self = argc > 0 ? argv[0] : "";
+  const auto slash = self.rfind('/');
+  const std::string_view name = slash == std::string_view::npos ? self : self.substr(slash + 1);
+  if (!name.starts_with(kPrefix)) die("run me as hostile-MODE, not " + std::string(name));
+  args.mode = name.substr(kPrefix.size());
+  for (int i = 1; i + 1 < argc; ++i) {
+    const std::string_view flag = argv[i];
+    if (flag == "--mountpoint") args.mountpoint = argv[i + 1];
+    if (flag == "--bootstrap-fd") {
+      const std::string_view value = argv[i + 1];
+      if (std::from_chars(value.data(), value.data() + value.size(), args.bootstrap_fd).ec !=
+          std::errc{}) {
+        die("bad --bootstrap-fd");
+      }
+    }
+  }
+  return args;
+}
+
+std::uint32_t parse_pid(const std::string& payload) {
+  std::uint32_t pid = 0;
+  if (std::from_chars(payload.data(), payload.data() + payload.size(), pid).ec != std::errc{}) {
+    die("bootstrap payload is not a pid");
+  }
+  return pid;
+}
+
+[[noreturn]] void serve(const Args& args, int ipc_fd, int fuse_fd, std::uint32_t pid) {
+  const ipc::MountReady ready{pid, args.mountpoint};
+  const ipc::StatusOk ok{pid, args.mountpoint};
+  const std::string& mode = args.mode;
+
+  if (mode == "oversize") {
+    write_raw(ipc_fd, header(0xFFFFFFFFu));
+    linger_then_exit();
+  }
+  if (mode == "truncated") {
+    write_raw(ipc_fd, partial_frame());
+    linger_then_exit();
+  }
+  if (mode == "close-mid-frame") {
+    write_raw(ipc_fd, partial_frame());
+    ::_exit(0);
+  }
+  if (mode == "unknown-kind") {
+    const std::string body = R"({"kind":"Explode","pid":1})";
+    write_raw(ipc_fd, header(static_cast<std::uint32_t>(body.size())) + body);
+    linger_then_exit();
+  }
+  if (mode == "status-first") {
+    send(ipc_fd, ok);
+    linger_then_exit();
+  }
+
+  if (mode == "extra-fds") {
+    // The /dev/fuse fd, the IPC socket itself, stdio and a pile of dups.
+    std::vector<int> fds = {fuse_fd, ipc_fd, 0, 1, 2};
+    for (int i = 0; i < kExtraDups; ++i) {
+      const int dup = ::dup(ipc_fd);
+      if (dup < 0) die("dup");
+      fds.push_back(dup);
+    }
+    send_with_fds(ipc_fd, ready, fds);
+    for (;;) {
+      const ipc::Message request = next_request(ipc_fd);
+      if (std::holds_alternative<ipc::Stop>(request)) {
+        send(ipc_fd, ipc::Stopping{});
+        ::_exit(0);
+      }
+      if (std::holds_alternative<ipc::Status>(request)) send_with_fds(ipc_fd, ok, fds);
+    }
+  }
+
+  send(ipc_fd, ready);
+  if (mode == "unsolicited") {
+    // Blocks once the supervisor's receive buffer is full; it must still get rid of us.
+    for (;;) write_raw(ipc_fd, ipc::encode_frame(ipc::Stopping{}));
+  }
+  int replies = 0;
+  for (;;) {
+    const ipc::Message request = next_request(ipc_fd);
+    if (!std::holds_alternative<ipc::Status>(request)) continue;  // Stop is ignored too
+    if (mode == "silent") continue;
+    if (mode == "flood-reply") {
+      const std::string frame = ipc::encode_frame(ok);
+      std::string burst;
+      for (int i = 0; i < kFloodFrames; ++i) burst += frame;
+      write_raw(ipc_fd, burst);
+    } else if (mode == "split-reply") {
+      const std::string frame = ipc::encode_frame(ok);
+      if (replies++ == 0) {
+        write_raw(ipc_fd, frame.substr(0, 14));
+        std::this_thread::sleep_for(kSplitPause);
+        write_raw(ipc_fd, frame.substr(14));
+      } else {
+        write_raw(ipc_fd, frame);
+      }
+    } else if (mode == "close-mid-reply") {
+      write_raw(ipc_fd, partial_frame());
+      ::_exit(0);
+    } else {
+      die("unknown mode " + mode);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse(argc, argv);
+  ipc::ReceivedFds bootstrap;
+  try {
+    const UniqueFd fd(args.bootstrap_fd);
+    bootstrap = ipc::receive_fds(fd.get(), 2, 64, 10s);
+  } catch (const std::exception& e) {
+    die(std::string("bootstrap: ") + e.what());
+  }
+  // Both stay open until we exit: like a real worker, we hold the only /dev/fuse fd.
+  serve(args, bootstrap.fds[0].get(), bootstrap.fds[1].get(), parse_pid(bootstrap.payload));
+}
