@@ -348,7 +348,8 @@ TEST_F(HardenedHostTest, AFusermountThatIsNotSetuidIsRefusedWithEperm) {
   struct stat st {};
   ASSERT_EQ(::stat(helper.c_str(), &st), 0);
   ASSERT_EQ(st.st_mode & 07777, 0755u);
-  const AsUser how{helper_dir.string() + ":" + kUserPath};
+  AsUser how;
+  how.path = helper_dir.string() + ":" + kUserPath;
 
   for (const bool foreground : {false, true}) {
     std::vector<std::string> args = {"mount", "--dir", src(), "--mountpoint", mp()};
