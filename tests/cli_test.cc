@@ -251,6 +251,33 @@ TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisorAndGuard) {
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
 }
 
+// Relative paths resolve against the working directory; a symlinked mountpoint is the same
+// mount to mount, status and unmount, through the link or its target; a newline is just a
+// byte of a name (mountinfo escapes it, the control socket is named by a hash).
+TEST_F(CliTest, RelativeSymlinkedAndNewlinePathsNameOneMount) {
+  const fs::path odd = tree_->root() / "with\nnewline";
+  fs::create_directory(odd);
+  fs::create_directory_symlink(odd, tree_->root() / "link");
+  const auto in_root = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"/usr/bin/env", "-C", tree_->root().string(),
+                               bin_path("heddle-fuse-launcher")});
+    return run_command(args, 30s);
+  };
+  const CommandResult mounted = in_root({"mount", "--dir", "source", "--mountpoint", "link", "--json"});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  const Json ready = Json::parse(mounted.out);
+  supervisor_pid_ = ready.value("supervisor_pid", -1);
+  EXPECT_EQ(ready.value("mount_path", ""), odd.string());
+  EXPECT_TRUE(heddle_mounted(odd));
+  EXPECT_EQ(slurp(odd / "sub" / "b.txt"), "beta\n");
+  EXPECT_EQ(in_root({"status", "link"}).exit_code, 0);
+  EXPECT_EQ(launcher({"status", odd.string()}).exit_code, 0);
+  const CommandResult unmounted = in_root({"unmount", "./link/"});
+  EXPECT_EQ(unmounted.exit_code, 0) << unmounted.err;
+  EXPECT_TRUE(eventually([&] { return !heddle_mounted(odd); }));
+  EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
+}
+
 TEST_F(CliTest, MountsAGitThreadByName) {
   const std::string repo = src();
   const std::string script =
