@@ -58,7 +58,6 @@ FuseMount::FuseMount(const FuseMountOptions& options) : mountpoint_(options.moun
 }
 
 void FuseMount::mount_directly(const FuseMountOptions& options) {
-  method_ = MountMethod::kDirect;
   require_fuse_device();
   device_.reset(::open(kFuseDevice, O_RDWR | O_CLOEXEC));
   if (!device_) throw_errno(std::string("open ") + kFuseDevice);
@@ -77,7 +76,6 @@ void FuseMount::mount_directly(const FuseMountOptions& options) {
 }
 
 void FuseMount::mount_with_fusermount(const FuseMountOptions& options) {
-  method_ = MountMethod::kFusermount3;
   const std::string helper = require_fusermount();
   require_fuse_device();
   if (options.allow_other && ::geteuid() != 0) require_user_allow_other();

@@ -18,12 +18,6 @@ struct FuseMountOptions {
   bool allow_other = false;  // let users other than user_id in
 };
 
-// How the mount was made, and so how it must be removed.
-enum class MountMethod {
-  kDirect,       // mount(2) and umount2(2): root in the initial user namespace
-  kFusermount3,  // the setuid helper's _FUSE_COMMFD protocol, and fusermount3 -u -z
-};
-
 class FuseMount {
  public:
   // Mounts read-only, nosuid, nodev, with default_permissions. Root mounts directly; anyone
@@ -39,7 +33,6 @@ class FuseMount {
   [[nodiscard]] UniqueFd take_device();
 
   [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
-  [[nodiscard]] MountMethod method() const noexcept { return method_; }
   // The mount's device number; the minor is the kernel's connection number
   // (/sys/fs/fuse/connections/<n>).
   [[nodiscard]] unsigned device_major() const noexcept { return major_; }
@@ -54,7 +47,6 @@ class FuseMount {
   void mount_with_fusermount(const FuseMountOptions& options);
 
   std::string mountpoint_;
-  MountMethod method_ = MountMethod::kDirect;
   UniqueFd device_;
   unsigned major_ = 0;
   unsigned minor_ = 0;

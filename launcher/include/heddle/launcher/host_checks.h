@@ -11,8 +11,6 @@ namespace heddle::launcher {
 inline constexpr const char* kFuseDevice = "/dev/fuse";
 inline constexpr const char* kFuseConf = "/etc/fuse.conf";
 inline constexpr const char* kFusermount = "fusermount3";
-// The profile packaging/ installs for Ubuntu's AppArmor user-namespace restriction.
-inline constexpr const char* kAppArmorProfile = "/etc/apparmor.d/heddle-fuse-launcher";
 
 // True when this process may call mount(2) itself: root in the initial user namespace.
 // Everyone else mounts through the setuid fusermount3.
