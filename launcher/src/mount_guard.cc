@@ -9,6 +9,7 @@
 
 #include "heddle/error.h"
 #include "heddle/host_command.h"
+#include "heddle/sandbox/sandboxed_process.h"
 
 namespace heddle::launcher {
 namespace {
@@ -26,9 +27,10 @@ bool readable_within(int fd, std::chrono::milliseconds timeout) {
 }
 
 std::string describe(const siginfo_t& info) {
-  if (info.si_code == CLD_EXITED) return "exit code " + std::to_string(info.si_status);
-  const char* name = ::sigabbrev_np(info.si_status);
-  return "signal " + std::to_string(info.si_status) + (name ? std::string(" (SIG") + name + ")" : "");
+  sandbox::ExitStatus status;
+  status.signaled = info.si_code != CLD_EXITED;
+  (status.signaled ? status.signal : status.code) = info.si_status;
+  return status.describe();
 }
 
 }  // namespace
