@@ -2,8 +2,13 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+
+#include <cstdio>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -94,6 +99,15 @@ TEST_F(CliTest, BadArgumentsExitTwoWithAUsageLine) {
       {"status", "/a", "/b"},
       {"unmount", "--json", "/a"},
       {"demo", "extra"},
+      {"list", "extra"},
+      {"-v"},
+      {"-vq", "list"},
+      // heddle worker mode: only its four flags, each once, "--flag value" only.
+      {"--repo-root", "/r", "--thread-id", "t", "--mountpoint", "/m"},
+      {"--repo-root", "/r", "--thread-id", "t", "--mountpoint", "/m", "--ipc-fd", "x"},
+      {"--repo-root", "/r", "--repo-root", "/r", "--thread-id", "t", "--mountpoint", "/m",
+       "--ipc-fd", "5"},
+      {"--repo-root", "/r", "--thread-id", "t", "--mountpoint", "/m", "--ipc-fd", "5", "--dir", "/d"},
       // 2^34 + 1 GiB: 64 bits would wrap it to 1 GiB.
       {"mount", "--repo-root", "/tmp", "--thread-id", "t", "--cache-bytes", "17179869185G",
        "--mountpoint", "/mnt"},
@@ -329,6 +343,123 @@ TEST_F(CliTest, DemoRunsEndToEnd) {
   EXPECT_EQ(demo.exit_code, 0) << demo.out << demo.err;
   EXPECT_NE(demo.out.find("demo OK"), std::string::npos) << demo.out;
   EXPECT_NE(demo.out.find("confined: yes"), std::string::npos) << demo.out;
+}
+
+// `list` shows each live mount of ours with its pids and forgets the sockets of dead
+// supervisors.
+TEST_F(CliTest, ListShowsLiveMountsAndRemovesStaleSockets) {
+  ScratchTree other;
+  other.write("c.txt", "gamma\n");
+  const Json first = mount_background();
+  const CommandResult second = launcher(
+      {"mount", "--dir", other.source().string(), "--mountpoint", other.mountpoint().string(), "--json"});
+  ASSERT_EQ(second.exit_code, 0) << second.err;
+  const Json second_ready = Json::parse(second.out);
+  const pid_t second_supervisor = second_ready["supervisor_pid"].get<pid_t>();
+
+  // A socket nobody listens on any more, as a SIGKILLed supervisor's guard could miss.
+  const std::string stale = launcher::runtime_dir() + "/00000000deadbeef.sock";
+  {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", stale.c_str());
+    ASSERT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  }
+
+  const CommandResult listed = launcher({"list", "--json"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.err;
+  const Json entries = Json::parse(listed.out);
+  std::map<std::string, Json> by_mountpoint;
+  for (const Json& entry : entries) by_mountpoint[entry.value("mountpoint", "")] = entry;
+  ASSERT_TRUE(by_mountpoint.contains(mp())) << listed.out;
+  ASSERT_TRUE(by_mountpoint.contains(other.mountpoint().string())) << listed.out;
+  const Json& mine = by_mountpoint[mp()];
+  EXPECT_EQ(mine["source"], src());
+  EXPECT_TRUE(mine["thread"].is_null());
+  EXPECT_EQ(mine["worker_pid"], first["pid"]);
+  EXPECT_EQ(mine["supervisor_pid"], supervisor_pid_);
+  EXPECT_EQ(mine["guard_pid"], first["guard_pid"]);
+  EXPECT_GE(mine["uptime_ms"].get<long>(), 0);
+  EXPECT_FALSE(fs::exists(stale)) << "list left the stale socket";
+
+  const CommandResult table = launcher({"list"});
+  EXPECT_EQ(table.exit_code, 0) << table.err;
+  EXPECT_NE(table.out.find("MOUNTPOINT"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(mp()), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find(std::to_string(supervisor_pid_)), std::string::npos) << table.out;
+
+  ASSERT_EQ(launcher({"unmount", other.mountpoint().string()}).exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return process_gone(second_supervisor); }));
+  const Json after = Json::parse(launcher({"list", "--json"}).out);
+  ASSERT_EQ(after.size(), 1u) << after.dump();
+  EXPECT_EQ(after[0]["mountpoint"], mp());
+  ASSERT_EQ(launcher({"unmount", mp()}).exit_code, 0);
+  EXPECT_EQ(launcher({"list"}).out, "no heddle mounts\n");
+}
+
+// The background supervisor logs to its own file under the state directory (root: /var/log),
+// private, with the worker's lines relayed under a prefix; -q and -v move the level.
+TEST_F(CliTest, BackgroundSupervisorLogsToAPrivateFileWithTheWorkersLines) {
+  const fs::path state = tree_->root() / "state";
+  const auto mount_with = [&](const std::string& flag) {
+    const CommandResult result = run_command(
+        {"/usr/bin/env", "XDG_STATE_HOME=" + state.string(), bin_path("heddle-fuse-launcher"),
+         flag, "mount", "--dir", src(), "--mountpoint", mp(), "--json"});
+    EXPECT_EQ(result.exit_code, 0) << result.err;
+    supervisor_pid_ = Json::parse(result.out).value("supervisor_pid", -1);
+    const pid_t worker = Json::parse(result.out).value("pid", -1);
+    EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
+    EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
+    return worker;
+  };
+  const pid_t worker = mount_with("-v");
+  const fs::path dir = ::geteuid() == 0 ? fs::path("/var/log/heddle-fuse") : state / "heddle-fuse";
+  const fs::path log = dir / fs::path(launcher::supervisor_log_path(mp())).filename();
+  if (::geteuid() != 0) {
+    // The test's own environment has no XDG_STATE_HOME of that name: compute it by hand.
+    EXPECT_EQ(log.filename().string().rfind("tmp-heddle-test-", 0), 0u) << log;
+  }
+  ASSERT_TRUE(fs::exists(log)) << log;
+  struct stat st {};
+  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat(log.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string verbose = slurp(log);
+  EXPECT_NE(verbose.find("[debug]"), std::string::npos) << verbose;
+  EXPECT_NE(verbose.find("worker " + std::to_string(worker) + ": serving"), std::string::npos)
+      << verbose;
+  EXPECT_NE(verbose.find("unmount requested for " + mp()), std::string::npos) << verbose;
+
+  fs::remove(log);
+  mount_with("-q");
+  const std::string quiet = fs::exists(log) ? slurp(log) : "";
+  EXPECT_EQ(quiet.find("[info]"), std::string::npos) << quiet;
+  EXPECT_EQ(quiet.find("[debug]"), std::string::npos) << quiet;
+  fs::remove(log);
+}
+
+// Under systemd, stderr is a journal stream: lines carry a priority and no timestamp of ours.
+TEST_F(CliTest, LogsToTheJournalWithPriorities) {
+  const std::string stale = launcher::runtime_dir() + "/00000000feedface.sock";
+  {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::snprintf(address.sun_path, sizeof address.sun_path, "%s", stale.c_str());
+    ASSERT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  }
+  // JOURNAL_STREAM names stderr's device:inode, as systemd sets it for a service.
+  const CommandResult result = run_command(
+      {"/bin/sh", "-c",
+       "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" -v list",
+       bin_path("heddle-fuse-launcher")});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.err.find("<7>removed stale control socket " + stale), std::string::npos)
+      << result.err;
+  EXPECT_EQ(result.err.find("[debug]"), std::string::npos) << result.err;
+  EXPECT_FALSE(fs::exists(stale));
 }
 
 }  // namespace

@@ -17,16 +17,20 @@
 
 #include "commands.h"
 #include "heddle/error.h"
+#include "logging.h"
 
 namespace heddle::launcher {
 namespace {
 
 constexpr const char* kUsageLine =
-    "Usage: heddle-fuse-launcher {mount|status|unmount|doctor|sandbox-exec|demo} ... (see --help)";
+    "Usage: heddle-fuse-launcher [-v|-q] {mount|status|unmount|list|doctor|sandbox-exec|demo} "
+    "... (see --help)";
 
-constexpr const char* kHelp = R"(Usage: heddle-fuse-launcher COMMAND [OPTIONS]
+constexpr const char* kHelp = R"(Usage: heddle-fuse-launcher [-v|-q] COMMAND [OPTIONS]
+       heddle-fuse-launcher --repo-root R --thread-id T --mountpoint M --ipc-fd N
 
-Expose a directory read-only at a mountpoint through a sandboxed FUSE worker.
+Expose a directory, or a heddle thread of a git repository, read-only at a
+mountpoint through a sandboxed FUSE worker.
 
 Commands:
   mount --dir DIR --mountpoint MP [--foreground] [--json] [--uid U] [--gid G]
@@ -54,6 +58,9 @@ Commands:
   unmount MP
       Stop the worker (Stop, then SIGTERM, then SIGKILL) and return once the
       mount is gone.
+  list [--json]
+      Show every live mount of yours: mountpoint, source, thread, the pids of
+      its worker, supervisor and guard, and its uptime.
   sandbox-exec [--dir DIR | --repo-root REPO] [--sandbox=...] -- CMD [ARGS...]
       Run CMD in exactly the sandbox a worker for DIR or REPO would get (same
       namespaces, minimal root, identity, capabilities, seccomp), for debugging.
@@ -66,22 +73,38 @@ Commands:
       Make a demo tree, mount it sandboxed, read it through the mount, print
       the Status reply and the worker's sandbox facts, and unmount.
 
+heddle's worker interface (set HEDDLE_FUSE_WORKER_BIN to this program):
+  --repo-root R --thread-id T --mountpoint M --ipc-fd N
+      Mount thread T of R at M with a sandboxed worker and serve heddle's
+      supervisor on fd N as heddle-fuse-worker does: MountReady or MountError,
+      Status, and Stop (or EOF on N, or SIGTERM), which removes the mount.
+
 Options:
+  -v, --verbose  log more (debug; twice: trace)
+  -q, --quiet    log less (warnings; twice: errors only)
   -h, --help     show this help
   --version      show the version
 
+Files:
+  $XDG_RUNTIME_DIR/heddle-fuse/*.sock  control sockets (root: /run/heddle-fuse)
+  $XDG_STATE_HOME/heddle-fuse/*.log    per-mount supervisor logs, rotated at 1 MiB
+                                       (default ~/.local/state; root: /var/log/heddle-fuse)
+
 Environment:
-  HEDDLE_FUSE_WORKER_BIN            the worker binary (default: next to this program)
-  HEDDLE_FUSE_WORKER_STOP_GRACE_MS  grace before each escalation step (default 2000)
   HEDDLE_FUSE_LOG                   log level: trace, debug, info, warn, error, off
+  HEDDLE_FUSE_WORKER_BIN            the worker binary (default: next to this program, or
+                                    ../libexec/heddle-fuse/); ignored if it names this program
+  HEDDLE_FUSE_WORKER_STOP_GRACE_MS  grace before each escalation step (default 2000)
 
 Exit status: 0 success, 1 failure, 2 usage error.
+See heddle-fuse-launcher(1) and heddle-fuse-worker(8).
 )";
 
 class Args {
  public:
   explicit Args(std::span<char*> args) : args_(args) {}
   [[nodiscard]] bool done() const { return next_ >= args_.size(); }
+  [[nodiscard]] std::string peek() const { return args_[next_]; }
   std::string take() { return args_[next_++]; }
   std::string value_of(const std::string& flag) {
     if (done()) throw UsageError(flag + " needs a value");
@@ -233,17 +256,37 @@ std::pair<std::string, bool> parse_target(Args& args, const std::string& command
   return {mountpoint, json};
 }
 
-void configure_logging() {
-  // stdout carries results (--json); logs go to stderr, which a background supervisor points
-  // at its log file.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("heddle-fuse-launcher"));
-  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
-  const char* name = std::getenv("HEDDLE_FUSE_LOG");
-  const auto level = name ? spdlog::level::from_str(name) : spdlog::level::info;
-  // from_str answers "off" for any name it does not know: keep logging in that case.
-  const bool unknown = name && level == spdlog::level::off && std::string_view(name) != "off";
-  spdlog::set_level(unknown ? spdlog::level::info : level);
-  if (unknown) spdlog::warn("HEDDLE_FUSE_LOG={} is not a level; using info", name);
+bool is_dropin_flag(const std::string& arg) {
+  return arg == "--repo-root" || arg == "--thread-id" || arg == "--mountpoint" || arg == "--ipc-fd";
+}
+
+// Exactly the reference worker's four flags, "--flag value" only, each once.
+DropInArgs parse_dropin(Args& args) {
+  DropInArgs dropin;
+  std::string ipc_fd;
+  while (!args.done()) {
+    const std::string flag = args.take();
+    std::string* slot = flag == "--repo-root"    ? &dropin.repo_root
+                        : flag == "--thread-id"  ? &dropin.thread_id
+                        : flag == "--mountpoint" ? &dropin.mountpoint
+                        : flag == "--ipc-fd"     ? &ipc_fd
+                                                 : nullptr;
+    if (slot == nullptr) throw UsageError("unrecognised argument " + flag + " (heddle worker mode)");
+    if (!slot->empty()) throw UsageError(flag + " given twice");
+    *slot = args.value_of(flag);
+    if (slot->empty()) throw UsageError(flag + " needs a non-empty value");
+  }
+  for (const auto& [flag, value] : {std::pair{"--repo-root", dropin.repo_root},
+                                    {"--thread-id", dropin.thread_id},
+                                    {"--mountpoint", dropin.mountpoint},
+                                    {"--ipc-fd", ipc_fd}}) {
+    if (value.empty()) throw UsageError(std::string(flag) + " is required (heddle worker mode)");
+  }
+  if (!is_number(ipc_fd) || std::stoul(ipc_fd) < 3 || std::stoul(ipc_fd) > INT32_MAX) {
+    throw UsageError("--ipc-fd " + ipc_fd + ": expected an inherited descriptor number above 2");
+  }
+  dropin.ipc_fd = static_cast<int>(std::stoul(ipc_fd));
+  return dropin;
 }
 
 // Runs a parsed command.
@@ -261,6 +304,8 @@ struct Dispatch {
     return status_command(args.mountpoint, args.json);
   }
   int operator()(const UnmountCommand& args) const { return unmount_command(args.mountpoint); }
+  int operator()(const ListCommand& args) const { return list_command(args.json); }
+  int operator()(const DropInArgs& args) const { return dropin_command(args); }
   int operator()(const DoctorCommand& args) const { return doctor_command(args.json); }
   int operator()(const SandboxExecArgs& args) const { return sandbox_exec_command(args); }
   int operator()(const DemoCommand&) const { return demo_command(); }
@@ -268,9 +313,22 @@ struct Dispatch {
 
 }  // namespace
 
-ParsedCli parse_cli(std::span<char*> argv) {
-  Args args(argv);
+namespace {
+
+// "--json" at most, as list and doctor take.
+bool parse_json_only(Args& args, const std::string& command) {
+  bool json = false;
+  while (!args.done()) {
+    const std::string arg = args.take();
+    if (arg != "--json") throw UsageError(command + ": unexpected argument " + arg);
+    json = true;
+  }
+  return json;
+}
+
+ParsedCommand parse_command(Args& args) {
   if (args.done()) throw UsageError("a command is required");
+  if (is_dropin_flag(args.peek())) return parse_dropin(args);
   const std::string command = args.take();
   if (command == "-h" || command == "--help" || command == "help") return HelpCommand{};
   if (command == "--version") return VersionCommand{};
@@ -280,15 +338,8 @@ ParsedCli parse_cli(std::span<char*> argv) {
     return StatusCommand{std::move(mountpoint), json};
   }
   if (command == "unmount") return UnmountCommand{parse_target(args, command, false).first};
-  if (command == "doctor") {
-    bool json = false;
-    while (!args.done()) {
-      const std::string arg = args.take();
-      if (arg != "--json") throw UsageError("doctor: unexpected argument " + arg);
-      json = true;
-    }
-    return DoctorCommand{json};
-  }
+  if (command == "list") return ListCommand{parse_json_only(args, command)};
+  if (command == "doctor") return DoctorCommand{parse_json_only(args, command)};
   if (command == "sandbox-exec") return parse_sandbox_exec(args);
   if (command == "demo") {
     if (!args.done()) throw UsageError("demo takes no arguments");
@@ -297,11 +348,34 @@ ParsedCli parse_cli(std::span<char*> argv) {
   throw UsageError("unknown command " + command);
 }
 
+}  // namespace
+
+ParsedCli parse_cli(std::span<char*> argv) {
+  Args args(argv);
+  int verbosity = 0;
+  // Global options come first: -v/-q, repeatable, also bundled (-vv).
+  while (!args.done()) {
+    const std::string arg = args.peek();
+    if (arg == "--verbose" || arg == "--quiet") {
+      verbosity += arg == "--verbose" ? 1 : -1;
+    } else if (arg.size() >= 2 && arg[0] == '-' && arg.find_first_not_of(arg[1], 1) == std::string::npos &&
+               (arg[1] == 'v' || arg[1] == 'q')) {
+      const int count = static_cast<int>(arg.size() - 1);
+      verbosity += arg[1] == 'v' ? count : -count;
+    } else {
+      break;
+    }
+    args.take();
+  }
+  return ParsedCli{parse_command(args), verbosity};
+}
+
 int run_cli(int argc, char** argv) {
-  configure_logging();
   const std::span<char*> args(argv + 1, static_cast<std::size_t>(argc > 0 ? argc - 1 : 0));
   try {
-    return std::visit(Dispatch{}, parse_cli(args));
+    const ParsedCli cli = parse_cli(args);
+    configure_logging(cli.verbosity);
+    return std::visit(Dispatch{}, cli.command);
   } catch (const UsageError& e) {
     std::cerr << "heddle-fuse-launcher: " << e.what() << "\n" << kUsageLine << "\n";
     return 2;

@@ -22,13 +22,24 @@ struct UnmountCommand {
 struct DoctorCommand {
   bool json = false;
 };
+struct ListCommand {
+  bool json = false;
+};
 struct DemoCommand {};
 
-using ParsedCli = std::variant<HelpCommand, VersionCommand, MountArgs, StatusCommand,
-                               UnmountCommand, DoctorCommand, SandboxExecArgs, DemoCommand>;
+using ParsedCommand =
+    std::variant<HelpCommand, VersionCommand, MountArgs, StatusCommand, UnmountCommand,
+                 ListCommand, DoctorCommand, SandboxExecArgs, DemoCommand, DropInArgs>;
+
+struct ParsedCli {
+  ParsedCommand command;
+  int verbosity = 0;  // +1 per -v, -1 per -q
+};
 
 // Parses the arguments after the program name into a command, without running it or touching
 // anything but the user and group databases (--uid/--gid names). Throws UsageError.
+// heddle's worker argv (no command, only --repo-root, --thread-id, --mountpoint and
+// --ipc-fd) parses into DropInArgs.
 [[nodiscard]] ParsedCli parse_cli(std::span<char*> args);
 
 // Parses argv and runs the command: 0 success, 1 failure, 2 usage error.

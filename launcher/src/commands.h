@@ -39,6 +39,14 @@ struct SandboxExecArgs {
   SupervisorOptions supervisor;  // --sandbox=degraded
 };
 
+// heddle's worker argv: --repo-root R --thread-id T --mountpoint M --ipc-fd N, any order.
+struct DropInArgs {
+  std::string repo_root;
+  std::string thread_id;
+  std::string mountpoint;  // echoed verbatim in MountReady and StatusOk, as heddle passed it
+  int ipc_fd = -1;
+};
+
 // An existing directory, canonical; `role` names it in the error.
 [[nodiscard]] std::string canonical_source(const std::string& path, const char* role);
 
@@ -50,6 +58,10 @@ struct SandboxExecArgs {
 
 int mount_command(const MountArgs& args);
 int status_command(const std::string& mountpoint, bool json);
+int list_command(bool json);
+// Serves heddle's supervisor on args.ipc_fd as its worker would, with a sandboxed worker
+// of ours behind it.
+int dropin_command(const DropInArgs& args);
 int unmount_command(const std::string& mountpoint);
 int demo_command();
 int doctor_command(bool json);

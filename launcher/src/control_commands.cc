@@ -1,3 +1,7 @@
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <iostream>
 #include <thread>
 
@@ -21,7 +25,80 @@ bool heddle_mount_at(const std::string& mountpoint) {
               EPROTO);
 }
 
+std::string format_uptime(long long ms) {
+  const long long s = ms / 1000;
+  char text[32];
+  if (s < 60) {
+    std::snprintf(text, sizeof text, "%llds", s);
+  } else if (s < 3600) {
+    std::snprintf(text, sizeof text, "%lldm%02llds", s / 60, s % 60);
+  } else {
+    std::snprintf(text, sizeof text, "%lldh%02lldm", s / 3600, s / 60 % 60);
+  }
+  return text;
+}
+
+// One row of `list`: the supervisor's Status reply, or why there is none.
+nlohmann::ordered_json list_entry(const std::string& socket) {
+  nlohmann::ordered_json entry;
+  try {
+    const ipc::Message reply = control_request_at(socket, ipc::Status{}, std::chrono::seconds(3));
+    const auto* status = std::get_if<ipc::StatusOk>(&reply);
+    if (status == nullptr) throw_reply_error(reply);
+    entry["mountpoint"] = status->mount_path;
+    entry["source"] = status->extra.value("source", "");
+    entry["thread"] = status->extra.contains("thread") ? status->extra["thread"] : nullptr;
+    entry["worker_pid"] = status->pid;
+    entry["supervisor_pid"] = status->extra.value("supervisor_pid", 0);
+    entry["guard_pid"] = status->extra.value("guard_pid", 0);
+    entry["uptime_ms"] = status->extra.value("uptime_ms", 0LL);
+  } catch (const Error& e) {
+    if (e.attempt().starts_with("connect") && e.code() == ECONNREFUSED) {
+      // Its supervisor died without removing it (SIGKILL; the guard removes the mount).
+      ::unlink(socket.c_str());
+      spdlog::debug("removed stale control socket {}", socket);
+      return nullptr;
+    }
+    entry["socket"] = socket;
+    entry["error"] = e.what();
+  }
+  return entry;
+}
+
 }  // namespace
+
+int list_command(bool json) {
+  auto entries = nlohmann::ordered_json::array();
+  for (const std::string& socket : control_sockets()) {
+    if (auto entry = list_entry(socket); !entry.is_null()) entries.push_back(std::move(entry));
+  }
+  if (json) {
+    std::cout << entries.dump() << "\n";
+    return 0;
+  }
+  if (entries.empty()) {
+    std::cout << "no heddle mounts\n";
+    return 0;
+  }
+  std::printf("%-32s %-32s %-16s %8s %10s %8s %8s\n", "MOUNTPOINT", "SOURCE", "THREAD", "WORKER",
+              "SUPERVISOR", "GUARD", "UPTIME");
+  for (const auto& entry : entries) {
+    if (entry.contains("error")) {
+      std::printf("%-32s (not answering: %s)\n", entry["socket"].get<std::string>().c_str(),
+                  entry["error"].get<std::string>().c_str());
+      continue;
+    }
+    std::printf("%-32s %-32s %-16s %8d %10d %8d %8s\n",
+                entry["mountpoint"].get<std::string>().c_str(),
+                entry["source"].get<std::string>().c_str(),
+                entry["thread"].is_null() ? "-" : entry["thread"].get<std::string>().c_str(),
+                entry["worker_pid"].get<int>(), entry["supervisor_pid"].get<int>(),
+                entry["guard_pid"].get<int>(),
+                format_uptime(entry["uptime_ms"].get<long long>()).c_str());
+  }
+  std::fflush(stdout);
+  return 0;
+}
 
 int status_command(const std::string& path, bool json) {
   const std::string mountpoint = canonical_mountpoint(path);

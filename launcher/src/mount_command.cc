@@ -1,9 +1,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pwd.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,34 +18,12 @@
 #include "heddle/launcher/git_layout.h"
 #include "heddle/launcher/host_checks.h"
 #include "heddle/launcher/mountinfo.h"
+#include "logging.h"
+#include "supervision.h"
 
 namespace heddle::launcher {
 namespace fs = std::filesystem;
 namespace {
-
-constexpr std::chrono::milliseconds kControlReadTimeout{5000};
-
-// Blocks the stop signals (before any thread exists, so every thread inherits the mask) and
-// reads them through a signalfd; restores the mask on destruction.
-class StopSignals {
- public:
-  StopSignals() {
-    sigemptyset(&set_);
-    for (int signo : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, signo);
-    if (::sigprocmask(SIG_BLOCK, &set_, &old_) != 0) throw_errno("sigprocmask");
-    fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC));
-    if (!fd_) throw_errno("signalfd");
-  }
-  StopSignals(const StopSignals&) = delete;
-  StopSignals& operator=(const StopSignals&) = delete;
-  ~StopSignals() { ::sigprocmask(SIG_SETMASK, &old_, nullptr); }
-  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
-
- private:
-  sigset_t set_{};
-  sigset_t old_{};
-  UniqueFd fd_;
-};
 
 }  // namespace
 
@@ -78,51 +54,6 @@ std::string ready_text(const Supervisor& supervisor, bool json) {
          std::to_string(::getpid()) + ")\n";
 }
 
-ipc::Message answer_status(Supervisor& supervisor) {
-  try {
-    ipc::StatusOk status = supervisor.status();
-    status.extra["supervisor_pid"] = ::getpid();
-    status.extra["guard_pid"] = supervisor.guard_pid();
-    status.extra["source"] = supervisor.request().source_label();
-    status.extra["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                    std::chrono::steady_clock::now() - supervisor.started())
-                                    .count();
-    return status;
-  } catch (const Error& e) {
-    return ipc::MountError{e.what()};
-  }
-}
-
-// Answers one control request; true when it asked us to stop (and we did).
-bool handle_control(Supervisor& supervisor, ControlServer& server) {
-  auto peer = server.accept_peer();
-  if (!peer) return false;
-  std::optional<ipc::Message> request;
-  try {
-    request = ipc::read_frame(peer->get(), kControlReadTimeout);
-  } catch (const Error& e) {
-    spdlog::warn("control request: {}", e.what());
-    return false;
-  }
-  if (!request) return false;
-  ipc::Message reply = ipc::MountError{"unsupported request"};
-  bool stop = false;
-  if (std::holds_alternative<ipc::Status>(*request)) {
-    reply = answer_status(supervisor);
-  } else if (std::holds_alternative<ipc::Stop>(*request)) {
-    spdlog::info("unmount requested for {}", supervisor.request().mountpoint);
-    supervisor.unmount();
-    reply = ipc::Stopping{};
-    stop = true;
-  }
-  try {
-    ipc::write_frame(peer->get(), reply, kControlReadTimeout);
-  } catch (const Error& e) {
-    spdlog::warn("control reply: {}", e.what());
-  }
-  return stop;
-}
-
 // The supervising process's main loop: control requests, stop signals, worker exit.
 int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& signals) {
   for (;;) {
@@ -139,11 +70,8 @@ int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& sign
       return 1;
     }
     if (fds[1].revents != 0) {
-      signalfd_siginfo info{};
-      if (::read(signals.fd(), &info, sizeof info) == sizeof info) {
-        spdlog::info("signal {} received; unmounting {}", info.ssi_signo,
-                     supervisor.request().mountpoint);
-      }
+      spdlog::info("signal {} received; unmounting {}", signals.take(),
+                   supervisor.request().mountpoint);
       supervisor.unmount();
       return 0;
     }
@@ -201,16 +129,20 @@ int run_in_background(const MountRequest& request, const MountArgs& args) {
     if (::setsid() < 0 || ::chdir("/") != 0) _exit(1);
     const pid_t daemon = ::fork();
     if (daemon != 0) _exit(daemon < 0 ? 1 : 0);
+    // Our log lines go to the log file, and to the journal if stderr is one; anything else
+    // written to stderr (a sanitizer's report, say) lands in the log file too.
+    const bool journal = stderr_is_journal();
     const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (null_fd < 0 || log_fd < 0) _exit(1);
     ::dup2(null_fd, STDIN_FILENO);
     ::dup2(log_fd, STDOUT_FILENO);
-    ::dup2(log_fd, STDERR_FILENO);
+    if (!journal) ::dup2(log_fd, STDERR_FILENO);
     ::close(null_fd);
     ::close(log_fd);
     int code = 1;
     try {
+      log_to_file(log_path, journal);
       code = run_supervisor(request, args, report_write.release());
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());

@@ -20,7 +20,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
-constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, kHoldReadyEnv, "ASAN_OPTIONS",
+constexpr const char* kPassedEnv[] = {kPanicOnInitEnv, kHoldReadyEnv, "ASAN_OPTIONS",
                                       "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"};
 
 struct SocketPair {
@@ -37,7 +37,7 @@ SocketPair make_socketpair(const char* what) {
 }
 
 sandbox::SandboxSpec worker_spec(const MountRequest& request, const SupervisorOptions& options,
-                                 int bootstrap_fd) {
+                                 int bootstrap_fd, int output_fd) {
   sandbox::SandboxSpec spec = worker_sandbox(request, options);
   const std::string& binary = options.worker_binary;
   spec.executable = binary;
@@ -55,6 +55,7 @@ sandbox::SandboxSpec worker_spec(const MountRequest& request, const SupervisorOp
                     options.degraded_sandbox ? "--expect-sandbox=degraded" : "--expect-sandbox"});
   if (options.test_ignore_stop) spec.argv.emplace_back("--test-ignore-stop");
   spec.inherit_fds = {bootstrap_fd};
+  spec.output_fd = output_fd;
   return spec;
 }
 
@@ -119,6 +120,9 @@ sandbox::SandboxSpec worker_sandbox(const MountRequest& request, const Superviso
   } else if (!request.source_dir.empty()) {
     spec.readonly_paths = {request.source_dir};
   }
+  // The worker logs at our level, whether it came from HEDDLE_FUSE_LOG or -v/-q.
+  const auto level = spdlog::level::to_string_view(spdlog::get_level());
+  spec.env.push_back("HEDDLE_FUSE_LOG=" + std::string(level.data(), level.size()));
   for (const char* name : kPassedEnv) {
     if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
   }
@@ -149,10 +153,12 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
                                  mount->connection());
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
+  auto output = std::make_unique<OutputRelay>();
 
   auto process = [&] {
     try {
-      return sandbox::SandboxedProcess::launch(worker_spec(request, options, bootstrap.theirs.get()));
+      return sandbox::SandboxedProcess::launch(worker_spec(request, options, bootstrap.theirs.get(),
+                                                                output->write_fd()));
     } catch (const Error& e) {
       // Strict mode refuses to go on without a user namespace; say how to opt out.
       const bool refused = e.code() == EPERM || e.code() == EACCES || e.code() == ENOSPC;
@@ -161,6 +167,7 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
     }
   }();
   bootstrap.theirs.reset();
+  output->start("worker " + std::to_string(process.pid()));
   if (process.clone_fallback() != nullptr) spdlog::info("sandbox: {}", process.clone_fallback());
   {
     // After this the worker holds the only /dev/fuse fd: when it dies, the kernel aborts the
@@ -173,19 +180,20 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
   bootstrap.ours.reset();
 
   ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, *guard, options);
-  return std::unique_ptr<Supervisor>(new Supervisor(std::move(request), std::move(options),
-                                                    std::move(mount), std::move(guard),
-                                                    std::move(process), std::move(ipc.ours),
-                                                    std::move(ready)));
+  return std::unique_ptr<Supervisor>(new Supervisor(
+      std::move(request), std::move(options), std::move(mount), std::move(guard),
+      std::move(output), std::move(process), std::move(ipc.ours), std::move(ready)));
 }
 
 Supervisor::Supervisor(MountRequest request, SupervisorOptions options,
                        std::unique_ptr<FuseMount> mount, std::unique_ptr<MountGuard> guard,
-                       sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready)
+                       std::unique_ptr<OutputRelay> output, sandbox::SandboxedProcess process,
+                       UniqueFd ipc, ipc::MountReady ready)
     : request_(std::move(request)),
       options_(std::move(options)),
       mount_(std::move(mount)),
       guard_(std::move(guard)),
+      output_(std::move(output)),
       process_(std::move(process)),
       ready_(std::move(ready)),
       ipc_(std::move(ipc)) {

@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,9 +13,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// `env`, else `name` beside the running executable, else in ../libexec/heddle-fuse/.
+bool is_running_executable(const char* path) {
+  struct stat ours {};
+  struct stat theirs {};
+  return ::stat("/proc/self/exe", &ours) == 0 && ::stat(path, &theirs) == 0 &&
+         ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino;
+}
+
+// `env`, else `name` beside the running executable, else in ../libexec/heddle-fuse/. heddle
+// points HEDDLE_FUSE_WORKER_BIN at us to find its worker: that names no worker of ours.
 std::string resolve_helper_binary(const char* name, const char* env) {
-  if (const char* override_path = std::getenv(env); override_path && *override_path) {
+  if (const char* override_path = std::getenv(env);
+      override_path && *override_path && !is_running_executable(override_path)) {
     if (::access(override_path, X_OK) != 0) {
       throw_errno(std::string(name) + " " + override_path + " (from " + env + ")",
                   std::string("point it at an executable ") + name + ", or unset it");

@@ -82,6 +82,10 @@ void arrange_fds(ChildPlan& plan) {
   check(plan, fd_null, SetupStage::kStdin);
   check(plan, sys(SYS_dup3, fd_null, 0, 0), SetupStage::kStdin);
   sys(SYS_close, fd_null);
+  if (plan.output_fd >= 0) {
+    check(plan, sys(SYS_dup3, plan.output_fd, 1, 0), SetupStage::kArrangeFds);
+    check(plan, sys(SYS_dup3, plan.output_fd, 2, 0), SetupStage::kArrangeFds);
+  }
 
   // Lift everything we keep above the target range first so dup3 cannot clobber a kept fd.
   const int above = 3 + static_cast<int>(plan.inherit_count);

@@ -64,6 +64,7 @@ struct ChildPlan {
   int report_fd = -1;  // O_CLOEXEC: EOF at the parent means execve succeeded
   const int* inherit_fds = nullptr;
   std::size_t inherit_count = 0;
+  int output_fd = -1;  // becomes stdout and stderr, unless -1
   uid_t uid = 0;
   gid_t gid = 0;
   // The parent left setgroups allowed, so drop them here and fail if any remain. Otherwise

@@ -149,6 +149,7 @@ ChildPlan LaunchPlan::child_plan(int sync_fd, int sync_write_fd, int report_fd) 
   plan.report_fd = report_fd;
   plan.inherit_fds = spec_.inherit_fds.data();
   plan.inherit_count = spec_.inherit_fds.size();
+  plan.output_fd = spec_.output_fd;
   plan.uid = spec_.uid;
   plan.gid = spec_.gid;
   // Root may clear the groups itself, so it leaves setgroups allowed (writing "deny" would

@@ -42,6 +42,12 @@ struct CheckParsed {
   void operator()(const UnmountCommand& unmount) const {
     if (unmount.mountpoint.empty()) fail("unmount: no mountpoint");
   }
+  void operator()(const DropInArgs& dropin) const {
+    if (dropin.repo_root.empty() || dropin.thread_id.empty() || dropin.mountpoint.empty()) {
+      fail("heddle worker mode: a flag missing");
+    }
+    if (dropin.ipc_fd < 3) fail("heddle worker mode: --ipc-fd below 3");
+  }
   void operator()(const auto&) const {}
 };
 
@@ -66,7 +72,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   try {
     const ParsedCli parsed = parse_cli(std::span<char*>(argv.data(), words.size()));
-    std::visit(CheckParsed{}, parsed);
+    std::visit(CheckParsed{}, parsed.command);
   } catch (const UsageError&) {
   }
   return 0;

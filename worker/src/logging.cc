@@ -57,6 +57,8 @@ bool g_trace = false;
 void init_logging() {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>("heddle-fuse-worker", std::move(sink));
+  // The supervisor relays these lines into its own log, which adds the time and the source.
+  logger->set_pattern("[%l] %v");
   spdlog::set_default_logger(logger);
 
   auto level = spdlog::level::info;

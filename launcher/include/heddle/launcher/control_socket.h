@@ -6,6 +6,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "heddle/ipc/message.h"
 #include "heddle/unique_fd.h"
@@ -15,7 +16,11 @@ namespace heddle::launcher {
 // /run/heddle-fuse for root, else $XDG_RUNTIME_DIR/heddle-fuse; created 0700 if missing.
 [[nodiscard]] std::string runtime_dir();
 
-// Where the supervisor of `mountpoint` (a canonical path) listens; the log sits beside it.
+// /var/log/heddle-fuse for root, else $XDG_STATE_HOME/heddle-fuse (default
+// ~/.local/state/heddle-fuse), created 0700; runtime_dir() if neither can be made.
+[[nodiscard]] std::string log_dir();
+
+// Where the supervisor of `mountpoint` (a canonical path) listens, and where it logs.
 [[nodiscard]] std::string control_socket_path(const std::string& mountpoint);
 [[nodiscard]] std::string supervisor_log_path(const std::string& mountpoint);
 
@@ -36,6 +41,14 @@ class ControlServer {
   std::string path_;
   UniqueFd listener_;
 };
+
+// Sends one request to the supervisor listening at `path` and returns its reply.
+[[nodiscard]] ipc::Message control_request_at(const std::string& path,
+                                              const ipc::Message& request,
+                                              std::chrono::milliseconds timeout);
+
+// Every control socket in runtime_dir(), live or stale, sorted.
+[[nodiscard]] std::vector<std::string> control_sockets();
 
 // Sends one request to the supervisor of `mountpoint` and returns its reply.
 // Throws heddle::Error: ENOENT/ECONNREFUSED when no supervisor is there.

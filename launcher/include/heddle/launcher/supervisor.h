@@ -17,6 +17,7 @@
 #include "heddle/ipc/message.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mount_guard.h"
+#include "heddle/launcher/output_relay.h"
 #include "heddle/sandbox/sandboxed_process.h"
 #include "heddle/unique_fd.h"
 
@@ -124,14 +125,15 @@ class Supervisor {
 
  private:
   Supervisor(MountRequest request, SupervisorOptions options, std::unique_ptr<FuseMount> mount,
-             std::unique_ptr<MountGuard> guard, sandbox::SandboxedProcess process, UniqueFd ipc,
-             ipc::MountReady ready);
+             std::unique_ptr<MountGuard> guard, std::unique_ptr<OutputRelay> output,
+             sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready);
   void watch();
 
   const MountRequest request_;
   const SupervisorOptions options_;
   std::unique_ptr<FuseMount> mount_;
   std::unique_ptr<MountGuard> guard_;  // destroyed (disarmed) after the mount is released
+  std::unique_ptr<OutputRelay> output_;  // the worker's stdout and stderr, into our log
   sandbox::SandboxedProcess process_;
   const ipc::MountReady ready_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

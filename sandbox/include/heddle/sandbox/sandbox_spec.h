@@ -35,6 +35,9 @@ struct SandboxSpec {
   bool user_namespace = true;
   // Placed at fds 3, 4, ... in this order; every other fd above 2 is closed at exec.
   std::vector<int> inherit_fds;
+  // Becomes the process's stdout and stderr (a pipe its supervisor logs from); -1 keeps the
+  // caller's. stdin is always /dev/null.
+  int output_fd = -1;
   std::string hostname = "heddle-sandbox";
   // Mount a /proc of the sandbox's own pid namespace (sanitizer runtimes need /proc/self/maps).
   bool mount_proc = true;

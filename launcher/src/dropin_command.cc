@@ -1,0 +1,125 @@
+// heddle worker mode: heddle's supervisor spawns us as its FUSE worker. We mount with our own
+// sandboxed worker and speak, on the fd heddle gave us, exactly what its worker would.
+#include <fcntl.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <memory>
+
+#include "commands.h"
+#include "heddle/error.h"
+#include "heddle/ipc/frame.h"
+#include "supervision.h"
+
+namespace heddle::launcher {
+namespace {
+
+constexpr std::chrono::milliseconds kFrameTimeout{5000};
+
+// The fd heddle passed: a socket, taken over and kept from every process we start.
+UniqueFd take_ipc_fd(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_errno("--ipc-fd " + std::to_string(fd), "heddle passes its end of a socketpair here");
+  if (!S_ISSOCK(st.st_mode)) {
+    throw Error("--ipc-fd " + std::to_string(fd) + " is not a socket", ENOTSOCK,
+                "heddle passes its end of a socketpair here");
+  }
+  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) throw_errno("--ipc-fd " + std::to_string(fd));
+  return UniqueFd(fd);
+}
+
+void send(int ipc, const ipc::Message& message) {
+  try {
+    ipc::write_frame(ipc, message, kFrameTimeout);
+  } catch (const Error& e) {
+    spdlog::warn("send {} to heddle: {}", ipc::kind_of(message), e.what());
+  }
+}
+
+// One request from heddle; true when we are done (Stop, EOF or a broken stream).
+bool answer_heddle(int ipc, Supervisor& supervisor, const DropInArgs& args, bool& failed) {
+  std::optional<ipc::Message> request;
+  try {
+    request = ipc::read_frame(ipc, kFrameTimeout);
+  } catch (const Error& e) {
+    spdlog::error("heddle's IPC stream broke ({}); unmounting", e.what());
+    failed = true;
+    return true;
+  }
+  if (!request) {
+    spdlog::info("heddle closed the IPC socket; unmounting {}", args.mountpoint);
+    return true;
+  }
+  if (std::holds_alternative<ipc::Stop>(*request)) {
+    spdlog::debug("Stop from heddle; unmounting {}", args.mountpoint);
+    send(ipc, ipc::Stopping{});
+    return true;
+  }
+  if (std::holds_alternative<ipc::Status>(*request)) {
+    try {
+      (void)supervisor.status();  // our worker answers, so the mount does
+      send(ipc, ipc::StatusOk{static_cast<std::uint32_t>(::getpid()), args.mountpoint});
+    } catch (const Error& e) {
+      send(ipc, ipc::MountError{e.what()});
+    }
+    return false;
+  }
+  spdlog::error("heddle sent {}, which a worker never receives; unmounting", ipc::kind_of(*request));
+  failed = true;
+  return true;
+}
+
+}  // namespace
+
+int dropin_command(const DropInArgs& args) {
+  const UniqueFd ipc = take_ipc_fd(args.ipc_fd);
+  const StopSignals signals;
+  std::unique_ptr<ControlServer> server;
+  std::unique_ptr<Supervisor> supervisor;
+  try {
+    MountArgs mount;
+    mount.repo_root = args.repo_root;
+    mount.thread_id = args.thread_id;
+    mount.mountpoint = args.mountpoint;
+    const MountRequest request = prepare_mount(mount);
+    // `list`, `status` and `unmount` see this mount as any other.
+    server = std::make_unique<ControlServer>(control_socket_path(request.mountpoint));
+    supervisor = Supervisor::spawn(request);
+  } catch (const Error& e) {
+    server.reset();
+    spdlog::error("{}", e.what());
+    send(ipc.get(), ipc::MountError{e.what()});
+    return 1;
+  }
+  send(ipc.get(), ipc::MountReady{static_cast<std::uint32_t>(::getpid()), args.mountpoint});
+  spdlog::info("serving {} at {} for heddle (worker pid {})", supervisor->request().source_label(),
+               args.mountpoint, supervisor->pid());
+
+  bool failed = false;
+  for (bool done = false; !done;) {
+    pollfd fds[4] = {{ipc.get(), POLLIN, 0}, {signals.fd(), POLLIN, 0},
+                     {supervisor->exit_fd(), POLLIN, 0}, {server->fd(), POLLIN, 0}};
+    if (::poll(fds, 4, -1) < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("poll");
+    }
+    if (fds[2].revents != 0) {
+      spdlog::error("the mount at {} ended: {}", args.mountpoint, supervisor->exit_cause());
+      failed = true;
+      done = true;
+    } else if (fds[1].revents != 0) {
+      spdlog::info("signal {} received; unmounting {}", signals.take(), args.mountpoint);
+      done = true;
+    } else if (fds[0].revents != 0) {
+      done = answer_heddle(ipc.get(), *supervisor, args, failed);
+    } else if (fds[3].revents != 0) {
+      done = handle_control(*supervisor, *server);
+    }
+  }
+  supervisor->unmount();
+  return failed ? 1 : 0;
+}
+
+}  // namespace heddle::launcher

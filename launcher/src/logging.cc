@@ -1,0 +1,102 @@
+#include "logging.h"
+
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/sinks/rotating_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <string_view>
+
+namespace heddle::launcher {
+namespace {
+
+constexpr const char* kLoggerName = "heddle-fuse-launcher";
+constexpr const char* kPattern = "[%Y-%m-%d %H:%M:%S.%e] [%l] %v";
+constexpr std::size_t kRotateBytes = 1 << 20;
+constexpr std::size_t kRotateFiles = 3;
+
+// journald reads "<N>" at the start of each line as its syslog priority and stamps the time
+// itself, so the line carries neither time nor level name.
+class JournalSink final : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t text;
+    formatter_->format(msg, text);
+    const int priority = msg.level <= spdlog::level::debug ? 7
+                         : msg.level == spdlog::level::info ? 6
+                         : msg.level == spdlog::level::warn ? 4
+                         : msg.level == spdlog::level::err  ? 3
+                                                            : 2;
+    std::fprintf(stderr, "<%d>%.*s", priority, static_cast<int>(text.size()), text.data());
+  }
+  void flush_() override { std::fflush(stderr); }
+};
+
+std::shared_ptr<spdlog::sinks::sink> journal_sink() {
+  auto sink = std::make_shared<JournalSink>();
+  sink->set_pattern("%v");
+  return sink;
+}
+
+void install(std::vector<spdlog::sink_ptr> sinks) {
+  const auto level = spdlog::get_level();
+  auto logger = std::make_shared<spdlog::logger>(kLoggerName, sinks.begin(), sinks.end());
+  logger->set_level(level);
+  spdlog::set_default_logger(std::move(logger));
+}
+
+}  // namespace
+
+bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  unsigned long long device = 0;
+  unsigned long long inode = 0;
+  if (stream == nullptr || std::sscanf(stream, "%llu:%llu", &device, &inode) != 2) return false;
+  struct stat st {};
+  return ::fstat(STDERR_FILENO, &st) == 0 && st.st_dev == device && st.st_ino == inode;
+}
+
+void configure_logging(int verbosity) {
+  std::vector<spdlog::sink_ptr> sinks;
+  if (stderr_is_journal()) {
+    sinks.push_back(journal_sink());
+  } else {
+    // stdout carries results (--json); logs go to stderr.
+    sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    sinks.back()->set_pattern(kPattern);
+  }
+  auto level = spdlog::level::info;
+  const char* name = std::getenv("HEDDLE_FUSE_LOG");
+  // from_str answers "off" for any name it does not know: keep logging in that case.
+  const auto parsed = name ? spdlog::level::from_str(name) : level;
+  const bool unknown = name && parsed == spdlog::level::off && std::string_view(name) != "off";
+  if (!unknown) level = parsed;
+  if (verbosity != 0) {
+    level = static_cast<spdlog::level::level_enum>(
+        std::clamp(static_cast<int>(spdlog::level::info) - verbosity,
+                   static_cast<int>(spdlog::level::trace), static_cast<int>(spdlog::level::err)));
+  }
+  spdlog::set_level(level);
+  install(std::move(sinks));
+  if (unknown) spdlog::warn("HEDDLE_FUSE_LOG={} is not a level; using info", name);
+}
+
+void log_to_file(const std::string& path, bool journal) {
+  std::vector<spdlog::sink_ptr> sinks;
+  sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(path, kRotateBytes,
+                                                                         kRotateFiles));
+  sinks.back()->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%P] [%l] %v");
+  if (journal) sinks.push_back(journal_sink());
+  install(std::move(sinks));
+  // Every line reaches the file at once: a supervisor can be SIGKILLed.
+  spdlog::default_logger()->flush_on(spdlog::level::trace);
+}
+
+}  // namespace heddle::launcher

@@ -1,0 +1,78 @@
+#include "supervision.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "heddle/error.h"
+#include "heddle/ipc/frame.h"
+
+namespace heddle::launcher {
+namespace {
+
+constexpr std::chrono::milliseconds kControlReadTimeout{5000};
+
+ipc::Message answer_status(Supervisor& supervisor) {
+  try {
+    ipc::StatusOk status = supervisor.status();
+    const MountRequest& request = supervisor.request();
+    status.extra["supervisor_pid"] = ::getpid();
+    status.extra["guard_pid"] = supervisor.guard_pid();
+    status.extra["source"] = request.git ? request.git->repo_root : request.source_dir;
+    if (request.git) status.extra["thread"] = request.git->thread;
+    status.extra["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::steady_clock::now() - supervisor.started())
+                                    .count();
+    return status;
+  } catch (const Error& e) {
+    return ipc::MountError{e.what()};
+  }
+}
+
+}  // namespace
+
+StopSignals::StopSignals() {
+  sigemptyset(&set_);
+  for (int signo : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, signo);
+  if (::sigprocmask(SIG_BLOCK, &set_, &old_) != 0) throw_errno("sigprocmask");
+  fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC));
+  if (!fd_) throw_errno("signalfd");
+}
+
+StopSignals::~StopSignals() { ::sigprocmask(SIG_SETMASK, &old_, nullptr); }
+
+int StopSignals::take() const {
+  signalfd_siginfo info{};
+  return ::read(fd_.get(), &info, sizeof info) == sizeof info ? static_cast<int>(info.ssi_signo) : 0;
+}
+
+bool handle_control(Supervisor& supervisor, ControlServer& server) {
+  auto peer = server.accept_peer();
+  if (!peer) return false;
+  std::optional<ipc::Message> request;
+  try {
+    request = ipc::read_frame(peer->get(), kControlReadTimeout);
+  } catch (const Error& e) {
+    spdlog::warn("control request: {}", e.what());
+    return false;
+  }
+  if (!request) return false;
+  ipc::Message reply = ipc::MountError{"unsupported request"};
+  bool stop = false;
+  if (std::holds_alternative<ipc::Status>(*request)) {
+    reply = answer_status(supervisor);
+  } else if (std::holds_alternative<ipc::Stop>(*request)) {
+    spdlog::info("unmount requested for {}", supervisor.request().mountpoint);
+    supervisor.unmount();
+    reply = ipc::Stopping{};
+    stop = true;
+  }
+  try {
+    ipc::write_frame(peer->get(), reply, kControlReadTimeout);
+  } catch (const Error& e) {
+    spdlog::warn("control reply: {}", e.what());
+  }
+  return stop;
+}
+
+}  // namespace heddle::launcher

@@ -1,0 +1,35 @@
+// What a supervising process does besides the Supervisor itself: take the stop signals, and
+// answer the control socket (status, unmount, list). Shared by `mount` and heddle worker mode.
+#pragma once
+
+#include <signal.h>
+
+#include "heddle/launcher/control_socket.h"
+#include "heddle/launcher/supervisor.h"
+#include "heddle/unique_fd.h"
+
+namespace heddle::launcher {
+
+// Blocks SIGINT, SIGTERM and SIGHUP (create it before any thread exists, so every thread
+// inherits the mask) and reads them through a signalfd; restores the mask on destruction.
+class StopSignals {
+ public:
+  StopSignals();
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  ~StopSignals();
+
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  // Reads the pending signal; its number, or 0.
+  int take() const;
+
+ private:
+  sigset_t set_{};
+  sigset_t old_{};
+  UniqueFd fd_;
+};
+
+// Answers one control request; true when it asked us to stop (and we did).
+bool handle_control(Supervisor& supervisor, ControlServer& server);
+
+}  // namespace heddle::launcher
