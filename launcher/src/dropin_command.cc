@@ -38,14 +38,14 @@ void send(int ipc, const ipc::Message& message) {
   }
 }
 
-// One request from heddle; true when we are done (Stop, EOF or a broken stream).
-bool answer_heddle(int ipc, Supervisor& supervisor, const DropInArgs& args, bool& failed) {
+// One request from heddle; true when we are done. As heddle's own worker does, a broken
+// stream or a message a worker never receives ends the mount like Stop.
+bool answer_heddle(int ipc, Supervisor& supervisor, const DropInArgs& args) {
   std::optional<ipc::Message> request;
   try {
     request = ipc::read_frame(ipc, kFrameTimeout);
   } catch (const Error& e) {
-    spdlog::error("heddle's IPC stream broke ({}); unmounting", e.what());
-    failed = true;
+    spdlog::warn("heddle's IPC stream broke ({}); unmounting", e.what());
     return true;
   }
   if (!request) {
@@ -66,8 +66,7 @@ bool answer_heddle(int ipc, Supervisor& supervisor, const DropInArgs& args, bool
     }
     return false;
   }
-  spdlog::error("heddle sent {}, which a worker never receives; unmounting", ipc::kind_of(*request));
-  failed = true;
+  spdlog::warn("heddle sent {}, which a worker never receives; unmounting", ipc::kind_of(*request));
   return true;
 }
 
@@ -113,7 +112,7 @@ int dropin_command(const DropInArgs& args) {
       spdlog::info("signal {} received; unmounting {}", signals.take(), args.mountpoint);
       done = true;
     } else if (fds[0].revents != 0) {
-      done = answer_heddle(ipc.get(), *supervisor, args, failed);
+      done = answer_heddle(ipc.get(), *supervisor, args);
     } else if (fds[3].revents != 0) {
       done = handle_control(*supervisor, *server);
     }

@@ -35,11 +35,17 @@ StopSignals::StopSignals() {
   sigemptyset(&set_);
   for (int signo : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&set_, signo);
   if (::sigprocmask(SIG_BLOCK, &set_, &old_) != 0) throw_errno("sigprocmask");
-  fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC));
+  fd_.reset(::signalfd(-1, &set_, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!fd_) throw_errno("signalfd");
 }
 
-StopSignals::~StopSignals() { ::sigprocmask(SIG_SETMASK, &old_, nullptr); }
+StopSignals::~StopSignals() {
+  // A stop signal that came while we were already stopping is answered by that stop;
+  // unblocking it would kill us with it instead of letting us exit as planned.
+  while (take() != 0) {
+  }
+  ::sigprocmask(SIG_SETMASK, &old_, nullptr);
+}
 
 int StopSignals::take() const {
   signalfd_siginfo info{};

@@ -11,7 +11,8 @@
 namespace heddle::launcher {
 
 // Blocks SIGINT, SIGTERM and SIGHUP (create it before any thread exists, so every thread
-// inherits the mask) and reads them through a signalfd; restores the mask on destruction.
+// inherits the mask) and reads them through a signalfd; on destruction, discards those still
+// pending and restores the mask.
 class StopSignals {
  public:
   StopSignals();
@@ -20,7 +21,7 @@ class StopSignals {
   ~StopSignals();
 
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
-  // Reads the pending signal; its number, or 0.
+  // Reads a pending signal; its number, or 0 if none is pending.
   int take() const;
 
  private:
