@@ -468,5 +468,19 @@ TEST_F(CliTest, LogsToTheJournalWithPriorities) {
   EXPECT_EQ(result.err.find("[info]"), std::string::npos) << result.err;
 }
 
+// HEDDLE_FUSE_LOG takes spdlog's per-logger syntax: here a quiet launcher, a chatty worker.
+TEST_F(CliTest, LogLevelsPerLoggerReachTheWorker) {
+  ChildProcess foreground({"/usr/bin/env", "HEDDLE_FUSE_LOG=warn,heddle-fuse-worker=debug",
+                           bin_path("heddle-fuse-launcher"), "mount", "--foreground", "--dir",
+                           src(), "--mountpoint", mp()});
+  const auto ready = foreground.read_line(20s);
+  ASSERT_TRUE(ready.has_value());
+  foreground.signal(SIGTERM);
+  const CommandResult result = foreground.finish(20s);
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.err.find("[debug] worker "), std::string::npos) << result.err;
+  EXPECT_EQ(result.err.find("signal 15 received"), std::string::npos) << result.err;
+}
+
 }  // namespace
 }  // namespace heddle::test

@@ -1,5 +1,7 @@
 #include "logging.h"
 
+#include "heddle/log_levels.h"
+
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -72,20 +74,17 @@ void configure_logging(int verbosity) {
     sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
     sinks.back()->set_pattern(kPattern);
   }
-  auto level = spdlog::level::info;
-  const char* name = std::getenv("HEDDLE_FUSE_LOG");
-  // from_str answers "off" for any name it does not know: keep logging in that case.
-  const auto parsed = name ? spdlog::level::from_str(name) : level;
-  const bool unknown = name && parsed == spdlog::level::off && std::string_view(name) != "off";
-  if (!unknown) level = parsed;
+  install(std::move(sinks));
+  apply_log_levels_from_env();
   if (verbosity != 0) {
-    level = static_cast<spdlog::level::level_enum>(
+    // -v/-q win over the variable, for the worker too: it inherits the variable.
+    const auto level = static_cast<spdlog::level::level_enum>(
         std::clamp(static_cast<int>(spdlog::level::info) - verbosity,
                    static_cast<int>(spdlog::level::trace), static_cast<int>(spdlog::level::err)));
+    spdlog::set_level(level);
+    const auto name = spdlog::level::to_string_view(level);
+    ::setenv(kLogEnv, std::string(name.data(), name.size()).c_str(), 1);
   }
-  spdlog::set_level(level);
-  install(std::move(sinks));
-  if (unknown) spdlog::warn("HEDDLE_FUSE_LOG={} is not a level; using info", name);
 }
 
 void log_to_file(const std::string& path, bool journal) {

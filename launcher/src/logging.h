@@ -6,7 +6,8 @@
 
 namespace heddle::launcher {
 
-// The level is HEDDLE_FUSE_LOG (default info), or info moved by `verbosity` (-v/-q) if nonzero.
+// The level is HEDDLE_FUSE_LOG in spdlog's syntax (default info), or info moved by `verbosity`
+// (-v/-q) if nonzero, which then also replaces HEDDLE_FUSE_LOG for the worker.
 void configure_logging(int verbosity);
 
 // True when stderr is connected to systemd-journald ($JOURNAL_STREAM names its device:inode).

@@ -18,7 +18,7 @@ constexpr std::size_t kMaxLine = 4096;
 
 // The worker writes "[LEVEL] message"; anything else (a sanitizer report, a library's own
 // print) is unexpected enough to be a warning.
-void log_line(const std::string& prefix, std::string_view line) {
+void log_line(spdlog::logger& logger, const std::string& prefix, std::string_view line) {
   auto level = spdlog::level::warn;
   if (line.size() > 2 && line.front() == '[') {
     if (const auto close = line.find("] "); close != std::string_view::npos) {
@@ -29,7 +29,7 @@ void log_line(const std::string& prefix, std::string_view line) {
       }
     }
   }
-  spdlog::log(level, "{}: {}", prefix, line);
+  logger.log(level, "{}: {}", prefix, line);
 }
 
 }  // namespace
@@ -52,12 +52,16 @@ OutputRelay::~OutputRelay() {
 
 void OutputRelay::start(std::string prefix) {
   write_end_.reset();
-  // The registry is created lazily in uninstrumented code; create it before the thread (TSan).
-  (void)spdlog::default_logger_raw();
-  thread_ = std::thread([this, prefix = std::move(prefix)] { relay(prefix); });
+  // Our sinks, but no filter of our own: the child already logged at the level it was given
+  // (HEDDLE_FUSE_LOG is passed on), which may differ from ours ("warn,heddle-fuse-worker=debug").
+  std::shared_ptr<spdlog::logger> logger = spdlog::default_logger()->clone("heddle-fuse-worker");
+  logger->set_level(spdlog::level::trace);
+  thread_ = std::thread([this, logger = std::move(logger), prefix = std::move(prefix)] {
+    relay(*logger, prefix);
+  });
 }
 
-void OutputRelay::relay(const std::string& prefix) {
+void OutputRelay::relay(spdlog::logger& logger, const std::string& prefix) {
   std::string pending;
   char buffer[4096];
   bool stopping = false;
@@ -78,11 +82,11 @@ void OutputRelay::relay(const std::string& prefix) {
     pending.append(buffer, static_cast<std::size_t>(n));
     for (std::size_t end; (end = pending.find('\n')) != std::string::npos || pending.size() > kMaxLine;) {
       const std::size_t cut = end == std::string::npos ? kMaxLine : end;
-      log_line(prefix, std::string_view(pending).substr(0, cut));
+      log_line(logger, prefix, std::string_view(pending).substr(0, cut));
       pending.erase(0, end == std::string::npos ? cut : cut + 1);
     }
   }
-  if (!pending.empty()) log_line(prefix, pending);
+  if (!pending.empty()) log_line(logger, prefix, pending);
 }
 
 }  // namespace heddle::launcher

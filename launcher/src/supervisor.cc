@@ -20,7 +20,7 @@ namespace {
 
 using std::chrono::milliseconds;
 
-constexpr const char* kPassedEnv[] = {kPanicOnInitEnv, kHoldReadyEnv, "ASAN_OPTIONS",
+constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, kHoldReadyEnv, "ASAN_OPTIONS",
                                       "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"};
 
 struct SocketPair {
@@ -120,9 +120,6 @@ sandbox::SandboxSpec worker_sandbox(const MountRequest& request, const Superviso
   } else if (!request.source_dir.empty()) {
     spec.readonly_paths = {request.source_dir};
   }
-  // The worker logs at our level, whether it came from HEDDLE_FUSE_LOG or -v/-q.
-  const auto level = spdlog::level::to_string_view(spdlog::get_level());
-  spec.env.push_back("HEDDLE_FUSE_LOG=" + std::string(level.data(), level.size()));
   for (const char* name : kPassedEnv) {
     if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
   }

@@ -1,5 +1,7 @@
 #include "logging.h"
 
+#include "heddle/log_levels.h"
+
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
@@ -15,7 +17,6 @@
 namespace heddle::worker {
 namespace {
 
-constexpr const char* kLogEnv = "HEDDLE_FUSE_LOG";
 
 spdlog::level::level_enum to_spdlog(fuse_log_level level) {
   switch (level) {
@@ -61,24 +62,8 @@ void init_logging() {
   logger->set_pattern("[%l] %v");
   spdlog::set_default_logger(logger);
 
-  auto level = spdlog::level::info;
-  std::string bad_name;
-  if (const char* name = std::getenv(kLogEnv); name != nullptr && *name != '\0') {
-    const auto parsed = spdlog::level::from_str(name);
-    // from_str() answers "off" for names it does not know.
-    if (parsed != spdlog::level::off || std::string_view(name) == "off") {
-      level = parsed;
-    } else {
-      bad_name = name;
-    }
-  }
-  spdlog::set_level(level);
-  g_trace = level == spdlog::level::trace;
-  if (!bad_name.empty()) {
-    spdlog::warn("{}='{}' is not a log level (trace, debug, info, warn, error, critical, off); "
-                 "using info",
-                 kLogEnv, bad_name);
-  }
+  apply_log_levels_from_env();
+  g_trace = spdlog::get_level() == spdlog::level::trace;
   fuse_set_log_func(&log_from_libfuse);
 }
 

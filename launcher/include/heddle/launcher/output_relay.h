@@ -2,6 +2,8 @@
 // worker's messages land in the supervisor's log (file or journal) with its level kept.
 #pragma once
 
+#include <spdlog/logger.h>
+
 #include <string>
 #include <thread>
 
@@ -23,7 +25,7 @@ class OutputRelay {
   void start(std::string prefix);
 
  private:
-  void relay(const std::string& prefix);
+  void relay(spdlog::logger& logger, const std::string& prefix);
 
   UniqueFd read_end_;
   UniqueFd write_end_;
