@@ -91,7 +91,8 @@ Files:
                                        (default ~/.local/state; root: /var/log/heddle-fuse)
 
 Environment:
-  HEDDLE_FUSE_LOG                   log level: trace, debug, info, warn, error, off
+  HEDDLE_FUSE_LOG                   log levels, spdlog syntax: debug, or per logger
+                                    warn,heddle-fuse-worker=debug
   HEDDLE_FUSE_WORKER_BIN            the worker binary (default: next to this program, or
                                     ../libexec/heddle-fuse/); ignored if it names this program
   HEDDLE_FUSE_WORKER_STOP_GRACE_MS  grace before each escalation step (default 2000)
