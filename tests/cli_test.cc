@@ -424,10 +424,8 @@ TEST_F(CliTest, BackgroundSupervisorLogsToAPrivateFileWithTheWorkersLines) {
   const pid_t worker = mount_with("-v");
   const fs::path dir = ::geteuid() == 0 ? fs::path("/var/log/heddle-fuse") : state / "heddle-fuse";
   const fs::path log = dir / fs::path(launcher::supervisor_log_path(mp())).filename();
-  if (::geteuid() != 0) {
-    // The test's own environment has no XDG_STATE_HOME of that name: compute it by hand.
-    EXPECT_EQ(log.filename().string().rfind("tmp-heddle-test-", 0), 0u) << log;
-  }
+  // Named after the mountpoint, '/' as '-' and other bytes as '_', plus a key.
+  EXPECT_EQ(log.filename().string().rfind("tmp-heddle_test_", 0), 0u) << log;
   ASSERT_TRUE(fs::exists(log)) << log;
   struct stat st {};
   ASSERT_EQ(::stat(dir.c_str(), &st), 0);
@@ -475,6 +473,8 @@ TEST_F(CliTest, LogLevelsPerLoggerReachTheWorker) {
                            src(), "--mountpoint", mp()});
   const auto ready = foreground.read_line(20s);
   ASSERT_TRUE(ready.has_value());
+  // A read makes sure the worker has handled FUSE_INIT, which it logs at debug.
+  EXPECT_EQ(slurp(tree_->mountpoint() / "a.txt"), "alpha\n");
   foreground.signal(SIGTERM);
   const CommandResult result = foreground.finish(20s);
   EXPECT_EQ(result.exit_code, 0) << result.err;
