@@ -20,13 +20,12 @@ constexpr std::chrono::milliseconds kFrameTimeout{5000};
 
 // The fd heddle passed: a socket, taken over and kept from every process we start.
 UniqueFd take_ipc_fd(int fd) {
+  const std::string what = "--ipc-fd " + std::to_string(fd);
+  const char* hint = "heddle passes its end of a socketpair here, inherited without CLOEXEC";
   struct stat st {};
-  if (::fstat(fd, &st) != 0) throw_errno("--ipc-fd " + std::to_string(fd), "heddle passes its end of a socketpair here");
-  if (!S_ISSOCK(st.st_mode)) {
-    throw Error("--ipc-fd " + std::to_string(fd) + " is not a socket", ENOTSOCK,
-                "heddle passes its end of a socketpair here");
-  }
-  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) throw_errno("--ipc-fd " + std::to_string(fd));
+  if (::fstat(fd, &st) != 0) throw_errno(what, hint);
+  if (!S_ISSOCK(st.st_mode)) throw Error(what + " is not a socket", ENOTSOCK, hint);
+  if (::fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) throw_errno(what);
   return UniqueFd(fd);
 }
 
