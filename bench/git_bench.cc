@@ -5,23 +5,16 @@
 // one, and the worker's memory after walking 100,000 files (and after the kernel forgets them).
 // See bench/README.md for what is measured and why.
 #include <fcntl.h>
-#include <sched.h>
-#include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cmath>
-#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -32,7 +25,6 @@
 #include <functional>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -43,16 +35,13 @@
 #include "heddle/launcher/supervisor.h"
 #include "heddle/unique_fd.h"
 
-extern char** environ;
-
 namespace {
 
 namespace fs = std::filesystem;
 using heddle::Error;
 using heddle::UniqueFd;
 using heddle::throw_errno;
-using namespace heddle::bench;  // arguments, interruption, mount probes
-using Clock = std::chrono::steady_clock;
+using namespace heddle::bench;  // arguments, interruption, mounts, processes, statistics
 using heddle::launcher::GitSource;
 using heddle::launcher::MountRequest;
 using heddle::launcher::Supervisor;
@@ -78,276 +67,46 @@ struct Config {
 
 Config parse_args(int argc, char** argv) {
   Config config;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") {
-      std::printf(
-          "usage: heddle_git_bench [--read-rounds N] [--walk-rounds N] [--spawn-rounds N]\n"
-          "                        [--blob-mib N]\n"
-          "  --read-rounds N   fresh mounts for the cold + warm 1 GiB read (default 5)\n"
-          "  --walk-rounds N   fresh mounts for the cold + warm 50,000-file walk (default 5)\n"
-          "  --spawn-rounds N  timed spawns per repository, 100,000 vs 10 files (default 10)\n"
-          "  --blob-mib N      size of the streamed blob in MiB (default 1024; must exceed the\n"
-          "                    worker's 256 MiB cache cap to stream)\n"
-          "Must run as root (FUSE mounts, drop_caches). Set HEDDLE_FUSE_WORKER_BIN to use\n"
-          "another worker binary.\n");
-      std::exit(0);
-    }
-    if (i + 1 >= argc) throw Error("missing value after " + std::string(arg), EINVAL);
-    if (arg == "--read-rounds") {
-      config.read_rounds = parse_positive(argv[i], argv[i + 1]);
-    } else if (arg == "--walk-rounds") {
-      config.walk_rounds = parse_positive(argv[i], argv[i + 1]);
-    } else if (arg == "--spawn-rounds") {
-      config.spawn_rounds = parse_positive(argv[i], argv[i + 1]);
-    } else if (arg == "--blob-mib") {
-      config.blob_mib = static_cast<std::uint64_t>(parse_positive(argv[i], argv[i + 1]));
-    } else {
-      throw Error("unknown argument '" + std::string(arg) + "' (see --help)", EINVAL);
-    }
-    ++i;
-  }
+  parse_flags(
+      argc, argv,
+      "usage: heddle_git_bench [--read-rounds N] [--walk-rounds N] [--spawn-rounds N]\n"
+      "                        [--blob-mib N]\n"
+      "  --read-rounds N   fresh mounts for the cold + warm 1 GiB read (default 5)\n"
+      "  --walk-rounds N   fresh mounts for the cold + warm 50,000-file walk (default 5)\n"
+      "  --spawn-rounds N  timed spawns per repository, 100,000 vs 10 files (default 10)\n"
+      "  --blob-mib N      size of the streamed blob in MiB (default 1024; must exceed the\n"
+      "                    worker's 256 MiB cache cap to stream)\n"
+      "Must run as root (FUSE mounts, drop_caches). Set HEDDLE_FUSE_WORKER_BIN to use\n"
+      "another worker binary.\n",
+      {{"--read-rounds", [&](int v) { config.read_rounds = v; }},
+       {"--walk-rounds", [&](int v) { config.walk_rounds = v; }},
+       {"--spawn-rounds", [&](int v) { config.spawn_rounds = v; }},
+       {"--blob-mib", [&](int v) { config.blob_mib = static_cast<std::uint64_t>(v); }}});
   return config;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Statistics and timing
-
-double seconds_between(Clock::time_point from, Clock::time_point to) {
-  return std::chrono::duration<double>(to - from).count();
+// A thread of `repo` mounted on `mountpoint` with the default cache cap.
+LiveMount mount_thread(const std::string& repo, const MountPoint& mountpoint) {
+  return LiveMount(MountRequest::thread(GitSource{repo, kThread}, mountpoint.path()));
 }
-
-// Nearest-rank percentile.
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) throw Error("percentile: no samples", EINVAL);
-  std::sort(v.begin(), v.end());
-  auto rank = static_cast<std::size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-  rank = std::clamp<std::size_t>(rank, 1, v.size());
-  return v[rank - 1];
-}
-
-// The median (for an even count, the mean of the middle two): the figure reported per metric.
-double median(std::vector<double> v) {
-  if (v.empty()) throw Error("median: no samples", EINVAL);
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-std::string join(const std::vector<double>& v, int decimals) {
-  std::string out;
-  char buffer[64];
-  for (std::size_t i = 0; i < v.size(); ++i) {
-    std::snprintf(buffer, sizeof buffer, "%.*f", decimals, v[i]);
-    if (i > 0) out += ", ";
-    out += buffer;
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Mounts and the scratch directory
-
-// Mounts at or below `dir`.
-std::vector<std::string> mounts_under(const std::string& dir) {
-  std::vector<std::string> out;
-  for (auto& point : mount_points()) {
-    if (point == dir || point.rfind(dir + "/", 0) == 0) out.push_back(std::move(point));
-  }
-  return out;
-}
-
-// Lazily detaches anything mounted at `path` (the Supervisor should have unmounted it already:
-// this is the last line of defence). True when nothing is left.
-bool detach_all(const std::string& path) {
-  for (int i = 0; i < 8 && is_mounted(path); ++i) {
-    std::fprintf(stderr, "heddle_git_bench: %s still mounted at cleanup, detaching\n", path.c_str());
-    if (::umount2(path.c_str(), MNT_DETACH) != 0) break;
-  }
-  return !is_mounted(path);
-}
-
-// The one mkdtemp() directory under /tmp, mode 0755 (the worker runs as nobody and must read
-// the repositories), holding every repository, extraction and mount point. On destruction:
-// anything still mounted below it is detached; if that fails it is left alone (never walked
-// into), else removed recursively.
-class ScratchRoot {
- public:
-  ScratchRoot() {
-    std::string pattern = "/tmp/heddle-git-bench-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) throw_errno("mkdtemp " + pattern);
-    path_ = pattern;
-    if (::chmod(path_.c_str(), 0755) != 0) {
-      const int saved = errno;
-      ::rmdir(path_.c_str());
-      throw Error("chmod 0755 " + path_, saved);
-    }
-  }
-  ScratchRoot(const ScratchRoot&) = delete;
-  ScratchRoot& operator=(const ScratchRoot&) = delete;
-  ~ScratchRoot() {
-    try {
-      for (const auto& point : mounts_under(path_)) (void)detach_all(point);
-      if (!mounts_under(path_).empty()) {
-        std::fprintf(stderr, "heddle_git_bench: mounts remain under %s; leaving it\n",
-                     path_.c_str());
-        return;
-      }
-      std::error_code ec;
-      fs::remove_all(path_, ec);
-      if (ec) {
-        std::fprintf(stderr, "heddle_git_bench: remove %s: %s\n", path_.c_str(),
-                     ec.message().c_str());
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "heddle_git_bench: cleanup of %s: %s\n", path_.c_str(), e.what());
-    }
-  }
-  [[nodiscard]] const std::string& path() const { return path_; }
-  [[nodiscard]] std::string operator/(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
-
-// An empty directory to mount on; only ever rmdir()ed.
-class MountPoint {
- public:
-  explicit MountPoint(std::string path) : path_(std::move(path)) {
-    if (::mkdir(path_.c_str(), 0755) != 0) throw_errno("mkdir " + path_);
-  }
-  MountPoint(const MountPoint&) = delete;
-  MountPoint& operator=(const MountPoint&) = delete;
-  ~MountPoint() {
-    try {
-      if (!detach_all(path_)) {
-        std::fprintf(stderr, "heddle_git_bench: cannot unmount %s; leaving it\n", path_.c_str());
-        return;
-      }
-      if (::rmdir(path_.c_str()) != 0) {
-        std::fprintf(stderr, "heddle_git_bench: rmdir %s: %s\n", path_.c_str(),
-                     std::strerror(errno));
-      }
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "heddle_git_bench: cleanup of %s: %s\n", path_.c_str(), e.what());
-    }
-  }
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
-// A thread of `repo` mounted on `mountpoint` with the default cache cap; unmounts on
-// destruction and reports failures. Declared after its MountPoint, so it goes first.
-class LiveMount {
- public:
-  LiveMount(const std::string& repo, const MountPoint& mountpoint) {
-    const auto t0 = Clock::now();
-    supervisor_ = Supervisor::spawn(MountRequest::thread(GitSource{repo, kThread}, mountpoint.path()));
-    spawn_seconds_ = seconds_between(t0, Clock::now());
-    if (!is_mounted(mountpoint.path())) {
-      throw Error("spawn returned but " + mountpoint.path() + " is not mounted", 0);
-    }
-  }
-  LiveMount(const LiveMount&) = delete;
-  LiveMount& operator=(const LiveMount&) = delete;
-  ~LiveMount() {
-    try {
-      unmount();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "heddle_git_bench: unmount: %s\n", e.what());
-    }
-  }
-  void unmount() {
-    if (!supervisor_) return;
-    const std::string point = supervisor_->request().mountpoint;
-    supervisor_->unmount();
-    supervisor_.reset();
-    if (is_mounted(point)) throw Error("unmount returned but " + point + " is still mounted", EBUSY);
-  }
-  Supervisor* operator->() { return supervisor_.get(); }
-  // How long Supervisor::spawn took (until MountReady).
-  [[nodiscard]] double spawn_seconds() const { return spawn_seconds_; }
-
- private:
-  std::unique_ptr<Supervisor> supervisor_;
-  double spawn_seconds_ = 0;
-};
 
 // ---------------------------------------------------------------------------------------------
 // Child processes (git, tar, head), with a fixed git identity and no user or system config.
 
-// Runs argv (PATH lookup) to completion; `feed`, if set, writes the child's stdin through the
-// given fd (closed afterwards). Throws unless the child exits 0. The child is always reaped.
-void run_command(const std::vector<std::string>& argv, const std::function<void(int)>& feed = {}) {
-  // Everything the child needs is built before fork().
-  static const std::vector<std::string> overrides = {
-      "GIT_CONFIG_GLOBAL=/dev/null",
-      "GIT_CONFIG_NOSYSTEM=1",
-      "GIT_AUTHOR_NAME=heddle",
-      "GIT_AUTHOR_EMAIL=heddle@example.invalid",
-      "GIT_COMMITTER_NAME=heddle",
-      "GIT_COMMITTER_EMAIL=heddle@example.invalid",
-      "GIT_AUTHOR_DATE=2024-05-06T07:08:09Z",
-      "GIT_COMMITTER_DATE=2024-05-06T07:08:09Z",
-  };
-  std::vector<std::string> env = overrides;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string_view entry = *e;
-    const auto name = entry.substr(0, entry.find('=') + 1);
-    const bool overridden = std::any_of(overrides.begin(), overrides.end(), [&](const auto& o) {
-      return std::string_view(o).substr(0, o.find('=') + 1) == name;
-    });
-    if (!overridden) env.emplace_back(entry);
-  }
-  std::vector<char*> envp, args;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> argv_copy = argv;
-  for (auto& a : argv_copy) args.push_back(a.data());
-  args.push_back(nullptr);
+const std::vector<std::string> kGitEnv = {
+    "GIT_CONFIG_GLOBAL=/dev/null",
+    "GIT_CONFIG_NOSYSTEM=1",
+    "GIT_AUTHOR_NAME=heddle",
+    "GIT_AUTHOR_EMAIL=heddle@example.invalid",
+    "GIT_COMMITTER_NAME=heddle",
+    "GIT_COMMITTER_EMAIL=heddle@example.invalid",
+    "GIT_AUTHOR_DATE=2024-05-06T07:08:09Z",
+    "GIT_COMMITTER_DATE=2024-05-06T07:08:09Z",
+};
 
-  int fds[2] = {-1, -1};
-  if (feed && ::pipe2(fds, O_CLOEXEC) != 0) throw_errno("pipe2");
-  UniqueFd read_end(fds[0]);
-  UniqueFd write_end(fds[1]);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork " + argv[0]);
-  if (pid == 0) {
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(SIGPIPE, &dfl, nullptr);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(126);
-    if (read_end && ::dup2(read_end.get(), STDIN_FILENO) < 0) ::_exit(126);
-    ::execvpe(args[0], args.data(), envp.data());
-    ::_exit(127);
-  }
-  read_end.reset();
-  std::exception_ptr failure;
-  if (feed) {
-    try {
-      feed(write_end.get());
-    } catch (...) {
-      failure = std::current_exception();
-    }
-    write_end.reset();  // EOF: the child finishes (or gives up) and exits
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw_errno("waitpid " + argv[0]);
-  }
-  if (failure) std::rethrow_exception(failure);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::string command;
-    for (const auto& a : argv) {
-      if (!command.empty()) command += ' ';
-      command += a;
-    }
-    throw Error("'" + command + "' failed (wait status " + std::to_string(status) + ")", 0);
-  }
+// Runs argv to completion with kGitEnv; `feed`, if set, writes the child's stdin.
+void run_tool(const std::vector<std::string>& argv, const std::function<void(int)>& feed = {}) {
+  heddle::bench::run_command(argv, CommandOptions{kGitEnv, feed, nullptr});
 }
 
 void write_all(int fd, std::string_view data) {
@@ -367,8 +126,8 @@ void write_all(int fd, std::string_view data) {
 // A bare repository whose `main` holds dirs x files small files (d000/f0000 ...), each with its
 // own content, built with one `git fast-import` stream.
 void make_many_file_repo(const std::string& repo, int dirs, int files_per_dir) {
-  run_command({"git", "init", "-q", "--bare", "-b", kThread, repo});
-  run_command({"git", "-C", repo, "-c", "gc.auto=0", "fast-import", "--quiet"}, [&](int fd) {
+  run_tool({"git", "init", "-q", "--bare", "-b", kThread, repo});
+  run_tool({"git", "-C", repo, "-c", "gc.auto=0", "fast-import", "--quiet"}, [&](int fd) {
     std::string out;
     out.reserve(2 * kMiB);
     const std::string message = "many files\n";
@@ -404,19 +163,19 @@ void make_many_file_repo(const std::string& repo, int dirs, int files_per_dir) {
 // `git add` (compression level 1: the data is incompressible anyway). The work tree copy is
 // deleted after the commit: the mount and the extraction are what is compared.
 void make_blob_repo(const std::string& repo, std::uint64_t mib) {
-  run_command({"git", "init", "-q", "-b", kThread, repo});
+  run_tool({"git", "init", "-q", "-b", kThread, repo});
   const std::string file = repo + "/big.bin";
-  run_command({"/bin/sh", "-c", "head -c \"$0\" /dev/urandom > \"$1\"", std::to_string(mib << 20),
+  run_tool({"/bin/sh", "-c", "head -c \"$0\" /dev/urandom > \"$1\"", std::to_string(mib << 20),
                file});
-  run_command({"git", "-C", repo, "-c", "gc.auto=0", "-c", "core.compression=1", "add", "big.bin"});
-  run_command({"git", "-C", repo, "-c", "gc.auto=0", "commit", "-q", "-m", "a big blob"});
+  run_tool({"git", "-C", repo, "-c", "gc.auto=0", "-c", "core.compression=1", "add", "big.bin"});
+  run_tool({"git", "-C", repo, "-c", "gc.auto=0", "commit", "-q", "-m", "a big blob"});
   if (::unlink(file.c_str()) != 0) throw_errno("unlink " + file);
 }
 
 // `git archive main | tar -x` into a new directory `out` (tar.umask=022, as git means it).
 void extract(const std::string& repo, const std::string& out) {
   if (::mkdir(out.c_str(), 0755) != 0) throw_errno("mkdir " + out);
-  run_command({"/bin/bash", "-c",
+  run_tool({"/bin/bash", "-c",
                "set -o pipefail; git -c tar.umask=0022 -C \"$0\" archive --format=tar \"$1\" | "
                "tar -x -C \"$2\"",
                repo, kThread, out});
@@ -510,18 +269,6 @@ WalkResult walk(const std::string& root, std::uint64_t expected) {
   return result;
 }
 
-// rchar of a process (bytes it read through read()/pread() etc.), from /proc/<pid>/io.
-std::uint64_t rchar_of(pid_t pid) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/io";
-  std::ifstream in(path);
-  if (!in) throw_errno("open " + path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("rchar:", 0) == 0) return std::stoull(line.substr(6));
-  }
-  throw Error("no rchar in " + path, EIO);
-}
-
 // How much of a file is not in the page cache (or not up to date), in MiB: mmap + mincore.
 // The mapping is never touched, so this reads nothing; on the mount it costs one open.
 double missing_from_page_cache_mib(const std::string& path, std::uint64_t size) {
@@ -538,59 +285,6 @@ double missing_from_page_cache_mib(const std::string& path, std::uint64_t size) 
   const auto missing = std::count_if(resident.begin(), resident.end(),
                                      [](unsigned char r) { return (r & 1) == 0; });
   return static_cast<double>(missing) * static_cast<double>(page) / kMiB;
-}
-
-// CPU seconds (user, system) of a process, all threads: /proc/<pid>/stat fields 14 and 15.
-std::pair<double, double> cpu_of(pid_t pid) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
-  std::ifstream in(path);
-  std::string text;
-  if (!in || !std::getline(in, text)) throw_errno("read " + path);
-  std::istringstream fields(text.substr(text.rfind(')') + 2));  // after "pid (comm) "
-  std::string field;
-  double utime = 0, stime = 0;
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stod(field);
-    if (i == 15) stime = std::stod(field);
-  }
-  const auto hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
-  return {utime / hz, stime / hz};
-}
-
-// CPU seconds (user, system) of this process.
-std::pair<double, double> own_cpu() {
-  rusage usage{};
-  if (::getrusage(RUSAGE_SELF, &usage) != 0) throw_errno("getrusage");
-  const auto seconds = [](const timeval& tv) {
-    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
-  };
-  return {seconds(usage.ru_utime), seconds(usage.ru_stime)};
-}
-
-struct Memory {
-  double rss_mib = 0;
-  double hwm_mib = 0;
-};
-
-// VmRSS and VmHWM of a process, from /proc/<pid>/status.
-Memory memory_of(pid_t pid) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/status";
-  std::ifstream in(path);
-  if (!in) throw_errno("open " + path);
-  Memory m;
-  bool rss = false, hwm = false;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      m.rss_mib = std::stod(line.substr(6)) / 1024.0;
-      rss = true;
-    } else if (line.rfind("VmHWM:", 0) == 0) {
-      m.hwm_mib = std::stod(line.substr(6)) / 1024.0;
-      hwm = true;
-    }
-  }
-  if (!rss || !hwm) throw Error("no VmRSS/VmHWM in " + path, EIO);
-  return m;
 }
 
 std::uint64_t status_number(LiveMount& mount, const char* key) {
@@ -646,7 +340,7 @@ struct ReadResults {
   int disturbed = 0;  // kept half-rounds still disturbed after kAttempts
 };
 
-ReadResults run_read_bench(const Config& config, const ScratchRoot& root, const std::string& repo,
+ReadResults run_read_bench(const Config& config, const ScratchDir& root, const std::string& repo,
                            const std::string& native_file) {
   ReadResults r;
   const std::uint64_t size = config.blob_mib << 20;
@@ -657,7 +351,7 @@ ReadResults run_read_bench(const Config& config, const ScratchRoot& root, const 
     const bool ours_ok = undisturbed(
         [&] {
           MountPoint mountpoint(root / "mnt-read");
-          LiveMount mount(repo, mountpoint);
+          LiveMount mount = mount_thread(repo, mountpoint);
           const std::string file = mountpoint.path() + "/big.bin";
           const pid_t pid = mount->pid();
           drop_caches("3");
@@ -683,8 +377,8 @@ ReadResults run_read_bench(const Config& config, const ScratchRoot& root, const 
                         EPROTO);
           }
           const Memory m = memory_of(pid);
-          r.worker_hwm_mib = std::max(r.worker_hwm_mib, m.hwm_mib);
-          r.worker_rss_mib = std::max(r.worker_rss_mib, m.rss_mib);
+          r.worker_hwm_mib = std::max(r.worker_hwm_mib, m.hwm_mib());
+          r.worker_rss_mib = std::max(r.worker_rss_mib, m.rss_mib());
           if (round == 0) check_same_ends(file, native_file, size);
           mount.unmount();
         },
@@ -728,7 +422,7 @@ struct WalkResults {
   int disturbed = 0;
 };
 
-WalkResults run_walk_bench(const Config& config, const ScratchRoot& root, const std::string& repo,
+WalkResults run_walk_bench(const Config& config, const ScratchDir& root, const std::string& repo,
                            const std::string& native_dir) {
   WalkResults r;
   r.entries = static_cast<std::uint64_t>(config.walk_dirs) *
@@ -738,7 +432,7 @@ WalkResults run_walk_bench(const Config& config, const ScratchRoot& root, const 
     const bool ours_ok = undisturbed(
         [&] {
           MountPoint mountpoint(root / "mnt-walk");
-          LiveMount mount(repo, mountpoint);
+          LiveMount mount = mount_thread(repo, mountpoint);
           drop_caches("3");
           cold = walk(mountpoint.path(), r.entries).per_second();
           warm = walk(mountpoint.path(), r.entries).per_second();
@@ -767,7 +461,7 @@ struct SpawnResults {
   std::vector<double> big_ms, small_ms;
 };
 
-SpawnResults run_spawn_bench(const Config& config, const ScratchRoot& root,
+SpawnResults run_spawn_bench(const Config& config, const ScratchDir& root,
                              const std::string& big_repo, const std::string& small_repo) {
   SpawnResults r;
   for (int i = 0; i < config.spawn_warmup + config.spawn_rounds; ++i) {
@@ -775,7 +469,7 @@ SpawnResults run_spawn_bench(const Config& config, const ScratchRoot& root,
     for (const bool big : {true, false}) {
       check_interrupted();
       MountPoint mountpoint(root / "mnt-spawn");
-      LiveMount mount(big ? big_repo : small_repo, mountpoint);
+      LiveMount mount = mount_thread(big ? big_repo : small_repo, mountpoint);
       const double ms = mount.spawn_seconds() * 1e3;
       mount.unmount();
       if (i >= config.spawn_warmup) (big ? r.big_ms : r.small_ms).push_back(ms);
@@ -795,13 +489,13 @@ struct MemoryResults {
   bool disturbed = false;     // a foreign drop_caches happened during the walk
 };
 
-MemoryResults run_memory_bench(const Config& config, const ScratchRoot& root,
+MemoryResults run_memory_bench(const Config& config, const ScratchDir& root,
                                const std::string& big_repo) {
   MemoryResults r;
   r.entries = static_cast<std::uint64_t>(config.big_dirs) *
               (1 + static_cast<std::uint64_t>(config.files_per_dir));
   MountPoint mountpoint(root / "mnt-memory");
-  LiveMount mount(big_repo, mountpoint);
+  LiveMount mount = mount_thread(big_repo, mountpoint);
   const pid_t pid = mount->pid();
   r.at_mount = memory_of(pid);
   r.nodes_at_mount = status_number(mount, "nodes");
@@ -832,25 +526,6 @@ MemoryResults run_memory_bench(const Config& config, const ScratchRoot& root,
 // ---------------------------------------------------------------------------------------------
 // Report
 
-std::string kernel_release() {
-  utsname u{};
-  if (::uname(&u) != 0) throw_errno("uname");
-  return u.release;
-}
-
-std::string allowed_cpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) != 0) return "?";
-  std::string out;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-    if (!CPU_ISSET(cpu, &set)) continue;
-    if (!out.empty()) out += ',';
-    out += std::to_string(cpu);
-  }
-  return out;
-}
-
 void row(const char* metric, double ours, double native, int decimals = 1) {
   char o[32], n[32], q[32];
   std::snprintf(o, sizeof o, "%.*f", decimals, ours);
@@ -864,8 +539,6 @@ void row_ours(const char* metric, double ours, int decimals = 1) {
   std::snprintf(o, sizeof o, "%.*f", decimals, ours);
   std::printf("| %-52s | %10s | %10s | %7s |\n", metric, o, "-", "-");
 }
-
-void result_line(const char* key, double value) { std::printf("RESULT %s %.3f\n", key, value); }
 
 void report(const Config& config, double build_seconds, const ReadResults& rd,
             const WalkResults& wk, const SpawnResults& sp, const MemoryResults& mem) {
@@ -906,10 +579,10 @@ void report(const Config& config, double build_seconds, const ReadResults& rd,
   row("walk + lstat 50k entries, warm (entries/s)", walk_warm, walk_warm_native, 0);
   row("spawn -> MountReady p50 (ms): 100k files | 10 files", spawn_big, spawn_small, 2);
   row_ours(("worker VmHWM after the " + blob + " reads (MiB)").c_str(), rd.worker_hwm_mib);
-  row_ours("worker VmRSS at mount, 100k repo (MiB)", mem.at_mount.rss_mib);
-  row_ours("worker VmRSS after lstat of 100k files (MiB)", mem.after_walk.rss_mib);
-  row_ours("worker VmHWM after lstat of 100k files (MiB)", mem.after_walk.hwm_mib);
-  row_ours("worker VmRSS after drop_caches 2 (MiB)", mem.after_forget.rss_mib);
+  row_ours("worker VmRSS at mount, 100k repo (MiB)", mem.at_mount.rss_mib());
+  row_ours("worker VmRSS after lstat of 100k files (MiB)", mem.after_walk.rss_mib());
+  row_ours("worker VmHWM after lstat of 100k files (MiB)", mem.after_walk.hwm_mib());
+  row_ours("worker VmRSS after drop_caches 2 (MiB)", mem.after_forget.rss_mib());
   row_ours("Status nodes after the walk", static_cast<double>(mem.nodes_after_walk), 0);
   row_ours("Status nodes after drop_caches 2", static_cast<double>(mem.nodes_after_forget), 0);
 
@@ -948,8 +621,8 @@ void report(const Config& config, double build_seconds, const ReadResults& rd,
               static_cast<unsigned long long>(mem.nodes_at_mount),
               static_cast<unsigned long long>(mem.nodes_after_walk),
               static_cast<unsigned long long>(mem.nodes_after_forget), mem.forget_seconds,
-              mem.at_mount.rss_mib, mem.after_walk.rss_mib, mem.after_forget.rss_mib,
-              mem.at_mount.hwm_mib, mem.after_walk.hwm_mib, mem.after_forget.hwm_mib,
+              mem.at_mount.rss_mib(), mem.after_walk.rss_mib(), mem.after_forget.rss_mib(),
+              mem.at_mount.hwm_mib(), mem.after_walk.hwm_mib(), mem.after_forget.hwm_mib(),
               mem.disturbed ? " (DISTURBED: another job dropped the caches during the walk)" : "");
 
   // Machine-readable, like heddle_bench's.
@@ -970,10 +643,10 @@ void report(const Config& config, double build_seconds, const ReadResults& rd,
   result_line("ratio_spawn_100k_10", spawn_big / spawn_small);
   result_line("streamed_opens", static_cast<double>(rd.streamed_opens));
   result_line("read_worker_vmhwm_mib", rd.worker_hwm_mib);
-  result_line("walk100k_worker_vmrss_mib", mem.after_walk.rss_mib);
-  result_line("walk100k_worker_vmhwm_mib", mem.after_walk.hwm_mib);
+  result_line("walk100k_worker_vmrss_mib", mem.after_walk.rss_mib());
+  result_line("walk100k_worker_vmhwm_mib", mem.after_walk.hwm_mib());
   result_line("walk100k_nodes", static_cast<double>(mem.nodes_after_walk));
-  result_line("forget_worker_vmrss_mib", mem.after_forget.rss_mib);
+  result_line("forget_worker_vmrss_mib", mem.after_forget.rss_mib());
   result_line("forget_nodes", static_cast<double>(mem.nodes_after_forget));
   result_line("discarded_attempts", rd.discarded + wk.discarded);
   result_line("disturbed_half_rounds", rd.disturbed + wk.disturbed);
@@ -993,7 +666,7 @@ int run(const Config& config) {
   spdlog::set_level(spdlog::level::warn);
 
   // Destroyed last: every mount point and supervisor below is gone before it is removed.
-  ScratchRoot root;
+  ScratchDir root("heddle-git-bench-");
   const std::string blob_repo = root / "blob", walk_repo = root / "walk.git",
                     big_repo = root / "big.git", small_repo = root / "small.git";
   const std::string blob_native = root / "blob-native", walk_native = root / "walk-native";
@@ -1047,12 +720,5 @@ int run(const Config& config) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  try {
-    install_signal_handlers();
-    return run(parse_args(argc, argv));
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "heddle_git_bench: FAILED: %s\n", e.what());
-    return 1;
-  }
+  return bench_main("heddle_git_bench", [&] { return run(parse_args(argc, argv)); });
 }
