@@ -232,7 +232,9 @@ class ScratchRoot {
       }
       std::error_code ec;
       fs::remove_all(path_, ec);
-      if (ec) std::fprintf(stderr, "%s: remove %s: %s\n", kName, path_.c_str(), ec.message().c_str());
+      if (ec) {
+        std::fprintf(stderr, "%s: remove %s: %s\n", kName, path_.c_str(), ec.message().c_str());
+      }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "%s: cleanup of %s: %s\n", kName, path_.c_str(), e.what());
     }
@@ -303,7 +305,9 @@ class OursMount final : public Mount {
     const std::string point = supervisor_->request().mountpoint;
     supervisor_->unmount();
     supervisor_.reset();
-    if (is_mounted(point)) throw Error("unmount returned but " + point + " is still mounted", EBUSY);
+    if (is_mounted(point)) {
+      throw Error("unmount returned but " + point + " is still mounted", EBUSY);
+    }
   }
   [[nodiscard]] pid_t daemon_pid() const override { return supervisor_ ? supervisor_->pid() : 0; }
   std::string daemon_state() override {
@@ -377,13 +381,16 @@ std::string describe_wait_status(int status) {
 // umount2 (lazily if busy), then the child is reaped (SIGTERM, then SIGKILL if it lingers).
 class PassthroughMount final : public Mount {
  public:
+  // Its stderr is appended to `log`.
   PassthroughMount(const std::string& binary, const std::string& source,
-                   const MountPoint& mountpoint)
+                   const MountPoint& mountpoint, const std::string& log)
       : mountpoint_(mountpoint.path()) {
     std::vector<std::string> argv = {binary, "-f", "-o", "ro,source=" + source, mountpoint_};
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
+    const UniqueFd log_fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+    if (!log_fd) throw_errno("open " + log);
     const pid_t parent = ::getpid();
     pid_ = ::fork();
     if (pid_ < 0) throw_errno("fork " + binary);
@@ -393,6 +400,7 @@ class PassthroughMount final : public Mount {
       ::sigaction(SIGPIPE, &dfl, nullptr);
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(126);
+      if (::dup2(log_fd.get(), STDERR_FILENO) < 0) ::_exit(126);
       ::execv(args[0], args.data());
       ::_exit(127);
     }
@@ -401,7 +409,9 @@ class PassthroughMount final : public Mount {
       while (!is_mounted(mountpoint_)) {
         check_interrupted();
         if (!daemon_state().empty()) {
-          throw Error(binary + " " + exit_ + " before mounting " + mountpoint_, 0);
+          throw Error(binary + " " + exit_ + " before mounting " + mountpoint_ + " (its stderr: " +
+                          log + ")",
+                      0);
         }
         if (seconds_between(t0, Clock::now()) > 10) {
           throw Error(binary + " did not mount " + mountpoint_ + " within 10 s", ETIMEDOUT);
@@ -792,6 +802,7 @@ struct Environment {
   const ScratchRoot& root;
   std::string passthrough_binary;  // empty: unavailable
   std::string passthrough_missing;  // why
+  std::string passthrough_log;      // its stderr, all runs appended
   bool fio = false;
   std::string fio_missing;
 };
@@ -810,7 +821,8 @@ void with_view(const Environment& env, System system, const std::string& source,
   if (system == kOurs) {
     mount = std::make_unique<OursMount>(source, mountpoint);
   } else {
-    mount = std::make_unique<PassthroughMount>(env.passthrough_binary, source, mountpoint);
+    mount = std::make_unique<PassthroughMount>(env.passthrough_binary, source, mountpoint,
+                                               env.passthrough_log);
   }
   body(mountpoint.path(), mount.get());
   mount->unmount();
@@ -1119,6 +1131,20 @@ void report(const Environment& env, double setup_seconds, double total_seconds,
                 wk.big_passthrough_daemon.empty() ? "" : "; the daemon ",
                 wk.big_passthrough_daemon.c_str());
   }
+  if (!env.passthrough_binary.empty()) {
+    // Printed here because the scratch directory goes at the end.
+    std::ifstream log(env.passthrough_log);
+    std::vector<std::string> distinct;
+    int lines = 0;
+    for (std::string line; std::getline(log, line); ++lines) {
+      if (std::find(distinct.begin(), distinct.end(), line) == distinct.end() &&
+          distinct.size() < 5) {
+        distinct.push_back(line);
+      }
+    }
+    std::printf("passthrough_ll's stderr: %d lines%s\n", lines, lines > 0 ? ", distinct:" : "");
+    for (const auto& line : distinct) std::printf("    %s\n", line.c_str());
+  }
   std::printf("Foreign drop_caches (seen in /proc/vmstat): %d read and %d walk attempts measured "
               "again; %d and %d kept although still disturbed after %d attempts\n",
               rd.disturbance.discarded, wk.disturbance.discarded, rd.disturbance.disturbed,
@@ -1197,7 +1223,8 @@ void report(const Environment& env, double setup_seconds, double total_seconds,
   results_per_system("walk50k_cold_ms", wk.big_cold_ms);
   results_per_system("walk50k_warm_ms", wk.big_warm_ms);
   result_line("warm_walk_ratio_to_native", warm_walk);
-  result_line("cold_walk50k_ratio_to_native", ratio(wk.big_cold_ms[kOurs], wk.big_cold_ms[kNative]));
+  result_line("cold_walk50k_ratio_to_native",
+              ratio(wk.big_cold_ms[kOurs], wk.big_cold_ms[kNative]));
   if (wk.big_passthrough_tried) {
     result_line("walk50k_passthrough_ll_completed", wk.big_passthrough_completed ? 1 : 0);
     // How far each walk got (entries lstat()ed successfully): the first one after mounting,
@@ -1238,7 +1265,9 @@ bool on_path(const char* program) {
 }
 
 int run(const Config& config) {
-  if (::geteuid() != 0) throw Error("heddle_fs_bench must run as root (FUSE mounts, drop_caches)", EPERM);
+  if (::geteuid() != 0) {
+    throw Error("heddle_fs_bench must run as root (FUSE mounts, drop_caches)", EPERM);
+  }
   ::setenv("HEDDLE_FUSE_LOG", "warn", /*overwrite=*/0);
   spdlog::set_level(spdlog::level::warn);
   ::umask(022);
@@ -1246,7 +1275,7 @@ int run(const Config& config) {
 
   // Destroyed last: every mount point and mount below is gone before it is removed.
   ScratchRoot root;
-  Environment env{config, root, {}, {}, false, {}};
+  Environment env{config, root, {}, {}, root / "passthrough_ll.log", false, {}};
   const std::string passthrough = own_directory() + "/bench_passthrough_ll";
   if (::access(passthrough.c_str(), X_OK) == 0) {
     env.passthrough_binary = passthrough;
