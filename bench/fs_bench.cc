@@ -349,8 +349,9 @@ std::string capture_command(const std::vector<std::string>& argv) {
   for (;;) {
     const ssize_t n = ::read(read_end.get(), buffer, sizeof buffer);
     if (n < 0) {
-      if (errno == EINTR) continue;  // the flag is checked once the child is reaped
-      break;
+      if (errno != EINTR) break;
+      if (g_interrupted != 0) ::kill(pid, SIGTERM);  // ours: stop it, the flag throws below
+      continue;
     }
     if (n == 0) break;
     out.append(buffer, static_cast<std::size_t>(n));
