@@ -756,7 +756,10 @@ class CliMount {
   void unmount() {
     if (!mounted_) return;
     mounted_ = false;
-    run_command({launcher_, "unmount", mountpoint_});
+    std::string out;  // "unmounted MP": not for the report
+    CommandOptions options;
+    options.capture_stdout = &out;
+    run_command({launcher_, "unmount", mountpoint_}, options);
     if (is_mounted(mountpoint_)) throw Error(mountpoint_ + " still mounted after unmount", EBUSY);
   }
 
