@@ -178,13 +178,12 @@ class HardenedHostTest : public ::testing::Test {
       }
     }
     // The supervisor logs of every mountpoint used, root's and the user's (a background mount
-    // that failed leaves one too): same name, in /run/heddle-fuse or /tmp/heddle-fuse-UID.
+    // that failed leaves one too): same name, in /var/log/heddle-fuse or the user's state dir.
     for (const fs::path& mountpoint : mountpoints_) {
       try {
         const fs::path root_log = launcher::supervisor_log_path(mountpoint.string());
         logs_.push_back(root_log.string());
-        logs_.push_back("/tmp/heddle-fuse-" + std::to_string(uid_) + "/" +
-                        root_log.filename().string());
+        logs_.push_back(stage_home() + "/.local/state/heddle-fuse/" + root_log.filename().string());
       } catch (const std::exception& e) {
         ADD_FAILURE() << "supervisor log of " << mountpoint << ": " << e.what();
       }
@@ -220,7 +219,9 @@ class HardenedHostTest : public ::testing::Test {
     const pid_t child = ::fork();
     if (child < 0) return -1;
     if (child == 0) {
+      // The environment as_user() gives the launcher, so paths derived from it (logs) agree.
       ::unsetenv("XDG_RUNTIME_DIR");
+      ::setenv("HOME", stage_home().c_str(), 1);
       if (::setgroups(0, nullptr) != 0 || ::setresgid(gid_, gid_, gid_) != 0 ||
           ::setresuid(uid_, uid_, uid_) != 0) {
         _exit(126);
