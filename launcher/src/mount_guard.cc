@@ -51,7 +51,7 @@ std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
       {}, -1, theirs.get());
   // Our own unreaped child: its pid cannot have been recycled yet.
   UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  std::unique_ptr<MountGuard> guard(new MountGuard(pid, std::move(pidfd), std::move(ours)));
+  std::unique_ptr<MountGuard> guard(new MountGuard(pid, binary, std::move(pidfd), std::move(ours)));
   if (!guard->pidfd_) {
     const int err = errno;
     ::kill(pid, SIGKILL);
@@ -59,14 +59,17 @@ std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
     guard->ended_ = "killed";
     throw Error("pidfd_open on the mount guard", err);
   }
+  return guard;
+}
+
+void MountGuard::await_armed() {
   char armed = 0;
-  if (!readable_within(guard->socket_.get(), kArmTimeout) ||
-      ::read(guard->socket_.get(), &armed, 1) != 1 || armed != 'R') {
-    throw Error("the mount guard " + binary + " did not start", ECHILD,
+  if (!readable_within(socket_.get(), kArmTimeout) || ::read(socket_.get(), &armed, 1) != 1 ||
+      armed != 'R') {
+    throw Error("the mount guard " + binary_ + " did not start", ECHILD,
                 "see its message above; reinstall heddle-fuse-launcher or set " +
                     std::string(kGuardBinaryEnv));
   }
-  return guard;
 }
 
 MountGuard::~MountGuard() { disarm(); }

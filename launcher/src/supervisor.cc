@@ -175,6 +175,8 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
   }
   ipc.theirs.reset();
   bootstrap.ours.reset();
+  // Started before the worker, armed while it starts up: the two execs overlap.
+  guard->await_armed();
 
   ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, *guard, options);
   return std::unique_ptr<Supervisor>(new Supervisor(

@@ -22,11 +22,14 @@ inline constexpr const char* kGuardBinaryEnv = "HEDDLE_FUSE_GUARD_BIN";
 
 class MountGuard {
  public:
-  // Starts the guard for the mount of device major:minor at `mountpoint` and waits until it
-  // is armed. Throws heddle::Error.
+  // Starts the guard for the mount of device major:minor at `mountpoint`, without waiting for
+  // it (its exec overlaps the worker's): it holds its end of the socket from the start, so
+  // the supervisor's death is seen even before it is armed. Throws heddle::Error.
   static std::unique_ptr<MountGuard> start(const std::string& binary,
                                            const std::string& mountpoint, unsigned major,
                                            unsigned minor);
+  // Waits until the guard says it is armed. Throws heddle::Error naming its binary.
+  void await_armed();
   MountGuard(const MountGuard&) = delete;
   MountGuard& operator=(const MountGuard&) = delete;
   // Disarms it and reaps it.
@@ -42,10 +45,11 @@ class MountGuard {
   std::string disarm() noexcept;
 
  private:
-  MountGuard(pid_t pid, UniqueFd pidfd, UniqueFd socket) noexcept
-      : pid_(pid), pidfd_(std::move(pidfd)), socket_(std::move(socket)) {}
+  MountGuard(pid_t pid, std::string binary, UniqueFd pidfd, UniqueFd socket) noexcept
+      : pid_(pid), binary_(std::move(binary)), pidfd_(std::move(pidfd)), socket_(std::move(socket)) {}
 
   pid_t pid_;
+  std::string binary_;
   UniqueFd pidfd_;
   UniqueFd socket_;
   std::mutex mutex_;
