@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <future>
+#include <set>
+#include <thread>
 
 #include "heddle/error.h"
 #include "heddle/launcher/supervisor.h"
@@ -70,6 +72,32 @@ TEST_F(SupervisorTest, ReadsThroughTheMountEqualTheSource) {
   }
   EXPECT_EQ(fs::status(tree_->mountpoint() / "tool.sh").permissions() & fs::perms::owner_exec,
             fs::perms::owner_exec);
+  supervisor->unmount();
+}
+
+// The directory backend keeps pages and listings across opens (for warm reads); a source that
+// changes must still show through once the kernel refreshes the attributes (1 s timeout).
+TEST_F(SupervisorTest, ChangesToTheSourceShowWithinTheAttributeTimeout) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  const fs::path file = tree_->mountpoint() / "hello.txt";
+  const fs::path dir = tree_->mountpoint() / "dir";
+  EXPECT_EQ(slurp(file), "hello, sandbox\n");
+  EXPECT_EQ(slurp(file), "hello, sandbox\n");  // the second open keeps the cached page
+  const auto names = [&] {
+    std::set<std::string> found;
+    for (const auto& entry : fs::directory_iterator(dir)) found.insert(entry.path().filename());
+    return found;
+  };
+  EXPECT_EQ(names(), std::set<std::string>{"nested"});
+  EXPECT_EQ(slurp(dir / "nested" / "deep.txt"), "deep\n");
+  tree_->write("hello.txt", "changed, and longer than before\n");
+  tree_->write("dir/new.txt", "new\n");
+  // Same size, new content: only the mtime tells.
+  std::this_thread::sleep_for(10ms);
+  tree_->write("dir/nested/deep.txt", "DEEP\n");
+  EXPECT_TRUE(eventually([&] { return slurp(file) == "changed, and longer than before\n"; }, 3s));
+  EXPECT_TRUE(eventually([&] { return names() == std::set<std::string>{"nested", "new.txt"}; }, 3s));
+  EXPECT_TRUE(eventually([&] { return slurp(dir / "nested" / "deep.txt") == "DEEP\n"; }, 3s));
   supervisor->unmount();
 }
 

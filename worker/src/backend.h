@@ -57,7 +57,11 @@ class FileHandle {
 struct CachePolicy {
   double entry_timeout = 1.0;  // seconds
   double attr_timeout = 1.0;
-  bool keep_cache = false;  // FOPEN_KEEP_CACHE: page cache survives reopen (immutable data)
+  // FOPEN_KEEP_CACHE, and cache_readdir for directories: pages and listings survive reopen.
+  // Safe for immutable data; for live data, the kernel drops them when a refreshed attribute
+  // shows a new mtime or size (FUSE_CAP_AUTO_INVAL_DATA), so staleness is bounded by
+  // attr_timeout.
+  bool keep_cache = false;
 };
 
 class Backend {

@@ -32,7 +32,8 @@ class DirFs final : public Backend {
   [[nodiscard]] int open_file(NodeId node, std::unique_ptr<FileHandle>& out) override;
   [[nodiscard]] int statfs(struct statvfs& out) override;
   // The source may change underneath us: names and attributes are cached only briefly.
-  [[nodiscard]] CachePolicy cache_policy() const override { return {1.0, 1.0, false}; }
+  // The source may change: 1 s timeouts, and cached pages and listings revalidated by mtime.
+  [[nodiscard]] CachePolicy cache_policy() const override { return {1.0, 1.0, true}; }
   [[nodiscard]] std::size_t node_count() const override { return nodes_.size(); }
   void add_status(nlohmann::ordered_json& extra) const override;
 

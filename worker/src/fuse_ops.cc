@@ -62,6 +62,8 @@ void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
 
 void op_init(void* /*userdata*/, fuse_conn_info* conn) {
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
+  // Kept pages of a file whose source changed are dropped once its attributes are refreshed.
+  if ((conn->capable & FUSE_CAP_AUTO_INVAL_DATA) != 0) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   spdlog::debug("FUSE protocol {}.{}: capable {:#x}, want {:#x}", conn->proto_major,
                 conn->proto_minor, conn->capable, conn->want);
 }
