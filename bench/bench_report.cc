@@ -1,0 +1,163 @@
+// heddle_bench_report: turns the RESULT lines of the bench programs into bench/results/latest.*
+//   heddle_bench_report OUT_PREFIX FILE...
+// Each FILE is one run of one program. A line "RESULT key value" is one sample of key; a line
+// "RESULT key value min max" is a figure its program already took the median of (its rounds),
+// with their spread. The figure of a key is the median of its samples across runs, and its
+// spread their min and max. Writes OUT_PREFIX.json (one object: every key's figure, plus
+// "spread", "goals" and "machine"), OUT_PREFIX.md (the goals table, then every figure) and
+// OUT_PREFIX.dat (the goal ratios, for gnuplot).
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+struct Figure {
+  std::vector<double> samples;
+  double low = NAN;  // the spread a program reported with its own median, if any
+  double high = NAN;
+
+  [[nodiscard]] double median() const {
+    std::vector<double> sorted = samples;
+    std::sort(sorted.begin(), sorted.end());
+    const std::size_t n = sorted.size();
+    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+  }
+  [[nodiscard]] double min() const {
+    return samples.size() == 1 && !std::isnan(low) ? low
+                                                   : *std::min_element(samples.begin(), samples.end());
+  }
+  [[nodiscard]] double max() const {
+    return samples.size() == 1 && !std::isnan(high) ? high
+                                                    : *std::max_element(samples.begin(), samples.end());
+  }
+};
+
+// The goals, each a ratio or figure measured in the same run.
+struct Goal {
+  const char* key;
+  const char* what;
+  bool at_most;  // the figure must be <= limit (else >=)
+  double limit;
+};
+
+constexpr Goal kGoals[] = {
+    {"status_rtt_p50_ratio_to_socketpair", "Status RTT p50, ours / raw socketpair ping-pong", true, 2.0},
+    {"status_rtt_max_us", "Status RTT max (16 warm-up, max of 256), us", true, 1000.0},
+    {"spawn_p50_ratio_to_bwrap_composition", "spawn -> MountReady p50, ours / bwrap + libfuse example", true, 1.0},
+    {"spawn_p99_ms", "spawn -> MountReady p99, ms", true, 20.0},
+    {"warm_seq_read_ratio_to_native", "1 GiB read, warm, throughput ours / native", false, 0.9},
+    {"cold_seq_read_ratio_to_passthrough_ll", "1 GiB read, cold, throughput ours / passthrough_ll", false, 1.0},
+    {"metadata_walk_ratio_to_passthrough_ll", "walk 10,000 files, cold, time ours / passthrough_ll", true, 1.0},
+    {"warm_walk_ratio_to_native", "walk 50,050 entries of a git thread, warm, time ours / native", true, 2.0},
+};
+
+std::string format(double value) {
+  char text[64];
+  std::snprintf(text, sizeof text, std::fabs(value) >= 100 ? "%.0f" : "%.3g", value);
+  return text;
+}
+
+std::string machine() {
+  utsname name{};
+  ::uname(&name);
+  std::ostringstream text;
+  text << ::sysconf(_SC_NPROCESSORS_ONLN) << " CPUs, kernel " << name.release;
+  return text.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::cerr << "usage: heddle_bench_report OUT_PREFIX RESULT_FILE...\n";
+    return 2;
+  }
+  const std::string out = argv[1];
+  std::map<std::string, Figure> figures;
+  for (int i = 2; i < argc; ++i) {
+    std::ifstream in(argv[i]);
+    if (!in) {
+      std::cerr << "heddle_bench_report: cannot read " << argv[i] << "\n";
+      return 1;
+    }
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream words(line);
+      std::string tag, key;
+      double value = NAN;
+      if (!(words >> tag >> key >> value) || tag != "RESULT") continue;
+      Figure& figure = figures[key];
+      figure.samples.push_back(value);
+      double low = NAN, high = NAN;
+      if (words >> low >> high) {
+        figure.low = low;
+        figure.high = high;
+      }
+    }
+  }
+
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+
+  nlohmann::ordered_json json;
+  nlohmann::ordered_json spread = nlohmann::ordered_json::object();
+  for (const auto& [key, figure] : figures) {
+    json[key] = figure.median();
+    spread[key] = {{"min", figure.min()}, {"max", figure.max()}, {"runs", figure.samples.size()}};
+  }
+  nlohmann::ordered_json goals = nlohmann::ordered_json::array();
+  std::ostringstream md;
+  std::ofstream dat(out + ".dat");
+  md << "# Benchmarks, " << date << "\n\n"
+     << "Machine: " << machine() << ". Each figure is the median across runs (or of a program's "
+     << "own rounds), with the spread; ratios are ours / the reference, measured in the same run.\n\n"
+     << "| goal | figure | spread | limit | met |\n|---|---:|---|---:|---|\n";
+  dat << "# index label value limit met\n";
+  int index = 0;
+  for (const Goal& goal : kGoals) {
+    const auto found = figures.find(goal.key);
+    const bool present = found != figures.end();
+    const double value = present ? found->second.median() : NAN;
+    const bool met = present && (goal.at_most ? value <= goal.limit : value >= goal.limit);
+    goals.push_back({{"key", goal.key},
+                     {"limit", (goal.at_most ? "<= " : ">= ") + format(goal.limit)},
+                     {"value", present ? nlohmann::ordered_json(value) : nlohmann::ordered_json()},
+                     {"met", met}});
+    md << "| " << goal.what << " (`" << goal.key << "`) | "
+       << (present ? format(value) : "not measured") << " | "
+       << (present ? format(found->second.min()) + " – " + format(found->second.max()) : "-")
+       << " | " << (goal.at_most ? "≤ " : "≥ ") << format(goal.limit) << " | "
+       << (present ? (met ? "yes" : "**no**") : "**not measured**") << " |\n";
+    if (present) {
+      // Plotted as figure / limit, so that 1 is the goal line for every bar; below 1 is good
+      // for an upper limit, above 1 for a lower one.
+      dat << index++ << " \"" << goal.key << "\" " << value / goal.limit << " 1 " << (met ? 1 : 0)
+          << "\n";
+    }
+  }
+  md << "\n## Every figure\n\n| key | median | min | max | runs |\n|---|---:|---:|---:|---:|\n";
+  for (const auto& [key, figure] : figures) {
+    md << "| `" << key << "` | " << format(figure.median()) << " | " << format(figure.min())
+       << " | " << format(figure.max()) << " | " << figure.samples.size() << " |\n";
+  }
+  json["spread"] = spread;
+  json["goals"] = goals;
+  json["machine"] = {{"description", machine()}, {"date", date}};
+  std::ofstream(out + ".json") << json.dump(2) << "\n";
+  std::ofstream(out + ".md") << md.str();
+  std::cout << md.str();
+  return 0;
+}
