@@ -1,6 +1,6 @@
 // What the benchmark programs share: argument checks, clean interruption, mount probes, scratch
 // directories and mount points, supervisors that unmount on destruction, child processes,
-// /proc readers, statistics and the report's RESULT lines.
+// file readers, drop_caches, /proc readers, statistics and the report's RESULT lines.
 #pragma once
 
 #include <fcntl.h>
@@ -363,6 +363,9 @@ class LiveMount {
   }
   launcher::Supervisor& operator*() { return *supervisor_; }
   launcher::Supervisor* operator->() { return supervisor_.get(); }
+  const launcher::Supervisor* operator->() const { return supervisor_.get(); }
+  // False once unmounted.
+  explicit operator bool() const { return supervisor_ != nullptr; }
   // How long Supervisor::spawn took (until MountReady).
   [[nodiscard]] double spawn_seconds() const { return spawn_seconds_; }
 
@@ -453,6 +456,87 @@ inline void run_command(const std::vector<std::string>& argv, const CommandOptio
       command += a;
     }
     throw Error("'" + command + "' failed (wait status " + std::to_string(status) + ")", 0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading files and dropping caches
+
+inline constexpr std::uint64_t kMiB = 1ull << 20;
+
+// Writes back dirty pages, then drops the page cache ("3": and dentries and inodes) or only the
+// dentries and inodes ("2").
+inline void drop_caches(const char* what) {
+  ::sync();
+  std::ofstream out("/proc/sys/vm/drop_caches");
+  out << what << "\n";
+  out.flush();
+  if (!out) throw Error(std::string("echo ") + what + " > /proc/sys/vm/drop_caches failed", EIO);
+}
+
+// How many drop_caches writes the system has seen (/proc/vmstat: each of ours, "3", counts
+// twice, page cache + slab): another job's drop turns a warm pass partly cold.
+inline std::uint64_t drops_so_far() {
+  std::ifstream in("/proc/vmstat");
+  if (!in) throw_errno("open /proc/vmstat");
+  std::uint64_t total = 0;
+  std::string key;
+  std::uint64_t value = 0;
+  while (in >> key >> value) {
+    if (key == "drop_pagecache" || key == "drop_slab") total += value;
+  }
+  return total;
+}
+
+// Reads `path` start to end with read() into `buffer` (the benches use 1 MiB); returns MiB/s.
+inline double sequential_read_mibs(const std::string& path, std::uint64_t expected,
+                                   std::vector<char>& buffer) {
+  const auto t0 = Clock::now();
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) throw_errno("open " + path);
+  std::uint64_t total = 0;
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) {
+        check_interrupted();
+        continue;
+      }
+      throw_errno("read " + path);
+    }
+    if (n == 0) break;
+    total += static_cast<std::uint64_t>(n);
+    if ((total & (64 * kMiB - 1)) == 0) check_interrupted();
+  }
+  const auto t1 = Clock::now();
+  if (total != expected) {
+    throw Error("read " + std::to_string(total) + " bytes of " + path + ", expected " +
+                    std::to_string(expected),
+                EIO);
+  }
+  return static_cast<double>(total) / static_cast<double>(kMiB) / seconds_between(t0, t1);
+}
+
+// The first and the last MiB of both files must be equal (e.g. a file and the same file through
+// a mount; the full content is the tests' job).
+inline void check_same_ends(const std::string& a, const std::string& b, std::uint64_t size) {
+  const auto chunk = [&](const std::string& path, std::uint64_t offset) {
+    const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("open " + path);
+    std::string out(std::min<std::uint64_t>(kMiB, size - offset), '\0');
+    std::size_t got = 0;
+    while (got < out.size()) {
+      const ssize_t n = ::pread(fd.get(), out.data() + got, out.size() - got,
+                                static_cast<off_t>(offset + got));
+      if (n <= 0) throw_errno("pread " + path);
+      got += static_cast<std::size_t>(n);
+    }
+    return out;
+  };
+  for (const std::uint64_t offset : {std::uint64_t{0}, size - std::min(size, kMiB)}) {
+    if (chunk(a, offset) != chunk(b, offset)) {
+      throw Error(a + " and " + b + " differ at offset " + std::to_string(offset), EIO);
+    }
   }
 }
 

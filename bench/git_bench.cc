@@ -46,7 +46,6 @@ using heddle::launcher::GitSource;
 using heddle::launcher::MountRequest;
 using heddle::launcher::Supervisor;
 
-constexpr std::uint64_t kMiB = 1ull << 20;
 constexpr std::size_t kReadBuffer = 1 << 20;  // the read() size of both sequential readers
 constexpr const char* kThread = "main";
 
@@ -184,67 +183,6 @@ void extract(const std::string& repo, const std::string& out) {
 // ---------------------------------------------------------------------------------------------
 // What is measured
 
-// Writes back dirty pages, then drops the page cache ("3": and dentries and inodes) or only the
-// dentries and inodes ("2").
-void drop_caches(const char* what) {
-  ::sync();
-  std::ofstream out("/proc/sys/vm/drop_caches");
-  out << what << "\n";
-  out.flush();
-  if (!out) throw Error(std::string("echo ") + what + " > /proc/sys/vm/drop_caches failed", EIO);
-}
-
-// Reads `path` start to end with read() into a 1 MiB buffer; returns MiB/s.
-double sequential_read_mibs(const std::string& path, std::uint64_t expected,
-                            std::vector<char>& buffer) {
-  const auto t0 = Clock::now();
-  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno("open " + path);
-  std::uint64_t total = 0;
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
-    if (n < 0) {
-      if (errno == EINTR) {
-        check_interrupted();
-        continue;
-      }
-      throw_errno("read " + path);
-    }
-    if (n == 0) break;
-    total += static_cast<std::uint64_t>(n);
-    if ((total & (64 * kMiB - 1)) == 0) check_interrupted();
-  }
-  const auto t1 = Clock::now();
-  if (total != expected) {
-    throw Error("read " + std::to_string(total) + " bytes of " + path + ", expected " +
-                    std::to_string(expected),
-                EIO);
-  }
-  return static_cast<double>(total) / static_cast<double>(kMiB) / seconds_between(t0, t1);
-}
-
-// The first and the last MiB of both files must be equal (the full content is the tests' job).
-void check_same_ends(const std::string& a, const std::string& b, std::uint64_t size) {
-  const auto chunk = [&](const std::string& path, std::uint64_t offset) {
-    const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) throw_errno("open " + path);
-    std::string out(std::min<std::uint64_t>(kMiB, size - offset), '\0');
-    std::size_t got = 0;
-    while (got < out.size()) {
-      const ssize_t n = ::pread(fd.get(), out.data() + got, out.size() - got,
-                                static_cast<off_t>(offset + got));
-      if (n <= 0) throw_errno("pread " + path);
-      got += static_cast<std::size_t>(n);
-    }
-    return out;
-  };
-  for (const std::uint64_t offset : {std::uint64_t{0}, size - std::min(size, kMiB)}) {
-    if (chunk(a, offset) != chunk(b, offset)) {
-      throw Error(a + " and " + b + " differ at offset " + std::to_string(offset), EIO);
-    }
-  }
-}
-
 struct WalkResult {
   std::uint64_t entries = 0;
   double seconds = 0;
@@ -298,18 +236,6 @@ std::uint64_t status_number(LiveMount& mount, const char* key) {
 // counts every drop_caches write; a half-round (cold + warm pass) that saw one it did not make
 // is measured again, up to kAttempts times, and the number of discarded attempts is reported.
 constexpr int kAttempts = 3;
-
-std::uint64_t drops_so_far() {
-  std::ifstream in("/proc/vmstat");
-  if (!in) throw_errno("open /proc/vmstat");
-  std::uint64_t total = 0;
-  std::string key;
-  std::uint64_t value = 0;
-  while (in >> key >> value) {
-    if (key == "drop_pagecache" || key == "drop_slab") total += value;
-  }
-  return total;
-}
 
 // Runs `half` (which drops the caches once, first, then measures) until no foreign drop
 // happened during it, at most kAttempts times. Returns false if the last attempt was disturbed.
