@@ -340,6 +340,16 @@ std::string describe(const std::map<pid_t, std::string>& procs) {
   return out.empty() ? "<none>" : out;
 }
 
+// No process left below us. Exited orphans that came to us (we are a subreaper), such as a
+// fusermount3 whose launcher was SIGKILLed while it ran, are reaped first, as a subreaper must:
+// a zombie is not a process left behind.
+bool nothing_left_below_us() {
+  for (const auto& [pid, what] : descendants_of(::getpid())) {
+    if (what.ends_with("/Z")) ::waitpid(pid, nullptr, WNOHANG);
+  }
+  return descendants_of(::getpid()).empty();
+}
+
 // Gone for good: reaped if it became our child (we are a subreaper), and no such pid.
 bool process_gone(pid_t pid) {
   ::waitpid(pid, nullptr, WNOHANG);
@@ -433,7 +443,7 @@ class DropinTest : public ::testing::Test {
       }
     }
     // Then whatever of their trees reparented to us: nothing may be left.
-    if (!eventually([] { return descendants_of(::getpid()).empty(); }, kSettle)) {
+    if (!eventually(nothing_left_below_us, kSettle)) {
       ADD_FAILURE() << "processes left behind: " << describe(descendants_of(::getpid()));
       for (const auto& [pid, what] : descendants_of(::getpid())) ::kill(pid, SIGKILL);
       eventually([] {
@@ -591,7 +601,7 @@ class DropinTest : public ::testing::Test {
       EXPECT_TRUE(eventually([&] { return process_gone(pid); }, kSettle))
           << "descendant " << pid << " (" << what << ") outlived the launcher";
     }
-    EXPECT_TRUE(eventually([] { return descendants_of(::getpid()).empty(); }, kSettle))
+    EXPECT_TRUE(eventually(nothing_left_below_us, kSettle))
         << "left behind: " << describe(descendants_of(::getpid()));
     std::cout << "[timing] mount and processes gone " << ms_since(start) << " ms later\n";
   }
