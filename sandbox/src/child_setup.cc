@@ -108,9 +108,12 @@ void arrange_fds(ChildPlan& plan) {
   check(plan, sys(SYS_close_range, above, ~0U, CLOSE_RANGE_CLOEXEC), SetupStage::kArrangeFds);
 }
 
-void set_readonly(const ChildPlan& plan, const char* path, int index, unsigned int at_flags) {
+void restrict_mount(const ChildPlan& plan, const char* path, int index, unsigned int at_flags,
+                    bool writable = false) {
   mount_attr attr{};
-  attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+  // A writable bind holds data only: nothing in it is ever run by the sandboxed process.
+  attr.attr_set = writable ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
+                           : MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
   check(plan, sys(SYS_mount_setattr, AT_FDCWD, ptr(path), at_flags, ptr(&attr), sizeof attr),
         SetupStage::kReadOnly, index);
 }
@@ -158,7 +161,7 @@ void build_root(const ChildPlan& plan, const int* trees) {
               MOVE_MOUNT_F_EMPTY_PATH),
           SetupStage::kBind, index);
     sys(SYS_close, trees[i]);
-    set_readonly(plan, bind.path, index, AT_RECURSIVE);
+    restrict_mount(plan, bind.path, index, AT_RECURSIVE, bind.writable);
   }
   for (std::size_t i = 0; i < plan.link_count; ++i) {
     check(plan, sys(SYS_symlinkat, ptr(plan.links[i].target), AT_FDCWD, ptr(plan.links[i].path)),
@@ -174,7 +177,7 @@ void build_root(const ChildPlan& plan, const int* trees) {
   check(plan, sys(SYS_umount2, ptr(kOldRootPath), MNT_DETACH), SetupStage::kDetachOldRoot);
   check(plan, sys(SYS_unlinkat, AT_FDCWD, ptr(kOldRootPath), AT_REMOVEDIR),
         SetupStage::kDetachOldRoot);
-  set_readonly(plan, "/", -1, 0);
+  restrict_mount(plan, "/", -1, 0);
 }
 
 // Needs CAP_SETPCAP: inside our user namespace we hold it; a degraded, unprivileged child

@@ -44,10 +44,11 @@ struct SetupReport {
   int index = -1;  // which bind/dir/link, or -1
 };
 
-// A host path bound read-only at the same path inside the new root.
+// A host path bound at the same path inside the new root: read-only unless `writable`.
 struct ChildBind {
   const char* path;
   bool is_file;
+  bool writable;
 };
 
 // Binds are grabbed as detached mount trees before the identity switch, one fd each.

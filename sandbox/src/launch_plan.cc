@@ -60,6 +60,10 @@ LaunchPlan::LaunchPlan(const SandboxSpec& spec) : spec_(spec) {
   for (const std::string& path : spec.readonly_paths) {
     add_bind(canonical_or_throw(path, "path"));
   }
+  for (const std::string& path : spec.writable_paths) {
+    if (!fs::is_directory(path)) throw Error("sandbox writable path " + path, ENOTDIR);
+    add_bind(canonical_or_throw(path, "writable path"), true);
+  }
   argv_ = spec.argv;
   env_ = spec.env;
   seccomp_ = compile_seccomp_policy();
@@ -85,7 +89,7 @@ void LaunchPlan::add_system_runtime() {
   if (::access(kLoaderCache, R_OK) == 0) add_bind(kLoaderCache);
 }
 
-void LaunchPlan::add_bind(const std::string& host_path) {
+void LaunchPlan::add_bind(const std::string& host_path, bool writable) {
   if (host_path == "/") {
     throw Error("sandbox path /", EINVAL, "binding the whole host root would defeat the sandbox");
   }
@@ -93,6 +97,7 @@ void LaunchPlan::add_bind(const std::string& host_path) {
   const bool is_dir = fs::is_directory(host_path, ec);
   bind_paths_.push_back(host_path);
   bind_is_file_.push_back(!is_dir);
+  bind_writable_.push_back(writable);
   if (bind_paths_.size() > kMaxBinds) {
     throw Error("sandbox binds", E2BIG, "at most " + std::to_string(kMaxBinds) + " paths");
   }
@@ -105,14 +110,20 @@ void LaunchPlan::freeze() {
   std::sort(order.begin(), order.end(),
             [&](std::size_t a, std::size_t b) { return bind_paths_[a] < bind_paths_[b]; });
 
-  // A path inside another bound directory is already there (the installed worker in /usr).
-  const auto covered = [&](const std::string& path) {
-    return std::any_of(bind_paths_.begin(), bind_paths_.end(), [&](const std::string& other) {
-      return path.size() > other.size() && path.compare(0, other.size(), other) == 0 &&
-             path[other.size()] == '/' && !bind_is_file_[&other - bind_paths_.data()];
-    });
+  // A path inside another bound directory of the same writability is already there (the
+  // installed worker in /usr); one of the other kind is bound again on top.
+  const auto covered = [&](std::size_t i) {
+    const std::string& path = bind_paths_[i];
+    for (std::size_t j = 0; j < bind_paths_.size(); ++j) {
+      const std::string& other = bind_paths_[j];
+      if (path.size() > other.size() && path.compare(0, other.size(), other) == 0 &&
+          path[other.size()] == '/' && !bind_is_file_[j] && bind_writable_[j] == bind_writable_[i]) {
+        return true;
+      }
+    }
+    return false;
   };
-  std::erase_if(order, [&](std::size_t i) { return covered(bind_paths_[i]); });
+  std::erase_if(order, covered);
   order.erase(std::unique(order.begin(), order.end(),
                           [&](std::size_t a, std::size_t b) { return bind_paths_[a] == bind_paths_[b]; }),
               order.end());
@@ -129,7 +140,8 @@ void LaunchPlan::freeze() {
   for (const std::string& dir : dirs_) dir_ptrs_.push_back(dir.c_str());
 
   for (std::size_t i : order) {
-    binds_.push_back(ChildBind{bind_paths_[i].c_str(), static_cast<bool>(bind_is_file_[i])});
+    binds_.push_back(ChildBind{bind_paths_[i].c_str(), static_cast<bool>(bind_is_file_[i]),
+                               static_cast<bool>(bind_writable_[i])});
   }
   for (std::size_t i = 0; i < link_paths_.size(); ++i) {
     links_.push_back(ChildLink{link_targets_[i].c_str(), link_paths_[i].c_str()});

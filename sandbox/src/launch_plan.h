@@ -24,7 +24,7 @@ class LaunchPlan {
 
  private:
   void add_system_runtime();
-  void add_bind(const std::string& host_path);
+  void add_bind(const std::string& host_path, bool writable = false);
   void freeze();
 
   const SandboxSpec& spec_;
@@ -32,6 +32,7 @@ class LaunchPlan {
   std::vector<std::string> dirs_;
   std::vector<std::string> bind_paths_;  // host paths, bound at the same path inside
   std::vector<bool> bind_is_file_;
+  std::vector<bool> bind_writable_;
   std::vector<std::string> link_targets_;
   std::vector<std::string> link_paths_;
   std::vector<std::string> argv_;

@@ -164,6 +164,7 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
                                 std::to_string(kWorkerBootstrapFd)};
   if (config.test_ignore_stop) args.emplace_back("--test-ignore-stop");
   if (config.expect_sandbox) args.emplace_back("--expect-sandbox");
+  args.insert(args.end(), config.extra_args.begin(), config.extra_args.end());
   std::vector<std::string> env = merged_environment(config.extra_env);
   std::vector<char*> argv = c_strings(args);
   std::vector<char*> envp = c_strings(env);

@@ -42,6 +42,7 @@ struct WorkerConfig {
   std::vector<std::string> extra_env;  // "NAME=VALUE", added to (or replacing in) our env
   // MS_RDONLY on the mount. Off, the kernel forwards writes and the worker must refuse them.
   bool read_only_mount = true;
+  std::vector<std::string> extra_args;  // appended to the worker's argv (e.g. --overlay DIR)
   std::chrono::milliseconds first_message_timeout{10'000};
 };
 

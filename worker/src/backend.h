@@ -1,6 +1,7 @@
-// What a read-only filesystem backend answers, free of FUSE types. fuse_ops.cc turns these
-// answers into replies; DirFs (a host directory) and GitFs (a git tree) implement them.
-// Every int-returning call returns 0 or an errno for the kernel.
+// What a filesystem backend answers, free of FUSE types. fuse_ops.cc turns these answers into
+// replies. DirFs (a host directory) and GitFs (a git tree) are read-only; OverlayFs puts a
+// writable layer on disk over either. Every int-returning call returns 0 or an errno for the
+// kernel.
 #pragma once
 
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +54,18 @@ class FileHandle {
   [[nodiscard]] virtual int read(std::size_t size, off_t offset, ReadResult& out) = 0;
   // Attributes through the open file (getattr with a handle); ENOSYS to use the node's.
   [[nodiscard]] virtual int stat(struct stat& /*st*/) { return ENOSYS; }
+  // The fd that writes, truncation, fallocate and fsync go to; -1 for a read-only handle.
+  [[nodiscard]] virtual int write_fd() const { return -1; }
+};
+
+// A setattr request; unset fields stay as they are.
+struct AttrChange {
+  std::optional<mode_t> mode;
+  std::optional<uid_t> uid;
+  std::optional<gid_t> gid;
+  std::optional<off_t> size;
+  std::optional<timespec> atime;  // tv_nsec may be UTIME_NOW
+  std::optional<timespec> mtime;
 };
 
 struct CachePolicy {
@@ -85,6 +99,51 @@ class Backend {
   [[nodiscard]] virtual std::size_t node_count() const = 0;
   // Backend-specific fields for StatusOk (e.g. the resolved commit, cache statistics).
   virtual void add_status(nlohmann::ordered_json& extra) const = 0;
+
+  // Modifying operations. A read-only backend keeps these defaults: EROFS.
+  [[nodiscard]] virtual bool writable() const { return false; }
+  // Opens for writing (O_WRONLY/O_RDWR, O_TRUNC, O_APPEND in `flags`).
+  [[nodiscard]] virtual int open_writable(NodeId /*node*/, int /*flags*/,
+                                          std::unique_ptr<FileHandle>& /*out*/) {
+    return EROFS;
+  }
+  // Creates a regular file and opens it with `flags`; counts one reference on the node.
+  [[nodiscard]] virtual int create(NodeId /*parent*/, std::string_view /*name*/, mode_t /*mode*/,
+                                   int /*flags*/, NodeId& /*node*/, struct stat& /*st*/,
+                                   std::unique_ptr<FileHandle>& /*out*/) {
+    return EROFS;
+  }
+  [[nodiscard]] virtual int mkdir(NodeId /*parent*/, std::string_view /*name*/, mode_t /*mode*/,
+                                  NodeId& /*node*/, struct stat& /*st*/) {
+    return EROFS;
+  }
+  [[nodiscard]] virtual int symlink(NodeId /*parent*/, std::string_view /*name*/,
+                                    const std::string& /*target*/, NodeId& /*node*/,
+                                    struct stat& /*st*/) {
+    return EROFS;
+  }
+  // A new name for `node` (a hard link); counts one more reference on it.
+  [[nodiscard]] virtual int link(NodeId /*node*/, NodeId /*parent*/, std::string_view /*name*/,
+                                 struct stat& /*st*/) {
+    return EROFS;
+  }
+  [[nodiscard]] virtual int unlink(NodeId /*parent*/, std::string_view /*name*/) { return EROFS; }
+  [[nodiscard]] virtual int rmdir(NodeId /*parent*/, std::string_view /*name*/) { return EROFS; }
+  // `flags`: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
+  [[nodiscard]] virtual int rename(NodeId /*parent*/, std::string_view /*name*/,
+                                   NodeId /*new_parent*/, std::string_view /*new_name*/,
+                                   unsigned /*flags*/) {
+    return EROFS;
+  }
+  // `handle` is the open file the change came through, or null.
+  [[nodiscard]] virtual int setattr(NodeId /*node*/, const AttrChange& /*change*/,
+                                    FileHandle* /*handle*/, struct stat& /*st*/) {
+    return EROFS;
+  }
+  // Makes the node's data, and the names that changed above it, durable.
+  [[nodiscard]] virtual int fsync(NodeId /*node*/, FileHandle* /*handle*/, bool /*datasync*/) {
+    return 0;
+  }
 };
 
 }  // namespace heddle::worker

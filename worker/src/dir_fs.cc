@@ -102,34 +102,7 @@ int DirFs::read_dir(NodeId node, DirSnapshot& out) {
   }
   out.node = node;
   out.entries.clear();
-
-  constexpr std::size_t kBufferSize = 64 * 1024;
-  const auto buffer = std::make_unique<char[]>(kBufferSize);
-  for (;;) {
-    const ssize_t n = ::getdents64(fd.get(), buffer.get(), kBufferSize);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) break;
-    for (ssize_t pos = 0; pos < n;) {
-      dirent64 entry_header;
-      std::memcpy(&entry_header, buffer.get() + pos, offsetof(dirent64, d_name));
-      const char* name = buffer.get() + pos + offsetof(dirent64, d_name);
-      unsigned char type = entry_header.d_type;
-      if (type == DT_UNKNOWN) {
-        // Some filesystems do not report types; ask without following a symlink.
-        struct stat entry_st {};
-        if (::fstatat(fd.get(), name, &entry_st, AT_SYMLINK_NOFOLLOW) == 0) {
-          type = static_cast<unsigned char>(IFTODT(entry_st.st_mode));
-        }
-      }
-      out.entries.push_back(DirEntry{name, entry_header.d_ino, type});
-      if (entry_header.d_reclen == 0) return EIO;  // never from a sane kernel; avoid spinning
-      pos += entry_header.d_reclen;
-    }
-  }
-  return 0;  // `fd` closes here: the snapshot holds no fd
+  return read_entries(fd.get(), out.entries);  // `fd` closes here: the snapshot holds no fd
 }
 
 int DirFs::open_file(NodeId node, std::unique_ptr<FileHandle>& out) {

@@ -60,8 +60,12 @@ void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
   }
 }
 
-void op_init(void* /*userdata*/, fuse_conn_info* conn) {
+void op_init(void* userdata, fuse_conn_info* conn) {
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
+  if (static_cast<Backend*>(userdata)->writable()) {
+    // O_TRUNC reaches open(), so a truncating open of a lower file copies up no data.
+    if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+  }
   // Kept pages of a file whose source changed are dropped once its attributes are refreshed.
   if ((conn->capable & FUSE_CAP_AUTO_INVAL_DATA) != 0) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   spdlog::debug("FUSE protocol {}.{}: capable {:#x}, want {:#x}", conn->proto_major,
@@ -198,22 +202,37 @@ void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
   fuse_reply_err(req, 0);
 }
 
+bool opens_for_writing(int flags) {
+  return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_APPEND)) != 0;
+}
+
+// Hands an open handle to the kernel (with `e` for create). On failure (an interrupted
+// request) no release will come: the handle is freed here.
+void reply_opened(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<FileHandle> handle,
+                  const fuse_entry_param* e = nullptr) {
+  fi->fh = to_fh(handle.get());
+  // Writes reach the upper file as they are made: close() has nothing left to flush.
+  fi->noflush = 1;
+  fi->keep_cache = fs_of(req).cache_policy().keep_cache;
+  const int rc = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
+  if (rc == 0) {
+    static_cast<void>(handle.release());
+  } else if (e != nullptr) {
+    fs_of(req).forget(e->ino, 1);
+  }
+}
+
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", [&] {
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & (O_TRUNC | O_APPEND)) != 0) {
-      fuse_reply_err(req, EROFS);
-      return;
-    }
     std::unique_ptr<FileHandle> handle;
-    if (const int err = fs_of(req).open_file(ino, handle); err != 0) {
+    const int err = opens_for_writing(fi->flags)
+                        ? fs_of(req).open_writable(ino, fi->flags, handle)
+                        : fs_of(req).open_file(ino, handle);
+    if (err != 0) {
       fuse_reply_err(req, err);
       return;
     }
-    fi->fh = to_fh(handle.get());
-    fi->noflush = 1;  // nothing to flush in a read-only view
-    fi->keep_cache = fs_of(req).cache_policy().keep_cache;
-    // On failure (interrupted open) no release will come: keep ownership and free it.
-    if (fuse_reply_open(req, fi) == 0) static_cast<void>(handle.release());
+    reply_opened(req, fi, std::move(handle));
   });
 }
 
@@ -256,14 +275,166 @@ void op_statfs(fuse_req_t req, fuse_ino_t /*ino*/) {
 
 void op_access(fuse_req_t req, fuse_ino_t /*ino*/, int mask) {
   // Only reached without default_permissions; reading is decided by the source's modes as the
-  // kernel sees them, writing never happens.
-  fuse_reply_err(req, (mask & W_OK) != 0 ? EROFS : 0);
+  // kernel sees them, writing only where the backend is writable.
+  fuse_reply_err(req, (mask & W_OK) != 0 && !fs_of(req).writable() ? EROFS : 0);
 }
 
-// Every modifying operation: the view is read-only.
+// Replies with the new node `node` (one reference counted), or the error.
+void reply_entry(fuse_req_t req, int err, NodeId node, const struct stat& st) {
+  if (err != 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  const auto e = entry_param(fs_of(req), node, st);
+  if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(node, 1);
+}
+
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+  guarded(req, "create", [&] {
+    NodeId node = 0;
+    struct stat st {};
+    std::unique_ptr<FileHandle> handle;
+    if (const int err = fs_of(req).create(parent, name, mode, fi->flags, node, st, handle);
+        err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    const auto e = entry_param(fs_of(req), node, st);
+    reply_opened(req, fi, std::move(handle), &e);
+  });
+}
+
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t /*rdev*/) {
+  guarded(req, "mknod", [&] {
+    // Regular files only: device nodes, FIFOs and sockets are not kept in an overlay.
+    if (!S_ISREG(mode)) {
+      fuse_reply_err(req, fs_of(req).writable() ? EPERM : EROFS);
+      return;
+    }
+    NodeId node = 0;
+    struct stat st {};
+    std::unique_ptr<FileHandle> handle;
+    const int err = fs_of(req).create(parent, name, mode, O_RDONLY, node, st, handle);
+    reply_entry(req, err, node, st);
+  });
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  guarded(req, "mkdir", [&] {
+    NodeId node = 0;
+    struct stat st {};
+    const int err = fs_of(req).mkdir(parent, name, mode, node, st);
+    reply_entry(req, err, node, st);
+  });
+}
+
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  guarded(req, "symlink", [&] {
+    NodeId node = 0;
+    struct stat st {};
+    const int err = fs_of(req).symlink(parent, name, target, node, st);
+    reply_entry(req, err, node, st);
+  });
+}
+
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
+  guarded(req, "link", [&] {
+    struct stat st {};
+    const int err = fs_of(req).link(ino, parent, name, st);
+    reply_entry(req, err, ino, st);
+  });
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "unlink", [&] { fuse_reply_err(req, fs_of(req).unlink(parent, name)); });
+}
+
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  guarded(req, "rmdir", [&] { fuse_reply_err(req, fs_of(req).rmdir(parent, name)); });
+}
+
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+               const char* new_name, unsigned int flags) {
+  guarded(req, "rename", [&] {
+    fuse_reply_err(req, fs_of(req).rename(parent, name, new_parent, new_name, flags));
+  });
+}
+
+timespec set_time(const timespec& given, bool now) { return now ? timespec{0, UTIME_NOW} : given; }
+
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                fuse_file_info* fi) {
+  guarded(req, "setattr", [&] {
+    AttrChange change;
+    if ((to_set & FUSE_SET_ATTR_MODE) != 0) change.mode = attr->st_mode;
+    if ((to_set & FUSE_SET_ATTR_UID) != 0) change.uid = attr->st_uid;
+    if ((to_set & FUSE_SET_ATTR_GID) != 0) change.gid = attr->st_gid;
+    if ((to_set & FUSE_SET_ATTR_SIZE) != 0) change.size = attr->st_size;
+    if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) != 0) {
+      change.atime = set_time(attr->st_atim, (to_set & FUSE_SET_ATTR_ATIME_NOW) != 0);
+    }
+    if ((to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) != 0) {
+      change.mtime = set_time(attr->st_mtim, (to_set & FUSE_SET_ATTR_MTIME_NOW) != 0);
+    }
+    FileHandle* handle = fi != nullptr ? handle_of<FileHandle>(fi) : nullptr;
+    struct stat st {};
+    if (const int err = fs_of(req).setattr(ino, change, handle, st); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    fuse_reply_attr(req, &st, fs_of(req).cache_policy().attr_timeout);
+  });
+}
+
+void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off,
+                  fuse_file_info* fi) {
+  const int fd = handle_of<FileHandle>(fi)->write_fd();
+  if (fd < 0) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
+  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  out.buf[0].fd = fd;
+  out.buf[0].pos = off;
+  const ssize_t written = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  if (written < 0) {
+    fuse_reply_err(req, static_cast<int>(-written));
+  } else {
+    fuse_reply_write(req, static_cast<std::size_t>(written));
+  }
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {
+  fuse_reply_err(req, 0);  // writes were made as they came
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+  guarded(req, "fsync", [&] {
+    FileHandle* handle = fi != nullptr ? handle_of<FileHandle>(fi) : nullptr;
+    fuse_reply_err(req, fs_of(req).fsync(ino, handle, datasync != 0));
+  });
+}
+
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* /*fi*/) {
+  guarded(req, "fsyncdir", [&] { fuse_reply_err(req, fs_of(req).fsync(ino, nullptr, datasync != 0)); });
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, off_t length,
+                  fuse_file_info* fi) {
+  const int fd = handle_of<FileHandle>(fi)->write_fd();
+  if (fd < 0) {
+    fuse_reply_err(req, fs_of(req).writable() ? EBADF : EROFS);
+    return;
+  }
+  fuse_reply_err(req, ::fallocate(fd, mode, offset, length) == 0 ? 0 : errno);
+}
+
+// Extended attributes are not kept: the upper layer's own user.heddle.* must stay ours.
 template <typename... Args>
-void reply_erofs(fuse_req_t req, Args... /*unused*/) {
-  fuse_reply_err(req, EROFS);
+void reply_no_xattr(fuse_req_t req, Args... /*unused*/) {
+  fuse_reply_err(req, fs_of(req).writable() ? EOPNOTSUPP : EROFS);
 }
 
 fuse_lowlevel_ops make_operations() {
@@ -284,22 +455,23 @@ fuse_lowlevel_ops make_operations() {
   ops.statfs = op_statfs;
   ops.access = op_access;
 
-  ops.setattr = reply_erofs<fuse_ino_t, struct stat*, int, fuse_file_info*>;
-  ops.mknod = reply_erofs<fuse_ino_t, const char*, mode_t, dev_t>;
-  ops.mkdir = reply_erofs<fuse_ino_t, const char*, mode_t>;
-  ops.unlink = reply_erofs<fuse_ino_t, const char*>;
-  ops.rmdir = reply_erofs<fuse_ino_t, const char*>;
-  ops.symlink = reply_erofs<const char*, fuse_ino_t, const char*>;
-  ops.rename = reply_erofs<fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int>;
-  ops.link = reply_erofs<fuse_ino_t, fuse_ino_t, const char*>;
-  ops.write = reply_erofs<fuse_ino_t, const char*, std::size_t, off_t, fuse_file_info*>;
-  ops.write_buf = reply_erofs<fuse_ino_t, fuse_bufvec*, off_t, fuse_file_info*>;
-  ops.create = reply_erofs<fuse_ino_t, const char*, mode_t, fuse_file_info*>;
-  ops.fallocate = reply_erofs<fuse_ino_t, int, off_t, off_t, fuse_file_info*>;
-  ops.setxattr = reply_erofs<fuse_ino_t, const char*, const char*, std::size_t, int>;
-  ops.removexattr = reply_erofs<fuse_ino_t, const char*>;
-  ops.copy_file_range = reply_erofs<fuse_ino_t, off_t, fuse_file_info*, fuse_ino_t, off_t,
-                                    fuse_file_info*, std::size_t, int>;
+  // Modifying operations: a read-only backend answers EROFS to each.
+  ops.create = op_create;
+  ops.mknod = op_mknod;
+  ops.mkdir = op_mkdir;
+  ops.symlink = op_symlink;
+  ops.link = op_link;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_rmdir;
+  ops.rename = op_rename;
+  ops.setattr = op_setattr;
+  ops.write_buf = op_write_buf;
+  ops.flush = op_flush;
+  ops.fsync = op_fsync;
+  ops.fsyncdir = op_fsyncdir;
+  ops.fallocate = op_fallocate;
+  ops.setxattr = reply_no_xattr<fuse_ino_t, const char*, const char*, std::size_t, int>;
+  ops.removexattr = reply_no_xattr<fuse_ino_t, const char*>;
   return ops;
 }
 

@@ -1,5 +1,6 @@
-// heddle-fuse-worker: receives [ipc socket, /dev/fuse fd] on the bootstrap fd, serves a read-only
-// view of --dir over that connection, and answers the supervisor's Status/Stop requests.
+// heddle-fuse-worker: receives [ipc socket, /dev/fuse fd] on the bootstrap fd, serves --dir or a
+// git thread over that connection (read-only, or writable with --overlay), and answers the
+// supervisor's Status/Stop requests.
 //
 // Exit codes: 0 on Stop, IPC EOF or SIGTERM; 1 on a startup or IPC failure; 2 on a usage error;
 // 101 when HEDDLE_FUSE_WORKER_PANIC_ON_INIT is set.
@@ -38,6 +39,7 @@
 #include "heddle/unique_fd.h"
 #include "logging.h"
 #include "options.h"
+#include "overlay_fs.h"
 #include "source_tree.h"
 
 namespace heddle::worker {
@@ -160,7 +162,7 @@ Bootstrap receive_bootstrap(int fd) {
   }
 }
 
-std::unique_ptr<Backend> open_backend(const Options& options) {
+std::unique_ptr<Backend> open_lower(const Options& options) {
   if (!options.git()) return std::make_unique<DirFs>(SourceTree::open(options.dir));
 #ifdef HEDDLE_HAVE_GIT_BACKEND
   GitFsOptions git;
@@ -173,6 +175,13 @@ std::unique_ptr<Backend> open_backend(const Options& options) {
 #else
   throw Error("this heddle-fuse-worker was built without the git backend", ENOTSUP);
 #endif
+}
+
+std::unique_ptr<Backend> open_backend(const Options& options) {
+  auto lower = open_lower(options);
+  if (options.overlay_dir.empty()) return lower;
+  return std::make_unique<OverlayFs>(std::move(lower), options.overlay_dir, options.owner_uid,
+                                     options.owner_gid);
 }
 
 [[noreturn]] void run(const Options& options) {
@@ -233,8 +242,9 @@ std::unique_ptr<Backend> open_backend(const Options& options) {
     spdlog::error("cannot send MountReady: {}", e.what());
     exit_now(1);
   }
-  spdlog::info("serving {} read-only at {} (host pid {})",
+  spdlog::info("serving {} {} at {} (host pid {})",
                options.git() ? options.repo_root + " thread " + options.thread_id : options.dir,
+               options.overlay_dir.empty() ? "read-only" : "writable, overlay " + options.overlay_dir,
                options.mountpoint, *host_pid);
   serve_ipc(ipc_fd, options, *host_pid, *fs, *session);
 }

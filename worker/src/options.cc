@@ -47,6 +47,8 @@ std::string apply(std::string_view flag, std::string_view value, Options& option
     const auto bytes = parse_number<std::uint64_t>(value);
     if (!bytes || *bytes == 0) return "--cache-bytes needs a positive integer";
     options.cache_bytes = *bytes;
+  } else if (flag == "--overlay") {
+    options.overlay_dir = value;
   } else if (flag == "--owner") {
     if (!parse_owner(value, options)) return "--owner needs UID:GID";
   }
@@ -55,26 +57,31 @@ std::string apply(std::string_view flag, std::string_view value, Options& option
 
 const std::set<std::string_view> kValueFlags = {"--dir",        "--repo-root",    "--thread-id",
                                                 "--mountpoint", "--bootstrap-fd", "--cache-bytes",
-                                                "--owner"};
+                                                "--owner",      "--overlay"};
 
 }  // namespace
 
 std::string usage_text() {
   return "usage: heddle-fuse-worker (--dir SOURCE | --repo-root REPO --thread-id THREAD\n"
          "                           [--cache-bytes N]) --mountpoint MP --bootstrap-fd N\n"
-         "                          [--owner UID:GID] [--test-ignore-stop] [--expect-sandbox[=degraded]]\n"
+         "                          [--owner UID:GID] [--overlay DIR] [--test-ignore-stop]\n"
+         "                          [--expect-sandbox[=degraded]]\n"
          "       heddle-fuse-worker --help\n"
          "\n"
-         "Serves a read-only view of a directory, or of a git thread's tree, over a FUSE\n"
-         "connection already mounted at MP. Started by heddle-fuse-launcher; not meant to be\n"
-         "run by hand.\n"
+         "Serves a directory, or a git thread's tree, over a FUSE connection already mounted\n"
+         "at MP: read-only, or writable through an overlay kept on disk in DIR. Started by\n"
+         "heddle-fuse-launcher; not meant to be run by hand.\n"
          "\n"
          "  --dir SOURCE        directory to serve (read-only)\n"
          "  --repo-root REPO    git repository (work tree or bare) whose thread to serve\n"
          "  --thread-id THREAD  refs/heads/THREAD, refs/heddle/threads/THREAD, or a revision\n"
          "  --cache-bytes N     cap of the inflated-blob cache (default 268435456); larger\n"
          "                      blobs stream\n"
-         "  --owner UID:GID     owner reported for every node of a git tree (default 0:0)\n"
+         "  --owner UID:GID     owner reported for every node of a git tree or an overlay\n"
+         "                      (default 0:0)\n"
+         "  --overlay DIR       serve read-write: changes go to DIR/upper (copy-on-write,\n"
+         "                      whiteouts), DIR/work holds temporaries; the source is never\n"
+         "                      written\n"
          "  --mountpoint MP     where the supervisor mounted the connection (reported back)\n"
          "  --bootstrap-fd N    socket delivering [ipc socket, /dev/fuse fd] + host pid\n"
          "  --test-ignore-stop  tests only: ignore Stop requests and SIGTERM\n"

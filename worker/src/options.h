@@ -1,6 +1,6 @@
 // The worker's command line. One backend: `--dir SOURCE`, or `--repo-root REPO --thread-id T
 // [--cache-bytes N]`; plus `--mountpoint MP --bootstrap-fd N [--owner UID:GID]
-// [--test-ignore-stop] [--expect-sandbox[=degraded]]`.
+// [--overlay DIR] [--test-ignore-stop] [--expect-sandbox[=degraded]]`.
 #pragma once
 
 #include <sys/types.h>
@@ -17,7 +17,8 @@ struct Options {
   std::string repo_root;   // git backend: the repository
   std::string thread_id;   // git backend: the thread (ref or revision) to serve
   std::uint64_t cache_bytes = 256ull << 20;  // git backend: the inflated-blob cache's cap
-  uid_t owner_uid = 0;     // git backend: the owner every node reports (the mount's user)
+  std::string overlay_dir;  // non-empty: writable, changes kept in this directory
+  uid_t owner_uid = 0;     // git backend and overlay: the owner every node reports (the mount's user)
   gid_t owner_gid = 0;
   std::string mountpoint;  // where the supervisor mounted the connection; only reported back
   int bootstrap_fd = -1;   // socket carrying [ipc socket, /dev/fuse fd] and the host pid

@@ -6,7 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
+#include <memory>
+#include <dirent.h>
 
 #include "heddle/error.h"
 
@@ -20,14 +23,14 @@ SourceTree SourceTree::open(const std::string& dir) {
   return SourceTree(dir, std::move(root), file_id(st));
 }
 
-OpenResult SourceTree::open_beneath(const std::string& rel, int flags) const {
+OpenResult open_beneath(int root_fd, const std::string& rel, int flags) {
   struct open_how how {};
   how.flags = static_cast<unsigned long long>(flags | O_CLOEXEC);
   how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS;
   // EAGAIN: the kernel could not rule out a concurrent rename racing the walk; EINTR: a
   // signal. Both are worth a few retries.
   for (int attempt = 0;; ++attempt) {
-    const long fd = ::syscall(SYS_openat2, root_.get(), rel.c_str(), &how, sizeof how);
+    const long fd = ::syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof how);
     if (fd >= 0) return {UniqueFd(static_cast<int>(fd)), 0};
     if ((errno == EINTR || errno == EAGAIN) && attempt < 16) continue;
     return {UniqueFd(), errno};
@@ -59,6 +62,35 @@ std::string describe_open_failure(const std::string& dir, int error) {
   const char* name = ::strerrorname_np(error);
   return "cannot open source directory " + dir + ": " + std::strerror(error) +
          (name != nullptr ? std::string(" (") + name + ")" : std::string()) + " " + identity;
+}
+
+int read_entries(int dir_fd, std::vector<DirEntry>& out) {
+  constexpr std::size_t kBufferSize = 64 * 1024;
+  const auto buffer = std::make_unique<char[]>(kBufferSize);
+  for (;;) {
+    const ssize_t n = ::getdents64(dir_fd, buffer.get(), kBufferSize);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) return 0;
+    for (ssize_t pos = 0; pos < n;) {
+      dirent64 entry_header;
+      std::memcpy(&entry_header, buffer.get() + pos, offsetof(dirent64, d_name));
+      const char* name = buffer.get() + pos + offsetof(dirent64, d_name);
+      unsigned char type = entry_header.d_type;
+      if (type == DT_UNKNOWN) {
+        // Some filesystems do not report types; ask without following a symlink.
+        struct stat entry_st {};
+        if (::fstatat(dir_fd, name, &entry_st, AT_SYMLINK_NOFOLLOW) == 0) {
+          type = static_cast<unsigned char>(IFTODT(entry_st.st_mode));
+        }
+      }
+      out.push_back(DirEntry{name, entry_header.d_ino, type});
+      if (entry_header.d_reclen == 0) return EIO;  // never from a sane kernel; avoid spinning
+      pos += entry_header.d_reclen;
+    }
+  }
 }
 
 std::string join_path(const std::string& parent, const char* name) {

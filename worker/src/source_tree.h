@@ -9,6 +9,9 @@
 #include <string>
 #include <utility>
 
+#include <vector>
+
+#include "backend.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::worker {
@@ -41,17 +44,21 @@ struct OpenResult {
   int error = 0;
 };
 
+// openat2(root_fd, rel, flags | O_CLOEXEC) with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS |
+// RESOLVE_NO_SYMLINKS: no symlink is ever followed (a symlink in the middle is ELOOP; a
+// trailing one is ELOOP too unless flags has O_PATH|O_NOFOLLOW, which opens the link itself).
+// `rel` is "." for the root, else "a/b" with no "." or ".." components.
+[[nodiscard]] OpenResult open_beneath(int root_fd, const std::string& rel, int flags);
+
 class SourceTree {
  public:
   // Opens `dir` (O_RDONLY|O_DIRECTORY). Throws heddle::Error whose text is the actionable
   // message for the supervisor (see describe_open_failure).
   [[nodiscard]] static SourceTree open(const std::string& dir);
 
-  // openat2(root, rel, flags | O_CLOEXEC) with RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS |
-  // RESOLVE_NO_SYMLINKS: no symlink is ever followed (a symlink in the middle is ELOOP; a
-  // trailing one is ELOOP too unless flags has O_PATH|O_NOFOLLOW, which opens the link itself).
-  // `rel` is "." for the root, else "a/b" with no "." or ".." components.
-  [[nodiscard]] OpenResult open_beneath(const std::string& rel, int flags) const;
+  [[nodiscard]] OpenResult open_beneath(const std::string& rel, int flags) const {
+    return worker::open_beneath(root_.get(), rel, flags);
+  }
 
   [[nodiscard]] int root_fd() const noexcept { return root_.get(); }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
@@ -69,6 +76,10 @@ class SourceTree {
 // The supervisor-facing explanation of why `dir` could not be opened with errno `error`,
 // naming the path and, for permission problems, the worker's uid/gid and what to change.
 [[nodiscard]] std::string describe_open_failure(const std::string& dir, int error);
+
+// Appends every entry of the open directory `dir_fd` (including "." and ".."), with types
+// found by lstat where the filesystem reports none. 0 or an errno.
+[[nodiscard]] int read_entries(int dir_fd, std::vector<DirEntry>& out);
 
 // "a/b" + "c" -> "a/b/c"; "." + "c" -> "c".
 [[nodiscard]] std::string join_path(const std::string& parent, const char* name);

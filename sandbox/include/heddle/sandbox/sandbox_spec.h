@@ -21,6 +21,9 @@ struct SandboxSpec {
   // Host files or directories bound read-only at the same path inside. The system runtime
   // (/usr and the merged-/usr links) is added by the sandbox itself.
   std::vector<std::string> readonly_paths;
+  // Host directories bound read-write (still nosuid, nodev and noexec) at the same path: a
+  // writable mount's overlay. Nothing else the sandbox shows is writable.
+  std::vector<std::string> writable_paths;
   // Host identity of the process. Never 0: launch() refuses it.
   uid_t uid = 65534;
   gid_t gid = 65534;

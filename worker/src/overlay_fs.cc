@@ -1,0 +1,983 @@
+#include "overlay_fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <utility>
+
+#include "heddle/error.h"
+
+namespace heddle::worker {
+namespace {
+
+// Upper and lower inode numbers come from different filesystems: keep them apart, so that no
+// two files ever show one inode number (cp -a and tar would take them for hard links).
+constexpr ino_t kUpperInoBit = ino_t{1} << 63;
+ino_t upper_ino(ino_t ino) { return ino | kUpperInoBit; }
+ino_t lower_ino(ino_t ino) { return ino & ~kUpperInoBit; }
+
+constexpr std::size_t kCopyChunk = 1 << 20;
+
+int errno_of(long rc) { return rc == 0 ? 0 : errno; }
+
+int check_name(std::string_view name) {
+  if (name.empty() || name == "." || name == "..") return EINVAL;
+  if (name.size() > NAME_MAX) return ENAMETOOLONG;
+  if (UpperDir::is_marker(name)) return EINVAL;  // reserved for whiteouts
+  return 0;
+}
+
+int write_all(int fd, const char* data, std::size_t size, off_t offset) {
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd, data, size, offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    data += n;
+    size -= static_cast<std::size_t>(n);
+    offset += n;
+  }
+  return 0;
+}
+
+// Streams the lower file into `fd` with bounded memory.
+int copy_data(FileHandle& from, int fd) {
+  std::vector<char> buffer(kCopyChunk);
+  for (off_t offset = 0;;) {
+    ReadResult result;
+    if (const int err = from.read(kCopyChunk, offset, result); err != 0) return err;
+    const char* data = result.data.data();
+    std::size_t size = std::min(kCopyChunk, result.data.size());
+    if (result.fd >= 0) {
+      const ssize_t n = ::pread(result.fd, buffer.data(), kCopyChunk, result.fd_offset);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      data = buffer.data();
+      size = static_cast<std::size_t>(n);
+    }
+    if (size == 0) return 0;
+    if (const int err = write_all(fd, data, size, offset); err != 0) return err;
+    offset += static_cast<off_t>(size);
+  }
+}
+
+// What the mount shows for an upper file.
+void present_upper(struct stat& st, const ViewAttr& view) {
+  st.st_mode = (st.st_mode & S_IFMT) | view.mode;
+  st.st_uid = view.uid;
+  st.st_gid = view.gid;
+  st.st_ino = upper_ino(st.st_ino);
+}
+
+// An open upper file: reads are spliced from its fd, writes go to it.
+class UpperFile final : public FileHandle {
+ public:
+  UpperFile(UniqueFd fd, const UpperDir& upper) : fd_(std::move(fd)), upper_(upper) {}
+  int read(std::size_t /*size*/, off_t offset, ReadResult& out) override {
+    out.fd = fd_.get();
+    out.fd_offset = offset;
+    return 0;
+  }
+  // Answers for the open file even after its last name is gone.
+  int stat(struct stat& st) override {
+    if (::fstat(fd_.get(), &st) != 0) return errno;
+    present_upper(st, upper_.view_of(fd_.get(), st));
+    return 0;
+  }
+  [[nodiscard]] int write_fd() const override { return fd_.get(); }
+
+ private:
+  UniqueFd fd_;
+  const UpperDir& upper_;
+};
+
+}  // namespace
+
+struct OverlayFs::Child {
+  std::string path;
+  UniqueFd parent_fd;      // the upper parent directory (O_PATH), when it exists
+  bool in_upper = false;
+  struct stat upper_st {};
+  bool upper_opaque = false;  // an upper directory with the opaque marker
+  bool whiteout = false;      // the lower name is deleted
+  bool in_lower = false;      // the lower layer has the name and nothing deletes it
+  NodeId lower = 0;           // its lower node, referenced until release()
+  struct stat lower_st {};
+
+  [[nodiscard]] bool exists() const { return in_upper || in_lower; }
+  [[nodiscard]] mode_t type() const {
+    return (in_upper ? upper_st.st_mode : lower_st.st_mode) & S_IFMT;
+  }
+  // The lower layer has this name: removing it needs a whiteout.
+  [[nodiscard]] bool lower_named() const { return in_lower; }
+  // A directory with nothing of the lower layer in it, which can be renamed in the upper.
+  [[nodiscard]] bool pure_upper() const { return in_upper && (!in_lower || upper_opaque); }
+};
+
+OverlayFs::OverlayFs(std::unique_ptr<Backend> lower, const std::string& dir, uid_t owner_uid,
+                     gid_t owner_gid)
+    : lower_(std::move(lower)), upper_(dir, owner_uid, owner_gid) {
+  struct stat root {};
+  if (::fstat(upper_.root_fd(), &root) != 0) throw_errno("stat " + dir + "/upper");
+  // A new upper root takes the lower root's mode and times, as a copy-up would.
+  struct stat lower_root {};
+  const UniqueFd root_fd(::openat(upper_.root_fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if ((root.st_mode & 07777) == S_IRWXU && lower_->getattr(kRootNode, lower_root) == 0 && root_fd) {
+    static_cast<void>(upper_.store_attr(
+        root_fd.get(), true, ViewAttr{lower_root.st_mode & 07777, owner_uid, owner_gid}));
+    const timespec times[2] = {lower_root.st_atim, lower_root.st_mtim};
+    ::futimens(root_fd.get(), times);
+  }
+  Node node;
+  node.paths = {"."};
+  node.type = S_IFDIR;
+  node.lower = kRootNode;  // the lower root is never forgotten: no reference to hold
+  node.upper = true;
+  node.opaque = UpperDir::is_opaque(upper_.root_fd());
+  node.upper_id = file_id(root);
+  node.nlookup = 1;
+  nodes_.emplace(kRootNode, std::move(node));
+  upper_nodes_.emplace(file_id(root), kRootNode);
+}
+
+OverlayFs::Node* OverlayFs::find(NodeId node) {
+  const auto it = nodes_.find(node);
+  return it == nodes_.end() ? nullptr : &it->second;
+}
+
+int OverlayFs::resolve(const Node& parent, std::string_view name, Child& out) {
+  if (parent.paths.empty()) return ENOENT;  // the directory was removed
+  out.path = join_path(parent.paths.front(), std::string(name).c_str());
+  const std::string child(name);
+  if (parent.upper) {
+    auto dir = upper_.open_dir(parent.paths.front());
+    if (!dir.fd && dir.error != ENOENT) return dir.error;
+    out.parent_fd = std::move(dir.fd);
+  }
+  if (out.parent_fd) {
+    if (::fstatat(out.parent_fd.get(), child.c_str(), &out.upper_st, AT_SYMLINK_NOFOLLOW) == 0) {
+      out.in_upper = true;
+    } else if (errno != ENOENT) {
+      return errno;
+    }
+    if (out.in_upper && S_ISDIR(out.upper_st.st_mode)) {
+      const UniqueFd dir(::openat(out.parent_fd.get(), child.c_str(),
+                                  O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      out.upper_opaque = dir && UpperDir::is_opaque(dir.get());
+    }
+    out.whiteout = parent.shows_lower() && UpperDir::has_whiteout(out.parent_fd.get(), name);
+  }
+  if (!parent.shows_lower() || out.whiteout) return 0;
+  NodeId lower = 0;
+  struct stat st {};
+  const int err = lower_->lookup(parent.lower, name, lower, st);
+  if (err == ENOENT) return 0;
+  if (err != 0) return err;
+  out.in_lower = true;
+  out.lower = lower;
+  out.lower_st = st;
+  return 0;
+}
+
+void OverlayFs::release(Child& child) {
+  if (child.lower != 0) lower_->forget(child.lower, 1);
+  child.lower = 0;
+}
+
+NodeId OverlayFs::remember(Child& child, const std::string& path) {
+  if (child.in_upper) {
+    const FileId id = file_id(child.upper_st);
+    if (const auto it = upper_nodes_.find(id); it != upper_nodes_.end()) {
+      Node& node = nodes_.at(it->second);
+      ++node.nlookup;
+      if (std::find(node.paths.begin(), node.paths.end(), path) == node.paths.end()) {
+        node.paths.push_back(path);
+      }
+      release(child);
+      return it->second;
+    }
+    Node node;
+    node.paths = {path};
+    node.type = child.upper_st.st_mode & S_IFMT;
+    node.upper = true;
+    node.upper_id = id;
+    node.nlookup = 1;
+    if (S_ISDIR(child.upper_st.st_mode) && child.lower != 0 && S_ISDIR(child.lower_st.st_mode) &&
+        !child.upper_opaque) {
+      node.lower = std::exchange(child.lower, 0);  // a merged directory
+    } else {
+      node.opaque = S_ISDIR(child.upper_st.st_mode);
+      release(child);
+    }
+    const NodeId id_out = next_++;
+    nodes_.emplace(id_out, std::move(node));
+    upper_nodes_.emplace(id, id_out);
+    return id_out;
+  }
+  if (const auto it = lower_nodes_.find(path); it != lower_nodes_.end()) {
+    Node& node = nodes_.at(it->second);
+    ++node.nlookup;
+    if (node.lower != child.lower) std::swap(node.lower, child.lower);  // the lower changed
+    release(child);
+    return it->second;
+  }
+  Node node;
+  node.paths = {path};
+  node.type = child.lower_st.st_mode & S_IFMT;
+  node.lower = std::exchange(child.lower, 0);
+  node.nlookup = 1;
+  const NodeId id_out = next_++;
+  nodes_.emplace(id_out, std::move(node));
+  lower_nodes_.emplace(path, id_out);
+  return id_out;
+}
+
+int OverlayFs::upper_stat(const std::string& path, struct stat& st) const {
+  const auto [dir, name] = split_path(path);
+  if (path == ".") {
+    if (::fstat(upper_.root_fd(), &st) != 0) return errno;
+    present_upper(st, upper_.view_of(upper_.root_fd(), st));
+    return 0;
+  }
+  auto parent = upper_.open_dir(dir);
+  if (!parent.fd) return parent.error;
+  if (::fstatat(parent.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  present_upper(st, upper_.view_at(parent.fd.get(), name, st));
+  return 0;
+}
+
+int OverlayFs::lower_stat(NodeId lower, struct stat& st) {
+  if (const int err = lower_->getattr(lower, st); err != 0) return err;
+  st.st_uid = upper_.owner_uid();
+  st.st_gid = upper_.owner_gid();
+  st.st_ino = lower_ino(st.st_ino);
+  return 0;
+}
+
+int OverlayFs::lookup(NodeId parent, std::string_view name, NodeId& node, struct stat& st) {
+  if (name.size() > NAME_MAX) return ENAMETOOLONG;
+  if (name == "." || name == ".." || UpperDir::is_marker(name)) return ENOENT;
+  const std::lock_guard lock(mutex_);
+  const Node* dir = find(parent);
+  if (dir == nullptr) return ESTALE;
+  Child child;
+  if (const int err = resolve(*dir, name, child); err != 0) {
+    release(child);
+    return err;
+  }
+  if (!child.exists()) return ENOENT;
+  if (child.in_upper) {
+    st = child.upper_st;
+    present_upper(st, upper_.view_at(child.parent_fd.get(), std::string(name), st));
+  } else {
+    st = child.lower_st;
+    st.st_uid = upper_.owner_uid();
+    st.st_gid = upper_.owner_gid();
+    st.st_ino = lower_ino(st.st_ino);
+  }
+  const bool merged = child.in_upper && child.lower != 0 && !child.upper_opaque &&
+                      S_ISDIR(st.st_mode) && S_ISDIR(child.lower_st.st_mode);
+  if (merged) st.st_nlink = 1;  // unknown, as for any directory whose count we cannot know
+  node = remember(child, child.path);
+  return 0;
+}
+
+void OverlayFs::forget(NodeId node, std::uint64_t nlookup) noexcept {
+  if (node == kRootNode) return;
+  const std::lock_guard lock(mutex_);
+  const auto it = nodes_.find(node);
+  if (it == nodes_.end()) return;
+  Node& entry = it->second;
+  if (entry.nlookup > nlookup) {
+    entry.nlookup -= nlookup;
+    return;
+  }
+  if (entry.upper) {
+    if (const auto id = upper_nodes_.find(entry.upper_id);
+        id != upper_nodes_.end() && id->second == node) {
+      upper_nodes_.erase(id);
+    }
+  } else if (!entry.paths.empty()) {
+    if (const auto path = lower_nodes_.find(entry.paths.front());
+        path != lower_nodes_.end() && path->second == node) {
+      lower_nodes_.erase(path);
+    }
+  }
+  if (entry.lower != 0) lower_->forget(entry.lower, 1);
+  nodes_.erase(it);
+}
+
+int OverlayFs::getattr(NodeId node, struct stat& st) {
+  const std::lock_guard lock(mutex_);
+  const Node* n = find(node);
+  if (n == nullptr) return ESTALE;
+  if (n->paths.empty()) return ENOENT;
+  if (!n->upper) return lower_stat(n->lower, st);
+  if (const int err = upper_stat(n->paths.front(), st); err != 0) return err;
+  if (S_ISDIR(st.st_mode) && n->shows_lower()) st.st_nlink = 1;
+  return 0;
+}
+
+int OverlayFs::readlink(NodeId node, std::string& target) {
+  const std::lock_guard lock(mutex_);
+  const Node* n = find(node);
+  if (n == nullptr) return ESTALE;
+  if (n->paths.empty()) return ENOENT;
+  if (!n->upper) return lower_->readlink(n->lower, target);
+  const auto [dir, name] = split_path(n->paths.front());
+  auto parent = upper_.open_dir(dir);
+  if (!parent.fd) return parent.error;
+  target.resize(PATH_MAX);
+  const ssize_t size = ::readlinkat(parent.fd.get(), name.c_str(), target.data(), target.size());
+  if (size < 0) return errno;
+  target.resize(static_cast<std::size_t>(size));
+  return 0;
+}
+
+int OverlayFs::merged_entries(const Node& dir, std::vector<DirEntry>& out) {
+  std::unordered_set<std::string> hidden;  // upper names and whiteouts
+  bool opaque = dir.opaque;
+  if (dir.upper) {
+    auto fd = upper_.open(dir.paths.front(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (!fd.fd) return fd.error;
+    std::vector<DirEntry> upper;
+    if (const int err = read_entries(fd.fd.get(), upper); err != 0) return err;
+    for (DirEntry& entry : upper) {
+      if (entry.name == "." || entry.name == "..") continue;
+      if (entry.name == kOpaqueMarker) {
+        opaque = true;
+      } else if (UpperDir::is_marker(entry.name)) {
+        hidden.insert(entry.name.substr(kWhiteoutPrefix.size()));
+      } else {
+        hidden.insert(entry.name);
+        entry.ino = upper_ino(entry.ino);
+        out.push_back(std::move(entry));
+      }
+    }
+  }
+  if (dir.lower == 0 || opaque) return 0;
+  DirSnapshot lower;
+  if (const int err = lower_->read_dir(dir.lower, lower); err != 0) return err;
+  for (DirEntry& entry : lower.entries) {
+    if (entry.name == "." || entry.name == ".." || hidden.contains(entry.name)) continue;
+    entry.ino = lower_ino(entry.ino);
+    out.push_back(std::move(entry));
+  }
+  return 0;
+}
+
+int OverlayFs::read_dir(NodeId node, DirSnapshot& out) {
+  const std::lock_guard lock(mutex_);
+  const Node* n = find(node);
+  if (n == nullptr) return ESTALE;
+  if (n->paths.empty()) return ENOENT;
+  out.node = node;
+  out.entries.clear();
+  out.entries.push_back(DirEntry{".", 0, DT_DIR});
+  out.entries.push_back(DirEntry{"..", 0, DT_DIR});
+  return merged_entries(*n, out.entries);
+}
+
+int OverlayFs::open_file(NodeId node, std::unique_ptr<FileHandle>& out) {
+  NodeId lower = 0;
+  {
+    const std::lock_guard lock(mutex_);
+    const Node* n = find(node);
+    if (n == nullptr) return ESTALE;
+    if (n->paths.empty()) return ENOENT;
+    if (S_ISDIR(n->type)) return EISDIR;
+    if (n->upper) {
+      auto fd = upper_.open(n->paths.front(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      if (!fd.fd) return fd.error;
+      out = std::make_unique<UpperFile>(std::move(fd.fd), upper_);
+      return 0;
+    }
+    lower = n->lower;
+  }
+  // The kernel holds the node while it opens it, so `lower` stays referenced; a big blob is
+  // opened without blocking the rest of the mount.
+  return lower_->open_file(lower, out);
+}
+
+int OverlayFs::statfs(struct statvfs& out) {
+  return ::fstatvfs(upper_.root_fd(), &out) == 0 ? 0 : errno;
+}
+
+std::size_t OverlayFs::node_count() const {
+  const std::lock_guard lock(mutex_);
+  return nodes_.size();
+}
+
+void OverlayFs::add_status(nlohmann::ordered_json& extra) const {
+  lower_->add_status(extra);
+  extra["writable"] = true;
+  extra["overlay"] = upper_.path();
+}
+
+void OverlayFs::mark_dirty(const std::string& path) { dirty_dirs_.insert(split_path(path).first); }
+
+void OverlayFs::promote(const std::string& path, const struct stat& upper_st) {
+  const auto it = lower_nodes_.find(path);
+  if (it == lower_nodes_.end()) return;
+  Node& node = nodes_.at(it->second);
+  node.upper = true;
+  node.upper_id = file_id(upper_st);
+  upper_nodes_[node.upper_id] = it->second;
+  lower_nodes_.erase(it);
+}
+
+int OverlayFs::copy_up_entry(const std::string& path, NodeId lower, bool with_data) {
+  struct stat st {};
+  if (const int err = lower_->getattr(lower, st); err != 0) return err;
+  const auto [dir, name] = split_path(path);
+  auto parent = upper_.open_dir(dir);
+  if (!parent.fd) return parent.error;
+  const std::string temp = upper_.temp_name();
+  const int work = upper_.work_fd();
+  const ViewAttr view{st.st_mode & 07777, upper_.owner_uid(), upper_.owner_gid()};
+  const timespec times[2] = {st.st_atim, st.st_mtim};
+  int err = 0;
+  if (S_ISREG(st.st_mode)) {
+    const UniqueFd fd(::openat(work, temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!fd) return errno;
+    std::unique_ptr<FileHandle> source;
+    if (with_data) {
+      err = lower_->open_file(lower, source);
+      if (err == 0) err = copy_data(*source, fd.get());
+    }
+    if (err == 0) err = upper_.store_attr(fd.get(), false, view);
+    if (err == 0) UpperDir::mark_origin(fd.get());
+    if (err == 0) err = errno_of(::futimens(fd.get(), times));
+  } else if (S_ISDIR(st.st_mode)) {
+    if (::mkdirat(work, temp.c_str(), 0700) != 0) return errno;
+    const UniqueFd fd(::openat(work, temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    err = fd ? upper_.store_attr(fd.get(), true, view) : errno;
+    if (err == 0) UpperDir::mark_origin(fd.get());
+    if (err == 0) err = errno_of(::futimens(fd.get(), times));
+  } else if (S_ISLNK(st.st_mode)) {
+    std::string target;
+    err = lower_->readlink(lower, target);
+    if (err == 0) err = errno_of(::symlinkat(target.c_str(), work, temp.c_str()));
+    if (err == 0) err = errno_of(::utimensat(work, temp.c_str(), times, AT_SYMLINK_NOFOLLOW));
+  } else {
+    return EPERM;  // devices, FIFOs and sockets are not copied up
+  }
+  // Visible only now, and whole.
+  if (err == 0) {
+    err = errno_of(::renameat2(work, temp.c_str(), parent.fd.get(), name.c_str(), RENAME_NOREPLACE));
+  }
+  if (err != 0) {
+    upper_.remove_temp(temp);
+    return err;
+  }
+  mark_dirty(path);
+  struct stat upper_st {};
+  if (::fstatat(parent.fd.get(), name.c_str(), &upper_st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  promote(path, upper_st);
+  return 0;
+}
+
+int OverlayFs::copy_up_dirs(const std::string& path) {
+  if (path == ".") return 0;
+  std::string prefix;
+  for (std::size_t start = 0; start <= path.size();) {
+    const std::size_t slash = std::min(path.find('/', start), path.size());
+    prefix = path.substr(0, slash);
+    start = slash + 1;
+    struct stat st {};
+    const auto [dir, name] = split_path(prefix);
+    auto parent = upper_.open_dir(dir);
+    if (!parent.fd) return parent.error;
+    if (::fstatat(parent.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (!S_ISDIR(st.st_mode)) return ENOTDIR;
+      continue;
+    }
+    if (errno != ENOENT) return errno;
+    // Every directory above a node the kernel holds is held too, so it is in the table.
+    const auto it = lower_nodes_.find(prefix);
+    if (it == lower_nodes_.end()) return ENOENT;
+    if (const int err = copy_up_entry(prefix, nodes_.at(it->second).lower, false); err != 0) {
+      return err;
+    }
+  }
+  return 0;
+}
+
+int OverlayFs::copy_up(NodeId /*node*/, Node& n, bool with_data) {
+  if (n.upper) return 0;
+  if (n.paths.empty()) return ENOENT;
+  const std::string path = n.paths.front();
+  if (const int err = copy_up_dirs(split_path(path).first); err != 0) return err;
+  return copy_up_entry(path, n.lower, with_data);
+}
+
+int OverlayFs::new_entry(const std::string& path, NodeId& node, struct stat& st) {
+  const auto [dir, name] = split_path(path);
+  Child child;
+  auto parent = upper_.open_dir(dir);
+  if (!parent.fd) return parent.error;
+  if (::fstatat(parent.fd.get(), name.c_str(), &child.upper_st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return errno;
+  }
+  child.in_upper = true;
+  child.upper_opaque = true;  // a new directory has no lower content
+  st = child.upper_st;
+  present_upper(st, upper_.view_at(parent.fd.get(), name, st));
+  node = remember(child, path);
+  mark_dirty(path);
+  return 0;
+}
+
+int OverlayFs::open_writable(NodeId node, int flags, std::unique_ptr<FileHandle>& out) {
+  const std::lock_guard lock(mutex_);
+  Node* n = find(node);
+  if (n == nullptr) return ESTALE;
+  if (S_ISDIR(n->type)) return EISDIR;
+  if (const int err = copy_up(node, *n, (flags & O_TRUNC) == 0); err != 0) return err;
+  if (n->paths.empty()) return ENOENT;
+  auto fd = upper_.open(n->paths.front(),
+                        (flags & (O_ACCMODE | O_APPEND | O_TRUNC)) | O_NOFOLLOW | O_NONBLOCK);
+  if (!fd.fd) return fd.error;
+  out = std::make_unique<UpperFile>(std::move(fd.fd), upper_);
+  return 0;
+}
+
+int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int flags, NodeId& node,
+                      struct stat& st, std::unique_ptr<FileHandle>& out) {
+  if (const int err = check_name(name); err != 0) return err;
+  const std::lock_guard lock(mutex_);
+  const Node* dir = find(parent);
+  if (dir == nullptr) return ESTALE;
+  Child child;
+  const int err = resolve(*dir, name, child);
+  release(child);
+  if (err != 0) return err;
+  if (child.exists()) return EEXIST;
+  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  auto parent_fd = upper_.open_dir(dir->paths.front());
+  if (!parent_fd.fd) return parent_fd.error;
+  const std::string file(name);
+  UniqueFd fd(::openat(parent_fd.fd.get(), file.c_str(),
+                       (flags & (O_ACCMODE | O_APPEND)) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                       0600));
+  if (!fd) return errno;
+  if (const int e = upper_.store_attr(fd.get(), false,
+                                      ViewAttr{mode & 07777, upper_.owner_uid(), upper_.owner_gid()});
+      e != 0) {
+    ::unlinkat(parent_fd.fd.get(), file.c_str(), 0);
+    return e;
+  }
+  if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
+  if (const int e = new_entry(child.path, node, st); e != 0) return e;
+  out = std::make_unique<UpperFile>(std::move(fd), upper_);
+  return 0;
+}
+
+int OverlayFs::mkdir(NodeId parent, std::string_view name, mode_t mode, NodeId& node,
+                     struct stat& st) {
+  if (const int err = check_name(name); err != 0) return err;
+  const std::lock_guard lock(mutex_);
+  const Node* dir = find(parent);
+  if (dir == nullptr) return ESTALE;
+  Child child;
+  const int err = resolve(*dir, name, child);
+  release(child);
+  if (err != 0) return err;
+  if (child.exists()) return EEXIST;
+  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  auto parent_fd = upper_.open_dir(dir->paths.front());
+  if (!parent_fd.fd) return parent_fd.error;
+  // Made in work/ and renamed into place: a directory over a deleted lower one is opaque from
+  // the moment it is visible.
+  const std::string temp = upper_.temp_name();
+  const int work = upper_.work_fd();
+  if (::mkdirat(work, temp.c_str(), 0700) != 0) return errno;
+  const UniqueFd fd(::openat(work, temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  int e = fd ? 0 : errno;
+  if (e == 0 && child.whiteout) e = UpperDir::make_opaque(fd.get());
+  if (e == 0) {
+    e = upper_.store_attr(fd.get(), true,
+                          ViewAttr{mode & 07777, upper_.owner_uid(), upper_.owner_gid()});
+  }
+  if (e == 0) {
+    e = errno_of(::renameat2(work, temp.c_str(), parent_fd.fd.get(), std::string(name).c_str(),
+                             RENAME_NOREPLACE));
+  }
+  if (e != 0) {
+    upper_.remove_temp(temp);
+    return e;
+  }
+  if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
+  return new_entry(child.path, node, st);
+}
+
+int OverlayFs::symlink(NodeId parent, std::string_view name, const std::string& target,
+                       NodeId& node, struct stat& st) {
+  if (const int err = check_name(name); err != 0) return err;
+  const std::lock_guard lock(mutex_);
+  const Node* dir = find(parent);
+  if (dir == nullptr) return ESTALE;
+  Child child;
+  const int err = resolve(*dir, name, child);
+  release(child);
+  if (err != 0) return err;
+  if (child.exists()) return EEXIST;
+  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  auto parent_fd = upper_.open_dir(dir->paths.front());
+  if (!parent_fd.fd) return parent_fd.error;
+  if (::symlinkat(target.c_str(), parent_fd.fd.get(), std::string(name).c_str()) != 0) return errno;
+  if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
+  return new_entry(child.path, node, st);
+}
+
+int OverlayFs::link(NodeId node, NodeId parent, std::string_view name, struct stat& st) {
+  if (const int err = check_name(name); err != 0) return err;
+  const std::lock_guard lock(mutex_);
+  Node* n = find(node);
+  const Node* dir = find(parent);
+  if (n == nullptr || dir == nullptr) return ESTALE;
+  if (S_ISDIR(n->type)) return EPERM;
+  Child child;
+  const int err = resolve(*dir, name, child);
+  release(child);
+  if (err != 0) return err;
+  if (child.exists()) return EEXIST;
+  if (const int e = copy_up(node, *n, true); e != 0) return e;
+  if (n->paths.empty()) return ENOENT;
+  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  const auto [from_dir, from_name] = split_path(n->paths.front());
+  auto from = upper_.open_dir(from_dir);
+  auto to = upper_.open_dir(dir->paths.front());
+  if (!from.fd || !to.fd) return from.fd ? to.error : from.error;
+  const std::string new_name(name);
+  if (::linkat(from.fd.get(), from_name.c_str(), to.fd.get(), new_name.c_str(), 0) != 0) {
+    return errno;
+  }
+  if (child.whiteout) UpperDir::drop_whiteout(to.fd.get(), name);
+  n->paths.push_back(child.path);
+  ++n->nlookup;
+  mark_dirty(child.path);
+  if (::fstatat(to.fd.get(), new_name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  present_upper(st, upper_.view_at(to.fd.get(), new_name, st));
+  return 0;
+}
+
+// Forgets that `path` names the node it named (the entry is gone from the mount).
+void OverlayFs::drop_path(const std::string& path, const Child& child) {
+  NodeId id = 0;
+  if (child.in_upper) {
+    const auto it = upper_nodes_.find(file_id(child.upper_st));
+    if (it == upper_nodes_.end()) return;
+    id = it->second;
+  } else {
+    const auto it = lower_nodes_.find(path);
+    if (it == lower_nodes_.end()) return;
+    id = it->second;
+    lower_nodes_.erase(it);
+  }
+  Node& node = nodes_.at(id);
+  std::erase(node.paths, path);
+  // Its inode number may be reused by a new file: identify it no longer.
+  if (node.paths.empty() && node.upper) upper_nodes_.erase(node.upper_id);
+}
+
+int OverlayFs::unlink(NodeId parent, std::string_view name) {
+  const std::lock_guard lock(mutex_);
+  const Node* dir = find(parent);
+  if (dir == nullptr) return ESTALE;
+  Child child;
+  int err = resolve(*dir, name, child);
+  release(child);
+  if (err != 0) return err;
+  if (!child.exists()) return ENOENT;
+  if (S_ISDIR(child.type())) return EISDIR;
+  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  auto parent_fd = upper_.open_dir(dir->paths.front());
+  if (!parent_fd.fd) return parent_fd.error;
+  // The whiteout first: while the upper file is still there it wins, so a crash between the
+  // two steps leaves the file, never a half-deleted state.
+  if (child.lower_named()) err = UpperDir::add_whiteout(parent_fd.fd.get(), name);
+  if (err == 0 && child.in_upper) {
+    err = errno_of(::unlinkat(parent_fd.fd.get(), std::string(name).c_str(), 0));
+  }
+  if (err != 0) return err;
+  drop_path(child.path, child);
+  mark_dirty(child.path);
+  return 0;
+}
+
+int OverlayFs::rmdir(NodeId parent, std::string_view name) {
+  const std::lock_guard lock(mutex_);
+  const Node* dir = find(parent);
+  if (dir == nullptr) return ESTALE;
+  Child child;
+  int err = resolve(*dir, name, child);
+  if (err == 0 && !child.exists()) err = ENOENT;
+  if (err == 0 && !S_ISDIR(child.type())) err = ENOTDIR;
+  if (err == 0) {
+    Node probe;
+    probe.paths = {child.path};
+    probe.upper = child.in_upper;
+    probe.lower = child.lower;
+    probe.opaque = child.upper_opaque;
+    std::vector<DirEntry> entries;
+    err = merged_entries(probe, entries);
+    if (err == 0 && !entries.empty()) err = ENOTEMPTY;
+  }
+  const bool lower_named = child.lower_named();
+  release(child);
+  if (err != 0) return err;
+  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  auto parent_fd = upper_.open_dir(dir->paths.front());
+  if (!parent_fd.fd) return parent_fd.error;
+  if (lower_named) err = UpperDir::add_whiteout(parent_fd.fd.get(), name);
+  if (err == 0 && child.in_upper) {
+    // Out of sight in one rename, then emptied of its markers.
+    const std::string temp = upper_.temp_name();
+    err = errno_of(::renameat(parent_fd.fd.get(), std::string(name).c_str(), upper_.work_fd(),
+                              temp.c_str()));
+    if (err == 0) upper_.remove_temp(temp);
+  }
+  if (err != 0) return err;
+  drop_path(child.path, child);
+  mark_dirty(child.path);
+  return 0;
+}
+
+void OverlayFs::move_paths(const std::string& from, const std::string& to) {
+  const std::string prefix = from + "/";
+  for (auto& [id, node] : nodes_) {
+    for (std::string& path : node.paths) {
+      if (path == from) {
+        path = to;
+      } else if (path.starts_with(prefix)) {
+        path = to + path.substr(from.size());
+      }
+    }
+  }
+}
+
+int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
+                      std::string_view new_name, unsigned flags) {
+  if (const int err = check_name(new_name); err != 0) return err;
+  if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0) return EINVAL;
+  const bool exchange = (flags & RENAME_EXCHANGE) != 0;
+  const std::lock_guard lock(mutex_);
+  const Node* from_dir = find(parent);
+  const Node* to_dir = find(new_parent);
+  if (from_dir == nullptr || to_dir == nullptr) return ESTALE;
+  Child from;
+  Child to;
+  int err = resolve(*from_dir, name, from);
+  if (err == 0) err = resolve(*to_dir, new_name, to);
+  const bool from_lower = from.lower_named();
+  const bool to_lower = to.lower_named();
+  const NodeId from_lower_node = from.in_upper ? 0 : from.lower;
+  const NodeId to_lower_node = to.in_upper ? 0 : to.lower;
+  const auto cleanup = [&](int e) {
+    release(from);
+    release(to);
+    return e;
+  };
+  if (err != 0) return cleanup(err);
+  if (!from.exists()) return cleanup(ENOENT);
+  const bool from_is_dir = S_ISDIR(from.type());
+  const bool to_is_dir = to.exists() && S_ISDIR(to.type());
+  if (from.path == to.path) return cleanup(0);
+  if (exchange) {
+    if (!to.exists()) return cleanup(ENOENT);
+    if ((from_is_dir && !from.pure_upper()) || (to_is_dir && !to.pure_upper())) {
+      return cleanup(EXDEV);
+    }
+  } else if (to.exists()) {
+    if ((flags & RENAME_NOREPLACE) != 0) return cleanup(EEXIST);
+    if (from_is_dir && !to_is_dir) return cleanup(ENOTDIR);
+    if (!from_is_dir && to_is_dir) return cleanup(EISDIR);
+    if (to_is_dir) {
+      Node probe;
+      probe.paths = {to.path};
+      probe.upper = to.in_upper;
+      probe.lower = to.lower;
+      probe.opaque = to.upper_opaque;
+      std::vector<DirEntry> entries;
+      if (const int e = merged_entries(probe, entries); e != 0) return cleanup(e);
+      if (!entries.empty()) return cleanup(ENOTEMPTY);
+    }
+  }
+  // A directory with lower content would have to be copied whole: let the caller copy it.
+  if (from_is_dir && !from.pure_upper()) return cleanup(EXDEV);
+  if (to.path.starts_with(from.path + "/")) return cleanup(EINVAL);
+
+  // Both ends in the upper layer, with their whole content.
+  const auto [from_parent, from_name] = split_path(from.path);
+  const auto [to_parent, to_name] = split_path(to.path);
+  if (const int e = copy_up_dirs(from_parent); e != 0) return cleanup(e);
+  if (const int e = copy_up_dirs(to_parent); e != 0) return cleanup(e);
+  if (!from.in_upper) {
+    if (const int e = copy_up_entry(from.path, from_lower_node, true); e != 0) return cleanup(e);
+  }
+  if (exchange && !to.in_upper) {
+    if (const int e = copy_up_entry(to.path, to_lower_node, true); e != 0) return cleanup(e);
+  }
+  auto from_fd = upper_.open_dir(from_parent);
+  auto to_fd = upper_.open_dir(to_parent);
+  if (!from_fd.fd || !to_fd.fd) return cleanup(from_fd.fd ? to_fd.error : from_fd.error);
+  // Re-read the two ends as they are now on disk.
+  struct stat from_st {};
+  if (::fstatat(from_fd.fd.get(), from_name.c_str(), &from_st, AT_SYMLINK_NOFOLLOW) != 0) {
+    return cleanup(errno);
+  }
+  from.in_upper = true;
+  from.upper_st = from_st;
+  struct stat to_st {};
+  const bool to_in_upper =
+      ::fstatat(to_fd.fd.get(), to_name.c_str(), &to_st, AT_SYMLINK_NOFOLLOW) == 0;
+  if (to_in_upper) {
+    to.in_upper = true;
+    to.upper_st = to_st;
+  }
+
+  if (!exchange) {
+    // The old name's whiteout goes first: until the rename, the upper entry still wins.
+    if (from_lower) err = UpperDir::add_whiteout(from_fd.fd.get(), from_name);
+    // A directory landing where the lower layer has (or had) one must not show its content.
+    if (err == 0 && from_is_dir && (to_lower || to.whiteout)) {
+      const UniqueFd moved(::openat(from_fd.fd.get(), from_name.c_str(),
+                                    O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      err = moved ? UpperDir::make_opaque(moved.get()) : errno;
+    }
+    // An empty upper directory being replaced may still hold markers: set it aside first.
+    if (err == 0 && to_in_upper && to_is_dir) {
+      const std::string temp = upper_.temp_name();
+      err = errno_of(::renameat(to_fd.fd.get(), to_name.c_str(), upper_.work_fd(), temp.c_str()));
+      if (err == 0) upper_.remove_temp(temp);
+    }
+  }
+  if (err == 0) {
+    err = errno_of(::renameat2(from_fd.fd.get(), from_name.c_str(), to_fd.fd.get(),
+                               to_name.c_str(), flags));
+  }
+  if (err != 0) return cleanup(err);
+  if (!exchange && to.whiteout) UpperDir::drop_whiteout(to_fd.fd.get(), to_name);
+
+  if (exchange) {
+    const std::string parked = std::string("\0", 1) + from.path;  // no real path has a NUL
+    move_paths(from.path, parked);
+    move_paths(to.path, from.path);
+    move_paths(parked, to.path);
+  } else {
+    if (to.exists()) drop_path(to.path, to);
+    move_paths(from.path, to.path);
+    if (from_is_dir && (to_lower || to.whiteout)) {
+      if (const auto it = upper_nodes_.find(file_id(from_st)); it != upper_nodes_.end()) {
+        nodes_.at(it->second).opaque = true;
+      }
+    }
+  }
+  mark_dirty(from.path);
+  mark_dirty(to.path);
+  return cleanup(0);
+}
+
+int OverlayFs::setattr(NodeId node, const AttrChange& change, FileHandle* handle,
+                       struct stat& st) {
+  const std::lock_guard lock(mutex_);
+  Node* n = find(node);
+  if (n == nullptr) return ESTALE;
+  const bool truncating = change.size && *change.size == 0;
+  if (const int err = copy_up(node, *n, !truncating); err != 0) return err;
+  const int handle_fd = handle != nullptr ? handle->write_fd() : -1;
+  if (n->paths.empty()) {
+    // The last name is gone; only the open file is left to change.
+    if (handle_fd < 0) return ENOENT;
+    if (change.size && ::ftruncate(handle_fd, *change.size) != 0) return errno;
+    return handle->stat(st);
+  }
+  const auto [dir, name] = split_path(n->paths.front());
+  const bool root = n->paths.front() == ".";
+  auto parent = upper_.open_dir(root ? "." : dir);
+  if (!parent.fd) return parent.error;
+  const char* const at = root ? "." : name.c_str();
+  struct stat disk {};
+  if (::fstatat(parent.fd.get(), at, &disk, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  const bool is_dir = S_ISDIR(disk.st_mode);
+  if (change.size) {
+    if (is_dir) return EISDIR;
+    if (handle_fd >= 0) {
+      if (::ftruncate(handle_fd, *change.size) != 0) return errno;
+    } else {
+      const UniqueFd fd(::openat(parent.fd.get(), at, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+      if (!fd || ::ftruncate(fd.get(), *change.size) != 0) return errno;
+    }
+  }
+  if (change.mode || change.uid || change.gid) {
+    ViewAttr view = upper_.view_at(parent.fd.get(), at, disk);
+    if (change.mode) view.mode = *change.mode & 07777;
+    if (change.uid) view.uid = *change.uid;
+    if (change.gid) view.gid = *change.gid;
+    if (S_ISLNK(disk.st_mode)) {
+      // A symlink's mode is fixed and it cannot carry the attribute xattr.
+      if (view.uid != upper_.owner_uid() || view.gid != upper_.owner_gid()) return EPERM;
+    } else {
+      const UniqueFd fd(::openat(parent.fd.get(), at,
+                                 O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+                                     (is_dir ? O_DIRECTORY : 0)));
+      if (!fd) return errno;
+      if (const int err = upper_.store_attr(fd.get(), is_dir, view); err != 0) return err;
+    }
+  }
+  if (change.atime || change.mtime) {
+    const timespec omit{0, UTIME_OMIT};
+    const timespec times[2] = {change.atime.value_or(omit), change.mtime.value_or(omit)};
+    if (::utimensat(parent.fd.get(), at, times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  }
+  if (const int err = upper_stat(n->paths.front(), st); err != 0) return err;
+  if (is_dir && n->shows_lower()) st.st_nlink = 1;
+  return 0;
+}
+
+int OverlayFs::fsync(NodeId node, FileHandle* handle, bool datasync) {
+  std::vector<std::string> dirs;
+  UniqueFd own;
+  int fd = handle != nullptr ? handle->write_fd() : -1;
+  {
+    const std::lock_guard lock(mutex_);
+    const Node* n = find(node);
+    if (n == nullptr) return ESTALE;
+    if (!n->upper) return 0;  // nothing of it was written
+    if (fd < 0 && !n->paths.empty()) {
+      auto opened = upper_.open(n->paths.front(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      if (!opened.fd) return opened.error;
+      own = std::move(opened.fd);
+      fd = own.get();
+    }
+    // The directories above it whose names changed, so that the file is found after a crash.
+    for (const std::string& path : n->paths) {
+      for (std::string dir = split_path(path).first;; dir = split_path(dir).first) {
+        if (dirty_dirs_.erase(dir) != 0) dirs.push_back(dir);
+        if (dir == ".") break;
+      }
+    }
+    if (S_ISDIR(n->type) && !n->paths.empty() && dirty_dirs_.erase(n->paths.front()) != 0) {
+      dirs.push_back(n->paths.front());
+    }
+  }
+  if (fd >= 0 && (datasync ? ::fdatasync(fd) : ::fsync(fd)) != 0) return errno;
+  for (const std::string& dir : dirs) {
+    auto opened = upper_.open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (opened.fd && ::fsync(opened.fd.get()) != 0) return errno;
+  }
+  return 0;
+}
+
+}  // namespace heddle::worker

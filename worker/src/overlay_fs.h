@@ -1,0 +1,111 @@
+// A writable view over a read-only backend, as overlayfs does it: the lower backend (a git
+// thread or a directory) is never written; every change lands in an UpperDir on disk, so it
+// survives the worker, the supervisor and a remount. Lower files are copied up atomically on
+// their first change; deletions of lower names are whiteouts; a directory removed and made
+// again is opaque. A directory that has lower content is renamed only by copying (EXDEV, as
+// overlayfs without redirect_dir), which `mv` does by itself.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "backend.h"
+#include "source_tree.h"
+#include "upper_dir.h"
+
+namespace heddle::worker {
+
+class OverlayFs final : public Backend {
+ public:
+  // `dir` holds upper/ and work/ (see UpperDir). Every node shows `owner_uid`:`owner_gid`
+  // unless a chown inside the mount stored another owner. Throws heddle::Error.
+  OverlayFs(std::unique_ptr<Backend> lower, const std::string& dir, uid_t owner_uid,
+            gid_t owner_gid);
+
+  [[nodiscard]] int lookup(NodeId parent, std::string_view name, NodeId& node,
+                           struct stat& st) override;
+  void forget(NodeId node, std::uint64_t nlookup) noexcept override;
+  [[nodiscard]] int getattr(NodeId node, struct stat& st) override;
+  [[nodiscard]] int readlink(NodeId node, std::string& target) override;
+  [[nodiscard]] int read_dir(NodeId node, DirSnapshot& out) override;
+  [[nodiscard]] int open_file(NodeId node, std::unique_ptr<FileHandle>& out) override;
+  [[nodiscard]] int statfs(struct statvfs& out) override;
+  [[nodiscard]] CachePolicy cache_policy() const override { return lower_->cache_policy(); }
+  [[nodiscard]] std::size_t node_count() const override;
+  void add_status(nlohmann::ordered_json& extra) const override;
+
+  [[nodiscard]] bool writable() const override { return true; }
+  [[nodiscard]] int open_writable(NodeId node, int flags,
+                                  std::unique_ptr<FileHandle>& out) override;
+  [[nodiscard]] int create(NodeId parent, std::string_view name, mode_t mode, int flags,
+                           NodeId& node, struct stat& st,
+                           std::unique_ptr<FileHandle>& out) override;
+  [[nodiscard]] int mkdir(NodeId parent, std::string_view name, mode_t mode, NodeId& node,
+                          struct stat& st) override;
+  [[nodiscard]] int symlink(NodeId parent, std::string_view name, const std::string& target,
+                            NodeId& node, struct stat& st) override;
+  [[nodiscard]] int link(NodeId node, NodeId parent, std::string_view name,
+                         struct stat& st) override;
+  [[nodiscard]] int unlink(NodeId parent, std::string_view name) override;
+  [[nodiscard]] int rmdir(NodeId parent, std::string_view name) override;
+  [[nodiscard]] int rename(NodeId parent, std::string_view name, NodeId new_parent,
+                           std::string_view new_name, unsigned flags) override;
+  [[nodiscard]] int setattr(NodeId node, const AttrChange& change, FileHandle* handle,
+                            struct stat& st) override;
+  [[nodiscard]] int fsync(NodeId node, FileHandle* handle, bool datasync) override;
+
+ private:
+  struct Node {
+    std::vector<std::string> paths;  // names in the mount; empty once the last is removed
+    mode_t type = 0;                 // S_IFMT bits
+    NodeId lower = 0;                // a lower node we hold one reference on, or 0
+    bool upper = false;              // it exists in the upper layer
+    bool opaque = false;             // a directory whose lower content does not show
+    FileId upper_id{};
+    std::uint64_t nlookup = 0;
+    [[nodiscard]] bool shows_lower() const { return lower != 0 && !opaque; }
+  };
+
+  // What a name in a directory is in the merged view. Owns one reference on `lower`.
+  struct Child;
+
+  [[nodiscard]] Node* find(NodeId node);
+  [[nodiscard]] int resolve(const Node& parent, std::string_view name, Child& out);
+  void release(Child& child);
+  [[nodiscard]] NodeId remember(Child& child, const std::string& path);
+  [[nodiscard]] int upper_stat(const std::string& path, struct stat& st) const;
+  [[nodiscard]] int lower_stat(NodeId lower, struct stat& st);
+
+  // Makes `path` (a directory of the mount) and its parents exist in the upper layer.
+  [[nodiscard]] int copy_up_dirs(const std::string& path);
+  // Copies the lower entry `lower` up to `path` (its parent already upper), atomically.
+  [[nodiscard]] int copy_up_entry(const std::string& path, NodeId lower, bool with_data);
+  [[nodiscard]] int copy_up(NodeId node, Node& n, bool with_data);
+  // The node of `path`, now upper, keyed by its upper identity.
+  void promote(const std::string& path, const struct stat& upper_st);
+  void drop_path(const std::string& path, const Child& child);
+  void move_paths(const std::string& from, const std::string& to);
+  [[nodiscard]] int merged_entries(const Node& dir, std::vector<DirEntry>& out);
+  [[nodiscard]] int new_entry(const std::string& path, NodeId& node, struct stat& st);
+  void mark_dirty(const std::string& path);
+
+  const std::unique_ptr<Backend> lower_;
+  UpperDir upper_;
+
+  mutable std::mutex mutex_;  // the tables and every change to the upper layer
+  std::unordered_map<NodeId, Node> nodes_;
+  std::unordered_map<std::string, NodeId> lower_nodes_;            // lower-only nodes by path
+  std::unordered_map<FileId, NodeId, FileIdHash> upper_nodes_;     // upper nodes by identity
+  std::unordered_set<std::string> dirty_dirs_;  // directories whose names changed since fsync
+  NodeId next_ = kRootNode + 1;
+};
+
+}  // namespace heddle::worker

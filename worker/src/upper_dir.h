@@ -1,0 +1,88 @@
+// The writable layer of an overlay, on disk: DIR/upper holds the changed tree, DIR/work the
+// temporaries that become visible only by an atomic rename. The format (see the README):
+//   .wh.NAME            in a directory: NAME of the lower layer is deleted
+//   .wh..wh..opq        in a directory: nothing of the lower directory shows through
+//   user.heddle.origin  xattr: copied up from the lower layer (else created in the mount)
+//   user.heddle.attr    xattr "MODE UID GID": what the mount shows, when the disk cannot hold
+//                       it; flagged by S_ISVTX on the file so that only flagged files are read
+// Every path is resolved strictly beneath DIR/upper without following a symlink.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "heddle/unique_fd.h"
+#include "source_tree.h"
+
+namespace heddle::worker {
+
+inline constexpr std::string_view kWhiteoutPrefix = ".wh.";
+inline constexpr const char* kOpaqueMarker = ".wh..wh..opq";
+
+// What the mount shows for an upper entry's mode and owner.
+struct ViewAttr {
+  mode_t mode = 0;  // permission bits incl. setuid/setgid/sticky, without the type
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+class UpperDir {
+ public:
+  // Opens (creating, 0700) DIR/upper and DIR/work, and empties DIR/work: what a crash left
+  // there was never visible. Throws heddle::Error.
+  UpperDir(const std::string& dir, uid_t owner_uid, gid_t owner_gid);
+
+  // openat2 beneath DIR/upper (see SourceTree::open_beneath).
+  [[nodiscard]] OpenResult open(const std::string& rel, int flags) const;
+  // The directory `rel` (O_PATH), or its errno.
+  [[nodiscard]] OpenResult open_dir(const std::string& rel) const;
+  [[nodiscard]] int root_fd() const noexcept { return upper_.get(); }
+  [[nodiscard]] int work_fd() const noexcept { return work_.get(); }
+  [[nodiscard]] const std::string& path() const noexcept { return dir_; }
+
+  // A fresh name in DIR/work for a temporary.
+  [[nodiscard]] std::string temp_name();
+  // Removes `name` in DIR/work and everything below it. Best effort.
+  void remove_temp(const std::string& name) const;
+
+  // The whiteout and opaque markers, in the directory `dir_fd`.
+  [[nodiscard]] static bool has_whiteout(int dir_fd, std::string_view name);
+  [[nodiscard]] static int add_whiteout(int dir_fd, std::string_view name);
+  static void drop_whiteout(int dir_fd, std::string_view name);
+  [[nodiscard]] static bool is_opaque(int dir_fd);
+  [[nodiscard]] static int make_opaque(int dir_fd);
+  [[nodiscard]] static bool is_marker(std::string_view name) {
+    return name.starts_with(kWhiteoutPrefix);
+  }
+
+  // The on-disk mode for a view mode: owner rw (rwx for directories) always, so that the
+  // worker can use the file whatever the user chmods; never setuid/setgid; S_ISVTX when the
+  // view needs the attr xattr. Applies it to `fd` (opened O_RDONLY or O_RDWR, not O_PATH) and
+  // stores or removes the xattr.
+  [[nodiscard]] int store_attr(int fd, bool is_dir, const ViewAttr& view) const;
+  // The view of an upper file from its on-disk stat (and the xattr, when flagged): through an
+  // open (not O_PATH) fd of it, or by name in the directory `dir_fd`.
+  [[nodiscard]] ViewAttr view_of(int fd, const struct stat& st) const;
+  [[nodiscard]] ViewAttr view_at(int dir_fd, const std::string& name, const struct stat& st) const;
+  static void mark_origin(int fd);
+
+  [[nodiscard]] uid_t owner_uid() const noexcept { return owner_uid_; }
+  [[nodiscard]] gid_t owner_gid() const noexcept { return owner_gid_; }
+
+ private:
+  std::string dir_;
+  UniqueFd upper_;
+  UniqueFd work_;
+  uid_t owner_uid_;
+  gid_t owner_gid_;
+  std::uint64_t next_temp_ = 0;
+};
+
+// "a/b/c" -> {"a/b", "c"}; "c" -> {".", "c"}.
+[[nodiscard]] std::pair<std::string, std::string> split_path(const std::string& path);
+
+}  // namespace heddle::worker
