@@ -448,20 +448,21 @@ int OverlayFs::copy_up_entry(const std::string& path, NodeId lower, bool with_da
   const timespec times[2] = {st.st_atim, st.st_mtim};
   int err = 0;
   if (S_ISREG(st.st_mode)) {
-    const UniqueFd fd(::openat(work, temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    const UniqueFd fd(::openat(work, temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+                               disk_mode(false, view.mode)));
     if (!fd) return errno;
     std::unique_ptr<FileHandle> source;
     if (with_data) {
       err = lower_->open_file(lower, source);
       if (err == 0) err = copy_data(*source, fd.get());
     }
-    if (err == 0) err = upper_.store_attr(fd.get(), false, view);
+    if (err == 0) err = upper_.store_attr(fd.get(), false, view, true);
     if (err == 0) UpperDir::mark_origin(fd.get());
     if (err == 0) err = errno_of(::futimens(fd.get(), times));
   } else if (S_ISDIR(st.st_mode)) {
-    if (::mkdirat(work, temp.c_str(), 0700) != 0) return errno;
+    if (::mkdirat(work, temp.c_str(), disk_mode(true, view.mode)) != 0) return errno;
     const UniqueFd fd(::openat(work, temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    err = fd ? upper_.store_attr(fd.get(), true, view) : errno;
+    err = fd ? upper_.store_attr(fd.get(), true, view, true) : errno;
     if (err == 0) UpperDir::mark_origin(fd.get());
     if (err == 0) err = errno_of(::futimens(fd.get(), times));
   } else if (S_ISLNK(st.st_mode)) {
@@ -511,6 +512,11 @@ int OverlayFs::copy_up_dirs(const std::string& path) {
     }
   }
   return 0;
+}
+
+int OverlayFs::ensure_upper_dir(const Node& dir) {
+  if (dir.paths.empty()) return ENOENT;
+  return dir.upper ? 0 : copy_up_dirs(dir.paths.front());
 }
 
 int OverlayFs::copy_up(NodeId /*node*/, Node& n, bool with_data) {
@@ -563,16 +569,16 @@ int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int fla
   release(child);
   if (err != 0) return err;
   if (child.exists()) return EEXIST;
-  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   auto parent_fd = upper_.open_dir(dir->paths.front());
   if (!parent_fd.fd) return parent_fd.error;
   const std::string file(name);
   UniqueFd fd(::openat(parent_fd.fd.get(), file.c_str(),
                        (flags & (O_ACCMODE | O_APPEND)) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                       0600));
+                       disk_mode(false, mode & 07777)));
   if (!fd) return errno;
-  if (const int e = upper_.store_attr(fd.get(), false,
-                                      ViewAttr{mode & 07777, upper_.owner_uid(), upper_.owner_gid()});
+  if (const int e = upper_.store_attr(
+          fd.get(), false, ViewAttr{mode & 07777, upper_.owner_uid(), upper_.owner_gid()}, true);
       e != 0) {
     ::unlinkat(parent_fd.fd.get(), file.c_str(), 0);
     return e;
@@ -594,20 +600,20 @@ int OverlayFs::mkdir(NodeId parent, std::string_view name, mode_t mode, NodeId& 
   release(child);
   if (err != 0) return err;
   if (child.exists()) return EEXIST;
-  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   auto parent_fd = upper_.open_dir(dir->paths.front());
   if (!parent_fd.fd) return parent_fd.error;
   // Made in work/ and renamed into place: a directory over a deleted lower one is opaque from
   // the moment it is visible.
   const std::string temp = upper_.temp_name();
   const int work = upper_.work_fd();
-  if (::mkdirat(work, temp.c_str(), 0700) != 0) return errno;
+  if (::mkdirat(work, temp.c_str(), disk_mode(true, mode & 07777)) != 0) return errno;
   const UniqueFd fd(::openat(work, temp.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   int e = fd ? 0 : errno;
   if (e == 0 && child.whiteout) e = UpperDir::make_opaque(fd.get());
   if (e == 0) {
     e = upper_.store_attr(fd.get(), true,
-                          ViewAttr{mode & 07777, upper_.owner_uid(), upper_.owner_gid()});
+                          ViewAttr{mode & 07777, upper_.owner_uid(), upper_.owner_gid()}, true);
   }
   if (e == 0) {
     e = errno_of(::renameat2(work, temp.c_str(), parent_fd.fd.get(), std::string(name).c_str(),
@@ -632,7 +638,7 @@ int OverlayFs::symlink(NodeId parent, std::string_view name, const std::string& 
   release(child);
   if (err != 0) return err;
   if (child.exists()) return EEXIST;
-  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   auto parent_fd = upper_.open_dir(dir->paths.front());
   if (!parent_fd.fd) return parent_fd.error;
   if (::symlinkat(target.c_str(), parent_fd.fd.get(), std::string(name).c_str()) != 0) return errno;
@@ -654,7 +660,7 @@ int OverlayFs::link(NodeId node, NodeId parent, std::string_view name, struct st
   if (child.exists()) return EEXIST;
   if (const int e = copy_up(node, *n, true); e != 0) return e;
   if (n->paths.empty()) return ENOENT;
-  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   const auto [from_dir, from_name] = split_path(n->paths.front());
   auto from = upper_.open_dir(from_dir);
   auto to = upper_.open_dir(dir->paths.front());
@@ -701,7 +707,7 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
   if (err != 0) return err;
   if (!child.exists()) return ENOENT;
   if (S_ISDIR(child.type())) return EISDIR;
-  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   auto parent_fd = upper_.open_dir(dir->paths.front());
   if (!parent_fd.fd) return parent_fd.error;
   // The whiteout first: while the upper file is still there it wins, so a crash between the
@@ -737,7 +743,7 @@ int OverlayFs::rmdir(NodeId parent, std::string_view name) {
   const bool lower_named = child.lower_named();
   release(child);
   if (err != 0) return err;
-  if (const int e = copy_up_dirs(dir->paths.front()); e != 0) return e;
+  if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   auto parent_fd = upper_.open_dir(dir->paths.front());
   if (!parent_fd.fd) return parent_fd.error;
   if (lower_named) err = UpperDir::add_whiteout(parent_fd.fd.get(), name);
@@ -821,8 +827,8 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
   // Both ends in the upper layer, with their whole content.
   const auto [from_parent, from_name] = split_path(from.path);
   const auto [to_parent, to_name] = split_path(to.path);
-  if (const int e = copy_up_dirs(from_parent); e != 0) return cleanup(e);
-  if (const int e = copy_up_dirs(to_parent); e != 0) return cleanup(e);
+  if (const int e = ensure_upper_dir(*from_dir); e != 0) return cleanup(e);
+  if (const int e = ensure_upper_dir(*to_dir); e != 0) return cleanup(e);
   if (!from.in_upper) {
     if (const int e = copy_up_entry(from.path, from_lower_node, true); e != 0) return cleanup(e);
   }

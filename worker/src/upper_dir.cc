@@ -47,6 +47,11 @@ std::string whiteout_name(std::string_view name) {
 
 }  // namespace
 
+mode_t disk_mode(bool is_dir, mode_t view_mode) {
+  const mode_t owner_bits = is_dir ? S_IRWXU : (S_IRUSR | S_IWUSR);
+  return (view_mode & (S_IRWXU | S_IRWXG | S_IRWXO)) | owner_bits;
+}
+
 std::pair<std::string, std::string> split_path(const std::string& path) {
   const auto slash = path.rfind('/');
   if (slash == std::string::npos) return {".", path};
@@ -55,6 +60,9 @@ std::pair<std::string, std::string> split_path(const std::string& path) {
 
 UpperDir::UpperDir(const std::string& dir, uid_t owner_uid, gid_t owner_gid)
     : dir_(dir), owner_uid_(owner_uid), owner_gid_(owner_gid) {
+  // Files are created with the mode they keep on disk: the kernel already applied the user's
+  // umask to the mode it sent, and the worker's own must not apply again.
+  ::umask(0);
   const UniqueFd base(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!base) {
     throw Error("open overlay directory " + dir, errno,
@@ -115,11 +123,11 @@ int UpperDir::make_opaque(int dir_fd) {
   return 0;
 }
 
-int UpperDir::store_attr(int fd, bool is_dir, const ViewAttr& view) const {
-  const mode_t owner_bits = is_dir ? S_IRWXU : (S_IRUSR | S_IWUSR);
-  mode_t disk = (view.mode & (S_IRWXU | S_IRWXG | S_IRWXO)) | owner_bits;
+int UpperDir::store_attr(int fd, bool is_dir, const ViewAttr& view, bool fresh) const {
+  mode_t disk = disk_mode(is_dir, view.mode);
   const bool plain = disk == view.mode && view.uid == owner_uid_ && view.gid == owner_gid_;
   if (plain) {
+    if (fresh) return 0;
     if (::fremovexattr(fd, kAttrXattr) != 0 && errno != ENODATA && errno != ENOTSUP) return errno;
   } else {
     char value[64];

@@ -62,8 +62,9 @@ class UpperDir {
   // The on-disk mode for a view mode: owner rw (rwx for directories) always, so that the
   // worker can use the file whatever the user chmods; never setuid/setgid; S_ISVTX when the
   // view needs the attr xattr. Applies it to `fd` (opened O_RDONLY or O_RDWR, not O_PATH) and
-  // stores or removes the xattr.
-  [[nodiscard]] int store_attr(int fd, bool is_dir, const ViewAttr& view) const;
+  // stores or removes the xattr; a `fresh` file (just made, with the mode it was created with
+  // and no xattr) is touched only if its view needs it.
+  [[nodiscard]] int store_attr(int fd, bool is_dir, const ViewAttr& view, bool fresh = false) const;
   // The view of an upper file from its on-disk stat (and the xattr, when flagged): through an
   // open (not O_PATH) fd of it, or by name in the directory `dir_fd`.
   [[nodiscard]] ViewAttr view_of(int fd, const struct stat& st) const;
@@ -81,6 +82,9 @@ class UpperDir {
   gid_t owner_gid_;
   std::uint64_t next_temp_ = 0;
 };
+
+// The permission bits a file or directory with this view mode gets on disk (without the flag).
+[[nodiscard]] mode_t disk_mode(bool is_dir, mode_t view_mode);
 
 // "a/b/c" -> {"a/b", "c"}; "c" -> {".", "c"}.
 [[nodiscard]] std::pair<std::string, std::string> split_path(const std::string& path);
