@@ -527,21 +527,23 @@ int OverlayFs::copy_up(NodeId /*node*/, Node& n, bool with_data) {
   return copy_up_entry(path, n.lower, with_data);
 }
 
-int OverlayFs::new_entry(const std::string& path, NodeId& node, struct stat& st) {
-  const auto [dir, name] = split_path(path);
+int OverlayFs::new_entry(const std::string& path, int parent_fd, NodeId& node, struct stat& st) {
+  const std::string name = split_path(path).second;
   Child child;
-  auto parent = upper_.open_dir(dir);
-  if (!parent.fd) return parent.error;
-  if (::fstatat(parent.fd.get(), name.c_str(), &child.upper_st, AT_SYMLINK_NOFOLLOW) != 0) {
-    return errno;
-  }
+  if (::fstatat(parent_fd, name.c_str(), &child.upper_st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   child.in_upper = true;
   child.upper_opaque = true;  // a new directory has no lower content
   st = child.upper_st;
-  present_upper(st, upper_.view_at(parent.fd.get(), name, st));
+  present_upper(st, upper_.view_at(parent_fd, name, st));
   node = remember(child, path);
   mark_dirty(path);
   return 0;
+}
+
+// The upper directory `dir`, reusing the fd a resolve() already opened.
+OpenResult OverlayFs::upper_parent(const Node& dir, Child& child) const {
+  if (child.parent_fd) return {std::move(child.parent_fd), 0};
+  return upper_.open_dir(dir.paths.front());
 }
 
 int OverlayFs::open_writable(NodeId node, int flags, std::unique_ptr<FileHandle>& out) {
@@ -570,7 +572,7 @@ int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int fla
   if (err != 0) return err;
   if (child.exists()) return EEXIST;
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
-  auto parent_fd = upper_.open_dir(dir->paths.front());
+  auto parent_fd = upper_parent(*dir, child);
   if (!parent_fd.fd) return parent_fd.error;
   const std::string file(name);
   UniqueFd fd(::openat(parent_fd.fd.get(), file.c_str(),
@@ -584,7 +586,7 @@ int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int fla
     return e;
   }
   if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
-  if (const int e = new_entry(child.path, node, st); e != 0) return e;
+  if (const int e = new_entry(child.path, parent_fd.fd.get(), node, st); e != 0) return e;
   out = std::make_unique<UpperFile>(std::move(fd), upper_);
   return 0;
 }
@@ -601,7 +603,7 @@ int OverlayFs::mkdir(NodeId parent, std::string_view name, mode_t mode, NodeId& 
   if (err != 0) return err;
   if (child.exists()) return EEXIST;
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
-  auto parent_fd = upper_.open_dir(dir->paths.front());
+  auto parent_fd = upper_parent(*dir, child);
   if (!parent_fd.fd) return parent_fd.error;
   // Made in work/ and renamed into place: a directory over a deleted lower one is opaque from
   // the moment it is visible.
@@ -624,7 +626,7 @@ int OverlayFs::mkdir(NodeId parent, std::string_view name, mode_t mode, NodeId& 
     return e;
   }
   if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
-  return new_entry(child.path, node, st);
+  return new_entry(child.path, parent_fd.fd.get(), node, st);
 }
 
 int OverlayFs::symlink(NodeId parent, std::string_view name, const std::string& target,
@@ -639,11 +641,11 @@ int OverlayFs::symlink(NodeId parent, std::string_view name, const std::string& 
   if (err != 0) return err;
   if (child.exists()) return EEXIST;
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
-  auto parent_fd = upper_.open_dir(dir->paths.front());
+  auto parent_fd = upper_parent(*dir, child);
   if (!parent_fd.fd) return parent_fd.error;
   if (::symlinkat(target.c_str(), parent_fd.fd.get(), std::string(name).c_str()) != 0) return errno;
   if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
-  return new_entry(child.path, node, st);
+  return new_entry(child.path, parent_fd.fd.get(), node, st);
 }
 
 int OverlayFs::link(NodeId node, NodeId parent, std::string_view name, struct stat& st) {
@@ -708,7 +710,7 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
   if (!child.exists()) return ENOENT;
   if (S_ISDIR(child.type())) return EISDIR;
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
-  auto parent_fd = upper_.open_dir(dir->paths.front());
+  auto parent_fd = upper_parent(*dir, child);
   if (!parent_fd.fd) return parent_fd.error;
   // The whiteout first: while the upper file is still there it wins, so a crash between the
   // two steps leaves the file, never a half-deleted state.
@@ -744,7 +746,7 @@ int OverlayFs::rmdir(NodeId parent, std::string_view name) {
   release(child);
   if (err != 0) return err;
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
-  auto parent_fd = upper_.open_dir(dir->paths.front());
+  auto parent_fd = upper_parent(*dir, child);
   if (!parent_fd.fd) return parent_fd.error;
   if (lower_named) err = UpperDir::add_whiteout(parent_fd.fd.get(), name);
   if (err == 0 && child.in_upper) {
@@ -947,7 +949,8 @@ int OverlayFs::setattr(NodeId node, const AttrChange& change, FileHandle* handle
     const timespec times[2] = {change.atime.value_or(omit), change.mtime.value_or(omit)};
     if (::utimensat(parent.fd.get(), at, times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   }
-  if (const int err = upper_stat(n->paths.front(), st); err != 0) return err;
+  if (::fstatat(parent.fd.get(), at, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  present_upper(st, upper_.view_at(parent.fd.get(), at, st));
   if (is_dir && n->shows_lower()) st.st_nlink = 1;
   return 0;
 }

@@ -95,7 +95,9 @@ class OverlayFs final : public Backend {
   void drop_path(const std::string& path, const Child& child);
   void move_paths(const std::string& from, const std::string& to);
   [[nodiscard]] int merged_entries(const Node& dir, std::vector<DirEntry>& out);
-  [[nodiscard]] int new_entry(const std::string& path, NodeId& node, struct stat& st);
+  [[nodiscard]] int new_entry(const std::string& path, int parent_fd, NodeId& node,
+                              struct stat& st);
+  [[nodiscard]] OpenResult upper_parent(const Node& dir, Child& child) const;
   void mark_dirty(const std::string& path);
 
   const std::unique_ptr<Backend> lower_;
