@@ -23,44 +23,67 @@ namespace heddle::launcher {
 namespace {
 
 constexpr const char* kUsageLine =
-    "Usage: heddle-fuse-launcher [-v|-q] {mount|status|unmount|list|doctor|sandbox-exec|demo} "
+    "Usage: heddle-fuse-launcher [-v|-q] {mount|status|unmount|list|overlay|doctor|sandbox-exec|demo} "
     "... (see --help)";
 
 constexpr const char* kHelp = R"(Usage: heddle-fuse-launcher [-v|-q] COMMAND [OPTIONS]
        heddle-fuse-launcher --repo-root R --thread-id T --mountpoint M --ipc-fd N
 
-Expose a directory, or a heddle thread of a git repository, read-only at a
-mountpoint through a sandboxed FUSE worker.
+Expose a directory, or a heddle thread of a git repository, at a mountpoint
+through a sandboxed FUSE worker. A thread is writable: changes go to an
+overlay directory on disk, never into the repository. A directory is
+read-only unless --overlay is given.
 
 Commands:
-  mount --dir DIR --mountpoint MP [--foreground] [--json] [--uid U] [--gid G]
-        [--allow-other] [--sandbox=strict|degraded]
-  mount --repo-root REPO --thread-id THREAD [--cache-bytes N] --mountpoint MP [...]
-      Mount DIR, or the tree of THREAD in the git repository REPO, read-only at
-      MP. THREAD is refs/heads/THREAD, else refs/heddle/threads/THREAD, else any
+  mount --dir DIR --mountpoint MP [--overlay | --overlay-dir ODIR]
+        [--foreground] [--json] [--uid U] [--gid G] [--allow-other]
+        [--sandbox=strict|degraded]
+  mount --repo-root REPO --thread-id THREAD [--cache-bytes N]
+        [--read-only | --overlay-dir ODIR] --mountpoint MP [...]
+      Mount DIR, or the tree of THREAD in the git repository REPO, at MP.
+      THREAD is refs/heads/THREAD, else refs/heddle/threads/THREAD, else any
       revision (a tag, a commit id). --cache-bytes caps the worker's cache of
       inflated blobs (default 256M; K, M, G suffixes); larger blobs stream.
+      A thread mount is writable unless --read-only; a DIR mount is read-only
+      unless --overlay. Writes are copied on write into an overlay directory:
+      ODIR with --overlay-dir (which implies --overlay), else
+      $XDG_STATE_HOME/heddle-fuse/overlays/KEY (root: /var/lib/heddle-fuse/
+      overlays/KEY), KEY naming the source and thread, so mounting the same
+      thread again resumes its changes. DIR and REPO are never written.
+      One mount at a time may use an overlay.
       Returns once the mount is ready and leaves a background supervisor
       holding it; with --foreground it stays and unmounts on SIGINT or SIGTERM.
       --json prints the MountReady frame plus supervisor_pid. --uid/--gid
       (number or name) name the user the mount is for; they default to yours.
       The worker never runs as uid 0: a mount for root is served by
       nobody:nogroup, which must be able to read DIR or REPO. Without root the
-      mount goes through the setuid fusermount3, and the worker runs as a uid
-      from your /etc/subuid range when newuidmap exists and DIR or REPO is
-      readable by others, else as you. MP must be an empty directory you own.
+      mount goes through the setuid fusermount3, and the worker of a read-only
+      mount runs as a uid from your /etc/subuid range when newuidmap exists and
+      DIR or REPO is readable by others, else as you; a writable mount's worker
+      runs as you. MP must be an empty directory you own.
       --allow-other lets other users in (needs user_allow_other in
       /etc/fuse.conf without root). --sandbox=strict (the default) refuses to
       run without a user namespace; --sandbox=degraded runs the worker without
       namespaces, still with no capabilities, no_new_privs and seccomp.
   status MP [--json]
-      Ask the mount's worker for its Status and print the reply.
+      Ask the mount's worker for its Status and print the reply, with whether
+      the mount is writable, and its overlay's directory, size and file count.
   unmount MP
       Stop the worker (Stop, then SIGTERM, then SIGKILL) and return once the
       mount is gone.
   list [--json]
-      Show every live mount of yours: mountpoint, source, thread, the pids of
-      its worker, supervisor and guard, and its uptime.
+      Show every live mount of yours: mountpoint, source, thread, ro or rw,
+      the pids of its worker, supervisor and guard, its uptime, and the size
+      and file count of its overlay.
+  overlay list [--json]
+      Show the overlays in the default overlays directory: KEY, source, thread,
+      the mount using it (if any), size and file count.
+  overlay show MP|KEY|ODIR [--json]
+      List what an overlay changed: A added, M modified (copied up from the
+      source), D deleted, R replaced (a directory removed and made again).
+  overlay discard MP|KEY|ODIR
+      Remove an overlay and all its changes; refused while a mount uses it.
+      MP may be a mountpoint no longer mounted: its last overlay is found.
   sandbox-exec [--dir DIR | --repo-root REPO] [--sandbox=...] -- CMD [ARGS...]
       Run CMD in exactly the sandbox a worker for DIR or REPO would get (same
       namespaces, minimal root, identity, capabilities, seccomp), for debugging.
@@ -75,9 +98,10 @@ Commands:
 
 heddle's worker interface (set HEDDLE_FUSE_WORKER_BIN to this program):
   --repo-root R --thread-id T --mountpoint M --ipc-fd N
-      Mount thread T of R at M with a sandboxed worker and serve heddle's
-      supervisor on fd N as heddle-fuse-worker does: MountReady or MountError,
-      Status, and Stop (or EOF on N, or SIGTERM), which removes the mount.
+      Mount thread T of R at M, writable with the default overlay, with a
+      sandboxed worker and serve heddle's supervisor on fd N as
+      heddle-fuse-worker does: MountReady or MountError, Status, and Stop (or
+      EOF on N, or SIGTERM), which removes the mount; the changes stay.
 
 Options:
   -v, --verbose  log more (debug; twice: trace)
@@ -89,6 +113,9 @@ Files:
   $XDG_RUNTIME_DIR/heddle-fuse/*.sock  control sockets (root: /run/heddle-fuse)
   $XDG_STATE_HOME/heddle-fuse/*.log    per-mount supervisor logs, rotated at 1 MiB
                                        (default ~/.local/state; root: /var/log/heddle-fuse)
+  $XDG_STATE_HOME/heddle-fuse/overlays/KEY/
+                                       a writable mount's changes (upper/), its source
+                                       (source.json) and lock (root: /var/lib/heddle-fuse)
 
 Environment:
   HEDDLE_FUSE_LOG                   log levels, spdlog syntax: debug, or per logger
@@ -186,6 +213,13 @@ MountArgs parse_mount(Args& args) {
       mount.json = true;
     } else if (flag == "--allow-other") {
       mount.allow_other = true;
+    } else if (flag == "--read-only") {
+      mount.read_only = true;
+    } else if (flag == "--overlay") {
+      mount.overlay = true;
+    } else if (flag == "--overlay-dir") {
+      mount.overlay_dir = args.value_of(flag);
+      if (mount.overlay_dir.empty()) throw UsageError("--overlay-dir needs a non-empty value");
     } else if (flag == "--sandbox" || flag.starts_with("--sandbox=")) {
       mount.supervisor.degraded_sandbox = parse_sandbox_mode(flag, args);
     } else if (flag == "--uid") {
@@ -208,6 +242,10 @@ MountArgs parse_mount(Args& args) {
   }
   if (!git && mount.cache_bytes) throw UsageError("mount: --cache-bytes needs --repo-root");
   if (mount.mountpoint.empty()) throw UsageError("mount: --mountpoint is required");
+  if (mount.read_only && (mount.overlay || !mount.overlay_dir.empty())) {
+    throw UsageError(std::string("mount: --read-only and ") +
+                     (mount.overlay ? "--overlay" : "--overlay-dir") + " exclude each other");
+  }
   return mount;
 }
 
@@ -290,6 +328,42 @@ DropInArgs parse_dropin(Args& args) {
   return dropin;
 }
 
+// overlay list [--json] | show TARGET [--json] | discard TARGET
+OverlayCommand parse_overlay(Args& args) {
+  if (args.done()) throw UsageError("overlay: list, show or discard is required");
+  OverlayCommand overlay;
+  const std::string action = args.take();
+  if (action == "list") {
+    overlay.action = OverlayCommand::Action::kList;
+  } else if (action == "show") {
+    overlay.action = OverlayCommand::Action::kShow;
+  } else if (action == "discard") {
+    overlay.action = OverlayCommand::Action::kDiscard;
+  } else {
+    throw UsageError("overlay: unknown action " + action + " (list, show or discard)");
+  }
+  const std::string command = "overlay " + action;
+  const bool takes_target = overlay.action != OverlayCommand::Action::kList;
+  const bool takes_json = overlay.action != OverlayCommand::Action::kDiscard;
+  while (!args.done()) {
+    const std::string arg = args.take();
+    if (takes_json && arg == "--json") {
+      overlay.json = true;
+    } else if (arg.starts_with("-")) {
+      throw UsageError(command + ": unknown option " + arg);
+    } else if (takes_target && overlay.target.empty() && !arg.empty()) {
+      overlay.target = arg;
+    } else {
+      throw UsageError(command + ": unexpected argument " + arg);
+    }
+  }
+  if (takes_target && overlay.target.empty()) {
+    throw UsageError(command + ": a mountpoint, an overlay KEY or an overlay directory is "
+                     "required");
+  }
+  return overlay;
+}
+
 // Runs a parsed command.
 struct Dispatch {
   int operator()(const HelpCommand&) const {
@@ -310,6 +384,7 @@ struct Dispatch {
   int operator()(const DoctorCommand& args) const { return doctor_command(args.json); }
   int operator()(const SandboxExecArgs& args) const { return sandbox_exec_command(args); }
   int operator()(const DemoCommand&) const { return demo_command(); }
+  int operator()(const OverlayCommand& args) const { return overlay_command(args); }
 };
 
 }  // namespace
@@ -342,6 +417,7 @@ ParsedCommand parse_command(Args& args) {
   if (command == "list") return ListCommand{parse_json_only(args, command)};
   if (command == "doctor") return DoctorCommand{parse_json_only(args, command)};
   if (command == "sandbox-exec") return parse_sandbox_exec(args);
+  if (command == "overlay") return parse_overlay(args);
   if (command == "demo") {
     if (!args.done()) throw UsageError("demo takes no arguments");
     return DemoCommand{};

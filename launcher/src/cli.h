@@ -8,8 +8,8 @@
 
 namespace heddle::launcher {
 
-// The commands without arguments of their own beyond these fields; mount and sandbox-exec
-// parse into MountArgs and SandboxExecArgs (commands.h).
+// The commands without arguments of their own beyond these fields; mount, sandbox-exec and
+// overlay parse into MountArgs, SandboxExecArgs and OverlayCommand (commands.h).
 struct HelpCommand {};
 struct VersionCommand {};
 struct StatusCommand {
@@ -29,7 +29,8 @@ struct DemoCommand {};
 
 using ParsedCommand =
     std::variant<HelpCommand, VersionCommand, MountArgs, StatusCommand, UnmountCommand,
-                 ListCommand, DoctorCommand, SandboxExecArgs, DemoCommand, DropInArgs>;
+                 ListCommand, DoctorCommand, SandboxExecArgs, DemoCommand, DropInArgs,
+                 OverlayCommand>;
 
 struct ParsedCli {
   ParsedCommand command;

@@ -27,9 +27,17 @@ struct MountArgs {
   bool foreground = false;
   bool json = false;
   bool allow_other = false;
+  bool read_only = false;    // --read-only
+  bool overlay = false;      // --overlay
+  std::string overlay_dir;   // --overlay-dir DIR (implies --overlay)
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   SupervisorOptions supervisor;  // --sandbox=degraded
+
+  // A thread is writable unless --read-only; a directory only with --overlay(-dir).
+  [[nodiscard]] bool writable() const {
+    return !read_only && (overlay || !overlay_dir.empty() || !repo_root.empty());
+  }
 };
 
 struct SandboxExecArgs {
@@ -57,6 +65,16 @@ struct DropInArgs {
 [[nodiscard]] std::string canonical_mountpoint(const std::string& path);
 
 int mount_command(const MountArgs& args);
+// overlay list [--json] | show MP-or-KEY [--json] | discard MP-or-KEY
+struct OverlayCommand {
+  enum class Action { kList, kShow, kDiscard };
+  Action action = Action::kList;
+  std::string target;  // a mountpoint, a KEY, or an overlay directory
+  bool json = false;
+};
+int overlay_command(const OverlayCommand& command);
+// "512 B", "1.5 KiB", "2.0 GiB": sizes in `list` and `overlay list`.
+[[nodiscard]] std::string format_bytes(std::uint64_t bytes);
 int status_command(const std::string& mountpoint, bool json);
 int list_command(bool json);
 // Serves heddle's supervisor on args.ipc_fd as its worker would, with a sandboxed worker

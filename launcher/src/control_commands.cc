@@ -10,6 +10,7 @@
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mountinfo.h"
+#include "heddle/launcher/overlay_dir.h"
 
 namespace heddle::launcher {
 namespace {
@@ -38,6 +39,19 @@ std::string format_uptime(long long ms) {
   return text;
 }
 
+// A writable mount's overlay size and file count, walked here rather than in the supervisor,
+// whose control loop a large overlay would otherwise hold up.
+void add_overlay_usage(nlohmann::ordered_json& extra) {
+  if (!extra.contains("overlay") || !extra["overlay"].is_string()) return;
+  try {
+    const OverlayUsage usage = overlay_usage(extra["overlay"].get<std::string>());
+    extra["overlay_bytes"] = usage.bytes;
+    extra["overlay_files"] = usage.files;
+  } catch (const Error& e) {
+    extra["overlay_error"] = e.what();
+  }
+}
+
 // One row of `list`: the supervisor's Status reply, or why there is none.
 nlohmann::ordered_json list_entry(const std::string& socket) {
   nlohmann::ordered_json entry;
@@ -52,6 +66,13 @@ nlohmann::ordered_json list_entry(const std::string& socket) {
     entry["supervisor_pid"] = status->extra.value("supervisor_pid", 0);
     entry["guard_pid"] = status->extra.value("guard_pid", 0);
     entry["uptime_ms"] = status->extra.value("uptime_ms", 0LL);
+    nlohmann::ordered_json extra = status->extra;
+    add_overlay_usage(extra);
+    entry["writable"] = extra.value("writable", false);
+    entry["overlay"] = extra.contains("overlay") ? extra["overlay"] : nullptr;
+    for (const char* key : {"overlay_bytes", "overlay_files", "overlay_error"}) {
+      if (extra.contains(key)) entry[key] = extra[key];
+    }
   } catch (const Error& e) {
     if (e.attempt().starts_with("connect") && e.code() == ECONNREFUSED) {
       // Its supervisor died without removing it (SIGKILL; the guard removes the mount).
@@ -80,21 +101,28 @@ int list_command(bool json) {
     std::cout << "no heddle mounts\n";
     return 0;
   }
-  std::printf("%-32s %-32s %-16s %8s %10s %8s %8s\n", "MOUNTPOINT", "SOURCE", "THREAD", "WORKER",
-              "SUPERVISOR", "GUARD", "UPTIME");
+  std::printf("%-32s %-32s %-16s %4s %8s %10s %8s %8s  %s\n", "MOUNTPOINT", "SOURCE", "THREAD",
+              "MODE", "WORKER", "SUPERVISOR", "GUARD", "UPTIME", "OVERLAY");
   for (const auto& entry : entries) {
     if (entry.contains("error")) {
       std::printf("%-32s (not answering: %s)\n", entry["socket"].get<std::string>().c_str(),
                   entry["error"].get<std::string>().c_str());
       continue;
     }
-    std::printf("%-32s %-32s %-16s %8d %10d %8d %8s\n",
+    std::string overlay = "-";
+    if (entry.contains("overlay_bytes")) {
+      overlay = format_bytes(entry["overlay_bytes"].get<std::uint64_t>()) + " in " +
+                std::to_string(entry["overlay_files"].get<std::uint64_t>()) + " files";
+    } else if (entry.contains("overlay_error")) {
+      overlay = "? (" + entry["overlay_error"].get<std::string>() + ")";
+    }
+    std::printf("%-32s %-32s %-16s %4s %8d %10d %8d %8s  %s\n",
                 entry["mountpoint"].get<std::string>().c_str(),
                 entry["source"].get<std::string>().c_str(),
                 entry["thread"].is_null() ? "-" : entry["thread"].get<std::string>().c_str(),
-                entry["worker_pid"].get<int>(), entry["supervisor_pid"].get<int>(),
-                entry["guard_pid"].get<int>(),
-                format_uptime(entry["uptime_ms"].get<long long>()).c_str());
+                entry["writable"].get<bool>() ? "rw" : "ro", entry["worker_pid"].get<int>(),
+                entry["supervisor_pid"].get<int>(), entry["guard_pid"].get<int>(),
+                format_uptime(entry["uptime_ms"].get<long long>()).c_str(), overlay.c_str());
   }
   std::fflush(stdout);
   return 0;
@@ -104,8 +132,11 @@ int status_command(const std::string& path, bool json) {
   const std::string mountpoint = canonical_mountpoint(path);
   const ipc::Message reply =
       control_request(mountpoint, ipc::Status{}, std::chrono::milliseconds(10000));
-  const auto* status = std::get_if<ipc::StatusOk>(&reply);
-  if (status == nullptr) throw_reply_error(reply);
+  const auto* reply_status = std::get_if<ipc::StatusOk>(&reply);
+  if (reply_status == nullptr) throw_reply_error(reply);
+  ipc::StatusOk with_usage = *reply_status;
+  add_overlay_usage(with_usage.extra);
+  const auto* status = &with_usage;
   if (json) {
     std::cout << ipc::encode_body(*status) << "\n";
     return 0;

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/launcher/overlay_dir.h"
 #include "supervision.h"
 
 namespace heddle::launcher {
@@ -76,24 +77,28 @@ int dropin_command(const DropInArgs& args) {
   const StopSignals signals;
   std::unique_ptr<ControlServer> server;
   std::unique_ptr<Supervisor> supervisor;
+  std::string overlay_dir;
   try {
-    MountArgs mount;
+    MountArgs mount;  // writable, with the default overlay, as heddle's own mounts are
     mount.repo_root = args.repo_root;
     mount.thread_id = args.thread_id;
     mount.mountpoint = args.mountpoint;
     const MountRequest request = prepare_mount(mount);
+    overlay_dir = request.overlay_dir;
     // `list`, `status` and `unmount` see this mount as any other.
     server = std::make_unique<ControlServer>(control_socket_path(request.mountpoint));
     supervisor = Supervisor::spawn(request);
   } catch (const Error& e) {
     server.reset();
+    if (!overlay_dir.empty()) forget_unused_overlay(overlay_dir);
     spdlog::error("{}", e.what());
     send(ipc.get(), ipc::MountError{e.what()});
     return 1;
   }
   send(ipc.get(), ipc::MountReady{static_cast<std::uint32_t>(::getpid()), args.mountpoint});
-  spdlog::info("serving {} at {} for heddle (worker pid {})", supervisor->request().source_label(),
-               args.mountpoint, supervisor->pid());
+  spdlog::info("serving {} at {} for heddle (worker pid {}), changes in {}",
+               supervisor->request().source_label(), args.mountpoint, supervisor->pid(),
+               supervisor->request().overlay_dir);
 
   bool failed = false;
   for (bool done = false; !done;) {

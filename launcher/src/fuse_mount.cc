@@ -66,7 +66,7 @@ void FuseMount::mount_directly(const FuseMountOptions& options) {
                      ",group_id=" + std::to_string(options.group_id) + ",default_permissions";
   if (options.allow_other) data += ",allow_other";
   if (::mount(options.source.c_str(), mountpoint_.c_str(), kFuseType,
-              MS_NOSUID | MS_NODEV | MS_RDONLY, data.c_str()) != 0) {
+              MS_NOSUID | MS_NODEV | (options.writable ? 0 : MS_RDONLY), data.c_str()) != 0) {
     const int err = errno;
     device_.reset();
     throw Error("mount FUSE on " + mountpoint_, err,
@@ -87,7 +87,8 @@ void FuseMount::mount_with_fusermount(const FuseMountOptions& options) {
   const UniqueFd ours(fds[0]);
   UniqueFd theirs(fds[1]);
   // fusermount3 adds rootmode, user_id and group_id itself, always for the real uid.
-  std::string mount_options = "ro,nosuid,nodev,default_permissions,subtype=heddle,fsname=" +
+  std::string mount_options = std::string(options.writable ? "" : "ro,") +
+                              "nosuid,nodev,default_permissions,subtype=heddle,fsname=" +
                               escape_option_value(options.source);
   if (options.allow_other) mount_options += ",allow_other";
   const HostCommandResult result =

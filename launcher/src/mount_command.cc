@@ -18,6 +18,8 @@
 #include "heddle/launcher/git_layout.h"
 #include "heddle/launcher/host_checks.h"
 #include "heddle/launcher/mountinfo.h"
+#include "heddle/launcher/overlay_dir.h"
+#include "heddle/launcher/worker_identity.h"
 #include "logging.h"
 #include "supervision.h"
 
@@ -37,11 +39,6 @@ std::string canonical_source(const std::string& path, const char* role) {
 
 namespace {
 
-bool within(const std::string& inner, const std::string& outer) {
-  return inner == outer || (inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0 &&
-                            (outer == "/" || inner[outer.size()] == '/'));
-}
-
 std::string ready_text(const Supervisor& supervisor, bool json) {
   if (json) {
     auto body = nlohmann::ordered_json::parse(ipc::encode_body(supervisor.ready()));
@@ -49,7 +46,9 @@ std::string ready_text(const Supervisor& supervisor, bool json) {
     body["guard_pid"] = supervisor.guard_pid();
     return body.dump() + "\n";
   }
-  return "mounted " + supervisor.request().source_label() + " at " + supervisor.ready().mount_path +
+  const MountRequest& request = supervisor.request();
+  return "mounted " + request.source_label() + " at " + supervisor.ready().mount_path +
+         (request.writable() ? " read-write, changes in " + request.overlay_dir : " read-only") +
          " (worker pid " + std::to_string(supervisor.pid()) + ", supervisor pid " +
          std::to_string(::getpid()) + ")\n";
 }
@@ -107,6 +106,7 @@ int run_supervisor(const MountRequest& request, const MountArgs& args, int repor
     supervisor = Supervisor::spawn(request, args.supervisor);
   } catch (const Error& e) {
     server.reset();  // gone before the caller hears of the failure
+    if (request.writable()) forget_unused_overlay(request.overlay_dir);
     report(false, std::string("heddle-fuse-launcher: ") + e.what() + "\n");
     return 1;
   }
@@ -218,7 +218,7 @@ MountRequest prepare_mount(const MountArgs& args) {
   require_usable_mountpoint(request.mountpoint, ::getuid());
   request.mountpoint = canonical_source(request.mountpoint, "mountpoint");
   for (const std::string& source : read_paths) {
-    if (within(request.mountpoint, source) || within(source, request.mountpoint)) {
+    if (path_within(request.mountpoint, source) || path_within(source, request.mountpoint)) {
       throw Error("mountpoint " + request.mountpoint + " and source " + source + " overlap",
                   EINVAL, "the worker would look up paths through its own mount and deadlock");
     }
@@ -231,6 +231,18 @@ MountRequest prepare_mount(const MountArgs& args) {
     request.gid = pw->pw_gid;
   } else {
     request.gid = ::getgid();
+  }
+  if (args.writable()) {
+    // The worker writes the overlay: never inside what it serves, the repository or the mount.
+    std::vector<std::string> forbidden = read_paths;
+    if (request.git) forbidden.push_back(request.git->repo_root);
+    forbidden.push_back(request.mountpoint);
+    const OverlaySource source = request.git
+                                     ? OverlaySource{request.git->repo_root, request.git->thread}
+                                     : OverlaySource{request.source_dir, ""};
+    const WorkerIdentity worker = choose_worker_identity(request.uid, request.gid, {}, false, true);
+    request.overlay_dir =
+        prepare_overlay_dir(args.overlay_dir, source, forbidden, worker.uid, worker.gid);
   }
   return request;
 }

@@ -20,6 +20,13 @@ ipc::Message answer_status(Supervisor& supervisor) {
     status.extra["guard_pid"] = supervisor.guard_pid();
     status.extra["source"] = request.git ? request.git->repo_root : request.source_dir;
     if (request.git) status.extra["thread"] = request.git->thread;
+    // The request decides, whatever the worker says; the overlay's size is the client's to walk.
+    status.extra["writable"] = request.writable();
+    if (request.writable()) {
+      status.extra["overlay"] = request.overlay_dir;
+    } else {
+      status.extra.erase("overlay");
+    }
     status.extra["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
                                     std::chrono::steady_clock::now() - supervisor.started())
                                     .count();

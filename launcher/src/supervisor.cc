@@ -37,7 +37,7 @@ SocketPair make_socketpair(const char* what) {
 }
 
 sandbox::SandboxSpec worker_spec(const MountRequest& request, const SupervisorOptions& options,
-                                 int bootstrap_fd, int output_fd) {
+                                 int bootstrap_fd, int lock_fd, int output_fd) {
   sandbox::SandboxSpec spec = worker_sandbox(request, options);
   const std::string& binary = options.worker_binary;
   spec.executable = binary;
@@ -45,16 +45,21 @@ sandbox::SandboxSpec worker_spec(const MountRequest& request, const SupervisorOp
   if (request.git) {
     spec.argv.insert(spec.argv.end(),
                      {"--repo-root", request.git->repo_root, "--thread-id", request.git->thread,
-                      "--cache-bytes", std::to_string(request.git->cache_bytes), "--owner",
-                      std::to_string(request.uid) + ":" + std::to_string(request.gid)});
+                      "--cache-bytes", std::to_string(request.git->cache_bytes)});
   } else {
     spec.argv.insert(spec.argv.end(), {"--dir", request.source_dir});
   }
+  spec.argv.insert(spec.argv.end(),
+                   {"--owner", std::to_string(request.uid) + ":" + std::to_string(request.gid)});
+  if (request.writable()) spec.argv.insert(spec.argv.end(), {"--overlay", request.overlay_dir});
   spec.argv.insert(spec.argv.end(),
                    {"--mountpoint", request.mountpoint, "--bootstrap-fd", "3",
                     options.degraded_sandbox ? "--expect-sandbox=degraded" : "--expect-sandbox"});
   if (options.test_ignore_stop) spec.argv.emplace_back("--test-ignore-stop");
   spec.inherit_fds = {bootstrap_fd};
+  // The worker holds the overlay's lock too (fd 4, unused by it), so a mount killed with its
+  // supervisor keeps others out of the overlay until its worker has exited as well.
+  if (lock_fd >= 0) spec.inherit_fds.push_back(lock_fd);
   spec.output_fd = output_fd;
   return spec;
 }
@@ -120,12 +125,14 @@ sandbox::SandboxSpec worker_sandbox(const MountRequest& request, const Superviso
   } else if (!request.source_dir.empty()) {
     spec.readonly_paths = {request.source_dir};
   }
+  if (request.writable()) spec.writable_paths = {request.overlay_dir};
   for (const char* name : kPassedEnv) {
     if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
   }
   const WorkerIdentity identity =
       choose_worker_identity(request.uid, request.gid, spec.readonly_paths,
-                             options.subordinate_ids && !options.degraded_sandbox);
+                             options.subordinate_ids && !options.degraded_sandbox,
+                             request.writable());
   if (!identity.why.empty()) spdlog::info("{}", identity.why);
   spec.uid = identity.uid;
   spec.gid = identity.gid;
@@ -143,8 +150,13 @@ sandbox::SandboxSpec worker_sandbox(const MountRequest& request, const Superviso
 std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOptions options) {
   if (options.worker_binary.empty()) options.worker_binary = resolve_worker_binary();
   if (options.guard_binary.empty()) options.guard_binary = resolve_guard_binary();
-  auto mount = std::make_unique<FuseMount>(FuseMountOptions{
-      request.mountpoint, request.source_label(), request.uid, request.gid, request.allow_other});
+  std::optional<OverlayLock> overlay_lock;
+  if (request.writable()) {
+    overlay_lock = OverlayLock::acquire(request.overlay_dir, request.mountpoint);
+  }
+  auto mount = std::make_unique<FuseMount>(
+      FuseMountOptions{request.mountpoint, request.source_label(), request.uid, request.gid,
+                       request.allow_other, request.writable()});
   // From here until release, a SIGKILLed supervisor's mount is removed by the guard.
   auto guard = MountGuard::start(options.guard_binary, request.mountpoint, mount->device_major(),
                                  mount->connection());
@@ -154,8 +166,9 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
 
   auto process = [&] {
     try {
-      return sandbox::SandboxedProcess::launch(worker_spec(request, options, bootstrap.theirs.get(),
-                                                                output->write_fd()));
+      return sandbox::SandboxedProcess::launch(
+          worker_spec(request, options, bootstrap.theirs.get(),
+                      overlay_lock ? overlay_lock->fd() : -1, output->write_fd()));
     } catch (const Error& e) {
       // Strict mode refuses to go on without a user namespace; say how to opt out.
       const bool refused = e.code() == EPERM || e.code() == EACCES || e.code() == ENOSPC;
@@ -180,16 +193,18 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
 
   ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, *guard, options);
   return std::unique_ptr<Supervisor>(new Supervisor(
-      std::move(request), std::move(options), std::move(mount), std::move(guard),
-      std::move(output), std::move(process), std::move(ipc.ours), std::move(ready)));
+      std::move(request), std::move(options), std::move(overlay_lock), std::move(mount),
+      std::move(guard), std::move(output), std::move(process), std::move(ipc.ours),
+      std::move(ready)));
 }
 
 Supervisor::Supervisor(MountRequest request, SupervisorOptions options,
-                       std::unique_ptr<FuseMount> mount, std::unique_ptr<MountGuard> guard,
-                       std::unique_ptr<OutputRelay> output, sandbox::SandboxedProcess process,
-                       UniqueFd ipc, ipc::MountReady ready)
+                       std::optional<OverlayLock> overlay_lock, std::unique_ptr<FuseMount> mount,
+                       std::unique_ptr<MountGuard> guard, std::unique_ptr<OutputRelay> output,
+                       sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready)
     : request_(std::move(request)),
       options_(std::move(options)),
+      overlay_lock_(std::move(overlay_lock)),
       mount_(std::move(mount)),
       guard_(std::move(guard)),
       output_(std::move(output)),

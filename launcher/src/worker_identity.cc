@@ -52,7 +52,7 @@ std::optional<unsigned> subordinate_id_start(const std::string& file, uid_t user
 
 WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
                                       const std::vector<std::string>& read_paths,
-                                      bool allow_subordinate) {
+                                      bool allow_subordinate, bool writable) {
   if (::geteuid() == 0) {
     return WorkerIdentity{mount_uid == 0 ? kNobody : mount_uid,
                           mount_gid == 0 ? kNobody : mount_gid, false, ""};
@@ -62,6 +62,11 @@ WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
   const auto uid = subordinate_id_start("/etc/subuid", ::getuid());
   const auto gid = subordinate_id_start("/etc/subgid", ::getuid());
   if (!uid || !gid || find_on_path("newuidmap").empty() || find_on_path("newgidmap").empty()) {
+    return self;
+  }
+  if (writable) {
+    self.why = "the worker runs as your own uid, not a subordinate one: the mount is writable, "
+               "and the files it writes in the overlay must be yours to keep or remove";
     return self;
   }
   for (const std::string& path : read_paths) {

@@ -16,12 +16,14 @@ struct FuseMountOptions {
   uid_t user_id = 0;       // the user the mount is for
   gid_t group_id = 0;
   bool allow_other = false;  // let users other than user_id in
+  bool writable = false;     // read-write (a mount with an overlay); read-only otherwise
 };
 
 class FuseMount {
  public:
-  // Mounts read-only, nosuid, nodev, with default_permissions. Root mounts directly; anyone
-  // else (or root refused with EPERM, as in a container) goes through fusermount3. This
+  // Mounts read-only (unless options.writable), nosuid, nodev, with default_permissions.
+  // Root mounts directly; anyone else (or root refused with EPERM, as in a container) goes
+  // through fusermount3. This
   // runs before anything in the supervisor could set no_new_privs, which would void the
   // helper's setuid bit. Throws heddle::Error with a hint.
   explicit FuseMount(const FuseMountOptions& options);

@@ -18,6 +18,7 @@
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mount_guard.h"
 #include "heddle/launcher/output_relay.h"
+#include "heddle/launcher/overlay_dir.h"
 #include "heddle/sandbox/sandboxed_process.h"
 #include "heddle/unique_fd.h"
 
@@ -53,6 +54,9 @@ struct MountRequest {
   uid_t uid = 0;  // the user the mount is for (its user_id=, group_id=)
   gid_t gid = 0;
   bool allow_other = false;  // other users may enter the mount too
+  // A writable mount's overlay directory (see overlay_dir.h: made by prepare_overlay_dir);
+  // empty for a read-only mount.
+  std::string overlay_dir;
 
   [[nodiscard]] static MountRequest directory(std::string dir, std::string mountpoint,
                                               uid_t uid = 0, gid_t gid = 0) {
@@ -69,6 +73,8 @@ struct MountRequest {
     request.git = std::move(source);
     return request;
   }
+
+  [[nodiscard]] bool writable() const { return !overlay_dir.empty(); }
 
   // What is served, for messages and the mount's source field.
   [[nodiscard]] std::string source_label() const {
@@ -98,6 +104,7 @@ struct SupervisorOptions {
 class Supervisor {
  public:
   // Mounts, launches the sandboxed worker, hands it the fds, and returns after MountReady.
+  // A writable mount first takes its overlay's lock (EBUSY if another mount has it).
   // Throws heddle::Error: MountError's message, "worker exited before MountReady (...)",
   // or a handshake timeout. Nothing (process, mount, fd) survives a failed spawn.
   static std::unique_ptr<Supervisor> spawn(MountRequest request, SupervisorOptions options = {});
@@ -124,13 +131,17 @@ class Supervisor {
   [[nodiscard]] std::string exit_cause() const;
 
  private:
-  Supervisor(MountRequest request, SupervisorOptions options, std::unique_ptr<FuseMount> mount,
+  Supervisor(MountRequest request, SupervisorOptions options,
+             std::optional<OverlayLock> overlay_lock, std::unique_ptr<FuseMount> mount,
              std::unique_ptr<MountGuard> guard, std::unique_ptr<OutputRelay> output,
              sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready);
   void watch();
 
   const MountRequest request_;
   const SupervisorOptions options_;
+  // Declared before the mount so it is released after it: the overlay stays ours until the
+  // mount is gone.
+  std::optional<OverlayLock> overlay_lock_;
   std::unique_ptr<FuseMount> mount_;
   std::unique_ptr<MountGuard> guard_;  // destroyed (disarmed) after the mount is released
   std::unique_ptr<OutputRelay> output_;  // the worker's stdout and stderr, into our log

@@ -22,9 +22,10 @@ struct WorkerIdentity {
 // Root's worker is nobody (or the mount's own user when root mounts for someone else). An
 // unprivileged caller's worker gets a uid from its /etc/subuid and /etc/subgid ranges when
 // newuidmap and newgidmap exist and every path the worker reads is readable by others, so
-// a compromised worker is not even the caller; otherwise it runs as the caller.
+// a compromised worker is not even the caller; otherwise it runs as the caller. A writable
+// mount's worker never gets a subordinate uid: the files it writes must be the caller's.
 [[nodiscard]] WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
                                                     const std::vector<std::string>& read_paths,
-                                                    bool allow_subordinate);
+                                                    bool allow_subordinate, bool writable = false);
 
 }  // namespace heddle::launcher
