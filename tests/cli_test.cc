@@ -312,7 +312,10 @@ TEST_F(CliTest, MountsAGitThreadByName) {
   const Json reply = Json::parse(status.out);
   EXPECT_EQ(reply["commit"].get<std::string>().size(), 40u) << status.out;
   EXPECT_EQ(reply["cache_limit"], 8u << 20) << status.out;
+  EXPECT_EQ(reply["writable"], true) << "a thread is writable by default: " << status.out;
   EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
+  // The thread's overlay outlives the mount until the user drops it.
+  EXPECT_EQ(launcher({"overlay", "discard", mp()}).exit_code, 0);
 
   // Where heddle puts a thread: inside the work tree. Only .git is read, so this is allowed.
   const fs::path inside = tree_->source() / ".heddle" / "threads" / "main";
@@ -323,6 +326,7 @@ TEST_F(CliTest, MountsAGitThreadByName) {
   EXPECT_EQ(slurp(inside / "a.txt"), "alpha\n");
   EXPECT_EQ(launcher({"unmount", inside.string()}).exit_code, 0);
   EXPECT_FALSE(heddle_mounted(inside));
+  EXPECT_EQ(launcher({"overlay", "discard", inside.string()}).exit_code, 0);
   EXPECT_EQ(launcher({"mount", "--repo-root", repo, "--thread-id", "main", "--mountpoint",
                       (tree_->source() / ".git").string()})
                 .exit_code,
