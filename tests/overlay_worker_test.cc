@@ -172,6 +172,19 @@ TEST_F(OverlayWorkerTest, DeletingLowerEntriesLeavesWhiteoutsAndARemadeDirectory
   EXPECT_EQ(errno_of(::mkdir((mnt / ".wh.x").c_str(), 0755)), EINVAL);
 }
 
+TEST_F(OverlayWorkerTest, SourceNamesThatLookLikeMarkersAreReadableData) {
+  write_file(src() / ".wh.data", "not a whiteout\n");
+  auto worker = start();
+  const fs::path mnt = worker->mountpoint();
+  EXPECT_TRUE(names_in(mnt).contains(".wh.data"));
+  EXPECT_EQ(read_file(mnt / ".wh.data"), "not a whiteout\n");
+  // In the upper layer the name would mean something else: the entry stays as the source has it.
+  EXPECT_EQ(errno_of(::unlink((mnt / ".wh.data").c_str())), EROFS);
+  EXPECT_EQ(::open((mnt / ".wh.data").c_str(), O_WRONLY | O_CLOEXEC), -1);
+  EXPECT_EQ(errno, EROFS);
+  EXPECT_EQ(read_file(mnt / "a.txt"), "lower a\n");  // the name "data" is not deleted
+}
+
 TEST_F(OverlayWorkerTest, ErrorsAreThoseOfAPosixFilesystem) {
   auto worker = start();
   const fs::path mnt = worker->mountpoint();

@@ -159,7 +159,9 @@ int OverlayFs::resolve(const Node& parent, std::string_view name, Child& out) {
   if (parent.paths.empty()) return ENOENT;  // the directory was removed
   out.path = join_path(parent.paths.front(), std::string(name).c_str());
   const std::string child(name);
-  if (parent.upper) {
+  // A source name that looks like a marker is data of the lower layer only (read-only).
+  const bool marker = UpperDir::is_marker(name);
+  if (parent.upper && !marker) {
     auto dir = upper_.open_dir(parent.paths.front());
     if (!dir.fd && dir.error != ENOENT) return dir.error;
     out.parent_fd = std::move(dir.fd);
@@ -266,7 +268,7 @@ int OverlayFs::lower_stat(NodeId lower, struct stat& st) {
 
 int OverlayFs::lookup(NodeId parent, std::string_view name, NodeId& node, struct stat& st) {
   if (name.size() > NAME_MAX) return ENAMETOOLONG;
-  if (name == "." || name == ".." || UpperDir::is_marker(name)) return ENOENT;
+  if (name == "." || name == "..") return ENOENT;
   const std::lock_guard lock(mutex_);
   const Node* dir = find(parent);
   if (dir == nullptr) return ESTALE;
@@ -440,6 +442,8 @@ int OverlayFs::copy_up_entry(const std::string& path, NodeId lower, bool with_da
   struct stat st {};
   if (const int err = lower_->getattr(lower, st); err != 0) return err;
   const auto [dir, name] = split_path(path);
+  // In the upper layer the name would be a marker: such a source entry stays read-only.
+  if (UpperDir::is_marker(name)) return EROFS;
   auto parent = upper_.open_dir(dir);
   if (!parent.fd) return parent.error;
   const std::string temp = upper_.temp_name();
@@ -700,6 +704,7 @@ void OverlayFs::drop_path(const std::string& path, const Child& child) {
 }
 
 int OverlayFs::unlink(NodeId parent, std::string_view name) {
+  if (UpperDir::is_marker(name)) return EROFS;  // see copy_up_entry
   const std::lock_guard lock(mutex_);
   const Node* dir = find(parent);
   if (dir == nullptr) return ESTALE;
@@ -725,6 +730,7 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
 }
 
 int OverlayFs::rmdir(NodeId parent, std::string_view name) {
+  if (UpperDir::is_marker(name)) return EROFS;  // see copy_up_entry
   const std::lock_guard lock(mutex_);
   const Node* dir = find(parent);
   if (dir == nullptr) return ESTALE;
@@ -778,6 +784,7 @@ void OverlayFs::move_paths(const std::string& from, const std::string& to) {
 int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
                       std::string_view new_name, unsigned flags) {
   if (const int err = check_name(new_name); err != 0) return err;
+  if (UpperDir::is_marker(name)) return EROFS;  // see copy_up_entry
   if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0) return EINVAL;
   const bool exchange = (flags & RENAME_EXCHANGE) != 0;
   const std::lock_guard lock(mutex_);
@@ -981,12 +988,20 @@ int OverlayFs::fsync(NodeId node, FileHandle* handle, bool datasync) {
       dirs.push_back(n->paths.front());
     }
   }
-  if (fd >= 0 && (datasync ? ::fdatasync(fd) : ::fsync(fd)) != 0) return errno;
-  for (const std::string& dir : dirs) {
-    auto opened = upper_.open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-    if (opened.fd && ::fsync(opened.fd.get()) != 0) return errno;
+  int err = fd >= 0 && (datasync ? ::fdatasync(fd) : ::fsync(fd)) != 0 ? errno : 0;
+  for (std::size_t i = 0; err == 0 && i < dirs.size(); ++i) {
+    auto opened = upper_.open(dirs[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    if (opened.fd && ::fsync(opened.fd.get()) != 0) err = errno;
+    if (err == 0) dirs[i].clear();
   }
-  return 0;
+  if (err != 0) {
+    // Not durable yet: the next fsync tries these directories again.
+    const std::lock_guard lock(mutex_);
+    for (std::string& dir : dirs) {
+      if (!dir.empty()) dirty_dirs_.insert(std::move(dir));
+    }
+  }
+  return err;
 }
 
 }  // namespace heddle::worker
