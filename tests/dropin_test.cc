@@ -9,6 +9,10 @@
 // writes), without this project's codec: a bug shared by the codec and the launcher would
 // otherwise pass. After every case: no mount at M and no process of the launcher's tree left
 // (the test is a child subreaper, so orphans come to us to be reaped).
+//
+// As heddle's own, the mount is writable, into the default overlay directory: under
+// $XDG_STATE_HOME, which every launch here points into the case's scratch directory, or for
+// root under /var/lib/heddle-fuse/overlays, where TearDown discards what the case made.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,6 +32,7 @@
 
 #include "support/child_process.h"
 #include "support/test_support.h"
+#include "support/tree_snapshot.h"
 
 extern char** environ;
 
@@ -467,6 +472,13 @@ class DropinTest : public ::testing::Test {
                   << ") output:\n" << launch->output() << "----\n";
       }
     }
+    // The overlays this case's mounts made (for root they are outside root_).
+    for (const std::string& key : overlays_of_this_case()) {
+      const CommandResult discarded = launcher_command({"overlay", "discard", key});
+      if (discarded.exit_code != 0) {
+        ADD_FAILURE() << "overlay discard " << key << ": " << discarded.out << discarded.err;
+      }
+    }
     std::error_code ec;
     fs::remove_all(root_, ec);
     ::alarm(0);
@@ -516,6 +528,8 @@ class DropinTest : public ::testing::Test {
     }
     envv.push_back("HEDDLE_FUSE_WORKER_BIN=" + launcher);
     envv.insert(envv.end(), env.begin(), env.end());
+    std::erase_if(envv, [](const std::string& e) { return e.starts_with("XDG_STATE_HOME="); });
+    envv.push_back("XDG_STATE_HOME=" + state_home());
     std::vector<char*> argp;
     for (auto& a : argv) argp.push_back(a.data());
     argp.push_back(nullptr);
@@ -608,6 +622,46 @@ class DropinTest : public ::testing::Test {
 
   std::string mp() const { return mountpoint_.string(); }
 
+  // Where a user's default overlays go in these cases (root's go to /var/lib/heddle-fuse).
+  std::string state_home() const { return (root_ / "state").string(); }
+
+  // `heddle-fuse-launcher ARGS` with the cases' XDG_STATE_HOME, bounded.
+  CommandResult launcher_command(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv = {"/usr/bin/env", "XDG_STATE_HOME=" + state_home(),
+                                     bin_path("heddle-fuse-launcher")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(argv, 30s);
+  }
+
+  // `overlay list --json`'s entries whose source lies in this case's scratch directory.
+  std::vector<OrderedJson> overlay_entries() const {
+    std::vector<OrderedJson> entries;
+    const CommandResult listed = launcher_command({"overlay", "list", "--json"});
+    if (listed.exit_code != 0) {
+      ADD_FAILURE() << "overlay list --json: " << listed.out << listed.err;
+      return entries;
+    }
+    const OrderedJson all = OrderedJson::parse(listed.out, nullptr, false);
+    if (!all.is_array()) {
+      ADD_FAILURE() << "overlay list --json is not an array: " << listed.out;
+      return entries;
+    }
+    std::error_code ec;
+    const std::string scratch = fs::canonical(root_, ec).string() + "/";
+    for (const auto& entry : all) {
+      const auto source = entry.value("source", OrderedJson());
+      if (source.is_string() && source.get<std::string>().starts_with(scratch)) {
+        entries.push_back(entry);
+      }
+    }
+    return entries;
+  }
+  std::vector<std::string> overlays_of_this_case() const {
+    std::vector<std::string> keys;
+    for (const auto& entry : overlay_entries()) keys.push_back(entry.value("key", ""));
+    return keys;
+  }
+
   fs::path root_;
   fs::path mountpoint_;
   fs::path repo_;
@@ -646,10 +700,12 @@ TEST_F(DropinTest, HappyPathHandshakeStatusAndStop) {
   EXPECT_EQ(in_mount({"/bin/cat", mp() + "/sub/b.txt"}).out, "beta\n");
   const CommandResult listing = in_mount({"/bin/ls", "-A", mp()});
   EXPECT_EQ(listing.out, "a.txt\nc.txt\nsub\n") << listing.err;
+  // Writable, as heddle's mounts are (into an overlay; the repository is never written).
   const CommandResult write = in_mount({"/bin/sh", "-c", "echo x >\"$0\"", mp() + "/new.txt"});
-  EXPECT_NE(write.exit_code, 0) << "the mount must be read-only";
+  EXPECT_EQ(write.exit_code, 0) << "the drop-in mount must be writable: " << write.err;
   const CommandResult overwrite = in_mount({"/bin/sh", "-c", "echo x >>\"$0\"", mp() + "/a.txt"});
-  EXPECT_NE(overwrite.exit_code, 0) << "the mount must be read-only";
+  EXPECT_EQ(overwrite.exit_code, 0) << "the drop-in mount must be writable: " << overwrite.err;
+  EXPECT_EQ(in_mount({"/bin/cat", mp() + "/a.txt"}).out, "alpha two\nx\n");
 
   for (int i = 0; i < 3; ++i) ASSERT_NO_FATAL_FAILURE(expect_status_ok(launch, mp()));
   // heddle's write_frame writes the length and the body separately: they may arrive apart.
@@ -1047,6 +1103,103 @@ TEST_F(DropinTest, InnerEscalationStillExitsZeroWithinHeddlesGrace) {
   EXPECT_TRUE(launch.exited_zero()) << launch.status_text() << "\n" << launch.output();
   EXPECT_TRUE(mounts_at(mountpoint_).empty());
   expect_all_gone(mountpoint_, tree);
+}
+
+// (8) Writable as heddle's own mounts are, and nothing lost across heddle's Stop: heddle spawns
+// the worker, the user changes files, heddle stops it, and spawns it again with the same four
+// flags: the changes are there (the same default overlay, found by KEY), and the repository
+// never saw them.
+TEST_F(DropinTest, WritesSurviveStopAndRespawn) {
+  const TreeSnapshot repo_before = snapshot_tree(repo_);
+  const TreeSnapshot bare_before = snapshot_tree(bare_);
+  ASSERT_TRUE(overlay_entries().empty()) << "an overlay of this case existed before it began";
+
+  Launch& first = spawn(worker_args("main", mp()));
+  ASSERT_NO_FATAL_FAILURE(expect_mount_ready(first, mp()));
+  // A new file (written and closed), a lower file appended to (copied up), a lower file
+  // deleted, a directory made: each acknowledged by a successful close or fsync.
+  const std::string big = pattern_bytes(5, 0, 1 << 20);
+  const CommandResult changed = in_mount(
+      {"/bin/sh", "-c",
+       "set -e; cd \"$0\"; printf 'written through heddle\n' >new.txt; printf 'changed\n' >>a.txt;"
+       "rm sub/b.txt; mkdir made; printf 'x' >made/x.txt",
+       mp()});
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  {
+    const int fd = ::open((mountpoint_ / "big.bin").c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    EXPECT_EQ(::write(fd, big.data(), big.size()), static_cast<ssize_t>(big.size())) << std::strerror(errno);
+    EXPECT_EQ(::fsync(fd), 0) << std::strerror(errno);
+    EXPECT_EQ(::close(fd), 0) << std::strerror(errno);
+  }
+  const auto expect_changes = [&](const std::string& when) {
+    SCOPED_TRACE(when);
+    EXPECT_EQ(in_mount({"/bin/cat", mp() + "/new.txt"}).out, "written through heddle\n");
+    EXPECT_EQ(in_mount({"/bin/cat", mp() + "/a.txt"}).out, "alpha two\nchanged\n");
+    EXPECT_EQ(in_mount({"/bin/cat", mp() + "/made/x.txt"}).out, "x");
+    EXPECT_EQ(sha256_file(mountpoint_ / "big.bin"), sha256_hex(big));
+    const CommandResult listing = in_mount({"/bin/ls", "-A", mp(), mp() + "/sub"});
+    EXPECT_EQ(listing.out, mp() + ":\na.txt\nbig.bin\nc.txt\nmade\nnew.txt\nsub\n\n" + mp() + "/sub:\n")
+        << listing.err;
+  };
+  expect_changes("in the first mount");
+  ASSERT_NO_FATAL_FAILURE(expect_status_ok(first, mp()));
+  const auto tree = descendants_of(first.pid);
+  ASSERT_TRUE(write_all(first.sock.get(), reference_frame("Stop")));
+  const RawFrame stopping = read_raw_frame(first.sock.get(), Clock::now() + kHeddleGrace);
+  EXPECT_EQ(hex(stopping.bytes), hex(reference_frame("Stopping"))) << stopping.describe();
+  ASSERT_TRUE(first.exited_within(15s)) << "no exit after Stop";
+  EXPECT_TRUE(first.exited_zero()) << first.status_text() << "\n" << first.output();
+  expect_all_gone(mountpoint_, tree);
+  first.sock.reset();
+
+  // The changes are in the default overlay, on disk: one overlay for this thread, not in use.
+  const auto entries = overlay_entries();
+  ASSERT_EQ(entries.size(), 1u) << "overlays of this case's repository after Stop";
+  const OrderedJson& overlay = entries.front();
+  std::error_code ec;
+  EXPECT_EQ(overlay.value("source", ""), fs::canonical(repo_, ec).string()) << overlay.dump();
+  EXPECT_EQ(overlay.value("thread", OrderedJson()), "main") << overlay.dump();
+  EXPECT_TRUE(overlay.value("mounted_at", OrderedJson()).is_null()) << overlay.dump();
+  const std::string overlays_root = running_as_root() ? "/var/lib/heddle-fuse/overlays"
+                                                      : state_home() + "/heddle-fuse/overlays";
+  const std::string dir = overlay.value("dir", "");
+  EXPECT_EQ(fs::path(dir).parent_path().string(), overlays_root) << overlay.dump();
+  EXPECT_EQ(slurp(fs::path(dir) / "upper/new.txt"), "written through heddle\n");
+
+  Launch& second = spawn(worker_args("main", mp()));
+  ASSERT_NO_FATAL_FAILURE(expect_mount_ready(second, mp()));
+  expect_changes("after Stop and a new spawn with the same arguments");
+  ASSERT_NO_FATAL_FAILURE(expect_status_ok(second, mp()));
+  ASSERT_TRUE(write_all(second.sock.get(), reference_frame("Stop")));
+  ASSERT_TRUE(second.exited_within(15s)) << "no exit after Stop";
+  EXPECT_TRUE(second.exited_zero()) << second.status_text() << "\n" << second.output();
+  expect_all_gone(mountpoint_);
+
+  // Never into the repository: every file of the work tree and of .git (refs, index, objects,
+  // packed-refs, config, logs) unchanged by content, and fsck clean.
+  const TreeSnapshot repo_after = snapshot_tree(repo_);
+  EXPECT_TRUE(repo_after == repo_before) << snapshot_diff(repo_before, repo_after);
+  const TreeSnapshot bare_after = snapshot_tree(bare_);
+  EXPECT_TRUE(bare_after == bare_before) << snapshot_diff(bare_before, bare_after);
+  const CommandResult fsck = run_command({"/usr/bin/env", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
+                                          "/usr/bin/git", "-C", repo_.string(), "fsck", "--full",
+                                          "--strict", "--no-progress"});
+  EXPECT_EQ(fsck.exit_code, 0) << fsck.out << fsck.err;
+  EXPECT_EQ(fsck.out, "") << fsck.err;
+
+  // Dropping the overlay drops the changes: the next spawn shows the thread as committed.
+  const CommandResult discarded = launcher_command({"overlay", "discard", overlay.value("key", "")});
+  EXPECT_EQ(discarded.exit_code, 0) << discarded.out << discarded.err;
+  EXPECT_FALSE(fs::exists(dir)) << "overlay discard left " << dir;
+  Launch& third = spawn(worker_args("main", mp()));
+  ASSERT_NO_FATAL_FAILURE(expect_mount_ready(third, mp()));
+  EXPECT_EQ(in_mount({"/bin/cat", mp() + "/a.txt"}).out, "alpha two\n");
+  EXPECT_EQ(in_mount({"/bin/ls", "-A", mp()}).out, "a.txt\nc.txt\nsub\n");
+  ASSERT_TRUE(write_all(third.sock.get(), reference_frame("Stop")));
+  ASSERT_TRUE(third.exited_within(15s));
+  EXPECT_TRUE(third.exited_zero()) << third.status_text();
+  expect_all_gone(mountpoint_);
 }
 
 }  // namespace
