@@ -346,7 +346,7 @@ int OverlayFs::readlink(NodeId node, std::string& target) {
   return 0;
 }
 
-int OverlayFs::merged_entries(const Node& dir, std::vector<DirEntry>& out) {
+int OverlayFs::merged_entries(const Node& dir, std::vector<DirEntry>& out, bool with_dots) {
   std::unordered_set<std::string> hidden;  // upper names and whiteouts
   bool opaque = dir.opaque;
   if (dir.upper) {
@@ -355,7 +355,10 @@ int OverlayFs::merged_entries(const Node& dir, std::vector<DirEntry>& out) {
     std::vector<DirEntry> upper;
     if (const int err = read_entries(fd.fd.get(), upper); err != 0) return err;
     for (DirEntry& entry : upper) {
-      if (entry.name == "." || entry.name == "..") continue;
+      if (entry.name == "." || entry.name == "..") {
+        if (with_dots) out.push_back(DirEntry{entry.name, upper_ino(entry.ino), DT_DIR});
+        continue;
+      }
       if (entry.name == kOpaqueMarker) {
         opaque = true;
       } else if (UpperDir::is_marker(entry.name)) {
@@ -371,7 +374,11 @@ int OverlayFs::merged_entries(const Node& dir, std::vector<DirEntry>& out) {
   DirSnapshot lower;
   if (const int err = lower_->read_dir(dir.lower, lower); err != 0) return err;
   for (DirEntry& entry : lower.entries) {
-    if (entry.name == "." || entry.name == ".." || hidden.contains(entry.name)) continue;
+    if (entry.name == "." || entry.name == "..") {
+      if (with_dots && !dir.upper) out.push_back(DirEntry{entry.name, lower_ino(entry.ino), DT_DIR});
+      continue;
+    }
+    if (hidden.contains(entry.name)) continue;
     entry.ino = lower_ino(entry.ino);
     out.push_back(std::move(entry));
   }
@@ -385,9 +392,7 @@ int OverlayFs::read_dir(NodeId node, DirSnapshot& out) {
   if (n->paths.empty()) return ENOENT;
   out.node = node;
   out.entries.clear();
-  out.entries.push_back(DirEntry{".", 0, DT_DIR});
-  out.entries.push_back(DirEntry{"..", 0, DT_DIR});
-  return merged_entries(*n, out.entries);
+  return merged_entries(*n, out.entries, true);
 }
 
 int OverlayFs::open_file(NodeId node, std::unique_ptr<FileHandle>& out) {

@@ -94,7 +94,9 @@ class OverlayFs final : public Backend {
   void promote(const std::string& path, const struct stat& upper_st);
   void drop_path(const std::string& path, const Child& child);
   void move_paths(const std::string& from, const std::string& to);
-  [[nodiscard]] int merged_entries(const Node& dir, std::vector<DirEntry>& out);
+  // The merged listing; "." and ".." only `with_dots`.
+  [[nodiscard]] int merged_entries(const Node& dir, std::vector<DirEntry>& out,
+                                   bool with_dots = false);
   [[nodiscard]] int new_entry(const std::string& path, int parent_fd, NodeId& node,
                               struct stat& st);
   [[nodiscard]] OpenResult upper_parent(const Node& dir, Child& child) const;
