@@ -185,6 +185,44 @@ TEST_F(OverlayWorkerTest, SourceNamesThatLookLikeMarkersAreReadableData) {
   EXPECT_EQ(read_file(mnt / "a.txt"), "lower a\n");  // the name "data" is not deleted
 }
 
+TEST_F(OverlayWorkerTest, ACopiedUpFileKeepsItsInodeNumberAcrossARemount) {
+  ino_t before = 0;
+  {
+    auto worker = start();
+    struct stat st {};
+    ASSERT_EQ(::lstat((worker->mountpoint() / "dir" / "b.txt").c_str(), &st), 0);
+    before = st.st_ino;
+    write_file(worker->mountpoint() / "dir" / "b.txt", "changed\n");
+    ASSERT_EQ(::lstat((worker->mountpoint() / "dir" / "b.txt").c_str(), &st), 0);
+    EXPECT_EQ(st.st_ino, before);
+  }
+  auto worker = start();
+  struct stat st {};
+  ASSERT_EQ(::lstat((worker->mountpoint() / "dir" / "b.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_ino, before);
+  EXPECT_EQ(read_file(worker->mountpoint() / "dir" / "b.txt"), "changed\n");
+}
+
+TEST_F(OverlayWorkerTest, AnOpenFileOutlivesItsNames) {
+  auto worker = start();
+  const fs::path file = worker->mountpoint() / "dir" / "b.txt";
+  UniqueFd fd(::open(file.c_str(), O_RDWR | O_APPEND | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  ASSERT_EQ(::write(fd.get(), "x", 1), 1);
+  ASSERT_EQ(::unlink(file.c_str()), 0);
+  struct stat st {};
+  ASSERT_EQ(::fstat(fd.get(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_nlink, 0u);
+  EXPECT_EQ(st.st_size, 9);
+  // And after a rename replaced it.
+  write_file(worker->mountpoint() / "old", "old\n");
+  UniqueFd old(::open((worker->mountpoint() / "old").c_str(), O_RDONLY | O_CLOEXEC));
+  write_file(worker->mountpoint() / "new", "new\n");
+  ASSERT_EQ(::rename((worker->mountpoint() / "new").c_str(), (worker->mountpoint() / "old").c_str()), 0);
+  ASSERT_EQ(::fstat(old.get(), &st), 0) << std::strerror(errno);
+  EXPECT_EQ(st.st_size, 4);
+}
+
 TEST_F(OverlayWorkerTest, ErrorsAreThoseOfAPosixFilesystem) {
   auto worker = start();
   const fs::path mnt = worker->mountpoint();

@@ -76,7 +76,7 @@ void present_upper(struct stat& st, const ViewAttr& view) {
   st.st_mode = (st.st_mode & S_IFMT) | view.mode;
   st.st_uid = view.uid;
   st.st_gid = view.gid;
-  st.st_ino = upper_ino(st.st_ino);
+  st.st_ino = view.ino != 0 ? view.ino : upper_ino(st.st_ino);
 }
 
 // An open upper file: reads are spliced from its fd, writes go to it.
@@ -323,6 +323,13 @@ int OverlayFs::getattr(NodeId node, struct stat& st) {
   const std::lock_guard lock(mutex_);
   const Node* n = find(node);
   if (n == nullptr) return ESTALE;
+  if (n->paths.empty() && n->orphan) {
+    // Deleted but still open: st_nlink 0 and the current size, as on any filesystem.
+    if (::fstat(n->orphan.get(), &st) != 0) return errno;
+    present_upper(st, ViewAttr{st.st_mode & 07777 & ~S_ISVTX, upper_.owner_uid(),
+                               upper_.owner_gid()});
+    return 0;
+  }
   if (n->paths.empty()) return ENOENT;
   if (!n->upper) return lower_stat(n->lower, st);
   if (const int err = upper_stat(n->paths.front(), st); err != 0) return err;
@@ -453,7 +460,11 @@ int OverlayFs::copy_up_entry(const std::string& path, NodeId lower, bool with_da
   if (!parent.fd) return parent.error;
   const std::string temp = upper_.temp_name();
   const int work = upper_.work_fd();
-  const ViewAttr view{st.st_mode & 07777, upper_.owner_uid(), upper_.owner_gid()};
+  // A file keeps its inode number through the copy-up (tar, rsync and git notice a change),
+  // unless the source has other hard links to it, which keep that number.
+  const bool keeps_ino = S_ISDIR(st.st_mode) || st.st_nlink <= 1;
+  const ViewAttr view{st.st_mode & 07777, upper_.owner_uid(), upper_.owner_gid(),
+                      keeps_ino ? lower_ino(st.st_ino) : 0};
   const timespec times[2] = {st.st_atim, st.st_mtim};
   int err = 0;
   if (S_ISREG(st.st_mode)) {
@@ -689,8 +700,14 @@ int OverlayFs::link(NodeId node, NodeId parent, std::string_view name, struct st
   return 0;
 }
 
+UniqueFd OverlayFs::hold(const Child& child) {
+  if (!child.in_upper || S_ISDIR(child.upper_st.st_mode) || !child.parent_fd) return UniqueFd();
+  return UniqueFd(::openat(child.parent_fd.get(), split_path(child.path).second.c_str(),
+                           O_PATH | O_NOFOLLOW | O_CLOEXEC));
+}
+
 // Forgets that `path` names the node it named (the entry is gone from the mount).
-void OverlayFs::drop_path(const std::string& path, const Child& child) {
+void OverlayFs::drop_path(const std::string& path, const Child& child, UniqueFd held) {
   NodeId id = 0;
   if (child.in_upper) {
     const auto it = upper_nodes_.find(file_id(child.upper_st));
@@ -704,8 +721,11 @@ void OverlayFs::drop_path(const std::string& path, const Child& child) {
   }
   Node& node = nodes_.at(id);
   std::erase(node.paths, path);
-  // Its inode number may be reused by a new file: identify it no longer.
-  if (node.paths.empty() && node.upper) upper_nodes_.erase(node.upper_id);
+  if (node.paths.empty() && node.upper) {
+    // Its inode number may be reused by a new file: identify it no longer.
+    upper_nodes_.erase(node.upper_id);
+    node.orphan = std::move(held);
+  }
 }
 
 int OverlayFs::unlink(NodeId parent, std::string_view name) {
@@ -719,6 +739,7 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
   if (err != 0) return err;
   if (!child.exists()) return ENOENT;
   if (S_ISDIR(child.type())) return EISDIR;
+  UniqueFd held = hold(child);
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   auto parent_fd = upper_parent(*dir, child);
   if (!parent_fd.fd) return parent_fd.error;
@@ -729,7 +750,7 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
     err = errno_of(::unlinkat(parent_fd.fd.get(), std::string(name).c_str(), 0));
   }
   if (err != 0) return err;
-  drop_path(child.path, child);
+  drop_path(child.path, child, std::move(held));
   mark_dirty(child.path);
   return 0;
 }
@@ -866,6 +887,11 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
     to.in_upper = true;
     to.upper_st = to_st;
   }
+  // A file replaced by the rename may still be open somewhere: keep it for its fstat().
+  UniqueFd replaced;
+  if (!exchange && to_in_upper && !S_ISDIR(to_st.st_mode)) {
+    replaced.reset(::openat(to_fd.fd.get(), to_name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  }
 
   if (!exchange) {
     // The old name's whiteout goes first: until the rename, the upper entry still wins.
@@ -896,7 +922,7 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
     move_paths(to.path, from.path);
     move_paths(parked, to.path);
   } else {
-    if (to.exists()) drop_path(to.path, to);
+    if (to.exists()) drop_path(to.path, to, std::move(replaced));
     move_paths(from.path, to.path);
     if (from_is_dir && (to_lower || to.whiteout)) {
       if (const auto it = upper_nodes_.find(file_id(from_st)); it != upper_nodes_.end()) {

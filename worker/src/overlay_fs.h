@@ -70,6 +70,9 @@ class OverlayFs final : public Backend {
     bool upper = false;              // it exists in the upper layer
     bool opaque = false;             // a directory whose lower content does not show
     FileId upper_id{};
+    // Once its last name is gone, the file itself (O_PATH), for fstat() by processes that
+    // still have it open.
+    UniqueFd orphan;
     std::uint64_t nlookup = 0;
     [[nodiscard]] bool shows_lower() const { return lower != 0 && !opaque; }
   };
@@ -92,7 +95,9 @@ class OverlayFs final : public Backend {
   [[nodiscard]] int copy_up(NodeId node, Node& n, bool with_data);
   // The node of `path`, now upper, keyed by its upper identity.
   void promote(const std::string& path, const struct stat& upper_st);
-  void drop_path(const std::string& path, const Child& child);
+  void drop_path(const std::string& path, const Child& child, UniqueFd held = {});
+  // The upper file of `child` (O_PATH), opened before its name goes, for drop_path().
+  [[nodiscard]] static UniqueFd hold(const Child& child);
   void move_paths(const std::string& from, const std::string& to);
   // The merged listing; "." and ".." only `with_dots`.
   [[nodiscard]] int merged_entries(const Node& dir, std::vector<DirEntry>& out,

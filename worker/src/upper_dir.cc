@@ -125,13 +125,15 @@ int UpperDir::make_opaque(int dir_fd) {
 
 int UpperDir::store_attr(int fd, bool is_dir, const ViewAttr& view, bool fresh) const {
   mode_t disk = disk_mode(is_dir, view.mode);
-  const bool plain = disk == view.mode && view.uid == owner_uid_ && view.gid == owner_gid_;
+  const bool plain =
+      disk == view.mode && view.uid == owner_uid_ && view.gid == owner_gid_ && view.ino == 0;
   if (plain) {
     if (fresh) return 0;
     if (::fremovexattr(fd, kAttrXattr) != 0 && errno != ENODATA && errno != ENOTSUP) return errno;
   } else {
-    char value[64];
-    const int n = std::snprintf(value, sizeof value, "%o %u %u", view.mode & 07777, view.uid, view.gid);
+    char value[96];
+    const int n = std::snprintf(value, sizeof value, "%o %u %u %llu", view.mode & 07777, view.uid,
+                                view.gid, static_cast<unsigned long long>(view.ino));
     if (::fsetxattr(fd, kAttrXattr, value, static_cast<std::size_t>(n), 0) != 0) return errno;
     disk |= S_ISVTX;
   }
@@ -147,13 +149,14 @@ bool flagged(const struct stat& st) {
 ViewAttr UpperDir::view_of(int fd, const struct stat& st) const {
   ViewAttr view{st.st_mode & 07777, owner_uid_, owner_gid_};
   if (!flagged(st)) return view;
-  char value[64] = {};
+  char value[96] = {};
   const ssize_t n = ::fgetxattr(fd, kAttrXattr, value, sizeof value - 1);
   unsigned mode = 0;
   unsigned uid = 0;
   unsigned gid = 0;
-  if (n > 0 && std::sscanf(value, "%o %u %u", &mode, &uid, &gid) == 3) {
-    view = ViewAttr{static_cast<mode_t>(mode & 07777), uid, gid};
+  unsigned long long ino = 0;
+  if (n > 0 && std::sscanf(value, "%o %u %u %llu", &mode, &uid, &gid, &ino) >= 3) {
+    view = ViewAttr{static_cast<mode_t>(mode & 07777), uid, gid, static_cast<ino_t>(ino)};
   }
   return view;
 }

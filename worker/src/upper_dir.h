@@ -3,8 +3,9 @@
 //   .wh.NAME            in a directory: NAME of the lower layer is deleted
 //   .wh..wh..opq        in a directory: nothing of the lower directory shows through
 //   user.heddle.origin  xattr: copied up from the lower layer (else created in the mount)
-//   user.heddle.attr    xattr "MODE UID GID": what the mount shows, when the disk cannot hold
-//                       it; flagged by S_ISVTX on the file so that only flagged files are read
+//   user.heddle.attr    xattr "MODE UID GID [INO]": what the mount shows, when the disk cannot
+//                       hold it (INO: the inode number a copied-up file had); flagged by S_ISVTX
+//                       on the file so that only flagged files are read
 // Every path is resolved strictly beneath DIR/upper without following a symlink.
 #pragma once
 
@@ -28,6 +29,7 @@ struct ViewAttr {
   mode_t mode = 0;  // permission bits incl. setuid/setgid/sticky, without the type
   uid_t uid = 0;
   gid_t gid = 0;
+  ino_t ino = 0;    // a copied-up file keeps the inode number it had; 0: the upper file's
 };
 
 class UpperDir {
