@@ -115,7 +115,10 @@ std::string resolve_overlay(const std::string& target) {
     if (named.size() == 1) return named.front();
     if (named.size() > 1) {
       std::string keys;
-      for (const std::string& dir : named) keys += " " + fs::path(dir).filename().string();
+      for (const std::string& dir : named) {
+        keys += ' ';
+        keys += fs::path(dir).filename().string();
+      }
       throw Error("several overlays were last mounted at " + mountpoint, EINVAL,
                   "name one by its KEY:" + keys);
     }
