@@ -77,6 +77,14 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     NodeId node = 0;
     struct stat st {};
     if (const int err = fs_of(req).lookup(parent, name, node, st); err != 0) {
+      if (err == ENOENT && fs_of(req).writable()) {
+        // A negative entry: the kernel remembers the miss (compilers probe many include paths)
+        // until the entry timeout, or until a create through this mount replaces it.
+        fuse_entry_param none{};
+        none.entry_timeout = fs_of(req).cache_policy().entry_timeout;
+        fuse_reply_entry(req, &none);
+        return;
+      }
       fuse_reply_err(req, err);
       return;
     }
