@@ -62,6 +62,16 @@ constexpr Goal kGoals[] = {
     {"cold_seq_read_ratio_to_passthrough_ll", "1 GiB read, cold, throughput ours / passthrough_ll", false, 1.0},
     {"metadata_walk_ratio_to_passthrough_ll", "walk 10,000 files, cold, time ours / passthrough_ll", true, 1.0},
     {"warm_walk_ratio_to_native", "walk 50,050 entries of a git thread, warm, time ours / native", true, 2.0},
+    // Writable mounts (heddle_write_bench): the overlay against native and fuse-overlayfs.
+    {"write_seq_1g_ratio_to_native", "1 GiB write + fsync, throughput ours / native", false, 0.5},
+    {"tar_x_10k_ratio_to_native", "tar -x of 10,000 files, time ours / native", true, 2.0},
+    {"tar_x_10k_ratio_to_fuse_overlayfs", "tar -x of 10,000 files, time ours / fuse-overlayfs", true, 1.0},
+    {"make_j2_ratio_to_native", "make -j2 of a 200-file C project, time ours / native", true, 1.3},
+    // "Unchanged": a writable mount with an empty overlay against a read-only one, within 10%.
+    {"empty_overlay_cold_seq_read_ratio_to_read_only", "1 GiB read, cold, empty overlay / read-only", false, 0.9},
+    {"empty_overlay_warm_seq_read_ratio_to_read_only", "1 GiB read, warm, empty overlay / read-only", false, 0.9},
+    {"empty_overlay_walk10k_cold_ratio_to_read_only", "walk 10,000 files, cold, time empty overlay / read-only", true, 1.1},
+    {"empty_overlay_walk10k_warm_ratio_to_read_only", "walk 10,000 files, warm, time empty overlay / read-only", true, 1.1},
 };
 
 std::string format(double value) {

@@ -1,7 +1,7 @@
 # gnuplot -e "data='bench/results/latest.dat'; out='bench/results/latest.png'" bench/plot.gp
 # Each goal's figure divided by its limit: 1 is the goal line. For upper limits (latency, time)
 # a bar below 1 meets the goal; for lower limits (throughput) a bar above 1 does. Green met.
-set terminal pngcairo size 1100,600 font "sans,10" noenhanced
+set terminal pngcairo size 1500,650 font "sans,10" noenhanced
 set output out
 set title "heddle-fuse-launcher: each goal's figure / its limit (medians, same-run ratios); green = goal met\n(latency and time goals are upper limits: below 1 meets them; throughput goals are lower limits: above 1)"
 set style fill solid 0.8 border -1
@@ -10,7 +10,7 @@ set yrange [0:*]
 set ylabel "figure / limit"
 set xtics rotate by 25 right nomirror
 set lmargin 24
-set bmargin 9
+set bmargin 13
 set grid ytics
 unset key
 set arrow from graph 0, first 1 to graph 1, first 1 nohead lw 2 dt 2 lc rgb "#333333"
