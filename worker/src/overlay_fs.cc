@@ -580,20 +580,28 @@ int OverlayFs::open_writable(NodeId node, int flags, std::unique_ptr<FileHandle>
   return 0;
 }
 
-int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int flags, NodeId& node,
-                      struct stat& st, std::unique_ptr<FileHandle>& out) {
+// For a new entry `name` in `parent`: checks that it may be made, makes the directory upper,
+// and opens it. With the lock held.
+int OverlayFs::prepare_new(NodeId parent, std::string_view name, Child& child,
+                           OpenResult& parent_fd) {
   if (const int err = check_name(name); err != 0) return err;
-  const std::lock_guard lock(mutex_);
   const Node* dir = find(parent);
   if (dir == nullptr) return ESTALE;
-  Child child;
   const int err = resolve(*dir, name, child);
   release(child);
   if (err != 0) return err;
   if (child.exists()) return EEXIST;
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
-  auto parent_fd = upper_parent(*dir, child);
-  if (!parent_fd.fd) return parent_fd.error;
+  parent_fd = upper_parent(*dir, child);
+  return parent_fd.fd ? 0 : parent_fd.error;
+}
+
+int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int flags, NodeId& node,
+                      struct stat& st, std::unique_ptr<FileHandle>& out) {
+  const std::lock_guard lock(mutex_);
+  Child child;
+  OpenResult parent_fd;
+  if (const int err = prepare_new(parent, name, child, parent_fd); err != 0) return err;
   const std::string file(name);
   UniqueFd fd(::openat(parent_fd.fd.get(), file.c_str(),
                        (flags & (O_ACCMODE | O_APPEND)) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
@@ -613,18 +621,10 @@ int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int fla
 
 int OverlayFs::mkdir(NodeId parent, std::string_view name, mode_t mode, NodeId& node,
                      struct stat& st) {
-  if (const int err = check_name(name); err != 0) return err;
   const std::lock_guard lock(mutex_);
-  const Node* dir = find(parent);
-  if (dir == nullptr) return ESTALE;
   Child child;
-  const int err = resolve(*dir, name, child);
-  release(child);
-  if (err != 0) return err;
-  if (child.exists()) return EEXIST;
-  if (const int e = ensure_upper_dir(*dir); e != 0) return e;
-  auto parent_fd = upper_parent(*dir, child);
-  if (!parent_fd.fd) return parent_fd.error;
+  OpenResult parent_fd;
+  if (const int err = prepare_new(parent, name, child, parent_fd); err != 0) return err;
   // Made in work/ and renamed into place: a directory over a deleted lower one is opaque from
   // the moment it is visible.
   const std::string temp = upper_.temp_name();
@@ -651,18 +651,10 @@ int OverlayFs::mkdir(NodeId parent, std::string_view name, mode_t mode, NodeId& 
 
 int OverlayFs::symlink(NodeId parent, std::string_view name, const std::string& target,
                        NodeId& node, struct stat& st) {
-  if (const int err = check_name(name); err != 0) return err;
   const std::lock_guard lock(mutex_);
-  const Node* dir = find(parent);
-  if (dir == nullptr) return ESTALE;
   Child child;
-  const int err = resolve(*dir, name, child);
-  release(child);
-  if (err != 0) return err;
-  if (child.exists()) return EEXIST;
-  if (const int e = ensure_upper_dir(*dir); e != 0) return e;
-  auto parent_fd = upper_parent(*dir, child);
-  if (!parent_fd.fd) return parent_fd.error;
+  OpenResult parent_fd;
+  if (const int err = prepare_new(parent, name, child, parent_fd); err != 0) return err;
   if (::symlinkat(target.c_str(), parent_fd.fd.get(), std::string(name).c_str()) != 0) return errno;
   if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
   return new_entry(child.path, parent_fd.fd.get(), node, st);

@@ -105,6 +105,8 @@ class OverlayFs final : public Backend {
   [[nodiscard]] int new_entry(const std::string& path, int parent_fd, NodeId& node,
                               struct stat& st);
   [[nodiscard]] OpenResult upper_parent(const Node& dir, Child& child) const;
+  [[nodiscard]] int prepare_new(NodeId parent, std::string_view name, Child& child,
+                                OpenResult& parent_fd);
   void mark_dirty(const std::string& path);
 
   const std::unique_ptr<Backend> lower_;
