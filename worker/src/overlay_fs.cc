@@ -747,6 +747,18 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
   return 0;
 }
 
+// 0 when the directory `child` shows no entry in the merged view, else ENOTEMPTY or an errno.
+int OverlayFs::require_empty(const Child& child) {
+  Node probe;
+  probe.paths = {child.path};
+  probe.upper = child.in_upper;
+  probe.lower = child.lower;
+  probe.opaque = child.upper_opaque;
+  std::vector<DirEntry> entries;
+  if (const int err = merged_entries(probe, entries); err != 0) return err;
+  return entries.empty() ? 0 : ENOTEMPTY;
+}
+
 int OverlayFs::rmdir(NodeId parent, std::string_view name) {
   if (UpperDir::is_marker(name)) return EROFS;  // see copy_up_entry
   const std::lock_guard lock(mutex_);
@@ -756,16 +768,7 @@ int OverlayFs::rmdir(NodeId parent, std::string_view name) {
   int err = resolve(*dir, name, child);
   if (err == 0 && !child.exists()) err = ENOENT;
   if (err == 0 && !S_ISDIR(child.type())) err = ENOTDIR;
-  if (err == 0) {
-    Node probe;
-    probe.paths = {child.path};
-    probe.upper = child.in_upper;
-    probe.lower = child.lower;
-    probe.opaque = child.upper_opaque;
-    std::vector<DirEntry> entries;
-    err = merged_entries(probe, entries);
-    if (err == 0 && !entries.empty()) err = ENOTEMPTY;
-  }
+  if (err == 0) err = require_empty(child);
   const bool lower_named = child.lower_named();
   release(child);
   if (err != 0) return err;
@@ -774,11 +777,7 @@ int OverlayFs::rmdir(NodeId parent, std::string_view name) {
   if (!parent_fd.fd) return parent_fd.error;
   if (lower_named) err = UpperDir::add_whiteout(parent_fd.fd.get(), name);
   if (err == 0 && child.in_upper) {
-    // Out of sight in one rename, then emptied of its markers.
-    const std::string temp = upper_.temp_name();
-    err = errno_of(::renameat(parent_fd.fd.get(), std::string(name).c_str(), upper_.work_fd(),
-                              temp.c_str()));
-    if (err == 0) upper_.remove_temp(temp);
+    err = upper_.set_aside(parent_fd.fd.get(), std::string(name));
   }
   if (err != 0) return err;
   drop_path(child.path, child);
@@ -837,14 +836,7 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
     if (from_is_dir && !to_is_dir) return cleanup(ENOTDIR);
     if (!from_is_dir && to_is_dir) return cleanup(EISDIR);
     if (to_is_dir) {
-      Node probe;
-      probe.paths = {to.path};
-      probe.upper = to.in_upper;
-      probe.lower = to.lower;
-      probe.opaque = to.upper_opaque;
-      std::vector<DirEntry> entries;
-      if (const int e = merged_entries(probe, entries); e != 0) return cleanup(e);
-      if (!entries.empty()) return cleanup(ENOTEMPTY);
+      if (const int e = require_empty(to); e != 0) return cleanup(e);
     }
   }
   // A directory with lower content would have to be copied whole: let the caller copy it.
@@ -896,9 +888,7 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
     }
     // An empty upper directory being replaced may still hold markers: set it aside first.
     if (err == 0 && to_in_upper && to_is_dir) {
-      const std::string temp = upper_.temp_name();
-      err = errno_of(::renameat(to_fd.fd.get(), to_name.c_str(), upper_.work_fd(), temp.c_str()));
-      if (err == 0) upper_.remove_temp(temp);
+      err = upper_.set_aside(to_fd.fd.get(), to_name);
     }
   }
   if (err == 0) {

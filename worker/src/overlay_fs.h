@@ -102,6 +102,7 @@ class OverlayFs final : public Backend {
   // The merged listing; "." and ".." only `with_dots`.
   [[nodiscard]] int merged_entries(const Node& dir, std::vector<DirEntry>& out,
                                    bool with_dots = false);
+  [[nodiscard]] int require_empty(const Child& child);
   [[nodiscard]] int new_entry(const std::string& path, int parent_fd, NodeId& node,
                               struct stat& st);
   [[nodiscard]] OpenResult upper_parent(const Node& dir, Child& child) const;

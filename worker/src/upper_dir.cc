@@ -94,6 +94,13 @@ void UpperDir::remove_temp(const std::string& name) const {
   ::unlinkat(work_.get(), name.c_str(), AT_REMOVEDIR);
 }
 
+int UpperDir::set_aside(int dir_fd, const std::string& name) {
+  const std::string temp = temp_name();
+  if (::renameat(dir_fd, name.c_str(), work_.get(), temp.c_str()) != 0) return errno;
+  remove_temp(temp);
+  return 0;
+}
+
 bool UpperDir::has_whiteout(int dir_fd, std::string_view name) {
   struct stat st {};
   return ::fstatat(dir_fd, whiteout_name(name).c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;

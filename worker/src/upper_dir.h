@@ -50,6 +50,9 @@ class UpperDir {
   [[nodiscard]] std::string temp_name();
   // Removes `name` in DIR/work and everything below it. Best effort.
   void remove_temp(const std::string& name) const;
+  // Takes the directory `name` in `dir_fd` out of sight in one rename into DIR/work, then
+  // removes it with what it holds (markers only, for a directory that is empty in the mount).
+  [[nodiscard]] int set_aside(int dir_fd, const std::string& name);
 
   // The whiteout and opaque markers, in the directory `dir_fd`.
   [[nodiscard]] static bool has_whiteout(int dir_fd, std::string_view name);
