@@ -539,7 +539,7 @@ int OverlayFs::ensure_upper_dir(const Node& dir) {
   return dir.upper ? 0 : copy_up_dirs(dir.paths.front());
 }
 
-int OverlayFs::copy_up(NodeId /*node*/, Node& n, bool with_data) {
+int OverlayFs::copy_up(const Node& n, bool with_data) {
   if (n.upper) return 0;
   if (n.paths.empty()) return ENOENT;
   const std::string path = n.paths.front();
@@ -571,7 +571,7 @@ int OverlayFs::open_writable(NodeId node, int flags, std::unique_ptr<FileHandle>
   Node* n = find(node);
   if (n == nullptr) return ESTALE;
   if (S_ISDIR(n->type)) return EISDIR;
-  if (const int err = copy_up(node, *n, (flags & O_TRUNC) == 0); err != 0) return err;
+  if (const int err = copy_up(*n, (flags & O_TRUNC) == 0); err != 0) return err;
   if (n->paths.empty()) return ENOENT;
   auto fd = upper_.open(n->paths.front(),
                         (flags & (O_ACCMODE | O_APPEND | O_TRUNC)) | O_NOFOLLOW | O_NONBLOCK);
@@ -672,7 +672,7 @@ int OverlayFs::link(NodeId node, NodeId parent, std::string_view name, struct st
   release(child);
   if (err != 0) return err;
   if (child.exists()) return EEXIST;
-  if (const int e = copy_up(node, *n, true); e != 0) return e;
+  if (const int e = copy_up(*n, true); e != 0) return e;
   if (n->paths.empty()) return ENOENT;
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   const auto [from_dir, from_name] = split_path(n->paths.front());
@@ -923,7 +923,7 @@ int OverlayFs::setattr(NodeId node, const AttrChange& change, FileHandle* handle
   Node* n = find(node);
   if (n == nullptr) return ESTALE;
   const bool truncating = change.size && *change.size == 0;
-  if (const int err = copy_up(node, *n, !truncating); err != 0) return err;
+  if (const int err = copy_up(*n, !truncating); err != 0) return err;
   const int handle_fd = handle != nullptr ? handle->write_fd() : -1;
   if (n->paths.empty()) {
     // The last name is gone; only the open file is left to change.

@@ -92,7 +92,7 @@ class OverlayFs final : public Backend {
   // Copies the lower entry `lower` up to `path` (its parent already upper), atomically.
   [[nodiscard]] int copy_up_entry(const std::string& path, NodeId lower, bool with_data);
   [[nodiscard]] int ensure_upper_dir(const Node& dir);
-  [[nodiscard]] int copy_up(NodeId node, Node& n, bool with_data);
+  [[nodiscard]] int copy_up(const Node& n, bool with_data);
   // The node of `path`, now upper, keyed by its upper identity.
   void promote(const std::string& path, const struct stat& upper_st);
   void drop_path(const std::string& path, const Child& child, UniqueFd held = {});
