@@ -148,6 +148,10 @@ TEST_F(SeccompPolicy, AnotherArchitectureIsKilled) {
       seccomp_arch_native() == AUDIT_ARCH_X86_64 ? AUDIT_ARCH_I386 : AUDIT_ARCH_X86_64;
   EXPECT_EQ(verdict(SYS_read, {}, other), kKill);
   EXPECT_EQ(verdict(SYS_read, {}), kAllow);
+#ifdef __x86_64__
+  // x32 calls carry the x86_64 arch token: they are killed too, not matched as x86_64 calls.
+  EXPECT_EQ(verdict(0x40000000 | SYS_mount, {}), kKill);
+#endif
 }
 
 }  // namespace
