@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "child_setup.h"
@@ -43,6 +44,7 @@ class LaunchPlan {
   // Points into this object: it must outlive the clone.
   [[nodiscard]] ChildPlan child_plan(int sync_fd, int sync_write_fd, int report_fd) const;
 
+  // The child's setup list, in the order it runs.
   [[nodiscard]] const std::vector<SetupOp>& ops() const noexcept { return ops_; }
 
   // Turns the child's failure report into a sentence with a hint.
