@@ -60,6 +60,9 @@ TEST(Mountinfo, ReadsValidLinesAndSkipsTheOthers) {
       {"36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 ext3 /dev/root rw", nullptr},  // no "-"
       {"36 35 98-0 /mnt1 /mnt2 rw - ext3 /dev/root rw", nullptr},                 // no colon
       {"x 35 98:0 / /mnt2 rw - ext3 /dev/root rw", nullptr},
+      {"36 35 a:0 /mnt1 /mnt2 rw - ext3 /dev/root rw", nullptr},  // device not a number
+      {"36 35 :0 /mnt1 /mnt2 rw - ext3 /dev/root rw", nullptr},
+      {"36 35 98: /mnt1 /mnt2 rw - ext3 /dev/root rw", nullptr},
       {"36 35 98:0 /", nullptr},
   };
   for (const LineCase& c : cases) {
