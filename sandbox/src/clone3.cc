@@ -175,7 +175,8 @@ Cloned clone_with_pidfd(unsigned long long flags) {
   if (rc < 0) {
     const int error = errno;
     // The hints are about user namespaces; without one the errno speaks for itself.
-    throw Error((method == kClone3 ? "clone3" : "clone(2)") + describe_namespaces(tried), error,
+    throw Error(ErrorKind::kClone,
+                (method == kClone3 ? "clone3" : "clone(2)") + describe_namespaces(tried), error,
                 (tried & CLONE_NEWUSER) != 0 ? namespace_hint(error) : "");
   }
   const bool dropped = (tried & kOptionalNamespaces) != (flags & kOptionalNamespaces);
