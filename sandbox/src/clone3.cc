@@ -154,6 +154,8 @@ unsigned long long sandbox_namespace_flags() noexcept {
          CLONE_NEWUTS | CLONE_NEWCGROUP;
 }
 
+// Raw clone3, not Boost.Process: the worker needs namespace flags, a pidfd and a child that
+// sets up its sandbox before exec, which no process library offers.
 Cloned clone_with_pidfd(unsigned long long flags) {
   int pidfd = -1;
   Method method = kClone3;
