@@ -84,7 +84,8 @@ TEST(Process, IsKilledAtItsDeadline) {
     ADD_FAILURE() << "no timeout";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ETIMEDOUT);
-    EXPECT_STREQ(e.what(), "/bin/sleep did not finish within 200 ms: Connection timed out (ETIMEDOUT)");
+    EXPECT_STREQ(e.what(),
+                 "/bin/sleep did not finish within 200 ms: Connection timed out (ETIMEDOUT)");
   }
 }
 

@@ -73,7 +73,8 @@ std::string git(const std::string& dir) {
 
 // Runs a shell command (the git CLI, cp, chmod), bounded; returns its stdout, trimmed.
 std::string capture(const std::string& command) {
-  const ProcessResult result = run_process({"/bin/sh", "-c", command}, {}, std::chrono::seconds(120));
+  const ProcessResult result =
+      run_process({"/bin/sh", "-c", command}, {}, std::chrono::seconds(120));
   if (!result.ok()) {
     throw std::runtime_error("command failed (exit " + std::to_string(result.exit_code) +
                              "): " + command + "\n" + result.err);

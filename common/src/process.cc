@@ -35,7 +35,8 @@ void close_all_but(const std::vector<int>& keep) {
   for (;;) {
     unsigned next = ~0U;  // the lowest kept fd from `low` on
     for (const int fd : keep) {
-      if (fd >= 0 && static_cast<unsigned>(fd) >= low) next = std::min(next, static_cast<unsigned>(fd));
+      const auto kept = static_cast<unsigned>(fd);
+      if (fd >= 0 && kept >= low) next = std::min(next, kept);
     }
     if (next > low) ::close_range(low, next == ~0U ? ~0U : next - 1, 0);
     if (next == ~0U) return;
@@ -85,7 +86,9 @@ pid_t start(const std::vector<std::string>& argv, const ProcessOptions& options,
   std::vector<const char*> env;
   for (char** var = environ; !options.clear_env && *var != nullptr; ++var) {
     bool replaced = false;
-    for (const std::string& ours : options.env) replaced = replaced || name_of(ours) == name_of(*var);
+    for (const std::string& ours : options.env) {
+      replaced = replaced || name_of(ours) == name_of(*var);
+    }
     if (!replaced) env.push_back(*var);
   }
   for (const std::string& var : options.env) env.push_back(var.c_str());
@@ -139,7 +142,8 @@ Process::Process(const std::vector<std::string>& argv, const ProcessOptions& opt
   if (options.output != Output::kInherit) std::tie(out_, out_write) = make_pipe();
   if (options.output == Output::kPipes) std::tie(err_, err_write) = make_pipe();
   const int out = out_write ? out_write.get() : STDOUT_FILENO;
-  const int err = err_write ? err_write.get() : options.output == Output::kMerged ? out : STDERR_FILENO;
+  int err = options.output == Output::kMerged ? out : STDERR_FILENO;
+  if (err_write) err = err_write.get();
   pid_ = start(argv, options, out, err);
 }
 
