@@ -1371,6 +1371,7 @@ TEST_F(OverlayPosix, FlockAndPosixLocksConflictAsTheKernelProvides) {
   ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
   ASSERT_EQ(::pipe2(release, O_CLOEXEC), 0);
   const std::string path = m("locked");
+  // A raw fork, not a helper program: the child is the second lock owner under test.
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {

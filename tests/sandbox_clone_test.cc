@@ -80,6 +80,7 @@ Outcome deserialize(const std::string& s) {
 template <typename Body>
 Outcome in_forked_child(Body body, std::chrono::milliseconds timeout = 60s) {
   FdPair report = pipe_pair();
+  // A raw fork, not a helper program: `body` (the clone under test) runs in the child.
   const pid_t child = ::fork();
   if (child < 0) throw_errno("fork");
   if (child == 0) {

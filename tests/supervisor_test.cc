@@ -243,6 +243,7 @@ TEST_F(SupervisorTest, AMountForAnotherUserIsServedAsThatUserAndUsableByThem) {
   ASSERT_TRUE(top.has_value());
   // The user reads through the mount; without allow_other nobody else may, not even root.
   const std::string path = (tree_->mountpoint() / "hello.txt").string();
+  // A raw fork, not a helper program: the child itself is the other user reading.
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {

@@ -74,7 +74,7 @@ nlohmann::ordered_json list_entry(const std::string& socket) {
       if (extra.contains(key)) entry[key] = extra[key];
     }
   } catch (const Error& e) {
-    if (e.attempt().starts_with("connect") && e.code() == ECONNREFUSED) {
+    if (e.kind() == ErrorKind::kConnect && e.code() == ECONNREFUSED) {
       // Its supervisor died without removing it (SIGKILL; the guard removes the mount).
       ::unlink(socket.c_str());
       spdlog::debug("removed stale control socket {}", socket);

@@ -39,13 +39,9 @@ CheckResult run_check(const std::string& name, bool blocking,
     result.detail = check();
   } catch (const Error& e) {
     result.outcome = blocking ? Outcome::kFail : Outcome::kWarn;
-    result.detail = e.what();
+    result.detail = e.message();  // the hint is printed on its own line
     result.error = e.code();
     result.fix = e.hint();
-    // The hint is printed on its own line; keep the detail to what happened.
-    if (const auto at = result.detail.find("; hint: "); at != std::string::npos) {
-      result.detail.resize(at);
-    }
   } catch (const std::exception& e) {
     result.outcome = blocking ? Outcome::kFail : Outcome::kWarn;
     result.detail = e.what();

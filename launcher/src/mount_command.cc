@@ -122,6 +122,8 @@ int run_in_background(const MountRequest& request, const MountArgs& args) {
   UniqueFd report_read(pipe_fds[0]);
   UniqueFd report_write(pipe_fds[1]);
   std::fflush(nullptr);
+  // Raw fork, not Boost.Process: the daemon is this very process (no exec) going on as the
+  // background supervisor.
   const pid_t child = ::fork();
   if (child < 0) throw_errno("fork");
   if (child == 0) {

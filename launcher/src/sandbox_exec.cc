@@ -6,7 +6,7 @@
 
 #include "commands.h"
 #include "heddle/error.h"
-#include "heddle/host_command.h"
+#include "heddle/process.h"
 #include "heddle/launcher/git_layout.h"
 #include "heddle/sandbox/sandboxed_process.h"
 

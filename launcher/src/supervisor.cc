@@ -172,7 +172,7 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
     } catch (const Error& e) {
       // Strict mode refuses to go on without a user namespace; say how to opt out.
       const bool refused = e.code() == EPERM || e.code() == EACCES || e.code() == ENOSPC;
-      if (options.degraded_sandbox || !refused || !e.attempt().starts_with("clone")) throw;
+      if (options.degraded_sandbox || !refused || e.kind() != ErrorKind::kClone) throw;
       throw e.with_hint("to run the worker without namespaces anyway, mount with --sandbox=degraded");
     }
   }();
