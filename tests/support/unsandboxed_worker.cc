@@ -20,6 +20,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/ipc/mount_spec.h"
 
 extern char** environ;
 
@@ -158,13 +159,7 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
   auto [ipc_parent, ipc_child] = make_socketpair();
 
   std::string binary = HEDDLE_BIN_DIR "/heddle-fuse-worker";
-  std::vector<std::string> args{binary,         "--dir",
-                                config.source.string(), "--mountpoint",
-                                dirs_.mountpoint.string(), "--bootstrap-fd",
-                                std::to_string(kWorkerBootstrapFd)};
-  if (config.test_ignore_stop) args.emplace_back("--test-ignore-stop");
-  if (config.expect_sandbox) args.emplace_back("--expect-sandbox");
-  args.insert(args.end(), config.extra_args.begin(), config.extra_args.end());
+  std::vector<std::string> args{binary, "--bootstrap-fd", std::to_string(kWorkerBootstrapFd)};
   std::vector<std::string> env = merged_environment(config.extra_env);
   std::vector<char*> argv = c_strings(args);
   std::vector<char*> envp = c_strings(env);
@@ -187,7 +182,13 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
   boot_child.reset();
 
   const std::array<int, 2> fds{ipc_child.get(), fuse.get()};
-  ipc::send_fds(boot_parent.get(), fds, std::to_string(pid));
+  ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(pid),
+                                 ipc::MountSpec::directory(config.source, dirs_.mountpoint),
+                                 config.test_ignore_stop};
+  bootstrap.spec.sandbox = config.expect_sandbox ? ipc::SandboxMode::kStrict : ipc::SandboxMode::kNone;
+  bootstrap.spec.overlay_dir = config.overlay_dir;
+  ipc::send_fds(boot_parent.get(), fds,
+                config.bootstrap_payload.value_or(ipc::encode_bootstrap(bootstrap)));
   // From now on only the worker holds the connection: if it dies, the mount says ENOTCONN.
   ipc_child.reset();
   fuse.reset();
