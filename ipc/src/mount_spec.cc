@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "heddle/error.h"
+#include "heddle/overloaded.h"
 
 namespace heddle::ipc {
 namespace {
@@ -59,17 +60,16 @@ T number(const Json& object, const char* key) {
 }
 
 Json source_json(const Source& source) {
-  return std::visit(
-      [](const auto& s) -> Json {
-        using T = std::decay_t<decltype(s)>;
-        if constexpr (std::is_same_v<T, DirSource>) {
-          return {{"kind", "dir"}, {"dir", s.dir}};
-        } else {
-          return {{"kind", "git"}, {"repo_root", s.repo_root}, {"thread", s.thread},
-                  {"cache_bytes", s.cache_bytes}};
-        }
-      },
-      source);
+  return std::visit(Overloaded{[](const DirSource& s) -> Json {
+                                 return {{"kind", "dir"}, {"dir", s.dir}};
+                               },
+                               [](const GitSource& s) -> Json {
+                                 return {{"kind", "git"},
+                                         {"repo_root", s.repo_root},
+                                         {"thread", s.thread},
+                                         {"cache_bytes", s.cache_bytes}};
+                               }},
+                    source);
 }
 
 Source parse_source(const Json& json) {

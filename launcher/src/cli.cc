@@ -17,6 +17,7 @@
 
 #include "commands.h"
 #include "heddle/error.h"
+#include "heddle/log_levels.h"
 #include "logging.h"
 
 namespace heddle::launcher {
@@ -452,11 +453,14 @@ ParsedCli parse_cli(std::span<char*> argv) {
   return ParsedCli{parse_command(args), verbosity};
 }
 
-int run_cli(int argc, char** argv, const LauncherEnvironment& env) {
+int run_cli(int argc, char** argv, LauncherEnvironment env) {
   const std::span<char*> args(argv + 1, static_cast<std::size_t>(argc > 0 ? argc - 1 : 0));
   try {
     const ParsedCli cli = parse_cli(args);
-    configure_logging(cli.verbosity);
+    // -v/-q win over HEDDLE_FUSE_LOG, for the worker too.
+    if (const std::string level = configure_logging(cli.verbosity); !level.empty()) {
+      env.set_worker_variable(kLogEnv, level);
+    }
     return std::visit(Dispatch{env}, cli.command);
   } catch (const UsageError& e) {
     std::cerr << "heddle-fuse-launcher: " << e.what() << "\n" << kUsageLine << "\n";

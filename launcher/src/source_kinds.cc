@@ -4,19 +4,10 @@
 #include <type_traits>
 
 #include "heddle/error.h"
+#include "heddle/overloaded.h"
 #include "heddle/launcher/git_layout.h"
 
 namespace heddle::launcher {
-namespace {
-
-// One overload per kind, for std::visit.
-template <typename... F>
-struct Cases : F... {
-  using F::operator()...;
-};
-
-}  // namespace
-
 std::string canonical_source(const std::string& path, const char* role) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -27,7 +18,7 @@ std::string canonical_source(const std::string& path, const char* role) {
 }
 
 ipc::Source canonical(const ipc::Source& source) {
-  return std::visit(Cases{[](const ipc::DirSource& s) -> ipc::Source {
+  return std::visit(Overloaded{[](const ipc::DirSource& s) -> ipc::Source {
                             return ipc::DirSource{canonical_source(s.dir, "source directory")};
                           },
                           [](ipc::GitSource s) -> ipc::Source {
@@ -39,7 +30,7 @@ ipc::Source canonical(const ipc::Source& source) {
 
 std::vector<std::string> source_binds(const ipc::Source& source) {
   return std::visit(
-      Cases{[](const ipc::DirSource& s) {
+      Overloaded{[](const ipc::DirSource& s) {
               return s.dir.empty() ? std::vector<std::string>{} : std::vector<std::string>{s.dir};
             },
             [](const ipc::GitSource& s) { return git_paths_to_bind(s.repo_root); }},
@@ -47,13 +38,13 @@ std::vector<std::string> source_binds(const ipc::Source& source) {
 }
 
 std::string source_label(const ipc::Source& source) {
-  return std::visit(Cases{[](const ipc::DirSource& s) { return s.dir; },
+  return std::visit(Overloaded{[](const ipc::DirSource& s) { return s.dir; },
                           [](const ipc::GitSource& s) { return s.repo_root + "#" + s.thread; }},
                     source);
 }
 
 void add_source_status(const ipc::Source& source, nlohmann::ordered_json& extra) {
-  std::visit(Cases{[&](const ipc::DirSource& s) { extra["source"] = s.dir; },
+  std::visit(Overloaded{[&](const ipc::DirSource& s) { extra["source"] = s.dir; },
                    [&](const ipc::GitSource& s) {
                      extra["source"] = s.repo_root;
                      extra["thread"] = s.thread;
@@ -62,7 +53,7 @@ void add_source_status(const ipc::Source& source, nlohmann::ordered_json& extra)
 }
 
 OverlaySource overlay_source(const ipc::Source& source) {
-  return std::visit(Cases{[](const ipc::DirSource& s) { return OverlaySource{s.dir, ""}; },
+  return std::visit(Overloaded{[](const ipc::DirSource& s) { return OverlaySource{s.dir, ""}; },
                           [](const ipc::GitSource& s) {
                             return OverlaySource{s.repo_root, s.thread};
                           }},

@@ -88,6 +88,12 @@ LauncherEnvironment LauncherEnvironment::read() {
   return env;
 }
 
+void LauncherEnvironment::set_worker_variable(const std::string& name, const std::string& value) {
+  const std::string prefix = name + "=";
+  std::erase_if(worker_env, [&](const std::string& entry) { return entry.starts_with(prefix); });
+  worker_env.push_back(prefix + value);
+}
+
 SupervisorOptions LauncherEnvironment::supervisor_options() const {
   SupervisorOptions options;
   options.worker_binary = worker_binary;

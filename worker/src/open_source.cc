@@ -5,23 +5,14 @@
 #include "git/git_fs.h"
 #endif
 #include "heddle/error.h"
+#include "heddle/overloaded.h"
 #include "source_tree.h"
 
 namespace heddle::worker {
-namespace {
-
-// One overload per kind, for std::visit.
-template <typename... F>
-struct Cases : F... {
-  using F::operator()...;
-};
-
-}  // namespace
-
 std::unique_ptr<Backend> open_source(const ipc::Source& source, uid_t owner_uid,
                                      gid_t owner_gid) {
   return std::visit(
-      Cases{[](const ipc::DirSource& dir) -> std::unique_ptr<Backend> {
+      Overloaded{[](const ipc::DirSource& dir) -> std::unique_ptr<Backend> {
               return std::make_unique<DirFs>(SourceTree::open(dir.dir));
             },
             [&](const ipc::GitSource& git) -> std::unique_ptr<Backend> {
@@ -37,7 +28,7 @@ std::unique_ptr<Backend> open_source(const ipc::Source& source, uid_t owner_uid,
 }
 
 std::string describe_source(const ipc::Source& source) {
-  return std::visit(Cases{[](const ipc::DirSource& dir) { return dir.dir; },
+  return std::visit(Overloaded{[](const ipc::DirSource& dir) { return dir.dir; },
                           [](const ipc::GitSource& git) {
                             return git.repo_root + " thread " + git.thread;
                           }},

@@ -19,6 +19,8 @@ struct LauncherEnvironment {
   std::vector<std::string> worker_env;
 
   [[nodiscard]] static LauncherEnvironment read();
+  // Sets (or replaces) one variable of worker_env: -v/-q override HEDDLE_FUSE_LOG this way.
+  void set_worker_variable(const std::string& name, const std::string& value);
   [[nodiscard]] SupervisorOptions supervisor_options() const;
 };
 
