@@ -336,7 +336,7 @@ class ScratchDir {
 // unmounts too, but only logs). Declare it after its MountPoint, so it goes first.
 class LiveMount {
  public:
-  explicit LiveMount(launcher::MountRequest request, launcher::SupervisorOptions options = {}) {
+  explicit LiveMount(ipc::MountSpec request, launcher::SupervisorOptions options = {}) {
     const std::string point = request.mountpoint;
     const auto t0 = Clock::now();
     supervisor_ = launcher::Supervisor::spawn(std::move(request), std::move(options));
@@ -356,7 +356,7 @@ class LiveMount {
   // Stop -> the worker exits -> the mount is removed; throws if it is still mounted after.
   void unmount() {
     if (!supervisor_) return;
-    const std::string point = supervisor_->request().mountpoint;
+    const std::string point = supervisor_->spec().mountpoint;
     supervisor_->unmount();
     supervisor_.reset();
     if (is_mounted(point)) throw Error("unmount returned but " + point + " is still mounted", EBUSY);

@@ -1,5 +1,5 @@
 // heddle_fs_bench: the directory backend (a directory mounted read-only through the sandboxed
-// worker, Supervisor::spawn(MountRequest::directory)) side by side with the native file system
+// worker, Supervisor::spawn(MountSpec::directory)) side by side with the native file system
 // and with libfuse's own passthrough_ll example, in one run.
 //
 // What is measured, per system (ours, native, passthrough_ll):
@@ -83,7 +83,7 @@ using heddle::Error;
 using heddle::UniqueFd;
 using heddle::throw_errno;
 using namespace heddle::bench;  // arguments, interruption, mounts, statistics, /proc readers
-using heddle::launcher::MountRequest;
+using heddle::ipc::MountSpec;
 using heddle::launcher::Supervisor;
 
 constexpr const char* kName = "heddle_fs_bench";
@@ -111,7 +111,7 @@ void usage() {
       "  --fio-seconds N  runtime of each fio random-read job (default 5)\n"
       "  --quick          smoke test: a 64 MiB file, trees of 4 x 250 and 10 x 250 files,\n"
       "                   1 s fio jobs (later options still apply)\n"
-      "Compares the directory backend (Supervisor::spawn, MountRequest::directory) with the\n"
+      "Compares the directory backend (Supervisor::spawn, MountSpec::directory) with the\n"
       "native file system and libfuse's passthrough_ll example (bench_passthrough_ll, built\n"
       "next to this program from %s).\n"
       "Must run as root (FUSE mounts, drop_caches). Set HEDDLE_FUSE_WORKER_BIN to use another\n"
@@ -179,7 +179,7 @@ class Mount {
 class OursMount final : public Mount {
  public:
   OursMount(const std::string& source, const MountPoint& mountpoint)
-      : mount_(MountRequest::directory(source, mountpoint.path())) {}
+      : mount_(MountSpec::directory(source, mountpoint.path())) {}
   void unmount() override { mount_.unmount(); }
   [[nodiscard]] pid_t daemon_pid() const override { return mount_ ? mount_->pid() : 0; }
   std::string daemon_state() override {
@@ -855,7 +855,7 @@ void report(const Environment& env, double setup_seconds, double cleanup_seconds
               setup_seconds, cleanup_seconds, env.root.path().c_str(),
               static_cast<unsigned long long>(c.file_mib), c.small_dirs, c.files_per_dir,
               c.big_dirs, c.files_per_dir);
-  std::printf("- ours: the directory backend, Supervisor::spawn(MountRequest::directory), "
+  std::printf("- ours: the directory backend, Supervisor::spawn(MountSpec::directory), "
               "sandboxed worker as uid 65534\n");
   if (env.passthrough_binary.empty()) {
     std::printf("- passthrough_ll: UNAVAILABLE (%s)\n", env.passthrough_missing.c_str());

@@ -42,8 +42,8 @@ using heddle::Error;
 using heddle::UniqueFd;
 using heddle::throw_errno;
 using namespace heddle::bench;  // arguments, interruption, mounts, processes, statistics
-using heddle::launcher::GitSource;
-using heddle::launcher::MountRequest;
+using heddle::ipc::GitSource;
+using heddle::ipc::MountSpec;
 using heddle::launcher::Supervisor;
 
 constexpr std::size_t kReadBuffer = 1 << 20;  // the read() size of both sequential readers
@@ -86,7 +86,7 @@ Config parse_args(int argc, char** argv) {
 
 // A thread of `repo` mounted on `mountpoint` with the default cache cap.
 LiveMount mount_thread(const std::string& repo, const MountPoint& mountpoint) {
-  return LiveMount(MountRequest::thread(GitSource{repo, kThread}, mountpoint.path()));
+  return LiveMount(MountSpec::thread(GitSource{repo, kThread}, mountpoint.path()));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ using heddle::Error;
 using heddle::UniqueFd;
 using heddle::throw_errno;
 using namespace heddle::bench;  // arguments, interruption, mounts, processes, statistics
-using heddle::launcher::MountRequest;
+using heddle::ipc::MountSpec;
 using heddle::launcher::Supervisor;
 
 // The libfuse example server of the bwrap composition, built next to this program.
@@ -329,7 +329,7 @@ struct RttResults {
 RttResults run_rtt_benches(const Config& config, EchoProcess& echo, const std::string& source,
                            const std::string& mountpoint) {
   RttResults results;
-  LiveMount mount(MountRequest::directory(source, mountpoint));
+  LiveMount mount(MountSpec::directory(source, mountpoint));
   const std::uint32_t worker_pid = mount->ready().pid;
   const heddle::launcher::SupervisorOptions defaults;
 
@@ -606,7 +606,7 @@ void spawn_ours(const ScratchDir& root, const std::string& source, bool keep, Sp
   MountPoint mountpoint(root / "mnt-ours");
   Watchdog watchdog("spawn (ours)");
   // LiveMount times Supervisor::spawn alone, not its own mountinfo check after it.
-  LiveMount mount(MountRequest::directory(source, mountpoint.path()));
+  LiveMount mount(MountSpec::directory(source, mountpoint.path()));
   watchdog.arm(mount->pid());
   const auto a0 = Clock::now();
   (void)first_answer(mountpoint.path());
@@ -838,7 +838,7 @@ ManyResults run_many_mounts(const Config& config, const ScratchDir& root, const 
           while (!failed && g_interrupted == 0) {
             const std::size_t i = next++;
             if (i >= n) break;
-            mounts[i].emplace(MountRequest::directory(source, points[i]->path()));
+            mounts[i].emplace(MountSpec::directory(source, points[i]->path()));
           }
         } catch (...) {
           errors[static_cast<std::size_t>(t)] = std::current_exception();

@@ -105,10 +105,11 @@ TEST(CliParse, Commands) {
       parse({"sandbox-exec", "--dir", "/d", "--sandbox=degraded", "--", "ls", "--", "-l"}).command);
   EXPECT_EQ(exec.dir, "/d");
   EXPECT_EQ(exec.command, (Words{"ls", "--", "-l"}));
-  EXPECT_TRUE(exec.supervisor.degraded_sandbox);
-  EXPECT_FALSE(std::get<SandboxExecArgs>(
-                   parse({"sandbox-exec", "--sandbox", "strict", "--", "true"}).command)
-                   .supervisor.degraded_sandbox);
+  EXPECT_EQ(exec.sandbox, heddle::ipc::SandboxMode::kDegraded);
+  EXPECT_EQ(std::get<SandboxExecArgs>(
+                parse({"sandbox-exec", "--sandbox", "strict", "--", "true"}).command)
+                .sandbox,
+            heddle::ipc::SandboxMode::kStrict);
 
   // heddle's worker argv, in any order.
   const auto dropin = std::get<DropInArgs>(

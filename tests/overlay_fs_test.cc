@@ -317,8 +317,9 @@ bool process_gone(pid_t pid) {
 std::string overlay_support_missing() {
   static const std::string missing = [] {
     const CommandResult worker = run_command({bin_path("heddle-fuse-worker"), "--help"}, 10s);
-    if ((worker.out + worker.err).find("--overlay") == std::string::npos) {
-      return std::string("heddle-fuse-worker --help does not mention --overlay");
+    // What to serve comes in the bootstrap document; --help describes its overlay_dir.
+    if ((worker.out + worker.err).find("overlay") == std::string::npos) {
+      return std::string("heddle-fuse-worker --help does not mention an overlay");
     }
     const CommandResult cli = launcher({"--help"}, 10s);
     if ((cli.out + cli.err).find("--overlay-dir") == std::string::npos) {

@@ -525,6 +525,29 @@ TEST_F(WorkerFsTest, ExpectSandboxRefusesToServeWithCapabilities) {
   EXPECT_TRUE(exited_with(worker.wait_for_exit(milliseconds(5'000)), 1));
 }
 
+// What to serve is the worker's command line in effect: a bootstrap document it cannot take
+// is a MountError naming the problem, and exit 2 as for a usage error.
+TEST_F(WorkerFsTest, ABadBootstrapDocumentIsAMountErrorAndExit2) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"not json", "not JSON"},
+      {R"({"host_pid":7,"test_ignore_stop":false})", "lacks \"spec\""},
+      {R"({"host_pid":7,"test_ignore_stop":false,"spec":{"source":{"kind":"nfs","dir":"/x"},)"
+       R"("mountpoint":"/m","uid":0,"gid":0,"allow_other":false,"sandbox":"none","overlay_dir":""}})",
+       "unknown source kind \"nfs\""},
+  };
+  for (const auto& [payload, expected] : cases) {
+    WorkerConfig config;
+    config.source = src();
+    config.bootstrap_payload = payload;
+    UnsandboxedWorker worker(config);
+    ASSERT_TRUE(worker.first_message().has_value()) << payload;
+    const auto* error = std::get_if<ipc::MountError>(&*worker.first_message());
+    ASSERT_NE(error, nullptr) << "got " << ipc::kind_of(*worker.first_message());
+    EXPECT_NE(error->message.find(expected), std::string::npos) << error->message;
+    EXPECT_TRUE(exited_with(worker.wait_for_exit(milliseconds(5'000)), 2)) << payload;
+  }
+}
+
 // --- scale ---------------------------------------------------------------------------------
 
 // A worker holding an fd per inode dies with EMFILE long before 100k files under the machine's
@@ -625,11 +648,15 @@ int run_worker(const std::vector<std::string>& args) {
 TEST(WorkerCommandLine, UsageErrorsExitWith2AndHelpWith0) {
   EXPECT_EQ(run_worker({"--help"}), 0);
   EXPECT_EQ(run_worker({"--bogus"}), 2);
-  EXPECT_EQ(run_worker({"--dir"}), 2);
-  EXPECT_EQ(run_worker({"--dir", "/x", "--mountpoint", "/y"}), 2);
-  EXPECT_EQ(run_worker({"--dir", "/x", "--mountpoint", "/y", "--bootstrap-fd", "z"}), 2);
+  EXPECT_EQ(run_worker({}), 2);
+  EXPECT_EQ(run_worker({"--bootstrap-fd"}), 2);
+  EXPECT_EQ(run_worker({"--bootstrap-fd", "z"}), 2);
+  EXPECT_EQ(run_worker({"--bootstrap-fd", "3", "--bootstrap-fd=3"}), 2);
+  // What to serve never comes as flags.
+  EXPECT_EQ(run_worker({"--dir", "/x", "--mountpoint", "/y", "--bootstrap-fd", "3"}), 2);
   // A bootstrap fd that is not open: logged, exit 1.
-  EXPECT_EQ(run_worker({"--dir", "/x", "--mountpoint", "/y", "--bootstrap-fd", "999"}), 1);
+  EXPECT_EQ(run_worker({"--bootstrap-fd", "999"}), 1);
+  EXPECT_EQ(run_worker({"--bootstrap-fd=999"}), 1);
 }
 
 }  // namespace

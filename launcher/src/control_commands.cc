@@ -150,10 +150,10 @@ int status_command(const std::string& path, bool json) {
   return 0;
 }
 
-int unmount_command(const std::string& path) {
+int unmount_command(const std::string& path, const LauncherEnvironment& env) {
   const std::string mountpoint = canonical_mountpoint(path);
   // Stop, then up to two grace periods of escalation, then the unmount itself.
-  const auto timeout = 3 * stop_grace_from_env() + std::chrono::milliseconds(10000);
+  const auto timeout = 3 * env.stop_grace + std::chrono::milliseconds(10000);
   try {
     const ipc::Message reply = control_request(mountpoint, ipc::Stop{}, timeout);
     if (!std::holds_alternative<ipc::Stopping>(reply)) throw_reply_error(reply);

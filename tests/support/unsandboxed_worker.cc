@@ -19,6 +19,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/ipc/mount_spec.h"
 #include "heddle/process.h"
 
 namespace heddle::test {
@@ -135,13 +136,8 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
   auto [ipc_parent, ipc_child] = make_socketpair();
 
   std::string binary = HEDDLE_BIN_DIR "/heddle-fuse-worker";
-  std::vector<std::string> args{binary,         "--dir",
-                                config.source.string(), "--mountpoint",
-                                dirs_.mountpoint.string(), "--bootstrap-fd",
-                                std::to_string(kWorkerBootstrapFd)};
-  if (config.test_ignore_stop) args.emplace_back("--test-ignore-stop");
-  if (config.expect_sandbox) args.emplace_back("--expect-sandbox");
-  args.insert(args.end(), config.extra_args.begin(), config.extra_args.end());
+  const std::vector<std::string> args{binary, "--bootstrap-fd",
+                                      std::to_string(kWorkerBootstrapFd)};
   ProcessOptions options;
   options.output = ProcessOptions::Output::kInherit;
   options.env = config.extra_env;
@@ -151,7 +147,13 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
   boot_child.reset();
 
   const std::array<int, 2> fds{ipc_child.get(), fuse.get()};
-  ipc::send_fds(boot_parent.get(), fds, std::to_string(pid));
+  ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(pid),
+                                 ipc::MountSpec::directory(config.source, dirs_.mountpoint),
+                                 config.test_ignore_stop};
+  bootstrap.spec.sandbox = config.expect_sandbox ? ipc::SandboxMode::kStrict : ipc::SandboxMode::kNone;
+  bootstrap.spec.overlay_dir = config.overlay_dir;
+  ipc::send_fds(boot_parent.get(), fds,
+                config.bootstrap_payload.value_or(ipc::encode_bootstrap(bootstrap)));
   // From now on only the worker holds the connection: if it dies, the mount says ENOTCONN.
   ipc_child.reset();
   fuse.reset();
