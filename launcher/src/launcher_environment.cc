@@ -1,3 +1,5 @@
+// The launcher's settings from its environment, read once (LauncherEnvironment::read), and
+// where the worker and guard binaries are found.
 #include <sys/stat.h>
 #include <unistd.h>
 
