@@ -236,6 +236,8 @@ ProcessResult run_host_command(const std::vector<std::string>& argv, ProcessOpti
 }
 
 std::string find_on_path(const std::string& name) {
+  // PATH is read here, not passed down like the other settings: looking a command up on it
+  // at the time of the lookup is what execvp and every shell do.
   const char* path = std::getenv("PATH");
   std::string dirs = path != nullptr && *path != '\0' ? path : "/usr/bin:/bin";
   for (std::size_t start = 0; start <= dirs.size();) {
