@@ -76,6 +76,8 @@ class CliTest : public ::testing::Test {
 
   std::unique_ptr<ScratchTree> tree_;
   pid_t supervisor_pid_ = -1;
+  // Read as the launchers these tests run (with our environment) read them.
+  const launcher::UserDirs dirs_ = launcher::UserDirs::read();
 };
 
 TEST_F(CliTest, HelpAndVersion) {
@@ -152,12 +154,12 @@ TEST_F(CliTest, MountStatusUnmountEndToEnd) {
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
   EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
   EXPECT_TRUE(eventually([&] { return process_gone(worker); }));
-  EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp())));
+  EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())));
 }
 
 TEST_F(CliTest, TheControlSocketIsPrivateAndChecksItsPeer) {
   mount_background();
-  const std::string socket_path = launcher::control_socket_path(mp());
+  const std::string socket_path = launcher::control_socket_path(dirs_, mp());
   struct stat st {};
   ASSERT_EQ(::stat(socket_path.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
@@ -172,7 +174,8 @@ TEST_F(CliTest, TheControlSocketIsPrivateAndChecksItsPeer) {
     if (child == 0) {
       if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) _exit(3);
       try {
-        (void)launcher::control_request(mp(), ipc::Status{}, std::chrono::milliseconds(3000));
+        (void)launcher::control_request(dirs_, mp(), ipc::Status{},
+                                        std::chrono::milliseconds(3000));
         _exit(4);  // answered: the check failed
       } catch (const std::exception&) {
         _exit(0);
@@ -229,7 +232,7 @@ TEST_F(CliTest, AWorkerFailureIsOneLineNamingTheCauseAndNothingStaysBehind) {
   EXPECT_NE(result.err.find("65534"), std::string::npos) << result.err;
   EXPECT_NE(result.err.find(src()), std::string::npos) << result.err;
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
-  EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp())));
+  EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())));
 }
 
 TEST_F(CliTest, OverlappingSourceAndMountpointAreRefused) {
@@ -247,7 +250,8 @@ TEST_F(CliTest, TheGuardRemovesTheMountOfASigkilledSupervisor) {
   EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
   EXPECT_TRUE(eventually([&] { return process_gone(ready["pid"].get<pid_t>()); }));
   EXPECT_TRUE(eventually([&] { return process_gone(guard); }));
-  EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp()))) << "the dead supervisor's socket";
+  EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())))
+      << "the dead supervisor's socket";
 }
 
 TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisorAndGuard) {
@@ -364,7 +368,7 @@ TEST_F(CliTest, ListShowsLiveMountsAndRemovesStaleSockets) {
   const pid_t second_supervisor = second_ready["supervisor_pid"].get<pid_t>();
 
   // A socket nobody listens on any more, as a SIGKILLed supervisor's guard could miss.
-  const std::string stale = launcher::runtime_dir() + "/00000000deadbeef.sock";
+  const std::string stale = launcher::runtime_dir(dirs_) + "/00000000deadbeef.sock";
   {
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     sockaddr_un address{};
@@ -428,7 +432,7 @@ TEST_F(CliTest, BackgroundSupervisorLogsToAPrivateFileWithTheWorkersLines) {
   };
   const pid_t worker = mount_with("-v");
   const fs::path dir = ::geteuid() == 0 ? fs::path("/var/log/heddle-fuse") : state / "heddle-fuse";
-  const fs::path log = dir / fs::path(launcher::supervisor_log_path(mp())).filename();
+  const fs::path log = dir / fs::path(launcher::supervisor_log_path(dirs_, mp())).filename();
   // Named after the mountpoint, '/' as '-' and other bytes as '_', plus a key.
   EXPECT_EQ(log.filename().string().rfind("tmp-heddle_test_", 0), 0u) << log;
   ASSERT_TRUE(fs::exists(log)) << log;

@@ -263,7 +263,7 @@ class FaultFixture {
     // A SIGKILLed supervisor cannot remove its control socket (nothing else does; the next
     // mount at this mountpoint would). This tree is gone after the test, so remove it here.
     std::error_code ec;
-    fs::remove(launcher::control_socket_path(mp()), ec);
+    fs::remove(launcher::control_socket_path(dirs_, mp()), ec);
   }
 
   [[nodiscard]] std::string mp() const { return tree_->mountpoint().string(); }
@@ -308,6 +308,8 @@ class FaultFixture {
   pid_t worker_ = -1;
   pid_t guard_ = -1;
   unsigned minor_ = 0;
+  // Read as the launchers these tests run (with our environment) read them.
+  const launcher::UserDirs dirs_ = launcher::UserDirs::read();
 };
 
 // ---- 1. the fault matrix -------------------------------------------------------------------
@@ -505,7 +507,7 @@ TEST_P(FaultMatrixCell, Kill) {
 
   // The supervisor removes its control socket on the way out, unless killed (see TearDown).
   if (!kills_supervisor(target)) {
-    EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp())));
+    EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())));
   }
 
   reader_.reset();
@@ -587,7 +589,7 @@ TEST_F(FaultMatrix, UnmountEscalatesPastASigstoppedWorkerAndReleasesItsStuckRead
     EXPECT_TRUE(eventually([&] { return process_gone(pid); })) << "process " << pid << " left";
   }
   EXPECT_EQ(child_count(), 0);
-  EXPECT_FALSE(fs::exists(launcher::control_socket_path(mp())));
+  EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())));
   reader_.reset();
   supervisor_.reset();
   EXPECT_EQ(open_fd_count(), fds_before);

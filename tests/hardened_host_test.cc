@@ -181,7 +181,7 @@ class HardenedHostTest : public ::testing::Test {
     // that failed leaves one too): same name, in /var/log/heddle-fuse or the user's state dir.
     for (const fs::path& mountpoint : mountpoints_) {
       try {
-        const fs::path root_log = launcher::supervisor_log_path(mountpoint.string());
+        const fs::path root_log = launcher::supervisor_log_path(dirs_, mountpoint.string());
         logs_.push_back(root_log.string());
         logs_.push_back(stage_home() + "/.local/state/heddle-fuse/" + root_log.filename().string());
       } catch (const std::exception& e) {
@@ -259,14 +259,16 @@ class HardenedHostTest : public ::testing::Test {
   std::string log_path(const std::string& mountpoint, bool user) {
     std::string path;
     if (!user) {
-      path = launcher::supervisor_log_path(mountpoint);
+      path = launcher::supervisor_log_path(dirs_, mountpoint);
     } else {
       int fds[2];
       if (::pipe(fds) != 0) return "";
       const int code = in_child_as_user([&] {
         ::close(fds[0]);
         try {
-          const std::string found = launcher::supervisor_log_path(mountpoint);
+          // Read here, in the environment the child gives the user.
+          const std::string found =
+              launcher::supervisor_log_path(launcher::UserDirs::read(), mountpoint);
           return ::write(fds[1], found.data(), found.size()) == static_cast<ssize_t>(found.size())
                      ? 0
                      : 2;
@@ -335,6 +337,8 @@ class HardenedHostTest : public ::testing::Test {
   std::vector<pid_t> pids_;
   std::vector<std::string> logs_;
   CommandResult last_mount_;
+  // Root's, as the launchers run as root here read them.
+  const launcher::UserDirs dirs_ = launcher::UserDirs::read();
 };
 
 // 1. A fusermount3 that lost its setuid bit (a copy, a nosuid mount, a broken package).

@@ -116,7 +116,7 @@ class OverlayDirTest : public ::testing::Test {
     fs::remove_all(root_, ec);
   }
   std::string prepare(const std::string& dir) {
-    return prepare_overlay_dir(dir, {root_ + "/src", ""}, {root_ + "/src", root_ + "/mnt"},
+    return prepare_overlay_dir({}, dir, {root_ + "/src", ""}, {root_ + "/src", root_ + "/mnt"},
                                ::geteuid() == 0 ? 65534 : ::getuid(),
                                ::geteuid() == 0 ? 65534 : ::getgid());
   }
@@ -165,7 +165,7 @@ TEST_F(OverlayDirTest, PrepareRefusesOverlapsStrangersAndOtherSources) {
   }
   const std::string dir = prepare(root_ + "/ov");
   try {
-    (void)prepare_overlay_dir(dir, {root_ + "/src", "main"}, {}, ::getuid(), ::getgid());
+    (void)prepare_overlay_dir({}, dir, {root_ + "/src", "main"}, {}, ::getuid(), ::getgid());
     ADD_FAILURE() << "reused another source's overlay";
   } catch (const heddle::Error& e) {
     EXPECT_EQ(e.code(), EEXIST) << e.what();

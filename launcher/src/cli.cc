@@ -378,19 +378,19 @@ struct Dispatch {
   }
   int operator()(const MountArgs& args) const { return mount_command(args, env); }
   int operator()(const StatusCommand& args) const {
-    return status_command(args.mountpoint, args.json);
+    return status_command(args.mountpoint, args.json, env.dirs);
   }
   int operator()(const UnmountCommand& args) const {
     return unmount_command(args.mountpoint, env);
   }
-  int operator()(const ListCommand& args) const { return list_command(args.json); }
+  int operator()(const ListCommand& args) const { return list_command(args.json, env.dirs); }
   int operator()(const DropInArgs& args) const { return dropin_command(args, env); }
   int operator()(const DoctorCommand& args) const { return doctor_command(args.json, env); }
   int operator()(const SandboxExecArgs& args) const {
     return sandbox_exec_command(args, env);
   }
   int operator()(const DemoCommand&) const { return demo_command(env); }
-  int operator()(const OverlayCommand& args) const { return overlay_command(args); }
+  int operator()(const OverlayCommand& args) const { return overlay_command(args, env.dirs); }
 };
 
 }  // namespace

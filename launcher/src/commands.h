@@ -58,7 +58,7 @@ struct DropInArgs {
 };
 
 // Canonical paths, the identity, and the checks that give clear errors before mounting.
-[[nodiscard]] ipc::MountSpec prepare_mount(const MountArgs& args);
+[[nodiscard]] ipc::MountSpec prepare_mount(const MountArgs& args, const UserDirs& dirs);
 // The mountpoint's canonical form, found without touching the mount itself (a dead FUSE
 // mount answers ENOTCONN, a stuck one hangs).
 [[nodiscard]] std::string canonical_mountpoint(const std::string& path);
@@ -71,11 +71,11 @@ struct OverlayCommand {
   std::string target;  // a mountpoint, a KEY, or an overlay directory
   bool json = false;
 };
-int overlay_command(const OverlayCommand& command);
+int overlay_command(const OverlayCommand& command, const UserDirs& dirs);
 // "512 B", "1.5 KiB", "2.0 GiB": sizes in `list` and `overlay list`.
 [[nodiscard]] std::string format_bytes(std::uint64_t bytes);
-int status_command(const std::string& mountpoint, bool json);
-int list_command(bool json);
+int status_command(const std::string& mountpoint, bool json, const UserDirs& dirs);
+int list_command(bool json, const UserDirs& dirs);
 // Serves heddle's supervisor on args.ipc_fd as its worker would, with a sandboxed worker
 // of ours behind it.
 int dropin_command(const DropInArgs& args, const LauncherEnvironment& env);

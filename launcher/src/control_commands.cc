@@ -88,9 +88,9 @@ nlohmann::ordered_json list_entry(const std::string& socket) {
 
 }  // namespace
 
-int list_command(bool json) {
+int list_command(bool json, const UserDirs& dirs) {
   auto entries = nlohmann::ordered_json::array();
-  for (const std::string& socket : control_sockets()) {
+  for (const std::string& socket : control_sockets(dirs)) {
     if (auto entry = list_entry(socket); !entry.is_null()) entries.push_back(std::move(entry));
   }
   if (json) {
@@ -128,10 +128,10 @@ int list_command(bool json) {
   return 0;
 }
 
-int status_command(const std::string& path, bool json) {
+int status_command(const std::string& path, bool json, const UserDirs& dirs) {
   const std::string mountpoint = canonical_mountpoint(path);
   const ipc::Message reply =
-      control_request(mountpoint, ipc::Status{}, std::chrono::milliseconds(10000));
+      control_request(dirs, mountpoint, ipc::Status{}, std::chrono::milliseconds(10000));
   const auto* reply_status = std::get_if<ipc::StatusOk>(&reply);
   if (reply_status == nullptr) throw_reply_error(reply);
   ipc::StatusOk with_usage = *reply_status;
@@ -155,7 +155,7 @@ int unmount_command(const std::string& path, const LauncherEnvironment& env) {
   // Stop, then up to two grace periods of escalation, then the unmount itself.
   const auto timeout = 3 * env.stop_grace + std::chrono::milliseconds(10000);
   try {
-    const ipc::Message reply = control_request(mountpoint, ipc::Stop{}, timeout);
+    const ipc::Message reply = control_request(env.dirs, mountpoint, ipc::Stop{}, timeout);
     if (!std::holds_alternative<ipc::Stopping>(reply)) throw_reply_error(reply);
   } catch (const Error& e) {
     const bool no_supervisor = e.code() == ENOENT || e.code() == ECONNREFUSED;

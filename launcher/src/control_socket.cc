@@ -53,12 +53,12 @@ UniqueFd connect_to(const std::string& path) {
 
 }  // namespace
 
-std::string runtime_dir() {
+std::string runtime_dir(const UserDirs& dirs) {
   std::string dir;
   if (::geteuid() == 0) {
     dir = "/run/heddle-fuse";
-  } else if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) {
-    dir = std::string(xdg) + "/heddle-fuse";
+  } else if (!dirs.xdg_runtime_dir.empty()) {
+    dir = dirs.xdg_runtime_dir + "/heddle-fuse";
   } else {
     // No login session (su, setpriv, cron): a private directory under /tmp, as tmux does.
     dir = "/tmp/heddle-fuse-" + std::to_string(::geteuid());
@@ -74,8 +74,8 @@ std::string runtime_dir() {
   return dir;
 }
 
-std::string control_socket_path(const std::string& mountpoint) {
-  return runtime_dir() + "/" + mountpoint_key(mountpoint) + ".sock";
+std::string control_socket_path(const UserDirs& dirs, const std::string& mountpoint) {
+  return runtime_dir(dirs) + "/" + mountpoint_key(mountpoint) + ".sock";
 }
 
 namespace {
@@ -106,21 +106,21 @@ std::string log_name(const std::string& mountpoint) {
 
 }  // namespace
 
-std::string log_dir() {
+std::string log_dir(const UserDirs& dirs) {
   std::string dir;
   if (::geteuid() == 0) {
     dir = "/var/log/heddle-fuse";
-  } else if (const char* state = std::getenv("XDG_STATE_HOME"); state && *state == '/') {
-    dir = std::string(state) + "/heddle-fuse";
-  } else if (const char* home = std::getenv("HOME"); home && *home == '/') {
-    dir = std::string(home) + "/.local/state/heddle-fuse";
+  } else if (dirs.xdg_state_home.starts_with('/')) {
+    dir = dirs.xdg_state_home + "/heddle-fuse";
+  } else if (dirs.home.starts_with('/')) {
+    dir = dirs.home + "/.local/state/heddle-fuse";
   }
   // No usable home (a system user, HOME=/nonexistent): beside the control sockets.
-  return !dir.empty() && make_private_dirs(dir) ? dir : runtime_dir();
+  return !dir.empty() && make_private_dirs(dir) ? dir : runtime_dir(dirs);
 }
 
-std::string supervisor_log_path(const std::string& mountpoint) {
-  return log_dir() + "/" + log_name(mountpoint);
+std::string supervisor_log_path(const UserDirs& dirs, const std::string& mountpoint) {
+  return log_dir(dirs) + "/" + log_name(mountpoint);
 }
 
 ControlServer::ControlServer(std::string path) : path_(std::move(path)) {
@@ -184,9 +184,9 @@ ipc::Message control_request_at(const std::string& path, const ipc::Message& req
   return std::move(*reply);
 }
 
-ipc::Message control_request(const std::string& mountpoint, const ipc::Message& request,
-                             std::chrono::milliseconds timeout) {
-  const std::string path = control_socket_path(mountpoint);
+ipc::Message control_request(const UserDirs& dirs, const std::string& mountpoint,
+                             const ipc::Message& request, std::chrono::milliseconds timeout) {
+  const std::string path = control_socket_path(dirs, mountpoint);
   try {
     return control_request_at(path, request, timeout);
   } catch (const Error& e) {
@@ -198,10 +198,10 @@ ipc::Message control_request(const std::string& mountpoint, const ipc::Message& 
   }
 }
 
-std::vector<std::string> control_sockets() {
+std::vector<std::string> control_sockets(const UserDirs& dirs) {
   std::vector<std::string> sockets;
   std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(runtime_dir(), ec)) {
+  for (const auto& entry : std::filesystem::directory_iterator(runtime_dir(dirs), ec)) {
     if (entry.path().extension() == ".sock" && entry.is_socket(ec)) {
       sockets.push_back(entry.path().string());
     }

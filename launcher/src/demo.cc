@@ -87,7 +87,7 @@ int demo_command(const LauncherEnvironment& env) {
   MountArgs args;
   args.dir = source.string();
   args.mountpoint = mountpoint.string();
-  auto supervisor = Supervisor::spawn(prepare_mount(args), env.supervisor_options());
+  auto supervisor = Supervisor::spawn(prepare_mount(args, env.dirs), env.supervisor_options());
   std::cout << "== mounted " << source.string() << " at " << mountpoint.string()
             << " (sandboxed worker pid " << supervisor->pid() << ")\n";
 

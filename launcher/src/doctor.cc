@@ -118,8 +118,8 @@ std::string check_allow_other() {
   return std::string("user_allow_other is in ") + kFuseConf;
 }
 
-std::string check_runtime_dir() {
-  const std::string dir = runtime_dir();
+std::string check_runtime_dir(const UserDirs& dirs) {
+  const std::string dir = runtime_dir(dirs);
   if (::access(dir.c_str(), W_OK | X_OK) != 0 && errno != ENOENT) {
     throw_errno("use " + dir, "it holds the control sockets; it must be writable by you");
   }
@@ -154,7 +154,8 @@ int doctor_command(bool json, const LauncherEnvironment& env) {
   results.push_back(run_check("sandbox probe", true,
                               [&] { return probe_sandbox(env.worker_binary); }));
   results.push_back(run_check("allow_other", false, check_allow_other));
-  results.push_back(run_check("runtime directory", true, check_runtime_dir));
+  results.push_back(
+      run_check("runtime directory", true, [&] { return check_runtime_dir(env.dirs); }));
 
   bool ok = true;
   for (const CheckResult& result : results) ok = ok && result.outcome != Outcome::kFail;

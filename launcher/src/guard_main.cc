@@ -16,6 +16,7 @@
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mountinfo.h"
+#include "heddle/launcher/user_dirs.h"
 
 namespace {
 
@@ -62,6 +63,8 @@ void say(const std::string& line) { std::fprintf(stderr, "heddle-fuse-guard: %s\
 
 int main(int argc, char** argv) {
   GuardArgs args;
+  // Inherited from the supervisor: they say where its control socket is.
+  const heddle::launcher::UserDirs dirs = heddle::launcher::UserDirs::read();
   if (!parse(argc, argv, args)) {
     std::fprintf(stderr,
                  "usage: heddle-fuse-guard --fd N --mountpoint MP --device MAJOR:MINOR "
@@ -83,7 +86,7 @@ int main(int argc, char** argv) {
 
   // The dead supervisor's control socket would otherwise stay behind until the next mount.
   try {
-    ::unlink(heddle::launcher::control_socket_path(args.mountpoint).c_str());
+    ::unlink(heddle::launcher::control_socket_path(dirs, args.mountpoint).c_str());
   } catch (const std::exception&) {
   }
   try {

@@ -27,11 +27,17 @@ bool is_running_executable(const char* path) {
          ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino;
 }
 
+// `name`'s value, or empty if unset.
+std::string variable(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : "";
+}
+
 // `env`'s value, or empty. heddle points HEDDLE_FUSE_WORKER_BIN at us to find its worker:
 // that names no worker of ours.
 std::string helper_override(const char* env) {
-  const char* path = std::getenv(env);
-  return path && *path && !is_running_executable(path) ? path : "";
+  std::string path = variable(env);
+  return !path.empty() && !is_running_executable(path.c_str()) ? path : "";
 }
 
 // `override_path` (from `env`), else `name` beside the running executable, else in
@@ -87,7 +93,12 @@ LauncherEnvironment LauncherEnvironment::read() {
   for (const char* name : kPassedEnv) {
     if (const char* value = std::getenv(name)) env.worker_env.push_back(std::string(name) + "=" + value);
   }
+  env.dirs = UserDirs::read();
   return env;
+}
+
+UserDirs UserDirs::read() {
+  return {variable("XDG_RUNTIME_DIR"), variable("XDG_STATE_HOME"), variable("HOME")};
 }
 
 void LauncherEnvironment::set_worker_variable(const std::string& name, const std::string& value) {

@@ -78,7 +78,7 @@ void write_all(int fd, const std::string& text) {
 // Mounts and supervises in this process. The first line of output ("0..." ready or
 // "1..." error) goes to `report_fd`, which is then closed, or to stdout/stderr if -1.
 int run_supervisor(const ipc::MountSpec& request, const MountArgs& args,
-                   const SupervisorOptions& options, int report_fd) {
+                   const LauncherEnvironment& env, int report_fd) {
   const auto report = [&](bool ok, const std::string& text) {
     if (report_fd < 0) {
       (ok ? std::cout : std::cerr) << text << std::flush;
@@ -91,11 +91,11 @@ int run_supervisor(const ipc::MountSpec& request, const MountArgs& args,
   std::unique_ptr<ControlServer> server;
   StopSignals signals;
   try {
-    server = std::make_unique<ControlServer>(control_socket_path(request.mountpoint));
-    supervisor = Supervisor::spawn(request, options);
+    server = std::make_unique<ControlServer>(control_socket_path(env.dirs, request.mountpoint));
+    supervisor = Supervisor::spawn(request, env.supervisor_options());
   } catch (const Error& e) {
     server.reset();  // gone before the caller hears of the failure
-    if (request.writable()) forget_unused_overlay(request.overlay_dir);
+    if (request.writable()) forget_unused_overlay(env.dirs, request.overlay_dir);
     report(false, std::string("heddle-fuse-launcher: ") + e.what() + "\n");
     return 1;
   }
@@ -105,8 +105,8 @@ int run_supervisor(const ipc::MountSpec& request, const MountArgs& args,
 
 // Leaves a background supervisor (double fork, setsid) and relays its first line.
 int run_in_background(const ipc::MountSpec& request, const MountArgs& args,
-                      const SupervisorOptions& options) {
-  const std::string log_path = supervisor_log_path(request.mountpoint);
+                      const LauncherEnvironment& env) {
+  const std::string log_path = supervisor_log_path(env.dirs, request.mountpoint);
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("pipe2");
   UniqueFd report_read(pipe_fds[0]);
@@ -135,7 +135,7 @@ int run_in_background(const ipc::MountSpec& request, const MountArgs& args,
     int code = 1;
     try {
       log_to_file(log_path, journal);
-      code = run_supervisor(request, args, options, report_write.release());
+      code = run_supervisor(request, args, env, report_write.release());
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }
@@ -189,7 +189,7 @@ std::string canonical_mountpoint(const std::string& path) {
   }
 }
 
-ipc::MountSpec prepare_mount(const MountArgs& args) {
+ipc::MountSpec prepare_mount(const MountArgs& args, const UserDirs& dirs) {
   ipc::MountSpec request;
   if (!args.repo_root.empty()) {
     ipc::GitSource git{args.repo_root, args.thread_id};
@@ -231,16 +231,15 @@ ipc::MountSpec prepare_mount(const MountArgs& args) {
     forbidden.push_back(request.mountpoint);
     const WorkerIdentity worker = choose_worker_identity(request.uid, request.gid, {}, false, true);
     request.overlay_dir =
-        prepare_overlay_dir(args.overlay_dir, source, forbidden, worker.uid, worker.gid);
+        prepare_overlay_dir(dirs, args.overlay_dir, source, forbidden, worker.uid, worker.gid);
   }
   return request;
 }
 
 int mount_command(const MountArgs& args, const LauncherEnvironment& env) {
-  const ipc::MountSpec request = prepare_mount(args);
-  const SupervisorOptions options = env.supervisor_options();
-  return args.foreground ? run_supervisor(request, args, options, -1)
-                         : run_in_background(request, args, options);
+  const ipc::MountSpec request = prepare_mount(args, env.dirs);
+  return args.foreground ? run_supervisor(request, args, env, -1)
+                         : run_in_background(request, args, env);
 }
 
 }  // namespace heddle::launcher

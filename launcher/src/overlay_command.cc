@@ -59,25 +59,26 @@ bool is_overlay_dir(const std::string& dir) {
                                        fs::is_directory(dir + "/" + kOverlayUpperDir, ec));
 }
 
-std::vector<std::string> default_overlays() {
-  std::vector<std::string> dirs;
+std::vector<std::string> default_overlays(const UserDirs& dirs) {
+  std::vector<std::string> overlays;
   std::error_code ec;
-  const std::string root = overlays_root();
+  const std::string root = overlays_root(dirs);
   for (const auto& entry : fs::directory_iterator(root, ec)) {
-    if (entry.is_directory(ec) && !entry.is_symlink(ec)) dirs.push_back(entry.path().string());
+    if (entry.is_directory(ec) && !entry.is_symlink(ec)) overlays.push_back(entry.path().string());
   }
   if (ec && ec != std::errc::no_such_file_or_directory) throw Error("list " + root, ec.value());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
+  std::sort(overlays.begin(), overlays.end());
+  return overlays;
 }
 
 // The overlay of the live mount at `mountpoint`, if a supervisor of ours answers there.
-std::optional<std::string> live_mount_overlay(const std::string& mountpoint) {
+std::optional<std::string> live_mount_overlay(const UserDirs& dirs,
+                                              const std::string& mountpoint) {
   const auto top = top_mount_at(mountpoint);
   if (!top || top->fstype != kFuseType) return std::nullopt;
   ipc::Message reply;
   try {
-    reply = control_request(mountpoint, ipc::Status{}, std::chrono::seconds(10));
+    reply = control_request(dirs, mountpoint, ipc::Status{}, std::chrono::seconds(10));
   } catch (const Error&) {
     return std::nullopt;  // no supervisor: look for the overlay by its lock instead
   }
@@ -90,17 +91,17 @@ std::optional<std::string> live_mount_overlay(const std::string& mountpoint) {
 }
 
 // A mountpoint (live, or the last one an overlay's lock names), a KEY, or an overlay directory.
-std::string resolve_overlay(const std::string& target) {
+std::string resolve_overlay(const UserDirs& dirs, const std::string& target) {
   std::string mountpoint;
   try {
     mountpoint = canonical_mountpoint(target);
   } catch (const Error&) {
   }
   if (!mountpoint.empty()) {
-    if (auto dir = live_mount_overlay(mountpoint)) return *dir;
+    if (auto dir = live_mount_overlay(dirs, mountpoint)) return *dir;
   }
   if (target.find('/') == std::string::npos && target != "." && target != "..") {
-    const std::string dir = overlays_root() + "/" + target;
+    const std::string dir = overlays_root(dirs) + "/" + target;
     if (is_overlay_dir(dir)) return dir;
   }
   std::error_code ec;
@@ -109,7 +110,7 @@ std::string resolve_overlay(const std::string& target) {
   }
   if (!mountpoint.empty()) {
     std::vector<std::string> named;
-    for (const std::string& dir : default_overlays()) {
+    for (const std::string& dir : default_overlays(dirs)) {
       if (overlay_last_mountpoint(dir) == mountpoint) named.push_back(dir);
     }
     if (named.size() == 1) return named.front();
@@ -157,15 +158,15 @@ Json describe(const std::string& dir) {
   return entry;
 }
 
-int list_overlays(bool json) {
+int list_overlays(const UserDirs& dirs, bool json) {
   Json entries = Json::array();
-  for (const std::string& dir : default_overlays()) entries.push_back(describe(dir));
+  for (const std::string& dir : default_overlays(dirs)) entries.push_back(describe(dir));
   if (json) {
     std::cout << dump(entries) << "\n";
     return 0;
   }
   if (entries.empty()) {
-    std::cout << "no overlays in " << overlays_root() << "\n";
+    std::cout << "no overlays in " << overlays_root(dirs) << "\n";
     return 0;
   }
   std::printf("%-40s %-32s %-16s %-24s %10s %7s\n", "KEY", "SOURCE", "THREAD", "MOUNTED AT", "SIZE",
@@ -185,8 +186,8 @@ int list_overlays(bool json) {
   return 0;
 }
 
-int show_overlay(const std::string& target, bool json) {
-  const std::string dir = resolve_overlay(target);
+int show_overlay(const UserDirs& dirs, const std::string& target, bool json) {
+  const std::string dir = resolve_overlay(dirs, target);
   const OverlayChanges changes = overlay_changes(dir);
   if (json) {
     Json body = describe(dir);
@@ -213,8 +214,8 @@ int show_overlay(const std::string& target, bool json) {
   return 0;
 }
 
-int discard(const std::string& target) {
-  const std::string dir = resolve_overlay(target);
+int discard(const UserDirs& dirs, const std::string& target) {
+  const std::string dir = resolve_overlay(dirs, target);
   discard_overlay(dir);
   std::cout << "discarded " << quoted(dir) << "\n";
   return 0;
@@ -239,14 +240,14 @@ std::string format_bytes(std::uint64_t bytes) {
   return text;
 }
 
-int overlay_command(const OverlayCommand& command) {
+int overlay_command(const OverlayCommand& command, const UserDirs& dirs) {
   switch (command.action) {
     case OverlayCommand::Action::kList:
-      return list_overlays(command.json);
+      return list_overlays(dirs, command.json);
     case OverlayCommand::Action::kShow:
-      return show_overlay(command.target, command.json);
+      return show_overlay(dirs, command.target, command.json);
     case OverlayCommand::Action::kDiscard:
-      return discard(command.target);
+      return discard(dirs, command.target);
   }
   return 1;
 }

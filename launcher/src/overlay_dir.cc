@@ -234,28 +234,27 @@ std::string overlay_key(const OverlaySource& source) {
   return name + "-" + hash;
 }
 
-std::string overlays_root() {
+std::string overlays_root(const UserDirs& dirs) {
   if (::geteuid() == 0) return "/var/lib/heddle-fuse/overlays";
-  if (const char* state = std::getenv("XDG_STATE_HOME"); state && *state == '/') {
-    return std::string(state) + "/heddle-fuse/overlays";
-  }
-  const char* home = std::getenv("HOME");
-  if (home == nullptr || *home != '/') {
+  if (dirs.xdg_state_home.starts_with('/')) return dirs.xdg_state_home + "/heddle-fuse/overlays";
+  std::string home = dirs.home;
+  if (!home.starts_with('/')) {
     const passwd* pw = ::getpwuid(::getuid());
-    home = pw != nullptr ? pw->pw_dir : nullptr;
+    home = pw != nullptr && pw->pw_dir != nullptr ? pw->pw_dir : "";
   }
-  if (home == nullptr || *home != '/') {
+  if (!home.starts_with('/')) {
     throw Error("find a home for overlays", ENOENT, "set XDG_STATE_HOME, or give --overlay-dir");
   }
-  return std::string(home) + "/.local/state/heddle-fuse/overlays";
+  return home + "/.local/state/heddle-fuse/overlays";
 }
 
-std::string prepare_overlay_dir(const std::string& requested, const OverlaySource& source,
+std::string prepare_overlay_dir(const UserDirs& dirs, const std::string& requested,
+                                const OverlaySource& source,
                                 const std::vector<std::string>& forbidden, uid_t owner_uid,
                                 gid_t owner_gid) {
   std::string dir;
   if (requested.empty()) {
-    const std::string root = overlays_root();
+    const std::string root = overlays_root(dirs);
     make_dirs(root);
     require_private_dir(root);
     dir = root + "/" + overlay_key(source);
@@ -428,10 +427,10 @@ void discard_overlay(const std::string& dir) {
   if (ec) throw Error("remove " + dir, ec.value());
 }
 
-void forget_unused_overlay(const std::string& dir) noexcept {
+void forget_unused_overlay(const UserDirs& dirs, const std::string& dir) noexcept {
   try {
     std::error_code ec;
-    if (fs::path(dir).parent_path() != fs::weakly_canonical(overlays_root(), ec)) {
+    if (fs::path(dir).parent_path() != fs::weakly_canonical(overlays_root(dirs), ec)) {
       return;  // a directory the user chose
     }
     const std::string upper = dir + "/" + kOverlayUpperDir;

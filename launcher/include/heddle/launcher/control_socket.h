@@ -9,20 +9,22 @@
 #include <vector>
 
 #include "heddle/ipc/message.h"
+#include "heddle/launcher/user_dirs.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
 
-// /run/heddle-fuse for root, else $XDG_RUNTIME_DIR/heddle-fuse; created 0700 if missing.
-[[nodiscard]] std::string runtime_dir();
+// /run/heddle-fuse for root, else $XDG_RUNTIME_DIR/heddle-fuse (without it
+// /tmp/heddle-fuse-UID); created 0700 if missing.
+[[nodiscard]] std::string runtime_dir(const UserDirs& dirs);
 
 // /var/log/heddle-fuse for root, else $XDG_STATE_HOME/heddle-fuse (default
 // ~/.local/state/heddle-fuse), created 0700; runtime_dir() if neither can be made.
-[[nodiscard]] std::string log_dir();
+[[nodiscard]] std::string log_dir(const UserDirs& dirs);
 
 // Where the supervisor of `mountpoint` (a canonical path) listens, and where it logs.
-[[nodiscard]] std::string control_socket_path(const std::string& mountpoint);
-[[nodiscard]] std::string supervisor_log_path(const std::string& mountpoint);
+[[nodiscard]] std::string control_socket_path(const UserDirs& dirs, const std::string& mountpoint);
+[[nodiscard]] std::string supervisor_log_path(const UserDirs& dirs, const std::string& mountpoint);
 
 class ControlServer {
  public:
@@ -48,11 +50,11 @@ class ControlServer {
                                               std::chrono::milliseconds timeout);
 
 // Every control socket in runtime_dir(), live or stale, sorted.
-[[nodiscard]] std::vector<std::string> control_sockets();
+[[nodiscard]] std::vector<std::string> control_sockets(const UserDirs& dirs);
 
 // Sends one request to the supervisor of `mountpoint` and returns its reply.
 // Throws heddle::Error: ENOENT/ECONNREFUSED when no supervisor is there.
-[[nodiscard]] ipc::Message control_request(const std::string& mountpoint,
+[[nodiscard]] ipc::Message control_request(const UserDirs& dirs, const std::string& mountpoint,
                                            const ipc::Message& request,
                                            std::chrono::milliseconds timeout);
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "heddle/launcher/supervisor.h"
+#include "heddle/launcher/user_dirs.h"
 
 namespace heddle::launcher {
 
@@ -17,6 +18,7 @@ struct LauncherEnvironment {
   bool test_ignore_stop = false;  // HEDDLE_FUSE_WORKER_TEST_IGNORE_STOP set
   // "NAME=value" of the variables the worker reads too (log levels, sanitizers, test hooks).
   std::vector<std::string> worker_env;
+  UserDirs dirs;  // where sockets, logs and overlays go
 
   [[nodiscard]] static LauncherEnvironment read();
   // Sets (or replaces) one variable of worker_env: -v/-q override HEDDLE_FUSE_LOG this way.

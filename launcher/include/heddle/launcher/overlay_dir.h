@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "heddle/launcher/user_dirs.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
@@ -38,15 +39,16 @@ struct OverlaySource {
 [[nodiscard]] std::string overlay_key(const OverlaySource& source);
 
 // The default overlays directory, not created: $XDG_STATE_HOME/heddle-fuse/overlays (default
-// ~/.local/state/...), for root /var/lib/heddle-fuse/overlays.
-[[nodiscard]] std::string overlays_root();
+// ~/.local/state/..., HOME from the password database if unset), for root
+// /var/lib/heddle-fuse/overlays.
+[[nodiscard]] std::string overlays_root(const UserDirs& dirs);
 
 // Makes `requested` (or, if empty, overlays_root()/KEY) ready for a worker running as
 // `owner_uid`:`owner_gid`, and returns it canonical. Creates missing parents 0700 (only those
 // of the default directory), the directory itself 0700 owned by the worker (root chowns it),
 // and source.json. Refuses a directory that overlaps `forbidden` (the source, the repository,
 // the mountpoint), one that is neither empty nor an overlay, and an overlay of another source.
-[[nodiscard]] std::string prepare_overlay_dir(const std::string& requested,
+[[nodiscard]] std::string prepare_overlay_dir(const UserDirs& dirs, const std::string& requested,
                                               const OverlaySource& source,
                                               const std::vector<std::string>& forbidden,
                                               uid_t owner_uid, gid_t owner_gid);
@@ -93,6 +95,6 @@ void discard_overlay(const std::string& dir);
 
 // After a failed mount: removes DIR if it is in overlays_root(), unused and holds no change,
 // so a mistyped thread leaves nothing behind. Never throws.
-void forget_unused_overlay(const std::string& dir) noexcept;
+void forget_unused_overlay(const UserDirs& dirs, const std::string& dir) noexcept;
 
 }  // namespace heddle::launcher
