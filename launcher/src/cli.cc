@@ -458,7 +458,7 @@ int run_cli(int argc, char** argv, LauncherEnvironment env) {
   try {
     const ParsedCli cli = parse_cli(args);
     // -v/-q win over HEDDLE_FUSE_LOG, for the worker too.
-    if (const std::string level = configure_logging(cli.verbosity); !level.empty()) {
+    if (const std::string level = configure_logging(env, cli.verbosity); !level.empty()) {
       env.set_worker_variable(kLogEnv, level);
     }
     return std::visit(Dispatch{env}, cli.command);

@@ -10,14 +10,15 @@
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/mount_guard.h"
 #include "heddle/launcher/supervisor.h"
+#include "heddle/log_levels.h"
 
 namespace heddle::launcher {
 namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, kHoldReadyEnv,
-                                      "ASAN_OPTIONS",    "UBSAN_OPTIONS", "TSAN_OPTIONS",
+constexpr const char* kPassedEnv[] = {kLogEnv,        kPanicOnInitEnv, kHoldReadyEnv,
+                                      "ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS",
                                       "LSAN_OPTIONS"};
 
 bool is_running_executable(const char* path) {
@@ -94,6 +95,8 @@ LauncherEnvironment LauncherEnvironment::read() {
     if (const char* value = std::getenv(name)) env.worker_env.push_back(std::string(name) + "=" + value);
   }
   env.dirs = UserDirs::read();
+  env.log_levels = variable(kLogEnv);
+  env.journal_stream = variable("JOURNAL_STREAM");
   return env;
 }
 

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <string_view>
@@ -56,18 +55,17 @@ void install(std::vector<spdlog::sink_ptr> sinks) {
 
 }  // namespace
 
-bool stderr_is_journal() {
-  const char* stream = std::getenv("JOURNAL_STREAM");
+bool stderr_is_journal(const std::string& journal_stream) {
   unsigned long long device = 0;
   unsigned long long inode = 0;
-  if (stream == nullptr || std::sscanf(stream, "%llu:%llu", &device, &inode) != 2) return false;
+  if (std::sscanf(journal_stream.c_str(), "%llu:%llu", &device, &inode) != 2) return false;
   struct stat st {};
   return ::fstat(STDERR_FILENO, &st) == 0 && st.st_dev == device && st.st_ino == inode;
 }
 
-std::string configure_logging(int verbosity) {
+std::string configure_logging(const LauncherEnvironment& env, int verbosity) {
   std::vector<spdlog::sink_ptr> sinks;
-  if (stderr_is_journal()) {
+  if (stderr_is_journal(env.journal_stream)) {
     sinks.push_back(journal_sink());
   } else {
     // stdout carries results (--json); logs go to stderr.
@@ -75,7 +73,7 @@ std::string configure_logging(int verbosity) {
     sinks.back()->set_pattern(kPattern);
   }
   install(std::move(sinks));
-  apply_log_levels_from_env();
+  apply_log_levels(env.log_levels);
   if (verbosity == 0) return {};
   const auto level = static_cast<spdlog::level::level_enum>(
       std::clamp(static_cast<int>(spdlog::level::info) - verbosity,

@@ -4,15 +4,19 @@
 
 #include <string>
 
+#include "heddle/launcher/launcher_environment.h"
+
 namespace heddle::launcher {
 
-// The level is HEDDLE_FUSE_LOG in spdlog's syntax (default info), or info moved by `verbosity`
-// (-v/-q) if nonzero. Returns the level -v/-q chose ("debug"), which then replaces
+// The level is env.log_levels (HEDDLE_FUSE_LOG) in spdlog's syntax (default info), or info
+// moved by `verbosity` (-v/-q) if nonzero. Logs go to the journal if stderr is one
+// (env.journal_stream). Returns the level -v/-q chose ("debug"), which then replaces
 // HEDDLE_FUSE_LOG for the worker too, or empty.
-[[nodiscard]] std::string configure_logging(int verbosity);
+[[nodiscard]] std::string configure_logging(const LauncherEnvironment& env, int verbosity);
 
-// True when stderr is connected to systemd-journald ($JOURNAL_STREAM names its device:inode).
-[[nodiscard]] bool stderr_is_journal();
+// True when stderr is connected to systemd-journald (`journal_stream`, $JOURNAL_STREAM, names
+// its device:inode).
+[[nodiscard]] bool stderr_is_journal(const std::string& journal_stream);
 
 // From now on log to `path`, rotated at 1 MiB with 3 old files kept; also to the journal if
 // `journal`. The level stays.

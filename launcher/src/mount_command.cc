@@ -123,7 +123,7 @@ int run_in_background(const ipc::MountSpec& request, const MountArgs& args,
     if (daemon != 0) _exit(daemon < 0 ? 1 : 0);
     // Our log lines go to the log file, and to the journal if stderr is one; anything else
     // written to stderr (a sanitizer's report, say) lands in the log file too.
-    const bool journal = stderr_is_journal();
+    const bool journal = stderr_is_journal(env.journal_stream);
     const int null_fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
     const int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (null_fd < 0 || log_fd < 0) _exit(1);

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -55,14 +54,14 @@ bool g_trace = false;
 
 }  // namespace
 
-void init_logging() {
+void init_logging(const std::string& log_levels) {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   auto logger = std::make_shared<spdlog::logger>("heddle-fuse-worker", std::move(sink));
   // The supervisor relays these lines into its own log, which adds the time and the source.
   logger->set_pattern("[%l] %v");
   spdlog::set_default_logger(logger);
 
-  apply_log_levels_from_env();
+  apply_log_levels(log_levels);
   g_trace = spdlog::get_level() == spdlog::level::trace;
   fuse_set_log_func(&log_from_libfuse);
 }

@@ -2,10 +2,13 @@
 // are routed through it.
 #pragma once
 
+#include <string>
+
 namespace heddle::worker {
 
-// Installs the default logger. Call once, first thing in main().
-void init_logging();
+// Installs the default logger, at the levels `log_levels` (HEDDLE_FUSE_LOG's value, which
+// main() read) asks for. Call once, first thing in main().
+void init_logging(const std::string& log_levels);
 
 // True when HEDDLE_FUSE_LOG asks for trace (libfuse's per-request debug output is enabled then).
 [[nodiscard]] bool trace_logging();

@@ -34,6 +34,7 @@
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/message.h"
 #include "heddle/ipc/mount_spec.h"
+#include "heddle/log_levels.h"
 #include "heddle/unique_fd.h"
 #include "logging.h"
 #include "open_source.h"
@@ -51,13 +52,15 @@ constexpr unsigned kMaxIdleThreads = 10;
 constexpr int kExitPanic = 101;  // what a Rust panic exits with
 constexpr int kExitUsage = 2;
 
-// The variables the worker reads, read once in main(). HEDDLE_FUSE_LOG is init_logging()'s.
+// The variables the worker reads, read once in main().
 struct Environment {
+  std::string log_levels;               // HEDDLE_FUSE_LOG
   bool panic_on_init = false;           // HEDDLE_FUSE_WORKER_PANIC_ON_INIT set
   std::chrono::milliseconds hold_ready{0};  // HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS
 
   static Environment read() {
     Environment env;
+    if (const char* levels = std::getenv(kLogEnv)) env.log_levels = levels;
     env.panic_on_init = std::getenv("HEDDLE_FUSE_WORKER_PANIC_ON_INIT") != nullptr;
     if (const char* hold = std::getenv("HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS")) {
       env.hold_ready = std::chrono::milliseconds(std::strtoul(hold, nullptr, 10));
@@ -244,7 +247,8 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec) {
 
 int main(int argc, char** argv) {
   using namespace heddle::worker;
-  init_logging();
+  const Environment env = Environment::read();
+  init_logging(env.log_levels);
   const std::span<const char* const> args(argv + 1,
                                           static_cast<std::size_t>(argc > 0 ? argc - 1 : 0));
   const ParsedArgs parsed = parse_args(args);
@@ -258,5 +262,5 @@ int main(int argc, char** argv) {
     std::cerr << "heddle-fuse-worker: " << error->message << " (see --help)\n";
     return 2;
   }
-  run(std::get<Options>(parsed), Environment::read());
+  run(std::get<Options>(parsed), env);
 }

@@ -1,27 +1,25 @@
-// HEDDLE_FUSE_LOG, read the same way by the launcher and the worker (it is passed on).
+// HEDDLE_FUSE_LOG, understood the same way by the launcher and the worker (it is passed on).
+// Each binary's main reads the variable and hands its value here.
 #pragma once
 
 #include <spdlog/cfg/helpers.h>
 #include <spdlog/spdlog.h>
 
-#include <cstdlib>
-#include <string_view>
+#include <string>
 
 namespace heddle {
 
 inline constexpr const char* kLogEnv = "HEDDLE_FUSE_LOG";
 
-// Sets the levels of the registered loggers from HEDDLE_FUSE_LOG in spdlog's syntax: "debug",
-// or per logger, "warn,heddle-fuse-worker=debug". Unset: info. A plain word that is no level
-// is warned about and ignored.
-inline void apply_log_levels_from_env() {
+// Sets the levels of the registered loggers from `spec`, HEDDLE_FUSE_LOG's value in spdlog's
+// syntax: "debug", or per logger, "warn,heddle-fuse-worker=debug". Empty: info. A plain word
+// that is no level is warned about and ignored.
+inline void apply_log_levels(const std::string& spec) {
   spdlog::set_level(spdlog::level::info);
-  const char* spec = std::getenv(kLogEnv);
-  if (spec == nullptr || *spec == '\0') return;
+  if (spec.empty()) return;
   spdlog::cfg::helpers::load_levels(spec);
-  const std::string_view text(spec);
-  const bool plain = text.find_first_of(",=") == std::string_view::npos;
-  if (plain && spdlog::level::from_str(spec) == spdlog::level::off && text != "off") {
+  const bool plain = spec.find_first_of(",=") == std::string::npos;
+  if (plain && spdlog::level::from_str(spec) == spdlog::level::off && spec != "off") {
     spdlog::warn("{}='{}' is not a log level (trace, debug, info, warn, error, critical, off); "
                  "using info",
                  kLogEnv, spec);

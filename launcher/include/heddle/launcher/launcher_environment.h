@@ -18,7 +18,9 @@ struct LauncherEnvironment {
   bool test_ignore_stop = false;  // HEDDLE_FUSE_WORKER_TEST_IGNORE_STOP set
   // "NAME=value" of the variables the worker reads too (log levels, sanitizers, test hooks).
   std::vector<std::string> worker_env;
-  UserDirs dirs;  // where sockets, logs and overlays go
+  UserDirs dirs;               // where sockets, logs and overlays go
+  std::string log_levels;      // HEDDLE_FUSE_LOG, the launcher's own levels
+  std::string journal_stream;  // JOURNAL_STREAM: systemd's device:inode of our stderr
 
   [[nodiscard]] static LauncherEnvironment read();
   // Sets (or replaces) one variable of worker_env: -v/-q override HEDDLE_FUSE_LOG this way.
