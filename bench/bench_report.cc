@@ -26,22 +26,18 @@ namespace {
 
 struct Figure {
   std::vector<double> samples;
-  double low = NAN;  // the spread a program reported with its own median, if any
-  double high = NAN;
+  double low = NAN, high = NAN;  // the spread a program reported with its own median, if any
 
   [[nodiscard]] double median() const {
-    std::vector<double> sorted = samples;
-    std::sort(sorted.begin(), sorted.end());
-    const std::size_t n = sorted.size();
-    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    std::vector<double> v = samples;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
   }
   [[nodiscard]] double min() const {
-    return samples.size() == 1 && !std::isnan(low) ? low
-                                                   : *std::min_element(samples.begin(), samples.end());
+    return samples.size() == 1 && !std::isnan(low) ? low : *std::min_element(samples.begin(), samples.end());
   }
   [[nodiscard]] double max() const {
-    return samples.size() == 1 && !std::isnan(high) ? high
-                                                    : *std::max_element(samples.begin(), samples.end());
+    return samples.size() == 1 && !std::isnan(high) ? high : *std::max_element(samples.begin(), samples.end());
   }
 };
 

@@ -64,6 +64,7 @@ class EchoProcess {
     if (pid_ < 0) throw_errno("fork");
     if (pid_ == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      ::close(fds[0]);
       std::uint32_t sizes[2];
       if (!recv_exact(fds[1], reinterpret_cast<char*>(sizes), sizeof sizes) ||
           sizes[0] > request.size() || sizes[1] > reply.size() || !recv_exact(fds[1], reply.data(), sizes[1])) {

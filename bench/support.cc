@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -13,12 +14,7 @@
 #include <boost/optional.hpp>
 #include <boost/type_traits/remove_pointer.hpp>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/read.hpp>
-#include <boost/asio/readable_pipe.hpp>
-#include <boost/asio/writable_pipe.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/process/v2/environment.hpp>
-#include <boost/process/v2/posix/bind_fd.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/start_dir.hpp>
 #include <boost/process/v2/stdio.hpp>
@@ -249,6 +245,19 @@ struct OwnGroup {
   }
 };
 
+// `fd` becomes the child's fd 3, which survives the closing of all others. Not
+// posix::bind_fd: in Boost 1.81 its on_setup falls off its end without returning.
+struct FdAt3 {
+  int fd;
+  bp::error_code on_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&, const char* const*) {
+    launcher.fd_whitelist.push_back(3);
+    return {};
+  }
+  bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&, const char* const*) {
+    return ::dup2(fd, 3) == 3 ? bp::error_code() : bp::error_code(errno, bp::system_category());
+  }
+};
+
 bp::filesystem::path executable(const std::string& name) {
   if (name.find('/') != std::string::npos) return name;
   const auto found = bp::environment::find_executable(name);
@@ -277,20 +286,25 @@ std::string tail_of(const std::string& path) {
 
 }  // namespace
 
+// stdin and stdout are memfds, not pipes: a daemon the command leaves behind (the launcher's
+// background supervisor) cannot hold us waiting for an EOF.
+UniqueFd memfd(const std::string& content) {
+  UniqueFd fd(::memfd_create("bench", MFD_CLOEXEC));
+  if (!fd) throw_errno("memfd_create");
+  write_all(fd.get(), content.data(), content.size(), "memfd");
+  ::lseek(fd.get(), 0, SEEK_SET);
+  return fd;
+}
+
 void run(const std::vector<std::string>& argv, const RunOptions& o) {
   if (!o.cleanup) check_interrupted();
   asio::io_context ctx;
-  asio::writable_pipe in(ctx);
-  asio::readable_pipe out(ctx);
-  const UniqueFd err = open_log(o.log);
+  const UniqueFd in = memfd(o.input), out = memfd(""), err = open_log(o.log);
   bp::process proc(ctx, executable(argv[0]), std::vector<std::string>(argv.begin() + 1, argv.end()),
-                   bp::process_stdio{in, out, err.get()}, bp::process_start_dir{o.cwd.empty() ? "." : o.cwd},
+                   bp::process_stdio{in.get(), out.get(), err.get()}, bp::process_start_dir{o.cwd.empty() ? "." : o.cwd},
                    OwnGroup{});
   const pid_t pid = proc.id();
-  std::string captured;
   int code = -1;
-  asio::async_write(in, asio::buffer(o.input), [&](auto, auto) { in.close(); });
-  asio::async_read(out, asio::dynamic_buffer(captured), [](auto, auto) {});
   proc.async_wait([&](auto, int exit_code) { code = exit_code; });
   const auto deadline = Clock::now() + o.timeout;
   bool killed = false;
@@ -307,7 +321,11 @@ void run(const std::vector<std::string>& argv, const RunOptions& o) {
     throw Error("'" + text_of(argv) + "' exited with " + std::to_string(code) +
                     (o.log.empty() ? "" : "; its stderr ends: " + tail_of(o.log)), 0);
   }
-  if (o.out != nullptr) *o.out = std::move(captured);
+  if (o.out != nullptr) {
+    o.out->clear();
+    char buffer[65536];
+    for (ssize_t n; (n = ::pread(out.get(), buffer, sizeof buffer, static_cast<off_t>(o.out->size()))) > 0;) o.out->append(buffer, static_cast<std::size_t>(n));
+  }
 }
 
 std::string output_of(const std::vector<std::string>& argv) {
@@ -330,7 +348,7 @@ Daemon::Daemon(const std::vector<std::string>& argv, const std::string& log, int
                          bp::process_stdio{nullptr, nullptr, err.get()}, OwnGroup{}, extra...);
   };
   if (fd >= 0) {
-    start(bp::posix::bind_fd(3, fd));
+    start(FdAt3{fd});
   } else {
     start();
   }
