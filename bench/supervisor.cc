@@ -110,7 +110,7 @@ void timed(const Trip& trip, int rounds, Samples& out) {
 
 void run_rtt(const Config& config, EchoProcess& echo, const std::string& source,
              const std::string& mountpoint, Figures& figures) {
-  const int rounds = config.rounds_or(config.pick(10000, 2000)), warmup = 200, block = 500;
+  const int rounds = config.rounds > 0 ? config.rounds : config.pick(10000, 2000), warmup = 200, block = 500;
   LiveMount mount = LiveMount::directory(source, mountpoint);
   const std::uint32_t worker = mount.ready_pid();
   const Trip status = [&] {

@@ -1,6 +1,6 @@
 // What the bench suites share: interruption, statistics and the figures table, scratch
-// directories and mount points, our mounts (the one place that uses the Supervisor API), child
-// processes (Boost.Process), file readers and walks, drop_caches and /proc readers.
+// directories and mount points, our mounts (the one user of the Supervisor API), child processes
+// (Boost.Process), file readers and walks, drop_caches and /proc readers.
 #pragma once
 
 #include <sys/types.h>
@@ -38,9 +38,7 @@ struct Config {
   int rounds = 0;       // 0: the suite's default
   bool quick = false;   // a smoke test: small sizes, few rounds (the keys keep their names)
   bool on_tmp = false;  // write: /tmp's own file system instead of a fresh ext4
-  [[nodiscard]] int rounds_or(int normal) const {
-    return rounds > 0 ? rounds : quick ? std::min(normal, 2) : normal;
-  }
+  [[nodiscard]] int rounds_or(int normal) const { return rounds > 0 ? rounds : quick ? 2 : normal; }
   template <typename T>
   [[nodiscard]] T pick(T normal, T small) const { return quick ? small : normal; }
 };
