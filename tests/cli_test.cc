@@ -166,6 +166,7 @@ TEST_F(CliTest, TheControlSocketIsPrivateAndChecksItsPeer) {
   // root can become a stranger to try.)
   if (running_as_root()) {
     ASSERT_EQ(::chmod(socket_path.c_str(), 0666), 0);
+    // A raw fork, not a helper program: the child itself is the stranger connecting.
     const pid_t child = ::fork();
     ASSERT_GE(child, 0);
     if (child == 0) {

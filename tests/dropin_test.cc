@@ -540,6 +540,7 @@ class DropinTest : public ::testing::Test {
     const char* err_log = launch->err_log.c_str();
 
     launch->started = Clock::now();
+    // Raw fork/exec on purpose: this plays heddle's own spawn (inherited fds, not closed).
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "heddle/launcher/control_socket.h"
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
 #include "support/child_process.h"
 #include "support/test_support.h"
@@ -612,10 +613,10 @@ TEST_F(FaultMatrix, TwoHundredSpawnStatusUnmountCyclesLeaveNothingBehind) {
   // 190 cycles (a thread stack alone is 8 MiB of address space, tens of KiB resident); malloc
   // arenas and spdlog's registry settle during the warm-up. Measured growth: see the report.
   constexpr long kRssGrowthBoundKib = 4 * 1024;
-  launcher::SupervisorOptions options;
+  launcher::SupervisorOptions options = launcher::LauncherEnvironment::read().supervisor_options();
   options.stop_grace = 500ms;
   const auto request =
-      launcher::MountRequest::directory(tree_->source().string(), tree_->mountpoint().string());
+      ipc::MountSpec::directory(tree_->source().string(), tree_->mountpoint().string());
   const int fds_before = open_fd_count();
   long rss_warm = 0;
   const auto started = Clock::now();

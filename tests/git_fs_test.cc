@@ -33,6 +33,7 @@
 #include "backend.h"
 #include "git/git_fs.h"
 #include "heddle/error.h"
+#include "heddle/process.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::worker {
@@ -70,24 +71,20 @@ std::string git(const std::string& dir) {
          quote(dir) + " ";
 }
 
-void run(const std::string& command) {
-  const int status = std::system(command.c_str());
-  if (status != 0) {
-    throw std::runtime_error("command failed (" + std::to_string(status) + "): " + command);
-  }
-}
-
+// Runs a shell command (the git CLI, cp, chmod), bounded; returns its stdout, trimmed.
 std::string capture(const std::string& command) {
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) throw std::runtime_error("popen failed: " + command);
-  std::string out;
-  char buf[4096];
-  std::size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-  if (::pclose(pipe) != 0) throw std::runtime_error("command failed: " + command);
+  const ProcessResult result =
+      run_process({"/bin/sh", "-c", command}, {}, std::chrono::seconds(120));
+  if (!result.ok()) {
+    throw std::runtime_error("command failed (exit " + std::to_string(result.exit_code) +
+                             "): " + command + "\n" + result.err);
+  }
+  std::string out = result.out;
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
   return out;
 }
+
+void run(const std::string& command) { (void)capture(command); }
 
 void write_file(const std::string& path, std::string_view content, mode_t mode = 0644) {
   const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
@@ -159,7 +156,7 @@ class TempDir {
   ~TempDir() {
     std::error_code ec;
     // Unreadable copies made by a test are made readable again first.
-    std::system(("chmod -R u+rwX " + quote(path_) + " 2>/dev/null").c_str());
+    (void)run_process({"/bin/chmod", "-R", "u+rwX", path_}, {}, std::chrono::seconds(60));
     std::filesystem::remove_all(path_, ec);
   }
   TempDir(const TempDir&) = delete;
@@ -483,6 +480,7 @@ TEST_F(GitFsResolveTest, UnreadableRepositoryNamesTheIdentity) {
 
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
+  // A raw fork, not a helper program: the test subject (open_fs) runs in the child.
   const pid_t pid = ::fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {

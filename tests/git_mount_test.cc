@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "heddle/error.h"
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
 #include "support/child_process.h"
 #include "support/test_support.h"
@@ -17,8 +18,8 @@
 namespace heddle::test {
 namespace {
 
-using launcher::GitSource;
-using launcher::MountRequest;
+using ipc::GitSource;
+using ipc::MountSpec;
 using launcher::Supervisor;
 using namespace std::chrono_literals;
 
@@ -100,10 +101,10 @@ class GitMountTest : public ::testing::Test {
 
   void mount(const fs::path& repository, const std::string& thread,
              std::uint64_t cache = kSmallCache) {
-    launcher::SupervisorOptions options;
+    launcher::SupervisorOptions options = launcher::LauncherEnvironment::read().supervisor_options();
     options.stop_grace = 1000ms;
     supervisor_ = Supervisor::spawn(
-        MountRequest::thread(GitSource{repository.string(), thread, cache},
+        MountSpec::thread(GitSource{repository.string(), thread, cache},
                              tree_->mountpoint().string()),
         options);
   }

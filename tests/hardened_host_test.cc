@@ -216,6 +216,7 @@ class HardenedHostTest : public ::testing::Test {
   // or -1 if it did not finish within `timeout` (it is killed then).
   int in_child_as_user(const std::function<int()>& body,
                        std::chrono::milliseconds timeout = 10s) const {
+    // A raw fork, not a helper program: `body` runs in the child with the user's ids.
     const pid_t child = ::fork();
     if (child < 0) return -1;
     if (child == 0) {

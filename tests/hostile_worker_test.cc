@@ -9,13 +9,14 @@
 #include <thread>
 
 #include "heddle/error.h"
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
 #include "support/test_support.h"
 
 namespace heddle::test {
 namespace {
 
-using launcher::MountRequest;
+using ipc::MountSpec;
 using launcher::Supervisor;
 using launcher::SupervisorOptions;
 using namespace std::chrono_literals;
@@ -53,8 +54,8 @@ class HostileWorkerTest : public ::testing::Test {
     EXPECT_EQ(fuse_fd_count(), 0);
   }
 
-  MountRequest request() const {
-    return MountRequest::directory(tree_->source().string(), tree_->mountpoint().string());
+  MountSpec request() const {
+    return MountSpec::directory(tree_->source().string(), tree_->mountpoint().string());
   }
 
   // A hard copy named hostile-MODE (the sandbox binds the executable's canonical path, so a
@@ -64,7 +65,7 @@ class HostileWorkerTest : public ::testing::Test {
     const fs::path copy = tree_->root() / ("hostile-" + mode);
     fs::copy_file(bin_path("hostile_worker"), copy, fs::copy_options::overwrite_existing);
     fs::permissions(copy, fs::perms(0755));
-    SupervisorOptions options;
+    SupervisorOptions options = launcher::LauncherEnvironment::read().supervisor_options();
     options.worker_binary = copy.string();
     options.handshake_timeout = 5s;
     options.status_timeout = 300ms;

@@ -586,6 +586,7 @@ class OverlayDurability : public ::testing::Test {
 
   // Forks a writer running `body` in the child (which _exits with its return value).
   pid_t fork_writer(const std::function<int()>& body) {
+    // A raw fork, not a helper program: the writer under test is `body`, in the child.
     const pid_t pid = ::fork();
     if (pid < 0) throw std::runtime_error("fork failed");
     if (pid == 0) {

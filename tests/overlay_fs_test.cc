@@ -317,8 +317,9 @@ bool process_gone(pid_t pid) {
 std::string overlay_support_missing() {
   static const std::string missing = [] {
     const CommandResult worker = run_command({bin_path("heddle-fuse-worker"), "--help"}, 10s);
-    if ((worker.out + worker.err).find("--overlay") == std::string::npos) {
-      return std::string("heddle-fuse-worker --help does not mention --overlay");
+    // What to serve comes in the bootstrap document; --help describes its overlay_dir.
+    if ((worker.out + worker.err).find("overlay") == std::string::npos) {
+      return std::string("heddle-fuse-worker --help does not mention an overlay");
     }
     const CommandResult cli = launcher({"--help"}, 10s);
     if ((cli.out + cli.err).find("--overlay-dir") == std::string::npos) {
@@ -1371,6 +1372,7 @@ TEST_F(OverlayPosix, FlockAndPosixLocksConflictAsTheKernelProvides) {
   ASSERT_EQ(::pipe2(ready, O_CLOEXEC), 0);
   ASSERT_EQ(::pipe2(release, O_CLOEXEC), 0);
   const std::string path = m("locked");
+  // A raw fork, not a helper program: the child is the second lock owner under test.
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {

@@ -88,7 +88,7 @@ class OverlayWorkerTest : public ::testing::Test {
     WorkerConfig config;
     config.source = src();
     config.read_only_mount = false;
-    config.extra_args = {"--overlay", overlay_->path().string(), "--owner", "0:0"};
+    config.overlay_dir = overlay_->path();
     auto worker = std::make_unique<UnsandboxedWorker>(std::move(config));
     EXPECT_TRUE(worker->ready());
     return worker;

@@ -19,6 +19,7 @@
 
 #include "clone3.h"
 #include "heddle/error.h"
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
 #include "heddle/sandbox/sandboxed_process.h"
 #include "support/test_support.h"
@@ -80,6 +81,7 @@ Outcome deserialize(const std::string& s) {
 template <typename Body>
 Outcome in_forked_child(Body body, std::chrono::milliseconds timeout = 60s) {
   FdPair report = pipe_pair();
+  // A raw fork, not a helper program: `body` (the clone under test) runs in the child.
   const pid_t child = ::fork();
   if (child < 0) throw_errno("fork");
   if (child == 0) {
@@ -371,22 +373,23 @@ TEST_F(SandboxCloneTest, StrictRefusesWithoutUserNamespacesAndDegradedStillMount
   }
   ScratchTree tree;
   tree.write("file.txt", "degraded but served\n");
-  const auto request = launcher::MountRequest::directory(tree.source().string(),
-                                                         tree.mountpoint().string());
+  const auto request = ipc::MountSpec::directory(tree.source().string(),
+                                                 tree.mountpoint().string());
+  const launcher::SupervisorOptions options = launcher::LauncherEnvironment::read().supervisor_options();
   const Outcome out = in_forked_child([&](Outcome& o) {
     // Docker's way: clone3 is ENOSYS (so glibc's threads fall back to clone), and clone(2) is
     // refused namespace flags.
     install_filter({{"clone3", ENOSYS}, {"clone", EPERM, CLONE_NEWUSER}});
     try {
-      (void)launcher::Supervisor::spawn(request);
+      (void)launcher::Supervisor::spawn(request, options);
     } catch (const Error& e) {
       o.code = e.code();
       o.what = e.what();
       o.hint = e.hint();
     }
-    launcher::SupervisorOptions degraded;
-    degraded.degraded_sandbox = true;
-    auto supervisor = launcher::Supervisor::spawn(request, degraded);
+    ipc::MountSpec degraded = request;
+    degraded.sandbox = ipc::SandboxMode::kDegraded;
+    auto supervisor = launcher::Supervisor::spawn(degraded, options);
     const pid_t worker = supervisor->pid();
     const bool same_userns = ns_link(std::to_string(worker), "user") == ns_link("self", "user");
     const bool confined = proc_status_field(worker, "NoNewPrivs") == "1" &&

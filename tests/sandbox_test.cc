@@ -4,7 +4,10 @@
 #include <unistd.h>
 
 #include <map>
+#include <string>
+#include <vector>
 
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
 #include "heddle/sandbox/facts.h"
 #include "support/test_support.h"
@@ -20,10 +23,10 @@ class SandboxTest : public ::testing::Test {
     HEDDLE_REQUIRE_MOUNT();
     tree_ = std::make_unique<ScratchTree>();
     tree_->write("file.txt", "content\n");
-    launcher::SupervisorOptions options;
+    launcher::SupervisorOptions options = launcher::LauncherEnvironment::read().supervisor_options();
     options.stop_grace = 500ms;
     supervisor_ = launcher::Supervisor::spawn(
-        launcher::MountRequest::directory(tree_->source().string(), tree_->mountpoint().string()),
+        ipc::MountSpec::directory(tree_->source().string(), tree_->mountpoint().string()),
         options);
     proc_ = "/proc/" + std::to_string(supervisor_->pid());
   }
@@ -41,6 +44,24 @@ class SandboxTest : public ::testing::Test {
   std::unique_ptr<launcher::Supervisor> supervisor_;
   std::string proc_;
 };
+
+// What the worker serves, and where, comes in its bootstrap message: its argv, which anyone
+// on the host may read, names no path but its own binary.
+TEST_F(SandboxTest, TheWorkersCommandLineNamesNoSourceAndNoMountpoint) {
+  const std::string cmdline = slurp(proc_ + "/cmdline");
+  std::vector<std::string> argv;
+  for (std::size_t at = 0; at < cmdline.size();) {
+    const std::size_t end = cmdline.find('\0', at);
+    argv.push_back(cmdline.substr(at, end - at));
+    at = end == std::string::npos ? cmdline.size() : end + 1;
+  }
+  ASSERT_EQ(argv.size(), 3u) << cmdline;
+  EXPECT_EQ(argv[1], "--bootstrap-fd");
+  EXPECT_EQ(argv[2], "3");
+  for (const fs::path& path : {tree_->source(), tree_->mountpoint(), tree_->root()}) {
+    EXPECT_EQ(cmdline.find(path.string()), std::string::npos) << path << " in " << cmdline;
+  }
+}
 
 TEST_F(SandboxTest, AllFiveCapabilitySetsAreEmpty) {
   for (const char* set : {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}) {

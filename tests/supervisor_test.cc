@@ -11,13 +11,14 @@
 #include <thread>
 
 #include "heddle/error.h"
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
 #include "support/test_support.h"
 
 namespace heddle::test {
 namespace {
 
-using launcher::MountRequest;
+using ipc::MountSpec;
 using launcher::Supervisor;
 using launcher::SupervisorOptions;
 using namespace std::chrono_literals;
@@ -41,16 +42,17 @@ class SupervisorTest : public ::testing::Test {
     }
   }
 
-  MountRequest request() const {
-    return MountRequest::directory(tree_->source().string(), tree_->mountpoint().string());
+  MountSpec request() const {
+    return MountSpec::directory(tree_->source().string(), tree_->mountpoint().string());
   }
+  // What main() would pass (the sanitizers' options reach the worker), with a short grace.
   static SupervisorOptions fast_options() {
-    SupervisorOptions options;
+    SupervisorOptions options = launcher::LauncherEnvironment::read().supervisor_options();
     options.stop_grace = 500ms;
     return options;
   }
   static void kill_worker(const Supervisor& supervisor) {
-    ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor.exit_fd(), SIGKILL, nullptr, 0), 0);
+    ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor.worker_pidfd(), SIGKILL, nullptr, 0), 0);
   }
 
   std::unique_ptr<ScratchTree> tree_;
@@ -116,7 +118,7 @@ TEST_F(SupervisorTest, StatusTimesOutOnAStoppedWorkerAndRecoversWhenItResumes) {
   options.status_timeout = 300ms;
   auto supervisor = Supervisor::spawn(request(), options);
   const auto signal_worker = [&](int signo) {
-    ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor->exit_fd(), signo, nullptr, 0), 0);
+    ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor->worker_pidfd(), signo, nullptr, 0), 0);
   };
   const ipc::StatusOk before = supervisor->status();
   const auto before_at = std::chrono::steady_clock::now();
@@ -163,13 +165,12 @@ TEST_F(SupervisorTest, DestructionUnmounts) {
 
 TEST_F(SupervisorTest, PanicOnInitFailsSpawnCleanlyAndTheNextSpawnWorks) {
   const int fds_before = open_fd_count();
-  ::setenv(launcher::kPanicOnInitEnv, "1", 1);
+  SupervisorOptions panicking = fast_options();
+  panicking.worker_env.push_back(std::string(launcher::kPanicOnInitEnv) + "=1");
   try {
-    (void)Supervisor::spawn(request(), fast_options());
-    ::unsetenv(launcher::kPanicOnInitEnv);
+    (void)Supervisor::spawn(request(), panicking);
     FAIL() << "spawn should have failed";
   } catch (const Error& e) {
-    ::unsetenv(launcher::kPanicOnInitEnv);
     EXPECT_NE(std::string(e.what()).find("exited before MountReady"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("exit code 101"), std::string::npos) << e.what();
   }
@@ -223,7 +224,7 @@ TEST_F(SupervisorTest, AWorkerIgnoringStopAndSigtermIsKilledAfterTwoGracePeriods
 
 TEST_F(SupervisorTest, SigtermEndsTheWorkerAlthoughItIsPidOneOfItsNamespace) {
   auto supervisor = Supervisor::spawn(request(), fast_options());
-  ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor->exit_fd(), SIGTERM, nullptr, 0), 0);
+  ASSERT_EQ(::syscall(SYS_pidfd_send_signal, supervisor->worker_pidfd(), SIGTERM, nullptr, 0), 0);
   ASSERT_TRUE(eventually([&] { return !supervisor->is_alive(); }));
   ASSERT_TRUE(supervisor->exit_status().has_value());
   EXPECT_TRUE(supervisor->exit_status()->success()) << supervisor->exit_status()->describe();
@@ -234,7 +235,7 @@ TEST_F(SupervisorTest, SigtermEndsTheWorkerAlthoughItIsPidOneOfItsNamespace) {
 TEST_F(SupervisorTest, AMountForAnotherUserIsServedAsThatUserAndUsableByThem) {
   HEDDLE_REQUIRE_ROOT();  // only root may mount for someone else
   constexpr uid_t kUser = 23456;  // needs no passwd entry
-  MountRequest for_user = request();
+  MountSpec for_user = request();
   for_user.uid = kUser;
   for_user.gid = kUser;
   auto supervisor = Supervisor::spawn(for_user, fast_options());
@@ -243,6 +244,7 @@ TEST_F(SupervisorTest, AMountForAnotherUserIsServedAsThatUserAndUsableByThem) {
   ASSERT_TRUE(top.has_value());
   // The user reads through the mount; without allow_other nobody else may, not even root.
   const std::string path = (tree_->mountpoint() / "hello.txt").string();
+  // A raw fork, not a helper program: the child itself is the other user reading.
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
@@ -293,15 +295,15 @@ TEST_F(SupervisorTest, HandshakeTimesOutOnAWorkerThatNeverAnswers) {
 }
 
 TEST_F(SupervisorTest, AMissingWorkerBinaryIsAClearError) {
-  ::setenv(launcher::kWorkerBinaryEnv, "/nonexistent/heddle-fuse-worker", 1);
+  SupervisorOptions options = fast_options();
+  options.worker_binary = "/nonexistent/heddle-fuse-worker";
   try {
-    (void)Supervisor::spawn(request(), fast_options());
+    (void)Supervisor::spawn(request(), options);
     FAIL() << "spawn should have failed";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ENOENT);
     EXPECT_NE(std::string(e.what()).find("/nonexistent/heddle-fuse-worker"), std::string::npos);
   }
-  ::unsetenv(launcher::kWorkerBinaryEnv);
 }
 
 TEST_F(SupervisorTest, ASourceTheWorkerCannotReadIsNamedWithItsIdentity) {

@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -31,6 +30,7 @@
 
 #include "heddle/error.h"
 #include "heddle/ipc/message.h"
+#include "heddle/process.h"
 #include "heddle/unique_fd.h"
 #include "support/unsandboxed_worker.h"
 
@@ -525,6 +525,29 @@ TEST_F(WorkerFsTest, ExpectSandboxRefusesToServeWithCapabilities) {
   EXPECT_TRUE(exited_with(worker.wait_for_exit(milliseconds(5'000)), 1));
 }
 
+// What to serve is the worker's command line in effect: a bootstrap document it cannot take
+// is a MountError naming the problem, and exit 2 as for a usage error.
+TEST_F(WorkerFsTest, ABadBootstrapDocumentIsAMountErrorAndExit2) {
+  const std::pair<std::string, std::string> cases[] = {
+      {"not json", "not JSON"},
+      {R"({"host_pid":7,"test_ignore_stop":false})", "lacks \"spec\""},
+      {R"({"host_pid":7,"test_ignore_stop":false,"spec":{"source":{"kind":"nfs","dir":"/x"},)"
+       R"("mountpoint":"/m","uid":0,"gid":0,"allow_other":false,"sandbox":"none","overlay_dir":""}})",
+       "unknown source kind \"nfs\""},
+  };
+  for (const auto& [payload, expected] : cases) {
+    WorkerConfig config;
+    config.source = src();
+    config.bootstrap_payload = payload;
+    UnsandboxedWorker worker(config);
+    ASSERT_TRUE(worker.first_message().has_value()) << payload;
+    const auto* error = std::get_if<ipc::MountError>(&*worker.first_message());
+    ASSERT_NE(error, nullptr) << "got " << ipc::kind_of(*worker.first_message());
+    EXPECT_NE(error->message.find(expected), std::string::npos) << error->message;
+    EXPECT_TRUE(exited_with(worker.wait_for_exit(milliseconds(5'000)), 2)) << payload;
+  }
+}
+
 // --- scale ---------------------------------------------------------------------------------
 
 // A worker holding an fd per inode dies with EMFILE long before 100k files under the machine's
@@ -615,34 +638,25 @@ TEST_F(WorkerFsTest, WalkingAHundredThousandFilesKeepsTheWorkerFdCountSmall) {
 
 // --- command line (no mount needed) --------------------------------------------------------
 
+// Its exit code, or -1 if it was killed or outlived 10 s.
 int run_worker(const std::vector<std::string>& args) {
   std::vector<std::string> all{HEDDLE_BIN_DIR "/heddle-fuse-worker"};
   all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-  pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) throw Error("posix_spawn heddle-fuse-worker", rc);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return status;
+  return run_process(all, {}, std::chrono::seconds(10)).exit_code;
 }
 
 TEST(WorkerCommandLine, UsageErrorsExitWith2AndHelpWith0) {
-  EXPECT_TRUE(exited_with(run_worker({"--help"}), 0));
-  EXPECT_TRUE(exited_with(run_worker({"--bogus"}), 2));
-  EXPECT_TRUE(exited_with(run_worker({"--dir"}), 2));
-  EXPECT_TRUE(exited_with(run_worker({"--dir", "/x", "--mountpoint", "/y"}), 2));
-  EXPECT_TRUE(exited_with(run_worker({"--dir", "/x", "--mountpoint", "/y", "--bootstrap-fd", "z"}), 2));
+  EXPECT_EQ(run_worker({"--help"}), 0);
+  EXPECT_EQ(run_worker({"--bogus"}), 2);
+  EXPECT_EQ(run_worker({}), 2);
+  EXPECT_EQ(run_worker({"--bootstrap-fd"}), 2);
+  EXPECT_EQ(run_worker({"--bootstrap-fd", "z"}), 2);
+  EXPECT_EQ(run_worker({"--bootstrap-fd", "3", "--bootstrap-fd=3"}), 2);
+  // What to serve never comes as flags.
+  EXPECT_EQ(run_worker({"--dir", "/x", "--mountpoint", "/y", "--bootstrap-fd", "3"}), 2);
   // A bootstrap fd that is not open: logged, exit 1.
-  EXPECT_TRUE(
-      exited_with(run_worker({"--dir", "/x", "--mountpoint", "/y", "--bootstrap-fd", "999"}), 1));
+  EXPECT_EQ(run_worker({"--bootstrap-fd", "999"}), 1);
+  EXPECT_EQ(run_worker({"--bootstrap-fd=999"}), 1);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 
 #include "commands.h"
 #include "heddle/error.h"
+#include "heddle/log_levels.h"
 #include "logging.h"
 
 namespace heddle::launcher {
@@ -184,13 +185,13 @@ std::uint64_t parse_size(const std::string& value) {
   return size;
 }
 
-// --sandbox MODE or --sandbox=MODE; true for degraded.
-bool parse_sandbox_mode(const std::string& flag, Args& args) {
+// --sandbox MODE or --sandbox=MODE.
+ipc::SandboxMode parse_sandbox_mode(const std::string& flag, Args& args) {
   const std::string mode = flag == "--sandbox" ? args.value_of(flag) : flag.substr(10);
   if (mode != "strict" && mode != "degraded") {
     throw UsageError("--sandbox " + mode + ": expected strict or degraded");
   }
-  return mode == "degraded";
+  return mode == "degraded" ? ipc::SandboxMode::kDegraded : ipc::SandboxMode::kStrict;
 }
 
 MountArgs parse_mount(Args& args) {
@@ -221,7 +222,7 @@ MountArgs parse_mount(Args& args) {
       mount.overlay_dir = args.value_of(flag);
       if (mount.overlay_dir.empty()) throw UsageError("--overlay-dir needs a non-empty value");
     } else if (flag == "--sandbox" || flag.starts_with("--sandbox=")) {
-      mount.supervisor.degraded_sandbox = parse_sandbox_mode(flag, args);
+      mount.sandbox = parse_sandbox_mode(flag, args);
     } else if (flag == "--uid") {
       mount.uid = parse_uid(args.value_of(flag));
     } else if (flag == "--gid") {
@@ -263,7 +264,7 @@ SandboxExecArgs parse_sandbox_exec(Args& args) {
     } else if (flag == "--repo-root") {
       exec.repo_root = args.value_of(flag);
     } else if (flag == "--sandbox" || flag.starts_with("--sandbox=")) {
-      exec.supervisor.degraded_sandbox = parse_sandbox_mode(flag, args);
+      exec.sandbox = parse_sandbox_mode(flag, args);
     } else {
       throw UsageError("sandbox-exec: unknown option " + flag + " (the command goes after --)");
     }
@@ -364,8 +365,9 @@ OverlayCommand parse_overlay(Args& args) {
   return overlay;
 }
 
-// Runs a parsed command.
+// Runs a parsed command with the environment main() read.
 struct Dispatch {
+  const LauncherEnvironment& env;
   int operator()(const HelpCommand&) const {
     std::cout << kHelp;
     return 0;
@@ -374,16 +376,20 @@ struct Dispatch {
     std::cout << "heddle-fuse-launcher " << HEDDLE_VERSION << "\n";
     return 0;
   }
-  int operator()(const MountArgs& args) const { return mount_command(args); }
+  int operator()(const MountArgs& args) const { return mount_command(args, env); }
   int operator()(const StatusCommand& args) const {
     return status_command(args.mountpoint, args.json);
   }
-  int operator()(const UnmountCommand& args) const { return unmount_command(args.mountpoint); }
+  int operator()(const UnmountCommand& args) const {
+    return unmount_command(args.mountpoint, env);
+  }
   int operator()(const ListCommand& args) const { return list_command(args.json); }
-  int operator()(const DropInArgs& args) const { return dropin_command(args); }
-  int operator()(const DoctorCommand& args) const { return doctor_command(args.json); }
-  int operator()(const SandboxExecArgs& args) const { return sandbox_exec_command(args); }
-  int operator()(const DemoCommand&) const { return demo_command(); }
+  int operator()(const DropInArgs& args) const { return dropin_command(args, env); }
+  int operator()(const DoctorCommand& args) const { return doctor_command(args.json, env); }
+  int operator()(const SandboxExecArgs& args) const {
+    return sandbox_exec_command(args, env);
+  }
+  int operator()(const DemoCommand&) const { return demo_command(env); }
   int operator()(const OverlayCommand& args) const { return overlay_command(args); }
 };
 
@@ -447,12 +453,15 @@ ParsedCli parse_cli(std::span<char*> argv) {
   return ParsedCli{parse_command(args), verbosity};
 }
 
-int run_cli(int argc, char** argv) {
+int run_cli(int argc, char** argv, LauncherEnvironment env) {
   const std::span<char*> args(argv + 1, static_cast<std::size_t>(argc > 0 ? argc - 1 : 0));
   try {
     const ParsedCli cli = parse_cli(args);
-    configure_logging(cli.verbosity);
-    return std::visit(Dispatch{}, cli.command);
+    // -v/-q win over HEDDLE_FUSE_LOG, for the worker too.
+    if (const std::string level = configure_logging(cli.verbosity); !level.empty()) {
+      env.set_worker_variable(kLogEnv, level);
+    }
+    return std::visit(Dispatch{env}, cli.command);
   } catch (const UsageError& e) {
     std::cerr << "heddle-fuse-launcher: " << e.what() << "\n" << kUsageLine << "\n";
     return 2;

@@ -44,6 +44,6 @@ struct ParsedCli {
 [[nodiscard]] ParsedCli parse_cli(std::span<char*> args);
 
 // Parses argv and runs the command: 0 success, 1 failure, 2 usage error.
-int run_cli(int argc, char** argv);
+int run_cli(int argc, char** argv, LauncherEnvironment env);
 
 }  // namespace heddle::launcher

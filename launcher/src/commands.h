@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "heddle/ipc/mount_spec.h"
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
 
 namespace heddle::launcher {
@@ -32,7 +34,7 @@ struct MountArgs {
   std::string overlay_dir;   // --overlay-dir DIR (implies --overlay)
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
-  SupervisorOptions supervisor;  // --sandbox=degraded
+  ipc::SandboxMode sandbox = ipc::SandboxMode::kStrict;  // --sandbox=strict|degraded
 
   // A thread is writable unless --read-only; a directory only with --overlay(-dir).
   [[nodiscard]] bool writable() const {
@@ -44,7 +46,7 @@ struct SandboxExecArgs {
   std::string dir;        // bind this source, as a --dir worker gets it, or
   std::string repo_root;  // the git paths a --repo-root worker gets
   std::vector<std::string> command;
-  SupervisorOptions supervisor;  // --sandbox=degraded
+  ipc::SandboxMode sandbox = ipc::SandboxMode::kStrict;  // --sandbox=strict|degraded
 };
 
 // heddle's worker argv: --repo-root R --thread-id T --mountpoint M --ipc-fd N, any order.
@@ -55,16 +57,13 @@ struct DropInArgs {
   int ipc_fd = -1;
 };
 
-// An existing directory, canonical; `role` names it in the error.
-[[nodiscard]] std::string canonical_source(const std::string& path, const char* role);
-
 // Canonical paths, the identity, and the checks that give clear errors before mounting.
-[[nodiscard]] MountRequest prepare_mount(const MountArgs& args);
+[[nodiscard]] ipc::MountSpec prepare_mount(const MountArgs& args);
 // The mountpoint's canonical form, found without touching the mount itself (a dead FUSE
 // mount answers ENOTCONN, a stuck one hangs).
 [[nodiscard]] std::string canonical_mountpoint(const std::string& path);
 
-int mount_command(const MountArgs& args);
+int mount_command(const MountArgs& args, const LauncherEnvironment& env);
 // overlay list [--json] | show MP-or-KEY [--json] | discard MP-or-KEY
 struct OverlayCommand {
   enum class Action { kList, kShow, kDiscard };
@@ -79,11 +78,11 @@ int status_command(const std::string& mountpoint, bool json);
 int list_command(bool json);
 // Serves heddle's supervisor on args.ipc_fd as its worker would, with a sandboxed worker
 // of ours behind it.
-int dropin_command(const DropInArgs& args);
-int unmount_command(const std::string& mountpoint);
-int demo_command();
-int doctor_command(bool json);
+int dropin_command(const DropInArgs& args, const LauncherEnvironment& env);
+int unmount_command(const std::string& mountpoint, const LauncherEnvironment& env);
+int demo_command(const LauncherEnvironment& env);
+int doctor_command(bool json, const LauncherEnvironment& env);
 // Runs the command in a worker's sandbox; returns its exit code (128 + signal if killed).
-int sandbox_exec_command(const SandboxExecArgs& args);
+int sandbox_exec_command(const SandboxExecArgs& args, const LauncherEnvironment& env);
 
 }  // namespace heddle::launcher

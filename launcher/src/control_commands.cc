@@ -74,7 +74,7 @@ nlohmann::ordered_json list_entry(const std::string& socket) {
       if (extra.contains(key)) entry[key] = extra[key];
     }
   } catch (const Error& e) {
-    if (e.attempt().starts_with("connect") && e.code() == ECONNREFUSED) {
+    if (e.kind() == ErrorKind::kConnect && e.code() == ECONNREFUSED) {
       // Its supervisor died without removing it (SIGKILL; the guard removes the mount).
       ::unlink(socket.c_str());
       spdlog::debug("removed stale control socket {}", socket);
@@ -150,10 +150,10 @@ int status_command(const std::string& path, bool json) {
   return 0;
 }
 
-int unmount_command(const std::string& path) {
+int unmount_command(const std::string& path, const LauncherEnvironment& env) {
   const std::string mountpoint = canonical_mountpoint(path);
   // Stop, then up to two grace periods of escalation, then the unmount itself.
-  const auto timeout = 3 * stop_grace_from_env() + std::chrono::milliseconds(10000);
+  const auto timeout = 3 * env.stop_grace + std::chrono::milliseconds(10000);
   try {
     const ipc::Message reply = control_request(mountpoint, ipc::Stop{}, timeout);
     if (!std::holds_alternative<ipc::Stopping>(reply)) throw_reply_error(reply);

@@ -46,7 +46,7 @@ UniqueFd connect_to(const std::string& path) {
   if (!fd) throw_errno("socket");
   const sockaddr_un address = socket_address(path);
   if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
-    throw_errno("connect to " + path);
+    throw Error(ErrorKind::kConnect, "connect to " + path, errno);
   }
   return fd;
 }
@@ -190,7 +190,7 @@ ipc::Message control_request(const std::string& mountpoint, const ipc::Message& 
   try {
     return control_request_at(path, request, timeout);
   } catch (const Error& e) {
-    if (e.attempt().starts_with("connect") && (e.code() == ENOENT || e.code() == ECONNREFUSED)) {
+    if (e.kind() == ErrorKind::kConnect && (e.code() == ENOENT || e.code() == ECONNREFUSED)) {
       throw Error("no heddle mount supervisor for " + mountpoint, e.code(),
                   "nothing is mounted there by heddle-fuse-launcher (no live socket " + path + ")");
     }

@@ -76,7 +76,7 @@ char type_of(const fs::directory_entry& entry) {
 
 }  // namespace
 
-int demo_command() {
+int demo_command(const LauncherEnvironment& env) {
   ScratchDir scratch;
   const fs::path source = scratch.path() / "source";
   const fs::path mountpoint = scratch.path() / "mnt";
@@ -87,7 +87,7 @@ int demo_command() {
   MountArgs args;
   args.dir = source.string();
   args.mountpoint = mountpoint.string();
-  auto supervisor = Supervisor::spawn(prepare_mount(args));
+  auto supervisor = Supervisor::spawn(prepare_mount(args), env.supervisor_options());
   std::cout << "== mounted " << source.string() << " at " << mountpoint.string()
             << " (sandboxed worker pid " << supervisor->pid() << ")\n";
 

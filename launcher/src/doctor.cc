@@ -39,13 +39,9 @@ CheckResult run_check(const std::string& name, bool blocking,
     result.detail = check();
   } catch (const Error& e) {
     result.outcome = blocking ? Outcome::kFail : Outcome::kWarn;
-    result.detail = e.what();
+    result.detail = e.message();  // the hint is printed on its own line
     result.error = e.code();
     result.fix = e.hint();
-    // The hint is printed on its own line; keep the detail to what happened.
-    if (const auto at = result.detail.find("; hint: "); at != std::string::npos) {
-      result.detail.resize(at);
-    }
   } catch (const std::exception& e) {
     result.outcome = blocking ? Outcome::kFail : Outcome::kWarn;
     result.detail = e.what();
@@ -56,9 +52,9 @@ CheckResult run_check(const std::string& name, bool blocking,
 // The whole sandbox, for real: the worker binary is launched in it with --help and must
 // exit 0. This is the check that sees clone3, user namespaces, id maps, LSM restrictions,
 // mount_setattr and seccomp as the worker will.
-std::string probe_sandbox() {
+std::string probe_sandbox(const std::string& worker_binary) {
   sandbox::SandboxSpec spec;
-  spec.executable = resolve_worker_binary();
+  spec.executable = resolve_worker_binary(worker_binary);
   spec.argv = {spec.executable, "--help"};
   const WorkerIdentity identity = choose_worker_identity(::getuid(), ::getgid(), {}, true);
   spec.uid = identity.uid;
@@ -141,7 +137,7 @@ const char* label(Outcome outcome) {
 
 }  // namespace
 
-int doctor_command(bool json) {
+int doctor_command(bool json, const LauncherEnvironment& env) {
   std::vector<CheckResult> results;
   results.push_back(run_check("fuse device", true, [] {
     require_fuse_device();
@@ -153,8 +149,10 @@ int doctor_command(bool json) {
   }));
   results.push_back(run_check("mount method", true, check_mount_method));
   results.push_back(run_check("user namespaces", true, check_userns_sysctls));
-  results.push_back(run_check("worker binary", true, [] { return resolve_worker_binary(); }));
-  results.push_back(run_check("sandbox probe", true, probe_sandbox));
+  results.push_back(run_check("worker binary", true,
+                              [&] { return resolve_worker_binary(env.worker_binary); }));
+  results.push_back(run_check("sandbox probe", true,
+                              [&] { return probe_sandbox(env.worker_binary); }));
   results.push_back(run_check("allow_other", false, check_allow_other));
   results.push_back(run_check("runtime directory", true, check_runtime_dir));
 

@@ -12,6 +12,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/launcher/overlay_dir.h"
+#include "heddle/launcher/source_kinds.h"
 #include "supervision.h"
 
 namespace heddle::launcher {
@@ -72,7 +73,7 @@ bool answer_heddle(int ipc, Supervisor& supervisor, const DropInArgs& args) {
 
 }  // namespace
 
-int dropin_command(const DropInArgs& args) {
+int dropin_command(const DropInArgs& args, const LauncherEnvironment& env) {
   const UniqueFd ipc = take_ipc_fd(args.ipc_fd);
   const StopSignals signals;
   std::unique_ptr<ControlServer> server;
@@ -83,11 +84,11 @@ int dropin_command(const DropInArgs& args) {
     mount.repo_root = args.repo_root;
     mount.thread_id = args.thread_id;
     mount.mountpoint = args.mountpoint;
-    const MountRequest request = prepare_mount(mount);
+    const ipc::MountSpec request = prepare_mount(mount);
     overlay_dir = request.overlay_dir;
     // `list`, `status` and `unmount` see this mount as any other.
     server = std::make_unique<ControlServer>(control_socket_path(request.mountpoint));
-    supervisor = Supervisor::spawn(request);
+    supervisor = Supervisor::spawn(request, env.supervisor_options());
   } catch (const Error& e) {
     server.reset();
     if (!overlay_dir.empty()) forget_unused_overlay(overlay_dir);
@@ -97,13 +98,13 @@ int dropin_command(const DropInArgs& args) {
   }
   send(ipc.get(), ipc::MountReady{static_cast<std::uint32_t>(::getpid()), args.mountpoint});
   spdlog::info("serving {} at {} for heddle (worker pid {}), changes in {}",
-               supervisor->request().source_label(), args.mountpoint, supervisor->pid(),
-               supervisor->request().overlay_dir);
+               source_label(supervisor->spec().source), args.mountpoint, supervisor->pid(),
+               supervisor->spec().overlay_dir);
 
   bool failed = false;
   for (bool done = false; !done;) {
     pollfd fds[4] = {{ipc.get(), POLLIN, 0}, {signals.fd(), POLLIN, 0},
-                     {supervisor->exit_fd(), POLLIN, 0}, {server->fd(), POLLIN, 0}};
+                     {supervisor->ended_fd(), POLLIN, 0}, {server->fd(), POLLIN, 0}};
     if (::poll(fds, 4, -1) < 0) {
       if (errno == EINTR) continue;
       throw_errno("poll");

@@ -6,7 +6,7 @@
 #include <sys/socket.h>
 
 #include "heddle/error.h"
-#include "heddle/host_command.h"
+#include "heddle/process.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/launcher/host_checks.h"
 #include "heddle/launcher/mountinfo.h"
@@ -80,29 +80,36 @@ void FuseMount::mount_with_fusermount(const FuseMountOptions& options) {
   require_fuse_device();
   if (options.allow_other && ::geteuid() != 0) require_user_allow_other();
 
+  // fusermount3 adds rootmode, user_id and group_id itself, always for the real uid.
+  std::string mount_options = std::string(options.writable ? "" : "ro,") +
+                              "nosuid,nodev,default_permissions,subtype=heddle,fsname=" +
+                              escape_option_value(options.source);
+  if (options.allow_other) mount_options += ",allow_other";
+  device_ = mount_through_helper(helper, mount_options, mountpoint_);
+}
+
+UniqueFd mount_through_helper(const std::string& helper, const std::string& mount_options,
+                              const std::string& mountpoint) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     throw_errno("socketpair for " + helper);
   }
   const UniqueFd ours(fds[0]);
   UniqueFd theirs(fds[1]);
-  // fusermount3 adds rootmode, user_id and group_id itself, always for the real uid.
-  std::string mount_options = std::string(options.writable ? "" : "ro,") +
-                              "nosuid,nodev,default_permissions,subtype=heddle,fsname=" +
-                              escape_option_value(options.source);
-  if (options.allow_other) mount_options += ",allow_other";
-  const HostCommandResult result =
-      run_host_command({helper, "-o", mount_options, "--", mountpoint_},
-                       {"_FUSE_COMMFD=" + std::to_string(theirs.get())}, theirs.get());
+  ProcessOptions process;
+  process.env = {"_FUSE_COMMFD=" + std::to_string(theirs.get())};
+  process.fds = {{theirs.get(), theirs.get()}};
+  const ProcessResult result =
+      run_host_command({helper, "-o", mount_options, "--", mountpoint}, process);
   theirs.reset();  // so a helper that sent nothing reads as EOF, not as a wait
   if (!result.ok()) {
-    throw Error(helper + " could not mount " + mountpoint_ + ": " + result.output,
-                errno_in(result.output),
+    throw Error(helper + " could not mount " + mountpoint + ": " + result.out,
+                errno_in(result.out),
                 "see " + helper + "'s message; `heddle-fuse-launcher doctor` checks this host");
   }
   // It sent the connection before exiting; the message waits in our end of the socket.
   ipc::ReceivedFds received = ipc::receive_fds(ours.get(), 1, 1, std::chrono::milliseconds(1000));
-  device_ = std::move(received.fds.at(0));
+  return std::move(received.fds.at(0));
 }
 
 UniqueFd FuseMount::take_device() { return std::move(device_); }
@@ -132,9 +139,9 @@ void detach_mount(const std::string& mountpoint) {
     if (errno != EPERM) throw_errno("unmount " + mountpoint);
   }
   const std::string helper = require_fusermount();
-  const HostCommandResult result = run_host_command({helper, "-u", "-z", "--", mountpoint});
+  const ProcessResult result = run_host_command({helper, "-u", "-z", "--", mountpoint});
   if (!result.ok()) {
-    throw Error(helper + " -u -z " + mountpoint + ": " + result.output, errno_in(result.output));
+    throw Error(helper + " -u -z " + mountpoint + ": " + result.out, errno_in(result.out));
   }
 }
 

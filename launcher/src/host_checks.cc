@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "heddle/error.h"
-#include "heddle/host_command.h"
+#include "heddle/process.h"
 #include "heddle/launcher/mountinfo.h"
 
 namespace heddle::launcher {

@@ -65,7 +65,7 @@ bool stderr_is_journal() {
   return ::fstat(STDERR_FILENO, &st) == 0 && st.st_dev == device && st.st_ino == inode;
 }
 
-void configure_logging(int verbosity) {
+std::string configure_logging(int verbosity) {
   std::vector<spdlog::sink_ptr> sinks;
   if (stderr_is_journal()) {
     sinks.push_back(journal_sink());
@@ -76,15 +76,13 @@ void configure_logging(int verbosity) {
   }
   install(std::move(sinks));
   apply_log_levels_from_env();
-  if (verbosity != 0) {
-    // -v/-q win over the variable, for the worker too: it inherits the variable.
-    const auto level = static_cast<spdlog::level::level_enum>(
-        std::clamp(static_cast<int>(spdlog::level::info) - verbosity,
-                   static_cast<int>(spdlog::level::trace), static_cast<int>(spdlog::level::err)));
-    spdlog::set_level(level);
-    const auto name = spdlog::level::to_string_view(level);
-    ::setenv(kLogEnv, std::string(name.data(), name.size()).c_str(), 1);
-  }
+  if (verbosity == 0) return {};
+  const auto level = static_cast<spdlog::level::level_enum>(
+      std::clamp(static_cast<int>(spdlog::level::info) - verbosity,
+                 static_cast<int>(spdlog::level::trace), static_cast<int>(spdlog::level::err)));
+  spdlog::set_level(level);
+  const auto name = spdlog::level::to_string_view(level);
+  return std::string(name.data(), name.size());
 }
 
 void log_to_file(const std::string& path, bool journal) {

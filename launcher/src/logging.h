@@ -7,8 +7,9 @@
 namespace heddle::launcher {
 
 // The level is HEDDLE_FUSE_LOG in spdlog's syntax (default info), or info moved by `verbosity`
-// (-v/-q) if nonzero, which then also replaces HEDDLE_FUSE_LOG for the worker.
-void configure_logging(int verbosity);
+// (-v/-q) if nonzero. Returns the level -v/-q chose ("debug"), which then replaces
+// HEDDLE_FUSE_LOG for the worker too, or empty.
+[[nodiscard]] std::string configure_logging(int verbosity);
 
 // True when stderr is connected to systemd-journald ($JOURNAL_STREAM names its device:inode).
 [[nodiscard]] bool stderr_is_journal();

@@ -1,3 +1,7 @@
 #include "cli.h"
 
-int main(int argc, char** argv) { return heddle::launcher::run_cli(argc, argv); }
+// The environment is read here, once; everything below gets it as settings.
+int main(int argc, char** argv) {
+  using namespace heddle::launcher;
+  return run_cli(argc, argv, LauncherEnvironment::read());
+}

@@ -15,28 +15,16 @@
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/launcher/control_socket.h"
-#include "heddle/launcher/git_layout.h"
 #include "heddle/launcher/host_checks.h"
 #include "heddle/launcher/mountinfo.h"
 #include "heddle/launcher/overlay_dir.h"
+#include "heddle/launcher/source_kinds.h"
 #include "heddle/launcher/worker_identity.h"
 #include "logging.h"
 #include "supervision.h"
 
 namespace heddle::launcher {
 namespace fs = std::filesystem;
-namespace {
-
-}  // namespace
-
-std::string canonical_source(const std::string& path, const char* role) {
-  std::error_code ec;
-  const fs::path canonical = fs::canonical(path, ec);
-  if (ec) throw Error(std::string(role) + " " + path, ec.value());
-  if (!fs::is_directory(canonical, ec)) throw Error(std::string(role) + " " + path, ENOTDIR);
-  return canonical.string();
-}
-
 namespace {
 
 std::string ready_text(const Supervisor& supervisor, bool json) {
@@ -46,31 +34,31 @@ std::string ready_text(const Supervisor& supervisor, bool json) {
     body["guard_pid"] = supervisor.guard_pid();
     return body.dump() + "\n";
   }
-  const MountRequest& request = supervisor.request();
-  return "mounted " + request.source_label() + " at " + supervisor.ready().mount_path +
+  const ipc::MountSpec& request = supervisor.spec();
+  return "mounted " + source_label(request.source) + " at " + supervisor.ready().mount_path +
          (request.writable() ? " read-write, changes in " + request.overlay_dir : " read-only") +
          " (worker pid " + std::to_string(supervisor.pid()) + ", supervisor pid " +
          std::to_string(::getpid()) + ")\n";
 }
 
-// The supervising process's main loop: control requests, stop signals, worker exit.
+// The supervising process's main loop: control requests, stop signals, the mount's end.
 int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& signals) {
   for (;;) {
     pollfd fds[3] = {{server.fd(), POLLIN, 0}, {signals.fd(), POLLIN, 0},
-                     {supervisor.exit_fd(), POLLIN, 0}};
+                     {supervisor.ended_fd(), POLLIN, 0}};
     if (::poll(fds, 3, -1) < 0) {
       if (errno == EINTR) continue;
       throw_errno("poll");
     }
     if (fds[2].revents != 0) {
       supervisor.unmount();
-      spdlog::error("the mount at {} ended: {}; mount removed", supervisor.request().mountpoint,
+      spdlog::error("the mount at {} ended: {}; mount removed", supervisor.spec().mountpoint,
                     supervisor.exit_cause());
       return 1;
     }
     if (fds[1].revents != 0) {
       spdlog::info("signal {} received; unmounting {}", signals.take(),
-                   supervisor.request().mountpoint);
+                   supervisor.spec().mountpoint);
       supervisor.unmount();
       return 0;
     }
@@ -89,7 +77,8 @@ void write_all(int fd, const std::string& text) {
 
 // Mounts and supervises in this process. The first line of output ("0..." ready or
 // "1..." error) goes to `report_fd`, which is then closed, or to stdout/stderr if -1.
-int run_supervisor(const MountRequest& request, const MountArgs& args, int report_fd) {
+int run_supervisor(const ipc::MountSpec& request, const MountArgs& args,
+                   const SupervisorOptions& options, int report_fd) {
   const auto report = [&](bool ok, const std::string& text) {
     if (report_fd < 0) {
       (ok ? std::cout : std::cerr) << text << std::flush;
@@ -103,7 +92,7 @@ int run_supervisor(const MountRequest& request, const MountArgs& args, int repor
   StopSignals signals;
   try {
     server = std::make_unique<ControlServer>(control_socket_path(request.mountpoint));
-    supervisor = Supervisor::spawn(request, args.supervisor);
+    supervisor = Supervisor::spawn(request, options);
   } catch (const Error& e) {
     server.reset();  // gone before the caller hears of the failure
     if (request.writable()) forget_unused_overlay(request.overlay_dir);
@@ -115,13 +104,16 @@ int run_supervisor(const MountRequest& request, const MountArgs& args, int repor
 }
 
 // Leaves a background supervisor (double fork, setsid) and relays its first line.
-int run_in_background(const MountRequest& request, const MountArgs& args) {
+int run_in_background(const ipc::MountSpec& request, const MountArgs& args,
+                      const SupervisorOptions& options) {
   const std::string log_path = supervisor_log_path(request.mountpoint);
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("pipe2");
   UniqueFd report_read(pipe_fds[0]);
   UniqueFd report_write(pipe_fds[1]);
   std::fflush(nullptr);
+  // Raw fork, not Boost.Process: the daemon is this very process (no exec) going on as the
+  // background supervisor.
   const pid_t child = ::fork();
   if (child < 0) throw_errno("fork");
   if (child == 0) {
@@ -143,7 +135,7 @@ int run_in_background(const MountRequest& request, const MountArgs& args) {
     int code = 1;
     try {
       log_to_file(log_path, journal);
-      code = run_supervisor(request, args, report_write.release());
+      code = run_supervisor(request, args, options, report_write.release());
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }
@@ -197,19 +189,18 @@ std::string canonical_mountpoint(const std::string& path) {
   }
 }
 
-MountRequest prepare_mount(const MountArgs& args) {
-  MountRequest request;
-  // What the worker will read. For a thread that is the git dir and its kin, not the work
-  // tree: heddle mounts threads inside the work tree (.heddle/threads/...).
-  std::vector<std::string> read_paths;
+ipc::MountSpec prepare_mount(const MountArgs& args) {
+  ipc::MountSpec request;
   if (!args.repo_root.empty()) {
-    request.git = GitSource{canonical_source(args.repo_root, "repository"), args.thread_id};
-    if (args.cache_bytes) request.git->cache_bytes = *args.cache_bytes;
-    read_paths = git_paths_to_bind(request.git->repo_root);
+    ipc::GitSource git{args.repo_root, args.thread_id};
+    if (args.cache_bytes) git.cache_bytes = *args.cache_bytes;
+    request.source = git;
   } else {
-    request.source_dir = canonical_source(args.dir, "source directory");
-    read_paths = {request.source_dir};
+    request.source = ipc::DirSource{args.dir};
   }
+  request.source = canonical(request.source);
+  request.sandbox = args.sandbox;
+  const std::vector<std::string> read_paths = source_binds(request.source);
   request.mountpoint = canonical_mountpoint(args.mountpoint);
   if (is_stale_heddle_mount(request.mountpoint)) {
     detach_mount(request.mountpoint);
@@ -234,12 +225,10 @@ MountRequest prepare_mount(const MountArgs& args) {
   }
   if (args.writable()) {
     // The worker writes the overlay: never inside what it serves, the repository or the mount.
+    const OverlaySource source = overlay_source(request.source);
     std::vector<std::string> forbidden = read_paths;
-    if (request.git) forbidden.push_back(request.git->repo_root);
+    forbidden.push_back(source.source);  // a repository's work tree, beyond its git dir
     forbidden.push_back(request.mountpoint);
-    const OverlaySource source = request.git
-                                     ? OverlaySource{request.git->repo_root, request.git->thread}
-                                     : OverlaySource{request.source_dir, ""};
     const WorkerIdentity worker = choose_worker_identity(request.uid, request.gid, {}, false, true);
     request.overlay_dir =
         prepare_overlay_dir(args.overlay_dir, source, forbidden, worker.uid, worker.gid);
@@ -247,9 +236,11 @@ MountRequest prepare_mount(const MountArgs& args) {
   return request;
 }
 
-int mount_command(const MountArgs& args) {
-  const MountRequest request = prepare_mount(args);
-  return args.foreground ? run_supervisor(request, args, -1) : run_in_background(request, args);
+int mount_command(const MountArgs& args, const LauncherEnvironment& env) {
+  const ipc::MountSpec request = prepare_mount(args);
+  const SupervisorOptions options = env.supervisor_options();
+  return args.foreground ? run_supervisor(request, args, options, -1)
+                         : run_in_background(request, args, options);
 }
 
 }  // namespace heddle::launcher

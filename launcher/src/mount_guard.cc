@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "heddle/error.h"
-#include "heddle/host_command.h"
+#include "heddle/process.h"
 #include "heddle/sandbox/sandboxed_process.h"
 
 namespace heddle::launcher {
@@ -44,11 +44,16 @@ std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
   }
   UniqueFd ours(fds[0]);
   const UniqueFd theirs(fds[1]);
-  const pid_t pid = spawn_host_process(
-      {binary, "--fd", std::to_string(theirs.get()), "--mountpoint", mountpoint, "--device",
-       std::to_string(major) + ":" + std::to_string(minor), "--supervisor-pid",
-       std::to_string(::getpid())},
-      {}, -1, theirs.get());
+  // It lives as long as the mount; await_armed and disarm bound its start and its end.
+  ProcessOptions options;
+  options.output = ProcessOptions::Output::kInherit;
+  options.fds = {{theirs.get(), theirs.get()}};
+  const pid_t pid =
+      Process({binary, "--fd", std::to_string(theirs.get()), "--mountpoint", mountpoint,
+               "--device", std::to_string(major) + ":" + std::to_string(minor),
+               "--supervisor-pid", std::to_string(::getpid())},
+              options)
+          .release();
   // Our own unreaped child: its pid cannot have been recycled yet.
   UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
   std::unique_ptr<MountGuard> guard(new MountGuard(pid, binary, std::move(pidfd), std::move(ours)));

@@ -1,8 +1,10 @@
 #include "heddle/launcher/mountinfo.h"
 
 #include <cerrno>
+#include <charconv>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "heddle/error.h"
 
@@ -36,8 +38,16 @@ std::optional<MountEntry> parse_line(const std::string& line) {
   if (!(in >> entry.id >> entry.parent_id >> dev >> root >> mount_point)) return std::nullopt;
   const auto colon = dev.find(':');
   if (colon == std::string::npos) return std::nullopt;
-  entry.major = static_cast<unsigned>(std::stoul(dev.substr(0, colon)));
-  entry.minor = static_cast<unsigned>(std::stoul(dev.substr(colon + 1)));
+  // A malformed device number skips the line, as any other malformed field does.
+  const auto number = [](std::string_view text, unsigned& out) {
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
+    return ec == std::errc() && end == text.data() + text.size();
+  };
+  const std::string_view device(dev);
+  if (!number(device.substr(0, colon), entry.major) ||
+      !number(device.substr(colon + 1), entry.minor)) {
+    return std::nullopt;
+  }
   entry.mount_point = unescape(mount_point);
   // Optional fields run up to a lone "-", then fstype and source.
   for (std::string word; in >> word;) {

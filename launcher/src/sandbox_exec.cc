@@ -6,22 +6,24 @@
 
 #include "commands.h"
 #include "heddle/error.h"
-#include "heddle/host_command.h"
-#include "heddle/launcher/git_layout.h"
+#include "heddle/process.h"
+#include "heddle/launcher/source_kinds.h"
 #include "heddle/sandbox/sandboxed_process.h"
 
 namespace heddle::launcher {
 
-int sandbox_exec_command(const SandboxExecArgs& args) {
-  MountRequest request;
+int sandbox_exec_command(const SandboxExecArgs& args, const LauncherEnvironment& env) {
+  ipc::MountSpec mount;
+  // No source: DirSource{""}, which binds nothing.
   if (!args.repo_root.empty()) {
-    request.git = GitSource{canonical_source(args.repo_root, "repository"), ""};
+    mount.source = canonical(ipc::GitSource{args.repo_root, ""});
   } else if (!args.dir.empty()) {
-    request.source_dir = canonical_source(args.dir, "source directory");
+    mount.source = canonical(ipc::DirSource{args.dir});
   }
-  request.uid = ::getuid();
-  request.gid = ::getgid();
-  sandbox::SandboxSpec spec = worker_sandbox(request, args.supervisor);
+  mount.uid = ::getuid();
+  mount.gid = ::getgid();
+  mount.sandbox = args.sandbox;
+  sandbox::SandboxSpec spec = worker_sandbox(mount, env.supervisor_options());
   const std::string& command = args.command.at(0);
   spec.executable = command.find('/') != std::string::npos ? command : find_on_path(command);
   if (spec.executable.empty()) {

@@ -6,6 +6,7 @@
 
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/launcher/source_kinds.h"
 
 namespace heddle::launcher {
 namespace {
@@ -15,11 +16,10 @@ constexpr std::chrono::milliseconds kControlReadTimeout{5000};
 ipc::Message answer_status(Supervisor& supervisor) {
   try {
     ipc::StatusOk status = supervisor.status();
-    const MountRequest& request = supervisor.request();
+    const ipc::MountSpec& request = supervisor.spec();
     status.extra["supervisor_pid"] = ::getpid();
     status.extra["guard_pid"] = supervisor.guard_pid();
-    status.extra["source"] = request.git ? request.git->repo_root : request.source_dir;
-    if (request.git) status.extra["thread"] = request.git->thread;
+    add_source_status(request.source, status.extra);
     // The request decides, whatever the worker says; the overlay's size is the client's to walk.
     status.extra["writable"] = request.writable();
     if (request.writable()) {
@@ -75,7 +75,7 @@ bool handle_control(Supervisor& supervisor, ControlServer& server) {
   if (std::holds_alternative<ipc::Status>(*request)) {
     reply = answer_status(supervisor);
   } else if (std::holds_alternative<ipc::Stop>(*request)) {
-    spdlog::info("unmount requested for {}", supervisor.request().mountpoint);
+    spdlog::info("unmount requested for {}", supervisor.spec().mountpoint);
     supervisor.unmount();
     reply = ipc::Stopping{};
     stop = true;

@@ -3,25 +3,24 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
-#include <cstdlib>
+#include <cstring>
 
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
-#include "heddle/launcher/git_layout.h"
+#include "heddle/launcher/source_kinds.h"
 #include "heddle/launcher/worker_identity.h"
 
 namespace heddle::launcher {
 namespace {
 
 using std::chrono::milliseconds;
-
-constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, kHoldReadyEnv, "ASAN_OPTIONS",
-                                      "UBSAN_OPTIONS", "TSAN_OPTIONS", "LSAN_OPTIONS"};
 
 struct SocketPair {
   UniqueFd ours;
@@ -36,26 +35,12 @@ SocketPair make_socketpair(const char* what) {
   return SocketPair{UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-sandbox::SandboxSpec worker_spec(const MountRequest& request, const SupervisorOptions& options,
+// The worker's argv names no path: what it serves comes in the bootstrap message.
+sandbox::SandboxSpec worker_spec(const ipc::MountSpec& mount, const SupervisorOptions& options,
                                  int bootstrap_fd, int lock_fd, int output_fd) {
-  sandbox::SandboxSpec spec = worker_sandbox(request, options);
-  const std::string& binary = options.worker_binary;
-  spec.executable = binary;
-  spec.argv = {binary};
-  if (request.git) {
-    spec.argv.insert(spec.argv.end(),
-                     {"--repo-root", request.git->repo_root, "--thread-id", request.git->thread,
-                      "--cache-bytes", std::to_string(request.git->cache_bytes)});
-  } else {
-    spec.argv.insert(spec.argv.end(), {"--dir", request.source_dir});
-  }
-  spec.argv.insert(spec.argv.end(),
-                   {"--owner", std::to_string(request.uid) + ":" + std::to_string(request.gid)});
-  if (request.writable()) spec.argv.insert(spec.argv.end(), {"--overlay", request.overlay_dir});
-  spec.argv.insert(spec.argv.end(),
-                   {"--mountpoint", request.mountpoint, "--bootstrap-fd", "3",
-                    options.degraded_sandbox ? "--expect-sandbox=degraded" : "--expect-sandbox"});
-  if (options.test_ignore_stop) spec.argv.emplace_back("--test-ignore-stop");
+  sandbox::SandboxSpec spec = worker_sandbox(mount, options);
+  spec.executable = options.worker_binary;
+  spec.argv = {options.worker_binary, "--bootstrap-fd", "3"};
   spec.inherit_fds = {bootstrap_fd};
   // The worker holds the overlay's lock too (fd 4, unused by it), so a mount killed with its
   // supervisor keeps others out of the overlay until its worker has exited as well.
@@ -117,28 +102,20 @@ ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process, M
 
 }  // namespace
 
-sandbox::SandboxSpec worker_sandbox(const MountRequest& request, const SupervisorOptions& options) {
+sandbox::SandboxSpec worker_sandbox(const ipc::MountSpec& mount, const SupervisorOptions& options) {
   sandbox::SandboxSpec spec;
-  if (request.git) {
-    // Only what libgit2 reads: the git dir, its common dir, the alternates.
-    spec.readonly_paths = git_paths_to_bind(request.git->repo_root);
-  } else if (!request.source_dir.empty()) {
-    spec.readonly_paths = {request.source_dir};
-  }
-  if (request.writable()) spec.writable_paths = {request.overlay_dir};
-  for (const char* name : kPassedEnv) {
-    if (const char* value = std::getenv(name)) spec.env.push_back(std::string(name) + "=" + value);
-  }
+  spec.readonly_paths = source_binds(mount.source);
+  if (mount.writable()) spec.writable_paths = {mount.overlay_dir};
+  spec.env = options.worker_env;
   const WorkerIdentity identity =
-      choose_worker_identity(request.uid, request.gid, spec.readonly_paths,
-                             options.subordinate_ids && !options.degraded_sandbox,
-                             request.writable());
+      choose_worker_identity(mount.uid, mount.gid, spec.readonly_paths,
+                             options.subordinate_ids && !mount.degraded(), mount.writable());
   if (!identity.why.empty()) spdlog::info("{}", identity.why);
   spec.uid = identity.uid;
   spec.gid = identity.gid;
   spec.subordinate_ids = identity.subordinate;
-  spec.user_namespace = !options.degraded_sandbox;
-  if (options.degraded_sandbox) {
+  spec.user_namespace = !mount.degraded();
+  if (mount.degraded()) {
     spdlog::warn("degraded sandbox: the worker runs without a user namespace (so without its own "
                  "mount, pid and network namespaces), still with no capabilities, no_new_privs, "
                  "seccomp and closed fds");
@@ -147,18 +124,18 @@ sandbox::SandboxSpec worker_sandbox(const MountRequest& request, const Superviso
   return spec;
 }
 
-std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOptions options) {
-  if (options.worker_binary.empty()) options.worker_binary = resolve_worker_binary();
-  if (options.guard_binary.empty()) options.guard_binary = resolve_guard_binary();
+std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOptions options) {
+  options.worker_binary = resolve_worker_binary(options.worker_binary);
+  options.guard_binary = resolve_guard_binary(options.guard_binary);
   std::optional<OverlayLock> overlay_lock;
-  if (request.writable()) {
-    overlay_lock = OverlayLock::acquire(request.overlay_dir, request.mountpoint);
+  if (spec.writable()) {
+    overlay_lock = OverlayLock::acquire(spec.overlay_dir, spec.mountpoint);
   }
   auto mount = std::make_unique<FuseMount>(
-      FuseMountOptions{request.mountpoint, request.source_label(), request.uid, request.gid,
-                       request.allow_other, request.writable()});
+      FuseMountOptions{spec.mountpoint, source_label(spec.source), spec.uid, spec.gid,
+                       spec.allow_other, spec.writable()});
   // From here until release, a SIGKILLed supervisor's mount is removed by the guard.
-  auto guard = MountGuard::start(options.guard_binary, request.mountpoint, mount->device_major(),
+  auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->device_major(),
                                  mount->connection());
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
@@ -167,12 +144,12 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
   auto process = [&] {
     try {
       return sandbox::SandboxedProcess::launch(
-          worker_spec(request, options, bootstrap.theirs.get(),
+          worker_spec(spec, options, bootstrap.theirs.get(),
                       overlay_lock ? overlay_lock->fd() : -1, output->write_fd()));
     } catch (const Error& e) {
       // Strict mode refuses to go on without a user namespace; say how to opt out.
       const bool refused = e.code() == EPERM || e.code() == EACCES || e.code() == ENOSPC;
-      if (options.degraded_sandbox || !refused || !e.attempt().starts_with("clone")) throw;
+      if (spec.degraded() || !refused || e.kind() != ErrorKind::kClone) throw;
       throw e.with_hint("to run the worker without namespaces anyway, mount with --sandbox=degraded");
     }
   }();
@@ -184,7 +161,9 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
     // connection and readers get ENOTCONN instead of hanging.
     const UniqueFd device = mount->take_device();
     const std::array<int, 2> fds = {ipc.theirs.get(), device.get()};
-    ipc::send_fds(bootstrap.ours.get(), fds, std::to_string(process.pid()));
+    const ipc::WorkerBootstrap payload{static_cast<std::uint32_t>(process.pid()), spec,
+                                       options.test_ignore_stop};
+    ipc::send_fds(bootstrap.ours.get(), fds, ipc::encode_bootstrap(payload));
   }
   ipc.theirs.reset();
   bootstrap.ours.reset();
@@ -193,16 +172,16 @@ std::unique_ptr<Supervisor> Supervisor::spawn(MountRequest request, SupervisorOp
 
   ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, *guard, options);
   return std::unique_ptr<Supervisor>(new Supervisor(
-      std::move(request), std::move(options), std::move(overlay_lock), std::move(mount),
+      std::move(spec), std::move(options), std::move(overlay_lock), std::move(mount),
       std::move(guard), std::move(output), std::move(process), std::move(ipc.ours),
       std::move(ready)));
 }
 
-Supervisor::Supervisor(MountRequest request, SupervisorOptions options,
+Supervisor::Supervisor(ipc::MountSpec spec, SupervisorOptions options,
                        std::optional<OverlayLock> overlay_lock, std::unique_ptr<FuseMount> mount,
                        std::unique_ptr<MountGuard> guard, std::unique_ptr<OutputRelay> output,
                        sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready)
-    : request_(std::move(request)),
+    : spec_(std::move(spec)),
       options_(std::move(options)),
       overlay_lock_(std::move(overlay_lock)),
       mount_(std::move(mount)),
@@ -215,6 +194,8 @@ Supervisor::Supervisor(MountRequest request, SupervisorOptions options,
   // watcher exists orders that for ThreadSanitizer (and costs nothing).
   (void)spdlog::default_logger_raw();
   try {
+    ended_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!ended_) throw_errno("eventfd");
     watcher_ = std::thread([this] { watch(); });
   } catch (...) {
     // A worker nobody watches would leave its mount behind: kill, reap, unmount.
@@ -230,7 +211,7 @@ Supervisor::~Supervisor() {
   try {
     unmount();
   } catch (const std::exception& e) {
-    spdlog::error("unmount {} on destruction: {}", request_.mountpoint, e.what());
+    spdlog::error("unmount {} on destruction: {}", spec_.mountpoint, e.what());
   }
 }
 
@@ -249,7 +230,7 @@ void Supervisor::watch() {
     }
     spdlog::error("the mount guard {} for {} ended ({}); stopping the worker so the mount cannot "
                   "outlive this supervisor unguarded",
-                  guard_->pid(), request_.mountpoint, how);
+                  guard_->pid(), spec_.mountpoint, how);
     process_.signal(SIGKILL);
   }
   sandbox::ExitStatus status;
@@ -264,14 +245,18 @@ void Supervisor::watch() {
   }
   alive_.store(false, std::memory_order_release);
   if (stopping_.load() || guard_lost) {
-    spdlog::debug("worker {} for {} exited: {}", process_.pid(), request_.mountpoint,
+    spdlog::debug("worker {} for {} exited: {}", process_.pid(), spec_.mountpoint,
                   status.describe());
   } else {
     spdlog::warn("worker {} for {} exited unexpectedly: {}", process_.pid(),
-                 request_.mountpoint, status.describe());
+                 spec_.mountpoint, status.describe());
   }
   mount_->release();
   guard_->disarm();
+  const std::uint64_t one = 1;
+  if (::write(ended_.get(), &one, sizeof one) != sizeof one) {
+    spdlog::error("signal the end of the mount at {}: {}", spec_.mountpoint, std::strerror(errno));
+  }
 }
 
 std::optional<sandbox::ExitStatus> Supervisor::exit_status() const {
@@ -290,7 +275,7 @@ std::string Supervisor::exit_cause() const {
 
 ipc::StatusOk Supervisor::status() {
   std::lock_guard lock(ipc_mutex_);
-  const std::string where = "Status of " + request_.mountpoint;
+  const std::string where = "Status of " + spec_.mountpoint;
   if (!ipc_) throw Error(where, ESHUTDOWN, "the mount was stopped");
   if (!is_alive()) {
     const auto exit = exit_status();

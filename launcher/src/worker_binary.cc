@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "heddle/error.h"
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/mount_guard.h"
 #include "heddle/launcher/supervisor.h"
 
@@ -13,6 +14,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
+constexpr const char* kPassedEnv[] = {"HEDDLE_FUSE_LOG", kPanicOnInitEnv, kHoldReadyEnv,
+                                      "ASAN_OPTIONS",    "UBSAN_OPTIONS", "TSAN_OPTIONS",
+                                      "LSAN_OPTIONS"};
+
 bool is_running_executable(const char* path) {
   struct stat ours {};
   struct stat theirs {};
@@ -20,12 +25,19 @@ bool is_running_executable(const char* path) {
          ours.st_dev == theirs.st_dev && ours.st_ino == theirs.st_ino;
 }
 
-// `env`, else `name` beside the running executable, else in ../libexec/heddle-fuse/. heddle
-// points HEDDLE_FUSE_WORKER_BIN at us to find its worker: that names no worker of ours.
-std::string resolve_helper_binary(const char* name, const char* env) {
-  if (const char* override_path = std::getenv(env);
-      override_path && *override_path && !is_running_executable(override_path)) {
-    if (::access(override_path, X_OK) != 0) {
+// `env`'s value, or empty. heddle points HEDDLE_FUSE_WORKER_BIN at us to find its worker:
+// that names no worker of ours.
+std::string helper_override(const char* env) {
+  const char* path = std::getenv(env);
+  return path && *path && !is_running_executable(path) ? path : "";
+}
+
+// `override_path` (from `env`), else `name` beside the running executable, else in
+// ../libexec/heddle-fuse/.
+std::string resolve_helper_binary(const char* name, const std::string& override_path,
+                                  const char* env) {
+  if (!override_path.empty()) {
+    if (::access(override_path.c_str(), X_OK) != 0) {
       throw_errno(std::string(name) + " " + override_path + " (from " + env + ")",
                   std::string("point it at an executable ") + name + ", or unset it");
     }
@@ -46,19 +58,50 @@ std::string resolve_helper_binary(const char* name, const char* env) {
               ENOENT, std::string("reinstall heddle-fuse-launcher or set ") + env);
 }
 
-}  // namespace
-
-std::string resolve_worker_binary() { return resolve_helper_binary("heddle-fuse-worker", kWorkerBinaryEnv); }
-
-std::string resolve_guard_binary() { return resolve_helper_binary("heddle-fuse-guard", kGuardBinaryEnv); }
-
-std::chrono::milliseconds stop_grace_from_env() {
-  const char* value = std::getenv(kStopGraceEnv);
+std::chrono::milliseconds parse_stop_grace(const char* value) {
   if (value == nullptr || *value == '\0') return kDefaultStopGrace;
   char* end = nullptr;
   const unsigned long long ms = std::strtoull(value, &end, 10);
   if (*end != '\0') return kDefaultStopGrace;
   return std::chrono::milliseconds(ms);
+}
+
+}  // namespace
+
+std::string resolve_worker_binary(const std::string& override_path) {
+  return resolve_helper_binary("heddle-fuse-worker", override_path, kWorkerBinaryEnv);
+}
+
+std::string resolve_guard_binary(const std::string& override_path) {
+  return resolve_helper_binary("heddle-fuse-guard", override_path, kGuardBinaryEnv);
+}
+
+LauncherEnvironment LauncherEnvironment::read() {
+  LauncherEnvironment env;
+  env.worker_binary = helper_override(kWorkerBinaryEnv);
+  env.guard_binary = helper_override(kGuardBinaryEnv);
+  env.stop_grace = parse_stop_grace(std::getenv(kStopGraceEnv));
+  env.test_ignore_stop = std::getenv(kIgnoreStopEnv) != nullptr;
+  for (const char* name : kPassedEnv) {
+    if (const char* value = std::getenv(name)) env.worker_env.push_back(std::string(name) + "=" + value);
+  }
+  return env;
+}
+
+void LauncherEnvironment::set_worker_variable(const std::string& name, const std::string& value) {
+  const std::string prefix = name + "=";
+  std::erase_if(worker_env, [&](const std::string& entry) { return entry.starts_with(prefix); });
+  worker_env.push_back(prefix + value);
+}
+
+SupervisorOptions LauncherEnvironment::supervisor_options() const {
+  SupervisorOptions options;
+  options.worker_binary = worker_binary;
+  options.guard_binary = guard_binary;
+  options.stop_grace = stop_grace;
+  options.test_ignore_stop = test_ignore_stop;
+  options.worker_env = worker_env;
+  return options;
 }
 
 }  // namespace heddle::launcher

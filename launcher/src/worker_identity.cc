@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "heddle/host_command.h"
+#include "heddle/process.h"
 
 namespace heddle::launcher {
 namespace fs = std::filesystem;

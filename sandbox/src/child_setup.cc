@@ -121,11 +121,49 @@ void restrict_mount(const ChildPlan& plan, const char* path, int index, unsigned
 // Clones every bind source as a detached mount tree while the child still has the caller's
 // filesystem identity: the worker's own uid may not be able to traverse the path to its binary
 // (a build tree under a 0700 /root), while the tree, once attached, needs no path at all.
+// trees[n] is the n-th bind op's tree, in op order.
 void clone_bind_sources(const ChildPlan& plan, int* trees) {
-  for (std::size_t i = 0; i < plan.bind_count; ++i) {
-    trees[i] = static_cast<int>(sys(SYS_open_tree, AT_FDCWD, ptr(plan.binds[i].path),
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < plan.op_count; ++i) {
+    if (plan.ops[i].kind != OpKind::kBind) continue;
+    trees[n] = static_cast<int>(sys(SYS_open_tree, AT_FDCWD, ptr(plan.ops[i].path),
                                     OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
-    check(plan, trees[i], SetupStage::kCloneTree, static_cast<int>(i));
+    check(plan, trees[n++], SetupStage::kCloneTree, static_cast<int>(i));
+  }
+}
+
+void bind(const ChildPlan& plan, const ChildOp& op, int tree, int index) {
+  if (op.is_file) {
+    const long fd =
+        sys(SYS_openat, AT_FDCWD, ptr(op.path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+    if (fd < 0 && errno != EEXIST) fail(plan, SetupStage::kCreateFile, index);
+    if (fd >= 0) sys(SYS_close, fd);
+  }
+  check(plan, sys(SYS_move_mount, tree, ptr(""), AT_FDCWD, ptr(op.path), MOVE_MOUNT_F_EMPTY_PATH),
+        SetupStage::kBind, index);
+  sys(SYS_close, tree);
+  restrict_mount(plan, op.path, index, AT_RECURSIVE, op.writable);
+}
+
+void run_op(const ChildPlan& plan, const ChildOp& op, const int*& next_tree, int index) {
+  switch (op.kind) {
+    case OpKind::kDir:
+      if (sys(SYS_mkdirat, AT_FDCWD, ptr(op.path), 0755) < 0 && errno != EEXIST) {
+        fail(plan, SetupStage::kMakeDir, index);
+      }
+      return;
+    case OpKind::kBind: bind(plan, op, *next_tree++, index); return;
+    case OpKind::kSymlink:
+      check(plan, sys(SYS_symlinkat, ptr(op.target), AT_FDCWD, ptr(op.path)),
+            SetupStage::kSymlink, index);
+      return;
+    case OpKind::kProc:
+      check(plan, sys(SYS_mkdirat, AT_FDCWD, ptr(op.path), 0555), SetupStage::kMountProc, index);
+      check(plan,
+            sys(SYS_mount, ptr("proc"), ptr(op.path), ptr("proc"), MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                0),
+            SetupStage::kMountProc, index);
+      return;
   }
 }
 
@@ -142,38 +180,11 @@ void build_root(const ChildPlan& plan, const int* trees) {
   check(plan, sys(SYS_pivot_root, ptr("."), ptr(kOldRootName)), SetupStage::kPivotRoot);
   check(plan, sys(SYS_chdir, ptr("/")), SetupStage::kPivotRoot);
 
-  for (std::size_t i = 0; i < plan.dir_count; ++i) {
-    if (sys(SYS_mkdirat, AT_FDCWD, ptr(plan.dirs[i]), 0755) < 0 && errno != EEXIST) {
-      fail(plan, SetupStage::kMakeDir, static_cast<int>(i));
-    }
+  const int* next_tree = trees;
+  for (std::size_t i = 0; i < plan.op_count; ++i) {
+    run_op(plan, plan.ops[i], next_tree, static_cast<int>(i));
   }
-  for (std::size_t i = 0; i < plan.bind_count; ++i) {
-    const ChildBind& bind = plan.binds[i];
-    const int index = static_cast<int>(i);
-    if (bind.is_file) {
-      const long fd = sys(SYS_openat, AT_FDCWD, ptr(bind.path),
-                          O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
-      if (fd < 0 && errno != EEXIST) fail(plan, SetupStage::kCreateFile, index);
-      if (fd >= 0) sys(SYS_close, fd);
-    }
-    check(plan,
-          sys(SYS_move_mount, trees[i], ptr(""), AT_FDCWD, ptr(bind.path),
-              MOVE_MOUNT_F_EMPTY_PATH),
-          SetupStage::kBind, index);
-    sys(SYS_close, trees[i]);
-    restrict_mount(plan, bind.path, index, AT_RECURSIVE, bind.writable);
-  }
-  for (std::size_t i = 0; i < plan.link_count; ++i) {
-    check(plan, sys(SYS_symlinkat, ptr(plan.links[i].target), AT_FDCWD, ptr(plan.links[i].path)),
-          SetupStage::kSymlink, static_cast<int>(i));
-  }
-  if (plan.mount_proc) {
-    check(plan, sys(SYS_mkdirat, AT_FDCWD, ptr("/proc"), 0555), SetupStage::kMountProc);
-    check(plan,
-          sys(SYS_mount, ptr("proc"), ptr("/proc"), ptr("proc"),
-              MS_NOSUID | MS_NODEV | MS_NOEXEC, 0),
-          SetupStage::kMountProc);
-  }
+  // Not ops: whatever the plan holds, the host root goes and the new root is sealed.
   check(plan, sys(SYS_umount2, ptr(kOldRootPath), MNT_DETACH), SetupStage::kDetachOldRoot);
   check(plan, sys(SYS_unlinkat, AT_FDCWD, ptr(kOldRootPath), AT_REMOVEDIR),
         SetupStage::kDetachOldRoot);

@@ -41,23 +41,28 @@ enum class SetupStage : int {
 struct SetupReport {
   int stage = 0;
   int error = 0;
-  int index = -1;  // which bind/dir/link, or -1
+  int index = -1;  // which op (or capability, or rlimit), or -1
 };
 
-// A host path bound at the same path inside the new root: read-only unless `writable`.
-struct ChildBind {
+// One step of filling the new root, after pivot_root and before the old root is detached.
+// The child runs the plan's steps in one loop, in order (bubblewrap's SetupOp list).
+enum class OpKind : unsigned char {
+  kDir,      // mkdir 0755; an existing one is fine
+  kBind,     // the host path's tree at the same path, then restricted (see `writable`)
+  kSymlink,  // `target` at `path`
+  kProc,     // mkdir /proc and mount the sandbox's own proc there
+};
+
+struct ChildOp {
+  OpKind kind;
   const char* path;
-  bool is_file;
-  bool writable;
+  const char* target;  // kSymlink only
+  bool is_file;        // kBind: the mount point is a file, created empty
+  bool writable;       // kBind: nosuid, nodev, noexec instead of read-only
 };
 
 // Binds are grabbed as detached mount trees before the identity switch, one fd each.
 inline constexpr std::size_t kMaxBinds = 32;
-
-struct ChildLink {
-  const char* target;  // what the link points to
-  const char* path;    // where it is created
-};
 
 struct ChildPlan {
   int sync_fd = -1;    // parent writes one byte once the id maps are in place
@@ -72,13 +77,8 @@ struct ChildPlan {
   // (an unprivileged caller mapping itself) the kernel keeps the caller's own groups.
   bool clear_groups = false;
   bool namespaces = true;  // false: degraded, no namespaces and no minimal root
-  const char* const* dirs = nullptr;  // created in order, parents first
-  std::size_t dir_count = 0;
-  const ChildBind* binds = nullptr;
-  std::size_t bind_count = 0;
-  const ChildLink* links = nullptr;
-  std::size_t link_count = 0;
-  bool mount_proc = false;
+  const ChildOp* ops = nullptr;  // run in order; a failure reports the op's index
+  std::size_t op_count = 0;
   const char* hostname = nullptr;
   std::size_t hostname_len = 0;
   int last_cap = 0;

@@ -154,6 +154,8 @@ unsigned long long sandbox_namespace_flags() noexcept {
          CLONE_NEWUTS | CLONE_NEWCGROUP;
 }
 
+// Raw clone3, not Boost.Process: the worker needs namespace flags, a pidfd and a child that
+// sets up its sandbox before exec, which no process library offers.
 Cloned clone_with_pidfd(unsigned long long flags) {
   int pidfd = -1;
   Method method = kClone3;
@@ -175,7 +177,8 @@ Cloned clone_with_pidfd(unsigned long long flags) {
   if (rc < 0) {
     const int error = errno;
     // The hints are about user namespaces; without one the errno speaks for itself.
-    throw Error((method == kClone3 ? "clone3" : "clone(2)") + describe_namespaces(tried), error,
+    throw Error(ErrorKind::kClone,
+                (method == kClone3 ? "clone3" : "clone(2)") + describe_namespaces(tried), error,
                 (tried & CLONE_NEWUSER) != 0 ? namespace_hint(error) : "");
   }
   const bool dropped = (tried & kOptionalNamespaces) != (flags & kOptionalNamespaces);

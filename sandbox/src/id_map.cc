@@ -6,7 +6,7 @@
 #include <fstream>
 
 #include "heddle/error.h"
-#include "heddle/host_command.h"
+#include "heddle/process.h"
 #include "heddle/sandbox/sandbox_spec.h"
 #include "heddle/unique_fd.h"
 
@@ -34,11 +34,11 @@ void run_map_helper(const char* helper, pid_t child, unsigned id, const char* fi
                 "install the uidmap package, or run the worker as your own uid");
   }
   const std::string text = std::to_string(id);
-  const HostCommandResult result =
+  const ProcessResult result =
       run_host_command({path, std::to_string(child), text, text, "1"});
   if (!result.ok()) {
     throw Error(path + " " + std::to_string(child) + " " + text + " " + text + " 1: " +
-                    result.output,
+                    result.out,
                 EPERM, std::string(file) + " must grant you id " + text);
   }
 }

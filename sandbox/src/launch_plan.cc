@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
+#include <iterator>
 #include <set>
 
 #include "heddle/error.h"
@@ -46,6 +46,47 @@ std::string canonical_or_throw(const std::string& path, const char* role) {
 
 }  // namespace
 
+std::vector<SetupOp> order_setup_ops(const std::vector<SetupOp>& requested) {
+  std::vector<SetupOp> binds;
+  std::copy_if(requested.begin(), requested.end(), std::back_inserter(binds),
+               [](const SetupOp& op) { return op.kind == OpKind::kBind; });
+  // A path inside another bound directory of the same writability is already there (the
+  // installed worker in /usr); one of the other kind is bound again on top.
+  const auto covered = [&](const SetupOp& op) {
+    return std::any_of(binds.begin(), binds.end(), [&](const SetupOp& dir) {
+      return !dir.is_file && dir.writable == op.writable && op.path.size() > dir.path.size() &&
+             op.path.starts_with(dir.path) && op.path[dir.path.size()] == '/';
+    });
+  };
+  std::vector<SetupOp> kept;
+  std::copy_if(binds.begin(), binds.end(), std::back_inserter(kept),
+               [&](const SetupOp& op) { return !covered(op); });
+  // Parents first, so a nested bind lands on top of its parent's; a path asked twice is
+  // bound once, as first asked.
+  std::stable_sort(kept.begin(), kept.end(),
+                   [](const SetupOp& a, const SetupOp& b) { return a.path < b.path; });
+  kept.erase(std::unique(kept.begin(), kept.end(),
+                         [](const SetupOp& a, const SetupOp& b) { return a.path == b.path; }),
+             kept.end());
+
+  std::set<std::string> dirs;  // sorted, so every parent precedes its children
+  for (const SetupOp& op : kept) {
+    const fs::path target(op.path);
+    for (fs::path dir = op.is_file ? target.parent_path() : target; dir != dir.root_path();
+         dir = dir.parent_path()) {
+      dirs.insert(dir.string());
+    }
+  }
+  std::vector<SetupOp> ops;
+  for (const std::string& dir : dirs) ops.push_back(SetupOp::dir(dir));
+  ops.insert(ops.end(), kept.begin(), kept.end());
+  for (const OpKind kind : {OpKind::kSymlink, OpKind::kProc}) {
+    std::copy_if(requested.begin(), requested.end(), std::back_inserter(ops),
+                 [&](const SetupOp& op) { return op.kind == kind; });
+  }
+  return ops;
+}
+
 LaunchPlan::LaunchPlan(const SandboxSpec& spec) : spec_(spec) {
   if (spec.uid == 0 || spec.gid == 0) {
     throw Error("sandbox identity " + std::to_string(spec.uid) + ":" + std::to_string(spec.gid),
@@ -64,6 +105,7 @@ LaunchPlan::LaunchPlan(const SandboxSpec& spec) : spec_(spec) {
     if (!fs::is_directory(path)) throw Error("sandbox writable path " + path, ENOTDIR);
     add_bind(canonical_or_throw(path, "writable path"), true);
   }
+  if (spec.mount_proc) ops_.push_back(SetupOp::proc());
   argv_ = spec.argv;
   env_ = spec.env;
   seccomp_ = compile_seccomp_policy();
@@ -79,8 +121,7 @@ void LaunchPlan::add_system_runtime() {
       std::error_code ec;
       const fs::path target = fs::read_symlink(root, ec);
       if (ec) throw Error(std::string("read link ") + root, ec.value());
-      link_targets_.push_back(target.string());
-      link_paths_.emplace_back(root);
+      ops_.push_back(SetupOp::symlink(target.string(), root));
     } else if (S_ISDIR(st.st_mode)) {
       add_bind(root);
     }
@@ -95,56 +136,19 @@ void LaunchPlan::add_bind(const std::string& host_path, bool writable) {
   }
   std::error_code ec;
   const bool is_dir = fs::is_directory(host_path, ec);
-  bind_paths_.push_back(host_path);
-  bind_is_file_.push_back(!is_dir);
-  bind_writable_.push_back(writable);
-  if (bind_paths_.size() > kMaxBinds) {
+  ops_.push_back(SetupOp::bind(host_path, !is_dir, writable));
+  const auto binds = std::count_if(ops_.begin(), ops_.end(),
+                                   [](const SetupOp& op) { return op.kind == OpKind::kBind; });
+  if (static_cast<std::size_t>(binds) > kMaxBinds) {
     throw Error("sandbox binds", E2BIG, "at most " + std::to_string(kMaxBinds) + " paths");
   }
 }
 
 void LaunchPlan::freeze() {
-  // Binds go parents first, so a nested bind lands on top of its parent's.
-  std::vector<std::size_t> order(bind_paths_.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(),
-            [&](std::size_t a, std::size_t b) { return bind_paths_[a] < bind_paths_[b]; });
-
-  // A path inside another bound directory of the same writability is already there (the
-  // installed worker in /usr); one of the other kind is bound again on top.
-  const auto covered = [&](std::size_t i) {
-    const std::string& path = bind_paths_[i];
-    for (std::size_t j = 0; j < bind_paths_.size(); ++j) {
-      const std::string& other = bind_paths_[j];
-      if (path.size() > other.size() && path.compare(0, other.size(), other) == 0 &&
-          path[other.size()] == '/' && !bind_is_file_[j] && bind_writable_[j] == bind_writable_[i]) {
-        return true;
-      }
-    }
-    return false;
-  };
-  std::erase_if(order, covered);
-  order.erase(std::unique(order.begin(), order.end(),
-                          [&](std::size_t a, std::size_t b) { return bind_paths_[a] == bind_paths_[b]; }),
-              order.end());
-
-  std::set<std::string> dirs;  // sorted, so every parent precedes its children
-  for (std::size_t i : order) {
-    fs::path target(bind_paths_[i]);
-    for (fs::path dir = bind_is_file_[i] ? target.parent_path() : target;
-         dir != dir.root_path(); dir = dir.parent_path()) {
-      dirs.insert(dir.string());
-    }
-  }
-  dirs_.assign(dirs.begin(), dirs.end());
-  for (const std::string& dir : dirs_) dir_ptrs_.push_back(dir.c_str());
-
-  for (std::size_t i : order) {
-    binds_.push_back(ChildBind{bind_paths_[i].c_str(), static_cast<bool>(bind_is_file_[i]),
-                               static_cast<bool>(bind_writable_[i])});
-  }
-  for (std::size_t i = 0; i < link_paths_.size(); ++i) {
-    links_.push_back(ChildLink{link_targets_[i].c_str(), link_paths_[i].c_str()});
+  ops_ = order_setup_ops(ops_);
+  for (const SetupOp& op : ops_) {
+    child_ops_.push_back(
+        ChildOp{op.kind, op.path.c_str(), op.target.c_str(), op.is_file, op.writable});
   }
   for (std::string& arg : argv_) argv_ptrs_.push_back(arg.data());
   argv_ptrs_.push_back(nullptr);
@@ -169,13 +173,8 @@ ChildPlan LaunchPlan::child_plan(int sync_fd, int sync_write_fd, int report_fd) 
   // newgidmap leaves setgroups allowed too, as long as the map holds none of our own gids.
   plan.clear_groups = ::geteuid() == 0 || spec_.subordinate_ids;
   plan.namespaces = spec_.user_namespace;
-  plan.dirs = dir_ptrs_.data();
-  plan.dir_count = dir_ptrs_.size();
-  plan.binds = binds_.data();
-  plan.bind_count = binds_.size();
-  plan.links = links_.data();
-  plan.link_count = links_.size();
-  plan.mount_proc = spec_.mount_proc;
+  plan.ops = child_ops_.data();
+  plan.op_count = child_ops_.size();
   plan.hostname = spec_.hostname.c_str();
   plan.hostname_len = spec_.hostname.size();
   plan.last_cap = last_cap_;
@@ -191,12 +190,9 @@ ChildPlan LaunchPlan::child_plan(int sync_fd, int sync_write_fd, int report_fd) 
 void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
   const std::string identity =
       "uid " + std::to_string(spec_.uid) + ", gid " + std::to_string(spec_.gid);
-  const auto at = [](const std::vector<const char*>& v, int i) -> std::string {
-    return i >= 0 && static_cast<std::size_t>(i) < v.size() ? v[static_cast<std::size_t>(i)] : "?";
-  };
-  const auto bind_source = [&](int i) -> std::string {
-    return i >= 0 && static_cast<std::size_t>(i) < binds_.size()
-               ? binds_[static_cast<std::size_t>(i)].path
+  const auto op_path = [&](int i) -> std::string {
+    return i >= 0 && static_cast<std::size_t>(i) < ops_.size()
+               ? ops_[static_cast<std::size_t>(i)].path
                : "?";
   };
   const int err = report.error;
@@ -221,15 +217,15 @@ void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
       what = std::string("sandbox: mount a tmpfs root on ") + kStagingDir;
       break;
     case SetupStage::kPivotRoot: what = "sandbox: pivot_root into the minimal root"; break;
-    case SetupStage::kMakeDir: what = "sandbox: create " + at(dir_ptrs_, report.index); break;
+    case SetupStage::kMakeDir: what = "sandbox: create " + op_path(report.index); break;
     case SetupStage::kCloneTree:
     case SetupStage::kCreateFile:
     case SetupStage::kBind:
-      what = "sandbox: bind " + bind_source(report.index) + " read-only";
-      if (denied) hint = "the launcher itself cannot reach " + bind_source(report.index);
+      what = "sandbox: bind " + op_path(report.index) + " read-only";
+      if (denied) hint = "the launcher itself cannot reach " + op_path(report.index);
       break;
     case SetupStage::kReadOnly:
-      what = "sandbox: make " + (report.index < 0 ? std::string("/") : bind_source(report.index)) +
+      what = "sandbox: make " + (report.index < 0 ? std::string("/") : op_path(report.index)) +
              " read-only";
       if (err == ENOSYS) hint = "mount_setattr needs Linux >= 5.12";
       break;

@@ -2,12 +2,37 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "child_setup.h"
 #include "heddle/sandbox/sandbox_spec.h"
 
 namespace heddle::sandbox::detail {
+
+// A step of the new root as the parent plans it, owning its strings; ChildOp is its view.
+struct SetupOp {
+  OpKind kind = OpKind::kDir;
+  std::string path;
+  std::string target;  // kSymlink only
+  bool is_file = false;
+  bool writable = false;
+  friend bool operator==(const SetupOp&, const SetupOp&) = default;
+
+  static SetupOp dir(std::string path) { return {OpKind::kDir, std::move(path), {}, false, false}; }
+  static SetupOp bind(std::string path, bool is_file, bool writable) {
+    return {OpKind::kBind, std::move(path), {}, is_file, writable};
+  }
+  static SetupOp symlink(std::string target, std::string path) {
+    return {OpKind::kSymlink, std::move(path), std::move(target), false, false};
+  }
+  static SetupOp proc() { return {OpKind::kProc, "/proc", {}, false, false}; }
+};
+
+// Orders the binds, links and /proc a sandbox asked for into the child's list: the binds'
+// directories (parents first), the binds (parents first, each path once, none inside a bound
+// directory of the same writability), the links as asked, /proc.
+[[nodiscard]] std::vector<SetupOp> order_setup_ops(const std::vector<SetupOp>& requested);
 
 class LaunchPlan {
  public:
@@ -19,6 +44,9 @@ class LaunchPlan {
   // Points into this object: it must outlive the clone.
   [[nodiscard]] ChildPlan child_plan(int sync_fd, int sync_write_fd, int report_fd) const;
 
+  // The child's setup list, in the order it runs.
+  [[nodiscard]] const std::vector<SetupOp>& ops() const noexcept { return ops_; }
+
   // Turns the child's failure report into a sentence with a hint.
   [[noreturn]] void throw_setup_failure(const SetupReport& report) const;
 
@@ -29,19 +57,12 @@ class LaunchPlan {
 
   const SandboxSpec& spec_;
   std::string executable_;
-  std::vector<std::string> dirs_;
-  std::vector<std::string> bind_paths_;  // host paths, bound at the same path inside
-  std::vector<bool> bind_is_file_;
-  std::vector<bool> bind_writable_;
-  std::vector<std::string> link_targets_;
-  std::vector<std::string> link_paths_;
+  std::vector<SetupOp> ops_;  // as asked until freeze(), then ordered
   std::vector<std::string> argv_;
   std::vector<std::string> env_;
 
   // Views handed to the child, built once every string above is in place.
-  std::vector<const char*> dir_ptrs_;
-  std::vector<ChildBind> binds_;
-  std::vector<ChildLink> links_;
+  std::vector<ChildOp> child_ops_;
   std::vector<char*> argv_ptrs_;
   std::vector<char*> env_ptrs_;
   std::vector<sock_filter> seccomp_;

@@ -1,5 +1,5 @@
 // hostile_worker: takes the bootstrap like heddle-fuse-worker (fd 3 carries one SCM_RIGHTS
-// message with [ipc socket, /dev/fuse fd] and the host pid), then misbehaves on the IPC socket.
+// message with [ipc socket, /dev/fuse fd] and the WorkerBootstrap), then misbehaves on the IPC socket.
 //
 // The sandbox passes only the worker argv the supervisor builds and a fixed environment, so the
 // misbehaviour is chosen by the executable's NAME: a copy named `hostile-MODE` runs MODE.
@@ -39,6 +39,7 @@
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/message.h"
+#include "heddle/ipc/mount_spec.h"
 #include "heddle/unique_fd.h"
 
 namespace {
@@ -111,7 +112,6 @@ void send_with_fds(int fd, const ipc::Message& message, const std::vector<int>& 
 
 struct Args {
   std::string mode;
-  std::string mountpoint;
   int bootstrap_fd = 3;
 };
 
@@ -124,7 +124,6 @@ Args parse(int argc, char** argv) {
   args.mode = name.substr(kPrefix.size());
   for (int i = 1; i + 1 < argc; ++i) {
     const std::string_view flag = argv[i];
-    if (flag == "--mountpoint") args.mountpoint = argv[i + 1];
     if (flag == "--bootstrap-fd") {
       const std::string_view value = argv[i + 1];
       if (std::from_chars(value.data(), value.data() + value.size(), args.bootstrap_fd).ec !=
@@ -136,17 +135,11 @@ Args parse(int argc, char** argv) {
   return args;
 }
 
-std::uint32_t parse_pid(const std::string& payload) {
-  std::uint32_t pid = 0;
-  if (std::from_chars(payload.data(), payload.data() + payload.size(), pid).ec != std::errc{}) {
-    die("bootstrap payload is not a pid");
-  }
-  return pid;
-}
-
-[[noreturn]] void serve(const Args& args, int ipc_fd, int fuse_fd, std::uint32_t pid) {
-  const ipc::MountReady ready{pid, args.mountpoint};
-  const ipc::StatusOk ok{pid, args.mountpoint};
+[[noreturn]] void serve(const Args& args, int ipc_fd, int fuse_fd,
+                        const ipc::WorkerBootstrap& boot) {
+  const std::uint32_t pid = boot.host_pid;
+  const ipc::MountReady ready{pid, boot.spec.mountpoint};
+  const ipc::StatusOk ok{pid, boot.spec.mountpoint};
   const std::string& mode = args.mode;
 
   if (mode == "oversize") {
@@ -228,12 +221,14 @@ std::uint32_t parse_pid(const std::string& payload) {
 int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   ipc::ReceivedFds bootstrap;
+  ipc::WorkerBootstrap boot;
   try {
     const UniqueFd fd(args.bootstrap_fd);
-    bootstrap = ipc::receive_fds(fd.get(), 2, 64, 10s);
+    bootstrap = ipc::receive_fds(fd.get(), 2, ipc::kMaxBootstrapBytes, 10s);
+    boot = ipc::decode_bootstrap(bootstrap.payload);
   } catch (const std::exception& e) {
     die(std::string("bootstrap: ") + e.what());
   }
   // Both stay open until we exit: like a real worker, we hold the only /dev/fuse fd.
-  serve(args, bootstrap.fds[0].get(), bootstrap.fds[1].get(), parse_pid(bootstrap.payload));
+  serve(args, bootstrap.fds[0].get(), bootstrap.fds[1].get(), boot);
 }

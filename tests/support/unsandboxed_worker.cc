@@ -13,15 +13,14 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <string_view>
 #include <system_error>
 #include <thread>
 
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
-
-extern char** environ;
+#include "heddle/ipc/mount_spec.h"
+#include "heddle/process.h"
 
 namespace heddle::test {
 namespace {
@@ -46,27 +45,6 @@ std::pair<UniqueFd, UniqueFd> make_socketpair() {
     throw_errno("socketpair");
   }
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
-}
-
-// Our environment with `extra` ("NAME=VALUE") added, replacing same-named variables.
-std::vector<std::string> merged_environment(const std::vector<std::string>& extra) {
-  std::vector<std::string> env;
-  const auto name_of = [](std::string_view entry) { return entry.substr(0, entry.find('=')); };
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    const std::string_view entry(*e);
-    bool replaced = false;
-    for (const auto& x : extra) replaced = replaced || name_of(x) == name_of(entry);
-    if (!replaced) env.emplace_back(entry);
-  }
-  env.insert(env.end(), extra.begin(), extra.end());
-  return env;
-}
-
-std::vector<char*> c_strings(std::vector<std::string>& strings) {
-  std::vector<char*> out;
-  for (auto& s : strings) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
 }
 
 }  // namespace
@@ -158,36 +136,24 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
   auto [ipc_parent, ipc_child] = make_socketpair();
 
   std::string binary = HEDDLE_BIN_DIR "/heddle-fuse-worker";
-  std::vector<std::string> args{binary,         "--dir",
-                                config.source.string(), "--mountpoint",
-                                dirs_.mountpoint.string(), "--bootstrap-fd",
-                                std::to_string(kWorkerBootstrapFd)};
-  if (config.test_ignore_stop) args.emplace_back("--test-ignore-stop");
-  if (config.expect_sandbox) args.emplace_back("--expect-sandbox");
-  args.insert(args.end(), config.extra_args.begin(), config.extra_args.end());
-  std::vector<std::string> env = merged_environment(config.extra_env);
-  std::vector<char*> argv = c_strings(args);
-  std::vector<char*> envp = c_strings(env);
-
-  const pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork");
-  if (pid == 0) {
-    // Only async-signal-safe calls from here on.
-    const int fd = boot_child.get();
-    if (fd == kWorkerBootstrapFd) {
-      if (::fcntl(fd, F_SETFD, 0) != 0) ::_exit(126);
-    } else if (::dup2(fd, kWorkerBootstrapFd) < 0) {
-      ::_exit(126);
-    }
-    ::close_range(kWorkerBootstrapFd + 1, ~0U, 0);
-    ::execve(binary.c_str(), argv.data(), envp.data());
-    ::_exit(127);
-  }
+  const std::vector<std::string> args{binary, "--bootstrap-fd",
+                                      std::to_string(kWorkerBootstrapFd)};
+  ProcessOptions options;
+  options.output = ProcessOptions::Output::kInherit;
+  options.env = config.extra_env;
+  options.fds = {{boot_child.get(), kWorkerBootstrapFd}};
+  const pid_t pid = Process(args, options).release();
   child_.adopt(pid);
   boot_child.reset();
 
   const std::array<int, 2> fds{ipc_child.get(), fuse.get()};
-  ipc::send_fds(boot_parent.get(), fds, std::to_string(pid));
+  ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(pid),
+                                 ipc::MountSpec::directory(config.source, dirs_.mountpoint),
+                                 config.test_ignore_stop};
+  bootstrap.spec.sandbox = config.expect_sandbox ? ipc::SandboxMode::kStrict : ipc::SandboxMode::kNone;
+  bootstrap.spec.overlay_dir = config.overlay_dir;
+  ipc::send_fds(boot_parent.get(), fds,
+                config.bootstrap_payload.value_or(ipc::encode_bootstrap(bootstrap)));
   // From now on only the worker holds the connection: if it dies, the mount says ENOTCONN.
   ipc_child.reset();
   fuse.reset();

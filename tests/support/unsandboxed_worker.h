@@ -1,6 +1,7 @@
 // Test harness: runs heddle-fuse-worker WITHOUT the launcher's sandbox. As root it mounts a
-// fresh FUSE connection itself, hands the worker [ipc socket, /dev/fuse fd] on fd 3 exactly as
-// the supervisor does, and waits for the first message. Everything it creates (the worker
+// fresh FUSE connection itself, hands the worker [ipc socket, /dev/fuse fd] and the
+// WorkerBootstrap (the MountSpec) on fd 3 exactly as the supervisor does, and waits for the
+// first message. Everything it creates (the worker
 // process, the mount, the temp dirs, every fd) is undone by its destructor, also on failure.
 #pragma once
 
@@ -38,11 +39,13 @@ class TempDir {
 struct WorkerConfig {
   std::filesystem::path source;
   bool test_ignore_stop = false;
-  bool expect_sandbox = false;  // passes --expect-sandbox, which an unconfined worker refuses
+  bool expect_sandbox = false;  // sandbox mode strict, which an unconfined worker refuses
   std::vector<std::string> extra_env;  // "NAME=VALUE", added to (or replacing in) our env
   // MS_RDONLY on the mount. Off, the kernel forwards writes and the worker must refuse them.
   bool read_only_mount = true;
-  std::vector<std::string> extra_args;  // appended to the worker's argv (e.g. --overlay DIR)
+  std::filesystem::path overlay_dir;  // non-empty: a writable mount, changes kept here
+  // Sent as the bootstrap payload instead of the encoded spec (bad-input tests).
+  std::optional<std::string> bootstrap_payload;
   std::chrono::milliseconds first_message_timeout{10'000};
 };
 

@@ -1,15 +1,16 @@
-// heddle-fuse-worker: receives [ipc socket, /dev/fuse fd] on the bootstrap fd, serves --dir or a
-// git thread over that connection (read-only, or writable with --overlay), and answers the
-// supervisor's Status/Stop requests.
+// heddle-fuse-worker: receives [ipc socket, /dev/fuse fd] and a WorkerBootstrap (what to serve,
+// where) on the bootstrap fd, serves a directory or a git thread over that connection
+// (read-only, or writable through an overlay), and answers the supervisor's Status/Stop
+// requests.
 //
-// Exit codes: 0 on Stop, IPC EOF or SIGTERM; 1 on a startup or IPC failure; 2 on a usage error;
-// 101 when HEDDLE_FUSE_WORKER_PANIC_ON_INIT is set.
+// Exit codes: 0 on Stop, IPC EOF or SIGTERM; 1 on a startup or IPC failure; 2 on a usage error
+// (argv, or a bootstrap document that is not a valid one); 101 when
+// HEDDLE_FUSE_WORKER_PANIC_ON_INIT is set.
 
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
-#include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -27,20 +28,17 @@
 #include <spdlog/spdlog.h>
 
 #include "confinement_check.h"
-#include "dir_fs.h"
-#ifdef HEDDLE_HAVE_GIT_BACKEND
-#include "git/git_fs.h"
-#endif
 #include "fuse_session.h"
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/message.h"
+#include "heddle/ipc/mount_spec.h"
 #include "heddle/unique_fd.h"
 #include "logging.h"
+#include "open_source.h"
 #include "options.h"
 #include "overlay_fs.h"
-#include "source_tree.h"
 
 namespace heddle::worker {
 namespace {
@@ -51,6 +49,22 @@ constexpr std::chrono::seconds kBootstrapTimeout{10};
 constexpr std::chrono::seconds kWriteTimeout{5};
 constexpr unsigned kMaxIdleThreads = 10;
 constexpr int kExitPanic = 101;  // what a Rust panic exits with
+constexpr int kExitUsage = 2;
+
+// The variables the worker reads, read once in main(). HEDDLE_FUSE_LOG is init_logging()'s.
+struct Environment {
+  bool panic_on_init = false;           // HEDDLE_FUSE_WORKER_PANIC_ON_INIT set
+  std::chrono::milliseconds hold_ready{0};  // HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS
+
+  static Environment read() {
+    Environment env;
+    env.panic_on_init = std::getenv("HEDDLE_FUSE_WORKER_PANIC_ON_INIT") != nullptr;
+    if (const char* hold = std::getenv("HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS")) {
+      env.hold_ready = std::chrono::milliseconds(std::strtoul(hold, nullptr, 10));
+    }
+    return env;
+  }
+};
 
 // Ends the process without running static destructors: FUSE threads may still be using them.
 [[noreturn]] void exit_now(int code) {
@@ -80,27 +94,19 @@ void install_signal_handlers(bool ignore_stop) {
   ::pthread_sigmask(SIG_UNBLOCK, &unblock, nullptr);
 }
 
-std::optional<std::uint32_t> parse_pid(std::string_view text) {
-  std::uint32_t pid = 0;
-  const char* const end = text.data() + text.size();
-  const auto [ptr, ec] = std::from_chars(text.data(), end, pid);
-  if (text.empty() || ec != std::errc{} || ptr != end || pid == 0) return std::nullopt;
-  return pid;
-}
-
 void send(int ipc_fd, const ipc::Message& message) {
   ipc::write_frame(ipc_fd, message, kWriteTimeout);
 }
 
-// Startup failed after the IPC socket arrived: tell the supervisor why, then exit 1.
-[[noreturn]] void fail_mount(int ipc_fd, const std::string& message) {
+// Startup failed after the IPC socket arrived: tell the supervisor why, then exit.
+[[noreturn]] void fail_mount(int ipc_fd, const std::string& message, int code = 1) {
   spdlog::error("{}", message);
   try {
     send(ipc_fd, ipc::MountError{message});
   } catch (const std::exception& e) {
     spdlog::error("cannot report the failure to the supervisor: {}", e.what());
   }
-  exit_now(1);
+  exit_now(code);
 }
 
 struct Bootstrap {
@@ -112,13 +118,13 @@ struct Bootstrap {
 // Takes ownership of `fd` and closes it once the message has arrived.
 Bootstrap receive_bootstrap(int fd) {
   const UniqueFd bootstrap(fd);
-  auto received = ipc::receive_fds(bootstrap.get(), 2, 64, kBootstrapTimeout);
+  auto received = ipc::receive_fds(bootstrap.get(), 2, ipc::kMaxBootstrapBytes, kBootstrapTimeout);
   return Bootstrap{std::move(received.fds[0]), std::move(received.fds[1]),
                    std::move(received.payload)};
 }
 
-[[noreturn]] void serve_ipc(int ipc_fd, const Options& options, std::uint32_t host_pid,
-                            const Backend& fs, const FuseSession& session) {
+[[noreturn]] void serve_ipc(int ipc_fd, const ipc::WorkerBootstrap& boot, const Backend& fs,
+                            const FuseSession& session) {
   const auto started = std::chrono::steady_clock::now();
   for (;;) {
     std::optional<ipc::Message> message;
@@ -135,7 +141,7 @@ Bootstrap receive_bootstrap(int fd) {
 
     try {
       if (std::holds_alternative<ipc::Status>(*message)) {
-        ipc::StatusOk ok{host_pid, options.mountpoint};
+        ipc::StatusOk ok{boot.host_pid, boot.spec.mountpoint};
         const auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(
             std::chrono::steady_clock::now() - started);
         ok.extra["uptime_ms"] = uptime.count();
@@ -144,8 +150,8 @@ Bootstrap receive_bootstrap(int fd) {
         fs.add_status(ok.extra);
         send(ipc_fd, ok);
       } else if (std::holds_alternative<ipc::Stop>(*message)) {
-        if (options.test_ignore_stop) {
-          spdlog::info("ignoring Stop (--test-ignore-stop)");
+        if (boot.test_ignore_stop) {
+          spdlog::info("ignoring Stop (test_ignore_stop)");
           continue;
         }
         spdlog::info("Stop received; exiting");
@@ -162,36 +168,19 @@ Bootstrap receive_bootstrap(int fd) {
   }
 }
 
-std::unique_ptr<Backend> open_lower(const Options& options) {
-  if (!options.git()) return std::make_unique<DirFs>(SourceTree::open(options.dir));
-#ifdef HEDDLE_HAVE_GIT_BACKEND
-  GitFsOptions git;
-  git.repo_root = options.repo_root;
-  git.thread = options.thread_id;
-  git.cache_bytes = options.cache_bytes;
-  git.owner_uid = options.owner_uid;
-  git.owner_gid = options.owner_gid;
-  return open_git_fs(git);
-#else
-  throw Error("this heddle-fuse-worker was built without the git backend", ENOTSUP);
-#endif
+std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec) {
+  auto lower = open_source(spec.source, spec.uid, spec.gid);
+  if (!spec.writable()) return lower;
+  return std::make_unique<OverlayFs>(std::move(lower), spec.overlay_dir, spec.uid, spec.gid);
 }
 
-std::unique_ptr<Backend> open_backend(const Options& options) {
-  auto lower = open_lower(options);
-  if (options.overlay_dir.empty()) return lower;
-  return std::make_unique<OverlayFs>(std::move(lower), options.overlay_dir, options.owner_uid,
-                                     options.owner_gid);
-}
-
-[[noreturn]] void run(const Options& options) {
+[[noreturn]] void run(const Options& options, const Environment& env) {
   // execve made us dumpable again: no core dump of served file contents, and no ptrace or
   // /proc/PID/mem from anything but root over this user namespace.
   if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
     spdlog::error("prctl(PR_SET_DUMPABLE, 0): {}", std::strerror(errno));
     exit_now(1);
   }
-  install_signal_handlers(options.test_ignore_stop);
 
   Bootstrap bootstrap;
   try {
@@ -201,23 +190,27 @@ std::unique_ptr<Backend> open_backend(const Options& options) {
     exit_now(1);
   }
   const int ipc_fd = bootstrap.ipc.get();
-  if (options.expect_sandbox) {
-    if (const auto problem = confinement_problem(options.degraded_sandbox)) fail_mount(ipc_fd, *problem);
+  ipc::WorkerBootstrap boot;
+  try {
+    boot = ipc::decode_bootstrap(bootstrap.payload);
+  } catch (const std::exception& e) {
+    // What to serve is this worker's command line, in effect: a bad one is a usage error.
+    fail_mount(ipc_fd, e.what(), kExitUsage);
   }
-  const auto host_pid = parse_pid(bootstrap.payload);
-  if (!host_pid) {
-    fail_mount(ipc_fd, "bootstrap payload '" + bootstrap.payload +
-                           "' is not a pid: the supervisor must send the worker's host pid");
+  const ipc::MountSpec& spec = boot.spec;
+  install_signal_handlers(boot.test_ignore_stop);
+  if (spec.sandbox != ipc::SandboxMode::kNone) {
+    if (const auto problem = confinement_problem(spec.degraded())) fail_mount(ipc_fd, *problem);
   }
 
   std::unique_ptr<Backend> fs;
   try {
-    fs = open_backend(options);
+    fs = open_backend(spec);
   } catch (const std::exception& e) {
     fail_mount(ipc_fd, e.what());
   }
 
-  if (std::getenv("HEDDLE_FUSE_WORKER_PANIC_ON_INIT") != nullptr) {
+  if (env.panic_on_init) {
     flush_logs();
     std::fputs("heddle-fuse-worker: panic injected by HEDDLE_FUSE_WORKER_PANIC_ON_INIT\n", stderr);
     exit_now(kExitPanic);
@@ -233,20 +226,17 @@ std::unique_ptr<Backend> open_backend(const Options& options) {
   }
 
   // Tests only: a window before MountReady in which to kill things (the fault matrix).
-  if (const char* hold = std::getenv("HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS")) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::strtoul(hold, nullptr, 10)));
-  }
+  if (env.hold_ready.count() > 0) std::this_thread::sleep_for(env.hold_ready);
   try {
-    send(ipc_fd, ipc::MountReady{*host_pid, options.mountpoint});
+    send(ipc_fd, ipc::MountReady{boot.host_pid, spec.mountpoint});
   } catch (const std::exception& e) {
     spdlog::error("cannot send MountReady: {}", e.what());
     exit_now(1);
   }
-  spdlog::info("serving {} {} at {} (host pid {})",
-               options.git() ? options.repo_root + " thread " + options.thread_id : options.dir,
-               options.overlay_dir.empty() ? "read-only" : "writable, overlay " + options.overlay_dir,
-               options.mountpoint, *host_pid);
-  serve_ipc(ipc_fd, options, *host_pid, *fs, *session);
+  spdlog::info("serving {} {} at {} (host pid {})", describe_source(spec.source),
+               spec.writable() ? "writable, overlay " + spec.overlay_dir : "read-only",
+               spec.mountpoint, boot.host_pid);
+  serve_ipc(ipc_fd, boot, *fs, *session);
 }
 
 }  // namespace
@@ -268,5 +258,5 @@ int main(int argc, char** argv) {
     std::cerr << "heddle-fuse-worker: " << error->message << " (see --help)\n";
     return 2;
   }
-  run(std::get<Options>(parsed));
+  run(std::get<Options>(parsed), Environment::read());
 }

@@ -56,6 +56,12 @@ class FuseMount {
   bool released_ = false;
 };
 
+// Runs `helper` (fusermount3) to mount `mountpoint` with `mount_options` through its
+// _FUSE_COMMFD protocol and returns the /dev/fuse connection it sends back. The helper gets
+// fds 0-2 and that socket, nothing else of ours. Throws heddle::Error with its message.
+UniqueFd mount_through_helper(const std::string& helper, const std::string& mount_options,
+                              const std::string& mountpoint);
+
 // Lazily detaches the mount on top of `mountpoint` (canonical): umount2 when we may mount
 // directly, fusermount3 -u -z otherwise. Throws heddle::Error with the helper's message.
 void detach_mount(const std::string& mountpoint);

@@ -16,9 +16,9 @@ namespace heddle::launcher {
 
 inline constexpr const char* kGuardBinaryEnv = "HEDDLE_FUSE_GUARD_BIN";
 
-// HEDDLE_FUSE_GUARD_BIN, else heddle-fuse-guard beside the running executable (or in
-// ../libexec/heddle-fuse/). Throws heddle::Error naming where it looked.
-[[nodiscard]] std::string resolve_guard_binary();
+// `override_path` (HEDDLE_FUSE_GUARD_BIN) if given, else heddle-fuse-guard beside the running
+// executable (or in ../libexec/heddle-fuse/). Throws heddle::Error naming where it looked.
+[[nodiscard]] std::string resolve_guard_binary(const std::string& override_path = {});
 
 class MountGuard {
  public:

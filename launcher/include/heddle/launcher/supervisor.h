@@ -7,14 +7,15 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "heddle/ipc/message.h"
+#include "heddle/ipc/mount_spec.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mount_guard.h"
 #include "heddle/launcher/output_relay.h"
@@ -33,72 +34,29 @@ inline constexpr const char* kHoldReadyEnv = "HEDDLE_FUSE_WORKER_TEST_HOLD_READY
 inline constexpr const char* kIgnoreStopEnv = "HEDDLE_FUSE_WORKER_TEST_IGNORE_STOP";
 inline constexpr std::chrono::milliseconds kDefaultStopGrace{2000};
 
-// HEDDLE_FUSE_WORKER_BIN, else heddle-fuse-worker next to the running executable (or in
-// ../libexec/heddle-fuse/ when installed). Throws heddle::Error naming where it looked.
-[[nodiscard]] std::string resolve_worker_binary();
+// `override_path` (HEDDLE_FUSE_WORKER_BIN) if given, else heddle-fuse-worker next to the running
+// executable (or in ../libexec/heddle-fuse/ when installed). Throws heddle::Error naming
+// where it looked.
+[[nodiscard]] std::string resolve_worker_binary(const std::string& override_path = {});
 
-// HEDDLE_FUSE_WORKER_STOP_GRACE_MS, else 2000 ms.
-[[nodiscard]] std::chrono::milliseconds stop_grace_from_env();
-
-// A heddle thread: the tree of a ref (or any revision) of a git repository.
-struct GitSource {
-  std::string repo_root;  // a work tree or a bare repository
-  std::string thread;
-  std::uint64_t cache_bytes = 256ull << 20;  // the worker's inflated-blob cache
-};
-
-struct MountRequest {
-  std::string source_dir;        // the directory to serve, unless `git` is set
-  std::optional<GitSource> git;  // the thread to serve instead
-  std::string mountpoint;
-  uid_t uid = 0;  // the user the mount is for (its user_id=, group_id=)
-  gid_t gid = 0;
-  bool allow_other = false;  // other users may enter the mount too
-  // A writable mount's overlay directory (see overlay_dir.h: made by prepare_overlay_dir);
-  // empty for a read-only mount.
-  std::string overlay_dir;
-
-  [[nodiscard]] static MountRequest directory(std::string dir, std::string mountpoint,
-                                              uid_t uid = 0, gid_t gid = 0) {
-    MountRequest request;
-    request.source_dir = std::move(dir);
-    request.mountpoint = std::move(mountpoint);
-    request.uid = uid;
-    request.gid = gid;
-    return request;
-  }
-  [[nodiscard]] static MountRequest thread(GitSource source, std::string mountpoint,
-                                           uid_t uid = 0, gid_t gid = 0) {
-    MountRequest request = directory({}, std::move(mountpoint), uid, gid);
-    request.git = std::move(source);
-    return request;
-  }
-
-  [[nodiscard]] bool writable() const { return !overlay_dir.empty(); }
-
-  // What is served, for messages and the mount's source field.
-  [[nodiscard]] std::string source_label() const {
-    return git ? git->repo_root + "#" + git->thread : source_dir;
-  }
-};
-
+// How to supervise, whatever is mounted. Pure defaults: main() reads the environment into a
+// LauncherEnvironment (launcher_environment.h), tests set the fields they need.
 struct SupervisorOptions {
   std::string worker_binary;  // empty: resolve_worker_binary()
   std::string guard_binary;   // empty: resolve_guard_binary()
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds status_timeout{5000};
-  std::chrono::milliseconds stop_grace = stop_grace_from_env();
-  // The worker ignores Stop and SIGTERM: for escalation tests (default: kIgnoreStopEnv set).
-  bool test_ignore_stop = std::getenv(kIgnoreStopEnv) != nullptr;
-  // Without a user namespace (--sandbox=degraded): only for hosts that forbid them.
-  bool degraded_sandbox = false;
+  std::chrono::milliseconds stop_grace = kDefaultStopGrace;
+  // The worker ignores Stop and SIGTERM: for escalation tests.
+  bool test_ignore_stop = false;
   // An unprivileged caller's worker may run as a uid from its /etc/subuid range.
   bool subordinate_ids = true;
+  std::vector<std::string> worker_env;  // "NAME=value", the worker's whole environment
 };
 
-// The sandbox a worker for `request` gets (binds, identity, namespaces, environment), without
+// The sandbox a worker for `spec` gets (binds, identity, namespaces, environment), without
 // its executable, argv or fds. `sandbox-exec` runs other commands in exactly this.
-[[nodiscard]] sandbox::SandboxSpec worker_sandbox(const MountRequest& request,
+[[nodiscard]] sandbox::SandboxSpec worker_sandbox(const ipc::MountSpec& spec,
                                                   const SupervisorOptions& options);
 
 class Supervisor {
@@ -107,7 +65,7 @@ class Supervisor {
   // A writable mount first takes its overlay's lock (EBUSY if another mount has it).
   // Throws heddle::Error: MountError's message, "worker exited before MountReady (...)",
   // or a handshake timeout. Nothing (process, mount, fd) survives a failed spawn.
-  static std::unique_ptr<Supervisor> spawn(MountRequest request, SupervisorOptions options = {});
+  static std::unique_ptr<Supervisor> spawn(ipc::MountSpec spec, SupervisorOptions options = {});
 
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
@@ -122,22 +80,26 @@ class Supervisor {
   [[nodiscard]] pid_t pid() const noexcept { return process_.pid(); }
   [[nodiscard]] pid_t guard_pid() const noexcept { return guard_->pid(); }
   [[nodiscard]] const ipc::MountReady& ready() const noexcept { return ready_; }
-  [[nodiscard]] const MountRequest& request() const noexcept { return request_; }
+  [[nodiscard]] const ipc::MountSpec& spec() const noexcept { return spec_; }
   [[nodiscard]] std::chrono::steady_clock::time_point started() const noexcept { return started_; }
-  // Readable once the worker has exited (for poll loops).
-  [[nodiscard]] int exit_fd() const noexcept { return process_.pidfd(); }
+  // Readable once the worker has exited (on its own, killed for a lost guard, or stopped) and
+  // the supervisor has reaped it and removed the mount; for poll loops. The supervisor alone
+  // watches the worker: nothing else waits on its pidfd.
+  [[nodiscard]] int ended_fd() const noexcept { return ended_.get(); }
+  // The worker's pidfd, to signal it (tests); its exit is ended_fd()'s to report.
+  [[nodiscard]] int worker_pidfd() const noexcept { return process_.pidfd(); }
   [[nodiscard]] std::optional<sandbox::ExitStatus> exit_status() const;
   // Why the mount ended without being asked to: the worker's exit, or the loss of the guard.
   [[nodiscard]] std::string exit_cause() const;
 
  private:
-  Supervisor(MountRequest request, SupervisorOptions options,
+  Supervisor(ipc::MountSpec spec, SupervisorOptions options,
              std::optional<OverlayLock> overlay_lock, std::unique_ptr<FuseMount> mount,
              std::unique_ptr<MountGuard> guard, std::unique_ptr<OutputRelay> output,
              sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready);
   void watch();
 
-  const MountRequest request_;
+  const ipc::MountSpec spec_;
   const SupervisorOptions options_;
   // Declared before the mount so it is released after it: the overlay stays ours until the
   // mount is gone.
@@ -161,6 +123,7 @@ class Supervisor {
 
   std::mutex stop_mutex_;
   bool stopped_ = false;
+  UniqueFd ended_;  // an eventfd, written once watch() has handled the worker's exit
   std::thread watcher_;
 };
 
