@@ -23,6 +23,7 @@
 
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/ipc/mount_spec.h"
 #include "heddle/unique_fd.h"
 #include "support.h"
 
@@ -239,14 +240,15 @@ class Unsandboxed {
         ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ipc_fds) != 0) {
       throw_errno("socketpair");
     }
-    const UniqueFd boot_parent(boot[0]), boot_child(::fcntl(boot[1], F_DUPFD_CLOEXEC, 10)), ipc_child(ipc_fds[1]);
-    ::close(boot[1]);
+    const UniqueFd boot_parent(boot[0]), boot_child(boot[1]), ipc_child(ipc_fds[1]);
     ipc_.reset(ipc_fds[0]);
-    worker_.emplace(std::vector<std::string>{own_bin_dir() + "/heddle-fuse-worker", "--dir", source,
-                                             "--mountpoint", mountpoint, "--bootstrap-fd", "3"},
+    worker_.emplace(std::vector<std::string>{own_bin_dir() + "/heddle-fuse-worker", "--bootstrap-fd", "3"},
                     "", boot_child.get());
+    ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(worker_->pid()),
+                                   ipc::MountSpec::directory(source, mountpoint)};
+    bootstrap.spec.sandbox = ipc::SandboxMode::kNone;
     const std::array<int, 2> fds{ipc_child.get(), mount_.device_.get()};
-    ipc::send_fds(boot_parent.get(), fds, std::to_string(worker_->pid()));
+    ipc::send_fds(boot_parent.get(), fds, ipc::encode_bootstrap(bootstrap));
     mount_.device_.reset();  // only the worker holds the connection now
     const auto first = ipc::read_frame(ipc_.get(), 10s);
     if (!first || !std::holds_alternative<ipc::MountReady>(*first)) throw Error("the unsandboxed worker sent no MountReady", EPROTO);

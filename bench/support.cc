@@ -4,20 +4,12 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
-// Boost 1.81's Process v2 uses these without including them (with std::filesystem).
-#include <boost/optional.hpp>
-#include <boost/type_traits/remove_pointer.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/process/v2/environment.hpp>
-#include <boost/process/v2/process.hpp>
-#include <boost/process/v2/start_dir.hpp>
-#include <boost/process/v2/stdio.hpp>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -26,6 +18,8 @@
 #include <thread>
 
 #include "heddle/ipc/frame.h"
+#include "heddle/ipc/mount_spec.h"
+#include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/mountinfo.h"
 #include "heddle/launcher/supervisor.h"
 #include "heddle/unique_fd.h"
@@ -33,8 +27,6 @@
 namespace heddle::bench {
 
 namespace fs = std::filesystem;
-namespace bp = boost::process::v2;
-namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 volatile std::sig_atomic_t g_interrupted = 0;
@@ -174,10 +166,11 @@ ScratchDir::~ScratchDir() {
 
 // ---- our mounts: the Supervisor API
 
-LiveMount LiveMount::spawn_timed(launcher::MountRequest request) {
-  const std::string mountpoint = request.mountpoint;
+LiveMount LiveMount::spawn_timed(ipc::MountSpec spec) {
+  static const auto options = launcher::LauncherEnvironment::read().supervisor_options();
+  const std::string mountpoint = spec.mountpoint;
   const auto t0 = Clock::now();
-  auto supervisor = launcher::Supervisor::spawn(std::move(request));
+  auto supervisor = launcher::Supervisor::spawn(std::move(spec), options);
   return {std::move(supervisor), mountpoint, seconds_since(t0)};
 }
 
@@ -195,12 +188,12 @@ LiveMount::~LiveMount() {
 }
 
 LiveMount LiveMount::directory(const std::string& source, const std::string& mountpoint) {
-  return spawn_timed(launcher::MountRequest::directory(source, mountpoint));
+  return spawn_timed(ipc::MountSpec::directory(source, mountpoint));
 }
 
 LiveMount LiveMount::thread(const std::string& repo, const std::string& thread,
                             const std::string& mountpoint) {
-  return spawn_timed(launcher::MountRequest::thread(launcher::GitSource{repo, thread}, mountpoint));
+  return spawn_timed(ipc::MountSpec::thread(ipc::GitSource{repo, thread}, mountpoint));
 }
 
 double LiveMount::unmount() {
@@ -228,54 +221,16 @@ std::uint64_t LiveMount::status_number(const char* key) {
   return status.extra.at(key).get<std::uint64_t>();
 }
 
-std::uint64_t git_cache_bytes() { return launcher::GitSource{}.cache_bytes; }
+std::uint64_t git_cache_bytes() { return ipc::GitSource{}.cache_bytes; }
 
 // ---- child processes
 
 namespace {
 
-// Runs in the child between fork and exec.
-struct OwnGroup {
-  bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&,
-                               const char* const*) {
-    ::setpgid(0, 0);                      // a terminal's ^C reaches only us
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);   // nothing outlives the bench
-    ::signal(SIGPIPE, SIG_DFL);           // ignored by us, not by the tools
-    return {};
-  }
-};
-
-// `fd` becomes the child's fd 3, which survives the closing of all others. Not
-// posix::bind_fd: in Boost 1.81 its on_setup falls off its end without returning.
-struct FdAt3 {
-  int fd;
-  bp::error_code on_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&, const char* const*) {
-    launcher.fd_whitelist.push_back(3);
-    return {};
-  }
-  bp::error_code on_exec_setup(bp::posix::default_launcher&, const bp::filesystem::path&, const char* const*) {
-    return ::dup2(fd, 3) == 3 ? bp::error_code() : bp::error_code(errno, bp::system_category());
-  }
-};
-
-bp::filesystem::path executable(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  const auto found = bp::environment::find_executable(name);
-  if (found.empty()) throw Error(name + " is not on PATH", ENOENT);
-  return found;
-}
-
 std::string text_of(const std::vector<std::string>& argv) {
   std::string out;
   for (const auto& a : argv) out += (out.empty() ? "" : " ") + a;
   return out;
-}
-
-UniqueFd open_log(const std::string& log) {
-  if (log.empty()) return UniqueFd(::dup(STDERR_FILENO));
-  UniqueFd fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
-  if (!fd) throw_errno("open " + log);
-  return fd;
 }
 
 std::string tail_of(const std::string& path) {
@@ -284,10 +239,6 @@ std::string tail_of(const std::string& path) {
   return text.size() > 600 ? "..." + text.substr(text.size() - 600) : text;
 }
 
-}  // namespace
-
-// stdin and stdout are memfds, not pipes: a daemon the command leaves behind (the launcher's
-// background supervisor) cannot hold us waiting for an EOF.
 UniqueFd memfd(const std::string& content) {
   UniqueFd fd(::memfd_create("bench", MFD_CLOEXEC));
   if (!fd) throw_errno("memfd_create");
@@ -296,35 +247,46 @@ UniqueFd memfd(const std::string& content) {
   return fd;
 }
 
-void run(const std::vector<std::string>& argv, const RunOptions& o) {
-  if (!o.cleanup) check_interrupted();
-  asio::io_context ctx;
-  const UniqueFd in = memfd(o.input), out = memfd(""), err = open_log(o.log);
-  bp::process proc(ctx, executable(argv[0]), std::vector<std::string>(argv.begin() + 1, argv.end()),
-                   bp::process_stdio{in.get(), out.get(), err.get()}, bp::process_start_dir{o.cwd.empty() ? "." : o.cwd},
-                   OwnGroup{});
-  const pid_t pid = proc.id();
-  int code = -1;
-  proc.async_wait([&](auto, int exit_code) { code = exit_code; });
-  const auto deadline = Clock::now() + o.timeout;
-  bool killed = false;
-  while (!ctx.stopped()) {
-    ctx.run_for(100ms);
-    if (!killed && ((g_interrupted != 0 && !o.cleanup) || Clock::now() > deadline)) {
-      ::kill(-pid, SIGKILL);  // its whole group: make's compilers too
-      killed = true;
-    }
+// argv[0] found on PATH; `fds` bound as {ours, the child's}, over its inherited stdio.
+Process start(std::vector<std::string> argv, const std::vector<std::pair<int, int>>& fds) {
+  if (argv[0].find('/') == std::string::npos) {
+    const std::string found = find_on_path(argv[0]);
+    if (found.empty()) throw Error(argv[0] + " is not on PATH", ENOENT);
+    argv[0] = found;
   }
-  if (!o.cleanup) check_interrupted();
-  if (killed) throw Error("'" + text_of(argv) + "' timed out after " + std::to_string(o.timeout.count()) + " s", ETIMEDOUT);
-  if (code != 0) {
-    throw Error("'" + text_of(argv) + "' exited with " + std::to_string(code) +
+  ProcessOptions options;
+  options.output = ProcessOptions::Output::kInherit;
+  options.fds = fds;
+  return Process(argv, options);
+}
+
+// Appends to `log`, or our stderr if empty.
+UniqueFd open_log(const std::string& log) {
+  if (log.empty()) return UniqueFd(::dup(STDERR_FILENO));
+  UniqueFd fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
+  if (!fd) throw_errno("open " + log);
+  return fd;
+}
+
+}  // namespace
+
+void run(const std::vector<std::string>& argv, const RunOptions& o) {
+  const UniqueFd in = memfd(o.input), out = memfd(""), err = open_log(o.log);
+  const auto result = start(argv, {{in.get(), 0}, {out.get(), 1}, {err.get(), 2}}).finish(o.timeout);
+  if (result.timed_out) {
+    throw Error("'" + text_of(argv) + "' timed out after " + std::to_string(o.timeout.count()) +
+                    " s", ETIMEDOUT);
+  }
+  if (!result.ok()) {
+    throw Error("'" + text_of(argv) + "' exited with " + std::to_string(result.exit_code) +
                     (o.log.empty() ? "" : "; its stderr ends: " + tail_of(o.log)), 0);
   }
   if (o.out != nullptr) {
     o.out->clear();
     char buffer[65536];
-    for (ssize_t n; (n = ::pread(out.get(), buffer, sizeof buffer, static_cast<off_t>(o.out->size()))) > 0;) o.out->append(buffer, static_cast<std::size_t>(n));
+    for (ssize_t n; (n = ::pread(out.get(), buffer, sizeof buffer, std::ssize(*o.out))) > 0;) {
+      o.out->append(buffer, static_cast<std::size_t>(n));
+    }
   }
 }
 
@@ -334,50 +296,22 @@ std::string output_of(const std::vector<std::string>& argv) {
   return out;
 }
 
-struct Daemon::State {
-  asio::io_context ctx;
-  std::optional<bp::process> proc;
-};
-
 Daemon::Daemon(const std::vector<std::string>& argv, const std::string& log, int fd)
-    : state_(std::make_unique<State>()) {
-  const UniqueFd err = open_log(log);
-  const auto start = [&](auto&&... extra) {
-    state_->proc.emplace(state_->ctx, executable(argv[0]),
-                         std::vector<std::string>(argv.begin() + 1, argv.end()),
-                         bp::process_stdio{nullptr, nullptr, err.get()}, OwnGroup{}, extra...);
-  };
-  if (fd >= 0) {
-    start(FdAt3{fd});
-  } else {
-    start();
-  }
+    : process_([&] {
+        const UniqueFd err = open_log(log);
+        std::vector<std::pair<int, int>> fds{{err.get(), 1}, {err.get(), 2}};
+        if (fd >= 0) fds.emplace_back(fd, 3);
+        return start(argv, fds);
+      }()),
+      pid_(process_.pid()) {}
+
+bool Daemon::running() const {
+  siginfo_t info{};  // WNOWAIT: the Process reaps it
+  return ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+         info.si_pid == 0;
 }
 
-Daemon::~Daemon() {
-  if (running()) ::kill(-pid(), SIGKILL);
-  bp::error_code ec;
-  state_->proc->wait(ec);
-}
-
-pid_t Daemon::pid() const { return state_->proc->id(); }
-
-bool Daemon::running() {
-  bp::error_code ec;
-  return state_->proc->running(ec);
-}
-
-int Daemon::wait(std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (running() && Clock::now() < deadline) std::this_thread::sleep_for(200us);
-  if (running()) {
-    ::kill(-pid(), SIGKILL);
-    bp::error_code ec;
-    state_->proc->wait(ec);
-    return -1;
-  }
-  return state_->proc->exit_code();
-}
+int Daemon::wait(std::chrono::milliseconds timeout) { return process_.finish(timeout).exit_code; }
 
 void Daemon::wait_mounted(const std::string& mountpoint, const std::string& log) {
   const auto t0 = Clock::now();
@@ -389,7 +323,7 @@ void Daemon::wait_mounted(const std::string& mountpoint, const std::string& log)
   }
 }
 
-bool on_path(const char* program) { return !bp::environment::find_executable(program).empty(); }
+bool on_path(const char* program) { return !find_on_path(program).empty(); }
 
 std::string own_bin_dir() { return fs::read_symlink("/proc/self/exe").parent_path().string(); }
 

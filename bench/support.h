@@ -1,6 +1,6 @@
 // What the bench suites share: interruption, statistics and the figures table, scratch
 // directories and mount points, our mounts (the one user of the Supervisor API), child processes
-// (Boost.Process), file readers and walks, drop_caches and /proc readers.
+// (heddle::Process), file readers and walks, drop_caches and /proc readers.
 #pragma once
 
 #include <sys/types.h>
@@ -17,11 +17,14 @@
 #include <vector>
 
 #include "heddle/error.h"
+#include "heddle/process.h"
 
 namespace heddle::launcher {
 class Supervisor;
-struct MountRequest;
 }  // namespace heddle::launcher
+namespace heddle::ipc {
+struct MountSpec;
+}  // namespace heddle::ipc
 
 namespace heddle::bench {
 
@@ -137,7 +140,7 @@ class LiveMount {
 
  private:
   LiveMount(std::unique_ptr<launcher::Supervisor> s, std::string mountpoint, double seconds);
-  static LiveMount spawn_timed(launcher::MountRequest request);
+  static LiveMount spawn_timed(ipc::MountSpec spec);
   std::unique_ptr<launcher::Supervisor> supervisor_;
   std::string mountpoint_;
   double spawn_seconds_ = 0;
@@ -146,39 +149,34 @@ class LiveMount {
 // The git backend's default cache cap: a larger blob streams.
 std::uint64_t git_cache_bytes();
 
-// ---- child processes (Boost.Process v2), each with a timeout, in its own process group (a
-// terminal's ^C reaches only us, and we stop it), SIGKILLed if we die.
+// ---- child processes (heddle::Process), each with a timeout. Their stdin and stdout are
+// memfds and their stderr the log, never pipes: a daemon a command leaves behind (the
+// launcher's background supervisor) would hold a pipe open.
 
 struct RunOptions {
-  std::string cwd;
   std::string input;           // written to its stdin
   std::string* out = nullptr;  // receives its stdout (else discarded)
   std::string log;             // its stderr is appended there (else inherited)
   std::chrono::seconds timeout{600};
-  bool cleanup = false;  // a cleanup step: runs even once we are interrupted
 };
 // Runs argv (PATH lookup) to completion; throws unless it exits 0.
 void run(const std::vector<std::string>& argv, const RunOptions& options = {});
 std::string output_of(const std::vector<std::string>& argv);
 
-// A daemon that runs until stopped: stdin and stdout /dev/null, stderr appended to `log`;
-// `fd`, if not negative, becomes its fd 3. Killed (SIGKILL to its group) and reaped on
-// destruction.
+// A daemon that runs until stopped: stdout and stderr appended to `log`; `fd`, if not
+// negative, becomes its fd 3. Killed and reaped on destruction.
 class Daemon {
  public:
   Daemon(const std::vector<std::string>& argv, const std::string& log, int fd = -1);
-  Daemon(const Daemon&) = delete;
-  Daemon& operator=(const Daemon&) = delete;
-  ~Daemon();
-  [[nodiscard]] pid_t pid() const;
-  [[nodiscard]] bool running();
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] bool running() const;
   // Waits up to `timeout` for it to exit, then kills it; its exit code (-1 if killed).
   int wait(std::chrono::milliseconds timeout);
   void wait_mounted(const std::string& mountpoint, const std::string& log);  // 10 s at most
 
  private:
-  struct State;
-  std::unique_ptr<State> state_;
+  Process process_;
+  pid_t pid_;
 };
 
 bool on_path(const char* program);

@@ -184,7 +184,7 @@ class LoopFs {
   ~LoopFs() {
     unmount_quietly(mountpoint_.path());
     try {
-      run({"losetup", "-d", device_}, {.cleanup = true});
+      run({"losetup", "-d", device_});
     } catch (const std::exception& e) {
       std::fprintf(stderr, "bench: losetup -d %s: %s\n", device_.c_str(), e.what());
     }
@@ -416,7 +416,7 @@ void write_suite(const Config& config, Figures& f) {
   rounds(env, make_rounds, [&](System s, bool census) {
     View view(env, s, project, /*copy_lower=*/true);
     std::string out;
-    const auto make = [&] { run({"make", "-j2"}, {.cwd = view.path, .out = &out, .log = env.log}); };
+    const auto make = [&] { run({"make", "-C", view.path, "--no-print-directory", "-j2"}, {.out = &out, .log = env.log}); };
     const double build = measure(env, view, s, census, "make_j2", f, make);
     struct stat prog {}, link {};
     if (::stat((view.path + "/build/prog").c_str(), &prog) != 0 || ::stat((view.path + "/build/prog.link").c_str(), &link) != 0 ||
