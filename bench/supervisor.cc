@@ -169,33 +169,25 @@ void run_rtt(const Config& config, EchoProcess& echo, const std::string& source,
 // forever, and killing it fails the request. Started before the timed region.
 class Watchdog {
  public:
-  Watchdog() : thread_([this] {
-      std::unique_lock lock(mutex_);
-      if (cv_.wait_for(lock, 15s, [this] { return done_; })) return;
-      fired_ = true;
-      if (pid_ > 0) ::kill(pid_, SIGKILL);
-    }) {}
-  ~Watchdog() { disarm(); }
-  void arm(pid_t pid) {
-    const std::lock_guard lock(mutex_);
-    pid_ = pid;
-  }
+  ~Watchdog() { thread_.request_stop(); }
+  void arm(pid_t pid) { pid_ = pid; }
   void disarm() {
-    {
-      const std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_all();
+    thread_.request_stop();
     if (thread_.joinable()) thread_.join();
     if (fired_) throw Error("the first answer through a mount hung; killed its server", ETIMEDOUT);
   }
 
  private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false, fired_ = false;
-  pid_t pid_ = -1;
-  std::thread thread_;
+  std::atomic<pid_t> pid_{-1};
+  std::atomic<bool> fired_{false};
+  std::jthread thread_{[this](const std::stop_token& stop) {
+    std::mutex mutex;
+    std::condition_variable_any cv;
+    std::unique_lock lock(mutex);
+    if (cv.wait_for(lock, stop, 15s, [] { return false; }), stop.stop_requested()) return;
+    fired_ = true;
+    if (pid_ > 0) ::kill(pid_, SIGKILL);
+  }};
 };
 
 // The first answer through a mount: stat() of its root (FUSE_INIT, GETATTR) and a readdir.

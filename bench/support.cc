@@ -209,7 +209,6 @@ double LiveMount::unmount() {
 pid_t LiveMount::worker_pid() const { return supervisor_->pid(); }
 pid_t LiveMount::guard_pid() const { return supervisor_->guard_pid(); }
 bool LiveMount::alive() const { return supervisor_ && supervisor_->is_alive(); }
-std::string LiveMount::exit_cause() const { return supervisor_->exit_cause(); }
 std::uint32_t LiveMount::ready_pid() const { return supervisor_->ready().pid; }
 std::uint32_t LiveMount::status_pid() { return supervisor_->status().pid; }
 std::string LiveMount::status_frame() { return ipc::encode_frame(supervisor_->status()); }
@@ -336,7 +335,8 @@ void drop_caches(const char* what) {
   if (!out) throw Error(std::string("echo ") + what + " > /proc/sys/vm/drop_caches failed", EIO);
 }
 
-std::uint64_t drops_so_far() {
+namespace {
+std::uint64_t drops_so_far() {  // drop_caches writes seen in /proc/vmstat (ours: 2 each)
   std::ifstream in("/proc/vmstat");
   std::uint64_t total = 0, value = 0;
   for (std::string key; in >> key >> value;) {
@@ -344,6 +344,8 @@ std::uint64_t drops_so_far() {
   }
   return total;
 }
+
+}  // namespace
 
 void undisturbed(const std::function<void()>& half, int own_drops, Disturbance& d) {
   for (int attempt = 1;; ++attempt) {

@@ -131,7 +131,6 @@ class LiveMount {
   [[nodiscard]] pid_t worker_pid() const;
   [[nodiscard]] pid_t guard_pid() const;
   [[nodiscard]] bool alive() const;
-  [[nodiscard]] std::string exit_cause() const;
   [[nodiscard]] std::uint32_t ready_pid() const;   // MountReady's pid
   std::uint32_t status_pid();                       // Status -> StatusOk's pid
   std::uint64_t status_number(const char* key);     // a number of StatusOk's extra fields
@@ -169,12 +168,12 @@ class Daemon {
  public:
   Daemon(const std::vector<std::string>& argv, const std::string& log, int fd = -1);
   [[nodiscard]] pid_t pid() const { return pid_; }
-  [[nodiscard]] bool running() const;
   // Waits up to `timeout` for it to exit, then kills it; its exit code (-1 if killed).
   int wait(std::chrono::milliseconds timeout);
   void wait_mounted(const std::string& mountpoint, const std::string& log);  // 10 s at most
 
  private:
+  [[nodiscard]] bool running() const;
   Process process_;
   pid_t pid_;
 };
@@ -185,7 +184,6 @@ std::string own_bin_dir();
 // ---- caches, files, walks
 
 void drop_caches(const char* what);  // "3": page cache, dentries and inodes; "2": not pages
-std::uint64_t drops_so_far();        // drop_caches writes seen in /proc/vmstat (ours: 2 each)
 
 // Other jobs may drop the caches too, which turns a warm pass partly cold: `half` (which
 // drops them `own_drops` times) is measured again, up to 3 attempts, if a foreign drop happened.
