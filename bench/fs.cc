@@ -57,9 +57,10 @@ std::vector<System> order_for(const Env& env, int round) {
 }
 
 double fio_iops(const std::string& path, std::uint64_t size, int seconds) {
-  const std::string out = output_of({"fio", "--name=r", "--rw=randread", "--bs=4k", "--size=" + std::to_string(size),
-                                     "--filename=" + path, "--runtime=" + std::to_string(seconds), "--time_based",
-                                     "--ioengine=psync", "--direct=0", "--invalidate=0", "--output-format=json"});
+  const std::string out =
+      output_of({"fio", "--name=r", "--rw=randread", "--bs=4k", "--size=" + std::to_string(size),
+                 "--filename=" + path, "--runtime=" + std::to_string(seconds), "--time_based",
+                 "--ioengine=psync", "--direct=0", "--invalidate=0", "--output-format=json"});
   const auto json = nlohmann::json::parse(out.substr(out.find('{')));
   const auto& job = json.at("jobs").at(0);
   if (job.value("error", 0) != 0) throw Error("fio on " + path + " failed", job.value("error", 0));
@@ -71,14 +72,17 @@ double fio_iops(const std::string& path, std::uint64_t size, int seconds) {
 void fs_suite(const Config& config, Figures& f) {
   const auto t_start = Clock::now();
   const int rounds = config.rounds_or(5), per_dir = config.pick(1000, 250);
-  const int small_dirs = config.pick(10, 4), big_dirs = config.pick(50, 10), fio_s = config.pick(5, 1);
+  const int small_dirs = config.pick(10, 4), big_dirs = config.pick(50, 10),
+            fio_s = config.pick(5, 1);
   const std::uint64_t size = config.pick<std::uint64_t>(1024, 64) << 20;
   ScratchDir root("heddle-fs-bench-");
-  Env env{root, own_bin_dir() + "/bench_passthrough_ll", root / "passthrough_ll.log", on_path("fio")};
+  Env env{root, own_bin_dir() + "/bench_passthrough_ll", root / "passthrough_ll.log",
+          on_path("fio")};
   if (::access(env.passthrough.c_str(), X_OK) != 0) env.passthrough.clear();
   f.set("passthrough_ll_available", env.passthrough.empty() ? 0 : 1);
 
-  const std::string dir = root / "file", file = dir + "/big.bin", small = root / "tree-small", big = root / "tree-big";
+  const std::string dir = root / "file", file = dir + "/big.bin", small = root / "tree-small",
+                    big = root / "tree-big";
   std::filesystem::create_directory(dir);
   make_random_file(file, size);
   make_tree(small, small_dirs, per_dir);
@@ -92,27 +96,31 @@ void fs_suite(const Config& config, Figures& f) {
     for (const System s : order_for(env, round)) {
       const std::string name = kNames[s];
       double cold = 0, second = 0, warm = 0, iops = 0, cpu = 0, rchar = 0;
-      undisturbed([&] {
-        with_view(env, s, dir, [&](const std::string& path, pid_t pid) {
-          drop_caches("3");
-          const double cpu0 = cpu_seconds_of(pid);
-          cold = sequential_read_mibs(path + "/big.bin", size);  // the first read after mounting
-          cpu = cpu_seconds_of(pid) - cpu0;
-          second = sequential_read_mibs(path + "/big.bin", size);
-          const std::uint64_t rchar0 = io_of(pid, "rchar");
-          warm = sequential_read_mibs(path + "/big.bin", size);
-          rchar = static_cast<double>(io_of(pid, "rchar") - rchar0) / kMiB;
-          if (round == 0 && s != kNative) check_same_ends(path + "/big.bin", file, size);
-          if (env.fio) iops = fio_iops(path + "/big.bin", size, fio_s);
-        });
-      }, 1, d);
+      undisturbed(
+          [&] {
+            with_view(env, s, dir, [&](const std::string& path, pid_t pid) {
+              drop_caches("3");
+              const double cpu0 = cpu_seconds_of(pid);
+              cold =
+                  sequential_read_mibs(path + "/big.bin", size);  // the first read after mounting
+              cpu = cpu_seconds_of(pid) - cpu0;
+              second = sequential_read_mibs(path + "/big.bin", size);
+              const std::uint64_t rchar0 = io_of(pid, "rchar");
+              warm = sequential_read_mibs(path + "/big.bin", size);
+              rchar = static_cast<double>(io_of(pid, "rchar") - rchar0) / kMiB;
+              if (round == 0 && s != kNative) check_same_ends(path + "/big.bin", file, size);
+              if (env.fio) iops = fio_iops(path + "/big.bin", size, fio_s);
+            });
+          },
+          1, d);
       f.add("seq_read_cold_mibs_" + name, cold);
       f.add("seq_read_second_mibs_" + name, second);
       f.add("seq_read_warm_mibs_" + name, warm);
       if (env.fio) f.add("randread_iops_" + name, iops);
       if (s != kNative) {
         f.add("diag.daemon_cpu_s_cold_read_" + name, cpu);
-        f.add("diag.daemon_rchar_mib_warm_read_" + name, rchar);  // near 0: the page cache served it
+        f.add("diag.daemon_rchar_mib_warm_read_" + name,
+              rchar);  // near 0: the page cache served it
       }
     }
   }
@@ -120,16 +128,19 @@ void fs_suite(const Config& config, Figures& f) {
   std::printf("heddle_bench fs: 2/2 metadata walks ...\n");
   for (int round = 0; round < rounds; ++round) {
     for (const System s : order_for(env, round)) {
-      for (const auto& [tree, dirs, key] : {std::tuple{small, small_dirs, "walk10k"}, {big, big_dirs, "walk50k"}}) {
+      for (const auto& [tree, dirs, key] :
+           {std::tuple{small, small_dirs, "walk10k"}, {big, big_dirs, "walk50k"}}) {
         if (s == kPassthrough && dirs == big_dirs) continue;  // below, once
         double cold = 0, warm = 0;
-        undisturbed([&] {
-          with_view(env, s, tree, [&](const std::string& path, pid_t) {
-            drop_caches("3");
-            cold = walk_ms(path, entries(dirs));
-            warm = walk_ms(path, entries(dirs));
-          });
-        }, 1, d);
+        undisturbed(
+            [&] {
+              with_view(env, s, tree, [&](const std::string& path, pid_t) {
+                drop_caches("3");
+                cold = walk_ms(path, entries(dirs));
+                warm = walk_ms(path, entries(dirs));
+              });
+            },
+            1, d);
         f.add(std::string(key) + "_cold_ms_" + kNames[s], cold);
         f.add(std::string(key) + "_warm_ms_" + kNames[s], warm);
       }
@@ -139,7 +150,9 @@ void fs_suite(const Config& config, Figures& f) {
     with_view(env, kPassthrough, big, [&](const std::string& path, pid_t) {
       drop_caches("3");
       const WalkResult first = walk(path), second = walk(path);
-      const auto done = [&](const WalkResult& w) { return w.errors == 0 && w.entries == entries(big_dirs); };
+      const auto done = [&](const WalkResult& w) {
+        return w.errors == 0 && w.entries == entries(big_dirs);
+      };
       f.set("walk50k_passthrough_ll_completed", done(first) && done(second));
       f.set("walk50k_passthrough_ll_entries", static_cast<double>(first.entries));
       f.set("walk50k_passthrough_ll_entries_second_walk", static_cast<double>(second.entries));
@@ -165,7 +178,8 @@ void fs_suite(const Config& config, Figures& f) {
       {"walk10k_warm_ratio_to_passthrough_ll", "walk10k_warm_ms_", kPassthrough},
       {"dir_warm_walk50k_ratio_to_native", "walk50k_warm_ms_", kNative},
       {"cold_walk50k_ratio_to_native", "walk50k_cold_ms_", kNative}};
-  for (const auto& [key, figure, other] : ratios) f.ratio(key, std::string(figure) + "ours", figure + std::string(kNames[other]));
+  for (const auto& [key, figure, other] : ratios)
+    f.ratio(key, std::string(figure) + "ours", figure + std::string(kNames[other]));
 
   const auto t_cleanup = Clock::now();
   for (const auto& source : {dir, small, big}) std::filesystem::remove_all(source);

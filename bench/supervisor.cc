@@ -15,8 +15,8 @@
 #include <array>
 #include <atomic>
 #include <condition_variable>
-#include <fstream>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -68,7 +68,8 @@ class EchoProcess {
       ::close(fds[0]);
       std::uint32_t sizes[2];
       if (!recv_exact(fds[1], reinterpret_cast<char*>(sizes), sizeof sizes) ||
-          sizes[0] > request.size() || sizes[1] > reply.size() || !recv_exact(fds[1], reply.data(), sizes[1])) {
+          sizes[0] > request.size() || sizes[1] > reply.size() ||
+          !recv_exact(fds[1], reply.data(), sizes[1])) {
         ::_exit(3);
       }
       while (recv_exact(fds[1], request.data(), sizes[0])) {
@@ -84,7 +85,8 @@ class EchoProcess {
     if (pid_ > 0) ::waitpid(pid_, &status, 0);
   }
   void setup(const std::string& request, const std::string& reply) {
-    const std::uint32_t sizes[2] = {static_cast<std::uint32_t>(request.size()), static_cast<std::uint32_t>(reply.size())};
+    const std::uint32_t sizes[2] = {static_cast<std::uint32_t>(request.size()),
+                                    static_cast<std::uint32_t>(reply.size())};
     if (!send_exact(fd_.get(), reinterpret_cast<const char*>(sizes), sizeof sizes) ||
         !send_exact(fd_.get(), reply.data(), reply.size())) {
       throw_errno("send the echo process its setup");
@@ -111,7 +113,8 @@ void timed(const Trip& trip, int rounds, Samples& out) {
 
 void run_rtt(const Config& config, EchoProcess& echo, const std::string& source,
              const std::string& mountpoint, Figures& figures) {
-  const int rounds = config.rounds > 0 ? config.rounds : config.pick(10000, 2000), warmup = 200, block = 500;
+  const int rounds = config.rounds > 0 ? config.rounds : config.pick(10000, 2000), warmup = 200,
+            block = 500;
   LiveMount mount = LiveMount::directory(source, mountpoint);
   const std::uint32_t worker = mount.ready_pid();
   const Trip status = [&] {
@@ -133,14 +136,17 @@ void run_rtt(const Config& config, EchoProcess& echo, const std::string& source,
   const Trip framed = [&, timeout = LiveMount::status_timeout()] {
     ipc::write_frame(echo.fd(), ipc::Status{}, timeout);
     const auto answer = ipc::read_frame(echo.fd(), timeout);
-    if (!answer || !std::holds_alternative<ipc::StatusOk>(*answer)) throw Error("framed echo: no StatusOk", EPROTO);
+    if (!answer || !std::holds_alternative<ipc::StatusOk>(*answer))
+      throw Error("framed echo: no StatusOk", EPROTO);
   };
-  const std::array<std::pair<const char*, const Trip*>, 3> paths = {{{"status", &status}, {"socketpair", &raw}, {"framed", &framed}}};
+  const std::array<std::pair<const char*, const Trip*>, 3> paths = {
+      {{"status", &status}, {"socketpair", &raw}, {"framed", &framed}}};
   std::array<Samples, 3> samples, scratch;
   for (std::size_t p = 0; p < 3; ++p) timed(*paths[p].second, warmup, scratch[p]);
   // Interleaved blocks: a burst of background load cannot land on one path only.
   for (int done = 0; done < rounds; done += block) {
-    for (std::size_t p = 0; p < 3; ++p) timed(*paths[p].second, std::min(block, rounds - done), samples[p]);
+    for (std::size_t p = 0; p < 3; ++p)
+      timed(*paths[p].second, std::min(block, rounds - done), samples[p]);
   }
   for (std::size_t p = 0; p < 3; ++p) {
     const std::string key = paths[p].first;
@@ -209,8 +215,10 @@ class FuseMount {
     const UniqueFd raw(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
     device_.reset(::fcntl(raw.get(), F_DUPFD_CLOEXEC, 10));
     if (!device_) throw_errno("open /dev/fuse");
-    const std::string options = "fd=" + std::to_string(device_.get()) + ",rootmode=40000,user_id=0,group_id=0" + extra;
-    if (::mount("heddle-bench", at.c_str(), type, MS_RDONLY | MS_NOSUID | MS_NODEV, options.c_str()) != 0) {
+    const std::string options =
+        "fd=" + std::to_string(device_.get()) + ",rootmode=40000,user_id=0,group_id=0" + extra;
+    if (::mount("heddle-bench", at.c_str(), type, MS_RDONLY | MS_NOSUID | MS_NODEV,
+                options.c_str()) != 0) {
       throw_errno("mount fuse at " + at);
     }
   }
@@ -234,8 +242,9 @@ class Unsandboxed {
     }
     const UniqueFd boot_parent(boot[0]), boot_child(boot[1]), ipc_child(ipc_fds[1]);
     ipc_.reset(ipc_fds[0]);
-    worker_.emplace(std::vector<std::string>{own_bin_dir() + "/heddle-fuse-worker", "--bootstrap-fd", "3"},
-                    "", boot_child.get());
+    worker_.emplace(
+        std::vector<std::string>{own_bin_dir() + "/heddle-fuse-worker", "--bootstrap-fd", "3"}, "",
+        boot_child.get());
     ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(worker_->pid()),
                                    ipc::MountSpec::directory(source, mountpoint)};
     bootstrap.spec.sandbox = ipc::SandboxMode::kNone;
@@ -243,20 +252,21 @@ class Unsandboxed {
     ipc::send_fds(boot_parent.get(), fds, ipc::encode_bootstrap(bootstrap));
     mount_.device_.reset();  // only the worker holds the connection now
     const auto first = ipc::read_frame(ipc_.get(), 10s);
-    if (!first || !std::holds_alternative<ipc::MountReady>(*first)) throw Error("the unsandboxed worker sent no MountReady", EPROTO);
+    if (!first || !std::holds_alternative<ipc::MountReady>(*first))
+      throw Error("the unsandboxed worker sent no MountReady", EPROTO);
   }
   ~Unsandboxed() {
     try {
       ipc::write_frame(ipc_.get(), ipc::Stop{}, 1s);
-    } catch (...) {
-    }
+    } catch (...) {}
     worker_->wait(5s);
   }
   [[nodiscard]] pid_t pid() const { return worker_->pid(); }
   void status() {
     ipc::write_frame(ipc_.get(), ipc::Status{}, 5s);
     const auto reply = ipc::read_frame(ipc_.get(), 5s);
-    if (!reply || !std::holds_alternative<ipc::StatusOk>(*reply)) throw Error("no StatusOk from the unsandboxed worker", EPROTO);
+    if (!reply || !std::holds_alternative<ipc::StatusOk>(*reply))
+      throw Error("no StatusOk from the unsandboxed worker", EPROTO);
   }
 
  private:
@@ -301,7 +311,8 @@ void spawn_unsandboxed(const ScratchDir& root, const std::string& source, SpawnS
   watchdog.disarm();
   if (idle != nullptr) {
     worker.status();
-    idle->set("worker_unsandboxed_idle_rss_kib", static_cast<double>(memory_of(worker.pid()).rss_kib));
+    idle->set("worker_unsandboxed_idle_rss_kib",
+              static_cast<double>(memory_of(worker.pid()).rss_kib));
   }
   if (out == nullptr) return;
   out->unsandboxed.push_back(ready_ms);
@@ -317,10 +328,36 @@ void spawn_bwrap(const ScratchDir& root, const std::string& source, SpawnSamples
   Watchdog watchdog;
   const auto t0 = Clock::now();
   std::optional<FuseMount> mount(std::in_place, mountpoint.path(), "fuse", "");
-  Daemon bwrap({"/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr", "/usr",
-                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink",
-                "usr/bin", "/bin", "--ro-bind", source, source, "--ro-bind", server, server,
-                "--proc", "/proc", "--dev", "/dev", server, "-f", "-o", "source=" + source, "/dev/fd/3"},
+  Daemon bwrap({"/usr/bin/bwrap",
+                "--unshare-all",
+                "--die-with-parent",
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+                "--ro-bind",
+                source,
+                source,
+                "--ro-bind",
+                server,
+                server,
+                "--proc",
+                "/proc",
+                "--dev",
+                "/dev",
+                server,
+                "-f",
+                "-o",
+                "source=" + source,
+                "/dev/fd/3"},
                log, mount->device_.get());
   mount->device_.reset();  // only the server holds the connection: if it dies, ENOTCONN
   watchdog.arm(bwrap.pid());
@@ -331,14 +368,17 @@ void spawn_bwrap(const ScratchDir& root, const std::string& source, SpawnSamples
     std::uint64_t total = 0, server_kib = 0;
     for (const pid_t pid : descendants(bwrap.pid())) total += server_kib = memory_of(pid).rss_kib;
     idle->set("bwrap_server_idle_rss_kib", static_cast<double>(server_kib));
-    idle->set("bwrap_composition_idle_rss_kib", static_cast<double>(total + memory_of(bwrap.pid()).rss_kib));
+    idle->set("bwrap_composition_idle_rss_kib",
+              static_cast<double>(total + memory_of(bwrap.pid()).rss_kib));
   }
   mount.reset();  // umount(2): the server reads ENODEV and exits
-  if (bwrap.wait(15s) != 0) throw Error("bwrap + passthrough_ll failed after the unmount (see " + log + ")", 0);
+  if (bwrap.wait(15s) != 0)
+    throw Error("bwrap + passthrough_ll failed after the unmount (see " + log + ")", 0);
   if (out != nullptr) out->bwrap.push_back(ms);
 }
 
-void run_spawn(const Config& config, const ScratchDir& root, const std::string& source, Figures& figures) {
+void run_spawn(const Config& config, const ScratchDir& root, const std::string& source,
+               Figures& figures) {
   const int warmup = 3, rounds = config.pick(50, 10);
   SpawnSamples s;
   // Interleaved in a rotated order: background load and ordering effects hit all three alike.
@@ -355,27 +395,34 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
   spawn_unsandboxed(root, source, nullptr, &figures);  // idle memory, once each
   spawn_bwrap(root, source, nullptr, &figures);
   const std::pair<const char*, const Samples*> table[] = {
-      {"spawn", &s.ours}, {"spawn_answer", &s.ours_answer}, {"spawn_unsandboxed", &s.unsandboxed},
-      {"spawn_unsandboxed_answer", &s.unsandboxed_answer}, {"spawn_bwrap", &s.bwrap}, {"unmount", &s.unmount}};
+      {"spawn", &s.ours},
+      {"spawn_answer", &s.ours_answer},
+      {"spawn_unsandboxed", &s.unsandboxed},
+      {"spawn_unsandboxed_answer", &s.unsandboxed_answer},
+      {"spawn_bwrap", &s.bwrap},
+      {"unmount", &s.unmount}};
   for (const auto& [key, samples] : table) {
     figures.set(std::string(key) + "_p50_ms", percentile(*samples, 50));
     figures.set(std::string(key) + "_p99_ms", percentile(*samples, 99));
   }
   figures.ratio("spawn_p50_ratio_to_unsandboxed", "spawn_p50_ms", "spawn_unsandboxed_p50_ms");
   figures.ratio("spawn_p50_ratio_to_bwrap_composition", "spawn_p50_ms", "spawn_bwrap_p50_ms");
-  figures.ratio("spawn_answer_p50_ratio_to_bwrap_composition", "spawn_answer_p50_ms", "spawn_bwrap_p50_ms");
+  figures.ratio("spawn_answer_p50_ratio_to_bwrap_composition", "spawn_answer_p50_ms",
+                "spawn_bwrap_p50_ms");
 }
 
 // A background supervisor as a user starts it: `heddle-fuse-launcher mount --json`.
 void run_cli(const ScratchDir& root, const std::string& source, Figures& figures) {
   const std::string launcher = own_bin_dir() + "/heddle-fuse-launcher";
   MountPoint mountpoint(root / "mnt-cli");
-  const auto json = nlohmann::json::parse(output_of({launcher, "mount", "--dir", source, "--mountpoint", mountpoint.path(), "--json"}));
+  const auto json = nlohmann::json::parse(
+      output_of({launcher, "mount", "--dir", source, "--mountpoint", mountpoint.path(), "--json"}));
   try {
     (void)output_of({launcher, "status", mountpoint.path(), "--json"});
     double total = 0;
     for (const auto& [field, key] : {std::pair{"supervisor_pid", "supervisor_idle_rss_kib"},
-                                     {"guard_pid", "guard_idle_rss_kib"}, {"pid", "cli_worker_idle_rss_kib"}}) {
+                                     {"guard_pid", "guard_idle_rss_kib"},
+                                     {"pid", "cli_worker_idle_rss_kib"}}) {
       const auto kib = static_cast<double>(memory_of(json.at(field).get<pid_t>()).rss_kib);
       figures.set(key, kib);
       total += kib;
@@ -386,18 +433,21 @@ void run_cli(const ScratchDir& root, const std::string& source, Figures& figures
     throw;
   }
   (void)output_of({launcher, "unmount", mountpoint.path()});
-  if (is_mounted(mountpoint.path())) throw Error(mountpoint.path() + " still mounted after unmount", EBUSY);
+  if (is_mounted(mountpoint.path()))
+    throw Error(mountpoint.path() + " still mounted after unmount", EBUSY);
 }
 
 // Many mounts at once, spawned from 4 threads of this process.
-void run_many(const Config& config, const ScratchDir& root, const std::string& source, Figures& figures) {
+void run_many(const Config& config, const ScratchDir& root, const std::string& source,
+              Figures& figures) {
   rlimit limit{};  // a few fds per mount
   ::getrlimit(RLIMIT_NOFILE, &limit);
   limit.rlim_cur = limit.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &limit);
   const std::size_t n = config.pick(100, 20);
   std::vector<std::unique_ptr<MountPoint>> points;  // destroyed after the mounts
-  for (std::size_t i = 0; i < n; ++i) points.push_back(std::make_unique<MountPoint>(root / ("mnt-many-" + std::to_string(i))));
+  for (std::size_t i = 0; i < n; ++i)
+    points.push_back(std::make_unique<MountPoint>(root / ("mnt-many-" + std::to_string(i))));
   std::vector<std::optional<LiveMount>> mounts(n);
   std::atomic<std::size_t> next{0};
   std::vector<std::exception_ptr> errors(4);
@@ -407,7 +457,8 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
     for (std::size_t t = 0; t < errors.size(); ++t) {
       threads.emplace_back([&, t] {
         try {
-          for (std::size_t i; (i = next++) < n && g_interrupted == 0;) mounts[i].emplace(LiveMount::directory(source, points[i]->path()));
+          for (std::size_t i; (i = next++) < n && g_interrupted == 0;)
+            mounts[i].emplace(LiveMount::directory(source, points[i]->path()));
         } catch (...) {
           errors[t] = std::current_exception();
           next = n;
@@ -439,7 +490,9 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
   for (auto& mount : mounts) mount->unmount();
   figures.set(key + "unmount_s", seconds_since(u0));
   mounts.clear();
-  figures.set(key + "unmounted_clean", std::none_of(points.begin(), points.end(), [](const auto& p) { return is_mounted(p->path()); }));
+  figures.set(key + "unmounted_clean",
+              std::none_of(points.begin(), points.end(),
+                           [](const auto& p) { return is_mounted(p->path()); }));
 }
 
 }  // namespace
@@ -448,7 +501,10 @@ void supervisor_suite(const Config& config, Figures& figures) {
   EchoProcess echo;  // forked first, while this process has one thread and no mount fds
   ScratchDir root("heddle-bench-");
   const std::string source = root / "src";
-  for (const auto& [path, text] : {std::pair{"", ""}, {"/src", ""}, {"/README.txt", "heddle_bench source tree\n"}, {"/src/main.rs", "fn main() {}\n"}}) {
+  for (const auto& [path, text] : {std::pair{"", ""},
+                                   {"/src", ""},
+                                   {"/README.txt", "heddle_bench source tree\n"},
+                                   {"/src/main.rs", "fn main() {}\n"}}) {
     if (*text == '\0') {
       if (::mkdir((source + path).c_str(), 0755) != 0) throw_errno("mkdir " + source + path);
     } else {

@@ -4,8 +4,8 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -84,15 +84,19 @@ void Figures::print(const std::string& title) const {
     if (v.empty() || std::isnan(median(v))) continue;
     const bool diagnostic = key.starts_with("diag.");  // in the table, not a RESULT
     const auto spread = ratio_spread_.find(key);
-    double low = *std::min_element(v.begin(), v.end()), high = *std::max_element(v.begin(), v.end());
-    if (spread != ratio_spread_.end()) std::tie(low, high) = std::pair{spread->second.low, spread->second.high};
-    std::printf("| `%s` | %.4g | %.4g | %.4g | %zu |\n", key.c_str(), median(v), low, high, v.size());
+    double low = *std::min_element(v.begin(), v.end()),
+           high = *std::max_element(v.begin(), v.end());
+    if (spread != ratio_spread_.end())
+      std::tie(low, high) = std::pair{spread->second.low, spread->second.high};
+    std::printf("| `%s` | %.4g | %.4g | %.4g | %zu |\n", key.c_str(), median(v), low, high,
+                v.size());
     if (diagnostic) {
       continue;
     } else if (v.size() == 1 && spread == ratio_spread_.end()) {
       std::snprintf(line, sizeof line, "RESULT %s %.3f\n", key.c_str(), v[0]);
     } else {
-      std::snprintf(line, sizeof line, "RESULT %s %.3f %.3f %.3f\n", key.c_str(), median(v), low, high);
+      std::snprintf(line, sizeof line, "RESULT %s %.3f %.3f %.3f\n", key.c_str(), median(v), low,
+                    high);
     }
     results += line;
   }
@@ -123,7 +127,8 @@ void unmount_quietly(const std::string& path) {
     for (int attempt = 0; attempt < 20 && is_mounted(path); ++attempt) {
       if (::umount2(path.c_str(), 0) == 0) return;
       if (errno != EBUSY || attempt == 19) {
-        std::fprintf(stderr, "bench: umount %s: %s; detaching lazily\n", path.c_str(), std::strerror(errno));
+        std::fprintf(stderr, "bench: umount %s: %s; detaching lazily\n", path.c_str(),
+                     std::strerror(errno));
         ::umount2(path.c_str(), MNT_DETACH);
         return;
       }
@@ -140,7 +145,8 @@ MountPoint::MountPoint(std::string path) : path_(std::move(path)) {
 
 MountPoint::~MountPoint() {
   unmount_quietly(path_);
-  if (::rmdir(path_.c_str()) != 0) std::fprintf(stderr, "bench: rmdir %s: %s\n", path_.c_str(), std::strerror(errno));
+  if (::rmdir(path_.c_str()) != 0)
+    std::fprintf(stderr, "bench: rmdir %s: %s\n", path_.c_str(), std::strerror(errno));
 }
 
 ScratchDir::ScratchDir(const std::string& prefix) {
@@ -174,9 +180,11 @@ LiveMount LiveMount::spawn_timed(ipc::MountSpec spec) {
   return {std::move(supervisor), mountpoint, seconds_since(t0)};
 }
 
-LiveMount::LiveMount(std::unique_ptr<launcher::Supervisor> s, std::string mountpoint, double seconds)
+LiveMount::LiveMount(std::unique_ptr<launcher::Supervisor> s, std::string mountpoint,
+                     double seconds)
     : supervisor_(std::move(s)), mountpoint_(std::move(mountpoint)), spawn_seconds_(seconds) {
-  if (!is_mounted(mountpoint_)) throw Error("spawn returned but " + mountpoint_ + " is not mounted", 0);
+  if (!is_mounted(mountpoint_))
+    throw Error("spawn returned but " + mountpoint_ + " is not mounted", 0);
 }
 LiveMount::LiveMount(LiveMount&&) noexcept = default;
 LiveMount::~LiveMount() {
@@ -202,7 +210,8 @@ double LiveMount::unmount() {
   supervisor_->unmount();
   const double seconds = seconds_since(t0);
   supervisor_.reset();
-  if (is_mounted(mountpoint_)) throw Error("unmount returned but " + mountpoint_ + " is still mounted", EBUSY);
+  if (is_mounted(mountpoint_))
+    throw Error("unmount returned but " + mountpoint_ + " is still mounted", EBUSY);
   return seconds;
 }
 
@@ -212,7 +221,9 @@ bool LiveMount::alive() const { return supervisor_ && supervisor_->is_alive(); }
 std::uint32_t LiveMount::ready_pid() const { return supervisor_->ready().pid; }
 std::uint32_t LiveMount::status_pid() { return supervisor_->status().pid; }
 std::string LiveMount::status_frame() { return ipc::encode_frame(supervisor_->status()); }
-std::chrono::milliseconds LiveMount::status_timeout() { return launcher::SupervisorOptions{}.status_timeout; }
+std::chrono::milliseconds LiveMount::status_timeout() {
+  return launcher::SupervisorOptions{}.status_timeout;
+}
 
 std::uint64_t LiveMount::status_number(const char* key) {
   const auto status = supervisor_->status();
@@ -271,14 +282,17 @@ UniqueFd open_log(const std::string& log) {
 
 void run(const std::vector<std::string>& argv, const RunOptions& o) {
   const UniqueFd in = memfd(o.input), out = memfd(""), err = open_log(o.log);
-  const auto result = start(argv, {{in.get(), 0}, {out.get(), 1}, {err.get(), 2}}).finish(o.timeout);
+  const auto result =
+      start(argv, {{in.get(), 0}, {out.get(), 1}, {err.get(), 2}}).finish(o.timeout);
   if (result.timed_out) {
-    throw Error("'" + text_of(argv) + "' timed out after " + std::to_string(o.timeout.count()) +
-                    " s", ETIMEDOUT);
+    throw Error(
+        "'" + text_of(argv) + "' timed out after " + std::to_string(o.timeout.count()) + " s",
+        ETIMEDOUT);
   }
   if (!result.ok()) {
     throw Error("'" + text_of(argv) + "' exited with " + std::to_string(result.exit_code) +
-                    (o.log.empty() ? "" : "; its stderr ends: " + tail_of(o.log)), 0);
+                    (o.log.empty() ? "" : "; its stderr ends: " + tail_of(o.log)),
+                0);
   }
   if (o.out != nullptr) {
     o.out->clear();
@@ -316,8 +330,10 @@ void Daemon::wait_mounted(const std::string& mountpoint, const std::string& log)
   const auto t0 = Clock::now();
   while (!is_mounted(mountpoint)) {
     check_interrupted();
-    if (!running()) throw Error("the daemon exited before mounting " + mountpoint + ": " + tail_of(log), 0);
-    if (seconds_since(t0) > 10) throw Error("no mount at " + mountpoint + " within 10 s", ETIMEDOUT);
+    if (!running())
+      throw Error("the daemon exited before mounting " + mountpoint + ": " + tail_of(log), 0);
+    if (seconds_since(t0) > 10)
+      throw Error("no mount at " + mountpoint + " within 10 s", ETIMEDOUT);
     std::this_thread::sleep_for(1ms);
   }
 }
@@ -378,7 +394,8 @@ void make_random_file(const std::string& path, std::uint64_t bytes) {
   const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!fd) throw_errno("create " + path);
   // xoshiro256**: incompressible bytes at memory speed (urandom costs seconds per GiB).
-  std::array<std::uint64_t, 4> s{0x9e3779b97f4a7c15ull, 0xbf58476d1ce4e5b9ull, 0x94d049bb133111ebull, 0x6865646c65ull};
+  std::array<std::uint64_t, 4> s{0x9e3779b97f4a7c15ull, 0xbf58476d1ce4e5b9ull,
+                                 0x94d049bb133111ebull, 0x6865646c65ull};
   const auto rotl = [](std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); };
   std::vector<std::uint64_t> chunk(kChunk / 8);
   for (std::uint64_t done = 0; done < bytes; done += kChunk) {
@@ -405,7 +422,8 @@ void make_tree(const std::string& root, int dirs, int files_per_dir) {
     for (int f = 0; f < files_per_dir; ++f) {
       std::snprintf(name, sizeof name, "/f%04d", f);
       // Empty: the walks read metadata only, and such files are cheap to make and remove.
-      if (::mknod((dir + name).c_str(), S_IFREG | 0644, 0) != 0) throw_errno("create " + dir + name);
+      if (::mknod((dir + name).c_str(), S_IFREG | 0644, 0) != 0)
+        throw_errno("create " + dir + name);
     }
   }
   ::sync();
@@ -437,7 +455,8 @@ void check_same_ends(const std::string& a, const std::string& b, std::uint64_t s
     std::ifstream in(path, std::ios::binary);
     std::string out(std::min<std::uint64_t>(kMiB, size - offset), '\0');
     in.seekg(static_cast<std::streamoff>(offset));
-    if (!in.read(out.data(), static_cast<std::streamsize>(out.size()))) throw Error("read " + path, EIO);
+    if (!in.read(out.data(), static_cast<std::streamsize>(out.size())))
+      throw Error("read " + path, EIO);
     return out;
   };
   for (const std::uint64_t offset : {std::uint64_t{0}, size - std::min(size, kMiB)}) {
@@ -469,7 +488,8 @@ void walk_dir(const std::string& path, WalkResult& r) {
     }
     if (S_ISREG(st.st_mode)) r.bytes += static_cast<std::uint64_t>(st.st_size);
     if ((++r.entries & 4095) == 0 && g_interrupted != 0) return;
-    if (entry->d_type == DT_DIR || (entry->d_type == DT_UNKNOWN && S_ISDIR(st.st_mode))) walk_dir(child, r);
+    if (entry->d_type == DT_DIR || (entry->d_type == DT_UNKNOWN && S_ISDIR(st.st_mode)))
+      walk_dir(child, r);
   }
 }
 }  // namespace
@@ -507,9 +527,13 @@ std::uint64_t proc_field(pid_t pid, const char* file, const std::string& key) {
 }
 }  // namespace
 
-Memory memory_of(pid_t pid) { return {proc_field(pid, "status", "VmRSS"), proc_field(pid, "status", "VmHWM")}; }
+Memory memory_of(pid_t pid) {
+  return {proc_field(pid, "status", "VmRSS"), proc_field(pid, "status", "VmHWM")};
+}
 std::uint64_t pss_kib_of(pid_t pid) { return proc_field(pid, "smaps_rollup", "Pss"); }
-std::uint64_t io_of(pid_t pid, const char* field) { return pid > 0 ? proc_field(pid, "io", field) : 0; }
+std::uint64_t io_of(pid_t pid, const char* field) {
+  return pid > 0 ? proc_field(pid, "io", field) : 0;
+}
 
 std::vector<pid_t> descendants(pid_t pid) {
   std::vector<pid_t> out;

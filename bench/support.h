@@ -43,7 +43,9 @@ struct Config {
   bool on_tmp = false;  // write: /tmp's own file system instead of a fresh ext4
   [[nodiscard]] int rounds_or(int normal) const { return rounds > 0 ? rounds : quick ? 2 : normal; }
   template <typename T>
-  [[nodiscard]] T pick(T normal, T small) const { return quick ? small : normal; }
+  [[nodiscard]] T pick(T normal, T small) const {
+    return quick ? small : normal;
+  }
 };
 
 // Signals only set a flag, so that loops throw and every RAII guard unwinds.
@@ -131,10 +133,10 @@ class LiveMount {
   [[nodiscard]] pid_t worker_pid() const;
   [[nodiscard]] pid_t guard_pid() const;
   [[nodiscard]] bool alive() const;
-  [[nodiscard]] std::uint32_t ready_pid() const;   // MountReady's pid
-  std::uint32_t status_pid();                       // Status -> StatusOk's pid
-  std::uint64_t status_number(const char* key);     // a number of StatusOk's extra fields
-  std::string status_frame();                       // StatusOk as the worker encodes it
+  [[nodiscard]] std::uint32_t ready_pid() const;  // MountReady's pid
+  std::uint32_t status_pid();                     // Status -> StatusOk's pid
+  std::uint64_t status_number(const char* key);   // a number of StatusOk's extra fields
+  std::string status_frame();                     // StatusOk as the worker encodes it
   static std::chrono::milliseconds status_timeout();
 
  private:
@@ -194,7 +196,7 @@ struct Disturbance {
 void undisturbed(const std::function<void()>& half, int own_drops, Disturbance& d);
 
 void write_all(int fd, const char* data, std::size_t size, const std::string& what);
-void make_random_file(const std::string& path, std::uint64_t bytes);  // incompressible
+void make_random_file(const std::string& path, std::uint64_t bytes);   // incompressible
 void make_tree(const std::string& root, int dirs, int files_per_dir);  // empty dNNN/fNNNN
 // read() of the whole file with a 1 MiB buffer, on a new fd; MiB/s.
 double sequential_read_mibs(const std::string& path, std::uint64_t expected);
@@ -222,6 +224,6 @@ Memory memory_of(pid_t pid);
 std::uint64_t pss_kib_of(pid_t pid);
 std::vector<pid_t> descendants(pid_t pid);
 std::uint64_t io_of(pid_t pid, const char* field);  // /proc/PID/io: "rchar", "syscr", "syscw"
-double cpu_seconds_of(pid_t pid);                    // user + system, 0 for pid 0
+double cpu_seconds_of(pid_t pid);                   // user + system, 0 for pid 0
 
 }  // namespace heddle::bench

@@ -43,7 +43,8 @@ class FuseTrace {
     event_ = dir_ + "/events/fuse/fuse_request_send";
     if (::mkdir(dir_.c_str(), 0700) != 0) {
       dir_.clear();
-    } else if (::access((event_ + "/enable").c_str(), W_OK) != 0 || !put(dir_ + "/buffer_size_kb", "16384")) {
+    } else if (::access((event_ + "/enable").c_str(), W_OK) != 0 ||
+               !put(dir_ + "/buffer_size_kb", "16384")) {
       remove();
     }
   }
@@ -52,8 +53,10 @@ class FuseTrace {
   void start(const std::string& mountpoint) {
     const auto entry = launcher::top_mount_at(mountpoint);
     if (!entry) throw Error("no mount at " + mountpoint, ENOENT);
-    const unsigned dev = (static_cast<unsigned>(entry->major) << 20) | static_cast<unsigned>(entry->minor);
-    if (!put(event_ + "/enable", "0") || !put(event_ + "/filter", "connection == " + std::to_string(dev)) ||
+    const unsigned dev =
+        (static_cast<unsigned>(entry->major) << 20) | static_cast<unsigned>(entry->minor);
+    if (!put(event_ + "/enable", "0") ||
+        !put(event_ + "/filter", "connection == " + std::to_string(dev)) ||
         !put(dir_ + "/trace", "") || !put(event_ + "/enable", "1")) {
       throw Error("cannot set up the trace in " + dir_, EIO);
     }
@@ -64,7 +67,8 @@ class FuseTrace {
     std::ifstream in(dir_ + "/trace");
     for (std::string line; std::getline(in, line);) {
       const auto open = line.find("(FUSE_"), close = line.find(')', open);
-      if (line[0] != '#' && open != std::string::npos && close != std::string::npos) ++counts[line.substr(open + 6, close - open - 6)];
+      if (line[0] != '#' && open != std::string::npos && close != std::string::npos)
+        ++counts[line.substr(open + 6, close - open - 6)];
     }
     return counts;
   }
@@ -85,8 +89,8 @@ class FuseTrace {
 
 struct Env {
   const Config& config;
-  const ScratchDir& root;          // mount points, the log
-  std::string work;                // sources, native directories, upper layers
+  const ScratchDir& root;  // mount points, the log
+  std::string work;        // sources, native directories, upper layers
   std::string launcher = own_bin_dir() + "/heddle-fuse-launcher";
   std::string log = root / "tools.log";  // stderr of the launcher, fuse-overlayfs and the tools
   bool fuse_overlayfs = on_path("fuse-overlayfs");
@@ -100,7 +104,8 @@ struct Env {
 // removes the mount and reports failures; the destructors clean up on every other path.
 class View {
  public:
-  View(Env& env, System system, const std::string& lower, bool copy_lower, bool overlay = true) : env_(env), system_(system) {
+  View(Env& env, System system, const std::string& lower, bool copy_lower, bool overlay = true)
+      : env_(env), system_(system) {
     const std::string n = std::to_string(++env.serial);
     if (system == kNative) {
       path = env.at("native-" + n);
@@ -123,14 +128,19 @@ class View {
       argv.insert(argv.end(), {"--mountpoint", path, "--json"});
       std::string out;
       run(argv, {.out = &out, .log = env.log});
-      const auto json = nlohmann::json::parse(out.substr(out.rfind("\n{") != std::string::npos ? out.rfind("\n{") + 1 : out.find('{')));
+      const auto json = nlohmann::json::parse(
+          out.substr(out.rfind("\n{") != std::string::npos ? out.rfind("\n{") + 1 : out.find('{')));
       pid = json.at("pid").get<pid_t>();
       supervisor_ = json.value("supervisor_pid", 0);
     } else {
       const std::string state = env.at("fo-" + n);
       upper = state + "/upper";
       for (const auto& dir : {state, upper, state + "/work"}) fs::create_directory(dir);
-      daemon_.emplace(std::vector<std::string>{"fuse-overlayfs", "-f", "-o", "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + state + "/work", path}, env.log);
+      daemon_.emplace(
+          std::vector<std::string>{
+              "fuse-overlayfs", "-f", "-o",
+              "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + state + "/work", path},
+          env.log);
       daemon_->wait_mounted(path, env.log);
       pid = daemon_->pid();
     }
@@ -143,13 +153,15 @@ class View {
     }
   }
   void check_alive(const char* during) const {
-    if (pid > 0 && ::kill(pid, 0) != 0) throw Error("the daemon of " + path + " died during " + during, 0);
+    if (pid > 0 && ::kill(pid, 0) != 0)
+      throw Error("the daemon of " + path + " died during " + during, 0);
   }
   void finish() {
     if (system_ == kOurs) {
       run({env_.launcher, "unmount", path}, {.log = env_.log});
       // The supervisor holds the overlay's lock until it exits.
-      for (const auto t0 = Clock::now(); ::kill(supervisor_, 0) == 0 && seconds_since(t0) < 10;) std::this_thread::sleep_for(2ms);
+      for (const auto t0 = Clock::now(); ::kill(supervisor_, 0) == 0 && seconds_since(t0) < 10;)
+        std::this_thread::sleep_for(2ms);
     } else if (system_ == kFuseOverlayfs) {
       unmount_quietly(path);
       daemon_->wait(3s);
@@ -171,10 +183,13 @@ class View {
 // direct I/O. Unmounted and detached on destruction.
 class LoopFs {
  public:
-  LoopFs(const std::string& image, const std::string& at, std::uint64_t bytes, const std::string& log) : mountpoint_(at) {
+  LoopFs(const std::string& image, const std::string& at, std::uint64_t bytes,
+         const std::string& log)
+      : mountpoint_(at) {
     std::ofstream{image}.close();  // a sparse image
     fs::resize_file(image, bytes);
-    run({"mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", image}, {.log = log});
+    run({"mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", image},
+        {.log = log});
     std::string out;
     run({"losetup", "--find", "--show", "--direct-io=on", image}, {.out = &out, .log = log});
     device_ = out.substr(0, out.find('\n'));
@@ -229,7 +244,8 @@ void make_c_project(const std::string& root, int files) {
   for (int m = 0; m < 10; ++m) {
     std::snprintf(buffer, sizeof buffer, "%s/src/m%02d", root.c_str(), m);
     fs::create_directories(buffer);
-    std::string header = "#ifndef M" + std::to_string(m) + "_H\n#define M" + std::to_string(m) + "_H\n#include \"common.h\"\n";
+    std::string header = "#ifndef M" + std::to_string(m) + "_H\n#define M" + std::to_string(m) +
+                         "_H\n#include \"common.h\"\n";
     for (int f = 0; f < files / 10; ++f) {
       std::snprintf(buffer, sizeof buffer, "uint64_t m%02d_f%03d_run(uint64_t seed);\n", m, f);
       header += buffer;
@@ -252,7 +268,8 @@ void make_c_project(const std::string& root, int files) {
           "      default: s += mix(s);\n    }\n  }\n  return s;\n}\n"
           "static void fill_%d(item_t *v, size_t n, uint64_t seed) {\n"
           "  for (size_t i = 0; i < n; ++i) {\n"
-          "    v[i].a = mix(seed + i); v[i].b = mix(v[i].a); v[i].c = (double)(v[i].a %% 1000) / %d.0;\n"
+          "    v[i].a = mix(seed + i); v[i].b = mix(v[i].a); v[i].c = (double)(v[i].a %% 1000) / "
+          "%d.0;\n"
           "    snprintf(v[i].name, sizeof v[i].name, \"m%02d-f%03d-%%zu\", i);\n  }\n}\n"
           "uint64_t m%02d_f%03d_run(uint64_t seed) {\n"
           "  item_t v[64];\n  fill_%d(v, 64, seed);\n"
@@ -269,25 +286,31 @@ void make_c_project(const std::string& root, int files) {
     std::snprintf(buffer, sizeof buffer, "#include \"m%02d.h\"\n", m);
     main_c += buffer;
   }
-  write_file(root + "/main.c", main_c + "int main(void) {\n  uint64_t r = 1;\n" + main_body +
-                                   "  printf(\"%llu\\n\", (unsigned long long)r);\n  return 0;\n}\n");
-  write_file(root + "/Makefile",
-             "CC = cc\nCFLAGS = -O2 -g -Wall -Iinclude -MMD -MP\n"
-             "SRCS := $(sort $(wildcard src/*/*.c))\nOBJS := $(patsubst src/%.c,build/%.o,$(SRCS))\n"
-             "DIRS := $(sort $(dir $(OBJS)))\nall: build/prog build/prog.link\n$(DIRS):\n\tmkdir -p $@\n"
-             "build/%.o: src/%.c | $(DIRS)\n\t$(CC) $(CFLAGS) -c $< -o $@\n"
-             "build/libproj.a: $(OBJS)\n\trm -f $@\n\tar rcs $@ $^\n"
-             "build/prog: main.c build/libproj.a | $(DIRS)\n\t$(CC) $(CFLAGS) -o $@ main.c build/libproj.a\n"
-             "build/prog.link: build/prog\n\tln -f $< $@\n-include $(OBJS:.o=.d) build/prog.d\n.PHONY: all\n");
+  write_file(root + "/main.c",
+             main_c + "int main(void) {\n  uint64_t r = 1;\n" + main_body +
+                 "  printf(\"%llu\\n\", (unsigned long long)r);\n  return 0;\n}\n");
+  write_file(
+      root + "/Makefile",
+      "CC = cc\nCFLAGS = -O2 -g -Wall -Iinclude -MMD -MP\n"
+      "SRCS := $(sort $(wildcard src/*/*.c))\nOBJS := $(patsubst src/%.c,build/%.o,$(SRCS))\n"
+      "DIRS := $(sort $(dir $(OBJS)))\nall: build/prog build/prog.link\n$(DIRS):\n\tmkdir -p $@\n"
+      "build/%.o: src/%.c | $(DIRS)\n\t$(CC) $(CFLAGS) -c $< -o $@\n"
+      "build/libproj.a: $(OBJS)\n\trm -f $@\n\tar rcs $@ $^\n"
+      "build/prog: main.c build/libproj.a | $(DIRS)\n\t$(CC) $(CFLAGS) -o $@ main.c "
+      "build/libproj.a\n"
+      "build/prog.link: build/prog\n\tln -f $< $@\n-include $(OBJS:.o=.d) build/prog.d\n.PHONY: "
+      "all\n");
 }
 
-std::uint64_t count_entries(const std::string& dir) { return ::access(dir.c_str(), F_OK) == 0 ? walk(dir).entries : 0; }
+std::uint64_t count_entries(const std::string& dir) {
+  return ::access(dir.c_str(), F_OK) == 0 ? walk(dir).entries : 0;
+}
 
 // Times `work` on `view`. In a timed round its seconds and the daemon's CPU time and read() and
 // write() calls become figures (KEY_SYSTEM, KEY_daemon_cpu_s_SYSTEM, ...); in the census round
 // (FUSE systems only) its FUSE requests, printed by opcode, and their total, returned.
-double measure(Env& env, View& view, System system, bool census, const std::string& key,
-               Figures& f, const std::function<void()>& work, bool cpu_is_a_key = true) {
+double measure(Env& env, View& view, System system, bool census, const std::string& key, Figures& f,
+               const std::function<void()>& work, bool cpu_is_a_key = true) {
   ::sync();
   if (census) env.trace.start(view.path);
   const double cpu0 = cpu_seconds_of(view.pid);
@@ -308,9 +331,12 @@ double measure(Env& env, View& view, System system, bool census, const std::stri
     return total;
   }
   if (system != kNative) {
-    f.add((cpu_is_a_key ? "" : "diag.") + key + "_daemon_cpu_s_" + sys, cpu_seconds_of(view.pid) - cpu0);
-    f.add("diag." + key + "_daemon_syscr_" + sys, static_cast<double>(io_of(view.pid, "syscr") - r0));
-    f.add("diag." + key + "_daemon_syscw_" + sys, static_cast<double>(io_of(view.pid, "syscw") - w0));
+    f.add((cpu_is_a_key ? "" : "diag.") + key + "_daemon_cpu_s_" + sys,
+          cpu_seconds_of(view.pid) - cpu0);
+    f.add("diag." + key + "_daemon_syscr_" + sys,
+          static_cast<double>(io_of(view.pid, "syscr") - r0));
+    f.add("diag." + key + "_daemon_syscw_" + sys,
+          static_cast<double>(io_of(view.pid, "syscw") - w0));
   }
   return seconds;
 }
@@ -338,10 +364,12 @@ void rounds(Env& env, int n, const std::function<void(System, bool)>& body) {
 
 void write_suite(const Config& config, Figures& f) {
   const auto t_start = Clock::now();
-  const int n = config.rounds_or(5), make_rounds = config.rounds > 0 ? config.rounds : config.pick(3, 2);
+  const int n = config.rounds_or(5),
+            make_rounds = config.rounds > 0 ? config.rounds : config.pick(3, 2);
   const int tar_files = config.pick(10'000, 1000), make_files = config.pick(200, 20);
   const int walk_dirs = config.pick(10, 2), walk_per_dir = config.pick(1000, 250);
-  const std::uint64_t write_bytes = config.pick<std::uint64_t>(1024, 64) << 20, read_bytes = write_bytes;
+  const std::uint64_t write_bytes = config.pick<std::uint64_t>(1024, 64) << 20,
+                      read_bytes = write_bytes;
   ScratchDir root("heddle-write-bench-");  // destroyed last
   Env env{config, root, root / "work"};
   f.set("fuse_overlayfs_available", env.fuse_overlayfs ? 1 : 0);
@@ -349,11 +377,13 @@ void write_suite(const Config& config, Figures& f) {
   if (config.on_tmp) {
     fs::create_directory(env.work);
   } else {
-    disk.emplace(root / "disk.img", env.work, (2 * write_bytes + read_bytes) + (4096ull << 20), env.log);
+    disk.emplace(root / "disk.img", env.work, (2 * write_bytes + read_bytes) + (4096ull << 20),
+                 env.log);
   }
 
   std::printf("heddle_bench write: creating the sources under %s ...\n", env.work.c_str());
-  const std::string empty = env.at("lower-empty"), project = env.at("lower-project"), reads = env.at("lower-read");
+  const std::string empty = env.at("lower-empty"), project = env.at("lower-project"),
+                    reads = env.at("lower-read");
   const std::string tar_tree = env.at("tar-tree"), archive = env.at("archive.tar");
   fs::create_directory(empty);
   make_tar_tree(tar_tree, tar_files);
@@ -377,13 +407,15 @@ void write_suite(const Config& config, Figures& f) {
       const auto t0 = Clock::now();
       UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
       if (!fd) throw_errno("create " + file);
-      for (std::uint64_t done = 0; done < write_bytes; done += kChunk) write_all(fd.get(), data.data() + done % data.size(), kChunk, file);
+      for (std::uint64_t done = 0; done < write_bytes; done += kChunk)
+        write_all(fd.get(), data.data() + done % data.size(), kChunk, file);
       write_s = seconds_since(t0);
       if (::fsync(fd.get()) != 0 || ::close(fd.release()) != 0) throw_errno("fsync " + file);
     });
     if (fs::file_size(file) != write_bytes) throw Error(file + ": wrong size", EIO);
     view.finish();
-    if (!view.upper.empty() && fs::file_size(view.upper + "/written.bin") != write_bytes) throw Error("not in the upper layer", EIO);
+    if (!view.upper.empty() && fs::file_size(view.upper + "/written.bin") != write_bytes)
+      throw Error("not in the upper layer", EIO);
     if (count_entries(empty) != 0) throw Error(empty + " (the lower layer) changed", EIO);
     if (census) return;
     f.add(key + "_mibs_" + kKeys[s], static_cast<double>(write_bytes) / kMiB / seconds);
@@ -400,8 +432,14 @@ void write_suite(const Config& config, Figures& f) {
       run({"tar", "-xf", archive, "-C", dest, "--no-same-owner"}, {.log = env.log});
     });
     const WalkResult got = walk(dest);
-    if (got.entries != expected.entries || got.bytes != expected.bytes) throw Error(dest + ": tar -x gave another tree", EIO);
-    const double rm = measure(env, view, s, census, "rm_rf_10k", f, [&] { run({"rm", "-rf", dest}, {.log = env.log}); }, false);
+    if (got.entries != expected.entries || got.bytes != expected.bytes)
+      throw Error(dest + ": tar -x gave another tree", EIO);
+    const double rm = measure(
+        env, view, s, census, "rm_rf_10k", f,
+        [&] {
+          run({"rm", "-rf", dest}, {.log = env.log});
+        },
+        false);
     if (count_entries(view.path) != 0) throw Error(view.path + " not empty after rm -rf", EIO);
     view.finish();
     if (census) {
@@ -416,15 +454,21 @@ void write_suite(const Config& config, Figures& f) {
   rounds(env, make_rounds, [&](System s, bool census) {
     View view(env, s, project, /*copy_lower=*/true);
     std::string out;
-    const auto make = [&] { run({"make", "-C", view.path, "--no-print-directory", "-j2"}, {.out = &out, .log = env.log}); };
+    const auto make = [&] {
+      run({"make", "-C", view.path, "--no-print-directory", "-j2"}, {.out = &out, .log = env.log});
+    };
     const double build = measure(env, view, s, census, "make_j2", f, make);
-    struct stat prog {}, link {};
-    if (::stat((view.path + "/build/prog").c_str(), &prog) != 0 || ::stat((view.path + "/build/prog.link").c_str(), &link) != 0 ||
+    struct stat prog {
+    }, link{};
+    if (::stat((view.path + "/build/prog").c_str(), &prog) != 0 ||
+        ::stat((view.path + "/build/prog.link").c_str(), &link) != 0 ||
         prog.st_ino != link.st_ino || prog.st_nlink != 2) {
       throw Error(view.path + ": make did not leave build/prog and its hard link", EIO);
     }
-    const double noop = measure(env, view, s, census, "make_noop", f, make, false);  // stats everything
-    if (out.find("Nothing to be done") == std::string::npos && out.find("is up to date") == std::string::npos) {
+    const double noop =
+        measure(env, view, s, census, "make_noop", f, make, false);  // stats everything
+    if (out.find("Nothing to be done") == std::string::npos &&
+        out.find("is up to date") == std::string::npos) {
       throw Error("the second make did something: " + out, EIO);
     }
     view.finish();
@@ -443,25 +487,31 @@ void write_suite(const Config& config, Figures& f) {
     for (const bool overlay : {round % 2 == 1, round % 2 == 0}) {
       const std::string mode = overlay ? "empty_overlay" : "read_only";
       double cold = 0, second = 0, warm = 0, walk_cold = 0, walk_warm = 0;
-      undisturbed([&] {
-        View view(env, kOurs, reads, false, overlay);
-        drop_caches("3");
-        cold = sequential_read_mibs(view.path + "/big.bin", read_bytes);
-        second = sequential_read_mibs(view.path + "/big.bin", read_bytes);
-        warm = sequential_read_mibs(view.path + "/big.bin", read_bytes);
-        if (round == 0) check_same_ends(view.path + "/big.bin", reads + "/big.bin", read_bytes);
-        drop_caches("3");
-        walk_cold = walk_ms(view.path + "/tree", walk_entries);
-        std::vector<double> warm_walks;  // one takes about 40 ms: a single one is noise
-        for (int i = 0; i < 5; ++i) warm_walks.push_back(walk_ms(view.path + "/tree", walk_entries));
-        walk_warm = median(warm_walks);
-        view.check_alive("the reads");
-        view.finish();
-        if (overlay) f.add("diag.upper_entries_after_reads", static_cast<double>(count_entries(view.upper)));
-        for (const auto& entry : fs::directory_iterator(env.work)) {
-          if (entry.path().filename().string().starts_with("overlay-")) fs::remove_all(entry.path());
-        }
-      }, 2, d);
+      undisturbed(
+          [&] {
+            View view(env, kOurs, reads, false, overlay);
+            drop_caches("3");
+            cold = sequential_read_mibs(view.path + "/big.bin", read_bytes);
+            second = sequential_read_mibs(view.path + "/big.bin", read_bytes);
+            warm = sequential_read_mibs(view.path + "/big.bin", read_bytes);
+            if (round == 0) check_same_ends(view.path + "/big.bin", reads + "/big.bin", read_bytes);
+            drop_caches("3");
+            walk_cold = walk_ms(view.path + "/tree", walk_entries);
+            std::vector<double> warm_walks;  // one takes about 40 ms: a single one is noise
+            for (int i = 0; i < 5; ++i)
+              warm_walks.push_back(walk_ms(view.path + "/tree", walk_entries));
+            walk_warm = median(warm_walks);
+            view.check_alive("the reads");
+            view.finish();
+            if (overlay)
+              f.add("diag.upper_entries_after_reads",
+                    static_cast<double>(count_entries(view.upper)));
+            for (const auto& entry : fs::directory_iterator(env.work)) {
+              if (entry.path().filename().string().starts_with("overlay-"))
+                fs::remove_all(entry.path());
+            }
+          },
+          2, d);
       f.add("overlay_read_cold_mibs_" + mode, cold);
       f.add("diag.overlay_read_second_mibs_" + mode, second);
       f.add("overlay_read_warm_mibs_" + mode, warm);
@@ -472,10 +522,12 @@ void write_suite(const Config& config, Figures& f) {
   f.set("diag.read_attempts_discarded", d.discarded);
 
   // Ratios: ours / the other system; for MiB/s above 1 is better, for times below 1.
-  for (const char* key : {"write_seq_1g_mibs", "tar_x_10k_ms", "rm_rf_10k_ms", "make_j2_s", "make_noop_ms"}) {
+  for (const char* key :
+       {"write_seq_1g_mibs", "tar_x_10k_ms", "rm_rf_10k_ms", "make_j2_s", "make_noop_ms"}) {
     const std::string base = std::string(key).substr(0, std::string(key).rfind('_'));
     for (const System other : {kNative, kFuseOverlayfs}) {
-      f.ratio(base + "_ratio_to_" + kKeys[other], std::string(key) + "_ours", std::string(key) + "_" + kKeys[other]);
+      f.ratio(base + "_ratio_to_" + kKeys[other], std::string(key) + "_ours",
+              std::string(key) + "_" + kKeys[other]);
     }
   }
   const std::pair<const char*, const char*> reads_ratios[] = {
@@ -484,7 +536,8 @@ void write_suite(const Config& config, Figures& f) {
       {"empty_overlay_warm_seq_read_ratio_to_read_only", "overlay_read_warm_mibs_"},
       {"empty_overlay_walk10k_cold_ratio_to_read_only", "overlay_walk10k_cold_ms_"},
       {"empty_overlay_walk10k_warm_ratio_to_read_only", "overlay_walk10k_warm_ms_"}};
-  for (const auto& [key, figure] : reads_ratios) f.ratio(key, std::string(figure) + "empty_overlay", std::string(figure) + "read_only");
+  for (const auto& [key, figure] : reads_ratios)
+    f.ratio(key, std::string(figure) + "empty_overlay", std::string(figure) + "read_only");
   f.set("write_bench_total_s", seconds_since(t_start));
 }
 
