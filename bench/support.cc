@@ -105,12 +105,7 @@ void Figures::print(const std::string& title) const {
 
 // ---- mounts
 
-bool is_mounted(const std::string& path) {
-  for (const auto& entry : launcher::read_mountinfo()) {
-    if (entry.mount_point == path) return true;
-  }
-  return false;
-}
+bool is_mounted(const std::string& path) { return launcher::top_mount_at(path).has_value(); }
 
 std::vector<std::string> mounts_under(const std::string& dir) {
   std::vector<std::string> out;

@@ -434,12 +434,8 @@ void write_suite(const Config& config, Figures& f) {
     const WalkResult got = walk(dest);
     if (got.entries != expected.entries || got.bytes != expected.bytes)
       throw Error(dest + ": tar -x gave another tree", EIO);
-    const double rm = measure(
-        env, view, s, census, "rm_rf_10k", f,
-        [&] {
-          run({"rm", "-rf", dest}, {.log = env.log});
-        },
-        false);
+    const auto rm_rf = [&] { run({"rm", "-rf", dest}, {.log = env.log}); };
+    const double rm = measure(env, view, s, census, "rm_rf_10k", f, rm_rf, false);
     if (count_entries(view.path) != 0) throw Error(view.path + " not empty after rm -rf", EIO);
     view.finish();
     if (census) {
@@ -458,8 +454,7 @@ void write_suite(const Config& config, Figures& f) {
       run({"make", "-C", view.path, "--no-print-directory", "-j2"}, {.out = &out, .log = env.log});
     };
     const double build = measure(env, view, s, census, "make_j2", f, make);
-    struct stat prog {
-    }, link{};
+    struct stat prog = {}, link = {};
     if (::stat((view.path + "/build/prog").c_str(), &prog) != 0 ||
         ::stat((view.path + "/build/prog.link").c_str(), &link) != 0 ||
         prog.st_ino != link.st_ino || prog.st_nlink != 2) {
