@@ -96,23 +96,20 @@ void fs_suite(const Config& config, Figures& f) {
     for (const System s : order_for(env, round)) {
       const std::string name = kNames[s];
       double cold = 0, second = 0, warm = 0, iops = 0, cpu = 0, rchar = 0;
-      undisturbed(
-          [&] {
-            with_view(env, s, dir, [&](const std::string& path, pid_t pid) {
-              drop_caches("3");
-              const double cpu0 = cpu_seconds_of(pid);
-              cold =
-                  sequential_read_mibs(path + "/big.bin", size);  // the first read after mounting
-              cpu = cpu_seconds_of(pid) - cpu0;
-              second = sequential_read_mibs(path + "/big.bin", size);
-              const std::uint64_t rchar0 = io_of(pid, "rchar");
-              warm = sequential_read_mibs(path + "/big.bin", size);
-              rchar = static_cast<double>(io_of(pid, "rchar") - rchar0) / kMiB;
-              if (round == 0 && s != kNative) check_same_ends(path + "/big.bin", file, size);
-              if (env.fio) iops = fio_iops(path + "/big.bin", size, fio_s);
-            });
-          },
-          1, d);
+      undisturbed(1, d, [&] {
+        with_view(env, s, dir, [&](const std::string& path, pid_t pid) {
+          drop_caches("3");
+          const double cpu0 = cpu_seconds_of(pid);
+          cold = sequential_read_mibs(path + "/big.bin", size);  // the first read after mounting
+          cpu = cpu_seconds_of(pid) - cpu0;
+          second = sequential_read_mibs(path + "/big.bin", size);
+          const std::uint64_t rchar0 = io_of(pid, "rchar");
+          warm = sequential_read_mibs(path + "/big.bin", size);
+          rchar = static_cast<double>(io_of(pid, "rchar") - rchar0) / kMiB;
+          if (round == 0 && s != kNative) check_same_ends(path + "/big.bin", file, size);
+          if (env.fio) iops = fio_iops(path + "/big.bin", size, fio_s);
+        });
+      });
       f.add("seq_read_cold_mibs_" + name, cold);
       f.add("seq_read_second_mibs_" + name, second);
       f.add("seq_read_warm_mibs_" + name, warm);
@@ -132,15 +129,13 @@ void fs_suite(const Config& config, Figures& f) {
            {std::tuple{small, small_dirs, "walk10k"}, {big, big_dirs, "walk50k"}}) {
         if (s == kPassthrough && dirs == big_dirs) continue;  // below, once
         double cold = 0, warm = 0;
-        undisturbed(
-            [&] {
-              with_view(env, s, tree, [&](const std::string& path, pid_t) {
-                drop_caches("3");
-                cold = walk_ms(path, entries(dirs));
-                warm = walk_ms(path, entries(dirs));
-              });
-            },
-            1, d);
+        undisturbed(1, d, [&] {
+          with_view(env, s, tree, [&](const std::string& path, pid_t) {
+            drop_caches("3");
+            cold = walk_ms(path, entries(dirs));
+            warm = walk_ms(path, entries(dirs));
+          });
+        });
         f.add(std::string(key) + "_cold_ms_" + kNames[s], cold);
         f.add(std::string(key) + "_warm_ms_" + kNames[s], warm);
       }

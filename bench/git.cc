@@ -114,45 +114,40 @@ void git_suite(const Config& config, Figures& f) {
   double hwm = 0;
   for (int round = 0; round < rounds; ++round) {
     double cold = 0, warm = 0, missing = 0, rchar_cold = 0, rchar_warm = 0, cpu = 0;
-    undisturbed(
-        [&] {
-          MountPoint mountpoint(root / "mnt-read");
-          LiveMount mount = LiveMount::thread(blob, kThread, mountpoint.path());
-          const std::string file = mountpoint.path() + "/big.bin";
-          const pid_t pid = mount.worker_pid();
-          drop_caches("3");
-          const std::uint64_t r0 = io_of(pid, "rchar");
-          const double cpu0 = cpu_seconds_of(pid);
-          cold = sequential_read_mibs(file, size);  // the first read after mounting
-          cpu = cpu_seconds_of(pid) - cpu0;
-          const std::uint64_t r1 = io_of(pid, "rchar");
-          missing = missing_mib(file, size);
-          warm = sequential_read_mibs(file, size);  // the page cache (keep_cache)
-          rchar_cold = static_cast<double>(r1 - r0) / kMiB;
-          rchar_warm = static_cast<double>(io_of(pid, "rchar") - r1) / kMiB;
-          const std::uint64_t streamed = mount.status_number("streamed_opens");
-          if (streamed < 1)
-            throw Error("Status streamed_opens is 0: the blob did not stream", EPROTO);
-          f.set("streamed_opens", static_cast<double>(streamed));
-          hwm = std::max(hwm, mib(memory_of(pid).hwm_kib));
-          if (round == 0) check_same_ends(file, native_file, size);
-          mount.unmount();
-        },
-        1, d);
+    undisturbed(1, d, [&] {
+      MountPoint mountpoint(root / "mnt-read");
+      LiveMount mount = LiveMount::thread(blob, kThread, mountpoint.path());
+      const std::string file = mountpoint.path() + "/big.bin";
+      const pid_t pid = mount.worker_pid();
+      drop_caches("3");
+      const std::uint64_t r0 = io_of(pid, "rchar");
+      const double cpu0 = cpu_seconds_of(pid);
+      cold = sequential_read_mibs(file, size);  // the first read after mounting
+      cpu = cpu_seconds_of(pid) - cpu0;
+      const std::uint64_t r1 = io_of(pid, "rchar");
+      missing = missing_mib(file, size);
+      warm = sequential_read_mibs(file, size);  // the page cache (keep_cache)
+      rchar_cold = static_cast<double>(r1 - r0) / kMiB;
+      rchar_warm = static_cast<double>(io_of(pid, "rchar") - r1) / kMiB;
+      const std::uint64_t streamed = mount.status_number("streamed_opens");
+      if (streamed < 1) throw Error("Status streamed_opens is 0: the blob did not stream", EPROTO);
+      f.set("streamed_opens", static_cast<double>(streamed));
+      hwm = std::max(hwm, mib(memory_of(pid).hwm_kib));
+      if (round == 0) check_same_ends(file, native_file, size);
+      mount.unmount();
+    });
     f.add("git_read_cold_mibs", cold);
     f.add("git_read_warm_mibs", warm);
     f.add("diag.worker_rchar_mib_cold_read", rchar_cold);
     f.add("diag.worker_rchar_mib_warm_read", rchar_warm);  // a re-inflate if far above 0
     f.add("diag.worker_cpu_s_cold_read", cpu);
     f.add("diag.missing_from_page_cache_mib_ours", missing);
-    undisturbed(
-        [&] {
-          drop_caches("3");
-          cold = sequential_read_mibs(native_file, size);
-          missing = missing_mib(native_file, size);
-          warm = sequential_read_mibs(native_file, size);
-        },
-        1, d);
+    undisturbed(1, d, [&] {
+      drop_caches("3");
+      cold = sequential_read_mibs(native_file, size);
+      missing = missing_mib(native_file, size);
+      warm = sequential_read_mibs(native_file, size);
+    });
     f.add("native_read_cold_mibs", cold);
     f.add("native_read_warm_mibs", warm);
     f.add("diag.missing_from_page_cache_mib_native", missing);
@@ -168,25 +163,21 @@ void git_suite(const Config& config, Figures& f) {
   };
   for (int round = 0; round < rounds; ++round) {
     double cold = 0, warm = 0;
-    undisturbed(
-        [&] {
-          MountPoint mountpoint(root / "mnt-walk");
-          LiveMount mount = LiveMount::thread(walk_repo, kThread, mountpoint.path());
-          drop_caches("3");
-          cold = eps(mountpoint.path());
-          warm = eps(mountpoint.path());
-          mount.unmount();
-        },
-        1, d);
+    undisturbed(1, d, [&] {
+      MountPoint mountpoint(root / "mnt-walk");
+      LiveMount mount = LiveMount::thread(walk_repo, kThread, mountpoint.path());
+      drop_caches("3");
+      cold = eps(mountpoint.path());
+      warm = eps(mountpoint.path());
+      mount.unmount();
+    });
     f.add("git_walk_cold_eps", cold);
     f.add("git_walk_warm_eps", warm);
-    undisturbed(
-        [&] {
-          drop_caches("3");
-          cold = eps(native_walk);
-          warm = eps(native_walk);
-        },
-        1, d);
+    undisturbed(1, d, [&] {
+      drop_caches("3");
+      cold = eps(native_walk);
+      warm = eps(native_walk);
+    });
     f.add("native_walk_cold_eps", cold);
     f.add("native_walk_warm_eps", warm);
   }

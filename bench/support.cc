@@ -358,7 +358,7 @@ std::uint64_t drops_so_far() {  // drop_caches writes seen in /proc/vmstat (ours
 
 }  // namespace
 
-void undisturbed(const std::function<void()>& half, int own_drops, Disturbance& d) {
+void undisturbed(int own_drops, Disturbance& d, const std::function<void()>& half) {
   for (int attempt = 1;; ++attempt) {
     check_interrupted();
     const std::uint64_t before = drops_so_far();

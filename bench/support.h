@@ -193,7 +193,7 @@ struct Disturbance {
   int discarded = 0;  // attempts measured again
   int disturbed = 0;  // kept although still disturbed after 3 attempts
 };
-void undisturbed(const std::function<void()>& half, int own_drops, Disturbance& d);
+void undisturbed(int own_drops, Disturbance& d, const std::function<void()>& half);
 
 void write_all(int fd, const char* data, std::size_t size, const std::string& what);
 void make_random_file(const std::string& path, std::uint64_t bytes);   // incompressible

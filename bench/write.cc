@@ -482,31 +482,28 @@ void write_suite(const Config& config, Figures& f) {
     for (const bool overlay : {round % 2 == 1, round % 2 == 0}) {
       const std::string mode = overlay ? "empty_overlay" : "read_only";
       double cold = 0, second = 0, warm = 0, walk_cold = 0, walk_warm = 0;
-      undisturbed(
-          [&] {
-            View view(env, kOurs, reads, false, overlay);
-            drop_caches("3");
-            cold = sequential_read_mibs(view.path + "/big.bin", read_bytes);
-            second = sequential_read_mibs(view.path + "/big.bin", read_bytes);
-            warm = sequential_read_mibs(view.path + "/big.bin", read_bytes);
-            if (round == 0) check_same_ends(view.path + "/big.bin", reads + "/big.bin", read_bytes);
-            drop_caches("3");
-            walk_cold = walk_ms(view.path + "/tree", walk_entries);
-            std::vector<double> warm_walks;  // one takes about 40 ms: a single one is noise
-            for (int i = 0; i < 5; ++i)
-              warm_walks.push_back(walk_ms(view.path + "/tree", walk_entries));
-            walk_warm = median(warm_walks);
-            view.check_alive("the reads");
-            view.finish();
-            if (overlay)
-              f.add("diag.upper_entries_after_reads",
-                    static_cast<double>(count_entries(view.upper)));
-            for (const auto& entry : fs::directory_iterator(env.work)) {
-              if (entry.path().filename().string().starts_with("overlay-"))
-                fs::remove_all(entry.path());
-            }
-          },
-          2, d);
+      undisturbed(2, d, [&] {
+        View view(env, kOurs, reads, false, overlay);
+        drop_caches("3");
+        cold = sequential_read_mibs(view.path + "/big.bin", read_bytes);
+        second = sequential_read_mibs(view.path + "/big.bin", read_bytes);
+        warm = sequential_read_mibs(view.path + "/big.bin", read_bytes);
+        if (round == 0) check_same_ends(view.path + "/big.bin", reads + "/big.bin", read_bytes);
+        drop_caches("3");
+        walk_cold = walk_ms(view.path + "/tree", walk_entries);
+        std::vector<double> warm_walks;  // one takes about 40 ms: a single one is noise
+        for (int i = 0; i < 5; ++i)
+          warm_walks.push_back(walk_ms(view.path + "/tree", walk_entries));
+        walk_warm = median(warm_walks);
+        view.check_alive("the reads");
+        view.finish();
+        if (overlay)
+          f.add("diag.upper_entries_after_reads", static_cast<double>(count_entries(view.upper)));
+        for (const auto& entry : fs::directory_iterator(env.work)) {
+          if (entry.path().filename().string().starts_with("overlay-"))
+            fs::remove_all(entry.path());
+        }
+      });
       f.add("overlay_read_cold_mibs_" + mode, cold);
       f.add("diag.overlay_read_second_mibs_" + mode, second);
       f.add("overlay_read_warm_mibs_" + mode, warm);
