@@ -16,32 +16,31 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace {
 
 struct Figure {
   std::vector<double> samples;
-  double low = NAN;  // the spread a program reported with its own median, if any
-  double high = NAN;
+  double low = NAN, high = NAN;  // the spread a program reported with its own median, if any
 
   [[nodiscard]] double median() const {
-    std::vector<double> sorted = samples;
-    std::sort(sorted.begin(), sorted.end());
-    const std::size_t n = sorted.size();
-    return n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    std::vector<double> v = samples;
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
   }
   [[nodiscard]] double min() const {
-    return samples.size() == 1 && !std::isnan(low) ? low
-                                                   : *std::min_element(samples.begin(), samples.end());
+    return samples.size() == 1 && !std::isnan(low)
+               ? low
+               : *std::min_element(samples.begin(), samples.end());
   }
   [[nodiscard]] double max() const {
-    return samples.size() == 1 && !std::isnan(high) ? high
-                                                    : *std::max_element(samples.begin(), samples.end());
+    return samples.size() == 1 && !std::isnan(high)
+               ? high
+               : *std::max_element(samples.begin(), samples.end());
   }
 };
 
@@ -54,24 +53,34 @@ struct Goal {
 };
 
 constexpr Goal kGoals[] = {
-    {"status_rtt_p50_ratio_to_socketpair", "Status RTT p50, ours / raw socketpair ping-pong", true, 2.0},
+    {"status_rtt_p50_ratio_to_socketpair", "Status RTT p50, ours / raw socketpair ping-pong", true,
+     2.0},
     {"status_rtt_max_us", "Status RTT max (16 warm-up, max of 256), us", true, 1000.0},
-    {"spawn_p50_ratio_to_bwrap_composition", "spawn -> MountReady p50, ours / bwrap + libfuse example", true, 1.0},
+    {"spawn_p50_ratio_to_bwrap_composition",
+     "spawn -> MountReady p50, ours / bwrap + libfuse example", true, 1.0},
     {"spawn_p99_ms", "spawn -> MountReady p99, ms", true, 20.0},
     {"warm_seq_read_ratio_to_native", "1 GiB read, warm, throughput ours / native", false, 0.9},
-    {"cold_seq_read_ratio_to_passthrough_ll", "1 GiB read, cold, throughput ours / passthrough_ll", false, 1.0},
-    {"metadata_walk_ratio_to_passthrough_ll", "walk 10,000 files, cold, time ours / passthrough_ll", true, 1.0},
-    {"warm_walk_ratio_to_native", "walk 50,050 entries of a git thread, warm, time ours / native", true, 2.0},
+    {"cold_seq_read_ratio_to_passthrough_ll", "1 GiB read, cold, throughput ours / passthrough_ll",
+     false, 1.0},
+    {"metadata_walk_ratio_to_passthrough_ll", "walk 10,000 files, cold, time ours / passthrough_ll",
+     true, 1.0},
+    {"warm_walk_ratio_to_native", "walk 50,050 entries of a git thread, warm, time ours / native",
+     true, 2.0},
     // Writable mounts (heddle_write_bench): the overlay against native and fuse-overlayfs.
     {"write_seq_1g_ratio_to_native", "1 GiB write + fsync, throughput ours / native", false, 0.5},
     {"tar_x_10k_ratio_to_native", "tar -x of 10,000 files, time ours / native", true, 2.0},
-    {"tar_x_10k_ratio_to_fuse_overlayfs", "tar -x of 10,000 files, time ours / fuse-overlayfs", true, 1.0},
+    {"tar_x_10k_ratio_to_fuse_overlayfs", "tar -x of 10,000 files, time ours / fuse-overlayfs",
+     true, 1.0},
     {"make_j2_ratio_to_native", "make -j2 of a 200-file C project, time ours / native", true, 1.3},
     // "Unchanged": a writable mount with an empty overlay against a read-only one, within 10%.
-    {"empty_overlay_cold_seq_read_ratio_to_read_only", "1 GiB read, cold, empty overlay / read-only", false, 0.9},
-    {"empty_overlay_warm_seq_read_ratio_to_read_only", "1 GiB read, warm, empty overlay / read-only", false, 0.9},
-    {"empty_overlay_walk10k_cold_ratio_to_read_only", "walk 10,000 files, cold, time empty overlay / read-only", true, 1.1},
-    {"empty_overlay_walk10k_warm_ratio_to_read_only", "walk 10,000 files, warm, time empty overlay / read-only", true, 1.1},
+    {"empty_overlay_cold_seq_read_ratio_to_read_only",
+     "1 GiB read, cold, empty overlay / read-only", false, 0.9},
+    {"empty_overlay_warm_seq_read_ratio_to_read_only",
+     "1 GiB read, warm, empty overlay / read-only", false, 0.9},
+    {"empty_overlay_walk10k_cold_ratio_to_read_only",
+     "walk 10,000 files, cold, time empty overlay / read-only", true, 1.1},
+    {"empty_overlay_walk10k_warm_ratio_to_read_only",
+     "walk 10,000 files, warm, time empty overlay / read-only", true, 1.1},
 };
 
 std::string format(double value) {
@@ -133,7 +142,8 @@ int main(int argc, char** argv) {
   std::ofstream dat(out + ".dat");
   md << "# Benchmarks, " << date << "\n\n"
      << "Machine: " << machine() << ". Each figure is the median across runs (or of a program's "
-     << "own rounds), with the spread; ratios are ours / the reference, measured in the same run.\n\n"
+     << "own rounds), with the spread; ratios are ours / the reference, measured in the same "
+        "run.\n\n"
      << "| goal | figure | spread | limit | met |\n|---|---:|---|---:|---|\n";
   dat << "# index label value limit met\n";
   int index = 0;
