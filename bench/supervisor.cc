@@ -281,15 +281,21 @@ struct SpawnSamples {
 
 double ms_since(Clock::time_point t0) { return seconds_since(t0) * 1e3; }
 
+// Milliseconds of the first answer through a mount, its server killed if it hangs.
+double timed_answer(Watchdog& watchdog, pid_t server, const std::string& mountpoint) {
+  watchdog.arm(server);
+  const auto a0 = Clock::now();
+  first_answer(mountpoint);
+  const double ms = ms_since(a0);
+  watchdog.disarm();
+  return ms;
+}
+
 void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples* out) {
   MountPoint mountpoint(root / "mnt-ours");
   Watchdog watchdog;
   LiveMount mount = LiveMount::directory(source, mountpoint.path());  // times spawn alone
-  watchdog.arm(mount.worker_pid());
-  const auto a0 = Clock::now();
-  first_answer(mountpoint.path());
-  const double answer_ms = ms_since(a0);
-  watchdog.disarm();
+  const double answer_ms = timed_answer(watchdog, mount.worker_pid(), mountpoint.path());
   const double unmount_s = mount.unmount();
   if (out == nullptr) return;
   out->ours.push_back(mount.spawn_seconds() * 1e3);
@@ -304,11 +310,7 @@ void spawn_unsandboxed(const ScratchDir& root, const std::string& source, SpawnS
   MountPoint mountpoint(root / "mnt-unsandboxed");
   Unsandboxed worker(source, mountpoint.path());
   const double ready_ms = ms_since(t0);
-  watchdog.arm(worker.pid());
-  const auto a0 = Clock::now();
-  first_answer(mountpoint.path());
-  const double answer_ms = ms_since(a0);
-  watchdog.disarm();
+  const double answer_ms = timed_answer(watchdog, worker.pid(), mountpoint.path());
   if (idle != nullptr) {
     worker.status();
     idle->set("worker_unsandboxed_idle_rss_kib",
