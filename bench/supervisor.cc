@@ -81,8 +81,7 @@ class EchoProcess {
   }
   ~EchoProcess() {
     fd_.reset();
-    int status = 0;
-    if (pid_ > 0) ::waitpid(pid_, &status, 0);
+    if (pid_ > 0) ::waitpid(pid_, nullptr, 0);
   }
   void setup(const std::string& request, const std::string& reply) {
     const std::uint32_t sizes[2] = {static_cast<std::uint32_t>(request.size()),
@@ -478,16 +477,10 @@ void supervisor_suite(const Config& config, Figures& figures) {
   EchoProcess echo;  // forked first, while this process has one thread and no mount fds
   ScratchDir root("heddle-bench-");
   const std::string source = root / "src";
-  for (const auto& [path, text] : {std::pair{"", ""},
-                                   {"/src", ""},
-                                   {"/README.txt", "heddle_bench source tree\n"},
-                                   {"/src/main.rs", "fn main() {}\n"}}) {
-    if (*text == '\0') {
-      if (::mkdir((source + path).c_str(), 0755) != 0) throw_errno("mkdir " + source + path);
-    } else {
-      std::ofstream(source + path) << text;
-    }
-  }
+  for (const auto& dir : {source, source + "/src"})
+    if (::mkdir(dir.c_str(), 0755) != 0) throw_errno("mkdir " + dir);
+  std::ofstream(source + "/README.txt") << "heddle_bench source tree\n";
+  std::ofstream(source + "/src/main.rs") << "fn main() {}\n";
   std::printf("heddle_bench supervisor: 1/4 Status round trips ...\n");
   {
     MountPoint mountpoint(root / "mnt-rtt");
