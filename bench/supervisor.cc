@@ -274,9 +274,7 @@ class Unsandboxed {
   std::optional<Daemon> worker_;
 };
 
-struct SpawnSamples {
-  Samples ours, ours_answer, unmount, unsandboxed, unsandboxed_answer, bwrap;
-};
+using SpawnSamples = std::map<std::string, Samples>;  // by key: spawn, spawn_answer, unmount...
 
 double ms_since(Clock::time_point t0) { return seconds_since(t0) * 1e3; }
 
@@ -297,9 +295,9 @@ void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples*
   const double answer_ms = timed_answer(watchdog, mount.worker_pid(), mountpoint.path());
   const double unmount_s = mount.unmount();
   if (out == nullptr) return;
-  out->ours.push_back(mount.spawn_seconds() * 1e3);
-  out->ours_answer.push_back(mount.spawn_seconds() * 1e3 + answer_ms);
-  out->unmount.push_back(unmount_s * 1e3);
+  (*out)["spawn"].push_back(mount.spawn_seconds() * 1e3);
+  (*out)["spawn_answer"].push_back(mount.spawn_seconds() * 1e3 + answer_ms);
+  (*out)["unmount"].push_back(unmount_s * 1e3);
 }
 
 void spawn_unsandboxed(const ScratchDir& root, const std::string& source, SpawnSamples* out,
@@ -316,8 +314,8 @@ void spawn_unsandboxed(const ScratchDir& root, const std::string& source, SpawnS
               static_cast<double>(memory_of(worker.pid()).rss_kib));
   }
   if (out == nullptr) return;
-  out->unsandboxed.push_back(ready_ms);
-  out->unsandboxed_answer.push_back(ready_ms + answer_ms);
+  (*out)["spawn_unsandboxed"].push_back(ready_ms);
+  (*out)["spawn_unsandboxed_answer"].push_back(ready_ms + answer_ms);
 }
 
 // What a user would script: mount /dev/fuse, bwrap the example server on the fd. Ready = the
@@ -350,7 +348,7 @@ void spawn_bwrap(const ScratchDir& root, const std::string& source, SpawnSamples
   mount.reset();  // umount(2): the server reads ENODEV and exits
   if (bwrap.wait(15s) != 0)
     throw Error("bwrap + passthrough_ll failed after the unmount (see " + log + ")", 0);
-  if (out != nullptr) out->bwrap.push_back(ms);
+  if (out != nullptr) (*out)["spawn_bwrap"].push_back(ms);
 }
 
 void run_spawn(const Config& config, const ScratchDir& root, const std::string& source,
@@ -370,16 +368,9 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
   }
   spawn_unsandboxed(root, source, nullptr, &figures);  // idle memory, once each
   spawn_bwrap(root, source, nullptr, &figures);
-  const std::pair<const char*, const Samples*> table[] = {
-      {"spawn", &s.ours},
-      {"spawn_answer", &s.ours_answer},
-      {"spawn_unsandboxed", &s.unsandboxed},
-      {"spawn_unsandboxed_answer", &s.unsandboxed_answer},
-      {"spawn_bwrap", &s.bwrap},
-      {"unmount", &s.unmount}};
-  for (const auto& [key, samples] : table) {
-    figures.set(std::string(key) + "_p50_ms", percentile(*samples, 50));
-    figures.set(std::string(key) + "_p99_ms", percentile(*samples, 99));
+  for (const auto& [key, samples] : s) {
+    figures.set(key + "_p50_ms", percentile(samples, 50));
+    figures.set(key + "_p99_ms", percentile(samples, 99));
   }
   figures.ratio("spawn_p50_ratio_to_unsandboxed", "spawn_p50_ms", "spawn_unsandboxed_p50_ms");
   figures.ratio("spawn_p50_ratio_to_bwrap_composition", "spawn_p50_ms", "spawn_bwrap_p50_ms");
