@@ -3,11 +3,14 @@
 // read cold and warm, a 50,000-file walk cold and warm (fresh mount each round, ours and native
 // alternating), spawn on a 100,000-file repository against a 10-file one, and the worker's
 // memory after walking 100,000 files and after the kernel forgets them.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <thread>
 
+#include "heddle/unique_fd.h"
 #include "support.h"
 
 namespace heddle::bench {
@@ -55,6 +58,21 @@ void extract(const std::string& repo, const std::string& out) {
        repo, kThread, out});
 }
 
+// MiB of a file not in the page cache (or not up to date): mmap + mincore, nothing read.
+double missing_mib(const std::string& path, std::uint64_t size) {
+  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (map == MAP_FAILED) throw_errno("mmap " + path);
+  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> resident((size + page - 1) / page);
+  const int rc = ::mincore(map, size, resident.data());
+  ::munmap(map, size);
+  if (rc != 0) throw_errno("mincore " + path);
+  return static_cast<double>(std::count_if(resident.begin(), resident.end(),
+                                           [](unsigned char r) { return (r & 1) == 0; })) *
+         static_cast<double>(page) / kMiB;
+}
+
 double mib(std::uint64_t kib) { return static_cast<double>(kib) / 1024; }
 
 }  // namespace
@@ -91,7 +109,7 @@ void git_suite(const Config& config, Figures& f) {
   Disturbance d;
   double hwm = 0;
   for (int round = 0; round < rounds; ++round) {
-    double cold = 0, warm = 0;
+    double cold = 0, warm = 0, missing = 0;
     undisturbed(1, d, [&] {
       MountPoint mountpoint(root / "mnt-read");
       LiveMount mount = LiveMount::thread(blob, kThread, mountpoint.path());
@@ -99,6 +117,7 @@ void git_suite(const Config& config, Figures& f) {
       const pid_t pid = mount.worker_pid();
       drop_caches("3");
       cold = sequential_read_mibs(file, size);  // the first read after mounting
+      missing = missing_mib(file, size);        // opens it: streamed_opens counts 3
       warm = sequential_read_mibs(file, size);  // the page cache (keep_cache)
       const std::uint64_t streamed = mount.status_number("streamed_opens");
       if (streamed < 1) throw Error("Status streamed_opens is 0: the blob did not stream", EPROTO);
@@ -109,13 +128,16 @@ void git_suite(const Config& config, Figures& f) {
     });
     f.add("git_read_cold_mibs", cold);
     f.add("git_read_warm_mibs", warm);
+    f.add("diag.missing_from_page_cache_mib_ours", missing);
     undisturbed(1, d, [&] {
       drop_caches("3");
       cold = sequential_read_mibs(native_file, size);
+      missing = missing_mib(native_file, size);
       warm = sequential_read_mibs(native_file, size);
     });
     f.add("native_read_cold_mibs", cold);
     f.add("native_read_warm_mibs", warm);
+    f.add("diag.missing_from_page_cache_mib_native", missing);
   }
   if (hwm * kMiB >= static_cast<double>(size) / 2)
     throw Error("the worker's VmHWM reached half the blob: it did not stream", ENOMEM);

@@ -520,9 +520,6 @@ Memory memory_of(pid_t pid) {
   return {proc_field(pid, "status", "VmRSS"), proc_field(pid, "status", "VmHWM")};
 }
 std::uint64_t pss_kib_of(pid_t pid) { return proc_field(pid, "smaps_rollup", "Pss"); }
-std::uint64_t io_of(pid_t pid, const char* field) {
-  return pid > 0 ? proc_field(pid, "io", field) : 0;
-}
 
 std::vector<pid_t> descendants(pid_t pid) {
   std::vector<pid_t> out;
