@@ -288,7 +288,7 @@ double timed_answer(Watchdog& watchdog, pid_t server, const std::string& mountpo
   return ms;
 }
 
-void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples* out) {
+void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples* out, Figures*) {
   MountPoint mountpoint(root / "mnt-ours");
   Watchdog watchdog;
   LiveMount mount = LiveMount::directory(source, mountpoint.path());  // times spawn alone
@@ -301,7 +301,7 @@ void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples*
 }
 
 void spawn_unsandboxed(const ScratchDir& root, const std::string& source, SpawnSamples* out,
-                       Figures* idle = nullptr) {
+                       Figures* idle) {
   Watchdog watchdog;
   const auto t0 = Clock::now();
   MountPoint mountpoint(root / "mnt-unsandboxed");
@@ -321,7 +321,7 @@ void spawn_unsandboxed(const ScratchDir& root, const std::string& source, SpawnS
 // What a user would script: mount /dev/fuse, bwrap the example server on the fd. Ready = the
 // first answer through the mount, which waits for the server's FUSE_INIT reply.
 void spawn_bwrap(const ScratchDir& root, const std::string& source, SpawnSamples* out,
-                 Figures* idle = nullptr) {
+                 Figures* idle) {
   const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = root / "bwrap.log";
   MountPoint mountpoint(root / "mnt-bwrap");
   Watchdog watchdog;
@@ -356,14 +356,12 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
   const int warmup = 3, rounds = config.pick(50, 10);
   SpawnSamples s;
   // Interleaved in a rotated order: background load and ordering effects hit all three alike.
-  const std::array<std::function<void(SpawnSamples*)>, 3> paths = {
-      [&](SpawnSamples* out) { spawn_ours(root, source, out); },
-      [&](SpawnSamples* out) { spawn_unsandboxed(root, source, out); },
-      [&](SpawnSamples* out) { spawn_bwrap(root, source, out); }};
+  decltype(&spawn_ours) const paths[] = {spawn_ours, spawn_unsandboxed, spawn_bwrap};
   for (int i = 0; i < warmup + rounds; ++i) {
     for (std::size_t k = 0; k < 3; ++k) {
       check_interrupted();
-      paths[(static_cast<std::size_t>(i) + k) % 3](i >= warmup ? &s : nullptr);
+      paths[(static_cast<std::size_t>(i) + k) % 3](root, source, i >= warmup ? &s : nullptr,
+                                                   nullptr);
     }
   }
   spawn_unsandboxed(root, source, nullptr, &figures);  // idle memory, once each
