@@ -33,14 +33,10 @@ struct Figure {
     return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
   }
   [[nodiscard]] double min() const {
-    return samples.size() == 1 && !std::isnan(low)
-               ? low
-               : *std::min_element(samples.begin(), samples.end());
+    return samples.size() == 1 && !std::isnan(low) ? low : std::ranges::min(samples);
   }
   [[nodiscard]] double max() const {
-    return samples.size() == 1 && !std::isnan(high)
-               ? high
-               : *std::max_element(samples.begin(), samples.end());
+    return samples.size() == 1 && !std::isnan(high) ? high : std::ranges::max(samples);
   }
 };
 
@@ -92,9 +88,7 @@ std::string format(double value) {
 std::string machine() {
   utsname name{};
   ::uname(&name);
-  std::ostringstream text;
-  text << ::sysconf(_SC_NPROCESSORS_ONLN) << " CPUs, kernel " << name.release;
-  return text.str();
+  return std::to_string(::sysconf(_SC_NPROCESSORS_ONLN)) + " CPUs, kernel " + name.release;
 }
 
 }  // namespace

@@ -28,20 +28,20 @@ struct Env {
   bool fio = false;
 };
 
-// Runs body(path, daemon pid) on `source` as `system` sees it: itself, or a fresh mount.
+// Runs body(path) on `source` as `system` sees it: itself, or a fresh mount.
 void with_view(const Env& env, System system, const std::string& source,
-               const std::function<void(const std::string&, pid_t)>& body) {
-  if (system == kNative) return body(source, 0);
+               const std::function<void(const std::string&)>& body) {
+  if (system == kNative) return body(source);
   MountPoint mountpoint(env.root / "mnt");
   if (system == kOurs) {
     LiveMount mount = LiveMount::directory(source, mountpoint.path());
-    body(mountpoint.path(), mount.worker_pid());
+    body(mountpoint.path());
     mount.unmount();
     return;
   }
   Daemon daemon({env.passthrough, "-f", "-o", "ro,source=" + source, mountpoint.path()}, env.log);
   daemon.wait_mounted(mountpoint.path(), env.log);
-  body(mountpoint.path(), daemon.pid());
+  body(mountpoint.path());
   unmount_quietly(mountpoint.path());  // its session loop ends and it exits
   daemon.wait(3s);
   if (is_mounted(mountpoint.path())) throw Error(mountpoint.path() + " still mounted", EBUSY);
@@ -95,17 +95,13 @@ void fs_suite(const Config& config, Figures& f) {
   for (int round = 0; round < rounds; ++round) {
     for (const System s : order_for(env, round)) {
       const std::string name = kNames[s];
-      double cold = 0, second = 0, warm = 0, iops = 0, cpu = 0, rchar = 0;
+      double cold = 0, second = 0, warm = 0, iops = 0;
       undisturbed(1, d, [&] {
-        with_view(env, s, dir, [&](const std::string& path, pid_t pid) {
+        with_view(env, s, dir, [&](const std::string& path) {
           drop_caches("3");
-          const double cpu0 = cpu_seconds_of(pid);
           cold = sequential_read_mibs(path + "/big.bin", size);  // the first read after mounting
-          cpu = cpu_seconds_of(pid) - cpu0;
           second = sequential_read_mibs(path + "/big.bin", size);
-          const std::uint64_t rchar0 = io_of(pid, "rchar");
           warm = sequential_read_mibs(path + "/big.bin", size);
-          rchar = static_cast<double>(io_of(pid, "rchar") - rchar0) / kMiB;
           if (round == 0 && s != kNative) check_same_ends(path + "/big.bin", file, size);
           if (env.fio) iops = fio_iops(path + "/big.bin", size, fio_s);
         });
@@ -114,11 +110,6 @@ void fs_suite(const Config& config, Figures& f) {
       f.add("seq_read_second_mibs_" + name, second);
       f.add("seq_read_warm_mibs_" + name, warm);
       if (env.fio) f.add("randread_iops_" + name, iops);
-      if (s != kNative) {
-        f.add("diag.daemon_cpu_s_cold_read_" + name, cpu);
-        f.add("diag.daemon_rchar_mib_warm_read_" + name,
-              rchar);  // near 0: the page cache served it
-      }
     }
   }
 
@@ -130,7 +121,7 @@ void fs_suite(const Config& config, Figures& f) {
         if (s == kPassthrough && dirs == big_dirs) continue;  // below, once
         double cold = 0, warm = 0;
         undisturbed(1, d, [&] {
-          with_view(env, s, tree, [&](const std::string& path, pid_t) {
+          with_view(env, s, tree, [&](const std::string& path) {
             drop_caches("3");
             cold = walk_ms(path, entries(dirs));
             warm = walk_ms(path, entries(dirs));
@@ -142,7 +133,7 @@ void fs_suite(const Config& config, Figures& f) {
     }
   }
   if (!env.passthrough.empty()) {  // its failure is a result, not an error of the bench
-    with_view(env, kPassthrough, big, [&](const std::string& path, pid_t) {
+    with_view(env, kPassthrough, big, [&](const std::string& path) {
       drop_caches("3");
       const WalkResult first = walk(path), second = walk(path);
       const auto done = [&](const WalkResult& w) {

@@ -21,14 +21,10 @@ constexpr const char* kThread = "main";
 
 // A fixed identity and no user or system config for the git CLI (set only while building).
 const std::pair<const char*, const char*> kGitEnv[] = {
-    {"GIT_CONFIG_GLOBAL", "/dev/null"},
-    {"GIT_CONFIG_NOSYSTEM", "1"},
-    {"GIT_AUTHOR_NAME", "heddle"},
-    {"GIT_AUTHOR_EMAIL", "heddle@example.invalid"},
-    {"GIT_COMMITTER_NAME", "heddle"},
-    {"GIT_COMMITTER_EMAIL", "heddle@example.invalid"},
-    {"GIT_AUTHOR_DATE", "2024-05-06T07:08:09Z"},
-    {"GIT_COMMITTER_DATE", "2024-05-06T07:08:09Z"}};
+    {"GIT_CONFIG_GLOBAL", "/dev/null"}, {"GIT_CONFIG_NOSYSTEM", "1"},
+    {"GIT_AUTHOR_NAME", "heddle"}, {"GIT_AUTHOR_EMAIL", "heddle@example.invalid"},
+    {"GIT_COMMITTER_NAME", "heddle"}, {"GIT_COMMITTER_EMAIL", "heddle@example.invalid"},
+    {"GIT_AUTHOR_DATE", "2024-05-06T07:08:09Z"}, {"GIT_COMMITTER_DATE", "2024-05-06T07:08:09Z"}};
 
 // A bare repository whose main holds dirs x files small files, each with its own content.
 void make_many_file_repo(const std::string& repo, int dirs, int files) {
@@ -113,22 +109,16 @@ void git_suite(const Config& config, Figures& f) {
   Disturbance d;
   double hwm = 0;
   for (int round = 0; round < rounds; ++round) {
-    double cold = 0, warm = 0, missing = 0, rchar_cold = 0, rchar_warm = 0, cpu = 0;
+    double cold = 0, warm = 0, missing = 0;
     undisturbed(1, d, [&] {
       MountPoint mountpoint(root / "mnt-read");
       LiveMount mount = LiveMount::thread(blob, kThread, mountpoint.path());
       const std::string file = mountpoint.path() + "/big.bin";
       const pid_t pid = mount.worker_pid();
       drop_caches("3");
-      const std::uint64_t r0 = io_of(pid, "rchar");
-      const double cpu0 = cpu_seconds_of(pid);
       cold = sequential_read_mibs(file, size);  // the first read after mounting
-      cpu = cpu_seconds_of(pid) - cpu0;
-      const std::uint64_t r1 = io_of(pid, "rchar");
-      missing = missing_mib(file, size);
+      missing = missing_mib(file, size);        // opens it: streamed_opens counts 3
       warm = sequential_read_mibs(file, size);  // the page cache (keep_cache)
-      rchar_cold = static_cast<double>(r1 - r0) / kMiB;
-      rchar_warm = static_cast<double>(io_of(pid, "rchar") - r1) / kMiB;
       const std::uint64_t streamed = mount.status_number("streamed_opens");
       if (streamed < 1) throw Error("Status streamed_opens is 0: the blob did not stream", EPROTO);
       f.set("streamed_opens", static_cast<double>(streamed));
@@ -138,9 +128,6 @@ void git_suite(const Config& config, Figures& f) {
     });
     f.add("git_read_cold_mibs", cold);
     f.add("git_read_warm_mibs", warm);
-    f.add("diag.worker_rchar_mib_cold_read", rchar_cold);
-    f.add("diag.worker_rchar_mib_warm_read", rchar_warm);  // a re-inflate if far above 0
-    f.add("diag.worker_cpu_s_cold_read", cpu);
     f.add("diag.missing_from_page_cache_mib_ours", missing);
     undisturbed(1, d, [&] {
       drop_caches("3");

@@ -81,8 +81,7 @@ class EchoProcess {
   }
   ~EchoProcess() {
     fd_.reset();
-    int status = 0;
-    if (pid_ > 0) ::waitpid(pid_, &status, 0);
+    if (pid_ > 0) ::waitpid(pid_, nullptr, 0);
   }
   void setup(const std::string& request, const std::string& reply) {
     const std::uint32_t sizes[2] = {static_cast<std::uint32_t>(request.size()),
@@ -275,89 +274,64 @@ class Unsandboxed {
   std::optional<Daemon> worker_;
 };
 
-struct SpawnSamples {
-  Samples ours, ours_answer, unmount, unsandboxed, unsandboxed_answer, bwrap;
-};
+using SpawnSamples = std::map<std::string, Samples>;  // by key: spawn, spawn_answer, unmount...
 
 double ms_since(Clock::time_point t0) { return seconds_since(t0) * 1e3; }
 
-void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples* out) {
+// Milliseconds of the first answer through a mount, its server killed if it hangs.
+double timed_answer(Watchdog& watchdog, pid_t server, const std::string& mountpoint) {
+  watchdog.arm(server);
+  const auto a0 = Clock::now();
+  first_answer(mountpoint);
+  const double ms = ms_since(a0);
+  watchdog.disarm();
+  return ms;
+}
+
+void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples* out, Figures*) {
   MountPoint mountpoint(root / "mnt-ours");
   Watchdog watchdog;
   LiveMount mount = LiveMount::directory(source, mountpoint.path());  // times spawn alone
-  watchdog.arm(mount.worker_pid());
-  const auto a0 = Clock::now();
-  first_answer(mountpoint.path());
-  const double answer_ms = ms_since(a0);
-  watchdog.disarm();
+  const double answer_ms = timed_answer(watchdog, mount.worker_pid(), mountpoint.path());
   const double unmount_s = mount.unmount();
   if (out == nullptr) return;
-  out->ours.push_back(mount.spawn_seconds() * 1e3);
-  out->ours_answer.push_back(mount.spawn_seconds() * 1e3 + answer_ms);
-  out->unmount.push_back(unmount_s * 1e3);
+  (*out)["spawn"].push_back(mount.spawn_seconds() * 1e3);
+  (*out)["spawn_answer"].push_back(mount.spawn_seconds() * 1e3 + answer_ms);
+  (*out)["unmount"].push_back(unmount_s * 1e3);
 }
 
 void spawn_unsandboxed(const ScratchDir& root, const std::string& source, SpawnSamples* out,
-                       Figures* idle = nullptr) {
+                       Figures* idle) {
   Watchdog watchdog;
   const auto t0 = Clock::now();
   MountPoint mountpoint(root / "mnt-unsandboxed");
   Unsandboxed worker(source, mountpoint.path());
   const double ready_ms = ms_since(t0);
-  watchdog.arm(worker.pid());
-  const auto a0 = Clock::now();
-  first_answer(mountpoint.path());
-  const double answer_ms = ms_since(a0);
-  watchdog.disarm();
+  const double answer_ms = timed_answer(watchdog, worker.pid(), mountpoint.path());
   if (idle != nullptr) {
     worker.status();
     idle->set("worker_unsandboxed_idle_rss_kib",
               static_cast<double>(memory_of(worker.pid()).rss_kib));
   }
   if (out == nullptr) return;
-  out->unsandboxed.push_back(ready_ms);
-  out->unsandboxed_answer.push_back(ready_ms + answer_ms);
+  (*out)["spawn_unsandboxed"].push_back(ready_ms);
+  (*out)["spawn_unsandboxed_answer"].push_back(ready_ms + answer_ms);
 }
 
 // What a user would script: mount /dev/fuse, bwrap the example server on the fd. Ready = the
 // first answer through the mount, which waits for the server's FUSE_INIT reply.
 void spawn_bwrap(const ScratchDir& root, const std::string& source, SpawnSamples* out,
-                 Figures* idle = nullptr) {
+                 Figures* idle) {
   const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = root / "bwrap.log";
   MountPoint mountpoint(root / "mnt-bwrap");
   Watchdog watchdog;
   const auto t0 = Clock::now();
   std::optional<FuseMount> mount(std::in_place, mountpoint.path(), "fuse", "");
-  Daemon bwrap({"/usr/bin/bwrap",
-                "--unshare-all",
-                "--die-with-parent",
-                "--ro-bind",
-                "/usr",
-                "/usr",
-                "--symlink",
-                "usr/lib",
-                "/lib",
-                "--symlink",
-                "usr/lib64",
-                "/lib64",
-                "--symlink",
-                "usr/bin",
-                "/bin",
-                "--ro-bind",
-                source,
-                source,
-                "--ro-bind",
-                server,
-                server,
-                "--proc",
-                "/proc",
-                "--dev",
-                "/dev",
-                server,
-                "-f",
-                "-o",
-                "source=" + source,
-                "/dev/fd/3"},
+  Daemon bwrap({"/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr",
+                "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                "--symlink", "usr/bin", "/bin", "--ro-bind", source, source, "--ro-bind", server,
+                server, "--proc", "/proc", "--dev", "/dev", server, "-f", "-o",
+                "source=" + source, "/dev/fd/3"},
                log, mount->device_.get());
   mount->device_.reset();  // only the server holds the connection: if it dies, ENOTCONN
   watchdog.arm(bwrap.pid());
@@ -374,7 +348,7 @@ void spawn_bwrap(const ScratchDir& root, const std::string& source, SpawnSamples
   mount.reset();  // umount(2): the server reads ENODEV and exits
   if (bwrap.wait(15s) != 0)
     throw Error("bwrap + passthrough_ll failed after the unmount (see " + log + ")", 0);
-  if (out != nullptr) out->bwrap.push_back(ms);
+  if (out != nullptr) (*out)["spawn_bwrap"].push_back(ms);
 }
 
 void run_spawn(const Config& config, const ScratchDir& root, const std::string& source,
@@ -382,28 +356,19 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
   const int warmup = 3, rounds = config.pick(50, 10);
   SpawnSamples s;
   // Interleaved in a rotated order: background load and ordering effects hit all three alike.
-  const std::array<std::function<void(SpawnSamples*)>, 3> paths = {
-      [&](SpawnSamples* out) { spawn_ours(root, source, out); },
-      [&](SpawnSamples* out) { spawn_unsandboxed(root, source, out); },
-      [&](SpawnSamples* out) { spawn_bwrap(root, source, out); }};
+  decltype(&spawn_ours) const paths[] = {spawn_ours, spawn_unsandboxed, spawn_bwrap};
   for (int i = 0; i < warmup + rounds; ++i) {
     for (std::size_t k = 0; k < 3; ++k) {
       check_interrupted();
-      paths[(static_cast<std::size_t>(i) + k) % 3](i >= warmup ? &s : nullptr);
+      paths[(static_cast<std::size_t>(i) + k) % 3](root, source, i >= warmup ? &s : nullptr,
+                                                   nullptr);
     }
   }
   spawn_unsandboxed(root, source, nullptr, &figures);  // idle memory, once each
   spawn_bwrap(root, source, nullptr, &figures);
-  const std::pair<const char*, const Samples*> table[] = {
-      {"spawn", &s.ours},
-      {"spawn_answer", &s.ours_answer},
-      {"spawn_unsandboxed", &s.unsandboxed},
-      {"spawn_unsandboxed_answer", &s.unsandboxed_answer},
-      {"spawn_bwrap", &s.bwrap},
-      {"unmount", &s.unmount}};
-  for (const auto& [key, samples] : table) {
-    figures.set(std::string(key) + "_p50_ms", percentile(*samples, 50));
-    figures.set(std::string(key) + "_p99_ms", percentile(*samples, 99));
+  for (const auto& [key, samples] : s) {
+    figures.set(key + "_p50_ms", percentile(samples, 50));
+    figures.set(key + "_p99_ms", percentile(samples, 99));
   }
   figures.ratio("spawn_p50_ratio_to_unsandboxed", "spawn_p50_ms", "spawn_unsandboxed_p50_ms");
   figures.ratio("spawn_p50_ratio_to_bwrap_composition", "spawn_p50_ms", "spawn_bwrap_p50_ms");
@@ -501,16 +466,10 @@ void supervisor_suite(const Config& config, Figures& figures) {
   EchoProcess echo;  // forked first, while this process has one thread and no mount fds
   ScratchDir root("heddle-bench-");
   const std::string source = root / "src";
-  for (const auto& [path, text] : {std::pair{"", ""},
-                                   {"/src", ""},
-                                   {"/README.txt", "heddle_bench source tree\n"},
-                                   {"/src/main.rs", "fn main() {}\n"}}) {
-    if (*text == '\0') {
-      if (::mkdir((source + path).c_str(), 0755) != 0) throw_errno("mkdir " + source + path);
-    } else {
-      std::ofstream(source + path) << text;
-    }
-  }
+  for (const auto& dir : {source, source + "/src"})
+    if (::mkdir(dir.c_str(), 0755) != 0) throw_errno("mkdir " + dir);
+  std::ofstream(source + "/README.txt") << "heddle_bench source tree\n";
+  std::ofstream(source + "/src/main.rs") << "fn main() {}\n";
   std::printf("heddle_bench supervisor: 1/4 Status round trips ...\n");
   {
     MountPoint mountpoint(root / "mnt-rtt");

@@ -79,26 +79,20 @@ void Figures::print(const std::string& title) const {
   std::printf("\n## %s\n\n| key | median | min | max | n |\n|---|---:|---:|---:|---:|\n",
               title.c_str());
   std::string results;
-  char line[256];
   for (const auto& [key, v] : samples_) {
-    if (v.empty() || std::isnan(median(v))) continue;
-    const bool diagnostic = key.starts_with("diag.");  // in the table, not a RESULT
+    const double mid = median(v);  // NaN if empty
+    if (std::isnan(mid)) continue;
     const auto spread = ratio_spread_.find(key);
-    double low = *std::min_element(v.begin(), v.end()),
-           high = *std::max_element(v.begin(), v.end());
-    if (spread != ratio_spread_.end())
-      std::tie(low, high) = std::pair{spread->second.low, spread->second.high};
-    std::printf("| `%s` | %.4g | %.4g | %.4g | %zu |\n", key.c_str(), median(v), low, high,
-                v.size());
-    if (diagnostic) {
-      continue;
-    } else if (v.size() == 1 && spread == ratio_spread_.end()) {
-      std::snprintf(line, sizeof line, "RESULT %s %.3f\n", key.c_str(), v[0]);
-    } else {
-      std::snprintf(line, sizeof line, "RESULT %s %.3f %.3f %.3f\n", key.c_str(), median(v), low,
-                    high);
-    }
-    results += line;
+    const bool ratio = spread != ratio_spread_.end();
+    const double low = ratio ? spread->second.low : std::ranges::min(v),
+                 high = ratio ? spread->second.high : std::ranges::max(v);
+    std::printf("| `%s` | %.4g | %.4g | %.4g | %zu |\n", key.c_str(), mid, low, high, v.size());
+    if (key.starts_with("diag.")) continue;  // in the table, not a RESULT
+    char line[256];
+    const int n = std::snprintf(line, sizeof line, "RESULT %s %.3f", key.c_str(), mid);
+    if ((v.size() > 1 || ratio) && n > 0 && n < 200)
+      std::snprintf(line + n, sizeof line - static_cast<std::size_t>(n), " %.3f %.3f", low, high);
+    results += std::string(line) + "\n";
   }
   std::printf("\n%s", results.c_str());
 }
@@ -526,9 +520,6 @@ Memory memory_of(pid_t pid) {
   return {proc_field(pid, "status", "VmRSS"), proc_field(pid, "status", "VmHWM")};
 }
 std::uint64_t pss_kib_of(pid_t pid) { return proc_field(pid, "smaps_rollup", "Pss"); }
-std::uint64_t io_of(pid_t pid, const char* field) {
-  return pid > 0 ? proc_field(pid, "io", field) : 0;
-}
 
 std::vector<pid_t> descendants(pid_t pid) {
   std::vector<pid_t> out;

@@ -223,7 +223,6 @@ struct Memory {
 Memory memory_of(pid_t pid);
 std::uint64_t pss_kib_of(pid_t pid);
 std::vector<pid_t> descendants(pid_t pid);
-std::uint64_t io_of(pid_t pid, const char* field);  // /proc/PID/io: "rchar", "syscr", "syscw"
 double cpu_seconds_of(pid_t pid);                   // user + system, 0 for pid 0
 
 }  // namespace heddle::bench

@@ -8,7 +8,7 @@
 //     a second `make -j2` with nothing to do;
 //  4. ours writable with an empty overlay against ours read-only: a 1 GiB read cold, second and
 //     warm, and a walk of 10,000 empty files cold and warm (the median of 5): "unchanged".
-// Diagnostics: the daemons' CPU time and read()/write() calls, and in one extra untimed round
+// Also the daemons' CPU time (tar -x, write, make), and in one extra untimed round
 // per FUSE system a census of its FUSE requests by opcode (the fuse:fuse_request_send
 // tracepoint in a private tracefs instance). Everything is written on a fresh ext4 (with a
 // journal) on a loop device: this VM's / has no journal, where each new inode costs a scan of
@@ -306,15 +306,14 @@ std::uint64_t count_entries(const std::string& dir) {
   return ::access(dir.c_str(), F_OK) == 0 ? walk(dir).entries : 0;
 }
 
-// Times `work` on `view`. In a timed round its seconds and the daemon's CPU time and read() and
-// write() calls become figures (KEY_SYSTEM, KEY_daemon_cpu_s_SYSTEM, ...); in the census round
+// Times `work` on `view`. In a timed round its seconds and (if cpu_is_a_key) the daemon's CPU
+// time become figures (KEY_SYSTEM, KEY_daemon_cpu_s_SYSTEM); in the census round
 // (FUSE systems only) its FUSE requests, printed by opcode, and their total, returned.
 double measure(Env& env, View& view, System system, bool census, const std::string& key, Figures& f,
                const std::function<void()>& work, bool cpu_is_a_key = true) {
   ::sync();
   if (census) env.trace.start(view.path);
   const double cpu0 = cpu_seconds_of(view.pid);
-  const std::uint64_t r0 = io_of(view.pid, "syscr"), w0 = io_of(view.pid, "syscw");
   const auto t0 = Clock::now();
   work();
   const double seconds = seconds_since(t0);
@@ -330,14 +329,8 @@ double measure(Env& env, View& view, System system, bool census, const std::stri
     std::printf(" (total %.0f)\n", total);
     return total;
   }
-  if (system != kNative) {
-    f.add((cpu_is_a_key ? "" : "diag.") + key + "_daemon_cpu_s_" + sys,
-          cpu_seconds_of(view.pid) - cpu0);
-    f.add("diag." + key + "_daemon_syscr_" + sys,
-          static_cast<double>(io_of(view.pid, "syscr") - r0));
-    f.add("diag." + key + "_daemon_syscw_" + sys,
-          static_cast<double>(io_of(view.pid, "syscw") - w0));
-  }
+  if (system != kNative && cpu_is_a_key)
+    f.add(key + "_daemon_cpu_s_" + sys, cpu_seconds_of(view.pid) - cpu0);
   return seconds;
 }
 
@@ -497,8 +490,6 @@ void write_suite(const Config& config, Figures& f) {
         walk_warm = median(warm_walks);
         view.check_alive("the reads");
         view.finish();
-        if (overlay)
-          f.add("diag.upper_entries_after_reads", static_cast<double>(count_entries(view.upper)));
         for (const auto& entry : fs::directory_iterator(env.work)) {
           if (entry.path().filename().string().starts_with("overlay-"))
             fs::remove_all(entry.path());
@@ -511,7 +502,6 @@ void write_suite(const Config& config, Figures& f) {
       f.add("overlay_walk10k_warm_ms_" + mode, walk_warm);
     }
   }
-  f.set("diag.read_attempts_discarded", d.discarded);
 
   // Ratios: ours / the other system; for MiB/s above 1 is better, for times below 1.
   for (const char* key :
