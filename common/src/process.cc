@@ -12,6 +12,7 @@
 // clang-format off
 #include <boost/asio/io_context.hpp>
 #include <boost/process/v2/posix/default_launcher.hpp>
+#include <boost/process/v2/posix/vfork_launcher.hpp>
 #include <boost/process/v2/process.hpp>
 #include <boost/process/v2/stdio.hpp>
 // clang-format on
@@ -44,40 +45,50 @@ void close_all_but(const std::vector<int>& keep) {
   }
 }
 
+// The vfork launcher, as posix_spawn does: fork() copies the page tables of a caller that may
+// be large (the bench, a supervisor with many mounts), and that cost sat on the path to
+// MountReady (the guard is started before the worker). The child shares our memory until it
+// execs, so what it runs below only makes system calls and writes nothing we read.
+using Launcher = bp::posix::vfork_launcher;
+
 // What the child does between fork and exec, beyond the stdio: our own initializer rather than
 // bp::posix::bind_fd, which in Boost 1.81 has no return statement in on_setup (undefined
 // behaviour) and leaves FD_CLOEXEC set when an fd is bound to its own number.
 struct ChildSetup {
   const std::vector<std::pair<int, int>>& fds;
 
-  bp::error_code on_setup(bp::posix::default_launcher& launcher, const bp::filesystem::path&,
-                          const char* const*) {
+  bp::error_code on_setup(Launcher& launcher, const bp::filesystem::path&, const char* const*) {
     for (const auto& [fd, target] : fds) launcher.fd_whitelist.push_back(target);
     return {};
   }
 
-  bp::error_code on_exec_setup(bp::posix::default_launcher& launcher,
-                               const bp::filesystem::path&, const char* const*) {
+  bp::error_code on_exec_setup(Launcher& launcher, const bp::filesystem::path&,
+                               const char* const*) {
     for (const auto& [fd, target] : fds) {
       if ((fd == target ? ::fcntl(fd, F_SETFD, 0) : ::dup2(fd, target)) < 0) {
         return {errno, bp::system_category()};
       }
     }
     // The supervisor blocks its stop signals and may ignore others; the helper must not.
+    // Dispositions first: no handler of ours may run in this child, which shares our memory.
+    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
     close_all_but(launcher.fd_whitelist);  // 0-2, the bound fds, Boost's exec-error pipe
     return {};
   }
 
-  // The launcher would exit(3) the failed child, running our atexit handlers in it; it has
-  // already reported errno to the parent.
-  void on_exec_error(bp::posix::default_launcher&, const bp::filesystem::path&,
-                     const char* const*, const bp::error_code&) {
+  // The launcher would exit(3) the failed child, running our atexit handlers in memory it
+  // shares with us; it has already reported errno to the parent.
+  void on_exec_error(Launcher&, const bp::filesystem::path&, const char* const*,
+                     const bp::error_code&) {
     ::_exit(127);
   }
+  // Never called: Boost 1.81 detects on_exec_error by this five-argument form (a typo in its
+  // decltype), then calls the one above. Without it, the one above would never run.
+  void on_exec_error(Launcher&, const bp::error_code&, const bp::filesystem::path&,
+                     const char* const*, const bp::error_code&);
 };
 
 // Starts argv with stdout on `out` and stderr on `err`; returns its pid, which the caller reaps.
@@ -96,7 +107,7 @@ pid_t start(const std::vector<std::string>& argv, const ProcessOptions& options,
 
   // A context of our own: nothing runs on it, it only carries the process handle.
   boost::asio::io_context context;
-  bp::posix::default_launcher launcher;
+  Launcher launcher;
   launcher.env = env.data();
   bp::error_code ec;
   const std::vector<std::string> args(argv.begin() + 1, argv.end());
