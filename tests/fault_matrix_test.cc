@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "heddle/ipc/worker_env.h"
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
@@ -371,7 +372,7 @@ TEST_P(FaultMatrixCell, Kill) {
 
   std::vector<std::string> env = {grace_env(kStopGraceMs)};
   if (phase == Phase::kBeforeMountReady) {
-    env.push_back(std::string(launcher::kHoldReadyEnv) + "=" + std::to_string(kHoldReadyMs));
+    env.push_back(std::string(ipc::kHoldReadyEnv) + "=" + std::to_string(kHoldReadyMs));
   }
   if (asked_to_stop(phase)) env.push_back(std::string(launcher::kIgnoreStopEnv) + "=1");
   ASSERT_NO_FATAL_FAILURE(start_supervisor(env));

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "heddle/error.h"
+#include "heddle/ipc/worker_env.h"
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
 #include "support/test_support.h"
@@ -166,7 +167,7 @@ TEST_F(SupervisorTest, DestructionUnmounts) {
 TEST_F(SupervisorTest, PanicOnInitFailsSpawnCleanlyAndTheNextSpawnWorks) {
   const int fds_before = open_fd_count();
   SupervisorOptions panicking = fast_options();
-  panicking.worker_env.push_back(std::string(launcher::kPanicOnInitEnv) + "=1");
+  panicking.worker_env.push_back(std::string(ipc::kPanicOnInitEnv) + "=1");
   try {
     (void)Supervisor::spawn(request(), panicking);
     FAIL() << "spawn should have failed";

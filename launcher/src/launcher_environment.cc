@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "heddle/error.h"
+#include "heddle/ipc/worker_env.h"
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/mount_guard.h"
 #include "heddle/launcher/supervisor.h"
@@ -17,7 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kPassedEnv[] = {kLogEnv,        kPanicOnInitEnv, kHoldReadyEnv,
+constexpr const char* kPassedEnv[] = {kLogEnv,        ipc::kPanicOnInitEnv, ipc::kHoldReadyEnv,
                                       "ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS",
                                       "LSAN_OPTIONS"};
 

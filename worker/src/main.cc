@@ -34,6 +34,7 @@
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/message.h"
 #include "heddle/ipc/mount_spec.h"
+#include "heddle/ipc/worker_env.h"
 #include "heddle/log_levels.h"
 #include "heddle/unique_fd.h"
 #include "logging.h"
@@ -61,8 +62,8 @@ struct Environment {
   static Environment read() {
     Environment env;
     if (const char* levels = std::getenv(kLogEnv)) env.log_levels = levels;
-    env.panic_on_init = std::getenv("HEDDLE_FUSE_WORKER_PANIC_ON_INIT") != nullptr;
-    if (const char* hold = std::getenv("HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS")) {
+    env.panic_on_init = std::getenv(ipc::kPanicOnInitEnv) != nullptr;
+    if (const char* hold = std::getenv(ipc::kHoldReadyEnv)) {
       env.hold_ready = std::chrono::milliseconds(std::strtoul(hold, nullptr, 10));
     }
     return env;

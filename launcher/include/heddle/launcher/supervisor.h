@@ -27,10 +27,8 @@ namespace heddle::launcher {
 
 inline constexpr const char* kWorkerBinaryEnv = "HEDDLE_FUSE_WORKER_BIN";
 inline constexpr const char* kStopGraceEnv = "HEDDLE_FUSE_WORKER_STOP_GRACE_MS";
-inline constexpr const char* kPanicOnInitEnv = "HEDDLE_FUSE_WORKER_PANIC_ON_INIT";
-// Test hooks for the fault matrix: the worker waits this long before MountReady, and (set to
-// anything) ignores Stop and SIGTERM so the escalation can be observed from the CLI.
-inline constexpr const char* kHoldReadyEnv = "HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS";
+// Test hook for the fault matrix: set to anything, the worker ignores Stop and SIGTERM so the
+// escalation can be observed from the CLI. (The worker's own hooks: heddle/ipc/worker_env.h.)
 inline constexpr const char* kIgnoreStopEnv = "HEDDLE_FUSE_WORKER_TEST_IGNORE_STOP";
 inline constexpr std::chrono::milliseconds kDefaultStopGrace{2000};
 
