@@ -1,6 +1,8 @@
 // The sandboxed child's setup list, without cloning anything: which ordered ops a request (and
 // a whole SandboxSpec) turns into, and which specs the plan refuses before any clone.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -189,6 +191,54 @@ TEST_F(LaunchPlanTest, BadSpecsAreRefusedBeforeAnyClone) {
       ADD_FAILURE() << bad.name << ": accepted";
     } catch (const heddle::Error& e) {
       EXPECT_EQ(e.code(), bad.code) << bad.name << ": " << e.what();
+    }
+  }
+}
+
+// A checked path becomes a bind pinned to the object checked, never resolved again by the
+// parent: so it must arrive absolute and canonical. The child refuses it when the path names
+// another object by then (ESTALE), which the parent explains.
+TEST_F(LaunchPlanTest, ACheckedPathIsBoundPinnedToItsObject) {
+  struct stat st {};
+  ASSERT_EQ(::stat((root_ / "src").c_str(), &st), 0);
+  spec_.checked_paths = {{(root_ / "src").string(), st.st_dev, st.st_ino, true}};
+  const LaunchPlan plan(spec_);
+  const auto op = std::find_if(plan.ops().begin(), plan.ops().end(), [&](const SetupOp& o) {
+    return o.kind == OpKind::kBind && o.path == (root_ / "src").string();
+  });
+  ASSERT_NE(op, plan.ops().end());
+  ASSERT_TRUE(op->pin.has_value());
+  EXPECT_EQ(op->pin->ino, st.st_ino);
+  EXPECT_EQ(op->pin->dev_major, ::major(st.st_dev));
+  EXPECT_EQ(op->pin->dev_minor, ::minor(st.st_dev));
+  EXPECT_FALSE(op->writable);
+  const auto child = plan.child_plan(-1, -1, -1);
+  const auto index = static_cast<std::size_t>(op - plan.ops().begin());
+  EXPECT_TRUE(child.ops[index].pinned);
+  EXPECT_EQ(child.ops[index].pin, *op->pin);
+  // The runtime is not pinned: it is the host's, not a user's.
+  for (std::size_t i = 0; i < plan.ops().size(); ++i) {
+    if (plan.ops()[i].path == "/usr") {
+      EXPECT_FALSE(child.ops[i].pinned);
+    }
+  }
+  try {
+    plan.throw_setup_failure(SetupReport{static_cast<int>(SetupStage::kCloneTree), ESTALE,
+                                         static_cast<int>(index)});
+  } catch (const heddle::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no longer what was checked"), std::string::npos)
+        << e.what();
+  }
+
+  for (const std::string& bad : {(root_ / "src" / ".." / "src").string(), std::string("src"),
+                                 std::string("/")}) {
+    SandboxSpec spec = spec_;
+    spec.checked_paths = {{bad, st.st_dev, st.st_ino, true}};
+    try {
+      const LaunchPlan refused(spec);
+      ADD_FAILURE() << bad << ": accepted";
+    } catch (const heddle::Error& e) {
+      EXPECT_EQ(e.code(), EINVAL) << bad << ": " << e.what();
     }
   }
 }

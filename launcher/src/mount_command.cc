@@ -198,9 +198,19 @@ ipc::MountSpec prepare_mount(const MountArgs& args, const UserDirs& dirs) {
   } else {
     request.source = ipc::DirSource{args.dir};
   }
-  request.source = canonical(request.source);
+  request.uid = args.uid.value_or(::getuid());
+  if (args.gid) {
+    request.gid = *args.gid;
+  } else if (const passwd* pw = args.uid ? ::getpwuid(*args.uid) : nullptr) {
+    request.gid = pw->pw_gid;
+  } else {
+    request.gid = ::getgid();
+  }
+  // With the mount's user's authority, not root's: see source_access.h.
+  request.source = canonical(request.source, request.uid, request.gid);
   request.sandbox = args.sandbox;
-  const std::vector<std::string> read_paths = source_binds(request.source);
+  const std::vector<std::string> read_paths =
+      bind_paths(source_binds(request.source, request.uid, request.gid));
   request.mountpoint = canonical_mountpoint(args.mountpoint);
   if (is_stale_heddle_mount(request.mountpoint)) {
     detach_mount(request.mountpoint);
@@ -215,14 +225,6 @@ ipc::MountSpec prepare_mount(const MountArgs& args, const UserDirs& dirs) {
     }
   }
   request.allow_other = args.allow_other;
-  request.uid = args.uid.value_or(::getuid());
-  if (args.gid) {
-    request.gid = *args.gid;
-  } else if (const passwd* pw = args.uid ? ::getpwuid(*args.uid) : nullptr) {
-    request.gid = pw->pw_gid;
-  } else {
-    request.gid = ::getgid();
-  }
   if (args.writable()) {
     // The worker writes the overlay: never inside what it serves, the repository or the mount.
     const OverlaySource source = overlay_source(request.source);

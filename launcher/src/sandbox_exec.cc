@@ -14,14 +14,14 @@ namespace heddle::launcher {
 
 int sandbox_exec_command(const SandboxExecArgs& args, const LauncherEnvironment& env) {
   ipc::MountSpec mount;
-  // No source: DirSource{""}, which binds nothing.
-  if (!args.repo_root.empty()) {
-    mount.source = canonical(ipc::GitSource{args.repo_root, ""});
-  } else if (!args.dir.empty()) {
-    mount.source = canonical(ipc::DirSource{args.dir});
-  }
   mount.uid = ::getuid();
   mount.gid = ::getgid();
+  // No source: DirSource{""}, which binds nothing.
+  if (!args.repo_root.empty()) {
+    mount.source = canonical(ipc::GitSource{args.repo_root, ""}, mount.uid, mount.gid);
+  } else if (!args.dir.empty()) {
+    mount.source = canonical(ipc::DirSource{args.dir}, mount.uid, mount.gid);
+  }
   mount.sandbox = args.sandbox;
   sandbox::SandboxSpec spec = worker_sandbox(mount, env.supervisor_options());
   const std::string& command = args.command.at(0);

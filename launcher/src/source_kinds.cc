@@ -17,24 +17,58 @@ std::string canonical_source(const std::string& path, const char* role) {
   return canonical.string();
 }
 
-ipc::Source canonical(const ipc::Source& source) {
-  return std::visit(Overloaded{[](const ipc::DirSource& s) -> ipc::Source {
-                            return ipc::DirSource{canonical_source(s.dir, "source directory")};
-                          },
-                          [](ipc::GitSource s) -> ipc::Source {
-                            s.repo_root = canonical_source(s.repo_root, "repository");
-                            return s;
-                          }},
-                    source);
+namespace {
+
+// Runs `work` as the mount's user; a refusal says whose authority it was.
+template <typename Work>
+auto as_user(uid_t uid, gid_t gid, Work&& work) {
+  std::invoke_result_t<Work> result;
+  try {
+    as_mount_user(uid, gid, [&] { result = work(); });
+  } catch (const Error& e) {
+    if (e.code() != EACCES && e.code() != EPERM) throw;
+    throw e.with_hint("the launcher resolves and opens a mount's sources as " +
+                      mount_user_label(uid, gid) + ", who may not read this");
+  }
+  return result;
 }
 
-std::vector<std::string> source_binds(const ipc::Source& source) {
-  return std::visit(
-      Overloaded{[](const ipc::DirSource& s) {
-              return s.dir.empty() ? std::vector<std::string>{} : std::vector<std::string>{s.dir};
-            },
-            [](const ipc::GitSource& s) { return git_paths_to_bind(s.repo_root); }},
-      source);
+}  // namespace
+
+ipc::Source canonical(const ipc::Source& source, uid_t uid, gid_t gid) {
+  return as_user(uid, gid, [&] {
+    return std::visit(Overloaded{[](const ipc::DirSource& s) -> ipc::Source {
+                                   return ipc::DirSource{canonical_source(s.dir, "source directory")};
+                                 },
+                                 [](ipc::GitSource s) -> ipc::Source {
+                                   s.repo_root = canonical_source(s.repo_root, "repository");
+                                   return s;
+                                 }},
+                      source);
+  });
+}
+
+std::vector<SourceBind> source_binds(const ipc::Source& source, uid_t uid, gid_t gid) {
+  return as_user(uid, gid, [&] {
+    return std::visit(
+        Overloaded{[](const ipc::DirSource& s) {
+                     std::vector<SourceBind> binds;
+                     if (!s.dir.empty()) {
+                       const std::string dir = canonical_source(s.dir, "source directory");
+                       binds.push_back(SourceBind{
+                           open_source_path(dir, "source directory " + dir).checked, false});
+                     }
+                     return binds;
+                   },
+                   [](const ipc::GitSource& s) { return git_paths_to_bind(s.repo_root); }},
+        source);
+  });
+}
+
+std::vector<std::string> bind_paths(const std::vector<SourceBind>& binds) {
+  std::vector<std::string> paths;
+  for (const SourceBind& bind : binds) paths.push_back(bind.checked.path);
+  return paths;
 }
 
 std::string source_label(const ipc::Source& source) {

@@ -104,12 +104,18 @@ ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process, M
 
 sandbox::SandboxSpec worker_sandbox(const ipc::MountSpec& mount, const SupervisorOptions& options) {
   sandbox::SandboxSpec spec;
-  spec.readonly_paths = source_binds(mount.source);
+  std::vector<std::string> named;   // by the user: they choose the worker's identity
+  std::vector<std::string> chosen;  // by the repository's files: they never do
+  for (const SourceBind& bind : source_binds(mount.source, mount.uid, mount.gid)) {
+    spec.checked_paths.push_back(bind.checked);
+    (bind.chosen_by_repository ? chosen : named).push_back(bind.checked.path);
+  }
   if (mount.writable()) spec.writable_paths = {mount.overlay_dir};
   spec.env = options.worker_env;
   const WorkerIdentity identity =
-      choose_worker_identity(mount.uid, mount.gid, spec.readonly_paths,
+      choose_worker_identity(mount.uid, mount.gid, named,
                              options.subordinate_ids && !mount.degraded(), mount.writable());
+  require_readable_by_worker(identity, chosen);
   if (!identity.why.empty()) spdlog::info("{}", identity.why);
   spec.uid = identity.uid;
   spec.gid = identity.gid;

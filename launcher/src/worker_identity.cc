@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "heddle/error.h"
 #include "heddle/process.h"
 
 namespace heddle::launcher {
@@ -51,7 +52,7 @@ std::optional<unsigned> subordinate_id_start(const std::string& file, uid_t user
 }
 
 WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
-                                      const std::vector<std::string>& read_paths,
+                                      const std::vector<std::string>& named_paths,
                                       bool allow_subordinate, bool writable) {
   if (::geteuid() == 0) {
     return WorkerIdentity{mount_uid == 0 ? kNobody : mount_uid,
@@ -69,7 +70,7 @@ WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
                "and the files it writes in the overlay must be yours to keep or remove";
     return self;
   }
-  for (const std::string& path : read_paths) {
+  for (const std::string& path : named_paths) {
     if (!readable_by_others(path)) {
       self.why = "the worker runs as your own uid: " + path +
                  " is not readable by others, so a subordinate uid could not serve it";
@@ -79,6 +80,20 @@ WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
   return WorkerIdentity{*uid, *gid, true,
                         "the worker runs as subordinate uid " + std::to_string(*uid) +
                             " from /etc/subuid"};
+}
+
+void require_readable_by_worker(const WorkerIdentity& worker,
+                                const std::vector<std::string>& chosen_paths) {
+  if (!worker.subordinate) return;  // the caller itself, who opened every one of them
+  for (const std::string& path : chosen_paths) {
+    if (readable_by_others(path)) continue;
+    throw Error(path + ", named by the repository's files, is not readable by others, and the "
+                       "worker runs as subordinate uid " + std::to_string(worker.uid),
+                EACCES,
+                "a repository's gitdir, commondir or alternates never change the worker's "
+                "identity: make the path readable by others (chmod o+rX), or make the "
+                "repository itself private to you");
+  }
 }
 
 }  // namespace heddle::launcher

@@ -121,13 +121,34 @@ void restrict_mount(const ChildPlan& plan, const char* path, int index, unsigned
 // Clones every bind source as a detached mount tree while the child still has the caller's
 // filesystem identity: the worker's own uid may not be able to traverse the path to its binary
 // (a build tree under a 0700 /root), while the tree, once attached, needs no path at all.
+// A checked path (one its caller opened as the mount's user) is cloned only if it is still
+// that object: opened without following a last symlink, compared by device and inode, and
+// cloned through that fd, so nothing swapped in since the check is bound with our authority.
+long clone_tree(const ChildOp& op) {
+  constexpr unsigned kClone = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE;
+  if (!op.pinned) return sys(SYS_open_tree, AT_FDCWD, ptr(op.path), kClone);
+  const long fd = sys(SYS_openat, AT_FDCWD, ptr(op.path), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return fd;
+  struct statx st {};
+  long rc = sys(SYS_statx, fd, ptr(""), AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_INO, ptr(&st));
+  if (rc == 0 && (st.stx_dev_major != op.pin.dev_major || st.stx_dev_minor != op.pin.dev_minor ||
+                  st.stx_ino != op.pin.ino)) {
+    errno = ESTALE;
+    rc = -1;
+  }
+  if (rc == 0) rc = sys(SYS_open_tree, fd, ptr(""), kClone | AT_EMPTY_PATH);
+  const int saved = errno;
+  sys(SYS_close, fd);
+  errno = saved;
+  return rc;
+}
+
 // trees[n] is the n-th bind op's tree, in op order.
 void clone_bind_sources(const ChildPlan& plan, int* trees) {
   std::size_t n = 0;
   for (std::size_t i = 0; i < plan.op_count; ++i) {
     if (plan.ops[i].kind != OpKind::kBind) continue;
-    trees[n] = static_cast<int>(sys(SYS_open_tree, AT_FDCWD, ptr(plan.ops[i].path),
-                                    OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+    trees[n] = static_cast<int>(clone_tree(plan.ops[i]));
     check(plan, trees[n++], SetupStage::kCloneTree, static_cast<int>(i));
   }
 }

@@ -53,12 +53,22 @@ enum class OpKind : unsigned char {
   kProc,     // mkdir /proc and mount the sandbox's own proc there
 };
 
+// The object a checked bind must still be when the child clones it (see CheckedPath).
+struct PinnedObject {
+  unsigned dev_major = 0;
+  unsigned dev_minor = 0;
+  unsigned long long ino = 0;
+  friend bool operator==(const PinnedObject&, const PinnedObject&) = default;
+};
+
 struct ChildOp {
   OpKind kind;
   const char* path;
   const char* target;  // kSymlink only
   bool is_file;        // kBind: the mount point is a file, created empty
   bool writable;       // kBind: nosuid, nodev, noexec instead of read-only
+  bool pinned;         // kBind: clone only if `path` still names `pin` (else ESTALE)
+  PinnedObject pin;
 };
 
 // Binds are grabbed as detached mount trees before the identity switch, one fd each.

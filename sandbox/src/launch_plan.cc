@@ -2,6 +2,7 @@
 
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -45,6 +46,13 @@ std::string canonical_or_throw(const std::string& path, const char* role) {
 }
 
 }  // namespace
+
+SetupOp SetupOp::checked_bind(const CheckedPath& checked) {
+  SetupOp op = bind(checked.path, !checked.directory, false);
+  op.pin = PinnedObject{::major(checked.dev), ::minor(checked.dev),
+                        static_cast<unsigned long long>(checked.ino)};
+  return op;
+}
 
 std::vector<SetupOp> order_setup_ops(const std::vector<SetupOp>& requested) {
   std::vector<SetupOp> binds;
@@ -101,6 +109,14 @@ LaunchPlan::LaunchPlan(const SandboxSpec& spec) : spec_(spec) {
   for (const std::string& path : spec.readonly_paths) {
     add_bind(canonical_or_throw(path, "path"));
   }
+  for (const CheckedPath& checked : spec.checked_paths) {
+    // Never resolved again here: the child checks that the path is still the object checked.
+    if (checked.path.empty() || checked.path[0] != '/' ||
+        fs::path(checked.path).lexically_normal() != fs::path(checked.path)) {
+      throw Error("sandbox checked path " + checked.path, EINVAL, "it must be absolute and canonical");
+    }
+    add_op(SetupOp::checked_bind(checked));
+  }
   for (const std::string& path : spec.writable_paths) {
     if (!fs::is_directory(path)) throw Error("sandbox writable path " + path, ENOTDIR);
     add_bind(canonical_or_throw(path, "writable path"), true);
@@ -131,14 +147,18 @@ void LaunchPlan::add_system_runtime() {
 }
 
 void LaunchPlan::add_bind(const std::string& host_path, bool writable) {
-  if (host_path == "/") {
-    throw Error("sandbox path /", EINVAL, "binding the whole host root would defeat the sandbox");
-  }
   std::error_code ec;
   const bool is_dir = fs::is_directory(host_path, ec);
-  ops_.push_back(SetupOp::bind(host_path, !is_dir, writable));
+  add_op(SetupOp::bind(host_path, !is_dir, writable));
+}
+
+void LaunchPlan::add_op(SetupOp op) {
+  if (op.kind == OpKind::kBind && op.path == "/") {
+    throw Error("sandbox path /", EINVAL, "binding the whole host root would defeat the sandbox");
+  }
+  ops_.push_back(std::move(op));
   const auto binds = std::count_if(ops_.begin(), ops_.end(),
-                                   [](const SetupOp& op) { return op.kind == OpKind::kBind; });
+                                   [](const SetupOp& o) { return o.kind == OpKind::kBind; });
   if (static_cast<std::size_t>(binds) > kMaxBinds) {
     throw Error("sandbox binds", E2BIG, "at most " + std::to_string(kMaxBinds) + " paths");
   }
@@ -147,8 +167,8 @@ void LaunchPlan::add_bind(const std::string& host_path, bool writable) {
 void LaunchPlan::freeze() {
   ops_ = order_setup_ops(ops_);
   for (const SetupOp& op : ops_) {
-    child_ops_.push_back(
-        ChildOp{op.kind, op.path.c_str(), op.target.c_str(), op.is_file, op.writable});
+    child_ops_.push_back(ChildOp{op.kind, op.path.c_str(), op.target.c_str(), op.is_file,
+                                 op.writable, op.pin.has_value(), op.pin.value_or(PinnedObject{})});
   }
   for (std::string& arg : argv_) argv_ptrs_.push_back(arg.data());
   argv_ptrs_.push_back(nullptr);
@@ -223,6 +243,10 @@ void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
     case SetupStage::kBind:
       what = "sandbox: bind " + op_path(report.index) + " read-only";
       if (denied) hint = "the launcher itself cannot reach " + op_path(report.index);
+      if (err == ESTALE) {
+        hint = "it is no longer what was checked (replaced, or a symlink put in its place, since "
+               "the launcher opened it); mount again";
+      }
       break;
     case SetupStage::kReadOnly:
       what = "sandbox: make " + (report.index < 0 ? std::string("/") : op_path(report.index)) +

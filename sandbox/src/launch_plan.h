@@ -1,6 +1,7 @@
 // Everything the child needs, prepared (and allocated) by the parent before clone3.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,16 +18,18 @@ struct SetupOp {
   std::string target;  // kSymlink only
   bool is_file = false;
   bool writable = false;
+  std::optional<PinnedObject> pin;  // kBind of a CheckedPath: the object it must still be
   friend bool operator==(const SetupOp&, const SetupOp&) = default;
 
-  static SetupOp dir(std::string path) { return {OpKind::kDir, std::move(path), {}, false, false}; }
+  static SetupOp dir(std::string path) { return {OpKind::kDir, std::move(path), {}, false, false, {}}; }
   static SetupOp bind(std::string path, bool is_file, bool writable) {
-    return {OpKind::kBind, std::move(path), {}, is_file, writable};
+    return {OpKind::kBind, std::move(path), {}, is_file, writable, {}};
   }
+  static SetupOp checked_bind(const CheckedPath& checked);
   static SetupOp symlink(std::string target, std::string path) {
-    return {OpKind::kSymlink, std::move(path), std::move(target), false, false};
+    return {OpKind::kSymlink, std::move(path), std::move(target), false, false, {}};
   }
-  static SetupOp proc() { return {OpKind::kProc, "/proc", {}, false, false}; }
+  static SetupOp proc() { return {OpKind::kProc, "/proc", {}, false, false, {}}; }
 };
 
 // Orders the binds, links and /proc a sandbox asked for into the child's list: the binds'
@@ -53,6 +56,7 @@ class LaunchPlan {
  private:
   void add_system_runtime();
   void add_bind(const std::string& host_path, bool writable = false);
+  void add_op(SetupOp op);
   void freeze();
 
   const SandboxSpec& spec_;

@@ -2,6 +2,8 @@
 // new alternative of ipc::Source and one more case in each function here.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -9,19 +11,26 @@
 
 #include "heddle/ipc/mount_spec.h"
 #include "heddle/launcher/overlay_dir.h"
+#include "heddle/launcher/source_access.h"
 
 namespace heddle::launcher {
 
 // An existing directory, canonical; `role` names it in the error.
 [[nodiscard]] std::string canonical_source(const std::string& path, const char* role);
 
-// The same source with its paths canonical (and checked to be directories).
-[[nodiscard]] ipc::Source canonical(const ipc::Source& source);
+// The same source with its paths canonical (and checked to be directories), resolved with the
+// authority of the mount's user `uid`/`gid` (as_mount_user): never root's on its behalf.
+[[nodiscard]] ipc::Source canonical(const ipc::Source& source, uid_t uid, gid_t gid);
 
-// What the worker reads, bound read-only into its sandbox. For a thread that is the git dir
-// and its kin, not the work tree: heddle mounts threads inside the work tree. A DirSource
-// without a path (sandbox-exec without a source) binds nothing.
-[[nodiscard]] std::vector<std::string> source_binds(const ipc::Source& source);
+// What the worker reads, bound read-only into its sandbox, each path resolved and opened as the
+// mount's user (as_mount_user) and bound only while it is still what was opened. For a thread
+// that is the git dir and its kin (git_layout.h), not the work tree: heddle mounts threads
+// inside the work tree. A DirSource without a path (sandbox-exec without a source) binds
+// nothing. A path the mount's user may not read fails with EACCES and a hint naming the user.
+[[nodiscard]] std::vector<SourceBind> source_binds(const ipc::Source& source, uid_t uid, gid_t gid);
+
+// The paths of `binds`.
+[[nodiscard]] std::vector<std::string> bind_paths(const std::vector<SourceBind>& binds);
 
 // "DIR" or "REPO#THREAD": messages and the mount's fsname.
 [[nodiscard]] std::string source_label(const ipc::Source& source);

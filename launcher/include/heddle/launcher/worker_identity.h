@@ -21,11 +21,19 @@ struct WorkerIdentity {
 
 // Root's worker is nobody (or the mount's own user when root mounts for someone else). An
 // unprivileged caller's worker gets a uid from its /etc/subuid and /etc/subgid ranges when
-// newuidmap and newgidmap exist and every path the worker reads is readable by others, so
-// a compromised worker is not even the caller; otherwise it runs as the caller. A writable
+// newuidmap and newgidmap exist and every path of `named_paths` is readable by others, so a
+// compromised worker is not even the caller; otherwise it runs as the caller. A writable
 // mount's worker never gets a subordinate uid: the files it writes must be the caller's.
+// `named_paths` are the source the user named (a directory, a repository's own .git), never
+// what the repository's files name (gitdir, commondir, alternates): a repository does not
+// choose who serves it. Those go to require_readable_by_worker.
 [[nodiscard]] WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
-                                                    const std::vector<std::string>& read_paths,
+                                                    const std::vector<std::string>& named_paths,
                                                     bool allow_subordinate, bool writable = false);
+
+// Refuses (EACCES) a path the repository's files chose that a subordinate worker could not
+// read: the mount fails, naming it, instead of the worker running as the caller.
+void require_readable_by_worker(const WorkerIdentity& worker,
+                                const std::vector<std::string>& chosen_paths);
 
 }  // namespace heddle::launcher

@@ -12,6 +12,18 @@ namespace heddle::sandbox {
 // The profile the package installs for Ubuntu's AppArmor restriction of user namespaces.
 inline constexpr const char* kAppArmorProfile = "/etc/apparmor.d/heddle-fuse-launcher";
 
+// A host path its caller checked (opened with the authority it should have), and the object
+// (device and inode) the path named then. The sandbox binds it only if the path still names
+// that object when the bind is cloned, so a path changed since the check (a symlink put in
+// place of a directory, say) is refused instead of followed with the sandbox's authority.
+struct CheckedPath {
+  std::string path;  // absolute and canonical; never resolved again by the parent
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool directory = true;
+  friend bool operator==(const CheckedPath&, const CheckedPath&) = default;
+};
+
 struct SandboxSpec {
   // Absolute host path; it is bound read-only at the same path inside.
   std::string executable;
@@ -21,6 +33,8 @@ struct SandboxSpec {
   // Host files or directories bound read-only at the same path inside. The system runtime
   // (/usr and the merged-/usr links) is added by the sandbox itself.
   std::vector<std::string> readonly_paths;
+  // Bound read-only like readonly_paths, each only while it is still the object checked.
+  std::vector<CheckedPath> checked_paths;
   // Host directories bound read-write (still nosuid, nodev and noexec) at the same path: a
   // writable mount's overlay. Nothing else the sandbox shows is writable.
   std::vector<std::string> writable_paths;
