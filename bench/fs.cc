@@ -24,7 +24,6 @@ constexpr const char* kNames[] = {"ours", "native", "passthrough_ll"};
 struct Env {
   const ScratchDir& root;
   std::string passthrough;  // the binary; empty: unavailable
-  std::string log;          // its stderr
   bool fio = false;
 };
 
@@ -39,14 +38,13 @@ void with_view(const Env& env, System system, const std::string& source,
     mount.unmount();
     return;
   }
-  Daemon daemon({env.passthrough, "-f", "-o", "ro,source=" + source, mountpoint.path()}, env.log);
-  daemon.wait_mounted(mountpoint.path(), env.log);
+  ServerMount server({env.passthrough, "-f", "-o", "ro,source=" + source, mountpoint.path()},
+                     mountpoint.path(), env.root / "passthrough_ll.log");
   body(mountpoint.path());
-  unmount_quietly(mountpoint.path());  // its session loop ends and it exits
-  daemon.wait(3s);
-  if (is_mounted(mountpoint.path())) throw Error(mountpoint.path() + " still mounted", EBUSY);
+  server.finish();
 }
 
+// The systems of round `round`, a different one first each round.
 std::vector<System> order_for(const Env& env, int round) {
   std::vector<System> order;
   for (int i = 0; i < 3; ++i) {
@@ -76,8 +74,7 @@ void fs_suite(const Config& config, Figures& f) {
             fio_s = config.pick(5, 1);
   const std::uint64_t size = config.pick<std::uint64_t>(1024, 64) << 20;
   ScratchDir root("heddle-fs-bench-");
-  Env env{root, own_bin_dir() + "/bench_passthrough_ll", root / "passthrough_ll.log",
-          on_path("fio")};
+  Env env{root, own_bin_dir() + "/bench_passthrough_ll", on_path("fio")};
   if (::access(env.passthrough.c_str(), X_OK) != 0) env.passthrough.clear();
   f.set("passthrough_ll_available", env.passthrough.empty() ? 0 : 1);
 
@@ -95,20 +92,18 @@ void fs_suite(const Config& config, Figures& f) {
   for (int round = 0; round < rounds; ++round) {
     for (const System s : order_for(env, round)) {
       const std::string name = kNames[s];
-      double cold = 0, second = 0, warm = 0, iops = 0;
+      ReadPasses read;
+      double iops = 0;
       undisturbed(1, d, [&] {
         with_view(env, s, dir, [&](const std::string& path) {
-          drop_caches("3");
-          cold = sequential_read_mibs(path + "/big.bin", size);  // the first read after mounting
-          second = sequential_read_mibs(path + "/big.bin", size);
-          warm = sequential_read_mibs(path + "/big.bin", size);
+          read = read_passes(path + "/big.bin", size);  // cold: the first read after mounting
           if (round == 0 && s != kNative) check_same_ends(path + "/big.bin", file, size);
           if (env.fio) iops = fio_iops(path + "/big.bin", size, fio_s);
         });
       });
-      f.add("seq_read_cold_mibs_" + name, cold);
-      f.add("seq_read_second_mibs_" + name, second);
-      f.add("seq_read_warm_mibs_" + name, warm);
+      f.add("seq_read_cold_mibs_" + name, read.cold);
+      f.add("seq_read_second_mibs_" + name, read.second);
+      f.add("seq_read_warm_mibs_" + name, read.warm);
       if (env.fio) f.add("randread_iops_" + name, iops);
     }
   }
@@ -147,8 +142,7 @@ void fs_suite(const Config& config, Figures& f) {
   rlimit nofile{};
   ::getrlimit(RLIMIT_NOFILE, &nofile);
   f.set("rlimit_nofile_soft", static_cast<double>(nofile.rlim_cur));
-  f.set("discarded_attempts", d.discarded);
-  f.set("disturbed_half_rounds", d.disturbed);
+  d.report(f);
 
   // Ratios: ours / the other system. Above 1 is better for MiB/s and IOPS, below for times.
   const std::tuple<const char*, const char*, System> ratios[] = {

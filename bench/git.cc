@@ -17,7 +17,7 @@ namespace heddle::bench {
 namespace {
 
 using namespace std::chrono_literals;
-constexpr const char* kThread = "main";
+constexpr const char* kThread = "main";  // LiveMount::thread's
 
 // A fixed identity and no user or system config for the git CLI (set only while building).
 const std::pair<const char*, const char*> kGitEnv[] = {
@@ -81,7 +81,7 @@ void git_suite(const Config& config, Figures& f) {
   const int rounds = config.rounds_or(5), per_dir = 1000, walk_dirs = config.pick(50, 10),
             big_dirs = config.pick(100, 20);
   const std::uint64_t size = config.pick<std::uint64_t>(1024, 320) << 20;
-  if (size <= git_cache_bytes())
+  if (size <= ipc::GitSource{}.cache_bytes)
     throw Error("the blob must exceed the worker's cache cap to stream", EINVAL);
   ScratchDir root("heddle-git-bench-");
   const std::string blob = root / "blob", walk_repo = root / "walk.git", big = root / "big.git",
@@ -95,8 +95,7 @@ void git_suite(const Config& config, Figures& f) {
   make_random_file(blob + "/big.bin", size);
   run({"git", "-C", blob, "-c", "gc.auto=0", "-c", "core.compression=1", "add", "big.bin"});
   run({"git", "-C", blob, "-c", "gc.auto=0", "commit", "-q", "-m", "a big blob"});
-  if (::unlink((blob + "/big.bin").c_str()) != 0)
-    throw_errno("unlink");  // compare mount and extraction
+  if (::unlink((blob + "/big.bin").c_str()) != 0) throw_errno("unlink");  // as extracted: below
   extract(blob, root / "blob-native");
   make_many_file_repo(walk_repo, walk_dirs, per_dir);
   extract(walk_repo, native_walk);
@@ -112,9 +111,8 @@ void git_suite(const Config& config, Figures& f) {
     double cold = 0, warm = 0, missing = 0;
     undisturbed(1, d, [&] {
       MountPoint mountpoint(root / "mnt-read");
-      LiveMount mount = LiveMount::thread(blob, kThread, mountpoint.path());
+      LiveMount mount = LiveMount::thread(blob, mountpoint.path());
       const std::string file = mountpoint.path() + "/big.bin";
-      const pid_t pid = mount.worker_pid();
       drop_caches("3");
       cold = sequential_read_mibs(file, size);  // the first read after mounting
       missing = missing_mib(file, size);        // opens it: streamed_opens counts 3
@@ -122,7 +120,7 @@ void git_suite(const Config& config, Figures& f) {
       const std::uint64_t streamed = mount.status_number("streamed_opens");
       if (streamed < 1) throw Error("Status streamed_opens is 0: the blob did not stream", EPROTO);
       f.set("streamed_opens", static_cast<double>(streamed));
-      hwm = std::max(hwm, mib(memory_of(pid).hwm_kib));
+      hwm = std::max(hwm, mib(memory_of(mount->pid()).hwm_kib));
       if (round == 0) check_same_ends(file, native_file, size);
       mount.unmount();
     });
@@ -152,7 +150,7 @@ void git_suite(const Config& config, Figures& f) {
     double cold = 0, warm = 0;
     undisturbed(1, d, [&] {
       MountPoint mountpoint(root / "mnt-walk");
-      LiveMount mount = LiveMount::thread(walk_repo, kThread, mountpoint.path());
+      LiveMount mount = LiveMount::thread(walk_repo, mountpoint.path());
       drop_caches("3");
       cold = eps(mountpoint.path());
       warm = eps(mountpoint.path());
@@ -168,15 +166,14 @@ void git_suite(const Config& config, Figures& f) {
     f.add("native_walk_cold_eps", cold);
     f.add("native_walk_warm_eps", warm);
   }
-  f.set("discarded_attempts", d.discarded);
-  f.set("disturbed_half_rounds", d.disturbed);
+  d.report(f);
 
   std::printf("heddle_bench git: 3/4 spawn -> MountReady ...\n");
   std::vector<double> spawn_ms[2];
   for (int i = 0; i < 1 + config.pick(10, 3); ++i) {
     for (const int k : {0, 1}) {  // alternating, so that background load hits both alike
       MountPoint mountpoint(root / "mnt-spawn");
-      LiveMount mount = LiveMount::thread(k == 0 ? big : small, kThread, mountpoint.path());
+      LiveMount mount = LiveMount::thread(k == 0 ? big : small, mountpoint.path());
       mount.unmount();
       if (i >= 1) spawn_ms[k].push_back(mount.spawn_seconds() * 1e3);
     }
@@ -187,8 +184,8 @@ void git_suite(const Config& config, Figures& f) {
   std::printf("heddle_bench git: 4/4 worker memory ...\n");
   {
     MountPoint mountpoint(root / "mnt-memory");
-    LiveMount mount = LiveMount::thread(big, kThread, mountpoint.path());
-    const pid_t pid = mount.worker_pid();
+    LiveMount mount = LiveMount::thread(big, mountpoint.path());
+    const pid_t pid = mount->pid();
     walk_ms(mountpoint.path(), static_cast<std::uint64_t>(big_dirs) * (1 + per_dir));
     const Memory after_walk = memory_of(pid);
     f.set("walk100k_worker_vmrss_mib", mib(after_walk.rss_kib));
@@ -209,10 +206,9 @@ void git_suite(const Config& config, Figures& f) {
     mount.unmount();
   }
   // Ratios: ours / native (for spawn, the 100k-file repository / the 10-file one).
-  for (const char* what : {"read_cold", "read_warm", "walk_cold", "walk_warm"}) {
+  for (const std::string what : {"read_cold", "read_warm", "walk_cold", "walk_warm"}) {
     const std::string unit = what[0] == 'r' ? "_mibs" : "_eps";
-    f.ratio(std::string("ratio_") + what, std::string("git_") + what + unit,
-            std::string("native_") + what + unit);
+    f.ratio("ratio_" + what, "git_" + what + unit, "native_" + what + unit);
   }
   // The figure, as a time ratio (below 1 is faster): a thread's tree is immutable.
   f.ratio("warm_walk_ratio_to_native", "native_walk_warm_eps", "git_walk_warm_eps");

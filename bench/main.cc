@@ -1,6 +1,6 @@
 // heddle_bench SUITE [--rounds N] [--quick] [--on-tmp]: one suite of benchmarks, every figure
 // beside its physical limit or a peer measured in the same run (see bench/README.md). Ends with
-// the figures table and the RESULT lines that bench/run's heddle_bench_report aggregates.
+// the figures table and the RESULT lines that `heddle_bench report` (report.cc) aggregates.
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +12,8 @@
 #include "support.h"
 
 namespace heddle::bench {
+int echo_main(int fd);
+int report_main(const std::string& out, const std::vector<std::string>& files);
 void supervisor_suite(const Config&, Figures&);
 void fs_suite(const Config&, Figures&);
 void git_suite(const Config&, Figures&);
@@ -48,12 +50,16 @@ void usage(FILE* out) {
   std::fprintf(out, "usage: heddle_bench SUITE [--rounds N] [--quick] [--on-tmp]\n");
   for (const Suite& s : kSuites) std::fprintf(out, "  %-10s %s\n", s.name, s.what);
   std::fprintf(out, "Must run as root (FUSE mounts, drop_caches).\n");
+  std::fprintf(out, "       heddle_bench report OUT_PREFIX RESULT_FILE...: bench/run's summary\n");
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
+  if (argc >= 4 && std::string_view(argv[1]) == "report")
+    return report_main(argv[2], {argv + 3, argv + argc});
+  if (argc == 2 && std::string_view(argv[1]) == "echo") return echo_main(3);  // supervisor's peer
   const Suite* suite = nullptr;
   Config config;
   for (int i = 1; i < argc; ++i) {

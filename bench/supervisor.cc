@@ -51,37 +51,24 @@ bool send_exact(int fd, const char* data, std::size_t size) {
   return true;
 }
 
-// The physical limit's peer: after a setup (u32 request size, u32 reply size, the reply), it
-// reads one request and sends the reply in one send(), until EOF. A raw fork, not a thread or a
-// Boost.Process child: the worker is another process, and the child runs only recv/send.
+std::pair<UniqueFd, UniqueFd> socket_pair() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair");
+  return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+// The physical limit's peer: `heddle_bench echo` (echo_main below) on the other end of a
+// socketpair. Another process, as the worker is; it runs only recv/send.
 class EchoProcess {
  public:
   EchoProcess() {
-    int fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) throw_errno("socketpair");
-    fd_.reset(fds[0]);
-    std::vector<char> request(ipc::kMaxFrameBody + 4), reply(ipc::kMaxFrameBody + 4);
-    pid_ = ::fork();
-    if (pid_ < 0) throw_errno("fork");
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      ::close(fds[0]);
-      std::uint32_t sizes[2];
-      if (!recv_exact(fds[1], reinterpret_cast<char*>(sizes), sizeof sizes) ||
-          sizes[0] > request.size() || sizes[1] > reply.size() ||
-          !recv_exact(fds[1], reply.data(), sizes[1])) {
-        ::_exit(3);
-      }
-      while (recv_exact(fds[1], request.data(), sizes[0])) {
-        if (!send_exact(fds[1], reply.data(), sizes[1])) ::_exit(5);
-      }
-      ::_exit(0);  // EOF: the parent is done
-    }
-    ::close(fds[1]);
+    auto [ours, theirs] = socket_pair();
+    fd_ = std::move(ours);
+    process_.emplace(std::vector<std::string>{"/proc/self/exe", "echo"}, "", theirs.get());
   }
   ~EchoProcess() {
-    fd_.reset();
-    if (pid_ > 0) ::waitpid(pid_, nullptr, 0);
+    fd_.reset();  // EOF: it exits
+    process_->wait(5s);
   }
   void setup(const std::string& request, const std::string& reply) {
     const std::uint32_t sizes[2] = {static_cast<std::uint32_t>(request.size()),
@@ -95,7 +82,7 @@ class EchoProcess {
 
  private:
   UniqueFd fd_;
-  pid_t pid_ = -1;
+  std::optional<Daemon> process_;
 };
 
 using Trip = std::function<void()>;
@@ -110,19 +97,21 @@ void timed(const Trip& trip, int rounds, Samples& out) {
   }
 }
 
-void run_rtt(const Config& config, EchoProcess& echo, const std::string& source,
-             const std::string& mountpoint, Figures& figures) {
+void run_rtt(const Config& config, const std::string& source, const std::string& mountpoint,
+             Figures& figures) {
   const int rounds = config.rounds > 0 ? config.rounds : config.pick(10000, 2000), warmup = 200,
             block = 500;
+  EchoProcess echo;
   LiveMount mount = LiveMount::directory(source, mountpoint);
-  const std::uint32_t worker = mount.ready_pid();
+  const std::uint32_t worker = mount->ready().pid;
   const Trip status = [&] {
-    if (mount.status_pid() != worker) throw Error("StatusOk names another pid", EPROTO);
+    if (mount->status().pid != worker) throw Error("StatusOk names another pid", EPROTO);
   };
   status();  // idle memory: after mounting and one Status, before any load
-  figures.set("worker_idle_rss_kib", static_cast<double>(memory_of(mount.worker_pid()).rss_kib));
+  figures.set("worker_idle_rss_kib", static_cast<double>(memory_of(mount->pid()).rss_kib));
   // The bytes on the wire: the Status frame, and the worker's reply as it encodes it.
-  const std::string request = ipc::encode_frame(ipc::Status{}), reply = mount.status_frame();
+  const std::string request = ipc::encode_frame(ipc::Status{});
+  const std::string reply = ipc::encode_frame(mount->status());
   echo.setup(request, reply);
   std::string buffer(reply.size(), '\0');
   const Trip raw = [&] {
@@ -132,14 +121,14 @@ void run_rtt(const Config& config, EchoProcess& echo, const std::string& source,
     }
   };
   // Our framing code (JSON decode included) against the same dumb echo process.
-  const Trip framed = [&, timeout = LiveMount::status_timeout()] {
+  const Trip framed = [&, timeout = launcher::SupervisorOptions{}.status_timeout] {
     ipc::write_frame(echo.fd(), ipc::Status{}, timeout);
     const auto answer = ipc::read_frame(echo.fd(), timeout);
     if (!answer || !std::holds_alternative<ipc::StatusOk>(*answer))
       throw Error("framed echo: no StatusOk", EPROTO);
   };
-  const std::array<std::pair<const char*, const Trip*>, 3> paths = {
-      {{"status", &status}, {"socketpair", &raw}, {"framed", &framed}}};
+  const std::pair<const char*, const Trip*> paths[] = {
+      {"status", &status}, {"socketpair", &raw}, {"framed", &framed}};
   std::array<Samples, 3> samples, scratch;
   for (std::size_t p = 0; p < 3; ++p) timed(*paths[p].second, warmup, scratch[p]);
   // Interleaved blocks: a burst of background load cannot land on one path only.
@@ -159,15 +148,13 @@ void run_rtt(const Config& config, EchoProcess& echo, const std::string& source,
     timed(*paths[p].second, 256, scratch[p]);
     figures.set(key + "_ref_max256_us", percentile(scratch[p], 100));
   }
-  for (const char* what : {"p50", "p99", "max", "ref_max256"}) {
-    figures.ratio(std::string("ratio_") + what, std::string("status_") + what + "_us",
-                  std::string("socketpair_") + what + "_us");
-  }
+  for (const std::string what : {"p50", "p99", "max", "ref_max256"})
+    figures.ratio("ratio_" + what, "status_" + what + "_us", "socketpair_" + what + "_us");
   figures.set("status_rtt_p50_us", figures.median_of("status_p50_us"));
   figures.set("status_rtt_p99_us", figures.median_of("status_p99_us"));
   figures.set("status_rtt_max_us", figures.median_of("status_ref_max256_us"));
   figures.set("status_rtt_p50_ratio_to_socketpair", figures.median_of("ratio_p50"));
-  if (!mount.alive()) throw Error("the worker died during the bench", 0);
+  if (!mount->is_alive()) throw Error("the worker died during the bench", 0);
 }
 
 // SIGKILLs the armed pid unless disarmed within 15 s: a hung server would block stat()
@@ -195,8 +182,13 @@ class Watchdog {
   }};
 };
 
-// The first answer through a mount: stat() of its root (FUSE_INIT, GETATTR) and a readdir.
-void first_answer(const std::string& mountpoint) {
+double ms_since(Clock::time_point t0) { return seconds_since(t0) * 1e3; }
+
+// Milliseconds of the first answer through a mount: stat() of its root (FUSE_INIT, GETATTR)
+// and a readdir; its server killed if it hangs.
+double timed_answer(Watchdog& watchdog, pid_t server, const std::string& mountpoint) {
+  watchdog.arm(server);
+  const auto t0 = Clock::now();
   struct stat st {};
   if (::stat(mountpoint.c_str(), &st) != 0) throw_errno("stat " + mountpoint);
   const std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(mountpoint.c_str()), &::closedir);
@@ -204,6 +196,9 @@ void first_answer(const std::string& mountpoint) {
   int entries = 0;
   while (::readdir(dir.get()) != nullptr) ++entries;
   if (entries < 3) throw Error("readdir " + mountpoint + ": too few entries", EIO);
+  const double ms = ms_since(t0);
+  watchdog.disarm();
+  return ms;
 }
 
 // mount(2) of an open /dev/fuse, as a script would (the unsandboxed worker's: fuse.heddle,
@@ -234,13 +229,9 @@ class Unsandboxed {
  public:
   Unsandboxed(const std::string& source, const std::string& mountpoint)
       : mount_(mountpoint, "fuse.heddle", ",default_permissions") {
-    int boot[2], ipc_fds[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, boot) != 0 ||
-        ::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ipc_fds) != 0) {
-      throw_errno("socketpair");
-    }
-    const UniqueFd boot_parent(boot[0]), boot_child(boot[1]), ipc_child(ipc_fds[1]);
-    ipc_.reset(ipc_fds[0]);
+    auto [boot_parent, boot_child] = socket_pair();
+    UniqueFd ipc_child;
+    std::tie(ipc_, ipc_child) = socket_pair();
     worker_.emplace(
         std::vector<std::string>{own_bin_dir() + "/heddle-fuse-worker", "--bootstrap-fd", "3"}, "",
         boot_child.get());
@@ -274,25 +265,16 @@ class Unsandboxed {
   std::optional<Daemon> worker_;
 };
 
-using SpawnSamples = std::map<std::string, Samples>;  // by key: spawn, spawn_answer, unmount...
-
-double ms_since(Clock::time_point t0) { return seconds_since(t0) * 1e3; }
-
-// Milliseconds of the first answer through a mount, its server killed if it hangs.
-double timed_answer(Watchdog& watchdog, pid_t server, const std::string& mountpoint) {
-  watchdog.arm(server);
-  const auto a0 = Clock::now();
-  first_answer(mountpoint);
-  const double ms = ms_since(a0);
-  watchdog.disarm();
-  return ms;
-}
+// One spawn of each path: samples by key (spawn, spawn_answer, unmount...) into `out`, unless
+// null (a warm-up); idle memory into `idle`, unless null.
+using SpawnSamples = std::map<std::string, Samples>;
+using SpawnPath = void (*)(const ScratchDir&, const std::string&, SpawnSamples*, Figures*);
 
 void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples* out, Figures*) {
   MountPoint mountpoint(root / "mnt-ours");
   Watchdog watchdog;
   LiveMount mount = LiveMount::directory(source, mountpoint.path());  // times spawn alone
-  const double answer_ms = timed_answer(watchdog, mount.worker_pid(), mountpoint.path());
+  const double answer_ms = timed_answer(watchdog, mount->pid(), mountpoint.path());
   const double unmount_s = mount.unmount();
   if (out == nullptr) return;
   (*out)["spawn"].push_back(mount.spawn_seconds() * 1e3);
@@ -334,10 +316,8 @@ void spawn_bwrap(const ScratchDir& root, const std::string& source, SpawnSamples
                 "source=" + source, "/dev/fd/3"},
                log, mount->device_.get());
   mount->device_.reset();  // only the server holds the connection: if it dies, ENOTCONN
-  watchdog.arm(bwrap.pid());
-  first_answer(mountpoint.path());
-  const double ms = ms_since(t0);
-  watchdog.disarm();
+  const double before_answer = ms_since(t0);
+  const double ms = before_answer + timed_answer(watchdog, bwrap.pid(), mountpoint.path());
   if (idle != nullptr) {  // bwrap, its pid-1 monitor, the server (the last descendant)
     std::uint64_t total = 0, server_kib = 0;
     for (const pid_t pid : descendants(bwrap.pid())) total += server_kib = memory_of(pid).rss_kib;
@@ -356,7 +336,7 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
   const int warmup = 3, rounds = config.pick(50, 10);
   SpawnSamples s;
   // Interleaved in a rotated order: background load and ordering effects hit all three alike.
-  decltype(&spawn_ours) const paths[] = {spawn_ours, spawn_unsandboxed, spawn_bwrap};
+  const SpawnPath paths[] = {spawn_ours, spawn_unsandboxed, spawn_bwrap};
   for (int i = 0; i < warmup + rounds; ++i) {
     for (std::size_t k = 0; k < 3; ++k) {
       check_interrupted();
@@ -382,6 +362,7 @@ void run_cli(const ScratchDir& root, const std::string& source, Figures& figures
   MountPoint mountpoint(root / "mnt-cli");
   const auto json = nlohmann::json::parse(
       output_of({launcher, "mount", "--dir", source, "--mountpoint", mountpoint.path(), "--json"}));
+  const auto unmount = [&] { (void)output_of({launcher, "unmount", mountpoint.path()}); };
   try {
     (void)output_of({launcher, "status", mountpoint.path(), "--json"});
     double total = 0;
@@ -394,10 +375,10 @@ void run_cli(const ScratchDir& root, const std::string& source, Figures& figures
     }
     figures.set("composition_idle_rss_kib", total);
   } catch (...) {
-    (void)output_of({launcher, "unmount", mountpoint.path()});
+    unmount();
     throw;
   }
-  (void)output_of({launcher, "unmount", mountpoint.path()});
+  unmount();
   if (is_mounted(mountpoint.path()))
     throw Error(mountpoint.path() + " still mounted after unmount", EBUSY);
 }
@@ -440,11 +421,11 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
   double rss[2] = {0, 0}, pss[2] = {0, 0}, ok = 0;
   for (auto& mount : mounts) {
     for (const int g : {0, 1}) {
-      const pid_t pid = g == 0 ? mount->worker_pid() : mount->guard_pid();
+      const pid_t pid = g == 0 ? (*mount)->pid() : (*mount)->guard_pid();
       rss[g] += static_cast<double>(memory_of(pid).rss_kib) / 1024;
       pss[g] += static_cast<double>(pss_kib_of(pid)) / 1024;
     }
-    ok += mount->status_pid() == mount->ready_pid() ? 1 : 0;
+    ok += (*mount)->status().pid == (*mount)->ready().pid ? 1 : 0;
   }
   figures.set(key + "workers_rss_mib", rss[0]);
   figures.set(key + "guards_rss_mib", rss[1]);
@@ -462,8 +443,23 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
 
 }  // namespace
 
+// heddle_bench echo: after a setup on fd 3 (u32 request size, u32 reply size, the reply), reads
+// one request and sends the reply in one send(), until EOF.
+int echo_main(int fd) {
+  std::vector<char> request(ipc::kMaxFrameBody + 4), reply(ipc::kMaxFrameBody + 4);
+  std::uint32_t sizes[2];
+  if (!recv_exact(fd, reinterpret_cast<char*>(sizes), sizeof sizes) ||
+      sizes[0] > request.size() || sizes[1] > reply.size() ||
+      !recv_exact(fd, reply.data(), sizes[1])) {
+    return 3;
+  }
+  while (recv_exact(fd, request.data(), sizes[0])) {
+    if (!send_exact(fd, reply.data(), sizes[1])) return 5;
+  }
+  return 0;  // EOF: the bench is done
+}
+
 void supervisor_suite(const Config& config, Figures& figures) {
-  EchoProcess echo;  // forked first, while this process has one thread and no mount fds
   ScratchDir root("heddle-bench-");
   const std::string source = root / "src";
   for (const auto& dir : {source, source + "/src"})
@@ -473,7 +469,7 @@ void supervisor_suite(const Config& config, Figures& figures) {
   std::printf("heddle_bench supervisor: 1/4 Status round trips ...\n");
   {
     MountPoint mountpoint(root / "mnt-rtt");
-    run_rtt(config, echo, source, mountpoint.path(), figures);
+    run_rtt(config, source, mountpoint.path(), figures);
   }
   std::printf("heddle_bench supervisor: 2/4 spawn -> ready, ours | unsandboxed | bwrap ...\n");
   run_spawn(config, root, source, figures);

@@ -17,11 +17,8 @@
 #include <sstream>
 #include <thread>
 
-#include "heddle/ipc/frame.h"
-#include "heddle/ipc/mount_spec.h"
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/mountinfo.h"
-#include "heddle/launcher/supervisor.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::bench {
@@ -60,8 +57,6 @@ const std::vector<double>& Figures::at(const std::string& key) const {
   const auto it = samples_.find(key);
   return it == samples_.end() ? none : it->second;
 }
-
-double Figures::median_of(const std::string& key) const { return median(at(key)); }
 
 void Figures::ratio(const std::string& key, const std::string& a, const std::string& b) {
   const auto &x = at(a), &y = at(b);
@@ -161,21 +156,15 @@ ScratchDir::~ScratchDir() {
 
 // ---- our mounts: the Supervisor API
 
-LiveMount LiveMount::spawn_timed(ipc::MountSpec spec) {
+LiveMount::LiveMount(ipc::MountSpec spec) : mountpoint_(spec.mountpoint) {
   static const auto options = launcher::LauncherEnvironment::read().supervisor_options();
-  const std::string mountpoint = spec.mountpoint;
   const auto t0 = Clock::now();
-  auto supervisor = launcher::Supervisor::spawn(std::move(spec), options);
-  return {std::move(supervisor), mountpoint, seconds_since(t0)};
-}
-
-LiveMount::LiveMount(std::unique_ptr<launcher::Supervisor> s, std::string mountpoint,
-                     double seconds)
-    : supervisor_(std::move(s)), mountpoint_(std::move(mountpoint)), spawn_seconds_(seconds) {
+  supervisor_ = launcher::Supervisor::spawn(std::move(spec), options);
+  spawn_seconds_ = seconds_since(t0);
   if (!is_mounted(mountpoint_))
     throw Error("spawn returned but " + mountpoint_ + " is not mounted", 0);
 }
-LiveMount::LiveMount(LiveMount&&) noexcept = default;
+
 LiveMount::~LiveMount() {
   try {
     unmount();
@@ -185,12 +174,11 @@ LiveMount::~LiveMount() {
 }
 
 LiveMount LiveMount::directory(const std::string& source, const std::string& mountpoint) {
-  return spawn_timed(ipc::MountSpec::directory(source, mountpoint));
+  return LiveMount(ipc::MountSpec::directory(source, mountpoint));
 }
 
-LiveMount LiveMount::thread(const std::string& repo, const std::string& thread,
-                            const std::string& mountpoint) {
-  return spawn_timed(ipc::MountSpec::thread(ipc::GitSource{repo, thread}, mountpoint));
+LiveMount LiveMount::thread(const std::string& repo, const std::string& mountpoint) {
+  return LiveMount(ipc::MountSpec::thread(ipc::GitSource{repo, "main"}, mountpoint));
 }
 
 double LiveMount::unmount() {
@@ -199,19 +187,8 @@ double LiveMount::unmount() {
   supervisor_->unmount();
   const double seconds = seconds_since(t0);
   supervisor_.reset();
-  if (is_mounted(mountpoint_))
-    throw Error("unmount returned but " + mountpoint_ + " is still mounted", EBUSY);
+  if (is_mounted(mountpoint_)) throw Error(mountpoint_ + " is still mounted", EBUSY);
   return seconds;
-}
-
-pid_t LiveMount::worker_pid() const { return supervisor_->pid(); }
-pid_t LiveMount::guard_pid() const { return supervisor_->guard_pid(); }
-bool LiveMount::alive() const { return supervisor_ && supervisor_->is_alive(); }
-std::uint32_t LiveMount::ready_pid() const { return supervisor_->ready().pid; }
-std::uint32_t LiveMount::status_pid() { return supervisor_->status().pid; }
-std::string LiveMount::status_frame() { return ipc::encode_frame(supervisor_->status()); }
-std::chrono::milliseconds LiveMount::status_timeout() {
-  return launcher::SupervisorOptions{}.status_timeout;
 }
 
 std::uint64_t LiveMount::status_number(const char* key) {
@@ -219,8 +196,6 @@ std::uint64_t LiveMount::status_number(const char* key) {
   if (!status.extra.contains(key)) throw Error(std::string("Status has no '") + key + "'", EPROTO);
   return status.extra.at(key).get<std::uint64_t>();
 }
-
-std::uint64_t git_cache_bytes() { return ipc::GitSource{}.cache_bytes; }
 
 // ---- child processes
 
@@ -304,27 +279,29 @@ Daemon::Daemon(const std::vector<std::string>& argv, const std::string& log, int
         std::vector<std::pair<int, int>> fds{{err.get(), 1}, {err.get(), 2}};
         if (fd >= 0) fds.emplace_back(fd, 3);
         return start(argv, fds);
-      }()),
-      pid_(process_.pid()) {}
+      }()) {}
 
-bool Daemon::running() const {
-  siginfo_t info{};  // WNOWAIT: the Process reaps it
-  return ::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
-         info.si_pid == 0;
-}
-
-int Daemon::wait(std::chrono::milliseconds timeout) { return process_.finish(timeout).exit_code; }
-
-void Daemon::wait_mounted(const std::string& mountpoint, const std::string& log) {
+ServerMount::ServerMount(const std::vector<std::string>& argv, std::string mountpoint,
+                         const std::string& log)
+    : daemon_(argv, log), mountpoint_(std::move(mountpoint)) {
   const auto t0 = Clock::now();
-  while (!is_mounted(mountpoint)) {
+  while (!is_mounted(mountpoint_)) {
     check_interrupted();
-    if (!running())
-      throw Error("the daemon exited before mounting " + mountpoint + ": " + tail_of(log), 0);
+    siginfo_t info{};  // WNOWAIT: the Process reaps it
+    if (::waitid(P_PID, static_cast<id_t>(pid()), &info, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+        info.si_pid != 0) {
+      throw Error("the daemon exited before mounting " + mountpoint_ + ": " + tail_of(log), 0);
+    }
     if (seconds_since(t0) > 10)
-      throw Error("no mount at " + mountpoint + " within 10 s", ETIMEDOUT);
+      throw Error("no mount at " + mountpoint_ + " within 10 s", ETIMEDOUT);
     std::this_thread::sleep_for(1ms);
   }
+}
+
+void ServerMount::finish() {
+  unmount_quietly(mountpoint_);
+  daemon_.wait(3s);
+  if (is_mounted(mountpoint_)) throw Error(mountpoint_ + " is still mounted", EBUSY);
 }
 
 bool on_path(const char* program) { return !find_on_path(program).empty(); }
@@ -351,6 +328,11 @@ std::uint64_t drops_so_far() {  // drop_caches writes seen in /proc/vmstat (ours
 }
 
 }  // namespace
+
+void Disturbance::report(Figures& f) const {
+  f.set("discarded_attempts", discarded);
+  f.set("disturbed_half_rounds", disturbed);
+}
 
 void undisturbed(int own_drops, Disturbance& d, const std::function<void()>& half) {
   for (int attempt = 1;; ++attempt) {
@@ -437,6 +419,15 @@ double sequential_read_mibs(const std::string& path, std::uint64_t expected) {
   const double seconds = seconds_since(t0);
   if (total != expected) throw Error("read " + std::to_string(total) + " bytes of " + path, EIO);
   return static_cast<double>(total) / kMiB / seconds;
+}
+
+ReadPasses read_passes(const std::string& path, std::uint64_t expected) {
+  drop_caches("3");
+  ReadPasses r;
+  r.cold = sequential_read_mibs(path, expected);
+  r.second = sequential_read_mibs(path, expected);
+  r.warm = sequential_read_mibs(path, expected);
+  return r;
 }
 
 void check_same_ends(const std::string& a, const std::string& b, std::uint64_t size) {

@@ -17,14 +17,8 @@
 #include <vector>
 
 #include "heddle/error.h"
+#include "heddle/launcher/supervisor.h"
 #include "heddle/process.h"
-
-namespace heddle::launcher {
-class Supervisor;
-}  // namespace heddle::launcher
-namespace heddle::ipc {
-struct MountSpec;
-}  // namespace heddle::ipc
 
 namespace heddle::bench {
 
@@ -61,14 +55,14 @@ double median(std::vector<double> v);
 double percentile(std::vector<double> v, double p);  // nearest rank
 
 // Every figure of a run by its RESULT key: one sample per round (or one value). print() shows
-// them as one table and as the RESULT lines heddle_bench_report reads: "RESULT key value" for
+// them as one table and as the RESULT lines `heddle_bench report` reads: "RESULT key value" for
 // a single value, "RESULT key median min max" for rounds.
 class Figures {
  public:
   void add(const std::string& key, double value) { samples_[key].push_back(value); }
   void set(const std::string& key, double value) { samples_[key] = {value}; }
   [[nodiscard]] const std::vector<double>& at(const std::string& key) const;
-  [[nodiscard]] double median_of(const std::string& key) const;  // NaN if absent
+  [[nodiscard]] double median_of(const std::string& key) const { return median(at(key)); }
   // median(a) / median(b), spread of the rounds' own ratios (round i against round i).
   void ratio(const std::string& key, const std::string& a, const std::string& b);
   void print(const std::string& title) const;
@@ -117,38 +111,26 @@ class ScratchDir {
   std::string path_;
 };
 
-// Our mount in this process: Supervisor::spawn of a directory (read-only) or of a git thread.
-// Unmounts on destruction; unmount() reports failures. All of bench's use of the Supervisor API
-// is here and in support.cc.
+// Our mount in this process: Supervisor::spawn of a directory (read-only) or of a git thread,
+// timed until MountReady. Unmounts on destruction; unmount() reports failures.
 class LiveMount {
  public:
   static LiveMount directory(const std::string& source, const std::string& mountpoint);
-  static LiveMount thread(const std::string& repo, const std::string& thread,
-                          const std::string& mountpoint);
-  LiveMount(LiveMount&&) noexcept;
+  static LiveMount thread(const std::string& repo, const std::string& mountpoint);  // "main"
+  LiveMount(LiveMount&&) noexcept = default;
   ~LiveMount();
   // Stop, the worker exits, the mount is gone (checked); the seconds Supervisor::unmount took.
   double unmount();
-  [[nodiscard]] double spawn_seconds() const { return spawn_seconds_; }  // until MountReady
-  [[nodiscard]] pid_t worker_pid() const;
-  [[nodiscard]] pid_t guard_pid() const;
-  [[nodiscard]] bool alive() const;
-  [[nodiscard]] std::uint32_t ready_pid() const;  // MountReady's pid
-  std::uint32_t status_pid();                     // Status -> StatusOk's pid
-  std::uint64_t status_number(const char* key);   // a number of StatusOk's extra fields
-  std::string status_frame();                     // StatusOk as the worker encodes it
-  static std::chrono::milliseconds status_timeout();
+  launcher::Supervisor* operator->() const { return supervisor_.get(); }
+  [[nodiscard]] double spawn_seconds() const { return spawn_seconds_; }
+  std::uint64_t status_number(const char* key);  // a number of StatusOk's extra fields
 
  private:
-  LiveMount(std::unique_ptr<launcher::Supervisor> s, std::string mountpoint, double seconds);
-  static LiveMount spawn_timed(ipc::MountSpec spec);
+  explicit LiveMount(ipc::MountSpec spec);
   std::unique_ptr<launcher::Supervisor> supervisor_;
   std::string mountpoint_;
   double spawn_seconds_ = 0;
 };
-
-// The git backend's default cache cap: a larger blob streams.
-std::uint64_t git_cache_bytes();
 
 // ---- child processes (heddle::Process), each with a timeout. Their stdin and stdout are
 // memfds and their stderr the log, never pipes: a daemon a command leaves behind (the
@@ -164,20 +146,31 @@ struct RunOptions {
 void run(const std::vector<std::string>& argv, const RunOptions& options = {});
 std::string output_of(const std::vector<std::string>& argv);
 
-// A daemon that runs until stopped: stdout and stderr appended to `log`; `fd`, if not
-// negative, becomes its fd 3. Killed and reaped on destruction.
+// A daemon that runs until stopped: stdout and stderr appended to `log` (else ours); `fd`, if
+// not negative, becomes its fd 3. Killed and reaped on destruction.
 class Daemon {
  public:
   Daemon(const std::vector<std::string>& argv, const std::string& log, int fd = -1);
-  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] pid_t pid() const { return process_.pid(); }
   // Waits up to `timeout` for it to exit, then kills it; its exit code (-1 if killed).
-  int wait(std::chrono::milliseconds timeout);
-  void wait_mounted(const std::string& mountpoint, const std::string& log);  // 10 s at most
+  int wait(std::chrono::milliseconds timeout) { return process_.finish(timeout).exit_code; }
 
  private:
-  [[nodiscard]] bool running() const;
   Process process_;
-  pid_t pid_;
+};
+
+// A FUSE server that mounts itself (passthrough_ll, fuse-overlayfs), waited for until mounted
+// (10 s at most). finish() unmounts it (its session loop ends and it exits) and checks.
+class ServerMount {
+ public:
+  ServerMount(const std::vector<std::string>& argv, std::string mountpoint,
+              const std::string& log);
+  [[nodiscard]] pid_t pid() const { return daemon_.pid(); }
+  void finish();
+
+ private:
+  Daemon daemon_;
+  std::string mountpoint_;
 };
 
 bool on_path(const char* program);
@@ -192,6 +185,7 @@ void drop_caches(const char* what);  // "3": page cache, dentries and inodes; "2
 struct Disturbance {
   int discarded = 0;  // attempts measured again
   int disturbed = 0;  // kept although still disturbed after 3 attempts
+  void report(Figures& f) const;
 };
 void undisturbed(int own_drops, Disturbance& d, const std::function<void()>& half);
 
@@ -200,6 +194,11 @@ void make_random_file(const std::string& path, std::uint64_t bytes);   // incomp
 void make_tree(const std::string& root, int dirs, int files_per_dir);  // empty dNNN/fNNNN
 // read() of the whole file with a 1 MiB buffer, on a new fd; MiB/s.
 double sequential_read_mibs(const std::string& path, std::uint64_t expected);
+// After drop_caches("3"): the first read (cold), the second, the third (warm); MiB/s.
+struct ReadPasses {
+  double cold = 0, second = 0, warm = 0;
+};
+ReadPasses read_passes(const std::string& path, std::uint64_t expected);
 // The first and last MiB of both files are equal (full content is the tests' job).
 void check_same_ends(const std::string& a, const std::string& b, std::uint64_t size);
 
@@ -223,6 +222,6 @@ struct Memory {
 Memory memory_of(pid_t pid);
 std::uint64_t pss_kib_of(pid_t pid);
 std::vector<pid_t> descendants(pid_t pid);
-double cpu_seconds_of(pid_t pid);                   // user + system, 0 for pid 0
+double cpu_seconds_of(pid_t pid);  // user + system, 0 for pid 0
 
 }  // namespace heddle::bench

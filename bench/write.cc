@@ -136,13 +136,11 @@ class View {
       const std::string state = env.at("fo-" + n);
       upper = state + "/upper";
       for (const auto& dir : {state, upper, state + "/work"}) fs::create_directory(dir);
-      daemon_.emplace(
-          std::vector<std::string>{
-              "fuse-overlayfs", "-f", "-o",
-              "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + state + "/work", path},
-          env.log);
-      daemon_->wait_mounted(path, env.log);
-      pid = daemon_->pid();
+      const std::string options =
+          "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + state + "/work";
+      server_.emplace(std::vector<std::string>{"fuse-overlayfs", "-f", "-o", options, path}, path,
+                      env.log);
+      pid = server_->pid();
     }
     if (!is_mounted(path)) throw Error(path + " is not mounted", 0);
   }
@@ -162,11 +160,10 @@ class View {
       // The supervisor holds the overlay's lock until it exits.
       for (const auto t0 = Clock::now(); ::kill(supervisor_, 0) == 0 && seconds_since(t0) < 10;)
         std::this_thread::sleep_for(2ms);
+      if (is_mounted(path)) throw Error(path + " is still mounted", EBUSY);
     } else if (system_ == kFuseOverlayfs) {
-      unmount_quietly(path);
-      daemon_->wait(3s);
+      server_->finish();
     }
-    if (system_ != kNative && is_mounted(path)) throw Error(path + " is still mounted", EBUSY);
   }
   std::string path, upper;
   pid_t pid = 0;
@@ -175,7 +172,7 @@ class View {
   Env& env_;
   System system_;
   std::optional<MountPoint> mountpoint_;  // destroyed last: detaches whatever is left
-  std::optional<Daemon> daemon_;
+  std::optional<ServerMount> server_;
   pid_t supervisor_ = 0;
 };
 
@@ -474,13 +471,11 @@ void write_suite(const Config& config, Figures& f) {
   for (int round = 0; round < n; ++round) {
     for (const bool overlay : {round % 2 == 1, round % 2 == 0}) {
       const std::string mode = overlay ? "empty_overlay" : "read_only";
-      double cold = 0, second = 0, warm = 0, walk_cold = 0, walk_warm = 0;
+      ReadPasses read;
+      double walk_cold = 0, walk_warm = 0;
       undisturbed(2, d, [&] {
         View view(env, kOurs, reads, false, overlay);
-        drop_caches("3");
-        cold = sequential_read_mibs(view.path + "/big.bin", read_bytes);
-        second = sequential_read_mibs(view.path + "/big.bin", read_bytes);
-        warm = sequential_read_mibs(view.path + "/big.bin", read_bytes);
+        read = read_passes(view.path + "/big.bin", read_bytes);
         if (round == 0) check_same_ends(view.path + "/big.bin", reads + "/big.bin", read_bytes);
         drop_caches("3");
         walk_cold = walk_ms(view.path + "/tree", walk_entries);
@@ -495,22 +490,20 @@ void write_suite(const Config& config, Figures& f) {
             fs::remove_all(entry.path());
         }
       });
-      f.add("overlay_read_cold_mibs_" + mode, cold);
-      f.add("diag.overlay_read_second_mibs_" + mode, second);
-      f.add("overlay_read_warm_mibs_" + mode, warm);
+      f.add("overlay_read_cold_mibs_" + mode, read.cold);
+      f.add("diag.overlay_read_second_mibs_" + mode, read.second);
+      f.add("overlay_read_warm_mibs_" + mode, read.warm);
       f.add("overlay_walk10k_cold_ms_" + mode, walk_cold);
       f.add("overlay_walk10k_warm_ms_" + mode, walk_warm);
     }
   }
 
   // Ratios: ours / the other system; for MiB/s above 1 is better, for times below 1.
-  for (const char* key :
+  for (const std::string key :
        {"write_seq_1g_mibs", "tar_x_10k_ms", "rm_rf_10k_ms", "make_j2_s", "make_noop_ms"}) {
-    const std::string base = std::string(key).substr(0, std::string(key).rfind('_'));
-    for (const System other : {kNative, kFuseOverlayfs}) {
-      f.ratio(base + "_ratio_to_" + kKeys[other], std::string(key) + "_ours",
-              std::string(key) + "_" + kKeys[other]);
-    }
+    const std::string base = key.substr(0, key.rfind('_'));
+    for (const System other : {kNative, kFuseOverlayfs})
+      f.ratio(base + "_ratio_to_" + kKeys[other], key + "_ours", key + "_" + kKeys[other]);
   }
   const std::pair<const char*, const char*> reads_ratios[] = {
       {"empty_overlay_cold_seq_read_ratio_to_read_only", "overlay_read_cold_mibs_"},

@@ -1,5 +1,4 @@
-// heddle_bench_report: turns the RESULT lines of the bench programs into bench/results/latest.*
-//   heddle_bench_report OUT_PREFIX FILE...
+// heddle_bench report OUT_PREFIX FILE...: the RESULT lines of the suites -> bench/results/latest.*
 // Each FILE is one run of one program. A line "RESULT key value" is one sample of key; a line
 // "RESULT key value min max" is a figure its program already took the median of (its rounds),
 // with their spread. The figure of a key is the median of its samples across runs, and its
@@ -9,29 +8,21 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <string>
-#include <vector>
 
+#include "support.h"
+
+namespace heddle::bench {
 namespace {
 
 struct Figure {
   std::vector<double> samples;
   double low = NAN, high = NAN;  // the spread a program reported with its own median, if any
 
-  [[nodiscard]] double median() const {
-    std::vector<double> v = samples;
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-  }
   [[nodiscard]] double min() const {
     return samples.size() == 1 && !std::isnan(low) ? low : std::ranges::min(samples);
   }
@@ -62,7 +53,7 @@ constexpr Goal kGoals[] = {
      true, 1.0},
     {"warm_walk_ratio_to_native", "walk 50,050 entries of a git thread, warm, time ours / native",
      true, 2.0},
-    // Writable mounts (heddle_write_bench): the overlay against native and fuse-overlayfs.
+    // Writable mounts (suite write): the overlay against native and fuse-overlayfs.
     {"write_seq_1g_ratio_to_native", "1 GiB write + fsync, throughput ours / native", false, 0.5},
     {"tar_x_10k_ratio_to_native", "tar -x of 10,000 files, time ours / native", true, 2.0},
     {"tar_x_10k_ratio_to_fuse_overlayfs", "tar -x of 10,000 files, time ours / fuse-overlayfs",
@@ -93,17 +84,12 @@ std::string machine() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::cerr << "usage: heddle_bench_report OUT_PREFIX RESULT_FILE...\n";
-    return 2;
-  }
-  const std::string out = argv[1];
+int report_main(const std::string& out, const std::vector<std::string>& files) {
   std::map<std::string, Figure> figures;
-  for (int i = 2; i < argc; ++i) {
-    std::ifstream in(argv[i]);
+  for (const std::string& file : files) {
+    std::ifstream in(file);
     if (!in) {
-      std::cerr << "heddle_bench_report: cannot read " << argv[i] << "\n";
+      std::cerr << "heddle_bench report: cannot read " << file << "\n";
       return 1;
     }
     for (std::string line; std::getline(in, line);) {
@@ -128,7 +114,7 @@ int main(int argc, char** argv) {
   nlohmann::ordered_json json;
   nlohmann::ordered_json spread = nlohmann::ordered_json::object();
   for (const auto& [key, figure] : figures) {
-    json[key] = figure.median();
+    json[key] = median(figure.samples);
     spread[key] = {{"min", figure.min()}, {"max", figure.max()}, {"runs", figure.samples.size()}};
   }
   nlohmann::ordered_json goals = nlohmann::ordered_json::array();
@@ -144,7 +130,7 @@ int main(int argc, char** argv) {
   for (const Goal& goal : kGoals) {
     const auto found = figures.find(goal.key);
     const bool present = found != figures.end();
-    const double value = present ? found->second.median() : NAN;
+    const double value = present ? median(found->second.samples) : NAN;
     const bool met = present && (goal.at_most ? value <= goal.limit : value >= goal.limit);
     goals.push_back({{"key", goal.key},
                      {"limit", (goal.at_most ? "<= " : ">= ") + format(goal.limit)},
@@ -164,7 +150,7 @@ int main(int argc, char** argv) {
   }
   md << "\n## Every figure\n\n| key | median | min | max | runs |\n|---|---:|---:|---:|---:|\n";
   for (const auto& [key, figure] : figures) {
-    md << "| `" << key << "` | " << format(figure.median()) << " | " << format(figure.min())
+    md << "| `" << key << "` | " << format(median(figure.samples)) << " | " << format(figure.min())
        << " | " << format(figure.max()) << " | " << figure.samples.size() << " |\n";
   }
   json["spread"] = spread;
@@ -175,3 +161,5 @@ int main(int argc, char** argv) {
   std::cout << md.str();
   return 0;
 }
+
+}  // namespace heddle::bench
