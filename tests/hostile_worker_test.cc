@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <regex>
 #include <string>
 #include <thread>
@@ -315,7 +316,9 @@ std::string unsafe_byte(const std::string& text) {
   for (std::size_t i = 0; i < text.size(); ++i) {
     const auto b = static_cast<unsigned char>(text[i]);
     if ((b < 0x20 && b != '\n') || b >= 0x7f) {
-      return "byte 0x" + std::to_string(b) + " at " + std::to_string(i) + " in: " + text;
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02x", b);
+      return std::string("byte ") + hex + " at " + std::to_string(i) + " in: " + text;
     }
   }
   return "";

@@ -91,5 +91,15 @@ TEST(WorkerStatus, AFloodOfFieldsGivesAFewShortProblems) {
   for (const std::string& problem : check.problems) EXPECT_LT(problem.size(), 120u) << problem;
 }
 
+// A long name is cut at a character boundary: no half character becomes a \x escape.
+TEST(WorkerStatus, ALongNameIsCutBetweenCharacters) {
+  ipc::StatusOk long_name{kWorker, kMountpoint};
+  long_name.extra[std::string(63, 'k') + "\xe6\x97\xa5" + std::string(10, 'k')] = 1;
+  WorkerReplyCheck check;
+  (void)checked_status(long_name, kWorker, kMountpoint, check);
+  ASSERT_EQ(check.problems.size(), 1u);
+  EXPECT_EQ(check.problems[0], "unknown field \"" + std::string(63, 'k') + "...\"; dropped");
+}
+
 }  // namespace
 }  // namespace heddle::launcher

@@ -80,9 +80,12 @@ const char* expected(FieldType type) {
   return "?";
 }
 
+// Cut short at a character boundary, so what is kept of valid UTF-8 stays valid.
 std::string quoted_name(std::string_view name) {
-  std::string out = "\"" + std::string(name.substr(0, kMaxName));
-  return out + (name.size() > kMaxName ? "...\"" : "\"");
+  if (name.size() <= kMaxName) return "\"" + std::string(name) + "\"";
+  std::size_t cut = kMaxName;
+  while (cut > 0 && (static_cast<unsigned char>(name[cut]) & 0xc0) == 0x80) --cut;
+  return "\"" + std::string(name.substr(0, cut)) + "...\"";
 }
 
 class Problems {
