@@ -582,7 +582,6 @@ TEST_F(HostileOutputTest, ARepositorysBranchNamesReachTheTerminalOnlyEscaped) {
   EXPECT_NE(result.err.find("c1\\u{9b}2J\\u{202e}x"), std::string::npos) << result.err;
   EXPECT_NE(result.err.find("raw\\x9b31m"), std::string::npos) << result.err;
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
-  // The overlay prepared for the thread is unused: dropped (mount failed before using it).
 }
 
 // A supervisor whose reply has the wrong types (an old or broken one; ours no longer passes a
