@@ -16,6 +16,7 @@
 #include <variant>
 
 #include "commands.h"
+#include "heddle/display_text.h"
 #include "heddle/error.h"
 #include "heddle/log_levels.h"
 #include "logging.h"
@@ -463,10 +464,10 @@ int run_cli(int argc, char** argv, LauncherEnvironment env) {
     }
     return std::visit(Dispatch{env}, cli.command);
   } catch (const UsageError& e) {
-    std::cerr << "heddle-fuse-launcher: " << e.what() << "\n" << kUsageLine << "\n";
+    std::cerr << "heddle-fuse-launcher: " << escape_text(e.what()) << "\n" << kUsageLine << "\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "heddle-fuse-launcher: " << e.what() << "\n";
+    std::cerr << "heddle-fuse-launcher: " << escape_text(e.what()) << "\n";
     return 1;
   }
 }

@@ -5,6 +5,7 @@
 #include <iostream>
 #include <thread>
 
+#include "cli_output.h"
 #include "commands.h"
 #include "heddle/error.h"
 #include "heddle/launcher/control_socket.h"
@@ -52,26 +53,62 @@ void add_overlay_usage(nlohmann::ordered_json& extra) {
   }
 }
 
+using Json = nlohmann::ordered_json;
+
+bool is_string(const Json& value) { return value.is_string(); }
+bool is_string_or_null(const Json& value) { return value.is_string() || value.is_null(); }
+bool is_bool(const Json& value) { return value.is_boolean(); }
+bool is_count(const Json& value) {
+  return value.is_number_unsigned() || (value.is_number_integer() && value.get<long long>() >= 0);
+}
+
+// A Status field `list` shows, `fallback` if absent. A reply with a field of the wrong type
+// makes its own row an error, never the whole listing.
+Json field_of(const Json& extra, const char* key, Json fallback, bool (*valid)(const Json&),
+              const char* expected) {
+  const auto it = extra.find(key);
+  if (it == extra.end()) return fallback;
+  if (!valid(*it)) {
+    throw Error(std::string("the Status reply's \"") + key + "\" is a " + it->type_name() +
+                    ", expected " + expected,
+                EPROTO);
+  }
+  return *it;
+}
+
+// A string as `list` and `status` print it: escaped; "-" for null.
+std::string text_of(const Json& value) {
+  if (value.is_null()) return "-";
+  return escape_text(value.is_string() ? value.get_ref<const std::string&>()
+                                       : json_output(value));
+}
+
 // One row of `list`: the supervisor's Status reply, or why there is none.
-nlohmann::ordered_json list_entry(const std::string& socket) {
-  nlohmann::ordered_json entry;
+Json list_entry(const std::string& socket) {
+  Json entry;
   try {
     const ipc::Message reply = control_request_at(socket, ipc::Status{}, std::chrono::seconds(3));
     const auto* status = std::get_if<ipc::StatusOk>(&reply);
     if (status == nullptr) throw_reply_error(reply);
-    entry["mountpoint"] = status->mount_path;
-    entry["source"] = status->extra.value("source", "");
-    entry["thread"] = status->extra.contains("thread") ? status->extra["thread"] : nullptr;
-    entry["worker_pid"] = status->pid;
-    entry["supervisor_pid"] = status->extra.value("supervisor_pid", 0);
-    entry["guard_pid"] = status->extra.value("guard_pid", 0);
-    entry["uptime_ms"] = status->extra.value("uptime_ms", 0LL);
-    nlohmann::ordered_json extra = status->extra;
+    Json extra = status->extra;
     add_overlay_usage(extra);
-    entry["writable"] = extra.value("writable", false);
-    entry["overlay"] = extra.contains("overlay") ? extra["overlay"] : nullptr;
-    for (const char* key : {"overlay_bytes", "overlay_files", "overlay_error"}) {
-      if (extra.contains(key)) entry[key] = extra[key];
+    entry["mountpoint"] = status->mount_path;
+    entry["source"] = field_of(extra, "source", "", is_string, "a string");
+    entry["thread"] = field_of(extra, "thread", nullptr, is_string_or_null, "a string");
+    entry["worker_pid"] = status->pid;
+    entry["supervisor_pid"] = field_of(extra, "supervisor_pid", 0, is_count, "a pid");
+    entry["guard_pid"] = field_of(extra, "guard_pid", 0, is_count, "a pid");
+    entry["uptime_ms"] = field_of(extra, "uptime_ms", 0, is_count, "a count");
+    entry["writable"] = field_of(extra, "writable", false, is_bool, "a bool");
+    entry["overlay"] = field_of(extra, "overlay", nullptr, is_string_or_null, "a string");
+    for (const char* key : {"overlay_bytes", "overlay_files"}) {
+      if (extra.contains(key)) entry[key] = field_of(extra, key, 0, is_count, "a count");
+    }
+    if (extra.contains("overlay_error")) {
+      entry["overlay_error"] = field_of(extra, "overlay_error", "", is_string, "a string");
+    }
+    if (entry.contains("overlay_bytes") != entry.contains("overlay_files")) {
+      throw Error("the Status reply has only one of overlay_bytes and overlay_files", EPROTO);
     }
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kConnect && e.code() == ECONNREFUSED) {
@@ -80,8 +117,10 @@ nlohmann::ordered_json list_entry(const std::string& socket) {
       spdlog::debug("removed stale control socket {}", socket);
       return nullptr;
     }
-    entry["socket"] = socket;
-    entry["error"] = e.what();
+    entry = Json{{"socket", socket}, {"error", e.what()}};
+  } catch (const std::exception& e) {
+    // Not expected after the checks above; still, one bad row must not cost the others.
+    entry = Json{{"socket", socket}, {"error", e.what()}};
   }
   return entry;
 }
@@ -89,12 +128,12 @@ nlohmann::ordered_json list_entry(const std::string& socket) {
 }  // namespace
 
 int list_command(bool json, const UserDirs& dirs) {
-  auto entries = nlohmann::ordered_json::array();
+  auto entries = Json::array();
   for (const std::string& socket : control_sockets(dirs)) {
     if (auto entry = list_entry(socket); !entry.is_null()) entries.push_back(std::move(entry));
   }
   if (json) {
-    std::cout << entries.dump() << "\n";
+    std::cout << json_output(entries) << "\n";
     return 0;
   }
   if (entries.empty()) {
@@ -105,8 +144,8 @@ int list_command(bool json, const UserDirs& dirs) {
               "MODE", "WORKER", "SUPERVISOR", "GUARD", "UPTIME", "OVERLAY");
   for (const auto& entry : entries) {
     if (entry.contains("error")) {
-      std::printf("%-32s (not answering: %s)\n", entry["socket"].get<std::string>().c_str(),
-                  entry["error"].get<std::string>().c_str());
+      std::printf("%-32s (not answering: %s)\n", text_of(entry["socket"]).c_str(),
+                  text_of(entry["error"]).c_str());
       continue;
     }
     std::string overlay = "-";
@@ -114,12 +153,11 @@ int list_command(bool json, const UserDirs& dirs) {
       overlay = format_bytes(entry["overlay_bytes"].get<std::uint64_t>()) + " in " +
                 std::to_string(entry["overlay_files"].get<std::uint64_t>()) + " files";
     } else if (entry.contains("overlay_error")) {
-      overlay = "? (" + entry["overlay_error"].get<std::string>() + ")";
+      overlay = "? (" + text_of(entry["overlay_error"]) + ")";
     }
     std::printf("%-32s %-32s %-16s %4s %8d %10d %8d %8s  %s\n",
-                entry["mountpoint"].get<std::string>().c_str(),
-                entry["source"].get<std::string>().c_str(),
-                entry["thread"].is_null() ? "-" : entry["thread"].get<std::string>().c_str(),
+                text_of(entry["mountpoint"]).c_str(), text_of(entry["source"]).c_str(),
+                text_of(entry["thread"]).c_str(),
                 entry["writable"].get<bool>() ? "rw" : "ro", entry["worker_pid"].get<int>(),
                 entry["supervisor_pid"].get<int>(), entry["guard_pid"].get<int>(),
                 format_uptime(entry["uptime_ms"].get<long long>()).c_str(), overlay.c_str());
@@ -138,14 +176,16 @@ int status_command(const std::string& path, bool json, const UserDirs& dirs) {
   add_overlay_usage(with_usage.extra);
   const auto* status = &with_usage;
   if (json) {
-    std::cout << ipc::encode_body(*status) << "\n";
+    // The reply's own layout ("kind" first), but as output: ASCII-only and never throwing.
+    Json body = {{"kind", "StatusOk"}, {"pid", status->pid}, {"mount_path", status->mount_path}};
+    for (const auto& [key, value] : status->extra.items()) body[key] = value;
+    std::cout << json_output(body) << "\n";
     return 0;
   }
-  std::cout << "mount:    " << status->mount_path << "\n"
+  std::cout << "mount:    " << escape_text(status->mount_path) << "\n"
             << "worker:   pid " << status->pid << ", answering\n";
   for (const auto& [key, value] : status->extra.items()) {
-    std::cout << key << ": " << (value.is_string() ? value.get<std::string>() : value.dump())
-              << "\n";
+    std::cout << escape_text(key) << ": " << text_of(value) << "\n";
   }
   return 0;
 }
@@ -162,7 +202,8 @@ int unmount_command(const std::string& path, const LauncherEnvironment& env) {
     if (!no_supervisor || !heddle_mount_at(mountpoint)) throw;
     // Its supervisor is gone: what is left is a dead mount of ours.
     detach_mount(mountpoint);
-    std::cout << "removed stale mount at " << mountpoint << " (its supervisor was gone)\n";
+    std::cout << "removed stale mount at " << escape_text(mountpoint)
+              << " (its supervisor was gone)\n";
     return 0;
   }
   for (int i = 0; i < 100 && heddle_mount_at(mountpoint); ++i) {
@@ -171,7 +212,7 @@ int unmount_command(const std::string& path, const LauncherEnvironment& env) {
   if (heddle_mount_at(mountpoint)) {
     throw Error("the mount at " + mountpoint + " is still present after Stop", EBUSY);
   }
-  std::cout << "unmounted " << mountpoint << "\n";
+  std::cout << "unmounted " << escape_text(mountpoint) << "\n";
   return 0;
 }
 

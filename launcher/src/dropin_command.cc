@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "heddle/display_text.h"
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/launcher/overlay_dir.h"
@@ -63,7 +64,7 @@ bool answer_heddle(int ipc, Supervisor& supervisor, const DropInArgs& args) {
       (void)supervisor.status();  // our worker answers, so the mount does
       send(ipc, ipc::StatusOk{static_cast<std::uint32_t>(::getpid()), args.mountpoint});
     } catch (const Error& e) {
-      send(ipc, ipc::MountError{e.what()});
+      send(ipc, ipc::MountError{escape_text(e.what())});
     }
     return false;
   }
@@ -93,7 +94,7 @@ int dropin_command(const DropInArgs& args, const LauncherEnvironment& env) {
     server.reset();
     if (!overlay_dir.empty()) forget_unused_overlay(env.dirs, overlay_dir);
     spdlog::error("{}", e.what());
-    send(ipc.get(), ipc::MountError{e.what()});
+    send(ipc.get(), ipc::MountError{escape_text(e.what())});
     return 1;
   }
   send(ipc.get(), ipc::MountReady{static_cast<std::uint32_t>(::getpid()), args.mountpoint});

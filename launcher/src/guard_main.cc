@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 
+#include "heddle/display_text.h"
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mountinfo.h"
@@ -57,7 +58,10 @@ bool parse(int argc, char** argv, GuardArgs& args) {
   return args.fd >= 0 && !args.mountpoint.empty() && args.major + args.minor > 0;
 }
 
-void say(const std::string& line) { std::fprintf(stderr, "heddle-fuse-guard: %s\n", line.c_str()); }
+// Escaped: the mountpoint is in most lines, and stderr may be the journal.
+void say(const std::string& line) {
+  std::fprintf(stderr, "heddle-fuse-guard: %s\n", heddle::escape_text(line).c_str());
+}
 
 }  // namespace
 

@@ -1,7 +1,9 @@
 #include "logging.h"
 
+#include "heddle/display_text.h"
 #include "heddle/log_levels.h"
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/rotating_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -23,6 +25,28 @@ constexpr const char* kPattern = "[%Y-%m-%d %H:%M:%S.%e] [%l] %v";
 constexpr std::size_t kRotateBytes = 1 << 20;
 constexpr std::size_t kRotateFiles = 3;
 
+// %v, the message, with control characters escaped (display_text.h): a worker's relayed
+// output, a repository's names and paths in errors can neither forge a line (a newline, then
+// "<0>" under journald) nor drive the terminal reading the log.
+class EscapedMessage final : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    const std::string text = escape_text(std::string_view(msg.payload.data(), msg.payload.size()));
+    dest.append(text.data(), text.data() + text.size());
+  }
+  [[nodiscard]] std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<EscapedMessage>();
+  }
+};
+
+// Every sink gets its pattern through here, never through set_pattern().
+void set_escaping_pattern(spdlog::sinks::sink& sink, const std::string& pattern) {
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  formatter->add_flag<EscapedMessage>('v').set_pattern(pattern);
+  sink.set_formatter(std::move(formatter));
+}
+
 // journald reads "<N>" at the start of each line as its syslog priority and stamps the time
 // itself, so the line carries neither time nor level name.
 class JournalSink final : public spdlog::sinks::base_sink<std::mutex> {
@@ -42,7 +66,7 @@ class JournalSink final : public spdlog::sinks::base_sink<std::mutex> {
 
 std::shared_ptr<spdlog::sinks::sink> journal_sink() {
   auto sink = std::make_shared<JournalSink>();
-  sink->set_pattern("%v");
+  set_escaping_pattern(*sink, "%v");
   return sink;
 }
 
@@ -70,7 +94,7 @@ std::string configure_logging(const LauncherEnvironment& env, int verbosity) {
   } else {
     // stdout carries results (--json); logs go to stderr.
     sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
-    sinks.back()->set_pattern(kPattern);
+    set_escaping_pattern(*sinks.back(), kPattern);
   }
   install(std::move(sinks));
   apply_log_levels(env.log_levels);
@@ -87,7 +111,7 @@ void log_to_file(const std::string& path, bool journal) {
   std::vector<spdlog::sink_ptr> sinks;
   sinks.push_back(std::make_shared<spdlog::sinks::rotating_file_sink_mt>(path, kRotateBytes,
                                                                          kRotateFiles));
-  sinks.back()->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%P] [%l] %v");
+  set_escaping_pattern(*sinks.back(), "[%Y-%m-%d %H:%M:%S.%e] [%P] [%l] %v");
   if (journal) sinks.push_back(journal_sink());
   install(std::move(sinks));
   // Every line reaches the file at once: a supervisor can be SIGKILLed.

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "cli_output.h"
 #include "commands.h"
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
@@ -28,17 +29,22 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string ready_text(const Supervisor& supervisor, bool json) {
+  const ipc::MountReady& ready = supervisor.ready();
   if (json) {
-    auto body = nlohmann::ordered_json::parse(ipc::encode_body(supervisor.ready()));
-    body["supervisor_pid"] = ::getpid();
-    body["guard_pid"] = supervisor.guard_pid();
-    return body.dump() + "\n";
+    const nlohmann::ordered_json body = {{"kind", "MountReady"},
+                                         {"pid", ready.pid},
+                                         {"mount_path", ready.mount_path},
+                                         {"supervisor_pid", ::getpid()},
+                                         {"guard_pid", supervisor.guard_pid()}};
+    return json_output(body) + "\n";
   }
   const ipc::MountSpec& request = supervisor.spec();
-  return "mounted " + source_label(request.source) + " at " + supervisor.ready().mount_path +
-         (request.writable() ? " read-write, changes in " + request.overlay_dir : " read-only") +
-         " (worker pid " + std::to_string(supervisor.pid()) + ", supervisor pid " +
-         std::to_string(::getpid()) + ")\n";
+  return escape_text("mounted " + source_label(request.source) + " at " + ready.mount_path +
+                     (request.writable() ? " read-write, changes in " + request.overlay_dir
+                                         : " read-only") +
+                     " (worker pid " + std::to_string(supervisor.pid()) + ", supervisor pid " +
+                     std::to_string(::getpid()) + ")") +
+         "\n";
 }
 
 // The supervising process's main loop: control requests, stop signals, the mount's end.
@@ -96,7 +102,7 @@ int run_supervisor(const ipc::MountSpec& request, const MountArgs& args,
   } catch (const Error& e) {
     server.reset();  // gone before the caller hears of the failure
     if (request.writable()) forget_unused_overlay(env.dirs, request.overlay_dir);
-    report(false, std::string("heddle-fuse-launcher: ") + e.what() + "\n");
+    report(false, "heddle-fuse-launcher: " + escape_text(e.what()) + "\n");
     return 1;
   }
   report(true, ready_text(*supervisor, args.json));

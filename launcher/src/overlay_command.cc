@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "cli_output.h"
 #include "commands.h"
 #include "heddle/error.h"
 #include "heddle/launcher/control_socket.h"
@@ -20,36 +21,22 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-// Paths are bytes; JSON needs UTF-8, so anything else is shown as U+FFFD.
-std::string dump(const Json& json) {
-  return json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
+std::string dump(const Json& json) { return json_output(json); }
 
-// One path per line, so a name with a newline (or other control bytes) is quoted C-style.
+// One path per line: a name with a backslash, a quote, a control character or bytes that are
+// not UTF-8 is quoted, '"' and '\\' escaped, the rest as escape_text() shows it.
 std::string quoted(const std::string& path) {
-  const bool plain = std::none_of(path.begin(), path.end(), [](char c) {
-    const auto b = static_cast<unsigned char>(c);
-    return b < 0x20 || b == 0x7f || c == '"' || c == '\\';
-  });
-  if (plain) return path;
+  const std::string escaped = escape_text(path);
+  if (escaped == path && path.find_first_of("\"\\") == std::string::npos) return path;
   std::string out = "\"";
-  for (char c : path) {
-    const auto b = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (b < 0x20 || b == 0x7f) {
-      char octal[5];
-      std::snprintf(octal, sizeof octal, "\\%03o", b);
-      out += octal;
-    } else {
-      out += c;
-    }
+  std::size_t start = 0;
+  for (std::size_t special; (special = path.find_first_of("\"\\", start)) != std::string::npos;
+       start = special + 1) {
+    append_escaped(out, std::string_view(path).substr(start, special - start));
+    out += '\\';
+    out += path[special];
   }
+  append_escaped(out, std::string_view(path).substr(start));
   return out + "\"";
 }
 

@@ -4,6 +4,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "heddle/display_text.h"
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/launcher/source_kinds.h"
@@ -32,7 +33,8 @@ ipc::Message answer_status(Supervisor& supervisor) {
                                     .count();
     return status;
   } catch (const Error& e) {
-    return ipc::MountError{e.what()};
+    // Escaped: it may quote the worker, and must encode (valid UTF-8) to reach the client.
+    return ipc::MountError{escape_text(e.what())};
   }
 }
 

@@ -10,12 +10,14 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <string_view>
 
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/launcher/source_kinds.h"
 #include "heddle/launcher/worker_identity.h"
+#include "heddle/launcher/worker_status.h"
 
 namespace heddle::launcher {
 namespace {
@@ -49,6 +51,12 @@ sandbox::SandboxSpec worker_spec(const ipc::MountSpec& mount, const SupervisorOp
   return spec;
 }
 
+void log_problems(const WorkerReplyCheck& check, pid_t worker, std::string_view what) {
+  for (const std::string& problem : check.problems) {
+    spdlog::warn("worker {}'s {}: {}", worker, what, problem);
+  }
+}
+
 std::string worker_exit(sandbox::SandboxedProcess& process, milliseconds grace) {
   if (!process.wait_for_exit(grace)) process.signal(SIGKILL);
   return process.reap().describe();
@@ -58,7 +66,7 @@ std::string worker_exit(sandbox::SandboxedProcess& process, milliseconds grace) 
 // the watcher that would notice its loss only starts after MountReady, and until then a guard
 // that died would leave the mount unguarded while the worker still announced it ready.
 ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process, MountGuard& guard,
-                                  const SupervisorOptions& options) {
+                                  const std::string& mountpoint, const SupervisorOptions& options) {
   const auto deadline = std::chrono::steady_clock::now() + options.handshake_timeout;
   const auto left = [&] {
     return std::max(milliseconds(0), std::chrono::duration_cast<milliseconds>(
@@ -92,7 +100,13 @@ ipc::MountReady await_mount_ready(int ipc, sandbox::SandboxedProcess& process, M
     throw Error("worker exited before MountReady (" + worker_exit(process, options.stop_grace) + ")",
                 0, "see the worker's log above");
   }
-  if (auto* ready = std::get_if<ipc::MountReady>(&*first)) return *ready;
+  if (auto* ready = std::get_if<ipc::MountReady>(&*first)) {
+    WorkerReplyCheck check;
+    ipc::MountReady checked =
+        checked_mount_ready(*ready, process.pid(), mountpoint, check);
+    log_problems(check, process.pid(), "MountReady");
+    return checked;
+  }
   if (auto* error = std::get_if<ipc::MountError>(&*first)) {
     worker_exit(process, options.stop_grace);
     throw Error("worker reported mount error: " + error->message, 0);
@@ -176,7 +190,7 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
   // Started before the worker, armed while it starts up: the two execs overlap.
   guard->await_armed();
 
-  ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, *guard, options);
+  ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, *guard, spec.mountpoint, options);
   return std::unique_ptr<Supervisor>(new Supervisor(
       std::move(spec), std::move(options), std::move(overlay_lock), std::move(mount),
       std::move(guard), std::move(output), std::move(process), std::move(ipc.ours),
@@ -297,7 +311,12 @@ ipc::StatusOk Supervisor::status() {
     const auto reply = ipc::read_frame(ipc_.get(), options_.status_timeout);
     --unanswered_status_;
     if (!reply) throw Error("the worker closed its IPC socket", ECONNRESET);
-    if (auto* ok = std::get_if<ipc::StatusOk>(&*reply)) return *ok;
+    if (auto* ok = std::get_if<ipc::StatusOk>(&*reply)) {
+      WorkerReplyCheck check;
+      ipc::StatusOk checked = checked_status(*ok, process_.pid(), spec_.mountpoint, check);
+      log_problems(check, process_.pid(), "StatusOk");
+      return checked;
+    }
     throw Error("expected StatusOk, got " + std::string(ipc::kind_of(*reply)), EPROTO);
   } catch (const Error& e) {
     if (e.code() == ETIMEDOUT) {

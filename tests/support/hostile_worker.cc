@@ -17,6 +17,13 @@
 //   close-mid-reply  MountReady, then the reply to Status cut off after 10 bytes, then exit
 //   split-reply      MountReady, then the first reply to Status in two writes kSplitPause
 //                    apart (the header and 10 body bytes, then the rest); later ones whole
+//   garish           text meant for terminals and logs everywhere it can put some: MountReady
+//                    with a false pid and a mount_path of escape sequences, stderr lines with
+//                    them (and "\r", "\n<0>", bytes that are not UTF-8), and StatusOk replies
+//                    with the same, unknown fields and known ones of the wrong type; answers
+//                    Stop with Stopping
+//   number-path      MountReady, then a StatusOk whose mount_path is a number
+//   mount-error      MountError whose message is escape sequences, "\r" and "\n<0>"
 //
 // It never serves FUSE: tests must not touch the mount. It always leaves with _exit(): inside
 // the sandbox LeakSanitizer's exit-time check (which needs ptrace) cannot run.
@@ -35,6 +42,8 @@
 #include <thread>
 #include <variant>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
@@ -135,6 +144,42 @@ Args parse(int argc, char** argv) {
   return args;
 }
 
+// An OSC 52 clipboard write, a colour, a title change, a carriage return, a forged journal
+// line, C1 CSI (U+009B) and a right-to-left override: all valid UTF-8, so JSON carries them.
+constexpr std::string_view kGarish =
+    "\x1b]52;c;aGVkZGxl\x07\x1b[31mred\x1b]0;title\x07\rover\n<0>forged emergency\xc2\x9b"
+    "2J\xe2\x80\xae";
+
+void write_stderr(std::string_view text) {
+  while (!text.empty()) {
+    const ssize_t n = ::write(STDERR_FILENO, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+void send_body(int fd, const std::string& body) {
+  write_raw(fd, header(static_cast<std::uint32_t>(body.size())) + body);
+}
+
+// A StatusOk as no worker of ours sends it: a false pid, escape sequences, and extra fields
+// the supervisor does not know or that have the wrong type.
+std::string garish_status() {
+  const std::string garish(kGarish);
+  nlohmann::ordered_json body = {{"kind", "StatusOk"}, {"pid", 1}, {"mount_path", garish}};
+  body["thread"] = 5;                       // list printed it as a string
+  body["overlay_bytes"] = "lots";           // and this as a number
+  body["uptime_ms"] = "soon";
+  body["serving"] = "yes";
+  body["commit"] = garish;
+  body["source"] = 9;
+  body["supervisor_pid"] = "me";
+  body["nodes"] = 7;                        // known and well-typed: kept
+  body["bogus" + garish] = garish;
+  return body.dump();
+}
+
 [[noreturn]] void serve(const Args& args, int ipc_fd, int fuse_fd,
                         const ipc::WorkerBootstrap& boot) {
   const std::uint32_t pid = boot.host_pid;
@@ -164,6 +209,25 @@ Args parse(int argc, char** argv) {
     linger_then_exit();
   }
 
+  if (mode == "mount-error") {
+    send(ipc_fd, ipc::MountError{"it failed" + std::string(kGarish)});
+    ::_exit(1);
+  }
+  if (mode == "garish") {
+    send(ipc_fd, ipc::MountReady{1, "/" + std::string(kGarish)});
+    // A line with everything, then one whose bytes are no UTF-8 at all (a lone 0x9b is CSI
+    // to a terminal in 8-bit mode).
+    write_stderr("[error] " + std::string(kGarish) + "\n");
+    write_stderr("[warning] \x9b" "31m\xff\xfe\x1b[2J\r<0>forged\n");
+    for (;;) {
+      const ipc::Message request = next_request(ipc_fd);
+      if (std::holds_alternative<ipc::Stop>(request)) {
+        send(ipc_fd, ipc::Stopping{});
+        ::_exit(0);
+      }
+      if (std::holds_alternative<ipc::Status>(request)) send_body(ipc_fd, garish_status());
+    }
+  }
   if (mode == "extra-fds") {
     // The /dev/fuse fd, the IPC socket itself, stdio and a pile of dups.
     std::vector<int> fds = {fuse_fd, ipc_fd, 0, 1, 2};
@@ -207,6 +271,9 @@ Args parse(int argc, char** argv) {
       } else {
         write_raw(ipc_fd, frame);
       }
+    } else if (mode == "number-path") {
+      send_body(ipc_fd, R"({"kind":"StatusOk","pid":)" + std::to_string(pid) +
+                            R"(,"mount_path":42})");
     } else if (mode == "close-mid-reply") {
       write_raw(ipc_fd, partial_frame());
       ::_exit(0);

@@ -29,6 +29,7 @@
 
 #include "confinement_check.h"
 #include "fuse_session.h"
+#include "heddle/display_text.h"
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
@@ -106,7 +107,8 @@ void send(int ipc_fd, const ipc::Message& message) {
 [[noreturn]] void fail_mount(int ipc_fd, const std::string& message, int code = 1) {
   spdlog::error("{}", message);
   try {
-    send(ipc_fd, ipc::MountError{message});
+    // Escaped: a repository's names may hold bytes that are not UTF-8, which JSON cannot carry.
+    send(ipc_fd, ipc::MountError{escape_text(message)});
   } catch (const std::exception& e) {
     spdlog::error("cannot report the failure to the supervisor: {}", e.what());
   }

@@ -59,7 +59,8 @@ struct SupervisorOptions {
 
 class Supervisor {
  public:
-  // Mounts, launches the sandboxed worker, hands it the fds, and returns after MountReady.
+  // Mounts, launches the sandboxed worker, hands it the fds, and returns after MountReady
+  // (whose pid and mount_path ready() gives as the supervisor knows them, not as claimed).
   // A writable mount first takes its overlay's lock (EBUSY if another mount has it).
   // Throws heddle::Error: MountError's message, "worker exited before MountReady (...)",
   // or a handshake timeout. Nothing (process, mount, fd) survives a failed spawn.
@@ -69,7 +70,9 @@ class Supervisor {
   Supervisor& operator=(const Supervisor&) = delete;
   ~Supervisor();
 
-  // One Status round trip, bounded by status_timeout.
+  // One Status round trip, bounded by status_timeout. pid and mount_path are the worker's and
+  // the mount's as the supervisor knows them; of the worker's extra fields only the known,
+  // well-typed ones are kept (worker_status.h), the rest dropped with a warning.
   [[nodiscard]] ipc::StatusOk status();
   // Stop -> grace -> SIGTERM -> grace -> SIGKILL, then the mount is removed. Idempotent.
   void unmount();
