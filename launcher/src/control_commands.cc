@@ -76,8 +76,9 @@ nlohmann::ordered_json list_entry(const std::string& socket) {
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kConnect && e.code() == ECONNREFUSED) {
       // Its supervisor died without removing it (SIGKILL; the guard removes the mount).
-      ::unlink(socket.c_str());
-      spdlog::debug("removed stale control socket {}", socket);
+      if (remove_stale_control_socket(socket)) {
+        spdlog::debug("removed stale control socket {}", socket);
+      }
       return nullptr;
     }
     entry["socket"] = socket;
@@ -159,9 +160,11 @@ int unmount_command(const std::string& path, const LauncherEnvironment& env) {
     if (!std::holds_alternative<ipc::Stopping>(reply)) throw_reply_error(reply);
   } catch (const Error& e) {
     const bool no_supervisor = e.code() == ENOENT || e.code() == ECONNREFUSED;
-    if (!no_supervisor || !heddle_mount_at(mountpoint)) throw;
-    // Its supervisor is gone: what is left is a dead mount of ours.
-    detach_mount(mountpoint);
+    const auto top = top_mount_at(mountpoint);
+    if (!no_supervisor || !top || top->fstype != kFuseType) throw;
+    // Its supervisor is gone: what is left is a dead mount of ours, removed as the mount
+    // mountinfo shows there, not whatever the path leads to by then.
+    detach_mount(MountIdentity{top->id, top->major, top->minor});
     std::cout << "removed stale mount at " << mountpoint << " (its supervisor was gone)\n";
     return 0;
   }

@@ -36,8 +36,8 @@ std::string describe(const siginfo_t& info) {
 }  // namespace
 
 std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
-                                              const std::string& mountpoint, unsigned major,
-                                              unsigned minor) {
+                                              const std::string& mountpoint,
+                                              const MountIdentity& identity) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     throw_errno("socketpair for the mount guard");
@@ -50,7 +50,8 @@ std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
   options.fds = {{theirs.get(), theirs.get()}};
   const pid_t pid =
       Process({binary, "--fd", std::to_string(theirs.get()), "--mountpoint", mountpoint,
-               "--device", std::to_string(major) + ":" + std::to_string(minor),
+               "--mount-id", std::to_string(identity.id), "--device",
+               std::to_string(identity.major) + ":" + std::to_string(identity.minor),
                "--supervisor-pid", std::to_string(::getpid())},
               options)
           .release();

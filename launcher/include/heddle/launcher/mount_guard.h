@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "heddle/launcher/mountinfo.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
@@ -22,12 +23,12 @@ inline constexpr const char* kGuardBinaryEnv = "HEDDLE_FUSE_GUARD_BIN";
 
 class MountGuard {
  public:
-  // Starts the guard for the mount of device major:minor at `mountpoint`, without waiting for
+  // Starts the guard for the mount `identity` at `mountpoint`, without waiting for
   // it (its exec overlaps the worker's): it holds its end of the socket from the start, so
   // the supervisor's death is seen even before it is armed. Throws heddle::Error.
   static std::unique_ptr<MountGuard> start(const std::string& binary,
-                                           const std::string& mountpoint, unsigned major,
-                                           unsigned minor);
+                                           const std::string& mountpoint,
+                                           const MountIdentity& identity);
   // Waits until the guard says it is armed. Throws heddle::Error naming its binary.
   void await_armed();
   MountGuard(const MountGuard&) = delete;
