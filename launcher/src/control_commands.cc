@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -162,9 +163,11 @@ int unmount_command(const std::string& path, const LauncherEnvironment& env) {
     const bool no_supervisor = e.code() == ENOENT || e.code() == ECONNREFUSED;
     const auto top = top_mount_at(mountpoint);
     if (!no_supervisor || !top || top->fstype != kFuseType) throw;
-    // Its supervisor is gone: what is left is a dead mount of ours, removed as the mount
-    // mountinfo shows there, not whatever the path leads to by then.
-    detach_mount(MountIdentity{top->id, top->major, top->minor});
+    // Its supervisor is gone: what is left is a dead mount of ours. Held while it is checked
+    // and removed, so it is that mount, not whatever the path leads to by then.
+    const UniqueFd held(::open(mountpoint.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!held || mount_id_of(held.get()) != top->id) throw;
+    detach_mount(held.get());
     std::cout << "removed stale mount at " << mountpoint << " (its supervisor was gone)\n";
     return 0;
   }

@@ -185,8 +185,12 @@ std::size_t expire_supervisor_logs(const UserDirs& dirs, const std::string& star
                                    std::chrono::hours max_age) {
   namespace fs = std::filesystem;
   std::vector<std::string> live = {mountpoint_key(starting).substr(0, 8)};
-  for (const std::string& socket : control_sockets(dirs)) {
-    live.push_back(fs::path(socket).filename().string().substr(0, 8));
+  try {
+    for (const std::string& socket : control_sockets(dirs)) {
+      live.push_back(fs::path(socket).filename().string().substr(0, 8));
+    }
+  } catch (const Error&) {
+    return 0;  // which mounts live is unknown: keep everything
   }
   const auto oldest = fs::file_time_type::clock::now() - max_age;
   std::size_t removed = 0;

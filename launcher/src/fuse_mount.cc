@@ -95,7 +95,7 @@ void FuseMount::mount_directly(const FuseMountOptions& options, int target) {
   if (::fsconfig(context.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
     fail("create the FUSE superblock");
   }
-  const UniqueFd mount(::fsmount(context.get(), FSMOUNT_CLOEXEC,
+  UniqueFd mount(::fsmount(context.get(), FSMOUNT_CLOEXEC,
                                  MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
                                      (options.writable ? 0 : MOUNT_ATTR_RDONLY)));
   if (!mount) fail("fsmount FUSE");
@@ -104,14 +104,7 @@ void FuseMount::mount_directly(const FuseMountOptions& options, int target) {
                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
     fail("mount FUSE");
   }
-  // Recorded from the mount itself: no path is looked up again.
-  try {
-    identity_ = identity_of_mount(mount.get());
-  } catch (const Error&) {
-    ::umount2(fd_path(mount.get()).c_str(), MNT_DETACH);  // exactly the mount just made
-    device_.reset();
-    throw;
-  }
+  mount_fd_ = std::move(mount);  // no path is looked up again
 }
 
 void FuseMount::mount_legacy(const FuseMountOptions& options, int target) {
@@ -127,14 +120,22 @@ void FuseMount::mount_legacy(const FuseMountOptions& options, int target) {
                 err == EPERM ? "mounting directly needs CAP_SYS_ADMIN over the host"
                              : "the mountpoint must be an existing directory");
   }
-  // Ours is the newest FUSE mount of ours on the held directory's mount.
-  const int parent = mount_id_of(target);
-  for (const MountEntry& entry : read_mountinfo()) {
-    if (entry.parent_id == parent && entry.fstype == kFuseType) {
-      identity_ = {entry.id, entry.major, entry.minor};
-    }
+  hold_new_mount(target);
+}
+
+void FuseMount::hold_new_mount(int parent_fd) {
+  mount_fd_.reset(::open(mountpoint_.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  const auto entry = top_mount_at(mountpoint_);
+  const bool found = mount_fd_ && entry && entry->fstype == kFuseType &&
+                     mount_id_of(mount_fd_.get()) == entry->id &&
+                     (parent_fd < 0 || entry->parent_id == mount_id_of(parent_fd));
+  if (!found) {
+    device_.reset();
+    mount_fd_.reset();
+    released_ = true;
+    throw Error("find the new mount of " + mountpoint_ + " in /proc/self/mountinfo", ENOENT,
+                "the mountpoint must be given as a canonical path");
   }
-  if (identity_.id == 0) throw Error("find the new mount of " + mountpoint_, ENOENT);
 }
 
 void FuseMount::mount_with_fusermount(const FuseMountOptions& options) {
@@ -148,14 +149,7 @@ void FuseMount::mount_with_fusermount(const FuseMountOptions& options) {
                               escape_option_value(options.source);
   if (options.allow_other) mount_options += ",allow_other";
   device_ = mount_through_helper(helper, mount_options, mountpoint_);
-  const auto entry = top_mount_at(mountpoint_);
-  if (!entry || entry->fstype != kFuseType) {
-    device_.reset();
-    released_ = true;
-    throw Error("find the new mount of " + mountpoint_ + " in /proc/self/mountinfo", ENOENT,
-                "the mountpoint must be given as a canonical path");
-  }
-  identity_ = {entry->id, entry->major, entry->minor};
+  hold_new_mount(-1);  // the user's own path, just mounted on by fusermount3
 }
 
 UniqueFd mount_through_helper(const std::string& helper, const std::string& mount_options,
@@ -190,44 +184,40 @@ bool FuseMount::release() noexcept {
   released_ = true;
   device_.reset();
   try {
-    if (!detach_mount(identity_)) return false;  // already gone, or covered: not ours to remove
-    spdlog::debug("unmounted {}", mountpoint_);
-    return true;
+    const bool detached = detach_mount(mount_fd_.get());
+    mount_fd_.reset();
+    if (detached) spdlog::debug("unmounted {}", mountpoint_);
+    return detached;  // false: already gone, or covered (not ours to remove)
   } catch (const std::exception& e) {
     spdlog::warn("unmount {}: {}", mountpoint_, e.what());
+    mount_fd_.reset();
     return false;
   }
 }
 
-bool detach_mount(const MountIdentity& identity) {
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    std::optional<MountEntry> ours;
-    const std::vector<MountEntry> mounts = read_mountinfo();
-    for (const MountEntry& entry : mounts) {
-      if (identity.matches(entry)) ours = entry;
-    }
-    if (!ours) return false;
-    for (const MountEntry& entry : mounts) {
-      // Lazily detaching ours would take a mount on top of it along.
-      if (entry.parent_id == ours->id && entry.mount_point == ours->mount_point) return false;
-    }
-    if (can_mount_directly()) {
-      // The path only finds it: what is unmounted is the mount the fd holds, its id checked.
-      const UniqueFd fd(::open(ours->mount_point.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-      if (!fd || mount_id_of(fd.get()) != identity.id) continue;  // moved meanwhile: look again
-      if (::umount2(fd_path(fd.get()).c_str(), MNT_DETACH) == 0) return true;
-      if (errno != EPERM) throw_errno("unmount " + ours->mount_point);
-    }
-    // fusermount3 unmounts only its caller's own FUSE mounts, at the path it is given.
-    const std::string helper = require_fusermount();
-    const ProcessResult result = run_host_command({helper, "-u", "-z", "--", ours->mount_point});
-    if (!result.ok()) {
-      throw Error(helper + " -u -z " + ours->mount_point + ": " + result.out, errno_in(result.out));
-    }
-    return true;
+bool detach_mount(int mount_fd) {
+  const int id = mount_id_of(mount_fd);
+  std::optional<MountEntry> ours;
+  const std::vector<MountEntry> mounts = read_mountinfo();
+  for (const MountEntry& entry : mounts) {
+    if (entry.id == id) ours = entry;
   }
-  throw Error("unmount mount " + std::to_string(identity.id), EAGAIN,
-              "its mountpoint kept moving while it was being unmounted; try again");
+  if (!ours) return false;  // detached already (held, its id is not anyone else's)
+  for (const MountEntry& entry : mounts) {
+    // Lazily detaching ours would take a mount on top of it along.
+    if (entry.parent_id == id && entry.mount_point == ours->mount_point) return false;
+  }
+  if (can_mount_directly()) {
+    if (::umount2(fd_path(mount_fd).c_str(), MNT_DETACH) == 0) return true;
+    if (errno != EPERM) throw_errno("unmount " + ours->mount_point);
+  }
+  // fusermount3 unmounts only its caller's own FUSE mounts, at the path it is given.
+  const std::string helper = require_fusermount();
+  const ProcessResult result = run_host_command({helper, "-u", "-z", "--", ours->mount_point});
+  if (!result.ok()) {
+    throw Error(helper + " -u -z " + ours->mount_point + ": " + result.out, errno_in(result.out));
+  }
+  return true;
 }
 
 }  // namespace heddle::launcher

@@ -2,7 +2,7 @@
 // supervisor is gone. Started by the
 // supervisor with one end of a socketpair; it reads until 'D' (disarmed: the supervisor
 // releases the mount itself) or EOF (the supervisor died, perhaps by SIGKILL). Then it
-// detaches the supervisor's mount by identity (mount id and device, wherever it now is):
+// detaches the supervisor's mount, the one the fd it was given holds, wherever it now is:
 // umount2 when privileged, fusermount3 -u -z otherwise; and removes the control socket unless
 // a new supervisor has taken the mountpoint meanwhile. Single-threaded, and in its own
 // session, so neither the supervisor's death nor a terminal's signals reach it.
@@ -24,7 +24,7 @@ namespace {
 struct GuardArgs {
   int fd = -1;
   std::string mountpoint;
-  heddle::launcher::MountIdentity mount;
+  int mount_fd = -1;
   std::string supervisor = "?";
 };
 
@@ -42,22 +42,15 @@ bool parse(int argc, char** argv, GuardArgs& args) {
       args.fd = static_cast<int>(fd);
     } else if (flag == "--mountpoint") {
       args.mountpoint = value;
-    } else if (flag == "--mount-id" && parse_unsigned(value, fd)) {
-      args.mount.id = static_cast<int>(fd);
-    } else if (flag == "--device" && value.find(':') != std::string_view::npos) {
-      const auto colon = value.find(':');
-      if (!parse_unsigned(value.substr(0, colon), args.mount.major) ||
-          !parse_unsigned(value.substr(colon + 1), args.mount.minor)) {
-        return false;
-      }
+    } else if (flag == "--mount-fd" && parse_unsigned(value, fd)) {
+      args.mount_fd = static_cast<int>(fd);
     } else if (flag == "--supervisor-pid") {
       args.supervisor = value;
     } else {
       return false;
     }
   }
-  return args.fd >= 0 && !args.mountpoint.empty() && args.mount.id > 0 &&
-         args.mount.major + args.mount.minor > 0;
+  return args.fd >= 0 && !args.mountpoint.empty() && args.mount_fd >= 0;
 }
 
 void say(const std::string& line) { std::fprintf(stderr, "heddle-fuse-guard: %s\n", line.c_str()); }
@@ -70,7 +63,7 @@ int main(int argc, char** argv) {
   const heddle::launcher::UserDirs dirs = heddle::launcher::UserDirs::read();
   if (!parse(argc, argv, args)) {
     std::fprintf(stderr,
-                 "usage: heddle-fuse-guard --fd N --mountpoint MP --mount-id ID --device MAJOR:MINOR "
+                 "usage: heddle-fuse-guard --fd N --mountpoint MP --mount-fd M "
                  "[--supervisor-pid PID]\n(started by heddle-fuse-launcher; not meant to be run "
                  "by hand)\n");
     return 2;
@@ -95,7 +88,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception&) {
   }
   try {
-    if (!heddle::launcher::detach_mount(args.mount)) return 0;
+    if (!heddle::launcher::detach_mount(args.mount_fd)) return 0;
     say("supervisor " + args.supervisor + " is gone; removed its mount at " + args.mountpoint);
     return 0;
   } catch (const std::exception& e) {

@@ -87,19 +87,14 @@ std::optional<MountEntry> top_mount_at(const std::string& mount_point) {
   return top;
 }
 
-// An empty request mask: the kernel still gives the mount id and the device, and FUSE neither
-// asks its server (dead, stuck, or not started yet) nor refuses a caller that is not the
-// mount's owner, as it does for any attribute.
-MountIdentity identity_of_mount(int fd) {
+int mount_id_of(int fd) {
   struct statx st {};
   if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &st) != 0) {
-    throw_errno("statx (mount identity)");
+    throw_errno("statx (mount id)");
   }
   if ((st.stx_mask & STATX_MNT_ID) == 0) throw Error("statx gave no mount id", ENOTSUP);
-  return {static_cast<int>(st.stx_mnt_id), st.stx_dev_major, st.stx_dev_minor};
+  return static_cast<int>(st.stx_mnt_id);
 }
-
-int mount_id_of(int fd) { return identity_of_mount(fd).id; }
 
 std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 

@@ -212,15 +212,15 @@ HeldMountpoint hold_mountpoint(const std::string& path, uid_t uid, gid_t gid) {
 
   for (bool removed_stale = false;;) {
     if (mount_id_of(found.fd.get()) == mount_id_of(found.parent.get())) break;
-    const MountIdentity there = identity_of_mount(found.fd.get());
+    const int there = mount_id_of(found.fd.get());
     std::optional<MountEntry> entry;
     for (MountEntry& mount : read_mountinfo()) {
-      if (there.matches(mount)) entry = std::move(mount);
+      if (mount.id == there) entry = std::move(mount);
     }
     const bool ours = entry && entry->fstype == kFuseType;
     if (ours && !removed_stale && is_dead_fuse(found.fd.get())) {
+      detach_mount(found.fd.get());  // the mount held, whatever the path leads to now
       found.fd.reset();  // no reference of ours keeps the dead mount alive
-      detach_mount(there);
       spdlog::info("removed a stale heddle mount at {} (its worker was gone)", found.path);
       removed_stale = true;
       // The same name in the same (held) directory: what was under the dead mount.

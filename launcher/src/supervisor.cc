@@ -137,7 +137,7 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
                        spec.gid, spec.allow_other, spec.writable()});
   mountpoint.reset();
   // From here until release, a SIGKILLed supervisor's mount is removed by the guard.
-  auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->identity());
+  auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->mount_fd());
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
   auto output = std::make_unique<OutputRelay>();

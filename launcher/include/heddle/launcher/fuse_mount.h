@@ -6,7 +6,6 @@
 #include <mutex>
 #include <string>
 
-#include "heddle/launcher/mountinfo.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
@@ -39,23 +38,25 @@ class FuseMount {
   [[nodiscard]] UniqueFd take_device();
 
   [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
-  // The mount's id and device number, as recorded once it was made; the minor is the
-  // kernel's connection number (/sys/fs/fuse/connections/<n>).
-  [[nodiscard]] const MountIdentity& identity() const noexcept { return identity_; }
+  // An fd (O_PATH) on the mount's root, held from its making until release: it names this
+  // mount and no other, wherever it moves, and keeps its id from being reused.
+  [[nodiscard]] int mount_fd() const noexcept { return mount_fd_.get(); }
 
-  // Lazily unmounts this mount (by identity, wherever it now is), unless it is gone or
-  // something was mounted over it. Idempotent and safe from any thread. Returns true if it
-  // unmounted now.
+  // Lazily unmounts this mount (the one mount_fd() holds, wherever it now is), unless it is
+  // gone or something was mounted over it. Idempotent and safe from any thread. Returns true
+  // if it unmounted now.
   bool release() noexcept;
 
  private:
   void mount_directly(const FuseMountOptions& options, int target_fd);
   void mount_legacy(const FuseMountOptions& options, int target_fd);
+  // Holds the FUSE mount now on top of mountpoint_ (on `parent_fd`'s mount, if >= 0).
+  void hold_new_mount(int parent_fd);
   void mount_with_fusermount(const FuseMountOptions& options);
 
   std::string mountpoint_;
   UniqueFd device_;
-  MountIdentity identity_;
+  UniqueFd mount_fd_;
   std::mutex mutex_;
   bool released_ = false;
 };
@@ -66,10 +67,10 @@ class FuseMount {
 UniqueFd mount_through_helper(const std::string& helper, const std::string& mount_options,
                               const std::string& mountpoint);
 
-// Lazily detaches the mount `identity` names, wherever it is now: umount2 of the mount an
-// fd holds (its id checked) when we may mount directly, fusermount3 -u -z of its present
-// path otherwise. False if it is gone already or something is mounted over it (not ours to
-// remove with it). Throws heddle::Error with the helper's message.
-bool detach_mount(const MountIdentity& identity);
+// Lazily detaches the mount whose root `mount_fd` holds, wherever it is now: umount2 of that
+// very mount when we may mount directly, fusermount3 -u -z of its present path (from
+// mountinfo) otherwise. False if it is detached already or something is mounted over it (not
+// ours to remove with it). Throws heddle::Error with the helper's message.
+bool detach_mount(int mount_fd);
 
 }  // namespace heddle::launcher

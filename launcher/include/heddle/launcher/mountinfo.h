@@ -23,23 +23,10 @@ struct MountEntry {
 // The topmost mount whose mount point is exactly `mount_point` (a canonical path), if any.
 [[nodiscard]] std::optional<MountEntry> top_mount_at(const std::string& mount_point);
 
-// Which mount is which, whatever its path comes to be: the mount id as mountinfo and statx
-// give it, and the device, which tells a recycled id from the mount recorded.
-struct MountIdentity {
-  int id = 0;
-  unsigned major = 0;
-  unsigned minor = 0;  // for FUSE: the connection number
-  [[nodiscard]] bool matches(const MountEntry& entry) const noexcept {
-    return entry.id == id && entry.major == major && entry.minor == minor;
-  }
-};
-
-// The id of the mount `fd` lies on (statx STATX_MNT_ID). Throws heddle::Error.
+// The id of the mount `fd` lies on (statx with an empty mask: the kernel still gives it, and
+// FUSE neither asks its server, dead, stuck or not started yet, nor refuses a caller that is
+// not the mount's owner). While an fd holds a mount, its id is not reused. Throws heddle::Error.
 [[nodiscard]] int mount_id_of(int fd);
-
-// The identity of the mount whose root `fd` is (statx, never asking a FUSE server).
-// Throws heddle::Error.
-[[nodiscard]] MountIdentity identity_of_mount(int fd);
 
 // "/proc/self/fd/N": names exactly the file `fd` holds, for calls that take only a path.
 [[nodiscard]] std::string fd_path(int fd);

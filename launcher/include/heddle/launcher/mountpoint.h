@@ -22,7 +22,7 @@ struct HeldMountpoint {
 //  - root follows only symlinks nobody but root could change (owned by root, in a directory
 //    only root may write or a sticky one); anyone else walks with their own rights, as
 //    fusermount3 does again after us.
-// A dead heddle mount found there is detached (by identity) and said so; then the directory
+// A dead heddle mount found there is detached (the one held) and said so; then the directory
 // must exist, be empty, not be a mount point, and belong to the mount's user (root's own
 // mounts excepted). Throws heddle::Error with the errno and a hint.
 [[nodiscard]] HeldMountpoint hold_mountpoint(const std::string& path, uid_t uid, gid_t gid);
