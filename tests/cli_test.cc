@@ -491,5 +491,107 @@ TEST_F(CliTest, LogLevelsPerLoggerReachTheWorker) {
   EXPECT_EQ(result.err.find("signal 15 received"), std::string::npos) << result.err;
 }
 
+// Issue 12, item 1: the guard of a SIGKILLed supervisor removes its mount by identity (mount
+// id and device), wherever its directory has moved since, not by the path it was given.
+TEST_F(CliTest, TheGuardRemovesTheMountOfADeadSupervisorWhereverItsDirectoryMoved) {
+  const fs::path before = tree_->root() / "p";
+  const fs::path after = tree_->root() / "q";
+  fs::create_directories(before / "mnt");
+  const CommandResult mounted =
+      launcher({"mount", "--dir", src(), "--mountpoint", (before / "mnt").string(), "--json"});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  const Json ready = Json::parse(mounted.out);
+  supervisor_pid_ = ready.value("supervisor_pid", -1);
+  const pid_t guard = ready.value("guard_pid", -1);
+  fs::rename(before, after);
+  ASSERT_TRUE(heddle_mounted(after / "mnt"));
+  ASSERT_EQ(::kill(supervisor_pid_, SIGKILL), 0);
+  EXPECT_TRUE(eventually([&] { return !heddle_mounted(after / "mnt"); }, 10s))
+      << "the guard left the moved mount";
+  EXPECT_TRUE(eventually([&] { return process_gone(guard); }, 10s));
+  EXPECT_TRUE(eventually([&] { return process_gone(ready.value("pid", -1)); }, 10s));
+  if (heddle_mounted(after / "mnt")) ::umount2((after / "mnt").c_str(), MNT_DETACH);
+}
+
+// Issue 12, item 12c: a guard that wakes late, after a new supervisor took its mountpoint,
+// leaves the new supervisor's control socket alone (it is removed only under its lock).
+TEST_F(CliTest, ALateGuardLeavesTheNextSupervisorsControlSocketAlone) {
+  const Json first = mount_background();
+  const pid_t first_supervisor = supervisor_pid_;
+  const pid_t guard = first.value("guard_pid", -1);
+  const pid_t worker = first.value("pid", -1);
+  ASSERT_EQ(::kill(guard, SIGSTOP), 0);
+  ASSERT_EQ(::kill(first_supervisor, SIGKILL), 0);
+  ASSERT_TRUE(eventually([&] { return process_gone(first_supervisor); }, 10s));
+  ASSERT_TRUE(eventually([&] { return process_gone(worker); }, 10s));
+  ASSERT_TRUE(heddle_mounted(tree_->mountpoint()))
+      << "the guard was stopped: the dead mount stays; guard " << proc_status_field(guard, "State")
+      << "\n" << slurp(launcher::supervisor_log_path(dirs_, mp()));
+
+  const Json second = mount_background();  // replaces the dead mount and its socket
+  ASSERT_NE(supervisor_pid_, first_supervisor);
+  ASSERT_EQ(::kill(guard, SIGCONT), 0);
+  EXPECT_TRUE(eventually([&] { return process_gone(guard); }, 10s));
+  EXPECT_TRUE(fs::exists(launcher::control_socket_path(dirs_, mp())))
+      << "the first supervisor's guard removed the second one's socket";
+  const CommandResult status = launcher({"status", mp()});
+  EXPECT_EQ(status.exit_code, 0) << status.err;
+  EXPECT_TRUE(heddle_mounted(tree_->mountpoint()));
+  EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return process_gone(second.value("pid", -1)); }, 10s));
+}
+
+// Issue 12, item 12d: a starting supervisor removes the logs of mounts that ended more than
+// 14 days ago (with their rotations); recent logs, live mounts' logs and other files stay.
+TEST_F(CliTest, LogsOfMountsThatEndedLongAgoAreRemovedWhenASupervisorStarts) {
+  const fs::path dir = launcher::log_dir(dirs_);
+  const auto aged = [](const fs::path& path, std::chrono::hours age) {
+    std::ofstream(path) << "old\n";
+    fs::last_write_time(path, fs::file_time_type::clock::now() - age);
+  };
+  char key[16];
+  std::snprintf(key, sizeof key, "%08x", static_cast<unsigned>(::getpid()) * 2654435761u);
+  const std::string stem = std::string("heddle-expiry-test-") + key;
+  const fs::path expired = dir / (stem + ".log");
+  const fs::path rotated = dir / (stem + ".2.log");
+  const fs::path recent = dir / ("heddle-expiry-test-recent-" + std::string(key) + ".log");
+  const fs::path other = dir / (stem + ".notes");
+  const Json live = mount_background();  // a live mount whose log has not been written lately
+  const fs::path live_log = launcher::supervisor_log_path(dirs_, mp());
+  ASSERT_TRUE(fs::exists(live_log));
+  fs::last_write_time(live_log, fs::file_time_type::clock::now() - std::chrono::hours(24 * 20));
+  aged(expired, std::chrono::hours(24 * 15));
+  aged(rotated, std::chrono::hours(24 * 30));
+  aged(other, std::chrono::hours(24 * 30));
+  aged(recent, std::chrono::hours(24 * 13));
+
+  const fs::path second = tree_->root() / "mnt2";
+  fs::create_directory(second);
+  const CommandResult mounted =
+      launcher({"mount", "--dir", src(), "--mountpoint", second.string(), "--json"});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  const pid_t second_supervisor = Json::parse(mounted.out).value("supervisor_pid", -1);
+
+  EXPECT_FALSE(fs::exists(expired));
+  EXPECT_FALSE(fs::exists(rotated));
+  EXPECT_TRUE(fs::exists(recent));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(live_log)) << "the log of a live mount was removed";
+  const std::string second_log = slurp(launcher::supervisor_log_path(dirs_, second.string()));
+  EXPECT_NE(second_log.find("log file(s) of mounts that ended over 14 days ago"),
+            std::string::npos)
+      << second_log;
+
+  EXPECT_EQ(launcher({"unmount", second.string()}).exit_code, 0);
+  EXPECT_TRUE(eventually([&] { return process_gone(second_supervisor); }));
+  EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
+  for (const fs::path& path : {expired, rotated, recent, other,
+                               fs::path(launcher::supervisor_log_path(dirs_, second.string()))}) {
+    std::error_code ec;
+    fs::remove(path, ec);
+  }
+  (void)live;
+}
+
 }  // namespace
 }  // namespace heddle::test

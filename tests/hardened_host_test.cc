@@ -760,5 +760,114 @@ TEST_F(HardenedHostTest, AnUnreadableSourceIsServedAsTheUserAReadableOneAsASubor
   }
 }
 
+// 10. Issue 12, item 1: root mounting for a user (--uid) resolves the mountpoint as that user.
+// The user's symlink to a root-owned empty directory (a stand-in for one on root's PATH) is
+// not followed; root's own symlink to it is, but the directory is not the user's; a directory
+// of the user's inside one they cannot search is out of their reach. Their own directory is
+// mounted, for them.
+TEST_F(HardenedHostTest, RootMountingForAUserResolvesTheMountpointAsThatUser) {
+  const fs::path root = tree_->root();
+  fs::create_directories(root / "home" / "mnt");
+  fs::create_directory(root / "roots");
+  fs::create_directories(root / "private" / "mine");
+  fs::permissions(root / "private", fs::perms(0700));
+  fs::create_directory_symlink(root / "roots", root / "home" / "link");
+  give_to_user(root / "home");
+  give_to_user(root / "private" / "mine");
+  fs::create_directory_symlink(root / "roots", root / "rootlink");
+  for (const char* name : {"roots", "home/mnt", "private/mine"}) mountpoints_.push_back(root / name);
+  const std::string user = std::to_string(uid_);
+
+  struct Case {
+    fs::path mountpoint;
+    const char* errno_name;
+    std::vector<std::string> mentions;
+  };
+  const std::vector<Case> cases = {
+      {root / "home" / "link",
+       "EPERM",
+       {"is a symlink that someone other than root could change (owner uid " + user + ")",
+        "real path"}},
+      {root / "rootlink",
+       "EPERM",
+       {"mountpoint " + (root / "roots").string() + " belongs to uid 0, not to uid " + user +
+        ", whom the mount is for"}},
+      {root / "private" / "mine", "EACCES", {"mountpoint " + (root / "private" / "mine").string()}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.mountpoint.string());
+    const CommandResult result =
+        run_command(root_launcher({"mount", "--dir", src(), "--mountpoint", c.mountpoint.string(),
+                                   "--uid", kUser}),
+                    30s);
+    expect_one_line_error(result, c.errno_name, c.mentions);
+    EXPECT_FALSE(launcher::top_mount_at((root / "roots").string()).has_value());
+    EXPECT_FALSE(heddle_mounted(root / "private" / "mine"));
+  }
+  const std::string mine = (root / "home" / "mnt").string();
+  const Json ready = mount_json(
+      root_launcher({"mount", "--dir", src(), "--mountpoint", mine, "--uid", kUser, "--json"}));
+  EXPECT_EQ(run_command(as_user({"/bin/cat", mine + "/a.txt"})).out, "alpha\n");
+  unmount_and_verify(root_launcher({"unmount", mine}), mine, ready);
+}
+
+// 11. Issue 12, item 12b: another user who creates /tmp/heddle-fuse-UID first (or a private
+// directory left open to others) blocks nothing silently: the launcher refuses it, saying
+// whose it is and how to go on, and a private XDG_RUNTIME_DIR works. The squatted directory is
+// bound over the user's in a private mount namespace, so nothing else on the host sees it.
+TEST_F(HardenedHostTest, ASquattedRuntimeDirectoryIsRefusedWithAWayOut) {
+  give_tree_to_user();
+  mountpoints_.push_back(tree_->mountpoint());
+  const std::string runtime = "/tmp/heddle-fuse-" + std::to_string(uid_);
+  if (::mkdir(runtime.c_str(), 0700) == 0) {  // as the launcher would make it
+    ASSERT_EQ(::chown(runtime.c_str(), uid_, gid_), 0);
+  }
+  const std::string script = R"sh(set -eu
+squat=$1; runtime=$2; shift 2
+mount --bind "$squat" "$runtime"
+exec "$@")sh";
+  struct Case {
+    const char* name;
+    uid_t owner;
+    unsigned mode;
+    std::vector<std::string> mentions;
+  };
+  const std::vector<Case> cases = {
+      {"another user's", 0, 0755, {"belongs to uid 0, not to you", "ask root to remove it"}},
+      {"the user's, open to others", uid_, 0777, {"has mode 0777", "rm -r " + runtime}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const fs::path squat = tree_->root() / "squat";
+    fs::create_directory(squat);
+    ASSERT_EQ(::chown(squat.c_str(), c.owner, c.owner == 0 ? 0 : gid_), 0);
+    fs::permissions(squat, fs::perms(c.mode));
+    std::vector<std::string> argv = {"/usr/bin/unshare", "--mount", "--propagation", "private",
+                                     "/bin/bash", "-c", script, "bash", squat.string(), runtime};
+    for (const std::string& arg : user_launcher({"mount", "--dir", src(), "--mountpoint", mp()})) {
+      argv.push_back(arg);
+    }
+    std::vector<std::string> mentions = c.mentions;
+    mentions.push_back("runtime directory " + runtime);
+    mentions.push_back("export XDG_RUNTIME_DIR=");
+    expect_one_line_error(run_command(argv, 30s), "EPERM", mentions);
+    EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+    fs::remove(squat);
+  }
+  // The way out the message gives: a private runtime directory of the user's.
+  const fs::path private_run = tree_->root() / "run";
+  fs::create_directory(private_run);
+  fs::permissions(private_run, fs::perms(0700));
+  give_to_user(private_run);
+  const auto with_runtime = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"/usr/bin/env", "XDG_RUNTIME_DIR=" + private_run.string(),
+                               stage_bin("heddle-fuse-launcher")});
+    return as_user(std::move(args));
+  };
+  const Json ready = mount_json(with_runtime({"mount", "--dir", src(), "--mountpoint", mp(), "--json"}));
+  EXPECT_TRUE(fs::exists(private_run / "heddle-fuse"));
+  unmount_and_verify(with_runtime({"unmount", mp()}), mp(), ready);
+}
+
 }  // namespace
 }  // namespace heddle::test

@@ -1,6 +1,7 @@
 // The Supervisor end to end: real sandboxed workers, real mounts, real kernels.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -13,6 +14,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/worker_env.h"
 #include "heddle/launcher/launcher_environment.h"
+#include "heddle/launcher/mountpoint.h"
 #include "heddle/launcher/supervisor.h"
 #include "support/test_support.h"
 
@@ -319,6 +321,104 @@ TEST_F(SupervisorTest, ASourceTheWorkerCannotReadIsNamedWithItsIdentity) {
     EXPECT_NE(message.find("65534"), std::string::npos) << message;
   }
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
+// Issue 12, item 1: the mount is removed by its identity (mount id and device), wherever its
+// directory has moved, and nothing now at its old path is touched (as root, a tmpfs there).
+TEST_F(SupervisorTest, UnmountRemovesTheMountWhereItsDirectoryMovedNotWhatIsAtItsOldPath) {
+  const fs::path before = tree_->root() / "p";
+  const fs::path after = tree_->root() / "q";
+  fs::create_directories(before / "mnt");
+  MountSpec spec = request();
+  spec.mountpoint = (before / "mnt").string();
+  auto supervisor = Supervisor::spawn(spec, fast_options());
+  ASSERT_TRUE(heddle_mounted(before / "mnt"));
+  fs::rename(before, after);  // the mount goes with its directory
+  ASSERT_TRUE(heddle_mounted(after / "mnt"));
+  fs::create_directories(before / "mnt");
+  const bool tmpfs = running_as_root();
+  if (tmpfs) {
+    ASSERT_EQ(::mount("heddle-old-path", (before / "mnt").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+                      "size=64k"),
+              0)
+        << std::strerror(errno);
+  }
+  supervisor->unmount();
+  EXPECT_FALSE(heddle_mounted(after / "mnt")) << "the moved mount was left behind";
+  if (tmpfs) {
+    const auto top = launcher::top_mount_at((before / "mnt").string());
+    EXPECT_TRUE(top && top->fstype == "tmpfs") << "the mount now at the old path was removed";
+    ::umount2((before / "mnt").c_str(), MNT_DETACH);
+  }
+  if (heddle_mounted(after / "mnt")) ::umount2((after / "mnt").c_str(), MNT_DETACH);
+}
+
+// Issue 12, item 1: a mountpoint checked for a user and then swapped (its directory renamed
+// away, a symlink to a root-owned directory in its place) does not move the mount: it goes
+// onto the directory that was checked. Root only: without root, fusermount3 resolves the path
+// itself, with the user's own rights.
+TEST_F(SupervisorTest, AMountGoesOntoTheCheckedDirectoryNotWhereItsPathLeadsLater) {
+  HEDDLE_REQUIRE_ROOT();
+  constexpr uid_t kUser = 23456;
+  const fs::path parent = tree_->root() / "home";
+  const fs::path checked = tree_->root() / "checked";
+  const fs::path elsewhere = tree_->root() / "elsewhere";  // root's, as a directory on PATH
+  fs::create_directories(parent / "mnt");
+  fs::create_directories(elsewhere / "mnt");
+  ASSERT_EQ(::chown(parent.c_str(), kUser, kUser), 0);
+  ASSERT_EQ(::chown((parent / "mnt").c_str(), kUser, kUser), 0);
+  launcher::HeldMountpoint held =
+      launcher::hold_mountpoint((parent / "mnt").string(), kUser, kUser);
+  EXPECT_EQ(held.path, (parent / "mnt").string());
+  fs::rename(parent, checked);
+  fs::create_directory_symlink(elsewhere, parent);
+  MountSpec spec = request();
+  spec.mountpoint = held.path;
+  spec.uid = kUser;
+  spec.gid = kUser;
+  auto supervisor = Supervisor::spawn(spec, fast_options(), std::move(held.fd));
+  EXPECT_TRUE(heddle_mounted(checked / "mnt"));
+  EXPECT_FALSE(launcher::top_mount_at((elsewhere / "mnt").string()).has_value())
+      << "the mount followed the swapped path";
+  supervisor->unmount();
+  EXPECT_FALSE(heddle_mounted(checked / "mnt"));
+  for (const fs::path& path : {checked / "mnt", elsewhere / "mnt"}) {
+    if (heddle_mounted(path)) ::umount2(path.c_str(), MNT_DETACH);
+  }
+}
+
+// What hold_mountpoint refuses when root acts for a user: that user's symlink (root does not
+// follow it), a root-owned directory, one the user cannot reach; the user's own is held.
+TEST_F(SupervisorTest, HoldingAMountpointForAUserChecksItAsThatUser) {
+  HEDDLE_REQUIRE_ROOT();
+  constexpr uid_t kUser = 23456;
+  const fs::path root = tree_->root();
+  fs::create_directories(root / "home" / "mnt");
+  fs::create_directories(root / "roots");
+  fs::create_directories(root / "private" / "mine");
+  fs::permissions(root / "private", fs::perms(0700));
+  fs::create_directory_symlink(root / "roots", root / "home" / "link");
+  for (const fs::path& path : {root / "home", root / "home" / "mnt", root / "home" / "link",
+                               root / "private" / "mine"}) {
+    ASSERT_EQ(::lchown(path.c_str(), kUser, kUser), 0) << path;
+  }
+  fs::create_directory_symlink(root / "roots", root / "rootlink");  // only root can change it
+  const auto refusal = [&](const fs::path& path) -> int {
+    try {
+      (void)launcher::hold_mountpoint(path.string(), kUser, kUser);
+    } catch (const Error& e) {
+      return e.code();
+    }
+    return 0;
+  };
+  EXPECT_EQ(refusal(root / "home" / "link"), EPERM);
+  EXPECT_EQ(refusal(root / "rootlink"), EPERM);
+  EXPECT_EQ(refusal(root / "roots"), EPERM);
+  EXPECT_EQ(refusal(root / "private" / "mine"), EACCES);
+  EXPECT_EQ(refusal(root / "home" / "mnt"), 0);
+  // Root's own symlink is followed for root's own mounts.
+  EXPECT_EQ(launcher::hold_mountpoint((root / "rootlink").string(), 0, 0).path,
+            (root / "roots").string());
 }
 
 TEST_F(SupervisorTest, FdAndChildCountsAreUnchangedAfterManyFailuresAndCycles) {

@@ -62,7 +62,9 @@ Commands:
       mount goes through the setuid fusermount3, and the worker of a read-only
       mount runs as a uid from your /etc/subuid range when newuidmap exists and
       DIR or REPO is readable by others, else as you; a writable mount's worker
-      runs as you. MP must be an empty directory you own.
+      runs as you. MP must be an empty directory owned by the mount's user;
+      root resolves it with that user's rights, follows only symlinks only
+      root can change, and mounts onto the directory it checked.
       --allow-other lets other users in (needs user_allow_other in
       /etc/fuse.conf without root). --sandbox=strict (the default) refuses to
       run without a user namespace; --sandbox=degraded runs the worker without

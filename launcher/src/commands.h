@@ -13,6 +13,7 @@
 #include "heddle/ipc/mount_spec.h"
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
+#include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
 
@@ -57,8 +58,14 @@ struct DropInArgs {
   int ipc_fd = -1;
 };
 
+// A mount request ready for Supervisor::spawn: the spec, and its mountpoint held open.
+struct PreparedMount {
+  ipc::MountSpec spec;
+  UniqueFd mountpoint;  // O_PATH, from hold_mountpoint()
+};
+
 // Canonical paths, the identity, and the checks that give clear errors before mounting.
-[[nodiscard]] ipc::MountSpec prepare_mount(const MountArgs& args, const UserDirs& dirs);
+[[nodiscard]] PreparedMount prepare_mount(const MountArgs& args, const UserDirs& dirs);
 // The mountpoint's canonical form, found without touching the mount itself (a dead FUSE
 // mount answers ENOTCONN, a stuck one hangs).
 [[nodiscard]] std::string canonical_mountpoint(const std::string& path);

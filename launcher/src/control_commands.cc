@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
@@ -113,8 +114,9 @@ Json list_entry(const std::string& socket) {
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kConnect && e.code() == ECONNREFUSED) {
       // Its supervisor died without removing it (SIGKILL; the guard removes the mount).
-      ::unlink(socket.c_str());
-      spdlog::debug("removed stale control socket {}", socket);
+      if (remove_stale_control_socket(socket)) {
+        spdlog::debug("removed stale control socket {}", socket);
+      }
       return nullptr;
     }
     entry = Json{{"socket", socket}, {"error", e.what()}};
@@ -199,9 +201,13 @@ int unmount_command(const std::string& path, const LauncherEnvironment& env) {
     if (!std::holds_alternative<ipc::Stopping>(reply)) throw_reply_error(reply);
   } catch (const Error& e) {
     const bool no_supervisor = e.code() == ENOENT || e.code() == ECONNREFUSED;
-    if (!no_supervisor || !heddle_mount_at(mountpoint)) throw;
-    // Its supervisor is gone: what is left is a dead mount of ours.
-    detach_mount(mountpoint);
+    const auto top = top_mount_at(mountpoint);
+    if (!no_supervisor || !top || top->fstype != kFuseType) throw;
+    // Its supervisor is gone: what is left is a dead mount of ours. Held while it is checked
+    // and removed, so it is that mount, not whatever the path leads to by then.
+    const UniqueFd held(::open(mountpoint.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!held || mount_id_of(held.get()) != top->id) throw;
+    detach_mount(held.get());
     std::cout << "removed stale mount at " << escape_text(mountpoint)
               << " (its supervisor was gone)\n";
     return 0;

@@ -1,6 +1,8 @@
 #include "heddle/launcher/control_socket.h"
 
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
@@ -51,7 +54,28 @@ UniqueFd connect_to(const std::string& path) {
   return fd;
 }
 
+// "<key>.sock" -> "<key>.lock": held by the supervisor serving the socket, and taken briefly by
+// whoever removes a stale one, so that no one removes a socket a new supervisor just made.
+// Lock files are never removed (that would race); one small file per mountpoint used.
+UniqueFd lock_control_socket(const std::string& socket_path, std::chrono::milliseconds patience) {
+  const std::string path = socket_path.substr(0, socket_path.rfind(".sock")) + ".lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (!fd) throw_errno("open " + path);
+  const auto deadline = std::chrono::steady_clock::now() + patience;
+  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("lock " + path);
+    if (std::chrono::steady_clock::now() >= deadline) return UniqueFd();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return fd;
+}
+
 }  // namespace
+
+bool remove_stale_control_socket(const std::string& path) {
+  const UniqueFd lock = lock_control_socket(path, std::chrono::milliseconds(0));
+  return lock && ::unlink(path.c_str()) == 0;
+}
 
 std::string runtime_dir(const UserDirs& dirs) {
   std::string dir;
@@ -65,11 +89,27 @@ std::string runtime_dir(const UserDirs& dirs) {
   }
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("create " + dir);
   // Another user could have made it first (in /tmp): it must be ours, private, and real.
+  // Anything else is refused, never used or repaired: its sockets could be anyone's.
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0) throw_errno("stat " + dir);
-  if (!S_ISDIR(st.st_mode) || st.st_uid != ::geteuid() || (st.st_mode & 077) != 0) {
-    throw Error("runtime directory " + dir + " is not a private directory of yours", EPERM,
-                "remove it, or set XDG_RUNTIME_DIR to a directory only you can use");
+  const bool ours = st.st_uid == ::geteuid();
+  std::string what;
+  if (!S_ISDIR(st.st_mode)) {
+    what = "is not a directory";
+  } else if (!ours) {
+    what = "belongs to uid " + std::to_string(st.st_uid) + ", not to you";
+  } else if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", st.st_mode & 07777);
+    what = std::string("has mode ") + mode + ", open to others";
+  }
+  if (!what.empty()) {
+    const std::string fix =
+        "set XDG_RUNTIME_DIR to a directory only you can use (mkdir -m 0700 ~/.run && export "
+        "XDG_RUNTIME_DIR=~/.run)";
+    throw Error("runtime directory " + dir + " " + what + ": it is not safe to use", EPERM,
+                ours ? "remove it (rm -r " + dir + "), or " + fix
+                     : "someone else created it first; ask root to remove it, or " + fix);
   }
   return dir;
 }
@@ -123,7 +163,55 @@ std::string supervisor_log_path(const UserDirs& dirs, const std::string& mountpo
   return log_dir(dirs) + "/" + log_name(mountpoint);
 }
 
+namespace {
+
+// The mountpoint key a log file is named by ("home-a-mnt-0123abcd.log", rotated
+// "home-a-mnt-0123abcd.1.log"), or "" if the name is not one of ours.
+std::string log_key(std::string name) {
+  if (!name.ends_with(".log")) return "";
+  name.resize(name.size() - 4);
+  if (const auto dot = name.rfind('.'); dot != std::string::npos &&
+      name.find_first_not_of("0123456789", dot + 1) == std::string::npos) {
+    name.resize(dot);
+  }
+  const auto dash = name.rfind('-');
+  if (dash == std::string::npos || name.size() - dash - 1 != 8) return "";
+  return name.substr(dash + 1);
+}
+
+}  // namespace
+
+std::size_t expire_supervisor_logs(const UserDirs& dirs, const std::string& starting,
+                                   std::chrono::hours max_age) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> live = {mountpoint_key(starting).substr(0, 8)};
+  try {
+    for (const std::string& socket : control_sockets(dirs)) {
+      live.push_back(fs::path(socket).filename().string().substr(0, 8));
+    }
+  } catch (const Error&) {
+    return 0;  // which mounts live is unknown: keep everything
+  }
+  const auto oldest = fs::file_time_type::clock::now() - max_age;
+  std::size_t removed = 0;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(log_dir(dirs), ec)) {
+    const std::string key = log_key(entry.path().filename().string());
+    if (key.empty() || std::find(live.begin(), live.end(), key) != live.end()) continue;
+    std::error_code file_ec;
+    if (!entry.is_regular_file(file_ec) || entry.is_symlink(file_ec)) continue;
+    const auto written = entry.last_write_time(file_ec);
+    if (!file_ec && written < oldest && fs::remove(entry.path(), file_ec)) ++removed;
+  }
+  return removed;
+}
+
 ControlServer::ControlServer(std::string path) : path_(std::move(path)) {
+  lock_ = lock_control_socket(path_, std::chrono::milliseconds(1000));
+  if (!lock_) {
+    throw Error("control socket " + path_, EADDRINUSE,
+                "another supervisor is starting at this mountpoint; unmount it first");
+  }
   try {
     connect_to(path_);
     throw Error("control socket " + path_, EADDRINUSE,

@@ -87,7 +87,9 @@ int demo_command(const LauncherEnvironment& env) {
   MountArgs args;
   args.dir = source.string();
   args.mountpoint = mountpoint.string();
-  auto supervisor = Supervisor::spawn(prepare_mount(args, env.dirs), env.supervisor_options());
+  PreparedMount prepared = prepare_mount(args, env.dirs);
+  auto supervisor = Supervisor::spawn(std::move(prepared.spec), env.supervisor_options(),
+                                      std::move(prepared.mountpoint));
   std::cout << "== mounted " << source.string() << " at " << mountpoint.string()
             << " (sandboxed worker pid " << supervisor->pid() << ")\n";
 

@@ -85,11 +85,13 @@ int dropin_command(const DropInArgs& args, const LauncherEnvironment& env) {
     mount.repo_root = args.repo_root;
     mount.thread_id = args.thread_id;
     mount.mountpoint = args.mountpoint;
-    const ipc::MountSpec request = prepare_mount(mount, env.dirs);
+    PreparedMount prepared = prepare_mount(mount, env.dirs);
+    const ipc::MountSpec& request = prepared.spec;
     overlay_dir = request.overlay_dir;
     // `list`, `status` and `unmount` see this mount as any other.
     server = std::make_unique<ControlServer>(control_socket_path(env.dirs, request.mountpoint));
-    supervisor = Supervisor::spawn(request, env.supervisor_options());
+    supervisor =
+        Supervisor::spawn(request, env.supervisor_options(), std::move(prepared.mountpoint));
   } catch (const Error& e) {
     server.reset();
     if (!overlay_dir.empty()) forget_unused_overlay(env.dirs, overlay_dir);

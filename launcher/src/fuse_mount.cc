@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "heddle/error.h"
 #include "heddle/process.h"
@@ -36,8 +37,15 @@ int errno_in(const std::string& message) {
 
 FuseMount::FuseMount(const FuseMountOptions& options) : mountpoint_(options.mountpoint) {
   if (can_mount_directly()) {
+    UniqueFd opened;
+    int target = options.mountpoint_fd;
+    if (target < 0) {
+      opened.reset(::open(mountpoint_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+      if (!opened) throw_errno("mountpoint " + mountpoint_, "mount on an existing directory");
+      target = opened.get();
+    }
     try {
-      mount_directly(options);
+      mount_directly(options, target);
     } catch (const Error& e) {
       if (e.code() != EPERM) throw;
       spdlog::info("mount(2) refused ({}); mounting through {} instead", e.what(), kFusermount);
@@ -46,32 +54,87 @@ FuseMount::FuseMount(const FuseMountOptions& options) : mountpoint_(options.moun
   } else {
     mount_with_fusermount(options);
   }
-  const auto entry = top_mount_at(mountpoint_);
-  if (!entry || entry->fstype != kFuseType) {
-    device_.reset();
-    released_ = true;
-    throw Error("find the new mount of " + mountpoint_ + " in /proc/self/mountinfo", ENOENT,
-                "the mountpoint must be given as a canonical path");
-  }
-  major_ = entry->major;
-  minor_ = entry->minor;
 }
 
-void FuseMount::mount_directly(const FuseMountOptions& options) {
+void FuseMount::mount_directly(const FuseMountOptions& options, int target) {
   require_fuse_device();
   device_.reset(::open(kFuseDevice, O_RDWR | O_CLOEXEC));
   if (!device_) throw_errno(std::string("open ") + kFuseDevice);
+  const auto fail = [&](const std::string& what) {
+    const int err = errno;
+    device_.reset();
+    throw Error(what + " for " + mountpoint_, err,
+                err == EPERM ? "mounting directly needs CAP_SYS_ADMIN over the host"
+                             : "the mountpoint must be an existing directory");
+  };
+  const UniqueFd context(::fsopen("fuse", FSOPEN_CLOEXEC));
+  if (!context) {
+    if (errno != ENOSYS) fail("fsopen fuse");
+    mount_legacy(options, target);  // before Linux 5.2
+    return;
+  }
+  const auto set = [&](const char* key, const std::string& value) {
+    if (::fsconfig(context.get(), FSCONFIG_SET_STRING, key, value.c_str(), 0) != 0) {
+      fail(std::string("fsconfig ") + key + "=" + value);
+    }
+  };
+  const auto flag = [&](const char* key) {
+    if (::fsconfig(context.get(), FSCONFIG_SET_FLAG, key, nullptr, 0) != 0) {
+      fail(std::string("fsconfig ") + key);
+    }
+  };
+  set("source", options.source);
+  set("subtype", "heddle");
+  set("fd", std::to_string(device_.get()));
+  set("rootmode", "40000");
+  set("user_id", std::to_string(options.user_id));
+  set("group_id", std::to_string(options.group_id));
+  flag("default_permissions");
+  if (options.allow_other) flag("allow_other");
+  if (!options.writable) flag("ro");
+  if (::fsconfig(context.get(), FSCONFIG_CMD_CREATE, nullptr, nullptr, 0) != 0) {
+    fail("create the FUSE superblock");
+  }
+  UniqueFd mount(::fsmount(context.get(), FSMOUNT_CLOEXEC,
+                                 MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                     (options.writable ? 0 : MOUNT_ATTR_RDONLY)));
+  if (!mount) fail("fsmount FUSE");
+  // Onto the directory that was resolved and checked, not whatever its path names by now.
+  if (::move_mount(mount.get(), "", target, "",
+                   MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
+    fail("mount FUSE");
+  }
+  mount_fd_ = std::move(mount);  // no path is looked up again
+}
+
+void FuseMount::mount_legacy(const FuseMountOptions& options, int target) {
   std::string data = "fd=" + std::to_string(device_.get()) + ",rootmode=40000,user_id=" +
                      std::to_string(options.user_id) +
                      ",group_id=" + std::to_string(options.group_id) + ",default_permissions";
   if (options.allow_other) data += ",allow_other";
-  if (::mount(options.source.c_str(), mountpoint_.c_str(), kFuseType,
+  if (::mount(options.source.c_str(), fd_path(target).c_str(), kFuseType,
               MS_NOSUID | MS_NODEV | (options.writable ? 0 : MS_RDONLY), data.c_str()) != 0) {
     const int err = errno;
     device_.reset();
     throw Error("mount FUSE on " + mountpoint_, err,
                 err == EPERM ? "mounting directly needs CAP_SYS_ADMIN over the host"
                              : "the mountpoint must be an existing directory");
+  }
+  hold_new_mount(target);
+}
+
+void FuseMount::hold_new_mount(int parent_fd) {
+  mount_fd_.reset(::open(mountpoint_.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  const auto entry = top_mount_at(mountpoint_);
+  const bool found = mount_fd_ && entry && entry->fstype == kFuseType &&
+                     mount_id_of(mount_fd_.get()) == entry->id &&
+                     (parent_fd < 0 || entry->parent_id == mount_id_of(parent_fd));
+  if (!found) {
+    device_.reset();
+    mount_fd_.reset();
+    released_ = true;
+    throw Error("find the new mount of " + mountpoint_ + " in /proc/self/mountinfo", ENOENT,
+                "the mountpoint must be given as a canonical path");
   }
 }
 
@@ -86,6 +149,7 @@ void FuseMount::mount_with_fusermount(const FuseMountOptions& options) {
                               escape_option_value(options.source);
   if (options.allow_other) mount_options += ",allow_other";
   device_ = mount_through_helper(helper, mount_options, mountpoint_);
+  hold_new_mount(-1);  // the user's own path, just mounted on by fusermount3
 }
 
 UniqueFd mount_through_helper(const std::string& helper, const std::string& mount_options,
@@ -120,29 +184,40 @@ bool FuseMount::release() noexcept {
   released_ = true;
   device_.reset();
   try {
-    const auto top = top_mount_at(mountpoint_);
-    if (!top || top->major != major_ || top->minor != minor_) {
-      return false;  // already gone, or someone mounted over it: not ours to remove
-    }
-    detach_mount(mountpoint_);
-    spdlog::debug("unmounted {}", mountpoint_);
-    return true;
+    const bool detached = detach_mount(mount_fd_.get());
+    mount_fd_.reset();
+    if (detached) spdlog::debug("unmounted {}", mountpoint_);
+    return detached;  // false: already gone, or covered (not ours to remove)
   } catch (const std::exception& e) {
     spdlog::warn("unmount {}: {}", mountpoint_, e.what());
+    mount_fd_.reset();
     return false;
   }
 }
 
-void detach_mount(const std::string& mountpoint) {
+bool detach_mount(int mount_fd) {
+  const int id = mount_id_of(mount_fd);
+  std::optional<MountEntry> ours;
+  const std::vector<MountEntry> mounts = read_mountinfo();
+  for (const MountEntry& entry : mounts) {
+    if (entry.id == id) ours = entry;
+  }
+  if (!ours) return false;  // detached already (held, its id is not anyone else's)
+  for (const MountEntry& entry : mounts) {
+    // Lazily detaching ours would take a mount on top of it along.
+    if (entry.parent_id == id && entry.mount_point == ours->mount_point) return false;
+  }
   if (can_mount_directly()) {
-    if (::umount2(mountpoint.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0) return;
-    if (errno != EPERM) throw_errno("unmount " + mountpoint);
+    if (::umount2(fd_path(mount_fd).c_str(), MNT_DETACH) == 0) return true;
+    if (errno != EPERM) throw_errno("unmount " + ours->mount_point);
   }
+  // fusermount3 unmounts only its caller's own FUSE mounts, at the path it is given.
   const std::string helper = require_fusermount();
-  const ProcessResult result = run_host_command({helper, "-u", "-z", "--", mountpoint});
+  const ProcessResult result = run_host_command({helper, "-u", "-z", "--", ours->mount_point});
   if (!result.ok()) {
-    throw Error(helper + " -u -z " + mountpoint + ": " + result.out, errno_in(result.out));
+    throw Error(helper + " -u -z " + ours->mount_point + ": " + result.out, errno_in(result.out));
   }
+  return true;
 }
 
 }  // namespace heddle::launcher

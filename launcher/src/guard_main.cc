@@ -1,9 +1,10 @@
 // heddle-fuse-guard: removes a supervisor's mount (and its control socket) once the
 // supervisor is gone. Started by the
 // supervisor with one end of a socketpair; it reads until 'D' (disarmed: the supervisor
-// releases the mount itself) or EOF (the supervisor died, perhaps by SIGKILL). Then, if the
-// mount on top of the mountpoint is still the supervisor's (same device), it detaches it:
-// umount2 when privileged, fusermount3 -u -z otherwise. Single-threaded, and in its own
+// releases the mount itself) or EOF (the supervisor died, perhaps by SIGKILL). Then it
+// detaches the supervisor's mount, the one the fd it was given holds, wherever it now is:
+// umount2 when privileged, fusermount3 -u -z otherwise; and removes the control socket unless
+// a new supervisor has taken the mountpoint meanwhile. Single-threaded, and in its own
 // session, so neither the supervisor's death nor a terminal's signals reach it.
 #include <signal.h>
 #include <unistd.h>
@@ -24,8 +25,7 @@ namespace {
 struct GuardArgs {
   int fd = -1;
   std::string mountpoint;
-  unsigned major = 0;
-  unsigned minor = 0;
+  int mount_fd = -1;
   std::string supervisor = "?";
 };
 
@@ -43,19 +43,15 @@ bool parse(int argc, char** argv, GuardArgs& args) {
       args.fd = static_cast<int>(fd);
     } else if (flag == "--mountpoint") {
       args.mountpoint = value;
-    } else if (flag == "--device" && value.find(':') != std::string_view::npos) {
-      const auto colon = value.find(':');
-      if (!parse_unsigned(value.substr(0, colon), args.major) ||
-          !parse_unsigned(value.substr(colon + 1), args.minor)) {
-        return false;
-      }
+    } else if (flag == "--mount-fd" && parse_unsigned(value, fd)) {
+      args.mount_fd = static_cast<int>(fd);
     } else if (flag == "--supervisor-pid") {
       args.supervisor = value;
     } else {
       return false;
     }
   }
-  return args.fd >= 0 && !args.mountpoint.empty() && args.major + args.minor > 0;
+  return args.fd >= 0 && !args.mountpoint.empty() && args.mount_fd >= 0;
 }
 
 // Escaped: the mountpoint is in most lines, and stderr may be the journal.
@@ -71,7 +67,7 @@ int main(int argc, char** argv) {
   const heddle::launcher::UserDirs dirs = heddle::launcher::UserDirs::read();
   if (!parse(argc, argv, args)) {
     std::fprintf(stderr,
-                 "usage: heddle-fuse-guard --fd N --mountpoint MP --device MAJOR:MINOR "
+                 "usage: heddle-fuse-guard --fd N --mountpoint MP --mount-fd M "
                  "[--supervisor-pid PID]\n(started by heddle-fuse-launcher; not meant to be run "
                  "by hand)\n");
     return 2;
@@ -88,15 +84,15 @@ int main(int argc, char** argv) {
     if (byte == 'D') return 0;
   }
 
-  // The dead supervisor's control socket would otherwise stay behind until the next mount.
+  // The dead supervisor's control socket would otherwise stay behind until the next mount;
+  // one that a new supervisor there holds (by its lock) is not ours to remove.
   try {
-    ::unlink(heddle::launcher::control_socket_path(dirs, args.mountpoint).c_str());
+    (void)heddle::launcher::remove_stale_control_socket(
+        heddle::launcher::control_socket_path(dirs, args.mountpoint));
   } catch (const std::exception&) {
   }
   try {
-    const auto top = heddle::launcher::top_mount_at(args.mountpoint);
-    if (!top || top->major != args.major || top->minor != args.minor) return 0;
-    heddle::launcher::detach_mount(args.mountpoint);
+    if (!heddle::launcher::detach_mount(args.mount_fd)) return 0;
     say("supervisor " + args.supervisor + " is gone; removed its mount at " + args.mountpoint);
     return 0;
   } catch (const std::exception& e) {

@@ -1,21 +1,17 @@
 #include "heddle/launcher/host_checks.h"
 
 #include <sys/stat.h>
-#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "heddle/error.h"
 #include "heddle/process.h"
-#include "heddle/launcher/mountinfo.h"
 
 namespace heddle::launcher {
-namespace fs = std::filesystem;
 namespace {
 
 std::string octal_mode(mode_t mode) {
@@ -119,44 +115,6 @@ void require_user_allow_other() {
               EPERM,
               std::string("add the line user_allow_other to ") + kFuseConf +
                   " (as root), or mount without --allow-other");
-}
-
-void require_usable_mountpoint(const std::string& path, uid_t uid) {
-  if (const auto top = top_mount_at(path)) {
-    throw Error("mountpoint " + path + " is already a mount (" + top->fstype + " from " +
-                    top->source + ")",
-                EBUSY,
-                top->fstype == kFuseType ? "unmount it first: heddle-fuse-launcher unmount " + path
-                                         : "choose an empty directory that is not a mount point");
-  }
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    throw_errno("mountpoint " + path, errno == ENOENT ? "create it first: mkdir -p " + path : "");
-  }
-  if (!S_ISDIR(st.st_mode)) {
-    throw Error("mountpoint " + path + " is not a directory", ENOTDIR,
-                "mount on an empty directory");
-  }
-  if (uid != 0 && st.st_uid != uid) {
-    throw Error("mountpoint " + path + " belongs to uid " + std::to_string(st.st_uid) +
-                    ", not to you (uid " + std::to_string(uid) + ")",
-                EPERM, "mount on a directory you own");
-  }
-  std::error_code ec;
-  if (!fs::is_empty(path, ec) && !ec) {
-    throw Error("mountpoint " + path + " is not empty", ENOTEMPTY,
-                "the mount would hide its contents; choose an empty directory");
-  }
-  if (ec) throw Error("list mountpoint " + path, ec.value());
-}
-
-bool is_stale_heddle_mount(const std::string& path) {
-  const auto top = top_mount_at(path);
-  if (!top || top->fstype != kFuseType) return false;
-  // statfs, unlike stat, is never answered from the kernel's attribute cache, so a dead
-  // connection shows at once.
-  struct statfs st {};
-  return ::statfs(path.c_str(), &st) != 0 && errno == ENOTCONN;
 }
 
 }  // namespace heddle::launcher

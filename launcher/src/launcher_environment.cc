@@ -76,6 +76,14 @@ std::chrono::milliseconds parse_stop_grace(const char* value) {
   return std::chrono::milliseconds(ms);
 }
 
+std::chrono::hours parse_log_max_age(const std::string& value) {
+  if (value.empty()) return kDefaultLogMaxAge;
+  char* end = nullptr;
+  const unsigned long long days = std::strtoull(value.c_str(), &end, 10);
+  if (*end != '\0' || days > 36500) return kDefaultLogMaxAge;
+  return std::chrono::hours(24 * days);
+}
+
 }  // namespace
 
 std::string resolve_worker_binary(const std::string& override_path) {
@@ -98,6 +106,7 @@ LauncherEnvironment LauncherEnvironment::read() {
   env.dirs = UserDirs::read();
   env.log_levels = variable(kLogEnv);
   env.journal_stream = variable("JOURNAL_STREAM");
+  env.log_max_age = parse_log_max_age(variable(kLogMaxAgeEnv));
   return env;
 }
 

@@ -18,6 +18,7 @@
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/host_checks.h"
 #include "heddle/launcher/mountinfo.h"
+#include "heddle/launcher/mountpoint.h"
 #include "heddle/launcher/overlay_dir.h"
 #include "heddle/launcher/source_kinds.h"
 #include "heddle/launcher/worker_identity.h"
@@ -83,8 +84,9 @@ void write_all(int fd, const std::string& text) {
 
 // Mounts and supervises in this process. The first line of output ("0..." ready or
 // "1..." error) goes to `report_fd`, which is then closed, or to stdout/stderr if -1.
-int run_supervisor(const ipc::MountSpec& request, const MountArgs& args,
+int run_supervisor(PreparedMount& prepared, const MountArgs& args,
                    const LauncherEnvironment& env, int report_fd) {
+  const ipc::MountSpec& request = prepared.spec;
   const auto report = [&](bool ok, const std::string& text) {
     if (report_fd < 0) {
       (ok ? std::cout : std::cerr) << text << std::flush;
@@ -98,7 +100,8 @@ int run_supervisor(const ipc::MountSpec& request, const MountArgs& args,
   StopSignals signals;
   try {
     server = std::make_unique<ControlServer>(control_socket_path(env.dirs, request.mountpoint));
-    supervisor = Supervisor::spawn(request, env.supervisor_options());
+    supervisor =
+        Supervisor::spawn(request, env.supervisor_options(), std::move(prepared.mountpoint));
   } catch (const Error& e) {
     server.reset();  // gone before the caller hears of the failure
     if (request.writable()) forget_unused_overlay(env.dirs, request.overlay_dir);
@@ -110,8 +113,9 @@ int run_supervisor(const ipc::MountSpec& request, const MountArgs& args,
 }
 
 // Leaves a background supervisor (double fork, setsid) and relays its first line.
-int run_in_background(const ipc::MountSpec& request, const MountArgs& args,
+int run_in_background(PreparedMount& prepared, const MountArgs& args,
                       const LauncherEnvironment& env) {
+  const ipc::MountSpec& request = prepared.spec;
   const std::string log_path = supervisor_log_path(env.dirs, request.mountpoint);
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw_errno("pipe2");
@@ -141,7 +145,14 @@ int run_in_background(const ipc::MountSpec& request, const MountArgs& args,
     int code = 1;
     try {
       log_to_file(log_path, journal);
-      code = run_supervisor(request, args, env, report_write.release());
+      if (env.log_max_age.count() > 0) {
+        if (const std::size_t removed =
+                expire_supervisor_logs(env.dirs, request.mountpoint, env.log_max_age)) {
+          spdlog::info("removed {} log file(s) of mounts that ended over {} days ago", removed,
+                       env.log_max_age.count() / 24);
+        }
+      }
+      code = run_supervisor(prepared, args, env, report_write.release());
     } catch (const std::exception& e) {
       spdlog::error("{}", e.what());
     }
@@ -195,7 +206,7 @@ std::string canonical_mountpoint(const std::string& path) {
   }
 }
 
-ipc::MountSpec prepare_mount(const MountArgs& args, const UserDirs& dirs) {
+PreparedMount prepare_mount(const MountArgs& args, const UserDirs& dirs) {
   ipc::MountSpec request;
   if (!args.repo_root.empty()) {
     ipc::GitSource git{args.repo_root, args.thread_id};
@@ -217,13 +228,9 @@ ipc::MountSpec prepare_mount(const MountArgs& args, const UserDirs& dirs) {
   request.sandbox = args.sandbox;
   const std::vector<std::string> read_paths =
       bind_paths(source_binds(request.source, request.uid, request.gid));
-  request.mountpoint = canonical_mountpoint(args.mountpoint);
-  if (is_stale_heddle_mount(request.mountpoint)) {
-    detach_mount(request.mountpoint);
-    spdlog::info("removed a stale heddle mount at {} (its worker was gone)", request.mountpoint);
-  }
-  require_usable_mountpoint(request.mountpoint, ::getuid());
-  request.mountpoint = canonical_source(request.mountpoint, "mountpoint");
+  // Resolved and checked as the user the mount is for, and held: see mountpoint.h.
+  HeldMountpoint mountpoint = hold_mountpoint(args.mountpoint, request.uid, request.gid);
+  request.mountpoint = mountpoint.path;
   for (const std::string& source : read_paths) {
     if (path_within(request.mountpoint, source) || path_within(source, request.mountpoint)) {
       throw Error("mountpoint " + request.mountpoint + " and source " + source + " overlap",
@@ -241,11 +248,11 @@ ipc::MountSpec prepare_mount(const MountArgs& args, const UserDirs& dirs) {
     request.overlay_dir =
         prepare_overlay_dir(dirs, args.overlay_dir, source, forbidden, worker.uid, worker.gid);
   }
-  return request;
+  return PreparedMount{std::move(request), std::move(mountpoint.fd)};
 }
 
 int mount_command(const MountArgs& args, const LauncherEnvironment& env) {
-  const ipc::MountSpec request = prepare_mount(args, env.dirs);
+  PreparedMount request = prepare_mount(args, env.dirs);
   return args.foreground ? run_supervisor(request, args, env, -1)
                          : run_in_background(request, args, env);
 }

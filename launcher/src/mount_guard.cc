@@ -36,8 +36,7 @@ std::string describe(const siginfo_t& info) {
 }  // namespace
 
 std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
-                                              const std::string& mountpoint, unsigned major,
-                                              unsigned minor) {
+                                              const std::string& mountpoint, int mount_fd) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     throw_errno("socketpair for the mount guard");
@@ -47,10 +46,10 @@ std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
   // It lives as long as the mount; await_armed and disarm bound its start and its end.
   ProcessOptions options;
   options.output = ProcessOptions::Output::kInherit;
-  options.fds = {{theirs.get(), theirs.get()}};
+  options.fds = {{theirs.get(), theirs.get()}, {mount_fd, mount_fd}};
   const pid_t pid =
       Process({binary, "--fd", std::to_string(theirs.get()), "--mountpoint", mountpoint,
-               "--device", std::to_string(major) + ":" + std::to_string(minor),
+               "--mount-fd", std::to_string(mount_fd),
                "--supervisor-pid", std::to_string(::getpid())},
               options)
           .release();

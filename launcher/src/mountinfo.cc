@@ -1,5 +1,8 @@
 #include "heddle/launcher/mountinfo.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <charconv>
 #include <fstream>
@@ -83,5 +86,16 @@ std::optional<MountEntry> top_mount_at(const std::string& mount_point) {
   }
   return top;
 }
+
+int mount_id_of(int fd) {
+  struct statx st {};
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &st) != 0) {
+    throw_errno("statx (mount id)");
+  }
+  if ((st.stx_mask & STATX_MNT_ID) == 0) throw Error("statx gave no mount id", ENOTSUP);
+  return static_cast<int>(st.stx_mnt_id);
+}
+
+std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 }  // namespace heddle::launcher

@@ -144,7 +144,8 @@ sandbox::SandboxSpec worker_sandbox(const ipc::MountSpec& mount, const Superviso
   return spec;
 }
 
-std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOptions options) {
+std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOptions options,
+                                              UniqueFd mountpoint) {
   options.worker_binary = resolve_worker_binary(options.worker_binary);
   options.guard_binary = resolve_guard_binary(options.guard_binary);
   std::optional<OverlayLock> overlay_lock;
@@ -152,11 +153,11 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
     overlay_lock = OverlayLock::acquire(spec.overlay_dir, spec.mountpoint);
   }
   auto mount = std::make_unique<FuseMount>(
-      FuseMountOptions{spec.mountpoint, source_label(spec.source), spec.uid, spec.gid,
-                       spec.allow_other, spec.writable()});
+      FuseMountOptions{spec.mountpoint, mountpoint.get(), source_label(spec.source), spec.uid,
+                       spec.gid, spec.allow_other, spec.writable()});
+  mountpoint.reset();
   // From here until release, a SIGKILLed supervisor's mount is removed by the guard.
-  auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->device_major(),
-                                 mount->connection());
+  auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->mount_fd());
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
   auto output = std::make_unique<OutputRelay>();

@@ -26,10 +26,22 @@ namespace heddle::launcher {
 [[nodiscard]] std::string control_socket_path(const UserDirs& dirs, const std::string& mountpoint);
 [[nodiscard]] std::string supervisor_log_path(const UserDirs& dirs, const std::string& mountpoint);
 
+// Removes the supervisor logs (with their rotations) in log_dir() of mounts that have ended:
+// not written for `max_age`, and no control socket in runtime_dir() for their mountpoint.
+// The log of `starting` (the mountpoint of the supervisor starting now) stays. Returns how
+// many files it removed; errors are skipped (expiry is housekeeping).
+std::size_t expire_supervisor_logs(const UserDirs& dirs, const std::string& starting,
+                                   std::chrono::hours max_age);
+
+// Removes the control socket at `path` unless a supervisor holds its lock (one that lives, or
+// is starting there): the socket of a dead supervisor, never a new one's. True if removed.
+bool remove_stale_control_socket(const std::string& path);
+
 class ControlServer {
  public:
-  // Binds and listens. A socket file nobody answers on is stale and replaced; a live one means
-  // the mountpoint already has a supervisor (EADDRINUSE).
+  // Takes the socket's lock (a file beside it, held for our life) and binds and listens. A
+  // socket file nobody answers on is stale and replaced; a live one, or a lock held for
+  // more than a second, means the mountpoint already has a supervisor (EADDRINUSE).
   explicit ControlServer(std::string path);
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
@@ -41,6 +53,7 @@ class ControlServer {
 
  private:
   std::string path_;
+  UniqueFd lock_;
   UniqueFd listener_;
 };
 

@@ -12,6 +12,9 @@ namespace heddle::launcher {
 
 struct FuseMountOptions {
   std::string mountpoint;  // canonical, an existing empty directory
+  // That directory, held (O_PATH) since it was resolved and checked: a direct mount goes
+  // onto it, whatever the path names by then. -1: opened from `mountpoint` here.
+  int mountpoint_fd = -1;
   std::string source;      // shown as the mount's source in mountinfo
   uid_t user_id = 0;       // the user the mount is for
   gid_t group_id = 0;
@@ -22,10 +25,10 @@ struct FuseMountOptions {
 class FuseMount {
  public:
   // Mounts read-only (unless options.writable), nosuid, nodev, with default_permissions.
-  // Root mounts directly; anyone else (or root refused with EPERM, as in a container) goes
-  // through fusermount3. This
-  // runs before anything in the supervisor could set no_new_privs, which would void the
-  // helper's setuid bit. Throws heddle::Error with a hint.
+  // Root mounts directly, onto the held directory (fsopen/fsmount/move_mount); anyone else
+  // (or root refused with EPERM, as in a container) goes through fusermount3, which checks
+  // the path itself. This runs before anything in the supervisor could set no_new_privs,
+  // which would void the helper's setuid bit. Throws heddle::Error with a hint.
   explicit FuseMount(const FuseMountOptions& options);
   FuseMount(const FuseMount&) = delete;
   FuseMount& operator=(const FuseMount&) = delete;
@@ -35,23 +38,25 @@ class FuseMount {
   [[nodiscard]] UniqueFd take_device();
 
   [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
-  // The mount's device number; the minor is the kernel's connection number
-  // (/sys/fs/fuse/connections/<n>).
-  [[nodiscard]] unsigned device_major() const noexcept { return major_; }
-  [[nodiscard]] unsigned connection() const noexcept { return minor_; }
+  // An fd (O_PATH) on the mount's root, held from its making until release: it names this
+  // mount and no other, wherever it moves, and keeps its id from being reused.
+  [[nodiscard]] int mount_fd() const noexcept { return mount_fd_.get(); }
 
-  // Lazily unmounts, but only if the mount on top of the mountpoint is still this one.
-  // Idempotent and safe from any thread. Returns true if it unmounted now.
+  // Lazily unmounts this mount (the one mount_fd() holds, wherever it now is), unless it is
+  // gone or something was mounted over it. Idempotent and safe from any thread. Returns true
+  // if it unmounted now.
   bool release() noexcept;
 
  private:
-  void mount_directly(const FuseMountOptions& options);
+  void mount_directly(const FuseMountOptions& options, int target_fd);
+  void mount_legacy(const FuseMountOptions& options, int target_fd);
+  // Holds the FUSE mount now on top of mountpoint_ (on `parent_fd`'s mount, if >= 0).
+  void hold_new_mount(int parent_fd);
   void mount_with_fusermount(const FuseMountOptions& options);
 
   std::string mountpoint_;
   UniqueFd device_;
-  unsigned major_ = 0;
-  unsigned minor_ = 0;
+  UniqueFd mount_fd_;
   std::mutex mutex_;
   bool released_ = false;
 };
@@ -62,8 +67,10 @@ class FuseMount {
 UniqueFd mount_through_helper(const std::string& helper, const std::string& mount_options,
                               const std::string& mountpoint);
 
-// Lazily detaches the mount on top of `mountpoint` (canonical): umount2 when we may mount
-// directly, fusermount3 -u -z otherwise. Throws heddle::Error with the helper's message.
-void detach_mount(const std::string& mountpoint);
+// Lazily detaches the mount whose root `mount_fd` holds, wherever it is now: umount2 of that
+// very mount when we may mount directly, fusermount3 -u -z of its present path (from
+// mountinfo) otherwise. False if it is detached already or something is mounted over it (not
+// ours to remove with it). Throws heddle::Error with the helper's message.
+bool detach_mount(int mount_fd);
 
 }  // namespace heddle::launcher

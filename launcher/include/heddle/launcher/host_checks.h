@@ -29,14 +29,6 @@ void require_setuid_possible();
 // /etc/fuse.conf has user_allow_other (needed for allow_other without root).
 void require_user_allow_other();
 
-// The mountpoint `path` (canonical) exists, is a directory, is owned by `uid` (unless uid is
-// 0), is empty, and is not a mount point. A dead FUSE mount of ours there is not an error
-// here: see is_stale_heddle_mount().
-void require_usable_mountpoint(const std::string& path, uid_t uid);
-
-// A FUSE mount of ours at `path` whose server is gone (stat answers ENOTCONN).
-[[nodiscard]] bool is_stale_heddle_mount(const std::string& path);
-
 // The value of a /proc/sys file, trimmed, or "" when it does not exist.
 [[nodiscard]] std::string read_sysctl(const std::string& path);
 

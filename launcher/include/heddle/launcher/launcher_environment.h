@@ -11,6 +11,10 @@
 
 namespace heddle::launcher {
 
+// Days a supervisor log is kept after its mount ended (0: forever).
+inline constexpr const char* kLogMaxAgeEnv = "HEDDLE_FUSE_LOG_MAX_AGE_DAYS";
+inline constexpr std::chrono::hours kDefaultLogMaxAge{24 * 14};
+
 struct LauncherEnvironment {
   std::string worker_binary;  // HEDDLE_FUSE_WORKER_BIN, unless it names this program
   std::string guard_binary;   // HEDDLE_FUSE_GUARD_BIN
@@ -21,6 +25,7 @@ struct LauncherEnvironment {
   UserDirs dirs;               // where sockets, logs and overlays go
   std::string log_levels;      // HEDDLE_FUSE_LOG, the launcher's own levels
   std::string journal_stream;  // JOURNAL_STREAM: systemd's device:inode of our stderr
+  std::chrono::hours log_max_age = kDefaultLogMaxAge;  // HEDDLE_FUSE_LOG_MAX_AGE_DAYS; 0: keep
 
   [[nodiscard]] static LauncherEnvironment read();
   // Sets (or replaces) one variable of worker_env: -v/-q override HEDDLE_FUSE_LOG this way.

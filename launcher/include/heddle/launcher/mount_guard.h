@@ -22,12 +22,12 @@ inline constexpr const char* kGuardBinaryEnv = "HEDDLE_FUSE_GUARD_BIN";
 
 class MountGuard {
  public:
-  // Starts the guard for the mount of device major:minor at `mountpoint`, without waiting for
+  // Starts the guard for the mount at `mountpoint` whose root `mount_fd` holds (the guard gets
+  // a copy, so it detaches that mount and no other), without waiting for
   // it (its exec overlaps the worker's): it holds its end of the socket from the start, so
   // the supervisor's death is seen even before it is armed. Throws heddle::Error.
   static std::unique_ptr<MountGuard> start(const std::string& binary,
-                                           const std::string& mountpoint, unsigned major,
-                                           unsigned minor);
+                                           const std::string& mountpoint, int mount_fd);
   // Waits until the guard says it is armed. Throws heddle::Error naming its binary.
   void await_armed();
   MountGuard(const MountGuard&) = delete;

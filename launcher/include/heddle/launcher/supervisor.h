@@ -64,7 +64,10 @@ class Supervisor {
   // A writable mount first takes its overlay's lock (EBUSY if another mount has it).
   // Throws heddle::Error: MountError's message, "worker exited before MountReady (...)",
   // or a handshake timeout. Nothing (process, mount, fd) survives a failed spawn.
-  static std::unique_ptr<Supervisor> spawn(ipc::MountSpec spec, SupervisorOptions options = {});
+  // `mountpoint` is the directory hold_mountpoint() checked, mounted onto as held; without
+  // it spec.mountpoint is opened as it stands (the caller vouches for it).
+  static std::unique_ptr<Supervisor> spawn(ipc::MountSpec spec, SupervisorOptions options = {},
+                                           UniqueFd mountpoint = {});
 
   Supervisor(const Supervisor&) = delete;
   Supervisor& operator=(const Supervisor&) = delete;
