@@ -18,6 +18,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kPassedEnv[] = {kLogEnv,        kPanicOnInitEnv, kHoldReadyEnv,
+                                      "HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB",
                                       "ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS",
                                       "LSAN_OPTIONS"};
 
