@@ -134,7 +134,7 @@ class GitFs final : public Backend {
         pool_(options.repo_root, std::move(repo)),
         nodes_(root_info(resolved), InoHasher(InoHasher::random_key())),
         cache_(options.cache_bytes),
-        held_(held_limit(options.cache_bytes)) {}
+        held_(options.held_bytes != 0 ? options.held_bytes : held_limit(options.cache_bytes)) {}
 
   int lookup(NodeId parent, std::string_view name, NodeId& node, struct stat& st) override {
     return guarded("lookup", [&] {
