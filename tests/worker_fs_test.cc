@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <variant>
@@ -477,6 +478,63 @@ TEST_F(WorkerFsTest, FilesOfTwoFilesystemsWithOneInodeNumberStayDistinct) {
   EXPECT_EQ(read_file(out.path() / "a"), "outside\n");
   EXPECT_EQ(read_file(out.path() / "sub" / *twin), "inside " + *twin + "\n");
   EXPECT_EQ(read_file(out.path() / "sub" / "twin.link"), "inside " + *twin + "\n");
+}
+
+// --- memory limit ---------------------------------------------------------------------------
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// The soft "Max data size" of a process, as /proc/PID/limits shows it ("unlimited" or bytes).
+std::string data_limit_of(pid_t pid) {
+  std::istringstream limits(read_file("/proc/" + std::to_string(pid) + "/limits"));
+  std::string line;
+  while (std::getline(limits, line)) {
+    if (line.rfind("Max data size", 0) != 0) continue;
+    std::istringstream fields(line.substr(std::string("Max data size").size()));
+    std::string soft;
+    fields >> soft;
+    return soft;
+  }
+  return "";
+}
+
+// A crafted source must not make the worker take the host's memory: it serves under
+// RLIMIT_DATA (2 GiB for a directory), which HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB overrides.
+TEST_F(WorkerFsTest, TheWorkerServesUnderAMemoryLimit) {
+  if (kSanitized) GTEST_SKIP() << "sanitizer builds run without the limit (shadow memory)";
+  write_file(src() / "f", "x\n");
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{}, std::to_string(2ull << 30)},
+      {{"HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB=512"}, std::to_string(512ull << 20)},
+      {{"HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB=0"}, "unlimited"},
+  };
+  for (const auto& [env, expected] : cases) {
+    SCOPED_TRACE(expected);
+    WorkerConfig config;
+    config.extra_env = env;
+    const auto worker = start(std::move(config));
+    ASSERT_TRUE(worker->ready());
+    EXPECT_EQ(data_limit_of(worker->pid()), expected);
+    EXPECT_EQ(read_file(worker->mountpoint() / "f"), "x\n");
+  }
+  WorkerConfig bad;
+  bad.extra_env = {"HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB=lots"};
+  bad.source = src();
+  UnsandboxedWorker worker(std::move(bad));
+  ASSERT_TRUE(worker.first_message());
+  const auto* error = std::get_if<ipc::MountError>(&*worker.first_message());
+  ASSERT_NE(error, nullptr);
+  EXPECT_NE(error->message.find("HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB"), std::string::npos);
 }
 
 // --- protocol ------------------------------------------------------------------------------
