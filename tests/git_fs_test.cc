@@ -1335,6 +1335,30 @@ TEST(GitFsHostileTest, SpecialFilesInTheRepositoryAreRefused) {
     EXPECT_EQ(code, EINVAL);
   }
 
+  // A loose object that is a FIFO: EIO for that file, instead of libgit2 blocking on it.
+  {
+    TempDir dir;
+    const std::string repo = dir.path() + "/r";
+    run(git(dir.path()) + "init -q r");
+    write_file(repo + "/a.txt", "a\n");
+    write_file(repo + "/b.txt", "b\n");
+    run(git(repo) + "add -A && " + git(repo) + "commit -qm t");
+    const std::string oid = capture(git(repo) + "rev-parse HEAD:a.txt");
+    const std::string object = repo + "/.git/objects/" + oid.substr(0, 2) + "/" + oid.substr(2);
+    ASSERT_EQ(::unlink(object.c_str()), 0);
+    ASSERT_EQ(::mkfifo(object.c_str(), 0644), 0);
+    LogCapture log;
+    auto fs = open_fs(repo, "main");
+    NodeId node = 0;
+    struct stat st {};
+    ASSERT_EQ(fs->lookup(kRootNode, "a.txt", node, st), 0);
+    std::unique_ptr<FileHandle> handle;
+    EXPECT_EQ(fs->open_file(node, handle), EIO);
+    EXPECT_EQ(log.count(oid), 1u) << log.text();
+    ASSERT_EQ(fs->lookup(kRootNode, "b.txt", node, st), 0);
+    EXPECT_EQ(fs->open_file(node, handle), 0);
+  }
+
   // A FIFO posing as a pack index: skipped without blocking, big blobs still stream.
   TempDir dir;
   const std::string repo = dir.path() + "/r";

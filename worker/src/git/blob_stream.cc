@@ -109,6 +109,14 @@ ObjectLocation ObjectLocator::locate(const git_oid& oid) {
   return {};
 }
 
+bool ObjectLocator::loose_is_special(const git_oid& oid) const {
+  for (const auto& dir : dirs_) {
+    struct stat st {};
+    if (::stat(loose_path(dir, oid).c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return true;
+  }
+  return false;
+}
+
 BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_oid& oid,
                                         WarnOnce& warnings, std::unique_ptr<BlobStream>& out,
                                         std::string& why) {

@@ -359,7 +359,15 @@ class GitFs final : public Backend {
                                     "; reading it gives EIO");
   }
 
+  // Before libgit2 reads an object: a loose file that is not a regular file would block it.
+  int check_loose(const NodeInfo& info) {
+    if (!locator_.loose_is_special(info.oid)) return 0;
+    warn_object(info.oid, info.path, "is stored as a FIFO, a device or a link to one");
+    return EIO;
+  }
+
   int lookup_tree(const RepoPool::Lease& lease, const NodeInfo& dir, TreePtr& tree) {
+    if (const int err = check_loose(dir); err != 0) return err;
     git_tree* raw = nullptr;
     if (git_tree_lookup(&raw, lease.repo(), &dir.oid) < 0) {
       warn_object(dir.oid, dir.path, "is a missing or damaged tree: " + last_error_message());
@@ -387,6 +395,7 @@ class GitFs final : public Backend {
   }
 
   int read_size(const RepoPool::Lease& lease, const NodeInfo& info, std::uint64_t& size) {
+    if (const int err = check_loose(info); err != 0) return err;
     std::size_t length = 0;
     git_object_t type = GIT_OBJECT_INVALID;
     if (git_odb_read_header(&length, &type, lease.odb(), &info.oid) < 0) {
@@ -412,6 +421,7 @@ class GitFs final : public Backend {
   }
 
   int read_whole(const NodeInfo& info, Blob& out) {
+    if (const int err = check_loose(info); err != 0) return err;
     const auto lease = pool_.acquire();
     git_odb_object* raw = nullptr;
     if (git_odb_read(&raw, lease.odb(), &info.oid) < 0) {
