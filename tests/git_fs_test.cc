@@ -21,6 +21,8 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
+#include <map>
 #include <random>
 #include <sstream>
 #include <stdexcept>
@@ -32,6 +34,7 @@
 
 #include "backend.h"
 #include "git/git_fs.h"
+#include "git/node_table.h"
 #include "heddle/error.h"
 #include "heddle/process.h"
 #include "heddle/unique_fd.h"
@@ -870,9 +873,15 @@ TEST_F(GitFsTreeTest, CacheHitsShareOneBlob) {
   EXPECT_EQ(ra.data.data() + 2, rb.data.data()) << "both views point into one cached copy";
   const auto status = status_of(*fs);
   EXPECT_EQ(status["cache_misses"], 1);
-  EXPECT_EQ(status["cache_hits"], 1);
+  EXPECT_EQ(status["cache_hits"], 0) << "the second open shares what the first holds";
   EXPECT_EQ(status["cache_entries"], 1);
   EXPECT_EQ(status["cache_bytes"], 16);
+  EXPECT_EQ(status["held_bytes"], 16) << "held once, for both handles";
+  a.reset();
+  b.reset();
+  EXPECT_EQ(status_of(*fs)["held_bytes"], 0);
+  ASSERT_EQ(fs->open_file(node, a), 0);
+  EXPECT_EQ(status_of(*fs)["cache_hits"], 1) << "reopened from the cache";
 }
 
 TEST_F(GitFsTreeTest, ForgettingEverythingLeavesTheRoot) {
@@ -1109,6 +1118,261 @@ TEST(GitFsDamageTest, ABigDeltaIsReadWholeWithOneWarning) {
   EXPECT_EQ(whole_reads, 1u) << verify << log.text();
   EXPECT_EQ(log.count("cannot be streamed (stored as a delta"), 1u) << log.text();
   EXPECT_EQ(log.count(oid_one) + log.count(oid_two), 1u) << log.text();
+}
+
+// --- hostile repositories -----------------------------------------------------------------
+
+// A repository whose main is a commit of the tree `mktree_input` (git mktree's format) builds.
+std::string crafted_repo(const TempDir& dir, const std::string& mktree_input) {
+  const std::string repo = dir.path() + "/r";
+  run(git(dir.path()) + "init -q r");
+  write_file(dir.path() + "/tree.txt", mktree_input);
+  const std::string tree = capture(git(repo) + "mktree --missing < " + quote(dir.path() + "/tree.txt"));
+  const std::string commit = capture(git(repo) + "commit-tree -m t " + tree);
+  run(git(repo) + "update-ref refs/heads/main " + commit);
+  return repo;
+}
+
+std::string blob_of(const TempDir& dir, const std::string& content) {
+  const std::string file = dir.path() + "/blob-input";
+  write_file(file, content);
+  return capture(git(dir.path() + "/r") + "hash-object -w " + quote(file));
+}
+
+// Names over NAME_MAX and paths of PATH_MAX or more: never listed (programs' buffers are sized
+// for them), counted once per directory in Status, and ENAMETOOLONG when looked up.
+TEST(GitFsHostileTest, OverlongNamesAndPathsAreHiddenAndCounted) {
+  TempDir dir;
+  run(git(dir.path()) + "init -q r");
+  const std::string blob = blob_of(dir, "hidden\n");
+  const std::string long_name(300, 'x');
+  // A chain of 200-byte directory names: the 21st level passes PATH_MAX.
+  const std::string level(200, 'd');
+  std::string deep = capture("printf '100644 blob " + blob + "\\tleaf\\n' | " + git(dir.path() + "/r") + "mktree");
+  for (int i = 0; i < 21; ++i) {
+    deep = capture("printf '040000 tree " + deep + "\\t" + level + "\\n' | " + git(dir.path() + "/r") + "mktree");
+  }
+  const std::string repo = crafted_repo(dir, "100644 blob " + blob + "\tok.txt\n100644 blob " + blob +
+                                                 "\t" + long_name + "\n040000 tree " + deep + "\tdeep\n");
+  auto fs = open_fs(repo, "main");
+  DirSnapshot snapshot;
+  for (int twice = 0; twice < 2; ++twice) ASSERT_EQ(fs->read_dir(kRootNode, snapshot), 0);
+  std::vector<std::string> names;
+  for (const auto& entry : snapshot.entries) names.push_back(entry.name);
+  EXPECT_EQ(names, (std::vector<std::string>{".", "..", "deep", "ok.txt"}));
+  EXPECT_EQ(status_of(*fs)["hidden_names"], 1) << "counted once, however often listed";
+  NodeId node = 0;
+  struct stat st {};
+  EXPECT_EQ(fs->lookup(kRootNode, long_name, node, st), ENAMETOOLONG);
+
+  // Down the chain until the path would pass PATH_MAX.
+  NodeId at = 0;
+  ASSERT_EQ(fs->lookup(kRootNode, "deep", at, st), 0);
+  std::size_t path_length = 4;
+  int depth = 0;
+  while (path_length + 1 + level.size() < PATH_MAX) {
+    ASSERT_EQ(fs->lookup(at, level, at, st), 0) << depth;
+    path_length += 1 + level.size();
+    ++depth;
+  }
+  EXPECT_EQ(fs->lookup(at, level, node, st), ENAMETOOLONG);
+  ASSERT_EQ(fs->read_dir(at, snapshot), 0);
+  EXPECT_EQ(snapshot.entries.size(), 2u) << "only . and ..";
+  EXPECT_EQ(status_of(*fs)["hidden_names"], 2);
+}
+
+// Inode numbers are a keyed hash: another mount of the same tree numbers it differently, so
+// no repository can be built to make two of its paths collide.
+TEST(GitFsHostileTest, InodeNumbersAreKeyedPerMount) {
+  TempDir dir;
+  run(git(dir.path()) + "init -q r");
+  const std::string blob = blob_of(dir, "x\n");
+  std::string input;
+  for (int i = 0; i < 64; ++i) input += "100644 blob " + blob + "\tf" + std::to_string(i) + "\n";
+  const std::string repo = crafted_repo(dir, input);
+  auto one = open_fs(repo, "main");
+  auto two = open_fs(repo, "main");
+  int same = 0;
+  for (int i = 0; i < 64; ++i) {
+    NodeId a = 0, b = 0;
+    struct stat sa {}, sb {};
+    ASSERT_EQ(one->lookup(kRootNode, "f" + std::to_string(i), a, sa), 0);
+    ASSERT_EQ(two->lookup(kRootNode, "f" + std::to_string(i), b, sb), 0);
+    EXPECT_LT(sa.st_ino, ino_t{1} << 63) << "bit 63 is the overlay's";
+    if (sa.st_ino == sb.st_ino) ++same;
+  }
+  EXPECT_EQ(same, 0);
+}
+
+// Collisions, forced with a 5-bit hash: every live node has its own number, the first path
+// keeps its number, and every number stays what it was for the table's life.
+TEST(GitFsHostileTest, CollidingInodeNumbersAreResolvedAndStayStable) {
+  git::NodeInfo root;
+  git::NodeTable table(root, git::InoHasher(git::InoHasher::Key{1, 2}, 5));
+  std::vector<std::pair<NodeId, ino_t>> live;
+  std::map<std::string, ino_t> seen;
+  for (int i = 0; i < 24; ++i) {  // 30 numbers (2..31) for 24 paths: collisions certain
+    git::NodeInfo info;
+    info.path = "p" + std::to_string(i);
+    std::shared_ptr<const git::NodeInfo> out;
+    const NodeId id = table.acquire(info, out);
+    live.emplace_back(id, out->ino);
+    seen[info.path] = out->ino;
+    EXPECT_EQ(table.ino_of(info.path), out->ino);
+  }
+  std::set<ino_t> distinct;
+  for (const auto& [id, ino] : live) distinct.insert(ino);
+  EXPECT_EQ(distinct.size(), live.size());
+  EXPECT_GT(table.collisions(), 0u);
+  for (const auto& [id, ino] : live) table.forget(id, 1);  // all forgotten, then in reverse
+  for (int i = 23; i >= 0; --i) {
+    git::NodeInfo info;
+    info.path = "p" + std::to_string(i);
+    std::shared_ptr<const git::NodeInfo> out;
+    (void)table.acquire(info, out);
+    EXPECT_EQ(out->ino, seen[info.path]) << info.path;
+  }
+}
+
+TEST(GitFsHostileTest, AHugeSymlinkTargetIsNotRead) {
+  TempDir dir;
+  run(git(dir.path()) + "init -q r");
+  const std::string huge = blob_of(dir, std::string(1 << 20, 'a'));
+  const std::string fine = blob_of(dir, "target");
+  const std::string repo = crafted_repo(dir, "120000 blob " + huge + "\thuge\n120000 blob " +
+                                                 fine + "\tfine\n");
+  auto fs = open_fs(repo, "main");
+  NodeId node = 0;
+  struct stat st {};
+  std::string target;
+  ASSERT_EQ(fs->lookup(kRootNode, "huge", node, st), 0);
+  EXPECT_EQ(fs->readlink(node, target), ENAMETOOLONG);
+  EXPECT_EQ(status_of(*fs)["cache_misses"], 0) << "not even read";
+  ASSERT_EQ(fs->lookup(kRootNode, "fine", node, st), 0);
+  ASSERT_EQ(fs->readlink(node, target), 0);
+  EXPECT_EQ(target, "target");
+}
+
+// Open files cannot hold more than the budget: past it, opens stream (bounded buffers); and
+// at most 64 streams are open at once.
+TEST(GitFsHostileTest, OpenFilesHoldBoundedMemory) {
+  TempDir dir;
+  run(git(dir.path()) + "init -q r");
+  std::string input;
+  std::vector<std::string> contents;
+  for (int i = 0; i < 6; ++i) {
+    contents.push_back(std::string(800 << 10, static_cast<char>('a' + i)));
+    input += "100644 blob " + blob_of(dir, contents.back()) + "\tf" + std::to_string(i) + "\n";
+  }
+  const std::string big = blob_of(dir, std::string(3 << 20, 'z'));
+  input += "100644 blob " + big + "\tbig\n";
+  const std::string repo = crafted_repo(dir, input);
+  GitFsOptions options;
+  options.repo_root = repo;
+  options.thread = "main";
+  options.cache_bytes = 1 << 20;
+  options.held_bytes = 2 << 20;
+  auto fs = open_git_fs(options);
+
+  std::vector<std::unique_ptr<FileHandle>> handles;
+  for (int i = 0; i < 6; ++i) {
+    NodeId node = 0;
+    struct stat st {};
+    ASSERT_EQ(fs->lookup(kRootNode, "f" + std::to_string(i), node, st), 0);
+    handles.emplace_back();
+    ASSERT_EQ(fs->open_file(node, handles.back()), 0) << i;
+  }
+  auto status = status_of(*fs);
+  EXPECT_LE(status["held_bytes"].get<std::uint64_t>(), 2u << 20);
+  EXPECT_EQ(status["open_streams"], 4) << "two held whole, four streamed";
+  for (int i = 0; i < 6; ++i) {
+    ReadResult out;
+    ASSERT_EQ(handles[i]->read(contents[i].size(), 0, out), 0);
+    EXPECT_TRUE(out.data == contents[i]) << i;
+  }
+  handles.clear();
+  EXPECT_EQ(status_of(*fs)["held_bytes"], 0);
+  EXPECT_EQ(status_of(*fs)["open_streams"], 0);
+
+  NodeId node = 0;
+  struct stat st {};
+  ASSERT_EQ(fs->lookup(kRootNode, "big", node, st), 0);
+  int refused = 0;
+  for (int i = 0; i < 70; ++i) {
+    std::unique_ptr<FileHandle> handle;
+    const int err = fs->open_file(node, handle);
+    if (err == 0) {
+      handles.push_back(std::move(handle));
+    } else {
+      EXPECT_EQ(err, EMFILE);
+      ++refused;
+    }
+  }
+  EXPECT_EQ(handles.size(), 64u);
+  EXPECT_EQ(refused, 6);
+}
+
+// Files the worker (or libgit2) reads whole or maps: a FIFO must not hang the mount, a link
+// to /dev/zero must not be read without end.
+TEST(GitFsHostileTest, SpecialFilesInTheRepositoryAreRefused) {
+  for (const std::string kind : {"fifo", "dev-zero"}) {
+    SCOPED_TRACE(kind);
+    TempDir dir;
+    const std::string repo = dir.path() + "/r";
+    run(git(dir.path()) + "init -q r");
+    write_file(repo + "/a.txt", "a\n");
+    run(git(repo) + "add -A && " + git(repo) + "commit -qm t");
+    const std::string packed = repo + "/.git/packed-refs";
+    ::unlink(packed.c_str());
+    if (kind == "fifo") {
+      ASSERT_EQ(::mkfifo(packed.c_str(), 0644), 0);
+    } else {
+      ASSERT_EQ(::symlink("/dev/zero", packed.c_str()), 0);
+    }
+    int code = 0;
+    const std::string message = open_error(repo, "main", &code);
+    EXPECT_NE(message.find("packed-refs is not a regular file"), std::string::npos) << message;
+    EXPECT_EQ(code, EINVAL);
+  }
+
+  // A loose object that is a FIFO: EIO for that file, instead of libgit2 blocking on it.
+  {
+    TempDir dir;
+    const std::string repo = dir.path() + "/r";
+    run(git(dir.path()) + "init -q r");
+    write_file(repo + "/a.txt", "a\n");
+    write_file(repo + "/b.txt", "b\n");
+    run(git(repo) + "add -A && " + git(repo) + "commit -qm t");
+    const std::string oid = capture(git(repo) + "rev-parse HEAD:a.txt");
+    const std::string object = repo + "/.git/objects/" + oid.substr(0, 2) + "/" + oid.substr(2);
+    ASSERT_EQ(::unlink(object.c_str()), 0);
+    ASSERT_EQ(::mkfifo(object.c_str(), 0644), 0);
+    LogCapture log;
+    auto fs = open_fs(repo, "main");
+    NodeId node = 0;
+    struct stat st {};
+    ASSERT_EQ(fs->lookup(kRootNode, "a.txt", node, st), 0);
+    std::unique_ptr<FileHandle> handle;
+    EXPECT_EQ(fs->open_file(node, handle), EIO);
+    EXPECT_EQ(log.count(oid), 1u) << log.text();
+    ASSERT_EQ(fs->lookup(kRootNode, "b.txt", node, st), 0);
+    EXPECT_EQ(fs->open_file(node, handle), 0);
+  }
+
+  // A FIFO posing as a pack index: skipped without blocking, big blobs still stream.
+  TempDir dir;
+  const std::string repo = dir.path() + "/r";
+  run(git(dir.path()) + "init -q r");
+  write_big_file(repo + "/big.bin", 2u << 20);
+  run(git(repo) + "add -A && " + git(repo) + "commit -qm t && " + git(repo) + "gc -q");
+  ASSERT_EQ(::mkfifo((repo + "/.git/objects/pack/pack-fifo.idx").c_str(), 0644), 0);
+  ASSERT_EQ(::symlink("/dev/zero", (repo + "/.git/objects/pack/pack-zero.idx").c_str()), 0);
+  auto fs = open_fs(repo, "main", 1 << 20);
+  NodeId node = 0;
+  struct stat st {};
+  ASSERT_EQ(fs->lookup(kRootNode, "big.bin", node, st), 0);
+  EXPECT_TRUE(same_file(*fs, node, repo + "/big.bin"));
+  EXPECT_EQ(status_of(*fs)["streamed_opens"], 1);
 }
 
 // --- laziness ------------------------------------------------------------------------------

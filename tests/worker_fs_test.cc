@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -21,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <variant>
@@ -405,6 +407,134 @@ TEST_F(WorkerFsTest, TheWorkerItselfRefusesWritesWithErofs) {
   expect_writes_fail_with_erofs(worker->mountpoint());
   expect_source_unchanged(src());
   EXPECT_EQ(read_file(worker->mountpoint() / "file.txt"), "unchanged\n");
+}
+
+// --- inode numbers across filesystems ------------------------------------------------------
+
+// A tmpfs mounted at `at` for the test's duration (detached on destruction).
+class TmpfsMount {
+ public:
+  explicit TmpfsMount(const fs::path& at) : path_(at) {
+    if (::mount("heddle-test", at.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0) {
+      throw_errno("mount tmpfs on " + at.string());
+    }
+  }
+  TmpfsMount(const TmpfsMount&) = delete;
+  TmpfsMount& operator=(const TmpfsMount&) = delete;
+  ~TmpfsMount() { ::umount2(path_.c_str(), MNT_DETACH); }
+
+ private:
+  fs::path path_;
+};
+
+// The mount has one st_dev: two files of two filesystems under the source that share an inode
+// number must not share one through the mount, or tar stores the second as a hard link to
+// the first and extracting it loses its content.
+TEST_F(WorkerFsTest, FilesOfTwoFilesystemsWithOneInodeNumberStayDistinct) {
+  // Two fresh tmpfs number their inodes alike: the source itself, and one inside it.
+  const TmpfsMount outer(src());
+  ASSERT_EQ(::mkdir((src() / "sub").c_str(), 0755), 0);
+  const TmpfsMount inner(src() / "sub");
+  write_file(src() / "a", "outside\n");
+  ASSERT_EQ(::link((src() / "a").c_str(), (src() / "a.link").c_str()), 0);  // nlink 2: tar
+  const ino_t target = lstat_or_throw(src() / "a").st_ino;                   // tracks it
+  std::optional<std::string> twin;
+  for (int i = 0; i < 64 && !twin; ++i) {
+    const std::string name = "b" + std::to_string(i);
+    write_file(src() / "sub" / name, "inside " + name + "\n");
+    if (lstat_or_throw(src() / "sub" / name).st_ino == target) twin = name;
+  }
+  if (!twin) GTEST_SKIP() << "this kernel's tmpfs numbers inodes differently: no twin found";
+  ASSERT_EQ(::link((src() / "sub" / *twin).c_str(), (src() / "sub" / "twin.link").c_str()), 0);
+  ASSERT_NE(lstat_or_throw(src() / "a").st_dev, lstat_or_throw(src() / "sub" / *twin).st_dev);
+
+  const TempDir out("heddle-worker-untar");
+  {
+    const auto worker = start();
+    ASSERT_TRUE(worker->ready());
+    const fs::path mp = worker->mountpoint();
+    const struct stat outside = lstat_or_throw(mp / "a");
+    const struct stat inside = lstat_or_throw(mp / "sub" / *twin);
+    EXPECT_EQ(outside.st_ino, target) << "the source filesystem's numbers are kept";
+    EXPECT_NE(inside.st_ino, outside.st_ino);
+    EXPECT_EQ(lstat_or_throw(mp / "sub" / "twin.link").st_ino, inside.st_ino) << "hard links";
+    EXPECT_EQ(lstat_or_throw(mp / "sub" / *twin).st_ino, inside.st_ino) << "stable";
+    // readdir agrees with stat.
+    std::optional<ino_t> listed;
+    DIR* d = ::opendir((mp / "sub").c_str());
+    ASSERT_NE(d, nullptr);
+    while (const dirent* entry = ::readdir(d)) {
+      if (entry->d_name == *twin) listed = entry->d_ino;
+    }
+    ::closedir(d);
+    EXPECT_EQ(listed, inside.st_ino);
+
+    const auto tar = run_process(
+        {"/bin/sh", "-c",
+         "tar -C '" + mp.string() + "' -cf - . | tar -C '" + out.path().string() + "' -xf -"},
+        {}, std::chrono::seconds(60));
+    ASSERT_TRUE(tar.ok()) << tar.err;
+  }
+  EXPECT_EQ(read_file(out.path() / "a"), "outside\n");
+  EXPECT_EQ(read_file(out.path() / "sub" / *twin), "inside " + *twin + "\n");
+  EXPECT_EQ(read_file(out.path() / "sub" / "twin.link"), "inside " + *twin + "\n");
+}
+
+// --- memory limit ---------------------------------------------------------------------------
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+// The soft "Max data size" of a process, as /proc/PID/limits shows it ("unlimited" or bytes).
+std::string data_limit_of(pid_t pid) {
+  std::istringstream limits(read_file("/proc/" + std::to_string(pid) + "/limits"));
+  std::string line;
+  while (std::getline(limits, line)) {
+    if (line.rfind("Max data size", 0) != 0) continue;
+    std::istringstream fields(line.substr(std::string("Max data size").size()));
+    std::string soft;
+    fields >> soft;
+    return soft;
+  }
+  return "";
+}
+
+// A crafted source must not make the worker take the host's memory: it serves under
+// RLIMIT_DATA (2 GiB for a directory), which HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB overrides.
+TEST_F(WorkerFsTest, TheWorkerServesUnderAMemoryLimit) {
+  if (kSanitized) GTEST_SKIP() << "sanitizer builds run without the limit (shadow memory)";
+  write_file(src() / "f", "x\n");
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+      {{}, std::to_string(2ull << 30)},
+      {{"HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB=512"}, std::to_string(512ull << 20)},
+      {{"HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB=0"}, "unlimited"},
+  };
+  for (const auto& [env, expected] : cases) {
+    SCOPED_TRACE(expected);
+    WorkerConfig config;
+    config.extra_env = env;
+    const auto worker = start(std::move(config));
+    ASSERT_TRUE(worker->ready());
+    EXPECT_EQ(data_limit_of(worker->pid()), expected);
+    EXPECT_EQ(read_file(worker->mountpoint() / "f"), "x\n");
+  }
+  WorkerConfig bad;
+  bad.extra_env = {"HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB=lots"};
+  bad.source = src();
+  UnsandboxedWorker worker(std::move(bad));
+  ASSERT_TRUE(worker.first_message());
+  const auto* error = std::get_if<ipc::MountError>(&*worker.first_message());
+  ASSERT_NE(error, nullptr);
+  EXPECT_NE(error->message.find("HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB"), std::string::npos);
 }
 
 // --- protocol ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kPassedEnv[] = {kLogEnv,        ipc::kPanicOnInitEnv, ipc::kHoldReadyEnv,
+                                      ipc::kMemoryLimitEnv,
                                       "ASAN_OPTIONS", "UBSAN_OPTIONS", "TSAN_OPTIONS",
                                       "LSAN_OPTIONS"};
 

@@ -18,22 +18,28 @@ int fstat_errno(int fd, struct stat& st) { return ::fstat(fd, &st) == 0 ? 0 : er
 // An open source file: reads are ranges of its fd, which libfuse splices to the kernel.
 class FdFileHandle final : public FileHandle {
  public:
-  explicit FdFileHandle(UniqueFd fd) : fd_(std::move(fd)) {}
+  FdFileHandle(UniqueFd fd, ServedIno& inos) : fd_(std::move(fd)), inos_(inos) {}
   int read(std::size_t /*size*/, off_t offset, ReadResult& out) override {
     out.fd = fd_.get();
     out.fd_offset = offset;
     return 0;
   }
   // Answers even if the path has since been replaced or removed in the source.
-  int stat(struct stat& st) override { return fstat_errno(fd_.get(), st); }
+  int stat(struct stat& st) override {
+    if (const int err = fstat_errno(fd_.get(), st); err != 0) return err;
+    st.st_ino = inos_.of(st.st_dev, st.st_ino);
+    return 0;
+  }
 
  private:
   UniqueFd fd_;
+  ServedIno& inos_;
 };
 
 }  // namespace
 
-DirFs::DirFs(SourceTree tree) : tree_(std::move(tree)), nodes_(tree_.root_id()) {}
+DirFs::DirFs(SourceTree tree)
+    : tree_(std::move(tree)), nodes_(tree_.root_id()), inos_(tree_.root_id().dev) {}
 
 int DirFs::open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st) const {
   auto ref = nodes_.find(node);
@@ -52,6 +58,7 @@ int DirFs::lookup_path(const std::string& path, NodeId& node, struct stat& st) {
   if (!opened.fd) return opened.error;
   if (const int err = fstat_errno(opened.fd.get(), st); err != 0) return err;
   node = nodes_.acquire(path, file_id(st));
+  st.st_ino = inos_.of(st.st_dev, st.st_ino);
   return 0;
 }
 
@@ -72,7 +79,9 @@ void DirFs::forget(NodeId node, std::uint64_t nlookup) noexcept { nodes_.forget(
 
 int DirFs::getattr(NodeId node, struct stat& st) {
   UniqueFd fd;
-  return open_node(node, O_PATH | O_NOFOLLOW, fd, st);
+  if (const int err = open_node(node, O_PATH | O_NOFOLLOW, fd, st); err != 0) return err;
+  st.st_ino = inos_.of(st.st_dev, st.st_ino);
+  return 0;
 }
 
 int DirFs::readlink(NodeId node, std::string& target) {
@@ -102,7 +111,11 @@ int DirFs::read_dir(NodeId node, DirSnapshot& out) {
   }
   out.node = node;
   out.entries.clear();
-  return read_entries(fd.get(), out.entries);  // `fd` closes here: the snapshot holds no fd
+  const int err = read_entries(fd.get(), out.entries);  // `fd` closes: the snapshot holds none
+  // The entries' d_ino are on the directory's filesystem (a mountpoint's entry shows the
+  // covered directory's, as in any readdir).
+  for (DirEntry& entry : out.entries) entry.ino = inos_.of(st.st_dev, entry.ino);
+  return err;
 }
 
 int DirFs::open_file(NodeId node, std::unique_ptr<FileHandle>& out) {
@@ -114,7 +127,7 @@ int DirFs::open_file(NodeId node, std::unique_ptr<FileHandle>& out) {
   }
   if (S_ISDIR(st.st_mode)) return EISDIR;
   if (!S_ISREG(st.st_mode)) return EINVAL;
-  out = std::make_unique<FdFileHandle>(std::move(fd));
+  out = std::make_unique<FdFileHandle>(std::move(fd), inos_);
   return 0;
 }
 
@@ -122,6 +135,9 @@ int DirFs::statfs(struct statvfs& out) {
   return ::fstatvfs(tree_.root_fd(), &out) == 0 ? 0 : errno;
 }
 
-void DirFs::add_status(nlohmann::ordered_json& extra) const { extra["source"] = tree_.path(); }
+void DirFs::add_status(nlohmann::ordered_json& extra) const {
+  extra["source"] = tree_.path();
+  extra["other_filesystems"] = inos_.other_devices();
+}
 
 }  // namespace heddle::worker

@@ -14,6 +14,7 @@
 #include "backend.h"
 #include "heddle/unique_fd.h"
 #include "inode_table.h"
+#include "served_ino.h"
 #include "source_tree.h"
 
 namespace heddle::worker {
@@ -45,6 +46,8 @@ class DirFs final : public Backend {
 
   const SourceTree tree_;
   InodeTable nodes_;
+  // st_ino as shown: unique per (st_dev, st_ino), since submounts are served too.
+  mutable ServedIno inos_;
 };
 
 }  // namespace heddle::worker

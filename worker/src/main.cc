@@ -39,6 +39,7 @@
 #include "heddle/log_levels.h"
 #include "heddle/unique_fd.h"
 #include "logging.h"
+#include "memory_limit.h"
 #include "open_source.h"
 #include "options.h"
 #include "overlay_fs.h"
@@ -59,11 +60,13 @@ struct Environment {
   std::string log_levels;               // HEDDLE_FUSE_LOG
   bool panic_on_init = false;           // HEDDLE_FUSE_WORKER_PANIC_ON_INIT set
   std::chrono::milliseconds hold_ready{0};  // HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS
+  const char* memory_limit_mib = nullptr;   // HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB
 
   static Environment read() {
     Environment env;
     if (const char* levels = std::getenv(kLogEnv)) env.log_levels = levels;
     env.panic_on_init = std::getenv(ipc::kPanicOnInitEnv) != nullptr;
+    env.memory_limit_mib = std::getenv(ipc::kMemoryLimitEnv);
     if (const char* hold = std::getenv(ipc::kHoldReadyEnv)) {
       env.hold_ready = std::chrono::milliseconds(std::strtoul(hold, nullptr, 10));
     }
@@ -174,6 +177,26 @@ Bootstrap receive_bootstrap(int fd) {
   }
 }
 
+// Before anything a repository steers is read (see memory_limit.h).
+void limit_memory(int ipc_fd, const ipc::MountSpec& spec, const Environment& env) {
+  std::uint64_t limit = 0;
+  try {
+    const auto* git = std::get_if<ipc::GitSource>(&spec.source);
+    limit = memory_limit_from_env(env.memory_limit_mib)
+                .value_or(default_memory_limit(git != nullptr ? git->cache_bytes : 0));
+  } catch (const std::exception& e) {
+    fail_mount(ipc_fd, e.what());
+  }
+  const auto applied = apply_memory_limit(limit);
+  if (applied.failed) fail_mount(ipc_fd, "cannot limit the worker's memory: " + applied.note);
+  if (applied.bytes == 0) {
+    spdlog::info("no memory limit: {}", applied.note);
+  } else {
+    spdlog::debug("memory limit (RLIMIT_DATA): {} MiB{}", applied.bytes >> 20,
+                  applied.note.empty() ? "" : " (" + applied.note + ")");
+  }
+}
+
 std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec) {
   auto lower = open_source(spec.source, spec.uid, spec.gid);
   if (!spec.writable()) return lower;
@@ -209,6 +232,7 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec) {
     if (const auto problem = confinement_problem(spec.degraded())) fail_mount(ipc_fd, *problem);
   }
 
+  limit_memory(ipc_fd, spec, env);
   std::unique_ptr<Backend> fs;
   try {
     fs = open_backend(spec);

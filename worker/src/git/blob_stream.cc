@@ -10,6 +10,8 @@
 #include <cstring>
 #include <new>
 
+#include "git/repo_file.h"
+
 namespace heddle::worker::git {
 namespace {
 
@@ -107,6 +109,14 @@ ObjectLocation ObjectLocator::locate(const git_oid& oid) {
   return {};
 }
 
+bool ObjectLocator::loose_is_special(const git_oid& oid) const {
+  for (const auto& dir : dirs_) {
+    struct stat st {};
+    if (::stat(loose_path(dir, oid).c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return true;
+  }
+  return false;
+}
+
 BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_oid& oid,
                                         WarnOnce& warnings, std::unique_ptr<BlobStream>& out,
                                         std::string& why) {
@@ -114,11 +124,14 @@ BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_o
     why = "not found in any pack index or as a loose object";
     return OpenResult::kCannotStream;
   }
-  UniqueFd fd(::open(where.path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) {
-    why = "cannot open " + where.path + ": " + std::strerror(errno);
+  // Read a buffer at a time: no size cap, but a regular file, never a FIFO or a device.
+  RepoFile file = open_repo_file(where.path, UINT64_MAX);
+  if (!file.fd) {
+    why = "cannot open " + where.path + ": " +
+          (file.error == EINVAL ? std::string("not a regular file") : std::strerror(file.error));
     return OpenResult::kDamaged;
   }
+  UniqueFd fd = std::move(file.fd);
   if (where.kind == ObjectLocation::Kind::kLoose) {
     // The size is in the zlib stream's header, which restart() parses.
     out.reset(new BlobStream(std::move(fd), true, 0, 0, oid, warnings));

@@ -38,6 +38,10 @@ class ObjectLocator {
   ObjectLocator& operator=(const ObjectLocator&) = delete;
 
   [[nodiscard]] ObjectLocation locate(const git_oid& oid);
+  // True if the object's loose file, in any object directory, is something other than a
+  // regular file (a FIFO, a device, a link to one): libgit2 would open it blocking, so it
+  // must not be asked to read the object.
+  [[nodiscard]] bool loose_is_special(const git_oid& oid) const;
 
  private:
   using Packs = std::vector<std::shared_ptr<const PackIndex>>;

@@ -12,11 +12,16 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <climits>
+#include <mutex>
 #include <new>
+#include <unordered_set>
 #include <utility>
 
 #include "git/blob_cache.h"
 #include "git/blob_stream.h"
+#include "git/budget.h"
+#include "git/held_blobs.h"
 #include "git/node_table.h"
 #include "git/oid.h"
 #include "git/repository.h"
@@ -45,11 +50,24 @@ unsigned char dirent_type(std::uint32_t mode) {
   return DT_REG;
 }
 
-// Names a tree may hold but a directory must not show (git itself refuses to create them).
+// Streamed handles open at once: each holds about 1.1 MiB of buffers (BlobStream::kWindow and
+// kInput). More opens fail with EMFILE.
+constexpr std::uint64_t kMaxStreams = 64;
+
+// Names a tree may hold but a directory must not show: git itself refuses to create most;
+// longer than NAME_MAX, no program's buffer is sized for them.
 bool bad_name(std::string_view name) {
-  return name.empty() || name == "." || name == ".." ||
+  return name.empty() || name == "." || name == ".." || name.size() > NAME_MAX ||
          name.find_first_of(std::string_view("/\0", 2)) != std::string_view::npos;
 }
+
+// A path no program could open (git cannot check it out either): served nowhere. Bounding
+// paths also bounds what the node table stores per node in very deep trees.
+bool too_long(std::string_view path) { return path.size() >= PATH_MAX; }
+
+// The bytes open files may hold whole (beyond the cache, which they share): twice the cache,
+// plus room for one blob that has to be read whole (a delta larger than the cache).
+std::uint64_t held_limit(std::uint64_t cache_bytes) { return 2 * cache_bytes + (512ull << 20); }
 
 // Runs a Backend call: exceptions never reach the FUSE layer, they become errnos.
 template <typename F>
@@ -68,6 +86,21 @@ int guarded(const char* op, F&& body) noexcept {
     return EIO;
   }
 }
+
+// A handle with a share of a Budget, released when the file is closed.
+class LeasedHandle final : public FileHandle {
+ public:
+  LeasedHandle(std::unique_ptr<FileHandle> inner, Budget::Lease lease)
+      : inner_(std::move(inner)), lease_(std::move(lease)) {}
+  int read(std::size_t size, off_t offset, ReadResult& out) override {
+    return inner_->read(size, offset, out);
+  }
+  int stat(struct stat& st) override { return inner_->stat(st); }
+
+ private:
+  std::unique_ptr<FileHandle> inner_;
+  Budget::Lease lease_;
+};
 
 // A blob held in memory (cached, or read whole): reads are views into it, with no lock.
 class MemoryHandle final : public FileHandle {
@@ -89,7 +122,7 @@ class MemoryHandle final : public FileHandle {
   }
 
  private:
-  Blob blob_;  // keeps the bytes alive after the cache evicts them
+  Blob blob_;  // keeps the bytes (and their HeldBlobs charge) alive after the cache evicts them
 };
 
 class GitFs final : public Backend {
@@ -99,11 +132,13 @@ class GitFs final : public Backend {
         resolved_(resolved),
         locator_(object_directories(repo.get())),
         pool_(options.repo_root, std::move(repo)),
-        nodes_(root_info(resolved)),
-        cache_(options.cache_bytes) {}
+        nodes_(root_info(resolved), InoHasher(InoHasher::random_key())),
+        cache_(options.cache_bytes),
+        held_(options.held_bytes != 0 ? options.held_bytes : held_limit(options.cache_bytes)) {}
 
   int lookup(NodeId parent, std::string_view name, NodeId& node, struct stat& st) override {
     return guarded("lookup", [&] {
+      if (name.size() > NAME_MAX) return ENAMETOOLONG;
       if (bad_name(name)) return name.find('/') != std::string_view::npos ? EINVAL : ENOENT;
       const auto dir = nodes_.find(parent);
       if (!dir) return ESTALE;
@@ -111,6 +146,7 @@ class GitFs final : public Backend {
       if (dir->mode != kTree) return ENOTDIR;
 
       std::string path = child_path(dir->path, name);
+      if (too_long(path)) return ENAMETOOLONG;
       std::shared_ptr<const NodeInfo> info;
       if ((node = nodes_.acquire_known(path, info)) != 0) {  // known: no need for the tree
         fill_stat(*info, st);
@@ -144,6 +180,13 @@ class GitFs final : public Backend {
       const auto info = nodes_.find(node);
       if (!info) return ESTALE;
       if (info->mode != kLink) return EINVAL;
+      // A target is a path: a bigger blob is not read at all.
+      std::uint64_t size = info->size;
+      if (!info->size_known) {
+        const auto lease = pool_.acquire();
+        if (const int err = read_size(lease, *info, size); err != 0) return err;
+      }
+      if (size >= PATH_MAX) return ENAMETOOLONG;
       Blob blob;
       if (const int err = load_blob(*info, blob); err != 0) return err;
       target.assign(*blob);
@@ -159,7 +202,7 @@ class GitFs final : public Backend {
       out.node = node;
       out.entries.clear();
       out.entries.push_back(DirEntry{".", dir->ino, DT_DIR});
-      out.entries.push_back(DirEntry{"..", path_ino(parent_path(dir->path)), DT_DIR});
+      out.entries.push_back(DirEntry{"..", nodes_.ino_of(parent_path(dir->path)), DT_DIR});
       if (dir->mode == kGitlink) return 0;
 
       const auto lease = pool_.acquire();
@@ -167,13 +210,19 @@ class GitFs final : public Backend {
       if (const int err = lookup_tree(lease, *dir, tree); err != 0) return err;
       const std::size_t count = git_tree_entrycount(tree.get());
       out.entries.reserve(count + 2);
+      std::uint64_t hidden = 0;
       for (std::size_t i = 0; i < count; ++i) {
         const git_tree_entry* entry = git_tree_entry_byindex(tree.get(), i);
         const std::string_view name = git_tree_entry_name(entry);
-        if (bad_name(name)) continue;
-        out.entries.push_back(DirEntry{std::string(name), path_ino(child_path(dir->path, name)),
+        std::string path = child_path(dir->path, name);
+        if (bad_name(name) || too_long(path)) {
+          ++hidden;
+          continue;
+        }
+        out.entries.push_back(DirEntry{std::string(name), nodes_.ino_of(path),
                                        dirent_type(git_tree_entry_filemode(entry))});
       }
+      if (hidden > 0) count_hidden(dir->ino, hidden);
       return 0;
     });
   }
@@ -193,9 +242,14 @@ class GitFs final : public Backend {
       }
       if (size <= cache_.limit()) {
         Blob blob;
-        if (const int err = load_blob(*info, blob); err != 0) return err;
-        out = std::make_unique<MemoryHandle>(std::move(blob));
-        return 0;
+        const int err = held_.hold(OidKey(info->oid), size,
+                                   [&](Blob& loaded) { return load_blob(*info, loaded); }, blob);
+        if (err == 0) {
+          out = std::make_unique<MemoryHandle>(std::move(blob));
+          return 0;
+        }
+        // Open files already hold all they may: a stream needs only its buffers.
+        if (err != ENOMEM) return err;
       }
       return open_stream(*info, size, out);
     });
@@ -235,6 +289,12 @@ class GitFs final : public Backend {
     extra["cache_hits"] = stats.hits;
     extra["cache_misses"] = stats.misses;
     extra["streamed_opens"] = streamed_opens_.load(std::memory_order_relaxed);
+    extra["open_streams"] = streams_.used();
+    extra["held_bytes"] = held_.budget().used();
+    extra["held_limit"] = held_.budget().limit();
+    extra["opens_refused_for_memory"] = held_.budget().refusals() + streams_.refusals();
+    extra["hidden_names"] = hidden_names_.load(std::memory_order_relaxed);
+    extra["inode_collisions"] = nodes_.collisions();
     extra["whole_reads_of_big_blobs"] = whole_reads_.load(std::memory_order_relaxed);
     extra["repositories_open"] = pool_.size();
     extra["nodes"] = nodes_.size();
@@ -286,12 +346,28 @@ class GitFs final : public Backend {
     st.st_blocks = (st.st_size + 511) / 512;
   }
 
+  // Hidden entries are counted once per directory (a listing may be taken many times).
+  void count_hidden(ino_t dir, std::uint64_t hidden) {
+    const std::lock_guard lock(hidden_mutex_);
+    if (hidden_dirs_.insert(dir).second) {
+      hidden_names_.fetch_add(hidden, std::memory_order_relaxed);
+    }
+  }
+
   void warn_object(const git_oid& oid, const std::string& path, const std::string& what) {
     warnings_.warn(OidKey(oid), "object " + to_hex(oid) + " ('" + path + "') " + what +
                                     "; reading it gives EIO");
   }
 
+  // Before libgit2 reads an object: a loose file that is not a regular file would block it.
+  int check_loose(const NodeInfo& info) {
+    if (!locator_.loose_is_special(info.oid)) return 0;
+    warn_object(info.oid, info.path, "is stored as a FIFO, a device or a link to one");
+    return EIO;
+  }
+
   int lookup_tree(const RepoPool::Lease& lease, const NodeInfo& dir, TreePtr& tree) {
+    if (const int err = check_loose(dir); err != 0) return err;
     git_tree* raw = nullptr;
     if (git_tree_lookup(&raw, lease.repo(), &dir.oid) < 0) {
       warn_object(dir.oid, dir.path, "is a missing or damaged tree: " + last_error_message());
@@ -319,6 +395,7 @@ class GitFs final : public Backend {
   }
 
   int read_size(const RepoPool::Lease& lease, const NodeInfo& info, std::uint64_t& size) {
+    if (const int err = check_loose(info); err != 0) return err;
     std::size_t length = 0;
     git_object_t type = GIT_OBJECT_INVALID;
     if (git_odb_read_header(&length, &type, lease.odb(), &info.oid) < 0) {
@@ -344,6 +421,7 @@ class GitFs final : public Backend {
   }
 
   int read_whole(const NodeInfo& info, Blob& out) {
+    if (const int err = check_loose(info); err != 0) return err;
     const auto lease = pool_.acquire();
     git_odb_object* raw = nullptr;
     if (git_odb_read(&raw, lease.odb(), &info.oid) < 0) {
@@ -363,6 +441,8 @@ class GitFs final : public Backend {
   }
 
   int open_stream(const NodeInfo& info, std::uint64_t size, std::unique_ptr<FileHandle>& out) {
+    Budget::Lease slot = streams_.take(1);
+    if (!slot) return EMFILE;
     std::unique_ptr<BlobStream> stream;
     std::string why;
     switch (BlobStream::open(locator_.locate(info.oid), info.oid, warnings_, stream, why)) {
@@ -374,7 +454,7 @@ class GitFs final : public Backend {
           return EIO;
         }
         streamed_opens_.fetch_add(1, std::memory_order_relaxed);
-        out = std::move(stream);
+        out = std::make_unique<LeasedHandle>(std::move(stream), std::move(slot));
         return 0;
       case BlobStream::OpenResult::kCannotStream: {
         // Still answer, at the cost of holding this one blob whole while it is open.
@@ -382,9 +462,17 @@ class GitFs final : public Backend {
                                              "', " + std::to_string(size) +
                                              " bytes) cannot be streamed (" + why +
                                              "); reading it whole through libgit2");
+        // Shared by every open of it, and charged: never more than the budget held whole.
         Blob blob;
-        if (const int err = read_whole(info, blob); err != 0) return err;
-        whole_reads_.fetch_add(1, std::memory_order_relaxed);
+        if (const int err = held_.hold(OidKey(info.oid), size,
+                                       [&](Blob& loaded) {
+                                         whole_reads_.fetch_add(1, std::memory_order_relaxed);
+                                         return read_whole(info, loaded);
+                                       },
+                                       blob);
+            err != 0) {
+          return err;
+        }
         out = std::make_unique<MemoryHandle>(std::move(blob));
         return 0;
       }
@@ -401,6 +489,11 @@ class GitFs final : public Backend {
   RepoPool pool_;
   NodeTable nodes_;
   BlobCache cache_;
+  HeldBlobs held_;             // what open files hold whole
+  Budget streams_{kMaxStreams};  // streamed handles open
+  std::mutex hidden_mutex_;
+  std::unordered_set<ino_t> hidden_dirs_;
+  std::atomic<std::uint64_t> hidden_names_{0};
   WarnOnce warnings_;
   std::atomic<std::uint64_t> streamed_opens_{0};
   std::atomic<std::uint64_t> whole_reads_{0};

@@ -24,21 +24,43 @@ struct NodeInfo {
   std::uint32_t mode = 0; // git filemode: 040000, 0100644, 0100755, 0120000, 0160000
   std::uint64_t size = 0; // blob size (from the object header); 0 for directories
   bool size_known = true; // false when the header could not be read (the object is damaged)
-  ino_t ino = 0;          // stable: a hash of `path`
+  ino_t ino = 0;          // stable for the mount's life: see InoHasher
 };
 
-// A 64-bit hash of the path: the same path has the same st_ino for the whole mount, even
-// after the kernel forgets it. 1 is the root's; 0 is never returned.
-[[nodiscard]] ino_t path_ino(std::string_view path) noexcept;
+// Inode numbers from paths: SipHash-2-4 of the path under a key drawn at random per mount, so
+// that a repository cannot be built to make two paths collide. The same path has the same
+// number for the whole mount, even after the kernel forgets it. Numbers are in [2, 2^bits):
+// 1 is the root's, 0 is no inode, and bit 63 stays clear for the overlay's upper layer.
+class InoHasher {
+ public:
+  struct Key {
+    std::uint64_t k0 = 0;
+    std::uint64_t k1 = 0;
+  };
+  // `bits` below 63 only for tests that need collisions.
+  explicit InoHasher(Key key, unsigned bits = 63) noexcept : key_(key), bits_(bits) {}
+  // A key from getrandom(2). Throws heddle::Error when no randomness is to be had.
+  [[nodiscard]] static Key random_key();
+
+  // `round` > 0 gives the alternative numbers a colliding path probes.
+  [[nodiscard]] ino_t operator()(std::string_view path, std::uint32_t round = 0) const noexcept;
+
+ private:
+  Key key_;
+  unsigned bits_;
+};
 
 // "a/b" + "c" -> "a/b/c"; "" + "c" -> "c".
 [[nodiscard]] std::string child_path(std::string_view parent, std::string_view name);
 // The parent of "a/b/c" is "a/b"; of "a" it is "" (the root).
 [[nodiscard]] std::string_view parent_path(std::string_view path) noexcept;
 
+// Two paths whose hashes collide while both have live nodes: the first keeps the number, the
+// second takes the first free alternative (round 1, 2, ...), and both choices are pinned for
+// the mount's life (a path's number never changes once a node has shown it).
 class NodeTable {
  public:
-  explicit NodeTable(NodeInfo root);
+  NodeTable(NodeInfo root, InoHasher hasher);
   NodeTable(const NodeTable&) = delete;
   NodeTable& operator=(const NodeTable&) = delete;
 
@@ -54,6 +76,12 @@ class NodeTable {
   void forget(NodeId node, std::uint64_t nlookup) noexcept;
   [[nodiscard]] std::size_t size() const;
 
+  // The number `path` has (or will have) as a node: its hash, unless a collision pinned
+  // another. For readdir's d_ino.
+  [[nodiscard]] ino_t ino_of(std::string_view path) const;
+  // Collisions resolved so far (Status).
+  [[nodiscard]] std::size_t collisions() const;
+
  private:
   struct Entry {
     std::shared_ptr<const NodeInfo> info;
@@ -62,10 +90,20 @@ class NodeTable {
     mutable std::atomic<std::uint64_t> nlookup{0};
   };
 
+  // Under the exclusive lock: the number for a new node at `path`, pinning it (and the live
+  // holder's) when its hash is another path's.
+  [[nodiscard]] ino_t claim_ino(const std::string& path);
+
+  const InoHasher hasher_;
   mutable std::shared_mutex mutex_;
   std::unordered_map<NodeId, std::unique_ptr<Entry>> by_id_;
   // Keys view the NodeInfo's path, which lives as long as the entry.
   std::unordered_map<std::string_view, NodeId> by_path_;
+  std::unordered_map<ino_t, NodeId> by_ino_;  // live nodes
+  std::unordered_map<std::string, ino_t> pinned_;  // paths whose number a collision decided
+  std::unordered_map<ino_t, std::string> pinned_owner_;
+  std::atomic<bool> any_pinned_{false};
+  std::size_t collisions_ = 0;
   NodeId next_id_ = kRootNode + 1;
 };
 

@@ -6,6 +6,7 @@
 
 #include <cstring>
 
+#include "git/repo_file.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::worker::git {
@@ -18,6 +19,8 @@ constexpr unsigned char kMagic[4] = {0xff, 0x74, 0x4f, 0x63};
 constexpr std::size_t kHeader = 8;
 constexpr std::size_t kFanout = 256 * 4;
 constexpr std::size_t kTrailer = 2 * GIT_OID_RAWSZ;
+// Mapped, not read: the cap only keeps out nonsense (2^31 objects take about 60 GiB).
+constexpr std::uint64_t kMaxIndexBytes = 64ull << 30;
 
 std::uint32_t be32(const unsigned char* p) noexcept {
   return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
@@ -31,11 +34,10 @@ std::uint64_t be64(const unsigned char* p) noexcept {
 }  // namespace
 
 std::unique_ptr<PackIndex> PackIndex::open(const std::string& idx_path) {
-  const UniqueFd fd(::open(idx_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return nullptr;
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || st.st_size < 0) return nullptr;
-  const auto size = static_cast<std::size_t>(st.st_size);
+  const RepoFile file = open_repo_file(idx_path, kMaxIndexBytes);
+  if (!file.fd) return nullptr;
+  const UniqueFd& fd = file.fd;
+  const auto size = static_cast<std::size_t>(file.size);
   if (size < kHeader + kFanout + kTrailer) return nullptr;
   void* map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
   if (map == MAP_FAILED) return nullptr;

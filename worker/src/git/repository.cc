@@ -5,11 +5,15 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <fstream>
+#include <cstring>
+#include <sstream>
 #include <utility>
 
 #include "git/oid.h"
+#include "git/repo_file.h"
 #include "heddle/error.h"
+
+#include <spdlog/spdlog.h>
 
 namespace heddle::worker::git {
 namespace {
@@ -17,6 +21,35 @@ namespace {
 constexpr int kMaxTagDepth = 16;
 constexpr int kMaxAlternateDepth = 5;
 constexpr std::size_t kHeadsListed = 10;
+// Caps on the repository files read whole (by us or by libgit2): far above any real one.
+constexpr std::uint64_t kMaxSmallFile = 1ull << 20;        // HEAD, config, a ref, alternates
+constexpr std::uint64_t kMaxPackedRefs = 512ull << 20;     // 512 MiB: millions of refs
+
+// libgit2 opens these itself, blocking and following symlinks: a FIFO among them would hang
+// the mount, a huge file would be read whole. Checked before libgit2 reads them.
+void check_files_libgit2_reads(git_repository* repo, const std::string& root,
+                               const std::string& thread) {
+  const std::string gitdir = git_repository_path(repo);
+  const std::string common = git_repository_commondir(repo);
+  std::vector<std::pair<std::string, std::uint64_t>> files{
+      {gitdir + "HEAD", kMaxSmallFile},          {gitdir + "config", kMaxSmallFile},
+      {gitdir + "commondir", kMaxSmallFile},     {common + "config", kMaxSmallFile},
+      {common + "packed-refs", kMaxPackedRefs},  {common + "objects/info/alternates", kMaxSmallFile}};
+  if (!thread.empty() && thread.find("..") == std::string::npos) {
+    files.emplace_back(common + "refs/heads/" + thread, kMaxSmallFile);
+    files.emplace_back(common + "refs/heddle/threads/" + thread, kMaxSmallFile);
+  }
+  for (const auto& [path, cap] : files) {
+    const int err = check_repo_file(path, cap);
+    if (err == 0) continue;
+    throw Error("repository " + root + ": " + path +
+                    (err == EFBIG ? " is larger than " + std::to_string(cap) + " bytes"
+                                  : std::string(" is not a regular file (a FIFO, a device or a "
+                                                "socket)")) +
+                    ": refusing to read it; fix or remove it (git never creates such a file)",
+                err);
+  }
+}
 
 void set_opt_or_throw(int rc, const char* what) {
   if (rc < 0) throw Error(std::string("libgit2 setup failed (") + what + "): " +
@@ -176,6 +209,7 @@ RepoPtr open_repository(const std::string& root) {
 
 ResolvedThread resolve_thread(git_repository* repo, const std::string& thread,
                               const std::string& root) {
+  check_files_libgit2_reads(repo, root, thread);
   ObjectPtr obj;
   if (!thread.empty()) {
     obj = lookup_ref(repo, "refs/heads/" + thread, root);
@@ -240,7 +274,14 @@ void add_object_dir(std::string dir, int depth, std::vector<std::string>& out) {
   if (std::find(out.begin(), out.end(), dir) != out.end()) return;
   out.push_back(dir);
   if (depth >= kMaxAlternateDepth) return;
-  std::ifstream alternates(dir + "/info/alternates");
+  std::string text;
+  const std::string file = dir + "/info/alternates";
+  if (const int err = read_repo_file(file, kMaxSmallFile, text); err != 0 && err != ENOENT) {
+    spdlog::warn("git: ignoring {}: {}", file,
+                 err == EINVAL ? "not a regular file" : std::strerror(err));
+    return;
+  }
+  std::istringstream alternates(text);
   std::string line;
   while (std::getline(alternates, line)) {
     if (line.empty() || line[0] == '#') continue;

@@ -1,12 +1,14 @@
 #pragma once
 
-// Environment variables the worker reads itself: test hooks that the supervisor passes through
-// (its `worker_env`). Named here, once, for both processes.
+// Environment variables the worker reads itself, which the supervisor passes through. Named
+// here, once, for both processes.
 namespace heddle::ipc {
 
 // Set to anything: the worker aborts before answering FUSE_INIT (the fault matrix's panic).
 inline constexpr const char* kPanicOnInitEnv = "HEDDLE_FUSE_WORKER_PANIC_ON_INIT";
 // Milliseconds the worker waits before MountReady, so a test can act in that phase.
 inline constexpr const char* kHoldReadyEnv = "HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS";
+// The worker's RLIMIT_DATA in MiB (0: none); see worker/src/memory_limit.h for the default.
+inline constexpr const char* kMemoryLimitEnv = "HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB";
 
 }  // namespace heddle::ipc
