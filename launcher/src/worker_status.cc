@@ -33,6 +33,13 @@ constexpr KnownField kWorkerFields[] = {
     {"streamed_opens", FieldType::kCounter},
     {"whole_reads_of_big_blobs", FieldType::kCounter},
     {"repositories_open", FieldType::kCounter},
+    {"hidden_names", FieldType::kCounter},
+    {"inode_collisions", FieldType::kCounter},
+    {"open_streams", FieldType::kCounter},
+    {"held_bytes", FieldType::kCounter},
+    {"held_limit", FieldType::kCounter},
+    {"opens_refused_for_memory", FieldType::kCounter},
+    {"other_filesystems", FieldType::kCounter},
 };
 
 // Sent by the worker too, but the supervisor knows better and fills them (supervision.cc).
