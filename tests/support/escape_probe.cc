@@ -203,7 +203,11 @@ void probe_allow_list() {
     if (pid == 0) ::_exit(0);
     return pid;
   });
-  expect_refused("memfd_secret", [] { return ::syscall(SYS_memfd_secret, 0); });
+  expect_refused("memfd_secret", [] {
+    const long fd = ::syscall(SYS_memfd_secret, 0);
+    if (fd >= 0) ::close(static_cast<int>(fd));
+    return fd;
+  });
   expect_refused("add_key", [] { return ::syscall(SYS_add_key, "user", "k", "v", 1, -2); });
   // Its own session and process group: kill(0, sig) reaches nothing outside.
   report(::getsid(0) == ::getpid() && ::getpgrp() == ::getpid(), "own session",
