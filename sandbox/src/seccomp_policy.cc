@@ -20,12 +20,13 @@ namespace heddle::sandbox::detail {
 namespace {
 
 // What the worker, its libraries (glibc, libstdc++, libfuse 3.14, libgit2, zlib, spdlog,
-// libcap-ng), the sanitizer runtimes of the asan and tsan presets, and the commands
-// `sandbox-exec` is documented for (a shell, coreutils, the escape probe) were seen to call
-// under `strace -f` through the test suites' real mounts, with the plain variants of the calls
-// seen (lstat beside newfstatat, dup2 beside dup3) for other libcs and architectures. No
-// splice, sendfile or copy_file_range: libfuse moves data with read and writev here. Names
-// this libseccomp does not know (the legacy calls on arm64) are skipped.
+// libcap-ng), the asan preset's runtime, and the commands `sandbox-exec` is documented for (a
+// shell, coreutils, the escape probe) were seen to call under `strace -f` through the test
+// suites' real mounts, with the plain variants of the calls seen (lstat beside newfstatat,
+// dup2 beside dup3) for other libcs and architectures, and what sanitizer runtimes are known
+// to call (sigaltstack, madvise, sched_getaffinity, readlink, prctl queries). No splice,
+// sendfile or copy_file_range: libfuse moves data with read and writev here. Names this
+// libseccomp does not know (the legacy calls on arm64) are skipped.
 constexpr const char* kAllowed[] = {
     // Files and descriptors.
     "read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
