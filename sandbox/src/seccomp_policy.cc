@@ -20,7 +20,7 @@ namespace heddle::sandbox::detail {
 namespace {
 
 // What the worker, its libraries (glibc, libstdc++, libfuse 3.14, libgit2, zlib, spdlog,
-// libcap-ng), the asan preset's runtime, and the commands `sandbox-exec` is documented for (a
+// libcap-ng), the asan and tsan runtimes, and the commands `sandbox-exec` is documented for (a
 // shell, coreutils, the escape probe) were seen to call under `strace -f` through the test
 // suites' real mounts, with the plain variants of the calls seen (lstat beside newfstatat,
 // dup2 beside dup3) for other libcs and architectures, and what sanitizer runtimes are known
