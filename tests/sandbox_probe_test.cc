@@ -1,8 +1,12 @@
 // Probes run inside the sandbox itself: what a confined process can and cannot do.
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <thread>
+
 #include "heddle/error.h"
+#include "heddle/process.h"
 #include "heddle/sandbox/sandboxed_process.h"
 #include "support/test_support.h"
 
@@ -76,6 +80,44 @@ TEST_F(SandboxProbeTest, HostProcessesCannotBeSeenOrSignalled) {
   EXPECT_NE(run("kill -0 " + us), 0) << "the test process is reachable from the sandbox";
   EXPECT_EQ(run("test \"$(ls /proc | grep -c '^[0-9]')\" -lt 10"), 0)
       << "the sandbox's /proc shows more than its own handful of processes";
+}
+
+// Issue 12, item 4: kill(0, SIGTERM) from inside signals the sandbox's own process group only.
+// A bystander with the sandbox's uid in the launcher's process group (as heddle's shell job
+// would be) survives, and the sandboxed process leads a session of its own.
+TEST_F(SandboxProbeTest, KillingItsProcessGroupReachesNothingOutside) {
+  std::vector<std::string> sleeper = {"/bin/sleep", "60"};
+  if (running_as_root()) {
+    sleeper.insert(sleeper.begin(), {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534",
+                                     "--clear-groups"});
+  }
+  Process bystander(sleeper);
+  ASSERT_EQ(::getpgid(bystander.pid()), ::getpgrp()) << "the bystander must share our group";
+  // Without the fix the signal reaches us too whenever the uids match (as heddle-test).
+  struct sigaction ignore {}, old {};
+  ignore.sa_handler = SIG_IGN;
+  ASSERT_EQ(::sigaction(SIGTERM, &ignore, &old), 0);
+
+  sandbox::SandboxSpec spec;
+  spec.executable = "/bin/sh";
+  spec.argv = {"sh", "-c", "trap '' TERM; kill -TERM 0; kill -TERM -1; sleep 1"};
+  spec.uid = identity().first;
+  spec.gid = identity().second;
+  auto process = sandbox::SandboxedProcess::launch(spec);
+  const pid_t sid = ::getsid(process.pid());
+  EXPECT_EQ(sid, process.pid()) << "the sandboxed process leads no session of its own";
+  EXPECT_NE(sid, ::getsid(0));
+  EXPECT_NE(::getpgid(process.pid()), ::getpgrp());
+  ASSERT_TRUE(process.wait_for_exit(10s));
+  EXPECT_EQ(process.reap().describe(), "exit code 0");
+  std::this_thread::sleep_for(200ms);  // a signal sent would have ended it by now
+  ::sigaction(SIGTERM, &old, nullptr);
+
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(bystander.pid()), &info,
+                     WEXITED | WNOHANG | WNOWAIT),
+            0);
+  EXPECT_EQ(info.si_pid, 0) << "the bystander ended: signal " << info.si_status;
 }
 
 TEST_F(SandboxProbeTest, TheHostnameIsItsOwn) {

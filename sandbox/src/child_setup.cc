@@ -268,6 +268,10 @@ void reset_signals() {
 void run_child(ChildPlan plan) noexcept {
   reset_signals();
   wait_for_parent(plan);
+  // Out of the caller's process group and session (bubblewrap's --new-session, runc): else
+  // kill(0, sig) or kill(-pgid, sig) from inside reaches the supervisor, heddle and the shell
+  // job whenever their uids match, and the caller's terminal stays its controlling one.
+  check(plan, sys(SYS_setsid), SetupStage::kNewSession);
   arrange_fds(plan);
   if (plan.namespaces) {
     int trees[kMaxBinds];

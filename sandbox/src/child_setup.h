@@ -35,6 +35,7 @@ enum class SetupStage : int {
   kNoNewPrivs,
   kSeccomp,
   kExec,
+  kNewSession,
 };
 
 // What the child writes to the report pipe when a step fails, before _exit(127).

@@ -222,6 +222,7 @@ void LaunchPlan::throw_setup_failure(const SetupReport& report) const {
   const std::string restricted = denied ? userns_restriction_hint() : "";
   switch (static_cast<SetupStage>(report.stage)) {
     case SetupStage::kWaitForParent: what = "sandbox: wait for the supervisor"; break;
+    case SetupStage::kNewSession: what = "sandbox: start a new session (setsid)"; break;
     case SetupStage::kSetGid: what = "sandbox: switch to gid " + std::to_string(spec_.gid); break;
     case SetupStage::kSetUid: what = "sandbox: switch to uid " + std::to_string(spec_.uid); break;
     case SetupStage::kClearGroups:

@@ -3,15 +3,26 @@
 
 #include <linux/filter.h>
 
+#include <span>
 #include <vector>
 
 namespace heddle::sandbox::detail {
 
 // Compiled with libseccomp in the parent (it allocates), loaded raw in the child.
-// Denies, with EPERM: mounting and namespace changes, tracing, module/kexec/bpf/keyring/perf
-// facilities, userfaultfd, io_uring, handle-based opens, tty injection; clone with any
-// CLONE_NEW* flag. clone3 fails with ENOSYS because a filter cannot read its flags, so libc
-// falls back to clone, whose flags it can. Other architectures' syscalls kill the process.
+// An allow list: every call not on it fails with ENOSYS (an unknown or future call looks like
+// one an older kernel lacks, so libc falls back). Refused with EPERM by name: mounting and
+// namespace changes, tracing, module/kexec/bpf/keyring/perf facilities, userfaultfd, io_uring,
+// handle-based opens, and making or connecting sockets. Narrowed by argument: clone without
+// CLONE_NEW* flags (with one: EPERM), clone3 ENOSYS (its flags sit behind a pointer, so libc
+// falls back to clone), ioctl for terminal queries and generic fd requests only (TIOCSTI and
+// TIOCLINUX: EPERM), prctl for naming, dumpability and queries, personality's query form
+// only (a change: EPERM). Other architectures' syscalls kill the process.
 [[nodiscard]] std::vector<sock_filter> compile_seccomp_policy();
+
+// The lists the program is built from, by name, for the tests: allowed whatever the
+// arguments; refused with EPERM; decided by argument (above).
+[[nodiscard]] std::span<const char* const> allowed_syscalls() noexcept;
+[[nodiscard]] std::span<const char* const> refused_syscalls() noexcept;
+[[nodiscard]] std::span<const char* const> narrowed_syscalls() noexcept;
 
 }  // namespace heddle::sandbox::detail
