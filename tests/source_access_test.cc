@@ -267,6 +267,60 @@ TEST_F(SourceAccessTest, TheUsersOwnLauncherNamesThePathItMayNotRead) {
                  "EACCES", {(secret_git() / "objects").string(), you});
 }
 
+// Item 1, the overlay: root mounting for the user finds, checks and makes the user's overlay
+// directory as the user. An --overlay-dir that is the user's symlink to an empty directory of
+// root's was handed to the user (chowned) before; now it is refused and left as it was. The
+// user's own overlay directory still works, and everything in it is the user's, made by the
+// user (root chowns nothing).
+TEST_F(SourceAccessTest, RootMakesTheUsersOverlayAsTheUserAndNeverHandsOverRootsDirectory) {
+  const fs::path source = user_ / "src";
+  fs::create_directory(source);
+  std::ofstream(source / "a.txt") << "a\n";
+  give_to_user(source);
+  const fs::path home = user_ / "home";
+  fs::create_directory(home);
+  give_to_user(home);
+
+  const fs::path roots = tree_->root() / "roots-empty";
+  fs::create_directory(roots);
+  fs::permissions(roots, fs::perms(0755));
+  const fs::path link = home / "overlay";
+  fs::create_directory_symlink(roots, link);
+  give_to_user(link);
+  expect_refused(mount({"--dir", source.string(), "--overlay-dir", link.string()},
+                       false),
+                 "EPERM", {roots.string(), "uid " + std::to_string(uid_)});
+  struct stat st {};
+  ASSERT_EQ(::stat(roots.c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 0u);
+  EXPECT_EQ(st.st_gid, 0u);
+  EXPECT_EQ(st.st_mode & 07777, 0755u);
+  EXPECT_TRUE(fs::is_empty(roots)) << "something was made in root's directory";
+
+  const fs::path overlay = home / "overlay-own";
+  const std::string mountpoint = new_mountpoint();
+  const CommandResult ok = run_command(
+      root_launcher({"mount", "--dir", source.string(), "--overlay-dir",
+                     overlay.string(), "--mountpoint", mountpoint, "--uid", kUser, "--json"}),
+      30s);
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  const Json ready = Json::parse(ok.out);
+  pids_.push_back(ready.at("supervisor_pid").get<pid_t>());
+  pids_.push_back(ready.at("pid").get<pid_t>());
+  EXPECT_EQ(run_command(as_user({"/bin/sh", "-c", "echo b > " + mountpoint + "/b.txt"})).exit_code,
+            0);
+  EXPECT_EQ(run_command(root_launcher({"unmount", mountpoint}), 30s).exit_code, 0);
+  EXPECT_FALSE(heddle_mounted(mountpoint));
+  for (const fs::path& path : {overlay, overlay / "source.json", overlay / "lock",
+                               overlay / "upper", overlay / "upper" / "b.txt"}) {
+    ASSERT_EQ(::lstat(path.c_str(), &st), 0) << path;
+    EXPECT_EQ(st.st_uid, uid_) << path;
+    EXPECT_EQ(st.st_gid, gid_) << path;
+  }
+  ASSERT_EQ(::lstat(overlay.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0700u);
+}
+
 // Item 3: an alternate binds only a git object directory. A directory holding a listening
 // socket (a service's runtime directory) is refused, as root mounting its own repository and
 // as the user; so is any directory that is no object store.

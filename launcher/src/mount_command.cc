@@ -20,6 +20,7 @@
 #include "heddle/launcher/mountinfo.h"
 #include "heddle/launcher/mountpoint.h"
 #include "heddle/launcher/overlay_dir.h"
+#include "heddle/launcher/source_access.h"
 #include "heddle/launcher/source_kinds.h"
 #include "heddle/launcher/worker_identity.h"
 #include "logging.h"
@@ -245,8 +246,26 @@ PreparedMount prepare_mount(const MountArgs& args, const UserDirs& dirs) {
     forbidden.push_back(source.source);  // a repository's work tree, beyond its git dir
     forbidden.push_back(request.mountpoint);
     const WorkerIdentity worker = choose_worker_identity(request.uid, request.gid, {}, false, true);
-    request.overlay_dir =
-        prepare_overlay_dir(dirs, args.overlay_dir, source, forbidden, worker.uid, worker.gid);
+    if (::geteuid() == 0 && request.uid != 0) {
+      // Root mounting for a user: the overlay is the user's, so it is found, checked and made
+      // by the user (as_mount_user), never by root, which would follow the user's symlinks and
+      // chown what it found. Its default place is the user's own state home.
+      const passwd* pw = ::getpwuid(request.uid);
+      const UserDirs users{"", "", pw != nullptr && pw->pw_dir != nullptr ? pw->pw_dir : ""};
+      try {
+        as_mount_user(request.uid, request.gid, [&] {
+          request.overlay_dir = prepare_overlay_dir(users, args.overlay_dir, source, forbidden,
+                                                    worker.uid, worker.gid);
+        });
+      } catch (const Error& e) {
+        throw Error(e.kind(), e.attempt() + " (as " + mount_user_label(request.uid, request.gid) +
+                                  ")",
+                    e.code(), e.hint());
+      }
+    } else {
+      request.overlay_dir =
+          prepare_overlay_dir(dirs, args.overlay_dir, source, forbidden, worker.uid, worker.gid);
+    }
   }
   return PreparedMount{std::move(request), std::move(mountpoint.fd)};
 }

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/launcher/source_access.h"
 #include "heddle/launcher/source_kinds.h"
 #include "heddle/launcher/worker_identity.h"
 #include "heddle/launcher/worker_status.h"
@@ -124,7 +126,20 @@ sandbox::SandboxSpec worker_sandbox(const ipc::MountSpec& mount, const Superviso
     spec.checked_paths.push_back(bind.checked);
     (bind.chosen_by_repository ? chosen : named).push_back(bind.checked.path);
   }
-  if (mount.writable()) spec.writable_paths = {mount.overlay_dir};
+  if (mount.writable()) {
+    // Looked up as the mount's user, whose directory it is, and bound only while it is still
+    // that directory: a path the user swaps afterwards is refused, never followed as root.
+    struct stat st {};
+    as_mount_user(mount.uid, mount.gid, [&] {
+      if (::lstat(mount.overlay_dir.c_str(), &st) != 0) {
+        throw_errno("overlay directory " + mount.overlay_dir + " as " +
+                    mount_user_label(mount.uid, mount.gid));
+      }
+    });
+    if (!S_ISDIR(st.st_mode)) throw Error("overlay directory " + mount.overlay_dir, ENOTDIR);
+    spec.checked_paths.push_back(
+        sandbox::CheckedPath{mount.overlay_dir, st.st_dev, st.st_ino, true, true});
+  }
   spec.env = options.worker_env;
   const WorkerIdentity identity =
       choose_worker_identity(mount.uid, mount.gid, named,
@@ -150,7 +165,10 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
   options.guard_binary = resolve_guard_binary(options.guard_binary);
   std::optional<OverlayLock> overlay_lock;
   if (spec.writable()) {
-    overlay_lock = OverlayLock::acquire(spec.overlay_dir, spec.mountpoint);
+    // Created and opened as the mount's user, in the user's directory: see prepare_mount.
+    as_mount_user(spec.uid, spec.gid, [&] {
+      overlay_lock = OverlayLock::acquire(spec.overlay_dir, spec.mountpoint);
+    });
   }
   auto mount = std::make_unique<FuseMount>(
       FuseMountOptions{spec.mountpoint, mountpoint.get(), source_label(spec.source), spec.uid,

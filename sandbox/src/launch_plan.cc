@@ -48,7 +48,7 @@ std::string canonical_or_throw(const std::string& path, const char* role) {
 }  // namespace
 
 SetupOp SetupOp::checked_bind(const CheckedPath& checked) {
-  SetupOp op = bind(checked.path, !checked.directory, false);
+  SetupOp op = bind(checked.path, !checked.directory, checked.writable);
   op.pin = PinnedObject{::major(checked.dev), ::minor(checked.dev),
                         static_cast<unsigned long long>(checked.ino)};
   return op;

@@ -21,6 +21,7 @@ struct CheckedPath {
   dev_t dev = 0;
   ino_t ino = 0;
   bool directory = true;
+  bool writable = false;  // bound read-write (a writable mount's overlay directory)
   friend bool operator==(const CheckedPath&, const CheckedPath&) = default;
 };
 
@@ -33,7 +34,8 @@ struct SandboxSpec {
   // Host files or directories bound read-only at the same path inside. The system runtime
   // (/usr and the merged-/usr links) is added by the sandbox itself.
   std::vector<std::string> readonly_paths;
-  // Bound read-only like readonly_paths, each only while it is still the object checked.
+  // Bound like readonly_paths (read-write if `writable`), each only while it is still the
+  // object checked.
   std::vector<CheckedPath> checked_paths;
   // Host directories bound read-write (still nosuid, nodev and noexec) at the same path: a
   // writable mount's overlay. Nothing else the sandbox shows is writable.
