@@ -210,6 +210,13 @@ TEST_F(GitMountTest, StatusNamesTheCommitAndTheCache) {
   EXPECT_EQ(status.extra.at("commit"), git(repo("loose"), {"rev-parse", "main"}));
   EXPECT_TRUE(status.extra.contains("cache_bytes")) << status.extra.dump();
   EXPECT_EQ(status.extra.at("cache_limit"), kSmallCache);
+  // The supervisor passes on only fields it knows (worker_status.cc): every counter the git
+  // worker reports must be among them, or it is dropped here.
+  for (const char* key : {"nodes", "cache_hits", "streamed_opens", "hidden_names",
+                          "inode_collisions", "open_streams", "held_bytes", "held_limit",
+                          "opens_refused_for_memory"}) {
+    EXPECT_TRUE(status.extra.contains(key)) << key << " missing from " << status.extra.dump();
+  }
 }
 
 TEST_F(GitMountTest, TheWorkerSeesTheGitDirButNotTheWorkTree) {

@@ -112,6 +112,10 @@ TEST_F(SupervisorTest, StatusRoundTripNamesTheWorkerAndTheMount) {
     const ipc::StatusOk status = supervisor->status();
     EXPECT_EQ(static_cast<pid_t>(status.pid), supervisor->pid());
     EXPECT_EQ(status.mount_path, tree_->mountpoint().string());
+    // The directory worker's own counters pass the supervisor's list of known fields.
+    for (const char* key : {"uptime_ms", "nodes", "other_filesystems"}) {
+      EXPECT_TRUE(status.extra.contains(key)) << key << " missing from " << status.extra.dump();
+    }
   }
   supervisor->unmount();
 }
