@@ -147,7 +147,10 @@ ipc::StatusOk checked_status(const ipc::StatusOk& status, pid_t worker_pid,
   Problems problems(check);
   check_identity(out.pid, out.mount_path, worker_pid, mountpoint, problems);
   if (!status.extra.is_object()) return out;
-  for (const auto& [name, value] : status.extra.items()) {
+  for (const auto& item : status.extra.items()) {
+    // Not a structured binding: clang 14 (the fuzz preset) cannot capture one in a lambda.
+    const std::string& name = item.key();
+    const Json& value = item.value();
     const auto known = std::find_if(std::begin(kWorkerFields), std::end(kWorkerFields),
                                     [&](const KnownField& field) { return field.name == name; });
     if (known != std::end(kWorkerFields)) {
