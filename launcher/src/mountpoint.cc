@@ -2,26 +2,21 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <climits>
 #include <deque>
-#include <exception>
 #include <filesystem>
-#include <functional>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "heddle/error.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mountinfo.h"
+#include "heddle/launcher/source_access.h"
 
 namespace heddle::launcher {
 namespace fs = std::filesystem;
@@ -133,51 +128,6 @@ Resolved walk(const std::string& input, bool as_root) {
               "mount on an empty directory");
 }
 
-std::vector<gid_t> groups_of(uid_t uid, gid_t gid) {
-  std::vector<gid_t> groups = {gid};
-  passwd entry{};
-  passwd* found = nullptr;
-  std::vector<char> buffer(16384);
-  if (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) != 0 || found == nullptr) {
-    return groups;  // no passwd entry: no supplementary groups either
-  }
-  int count = 64;
-  groups.resize(static_cast<std::size_t>(count));
-  while (::getgrouplist(found->pw_name, gid, groups.data(), &count) < 0) {
-    groups.resize(static_cast<std::size_t>(count));
-  }
-  groups.resize(static_cast<std::size_t>(count));
-  return groups;
-}
-
-// Runs `body` on a thread of its own that has uid's file-system identity, so the kernel
-// checks every step as it would for that user. Raw syscalls: glibc's wrappers would change
-// every thread's ids, and this identity must stay on this one thread.
-Resolved as_file_identity(uid_t uid, gid_t gid, const std::function<Resolved()>& body) {
-  const std::vector<gid_t> groups = groups_of(uid, gid);
-  std::optional<Resolved> result;
-  std::exception_ptr error;
-  std::thread([&] {
-    try {
-      if (::syscall(SYS_setgroups, groups.size(), groups.data()) != 0) {
-        throw_errno("take the groups of uid " + std::to_string(uid));
-      }
-      ::syscall(SYS_setfsgid, gid);
-      ::syscall(SYS_setfsuid, uid);
-      // Each returns the previous id; -1 changes nothing, so this reads the ids back.
-      if (::syscall(SYS_setfsuid, -1) != static_cast<long>(uid) ||
-          ::syscall(SYS_setfsgid, -1) != static_cast<long>(gid)) {
-        throw Error("take the file identity of uid " + std::to_string(uid), EPERM);
-      }
-      result = body();
-    } catch (...) {
-      error = std::current_exception();
-    }
-  }).join();
-  if (error) std::rethrow_exception(error);
-  return std::move(*result);
-}
-
 bool is_dead_fuse(int fd) {
   struct statfs st {};
   return ::fstatfs(fd, &st) != 0 && errno == ENOTCONN;
@@ -208,8 +158,8 @@ bool is_empty_directory(int fd, const std::string& path) {
 
 HeldMountpoint hold_mountpoint(const std::string& path, uid_t uid, gid_t gid) {
   const bool root = ::geteuid() == 0;
-  const auto resolve = [&] { return walk(path, root); };
-  Resolved found = root && uid != 0 ? as_file_identity(uid, gid, resolve) : resolve();
+  Resolved found;
+  as_mount_user(uid, gid, [&] { found = walk(path, root); });  // every step checked as uid
 
   for (bool removed_stale = false;;) {
     if (mount_id_of(found.fd.get()) == mount_id_of(found.parent.get())) break;

@@ -17,8 +17,8 @@ struct HeldMountpoint {
 };
 
 // Resolves `path` one component at a time without trusting what others control:
-//  - root acting for another user (uid != 0) walks it with that user's file identity (fsuid,
-//    fsgid, the user's groups), so it reaches only what that user could search;
+//  - root acting for another user (uid != 0) walks it as that user (as_mount_user in
+//    source_access.h), so it reaches only what that user could search;
 //  - root follows only symlinks nobody but root could change (owned by root, in a directory
 //    only root may write or a sticky one); anyone else walks with their own rights, as
 //    fusermount3 does again after us.
