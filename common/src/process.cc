@@ -49,7 +49,13 @@ void close_all_but(const std::vector<int>& keep) {
 // be large (the bench, a supervisor with many mounts), and that cost sat on the path to
 // MountReady (the guard is started before the worker). The child shares our memory until it
 // execs, so what it runs below only makes system calls and writes nothing we read.
+// ThreadSanitizer turns vfork into fork, and this launcher learns of a failed exec only
+// through the memory it shares with the child: there, Boost's fork launcher, which uses a pipe.
+#if defined(__SANITIZE_THREAD__)
+using Launcher = bp::posix::default_launcher;
+#else
 using Launcher = bp::posix::vfork_launcher;
+#endif
 
 // What the child does between fork and exec, beyond the stdio: our own initializer rather than
 // bp::posix::bind_fd, which in Boost 1.81 has no return statement in on_setup (undefined
