@@ -1,57 +1,35 @@
-// heddle_bench fs: the directory backend (read-only, Supervisor::spawn) beside the native file
-// system and libfuse's passthrough_ll example (its defaults: cache=auto, 1 s timeouts), each
-// round on a fresh mount, the systems interleaved (a different one first each round):
-//  - a 1 GiB random file read with read() of 1 MiB: cold (after drop_caches), second (which
-//    activates the pages: per 4 KiB page on FUSE, per folio on ext4), warm (the third); then
-//    fio random 4 KiB reads (psync, buffered, --invalidate=0) on the same mount;
-//  - walks (readdir + lstat) of 10,000 and 50,000 empty files, cold and warm. passthrough_ll
-//    holds an O_PATH fd per inode, so the 50,000-file tree is tried once with the inherited
-//    RLIMIT_NOFILE, and how far it got is reported.
+// heddle_bench fs: the directory backend beside the native file system and libfuse's
+// passthrough_ll example (its defaults), each round on a fresh mount, side by side: a 1 GiB read
+// cold, second and warm, then fio random 4 KiB reads; walks of 10,000 and 50,000 empty files,
+// cold and warm (passthrough_ll, an fd per inode, tries the 50,000 once: how far it got).
 #include <sys/resource.h>
-
-#include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "support.h"
 
 namespace heddle::bench {
 namespace {
 
-using namespace std::chrono_literals;
 enum System { kOurs, kNative, kPassthrough };
 constexpr const char* kNames[] = {"ours", "native", "passthrough_ll"};
 
-struct Env {
-  const ScratchDir& root;
-  std::string passthrough;  // the binary; empty: unavailable
-  bool fio = false;
-};
-
 // Runs body(path) on `source` as `system` sees it: itself, or a fresh mount.
-void with_view(const Env& env, System system, const std::string& source,
+void with_view(const ScratchDir& root, int system, const std::string& source,
                const std::function<void(const std::string&)>& body) {
+  const std::string mountpoint = root / "mnt";
   if (system == kNative) return body(source);
-  MountPoint mountpoint(env.root / "mnt");
   if (system == kOurs) {
-    LiveMount mount = LiveMount::directory(source, mountpoint.path());
-    body(mountpoint.path());
+    LiveMount mount(ipc::DirSource{source}, mountpoint);
+    body(mountpoint);
     mount.unmount();
     return;
   }
-  ServerMount server({env.passthrough, "-f", "-o", "ro,source=" + source, mountpoint.path()},
-                     mountpoint.path(), env.root / "passthrough_ll.log");
-  body(mountpoint.path());
-  server.finish();
-}
-
-// The systems of round `round`, a different one first each round.
-std::vector<System> order_for(const Env& env, int round) {
-  std::vector<System> order;
-  for (int i = 0; i < 3; ++i) {
-    const auto s = static_cast<System>((round + i) % 3);
-    if (s != kPassthrough || !env.passthrough.empty()) order.push_back(s);
-  }
-  return order;
+  MountPoint point(mountpoint);
+  Daemon server(
+      {own_bin_dir() + "/bench_passthrough_ll", "-f", "-o", "ro,source=" + source, mountpoint},
+      root / "passthrough_ll.log");
+  server.mounted(mountpoint);
+  body(mountpoint);
+  server.unmount(mountpoint);
 }
 
 double fio_iops(const std::string& path, std::uint64_t size, int seconds) {
@@ -69,72 +47,63 @@ double fio_iops(const std::string& path, std::uint64_t size, int seconds) {
 
 void fs_suite(const Config& config, Figures& f) {
   const auto t_start = Clock::now();
-  const int rounds = config.rounds_or(5), per_dir = config.pick(1000, 250);
-  const int small_dirs = config.pick(10, 4), big_dirs = config.pick(50, 10),
+  const int rounds = config.rounds_or(5), per_dir = config.pick(1000, 250),
             fio_s = config.pick(5, 1);
-  const std::uint64_t size = config.pick<std::uint64_t>(1024, 64) << 20;
+  const std::uint64_t size = std::uint64_t(config.pick(1024, 64)) << 20;
   ScratchDir root("heddle-fs-bench-");
-  Env env{root, own_bin_dir() + "/bench_passthrough_ll", on_path("fio")};
-  if (::access(env.passthrough.c_str(), X_OK) != 0) env.passthrough.clear();
-  f.set("passthrough_ll_available", env.passthrough.empty() ? 0 : 1);
-
-  const std::string dir = root / "file", file = dir + "/big.bin", small = root / "tree-small",
-                    big = root / "tree-big";
+  const bool passthrough = ::access((own_bin_dir() + "/bench_passthrough_ll").c_str(), X_OK) == 0,
+             fio = !find_on_path("fio").empty();
+  f.set("passthrough_ll_available", passthrough ? 1 : 0);
+  const std::string dir = root / "file", file = dir + "/big.bin";
+  // The trees: key, directories of per_dir files, path.
+  const std::tuple<std::string, int, std::string> trees[] = {
+      {"walk10k", config.pick(10, 4), root / "tree-small"},
+      {"walk50k", config.pick(50, 10), root / "tree-big"}};
+  const auto entries = [&](int dirs) { return static_cast<std::uint64_t>(dirs) * (1 + per_dir); };
   std::filesystem::create_directory(dir);
   make_random_file(file, size);
-  make_tree(small, small_dirs, per_dir);
-  make_tree(big, big_dirs, per_dir);
+  for (const auto& [key, dirs, path] : trees) make_tree(path, dirs, per_dir);
   f.set("setup_s", seconds_since(t_start));
-  const auto entries = [&](int dirs) { return static_cast<std::uint64_t>(dirs) * (1 + per_dir); };
 
   std::printf("heddle_bench fs: 1/2 sequential and random reads ...\n");
   Disturbance d;
-  for (int round = 0; round < rounds; ++round) {
-    for (const System s : order_for(env, round)) {
-      const std::string name = kNames[s];
-      ReadPasses read;
-      double iops = 0;
-      undisturbed(1, d, [&] {
-        with_view(env, s, dir, [&](const std::string& path) {
-          read = read_passes(path + "/big.bin", size);  // cold: the first read after mounting
-          if (round == 0 && s != kNative) check_same_ends(path + "/big.bin", file, size);
-          if (env.fio) iops = fio_iops(path + "/big.bin", size, fio_s);
-        });
+  side_by_side(rounds, 3, [&](int s, int) {
+    if (s == kPassthrough && !passthrough) return;
+    ReadPasses read;
+    double iops = 0;
+    d.measure(1, [&] {
+      with_view(root, s, dir, [&](const std::string& path) {
+        read = read_passes(path + "/big.bin", size, s == kNative ? "" : file);  // cold: 1st read
+        if (fio) iops = fio_iops(path + "/big.bin", size, fio_s);
       });
-      f.add("seq_read_cold_mibs_" + name, read.cold);
-      f.add("seq_read_second_mibs_" + name, read.second);
-      f.add("seq_read_warm_mibs_" + name, read.warm);
-      if (env.fio) f.add("randread_iops_" + name, iops);
-    }
-  }
+    });
+    f.add(std::string("seq_read_cold_mibs_") + kNames[s], read.cold);
+    f.add(std::string("seq_read_second_mibs_") + kNames[s], read.second);
+    f.add(std::string("seq_read_warm_mibs_") + kNames[s], read.warm);
+    if (fio) f.add(std::string("randread_iops_") + kNames[s], iops);
+  });
 
   std::printf("heddle_bench fs: 2/2 metadata walks ...\n");
-  for (int round = 0; round < rounds; ++round) {
-    for (const System s : order_for(env, round)) {
-      for (const auto& [tree, dirs, key] :
-           {std::tuple{small, small_dirs, "walk10k"}, {big, big_dirs, "walk50k"}}) {
-        if (s == kPassthrough && dirs == big_dirs) continue;  // below, once
-        double cold = 0, warm = 0;
-        undisturbed(1, d, [&] {
-          with_view(env, s, tree, [&](const std::string& path) {
-            drop_caches("3");
-            cold = walk_ms(path, entries(dirs));
-            warm = walk_ms(path, entries(dirs));
-          });
-        });
-        f.add(std::string(key) + "_cold_ms_" + kNames[s], cold);
-        f.add(std::string(key) + "_warm_ms_" + kNames[s], warm);
-      }
+  side_by_side(rounds, 3, [&](int s, int) {
+    for (const auto& [key, dirs, tree] : trees) {
+      if (s == kPassthrough && (!passthrough || key == "walk50k")) continue;  // below, once
+      std::pair<double, double> ms;
+      d.measure(1, [&] {
+        with_view(root, s, tree,
+                  [&](const std::string& path) { ms = walk_passes(path, entries(dirs)); });
+      });
+      f.add(key + "_cold_ms_" + kNames[s], ms.first);
+      f.add(key + "_warm_ms_" + kNames[s], ms.second);
     }
-  }
-  if (!env.passthrough.empty()) {  // its failure is a result, not an error of the bench
-    with_view(env, kPassthrough, big, [&](const std::string& path) {
+  });
+  if (passthrough) {  // its failure is a result, not an error of the bench
+    const auto& [key, dirs, tree] = trees[1];
+    with_view(root, kPassthrough, tree, [&](const std::string& path) {
       drop_caches("3");
       const WalkResult first = walk(path), second = walk(path);
-      const auto done = [&](const WalkResult& w) {
-        return w.errors == 0 && w.entries == entries(big_dirs);
-      };
-      f.set("walk50k_passthrough_ll_completed", done(first) && done(second));
+      f.set("walk50k_passthrough_ll_completed", first.errors + second.errors == 0 &&
+                                                    first.entries == entries(dirs) &&
+                                                    second.entries == entries(dirs));
       f.set("walk50k_passthrough_ll_entries", static_cast<double>(first.entries));
       f.set("walk50k_passthrough_ll_entries_second_walk", static_cast<double>(second.entries));
     });
@@ -162,7 +131,8 @@ void fs_suite(const Config& config, Figures& f) {
     f.ratio(key, std::string(figure) + "ours", figure + std::string(kNames[other]));
 
   const auto t_cleanup = Clock::now();
-  for (const auto& source : {dir, small, big}) std::filesystem::remove_all(source);
+  std::filesystem::remove_all(dir);
+  for (const auto& [key, dirs, path] : trees) std::filesystem::remove_all(path);
   f.set("cleanup_s", seconds_since(t_cleanup));
   f.set("total_s", seconds_since(t_start));
 }

@@ -1,61 +1,57 @@
-// heddle_bench git: the git backend (a thread mounted through the sandboxed worker) beside the
-// native file system holding `git archive main | tar -x` of the same tree: a streamed 1 GiB blob
-// read cold and warm, a 50,000-file walk cold and warm (fresh mount each round, ours and native
-// alternating), spawn on a 100,000-file repository against a 10-file one, and the worker's
-// memory after walking 100,000 files and after the kernel forgets them.
-#include <fcntl.h>
+// heddle_bench git: a git thread through the sandboxed worker beside the native file system
+// holding `git archive main | tar -x` of the same tree, side by side: a streamed 1 GiB blob, a
+// 50,000-file walk, spawn on 100,000 files against 10, the worker's memory after a walk and
+// after the kernel forgets it. heddle_bench scaling: 64 compressible 4 MiB blobs (inflate costs
+// real CPU) read by 1 reader, then by 16: the worker's CPU time / wall time above 1 means more
+// than one core's worth of work. See bench/README.md.
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <thread>
+#include <atomic>
+#include <random>
 
-#include "heddle/unique_fd.h"
 #include "support.h"
 
 namespace heddle::bench {
 namespace {
 
-using namespace std::chrono_literals;
-constexpr const char* kThread = "main";  // LiveMount::thread's
+// A fixed identity and date, no user or system config for the git CLI.
+// clang-format off
+const std::vector<std::string> kGitEnv = {
+    "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1", "GIT_AUTHOR_NAME=heddle",
+    "GIT_AUTHOR_EMAIL=heddle@example.invalid", "GIT_COMMITTER_NAME=heddle",
+    "GIT_COMMITTER_EMAIL=heddle@example.invalid", "GIT_AUTHOR_DATE=2024-05-06T07:08:09Z",
+    "GIT_COMMITTER_DATE=2024-05-06T07:08:09Z"};
+// clang-format on
 
-// A fixed identity and no user or system config for the git CLI (set only while building).
-const std::pair<const char*, const char*> kGitEnv[] = {
-    {"GIT_CONFIG_GLOBAL", "/dev/null"}, {"GIT_CONFIG_NOSYSTEM", "1"},
-    {"GIT_AUTHOR_NAME", "heddle"}, {"GIT_AUTHOR_EMAIL", "heddle@example.invalid"},
-    {"GIT_COMMITTER_NAME", "heddle"}, {"GIT_COMMITTER_EMAIL", "heddle@example.invalid"},
-    {"GIT_AUTHOR_DATE", "2024-05-06T07:08:09Z"}, {"GIT_COMMITTER_DATE", "2024-05-06T07:08:09Z"}};
+void git(std::vector<std::string> args, const std::string& input = "") {
+  args.insert(args.begin(), {"git", "-c", "gc.auto=0"});
+  run(args, {.input = input, .env = kGitEnv});
+}
 
 // A bare repository whose main holds dirs x files small files, each with its own content.
 void make_many_file_repo(const std::string& repo, int dirs, int files) {
-  run({"git", "init", "-q", "--bare", "-b", kThread, repo});
+  git({"init", "-q", "--bare", "-b", "main", repo});
   std::string stream =
       "commit refs/heads/main\ncommitter heddle <heddle@example.invalid> 1714979289 +0000\ndata "
       "11\nmany files\n";
   char path[64];
   for (int d = 0; d < dirs; ++d) {
     for (int f = 0; f < files; ++f) {
-      if (dirs == 1) {
-        std::snprintf(path, sizeof path, "f%04d", f);
-      } else {
-        std::snprintf(path, sizeof path, "d%03d/f%04d", d, f);
-      }
-      const std::string content = std::string("file ") + path + "\n";
-      stream += std::string("M 100644 inline ") + path + "\ndata " +
+      std::snprintf(path, sizeof path, "d%03d/f%04d", d, f);
+      const char* name = dirs == 1 ? path + 5 : path;  // f0000: at the root
+      const std::string content = std::string("file ") + name + "\n";
+      stream += std::string("M 100644 inline ") + name + "\ndata " +
                 std::to_string(content.size()) + "\n" + content + "\n";
     }
   }
-  run({"git", "-C", repo, "-c", "gc.auto=0", "fast-import", "--quiet"},
-      {.input = stream + "done\n"});
+  git({"-C", repo, "fast-import", "--quiet"}, stream + "done\n");
 }
 
 // `git archive main | tar -x` into a new directory.
 void extract(const std::string& repo, const std::string& out) {
   if (::mkdir(out.c_str(), 0755) != 0) throw_errno("mkdir " + out);
-  run({"/bin/bash", "-c",
-       "set -o pipefail; git -c tar.umask=0022 -C \"$0\" archive --format=tar \"$1\" | tar -x -C "
-       "\"$2\"",
-       repo, kThread, out});
+  const char* script = "set -o pipefail; git -c tar.umask=0022 -C $0 archive main | tar -x -C $1";
+  run({"/bin/bash", "-c", script, repo, out}, {.env = kGitEnv});
 }
 
 // MiB of a file not in the page cache (or not up to date): mmap + mincore, nothing read.
@@ -68,19 +64,16 @@ double missing_mib(const std::string& path, std::uint64_t size) {
   const int rc = ::mincore(map, size, resident.data());
   ::munmap(map, size);
   if (rc != 0) throw_errno("mincore " + path);
-  return static_cast<double>(std::count_if(resident.begin(), resident.end(),
-                                           [](unsigned char r) { return (r & 1) == 0; })) *
+  return static_cast<double>(std::ranges::count_if(resident, [](auto r) { return !(r & 1); })) *
          static_cast<double>(page) / kMiB;
 }
-
-double mib(std::uint64_t kib) { return static_cast<double>(kib) / 1024; }
 
 }  // namespace
 
 void git_suite(const Config& config, Figures& f) {
   const int rounds = config.rounds_or(5), per_dir = 1000, walk_dirs = config.pick(50, 10),
             big_dirs = config.pick(100, 20);
-  const std::uint64_t size = config.pick<std::uint64_t>(1024, 320) << 20;
+  const std::uint64_t size = std::uint64_t(config.pick(1024, 320)) << 20;
   if (size <= ipc::GitSource{}.cache_bytes)
     throw Error("the blob must exceed the worker's cache cap to stream", EINVAL);
   ScratchDir root("heddle-git-bench-");
@@ -90,106 +83,76 @@ void git_suite(const Config& config, Figures& f) {
 
   std::printf("heddle_bench git: building the repositories under %s ...\n", root.path().c_str());
   const auto t0 = Clock::now();
-  for (const auto& [name, value] : kGitEnv) ::setenv(name, value, 1);
-  run({"git", "init", "-q", "-b", kThread, blob});
+  git({"init", "-q", "-b", "main", blob});
   make_random_file(blob + "/big.bin", size);
-  run({"git", "-C", blob, "-c", "gc.auto=0", "-c", "core.compression=1", "add", "big.bin"});
-  run({"git", "-C", blob, "-c", "gc.auto=0", "commit", "-q", "-m", "a big blob"});
+  git({"-C", blob, "-c", "core.compression=1", "add", "big.bin"});
+  git({"-C", blob, "commit", "-q", "-m", "a big blob"});
   if (::unlink((blob + "/big.bin").c_str()) != 0) throw_errno("unlink");  // as extracted: below
   extract(blob, root / "blob-native");
   make_many_file_repo(walk_repo, walk_dirs, per_dir);
   extract(walk_repo, native_walk);
   make_many_file_repo(big, big_dirs, per_dir);
   make_many_file_repo(small, 1, 10);
-  for (const auto& [name, value] : kGitEnv) ::unsetenv(name);
   f.set("build_s", seconds_since(t0));
 
-  std::printf("heddle_bench git: 1/4 sequential read ...\n");
+  std::printf("heddle_bench git: 1/3 sequential read and metadata walk ...\n");
   Disturbance d;
   double hwm = 0;
-  for (int round = 0; round < rounds; ++round) {
+  const std::uint64_t walk_entries = static_cast<std::uint64_t>(walk_dirs) * (1 + per_dir);
+  side_by_side(rounds, 2, [&](int native, int round) {
+    const std::string who = native ? "native" : "git";
     double cold = 0, warm = 0, missing = 0;
-    undisturbed(1, d, [&] {
-      MountPoint mountpoint(root / "mnt-read");
-      LiveMount mount = LiveMount::thread(blob, mountpoint.path());
-      const std::string file = mountpoint.path() + "/big.bin";
+    d.measure(1, [&] {
+      std::optional<LiveMount> mount;
+      if (!native) mount.emplace(ipc::GitSource{blob, "main"}, root / "mnt-read");
+      const std::string file = native ? native_file : root / "mnt-read/big.bin";
       drop_caches("3");
       cold = sequential_read_mibs(file, size);  // the first read after mounting
       missing = missing_mib(file, size);        // opens it: streamed_opens counts 3
       warm = sequential_read_mibs(file, size);  // the page cache (keep_cache)
-      const std::uint64_t streamed = mount.status_number("streamed_opens");
+      if (native) return;
+      const std::uint64_t streamed = mount->status_number("streamed_opens");
       if (streamed < 1) throw Error("Status streamed_opens is 0: the blob did not stream", EPROTO);
       f.set("streamed_opens", static_cast<double>(streamed));
-      hwm = std::max(hwm, mib(memory_of(mount->pid()).hwm_kib));
+      hwm = std::max(hwm, kib_of((*mount)->pid(), "VmHWM") / 1024);
       if (round == 0) check_same_ends(file, native_file, size);
-      mount.unmount();
+      mount->unmount();
     });
-    f.add("git_read_cold_mibs", cold);
-    f.add("git_read_warm_mibs", warm);
-    f.add("diag.missing_from_page_cache_mib_ours", missing);
-    undisturbed(1, d, [&] {
-      drop_caches("3");
-      cold = sequential_read_mibs(native_file, size);
-      missing = missing_mib(native_file, size);
-      warm = sequential_read_mibs(native_file, size);
+    f.add(who + "_read_cold_mibs", cold);
+    f.add(who + "_read_warm_mibs", warm);
+    f.add(std::string("diag.missing_from_page_cache_mib_") + (native ? "native" : "ours"), missing);
+    std::pair<double, double> ms;
+    d.measure(1, [&] {
+      std::optional<LiveMount> mount;
+      if (!native) mount.emplace(ipc::GitSource{walk_repo, "main"}, root / "mnt-walk");
+      ms = walk_passes(native ? native_walk : root / "mnt-walk", walk_entries);
+      if (mount) mount->unmount();
     });
-    f.add("native_read_cold_mibs", cold);
-    f.add("native_read_warm_mibs", warm);
-    f.add("diag.missing_from_page_cache_mib_native", missing);
-  }
+    f.add(who + "_walk_cold_eps", static_cast<double>(walk_entries) / ms.first * 1e3);
+    f.add(who + "_walk_warm_eps", static_cast<double>(walk_entries) / ms.second * 1e3);
+  });
   if (hwm * kMiB >= static_cast<double>(size) / 2)
     throw Error("the worker's VmHWM reached half the blob: it did not stream", ENOMEM);
   f.set("read_worker_vmhwm_mib", hwm);
-
-  std::printf("heddle_bench git: 2/4 metadata walk ...\n");
-  const std::uint64_t walk_entries = static_cast<std::uint64_t>(walk_dirs) * (1 + per_dir);
-  const auto eps = [&](const std::string& path) {
-    return static_cast<double>(walk_entries) / walk_ms(path, walk_entries) * 1e3;
-  };
-  for (int round = 0; round < rounds; ++round) {
-    double cold = 0, warm = 0;
-    undisturbed(1, d, [&] {
-      MountPoint mountpoint(root / "mnt-walk");
-      LiveMount mount = LiveMount::thread(walk_repo, mountpoint.path());
-      drop_caches("3");
-      cold = eps(mountpoint.path());
-      warm = eps(mountpoint.path());
-      mount.unmount();
-    });
-    f.add("git_walk_cold_eps", cold);
-    f.add("git_walk_warm_eps", warm);
-    undisturbed(1, d, [&] {
-      drop_caches("3");
-      cold = eps(native_walk);
-      warm = eps(native_walk);
-    });
-    f.add("native_walk_cold_eps", cold);
-    f.add("native_walk_warm_eps", warm);
-  }
   d.report(f);
 
-  std::printf("heddle_bench git: 3/4 spawn -> MountReady ...\n");
+  std::printf("heddle_bench git: 2/3 spawn -> MountReady ...\n");
   std::vector<double> spawn_ms[2];
-  for (int i = 0; i < 1 + config.pick(10, 3); ++i) {
-    for (const int k : {0, 1}) {  // alternating, so that background load hits both alike
-      MountPoint mountpoint(root / "mnt-spawn");
-      LiveMount mount = LiveMount::thread(k == 0 ? big : small, mountpoint.path());
-      mount.unmount();
-      if (i >= 1) spawn_ms[k].push_back(mount.spawn_seconds() * 1e3);
-    }
-  }
+  side_by_side(1 + config.pick(10, 3), 2, [&](int k, int round) {
+    LiveMount mount(ipc::GitSource{k == 0 ? big : small, "main"}, root / "mnt-spawn");
+    mount.unmount();
+    if (round >= 1) spawn_ms[k].push_back(mount.spawn_seconds() * 1e3);
+  });
   f.set("spawn_100k_p50_ms", percentile(spawn_ms[0], 50));
   f.set("spawn_10_p50_ms", percentile(spawn_ms[1], 50));
 
-  std::printf("heddle_bench git: 4/4 worker memory ...\n");
+  std::printf("heddle_bench git: 3/3 worker memory ...\n");
   {
-    MountPoint mountpoint(root / "mnt-memory");
-    LiveMount mount = LiveMount::thread(big, mountpoint.path());
+    LiveMount mount(ipc::GitSource{big, "main"}, root / "mnt-memory");
     const pid_t pid = mount->pid();
-    walk_ms(mountpoint.path(), static_cast<std::uint64_t>(big_dirs) * (1 + per_dir));
-    const Memory after_walk = memory_of(pid);
-    f.set("walk100k_worker_vmrss_mib", mib(after_walk.rss_kib));
-    f.set("walk100k_worker_vmhwm_mib", mib(after_walk.hwm_kib));
+    walk_ms(root / "mnt-memory", static_cast<std::uint64_t>(big_dirs) * (1 + per_dir));
+    f.set("walk100k_worker_vmrss_mib", kib_of(pid, "VmRSS") / 1024);
+    f.set("walk100k_worker_vmhwm_mib", kib_of(pid, "VmHWM") / 1024);
     std::uint64_t nodes = mount.status_number("nodes");
     f.set("walk100k_nodes", static_cast<double>(nodes));
     drop_caches("2");
@@ -202,7 +165,7 @@ void git_suite(const Config& config, Figures& f) {
       nodes = now;
     }
     f.set("forget_nodes", static_cast<double>(nodes));
-    f.set("forget_worker_vmrss_mib", mib(memory_of(pid).rss_kib));
+    f.set("forget_worker_vmrss_mib", kib_of(pid, "VmRSS") / 1024);
     mount.unmount();
   }
   // Ratios: ours / native (for spawn, the 100k-file repository / the 10-file one).
@@ -213,6 +176,45 @@ void git_suite(const Config& config, Figures& f) {
   // The figure, as a time ratio (below 1 is faster): a thread's tree is immutable.
   f.ratio("warm_walk_ratio_to_native", "native_walk_warm_eps", "git_walk_warm_eps");
   f.ratio("ratio_spawn_100k_10", "spawn_100k_p50_ms", "spawn_10_p50_ms");
+}
+
+void scaling_suite(const Config& config, Figures& f) {
+  ScratchDir root("heddle-scaling-");
+  const std::string repo = root / "repo";
+  const std::size_t blob = 4 << 20, blobs = config.pick(64, 16);
+  git({"init", "-q", "-b", "main", repo});
+  std::mt19937 random(7);
+  for (std::size_t n = 0; n < blobs; ++n) {
+    std::string text;
+    char word[8];
+    while (text.size() < blob) {
+      std::snprintf(word, sizeof word, "w%05u ", static_cast<unsigned>(random() % 4096));
+      text += word;
+    }
+    text.resize(blob);
+    std::ofstream(repo + "/blob" + std::to_string(n) + ".txt") << text;
+  }
+  git({"-C", repo, "add", "-A"});
+  git({"-C", repo, "commit", "-q", "-m", "blobs"});
+  git({"-C", repo, "gc", "-q"});
+  for (const int readers : {1, 16}) {
+    LiveMount mount(ipc::GitSource{repo, "main"}, root / "mnt");
+    const double cpu0 = cpu_seconds_of(mount->pid());
+    const auto t0 = Clock::now();
+    std::atomic<std::size_t> next{0};
+    std::vector<std::jthread> threads;
+    for (int t = 0; t < readers; ++t) {
+      threads.emplace_back([&] {
+        for (std::size_t n; (n = next++) < blobs;)
+          sequential_read_mibs(root / ("mnt/blob" + std::to_string(n) + ".txt"), blob);
+      });
+    }
+    threads.clear();  // joined
+    const double wall = seconds_since(t0), cpu = cpu_seconds_of(mount->pid()) - cpu0;
+    f.set("readers_" + std::to_string(readers) + "_wall_s", wall);
+    f.set("readers_" + std::to_string(readers) + "_worker_cpu_per_wall", cpu / wall);
+  }
+  f.ratio("speedup_16_over_1", "readers_1_wall_s", "readers_16_wall_s");
 }
 
 }  // namespace heddle::bench

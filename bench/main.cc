@@ -1,82 +1,69 @@
 // heddle_bench SUITE [--rounds N] [--quick] [--on-tmp]: one suite of benchmarks, every figure
 // beside its physical limit or a peer measured in the same run (see bench/README.md). Ends with
-// the figures table and the RESULT lines that `heddle_bench report` (report.cc) aggregates.
+// the RESULT lines that bench/report aggregates.
 #include <spdlog/spdlog.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
-#include <string_view>
 
 #include "support.h"
 
 namespace heddle::bench {
 int echo_main(int fd);
-int report_main(const std::string& out, const std::vector<std::string>& files);
 void supervisor_suite(const Config&, Figures&);
 void fs_suite(const Config&, Figures&);
 void git_suite(const Config&, Figures&);
 void write_suite(const Config&, Figures&);
+void scaling_suite(const Config&, Figures&);
+void unprivileged_suite(const Config&, Figures&);
 }  // namespace heddle::bench
 
 namespace {
 
 using namespace heddle::bench;
 
-struct Suite {
+// The suites; bench/run runs the first four. What each measures and why: bench/README.md.
+constexpr struct {
   const char* name;
   void (*run)(const Config&, Figures&);
   const char* what;
+} kSuites[] = {
+    {"supervisor", supervisor_suite, "Status round trip, spawn, idle memory, 100 mounts"},
+    {"fs", fs_suite, "the directory backend vs native and passthrough_ll: reads, fio, walks"},
+    {"git", git_suite, "the git backend vs native: a 1 GiB blob, a walk, spawn, memory"},
+    {"write", write_suite, "writable mounts vs native and fuse-overlayfs: write, tar, make"},
+    {"scaling", scaling_suite, "1 vs 16 readers of a git thread's blobs (run it unpinned)"},
+    {"unprivileged", unprivileged_suite, "the CLI's mount and unmount as root vs heddle-test"},
 };
 
-// The scenarios, one line each; what each measures and why: bench/README.md.
-constexpr Suite kSuites[] = {
-    {"supervisor", supervisor_suite,
-     "Status round trip vs a raw socketpair; spawn vs the unsandboxed worker and bwrap + "
-     "passthrough_ll; idle memory; 100 mounts (--rounds: Status round trips, default 10000)"},
-    {"fs", fs_suite,
-     "the directory backend vs native and passthrough_ll: 1 GiB reads, fio, walks of 10k and 50k "
-     "files (--rounds default 5)"},
-    {"git", git_suite,
-     "the git backend vs native: a streamed 1 GiB blob, a 50k walk, spawn 100k vs 10 files, "
-     "worker memory (--rounds default 5)"},
-    {"write", write_suite,
-     "writable mounts vs native and fuse-overlayfs: 1 GiB write + fsync, tar -x, make -j2; reads "
-     "through an empty overlay vs read-only (--rounds default 5, make 3; --on-tmp)"},
-};
-
-void usage(FILE* out) {
-  std::fprintf(out, "usage: heddle_bench SUITE [--rounds N] [--quick] [--on-tmp]\n");
-  for (const Suite& s : kSuites) std::fprintf(out, "  %-10s %s\n", s.name, s.what);
-  std::fprintf(out, "Must run as root (FUSE mounts, drop_caches).\n");
-  std::fprintf(out, "       heddle_bench report OUT_PREFIX RESULT_FILE...: bench/run's summary\n");
+int usage(FILE* out, int code) {
+  std::fprintf(out, "usage: heddle_bench SUITE [--rounds N] [--quick] [--on-tmp] (as root)\n");
+  for (const auto& s : kSuites) std::fprintf(out, "  %-12s %s\n", s.name, s.what);
+  return code;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  if (argc >= 4 && std::string_view(argv[1]) == "report")
-    return report_main(argv[2], {argv + 3, argv + argc});
   if (argc == 2 && std::string_view(argv[1]) == "echo") return echo_main(3);  // supervisor's peer
-  const Suite* suite = nullptr;
+  const auto* suite = std::end(kSuites);
   Config config;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
-    if (arg == "-h" || arg == "--help") return usage(stdout), 0;
-    if (arg == "--quick") {
-      config.quick = true;
-    } else if (arg == "--on-tmp") {
-      config.on_tmp = true;
+    const auto named = std::ranges::find_if(kSuites, [&](const auto& s) { return arg == s.name; });
+    if (arg == "--quick" || arg == "--on-tmp") {
+      (arg == "--quick" ? config.quick : config.on_tmp) = true;
     } else if (arg == "--rounds" && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
       config.rounds = std::atoi(argv[++i]);
+    } else if (named == std::end(kSuites) || suite != std::end(kSuites)) {
+      const bool help = arg == "-h" || arg == "--help";
+      return usage(help ? stdout : stderr, help ? 0 : 2);
     } else {
-      for (const Suite& s : kSuites) suite = arg == s.name ? &s : suite;
-      if (suite == nullptr || arg != suite->name) return usage(stderr), 2;
+      suite = named;
     }
   }
-  if (suite == nullptr) return usage(stderr), 2;
+  if (suite == std::end(kSuites)) return usage(stderr, 2);
   try {
     if (::geteuid() != 0) throw heddle::Error("must run as root (FUSE mounts, drop_caches)", EPERM);
     install_signal_handlers();
@@ -87,7 +74,7 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     Figures figures;
     suite->run(config, figures);
-    figures.print(std::string("heddle_bench ") + suite->name);
+    figures.print();
     std::printf("heddle_bench %s: done in %.1f s\n", suite->name, seconds_since(t0));
     return 0;
   } catch (const std::exception& e) {

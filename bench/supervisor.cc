@@ -1,52 +1,33 @@
-// heddle_bench supervisor: the Status round trip through a live sandboxed worker beside the
-// physical limit of its transport (a socketpair ping-pong with an echo process carrying the same
-// bytes); spawn -> MountReady beside the same worker unsandboxed and beside what a user would
-// script (bwrap + libfuse's passthrough_ll on a pre-mounted /dev/fd/3); idle memory; 100 mounts.
-#include <dirent.h>
-#include <fcntl.h>
+// heddle_bench supervisor: the Status round trip beside its transport's limit (a socketpair
+// ping-pong of the same bytes); spawn -> MountReady beside the same worker unsandboxed and beside
+// bwrap + libfuse's passthrough_ll on a pre-mounted /dev/fd/3; idle memory; 100 mounts.
+#include <pwd.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <array>
 #include <atomic>
 #include <condition_variable>
-#include <cstring>
-#include <fstream>
 #include <mutex>
-#include <nlohmann/json.hpp>
-#include <thread>
 
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/mount_spec.h"
-#include "heddle/unique_fd.h"
 #include "support.h"
 
 namespace heddle::bench {
 namespace {
 
-using namespace std::chrono_literals;
 using Samples = std::vector<double>;
 
-bool recv_exact(int fd, char* data, std::size_t size) {
+// Sends (else receives) exactly `size` bytes; false on EOF or an error.
+bool exact(bool send, int fd, char* data, std::size_t size) {
   for (std::size_t done = 0; done < size;) {
-    const ssize_t n = ::recv(fd, data + done, size - done, 0);
+    const ssize_t n = send ? ::send(fd, data + done, size - done, MSG_NOSIGNAL)
+                           : ::recv(fd, data + done, size - done, 0);
     if (n == 0 || (n < 0 && errno != EINTR)) return false;
-    if (n > 0) done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-
-bool send_exact(int fd, const char* data, std::size_t size) {
-  for (std::size_t done = 0; done < size;) {
-    const ssize_t n = ::send(fd, data + done, size - done, MSG_NOSIGNAL);
-    if (n < 0 && errno != EINTR) return false;
-    if (n > 0) done += static_cast<std::size_t>(n);
+    done += static_cast<std::size_t>(std::max<ssize_t>(n, 0));
   }
   return true;
 }
@@ -57,38 +38,8 @@ std::pair<UniqueFd, UniqueFd> socket_pair() {
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-// The physical limit's peer: `heddle_bench echo` (echo_main below) on the other end of a
-// socketpair. Another process, as the worker is; it runs only recv/send.
-class EchoProcess {
- public:
-  EchoProcess() {
-    auto [ours, theirs] = socket_pair();
-    fd_ = std::move(ours);
-    process_.emplace(std::vector<std::string>{"/proc/self/exe", "echo"}, "", theirs.get());
-  }
-  ~EchoProcess() {
-    fd_.reset();  // EOF: it exits
-    process_->wait(5s);
-  }
-  void setup(const std::string& request, const std::string& reply) {
-    const std::uint32_t sizes[2] = {static_cast<std::uint32_t>(request.size()),
-                                    static_cast<std::uint32_t>(reply.size())};
-    if (!send_exact(fd_.get(), reinterpret_cast<const char*>(sizes), sizeof sizes) ||
-        !send_exact(fd_.get(), reply.data(), reply.size())) {
-      throw_errno("send the echo process its setup");
-    }
-  }
-  [[nodiscard]] int fd() const { return fd_.get(); }
-
- private:
-  UniqueFd fd_;
-  std::optional<Daemon> process_;
-};
-
-using Trip = std::function<void()>;
-
 // Microseconds of `rounds` round trips, each timed.
-void timed(const Trip& trip, int rounds, Samples& out) {
+void timed(const std::function<void()>& trip, int rounds, Samples& out) {
   for (int i = 0; i < rounds; ++i) {
     if ((i & 63) == 0) check_interrupted();
     const auto t0 = Clock::now();
@@ -97,55 +48,57 @@ void timed(const Trip& trip, int rounds, Samples& out) {
   }
 }
 
-void run_rtt(const Config& config, const std::string& source, const std::string& mountpoint,
+void run_rtt(const Config& config, const ScratchDir& root, const std::string& source,
              Figures& figures) {
-  const int rounds = config.rounds > 0 ? config.rounds : config.pick(10000, 2000), warmup = 200,
-            block = 500;
-  EchoProcess echo;
-  LiveMount mount = LiveMount::directory(source, mountpoint);
+  const int rounds = config.rounds > 0 ? config.rounds : config.pick(10000, 2000), block = 500;
+  // The limit's peer, `heddle_bench echo` (echo_main below): another process, as the worker is.
+  auto [echo, theirs] = socket_pair();
+  Daemon echo_process({"/proc/self/exe", "echo"}, "", theirs.get());
+  LiveMount mount(ipc::DirSource{source}, root / "mnt-rtt");
   const std::uint32_t worker = mount->ready().pid;
-  const Trip status = [&] {
+  const auto status = [&] {
     if (mount->status().pid != worker) throw Error("StatusOk names another pid", EPROTO);
   };
   status();  // idle memory: after mounting and one Status, before any load
-  figures.set("worker_idle_rss_kib", static_cast<double>(memory_of(mount->pid()).rss_kib));
+  figures.set("worker_idle_rss_kib", kib_of(mount->pid(), "VmRSS"));
   // The bytes on the wire: the Status frame, and the worker's reply as it encodes it.
-  const std::string request = ipc::encode_frame(ipc::Status{});
-  const std::string reply = ipc::encode_frame(mount->status());
-  echo.setup(request, reply);
-  std::string buffer(reply.size(), '\0');
-  const Trip raw = [&] {
-    if (!send_exact(echo.fd(), request.data(), request.size()) ||
-        !recv_exact(echo.fd(), buffer.data(), buffer.size())) {
+  std::string request = ipc::encode_frame(ipc::Status{}),
+              reply = ipc::encode_frame(mount->status());
+  std::uint32_t sizes[2] = {static_cast<std::uint32_t>(request.size()),
+                            static_cast<std::uint32_t>(reply.size())};
+  if (!exact(true, echo.get(), reinterpret_cast<char*>(sizes), sizeof sizes) ||
+      !exact(true, echo.get(), reply.data(), reply.size())) {
+    throw_errno("send the echo process its setup");
+  }
+  const auto raw = [&] {
+    if (!exact(true, echo.get(), request.data(), request.size()) ||
+        !exact(false, echo.get(), reply.data(), reply.size())) {
       throw Error("socketpair echo failed", EPIPE);
     }
   };
   // Our framing code (JSON decode included) against the same dumb echo process.
-  const Trip framed = [&, timeout = launcher::SupervisorOptions{}.status_timeout] {
-    ipc::write_frame(echo.fd(), ipc::Status{}, timeout);
-    const auto answer = ipc::read_frame(echo.fd(), timeout);
+  const auto framed = [&, timeout = launcher::SupervisorOptions{}.status_timeout] {
+    ipc::write_frame(echo.get(), ipc::Status{}, timeout);
+    const auto answer = ipc::read_frame(echo.get(), timeout);
     if (!answer || !std::holds_alternative<ipc::StatusOk>(*answer))
       throw Error("framed echo: no StatusOk", EPROTO);
   };
-  const std::pair<const char*, const Trip*> paths[] = {
-      {"status", &status}, {"socketpair", &raw}, {"framed", &framed}};
+  const std::pair<std::string, std::function<void()>> paths[] = {
+      {"status", status}, {"socketpair", raw}, {"framed", framed}};
   std::array<Samples, 3> samples, scratch;
-  for (std::size_t p = 0; p < 3; ++p) timed(*paths[p].second, warmup, scratch[p]);
+  for (std::size_t p = 0; p < 3; ++p) timed(paths[p].second, 200, scratch[p]);  // warm-up
   // Interleaved blocks: a burst of background load cannot land on one path only.
-  for (int done = 0; done < rounds; done += block) {
-    for (std::size_t p = 0; p < 3; ++p)
-      timed(*paths[p].second, std::min(block, rounds - done), samples[p]);
-  }
+  side_by_side((rounds + block - 1) / block, 3, [&](int p, int b) {
+    timed(paths[p].second, std::min(block, rounds - b * block), samples[p]);
+  });
   for (std::size_t p = 0; p < 3; ++p) {
-    const std::string key = paths[p].first;
-    figures.set(key + "_p50_us", percentile(samples[p], 50));
-    figures.set(key + "_p99_us", percentile(samples[p], 99));
-    figures.set(key + "_max_us", percentile(samples[p], 100));
+    const std::string& key = paths[p].first;
+    for (const auto& [what, pct] : {std::pair{"p50", 50}, {"p99", 99}, {"max", 100}})
+      figures.set(key + "_" + what + "_us", percentile(samples[p], pct));
     // The reference bench's figure: 16 untimed round trips, then the max of 256.
+    timed(paths[p].second, 16, scratch[p]);
     scratch[p].clear();
-    timed(*paths[p].second, 16, scratch[p]);
-    scratch[p].clear();
-    timed(*paths[p].second, 256, scratch[p]);
+    timed(paths[p].second, 256, scratch[p]);
     figures.set(key + "_ref_max256_us", percentile(scratch[p], 100));
   }
   for (const std::string what : {"p50", "p99", "max", "ref_max256"})
@@ -155,200 +108,165 @@ void run_rtt(const Config& config, const std::string& source, const std::string&
   figures.set("status_rtt_max_us", figures.median_of("status_ref_max256_us"));
   figures.set("status_rtt_p50_ratio_to_socketpair", figures.median_of("ratio_p50"));
   if (!mount->is_alive()) throw Error("the worker died during the bench", 0);
+  echo.reset();  // EOF: it exits
+  echo_process.wait(5s);
 }
 
-// SIGKILLs the armed pid unless disarmed within 15 s: a hung server would block stat()
-// forever, and killing it fails the request. Started before the timed region.
-class Watchdog {
+// Milliseconds of the first answer through a mount: stat() of its root (FUSE_INIT, GETATTR)
+// and a readdir. A hung server would block stat() forever: a watchdog, started before the
+// timing, SIGKILLs it after 15 s, which fails the request.
+class FirstAnswer {
  public:
-  ~Watchdog() { thread_.request_stop(); }
-  void arm(pid_t pid) { pid_ = pid; }
-  void disarm() {
-    thread_.request_stop();
-    if (thread_.joinable()) thread_.join();
+  double time(pid_t server, const std::string& mountpoint) {
+    server_ = server;
+    const auto t0 = Clock::now();
+    struct stat st {};
+    if (::stat(mountpoint.c_str(), &st) != 0) throw_errno("stat " + mountpoint);
+    if (fs::directory_iterator(mountpoint) == fs::directory_iterator())
+      throw Error("readdir " + mountpoint + ": no entries", EIO);
+    const double ms = ms_since(t0);
+    watchdog_.request_stop();
+    watchdog_.join();
     if (fired_) throw Error("the first answer through a mount hung; killed its server", ETIMEDOUT);
+    return ms;
   }
 
  private:
-  std::atomic<pid_t> pid_{-1};
+  std::atomic<pid_t> server_{-1};
   std::atomic<bool> fired_{false};
-  std::jthread thread_{[this](const std::stop_token& stop) {
+  std::jthread watchdog_{[this](const std::stop_token& stop) {
     std::mutex mutex;
     std::condition_variable_any cv;
     std::unique_lock lock(mutex);
     if (cv.wait_for(lock, stop, 15s, [] { return false; }), stop.stop_requested()) return;
     fired_ = true;
-    if (pid_ > 0) ::kill(pid_, SIGKILL);
+    if (server_ > 0) ::kill(server_, SIGKILL);
   }};
 };
 
-double ms_since(Clock::time_point t0) { return seconds_since(t0) * 1e3; }
-
-// Milliseconds of the first answer through a mount: stat() of its root (FUSE_INIT, GETATTR)
-// and a readdir; its server killed if it hangs.
-double timed_answer(Watchdog& watchdog, pid_t server, const std::string& mountpoint) {
-  watchdog.arm(server);
-  const auto t0 = Clock::now();
-  struct stat st {};
-  if (::stat(mountpoint.c_str(), &st) != 0) throw_errno("stat " + mountpoint);
-  const std::unique_ptr<DIR, int (*)(DIR*)> dir(::opendir(mountpoint.c_str()), &::closedir);
-  if (!dir) throw_errno("opendir " + mountpoint);
-  int entries = 0;
-  while (::readdir(dir.get()) != nullptr) ++entries;
-  if (entries < 3) throw Error("readdir " + mountpoint + ": too few entries", EIO);
-  const double ms = ms_since(t0);
-  watchdog.disarm();
-  return ms;
-}
-
 // mount(2) of an open /dev/fuse, as a script would (the unsandboxed worker's: fuse.heddle,
 // default_permissions). Its fd is above 3, so that it can become a child's fd 3.
-class FuseMount {
- public:
-  FuseMount(const std::string& at, const char* type, const char* extra) : at_(at) {
+struct FuseMount {
+  FuseMount(const std::string& where, const char* type, const char* extra) : at(where) {
     const UniqueFd raw(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
-    device_.reset(::fcntl(raw.get(), F_DUPFD_CLOEXEC, 10));
-    if (!device_) throw_errno("open /dev/fuse");
+    device.reset(::fcntl(raw.get(), F_DUPFD_CLOEXEC, 10));
+    if (!device) throw_errno("open /dev/fuse");
     const std::string options =
-        "fd=" + std::to_string(device_.get()) + ",rootmode=40000,user_id=0,group_id=0" + extra;
+        "fd=" + std::to_string(device.get()) + ",rootmode=40000,user_id=0,group_id=0" + extra;
     if (::mount("heddle-bench", at.c_str(), type, MS_RDONLY | MS_NOSUID | MS_NODEV,
                 options.c_str()) != 0) {
       throw_errno("mount fuse at " + at);
     }
   }
-  ~FuseMount() { unmount_quietly(at_); }
-  UniqueFd device_;
-
- private:
-  std::string at_;
+  ~FuseMount() { unmount_quietly(at); }
+  std::string at;
+  UniqueFd device;
 };
 
-// The same worker without the sandbox: [ipc socket, /dev/fuse fd] on its bootstrap fd 3, as
-// the supervisor hands them, then MountReady. Stopped with Stop (5 s), then killed.
-class Unsandboxed {
- public:
-  Unsandboxed(const std::string& source, const std::string& mountpoint)
-      : mount_(mountpoint, "fuse.heddle", ",default_permissions") {
-    auto [boot_parent, boot_child] = socket_pair();
-    UniqueFd ipc_child;
-    std::tie(ipc_, ipc_child) = socket_pair();
-    worker_.emplace(
-        std::vector<std::string>{own_bin_dir() + "/heddle-fuse-worker", "--bootstrap-fd", "3"}, "",
-        boot_child.get());
-    ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(worker_->pid()),
-                                   ipc::MountSpec::directory(source, mountpoint)};
-    bootstrap.spec.sandbox = ipc::SandboxMode::kNone;
-    const std::array<int, 2> fds{ipc_child.get(), mount_.device_.get()};
-    ipc::send_fds(boot_parent.get(), fds, ipc::encode_bootstrap(bootstrap));
-    mount_.device_.reset();  // only the worker holds the connection now
-    const auto first = ipc::read_frame(ipc_.get(), 10s);
-    if (!first || !std::holds_alternative<ipc::MountReady>(*first))
-      throw Error("the unsandboxed worker sent no MountReady", EPROTO);
+// The three ways to spawn a mount; each adds its samples by key (spawn, spawn_answer...) to
+// `out`, unless null (a warm-up), and its idle memory to `idle`, unless null.
+struct Spawn {
+  const ScratchDir& root;
+  std::string source;
+  std::map<std::string, Samples>* out = nullptr;
+  Figures* idle = nullptr;
+  void add(const std::string& key, double ms) const {
+    if (out != nullptr) (*out)[key].push_back(ms);
   }
-  ~Unsandboxed() {
-    try {
-      ipc::write_frame(ipc_.get(), ipc::Stop{}, 1s);
-    } catch (...) {}
-    worker_->wait(5s);
-  }
-  [[nodiscard]] pid_t pid() const { return worker_->pid(); }
-  void status() {
-    ipc::write_frame(ipc_.get(), ipc::Status{}, 5s);
-    const auto reply = ipc::read_frame(ipc_.get(), 5s);
-    if (!reply || !std::holds_alternative<ipc::StatusOk>(*reply))
-      throw Error("no StatusOk from the unsandboxed worker", EPROTO);
-  }
-
- private:
-  FuseMount mount_;
-  UniqueFd ipc_;
-  std::optional<Daemon> worker_;
 };
 
-// One spawn of each path: samples by key (spawn, spawn_answer, unmount...) into `out`, unless
-// null (a warm-up); idle memory into `idle`, unless null.
-using SpawnSamples = std::map<std::string, Samples>;
-using SpawnPath = void (*)(const ScratchDir&, const std::string&, SpawnSamples*, Figures*);
-
-void spawn_ours(const ScratchDir& root, const std::string& source, SpawnSamples* out, Figures*) {
-  MountPoint mountpoint(root / "mnt-ours");
-  Watchdog watchdog;
-  LiveMount mount = LiveMount::directory(source, mountpoint.path());  // times spawn alone
-  const double answer_ms = timed_answer(watchdog, mount->pid(), mountpoint.path());
-  const double unmount_s = mount.unmount();
-  if (out == nullptr) return;
-  (*out)["spawn"].push_back(mount.spawn_seconds() * 1e3);
-  (*out)["spawn_answer"].push_back(mount.spawn_seconds() * 1e3 + answer_ms);
-  (*out)["unmount"].push_back(unmount_s * 1e3);
+void spawn_ours(const Spawn& s) {
+  FirstAnswer answer;
+  LiveMount mount(ipc::DirSource{s.source}, s.root / "mnt-ours");  // times spawn alone
+  const double answer_ms = answer.time(mount->pid(), s.root / "mnt-ours");
+  const double unmount_ms = mount.unmount() * 1e3;
+  s.add("spawn", mount.spawn_seconds() * 1e3);
+  s.add("spawn_answer", mount.spawn_seconds() * 1e3 + answer_ms);
+  s.add("unmount", unmount_ms);
 }
 
-void spawn_unsandboxed(const ScratchDir& root, const std::string& source, SpawnSamples* out,
-                       Figures* idle) {
-  Watchdog watchdog;
+// The same worker without the sandbox: [ipc socket, /dev/fuse fd] on its bootstrap fd 3, as
+// the supervisor hands them, then MountReady; stopped with Stop.
+void spawn_unsandboxed(const Spawn& s) {
+  FirstAnswer answer;
   const auto t0 = Clock::now();
-  MountPoint mountpoint(root / "mnt-unsandboxed");
-  Unsandboxed worker(source, mountpoint.path());
+  MountPoint mountpoint(s.root / "mnt-unsandboxed");
+  FuseMount fuse(mountpoint.path(), "fuse.heddle", ",default_permissions");
+  auto [boot, boot_child] = socket_pair();
+  auto [ipc, ipc_child] = socket_pair();
+  Daemon worker({own_bin_dir() + "/heddle-fuse-worker", "--bootstrap-fd", "3"}, "",
+                boot_child.get());
+  ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(worker.pid()),
+                                 ipc::MountSpec::directory(s.source, mountpoint.path())};
+  bootstrap.spec.sandbox = ipc::SandboxMode::kNone;
+  const std::array<int, 2> fds{ipc_child.get(), fuse.device.get()};
+  ipc::send_fds(boot.get(), fds, ipc::encode_bootstrap(bootstrap));
+  fuse.device.reset();  // only the worker holds the connection now
+  const auto ready = ipc::read_frame(ipc.get(), 10s);
+  if (!ready || !std::holds_alternative<ipc::MountReady>(*ready))
+    throw Error("the unsandboxed worker sent no MountReady", EPROTO);
   const double ready_ms = ms_since(t0);
-  const double answer_ms = timed_answer(watchdog, worker.pid(), mountpoint.path());
-  if (idle != nullptr) {
-    worker.status();
-    idle->set("worker_unsandboxed_idle_rss_kib",
-              static_cast<double>(memory_of(worker.pid()).rss_kib));
+  const double answer_ms = answer.time(worker.pid(), mountpoint.path());
+  if (s.idle != nullptr) {
+    ipc::write_frame(ipc.get(), ipc::Status{}, 5s);
+    const auto reply = ipc::read_frame(ipc.get(), 5s);
+    if (!reply || !std::holds_alternative<ipc::StatusOk>(*reply))
+      throw Error("no StatusOk from the unsandboxed worker", EPROTO);
+    s.idle->set("worker_unsandboxed_idle_rss_kib", kib_of(worker.pid(), "VmRSS"));
   }
-  if (out == nullptr) return;
-  (*out)["spawn_unsandboxed"].push_back(ready_ms);
-  (*out)["spawn_unsandboxed_answer"].push_back(ready_ms + answer_ms);
+  try {
+    ipc::write_frame(ipc.get(), ipc::Stop{}, 1s);
+  } catch (...) {
+  }
+  worker.wait(5s);
+  s.add("spawn_unsandboxed", ready_ms);
+  s.add("spawn_unsandboxed_answer", ready_ms + answer_ms);
 }
 
 // What a user would script: mount /dev/fuse, bwrap the example server on the fd. Ready = the
 // first answer through the mount, which waits for the server's FUSE_INIT reply.
-void spawn_bwrap(const ScratchDir& root, const std::string& source, SpawnSamples* out,
-                 Figures* idle) {
-  const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = root / "bwrap.log";
-  MountPoint mountpoint(root / "mnt-bwrap");
-  Watchdog watchdog;
+void spawn_bwrap(const Spawn& s) {
+  const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = s.root / "bwrap.log";
+  MountPoint mountpoint(s.root / "mnt-bwrap");
+  FirstAnswer answer;
   const auto t0 = Clock::now();
   std::optional<FuseMount> mount(std::in_place, mountpoint.path(), "fuse", "");
+  const std::string& source = s.source;
+  // clang-format off
   Daemon bwrap({"/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr",
                 "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                 "--symlink", "usr/bin", "/bin", "--ro-bind", source, source, "--ro-bind", server,
                 server, "--proc", "/proc", "--dev", "/dev", server, "-f", "-o",
                 "source=" + source, "/dev/fd/3"},
-               log, mount->device_.get());
-  mount->device_.reset();  // only the server holds the connection: if it dies, ENOTCONN
-  const double before_answer = ms_since(t0);
-  const double ms = before_answer + timed_answer(watchdog, bwrap.pid(), mountpoint.path());
-  if (idle != nullptr) {  // bwrap, its pid-1 monitor, the server (the last descendant)
-    std::uint64_t total = 0, server_kib = 0;
-    for (const pid_t pid : descendants(bwrap.pid())) total += server_kib = memory_of(pid).rss_kib;
-    idle->set("bwrap_server_idle_rss_kib", static_cast<double>(server_kib));
-    idle->set("bwrap_composition_idle_rss_kib",
-              static_cast<double>(total + memory_of(bwrap.pid()).rss_kib));
+               log, mount->device.get());
+  // clang-format on
+  mount->device.reset();  // only the server holds the connection: if it dies, ENOTCONN
+  const double ms = ms_since(t0) + answer.time(bwrap.pid(), mountpoint.path());
+  if (s.idle != nullptr) {  // bwrap, its pid-1 monitor, the server (the last descendant)
+    double total = 0, server_kib = 0;
+    for (const pid_t pid : descendants(bwrap.pid())) total += server_kib = kib_of(pid, "VmRSS");
+    s.idle->set("bwrap_server_idle_rss_kib", server_kib);
+    s.idle->set("bwrap_composition_idle_rss_kib", total + kib_of(bwrap.pid(), "VmRSS"));
   }
   mount.reset();  // umount(2): the server reads ENODEV and exits
   if (bwrap.wait(15s) != 0)
     throw Error("bwrap + passthrough_ll failed after the unmount (see " + log + ")", 0);
-  if (out != nullptr) (*out)["spawn_bwrap"].push_back(ms);
+  s.add("spawn_bwrap", ms);
 }
 
 void run_spawn(const Config& config, const ScratchDir& root, const std::string& source,
                Figures& figures) {
-  const int warmup = 3, rounds = config.pick(50, 10);
-  SpawnSamples s;
-  // Interleaved in a rotated order: background load and ordering effects hit all three alike.
-  const SpawnPath paths[] = {spawn_ours, spawn_unsandboxed, spawn_bwrap};
-  for (int i = 0; i < warmup + rounds; ++i) {
-    for (std::size_t k = 0; k < 3; ++k) {
-      check_interrupted();
-      paths[(static_cast<std::size_t>(i) + k) % 3](root, source, i >= warmup ? &s : nullptr,
-                                                   nullptr);
-    }
-  }
-  spawn_unsandboxed(root, source, nullptr, &figures);  // idle memory, once each
-  spawn_bwrap(root, source, nullptr, &figures);
-  for (const auto& [key, samples] : s) {
-    figures.set(key + "_p50_ms", percentile(samples, 50));
-    figures.set(key + "_p99_ms", percentile(samples, 99));
+  const int warmup = 3;
+  std::map<std::string, Samples> samples;
+  void (*const paths[])(const Spawn&) = {spawn_ours, spawn_unsandboxed, spawn_bwrap};
+  side_by_side(warmup + config.pick(50, 10), 3, [&](int path, int round) {
+    paths[path]({root, source, round >= warmup ? &samples : nullptr});
+  });
+  spawn_unsandboxed({root, source, nullptr, &figures});  // idle memory, once each
+  spawn_bwrap({root, source, nullptr, &figures});
+  for (const auto& [key, s] : samples) {
+    figures.set(key + "_p50_ms", percentile(s, 50));
+    figures.set(key + "_p99_ms", percentile(s, 99));
   }
   figures.ratio("spawn_p50_ratio_to_unsandboxed", "spawn_p50_ms", "spawn_unsandboxed_p50_ms");
   figures.ratio("spawn_p50_ratio_to_bwrap_composition", "spawn_p50_ms", "spawn_bwrap_p50_ms");
@@ -369,9 +287,8 @@ void run_cli(const ScratchDir& root, const std::string& source, Figures& figures
     for (const auto& [field, key] : {std::pair{"supervisor_pid", "supervisor_idle_rss_kib"},
                                      {"guard_pid", "guard_idle_rss_kib"},
                                      {"pid", "cli_worker_idle_rss_kib"}}) {
-      const auto kib = static_cast<double>(memory_of(json.at(field).get<pid_t>()).rss_kib);
-      figures.set(key, kib);
-      total += kib;
+      figures.set(key, kib_of(json.at(field).get<pid_t>(), "VmRSS"));
+      total += figures.median_of(key);
     }
     figures.set("composition_idle_rss_kib", total);
   } catch (...) {
@@ -379,8 +296,7 @@ void run_cli(const ScratchDir& root, const std::string& source, Figures& figures
     throw;
   }
   unmount();
-  if (is_mounted(mountpoint.path()))
-    throw Error(mountpoint.path() + " still mounted after unmount", EBUSY);
+  if (is_mounted(mountpoint.path())) throw Error(mountpoint.path() + " still mounted", EBUSY);
 }
 
 // Many mounts at once, spawned from 4 threads of this process.
@@ -391,54 +307,45 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
   limit.rlim_cur = limit.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &limit);
   const std::size_t n = config.pick(100, 20);
-  std::vector<std::unique_ptr<MountPoint>> points;  // destroyed after the mounts
-  for (std::size_t i = 0; i < n; ++i)
-    points.push_back(std::make_unique<MountPoint>(root / ("mnt-many-" + std::to_string(i))));
   std::vector<std::optional<LiveMount>> mounts(n);
   std::atomic<std::size_t> next{0};
   std::vector<std::exception_ptr> errors(4);
   const auto t0 = Clock::now();
   {
     std::vector<std::jthread> threads;
-    for (std::size_t t = 0; t < errors.size(); ++t) {
-      threads.emplace_back([&, t] {
+    for (auto& error : errors) {
+      threads.emplace_back([&] {
         try {
           for (std::size_t i; (i = next++) < n && g_interrupted == 0;)
-            mounts[i].emplace(LiveMount::directory(source, points[i]->path()));
+            mounts[i].emplace(ipc::DirSource{source}, root / ("mnt-" + std::to_string(i)));
         } catch (...) {
-          errors[t] = std::current_exception();
+          error = std::current_exception();
           next = n;
         }
       });
     }
   }
-  for (const auto& error : errors) {
+  for (const auto& error : errors)
     if (error) std::rethrow_exception(error);
-  }
   check_interrupted();
   const std::string key = "mounts_100_";  // the keys keep their name whatever n (--quick)
   figures.set(key + "launch_s", seconds_since(t0));
-  double rss[2] = {0, 0}, pss[2] = {0, 0}, ok = 0;
+  double sums[4] = {}, ok = 0;  // workers' and guards' VmRSS, then their Pss
   for (auto& mount : mounts) {
     for (const int g : {0, 1}) {
       const pid_t pid = g == 0 ? (*mount)->pid() : (*mount)->guard_pid();
-      rss[g] += static_cast<double>(memory_of(pid).rss_kib) / 1024;
-      pss[g] += static_cast<double>(pss_kib_of(pid)) / 1024;
+      sums[g] += kib_of(pid, "VmRSS") / 1024;
+      sums[2 + g] += kib_of(pid, "Pss") / 1024;
     }
     ok += (*mount)->status().pid == (*mount)->ready().pid ? 1 : 0;
   }
-  figures.set(key + "workers_rss_mib", rss[0]);
-  figures.set(key + "guards_rss_mib", rss[1]);
-  figures.set(key + "workers_pss_mib", pss[0]);
-  figures.set(key + "guards_pss_mib", pss[1]);
+  const char* names[] = {"workers_rss_mib", "guards_rss_mib", "workers_pss_mib", "guards_pss_mib"};
+  for (int i = 0; i < 4; ++i) figures.set(key + names[i], sums[i]);
   figures.set(key + "status_ok", ok);
   const auto u0 = Clock::now();
   for (auto& mount : mounts) mount->unmount();
   figures.set(key + "unmount_s", seconds_since(u0));
-  mounts.clear();
-  figures.set(key + "unmounted_clean",
-              std::none_of(points.begin(), points.end(),
-                           [](const auto& p) { return is_mounted(p->path()); }));
+  figures.set(key + "unmounted_clean", mounts_under(root.path()).empty());
 }
 
 }  // namespace
@@ -448,13 +355,13 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
 int echo_main(int fd) {
   std::vector<char> request(ipc::kMaxFrameBody + 4), reply(ipc::kMaxFrameBody + 4);
   std::uint32_t sizes[2];
-  if (!recv_exact(fd, reinterpret_cast<char*>(sizes), sizeof sizes) ||
+  if (!exact(false, fd, reinterpret_cast<char*>(sizes), sizeof sizes) ||
       sizes[0] > request.size() || sizes[1] > reply.size() ||
-      !recv_exact(fd, reply.data(), sizes[1])) {
+      !exact(false, fd, reply.data(), sizes[1])) {
     return 3;
   }
-  while (recv_exact(fd, request.data(), sizes[0])) {
-    if (!send_exact(fd, reply.data(), sizes[1])) return 5;
+  while (exact(false, fd, request.data(), sizes[0])) {
+    if (!exact(true, fd, reply.data(), sizes[1])) return 5;
   }
   return 0;  // EOF: the bench is done
 }
@@ -462,15 +369,11 @@ int echo_main(int fd) {
 void supervisor_suite(const Config& config, Figures& figures) {
   ScratchDir root("heddle-bench-");
   const std::string source = root / "src";
-  for (const auto& dir : {source, source + "/src"})
-    if (::mkdir(dir.c_str(), 0755) != 0) throw_errno("mkdir " + dir);
+  std::filesystem::create_directories(source + "/src");
   std::ofstream(source + "/README.txt") << "heddle_bench source tree\n";
   std::ofstream(source + "/src/main.rs") << "fn main() {}\n";
   std::printf("heddle_bench supervisor: 1/4 Status round trips ...\n");
-  {
-    MountPoint mountpoint(root / "mnt-rtt");
-    run_rtt(config, source, mountpoint.path(), figures);
-  }
+  run_rtt(config, root, source, figures);
   std::printf("heddle_bench supervisor: 2/4 spawn -> ready, ours | unsandboxed | bwrap ...\n");
   run_spawn(config, root, source, figures);
   std::printf("heddle_bench supervisor: 3/4 a background supervisor (the CLI) ...\n");
@@ -478,6 +381,60 @@ void supervisor_suite(const Config& config, Figures& figures) {
   std::printf("heddle_bench supervisor: 4/4 concurrent mounts ...\n");
   run_many(config, root, source, figures);
   if (!mounts_under(root.path()).empty()) throw Error("mounts left under " + root.path(), EBUSY);
+}
+
+// heddle_bench unprivileged: the cost of mounting without root, side by side: `mount` (until
+// ready) and `unmount` through the CLI as root (mount(2) directly) and as heddle-test (the setuid
+// fusermount3, and newuidmap/newgidmap for its subordinate range); and the floor of the user's
+// path, each helper exec'd alone under setpriv, whose own cost (setpriv + true) a user's shell
+// does not pay. The user is set up as the tests do it.
+void unprivileged_suite(const Config& config, Figures& f) {
+  const int rounds = config.rounds_or(20);
+  ScratchDir root("heddle-bench-user-");
+  const std::string stage = root / "stage", bin = own_bin_dir(), source = root / "src";
+  const std::string user_sh = HEDDLE_SOURCE_DIR "/tests/support/test_user.sh";
+  run({"bash", user_sh, "setup", stage, bin + "/heddle-fuse-launcher", bin + "/heddle-fuse-worker",
+       bin + "/heddle-fuse-guard"});
+  struct Cleanup {  // restores /dev/fuse's mode
+    std::vector<std::string> argv;
+    ~Cleanup() { run_process(argv); }
+  } cleanup{{"/bin/bash", user_sh, "cleanup", stage}};
+  std::filesystem::create_directory(source);
+  std::ofstream(source + "/file.txt") << "hello\n";
+  const MountPoint points[] = {MountPoint(root / "mnt-root"), MountPoint(root / "mnt-user")};
+  const passwd* account = ::getpwnam("heddle-test");
+  if (account == nullptr ||
+      ::chown(points[1].path().c_str(), account->pw_uid, account->pw_gid) != 0)
+    throw_errno("chown heddle-test " + points[1].path());
+  const std::vector<std::string> as_user = {find_on_path("setpriv"), "--reuid=heddle-test",
+                                            "--regid=heddle-test",   "--init-groups",
+                                            "/usr/bin/env",          "-u",
+                                            "XDG_RUNTIME_DIR",       "HOME=" + stage + "/home"};
+  // Microseconds of argv, run as heddle-test if `user`; a failure is an error unless `floor`.
+  const auto timed_us = [&](bool user, std::vector<std::string> argv, bool floor = false) {
+    if (user) argv.insert(argv.begin(), as_user.begin(), as_user.end());
+    const auto t0 = Clock::now();
+    floor ? (void)run_process(argv) : run(argv);  // the floor's bare helpers fail (usage)
+    return ms_since(t0) * 1e3;
+  };
+  side_by_side(2 * rounds, 2, [&](int user, int) {
+    const std::string who = user ? "user" : "root", mountpoint = points[user].path();
+    const std::string launcher = (user ? stage + "/bin" : bin) + "/heddle-fuse-launcher";
+    f.add("mount_us_" + who,
+          timed_us(user, {launcher, "mount", "--dir", source, "--mountpoint", mountpoint}));
+    if (!is_mounted(mountpoint)) throw Error(who + ": no mount at " + mountpoint, 0);
+    f.add("unmount_us_" + who, timed_us(user, {launcher, "unmount", mountpoint}));
+  });
+  f.ratio("mount_ratio_user_to_root", "mount_us_user", "mount_us_root");
+  f.ratio("unmount_ratio_user_to_root", "unmount_us_user", "unmount_us_root");
+  const std::vector<std::string> floors[] = {
+      {"true"}, {"fusermount3", "-V"}, {"newuidmap"}};  // setpriv's own cost, then two helpers
+  for (const auto& argv : floors) {
+    std::vector<std::string> command = argv;
+    command[0] = find_on_path(argv[0]);
+    for (int i = 0; i < rounds && !command[0].empty(); ++i)
+      f.add("floor_setpriv_" + argv[0] + "_us", timed_us(true, command, true));
+  }
 }
 
 }  // namespace heddle::bench

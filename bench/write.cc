@@ -1,110 +1,88 @@
-// heddle_bench write: writable mounts (`heddle-fuse-launcher mount --dir LOWER --overlay
-// --overlay-dir OV`, through the CLI as a user would) beside the native file system and
-// fuse-overlayfs (`-f -o lowerdir=L,upperdir=U,workdir=W`, its defaults) over the same lower
-// directory, each round on a fresh mount with an empty upper layer, the systems interleaved:
-//  1. a 1 GiB file written with write() of 1 MiB, then fsync() and close(): MiB/s;
-//  2. `tar -x` of a 10,000-file archive (0-8 KiB files, 50 per directory), then `rm -rf`;
-//  3. `make -j2` of a generated C project (200 .c files, an archive, a link, a hard link), then
-//     a second `make -j2` with nothing to do;
-//  4. ours writable with an empty overlay against ours read-only: a 1 GiB read cold, second and
-//     warm, and a walk of 10,000 empty files cold and warm (the median of 5): "unchanged".
-// Also the daemons' CPU time (tar -x, write, make), and in one extra untimed round
-// per FUSE system a census of its FUSE requests by opcode (the fuse:fuse_request_send
-// tracepoint in a private tracefs instance). Everything is written on a fresh ext4 (with a
-// journal) on a loop device: this VM's / has no journal, where each new inode costs a scan of
-// the recently deleted ones. --on-tmp uses /tmp's own file system.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+// heddle_bench write: writable mounts (the CLI's `mount --overlay`) beside the native file system
+// and fuse-overlayfs, each round on a fresh mount with an empty upper layer, side by side: 1 GiB
+// written + fsync; tar -x of 10,000 files, then rm -rf; make -j2 of a generated 200-file C
+// project, then a make with nothing to do; in one extra untimed round per FUSE system a census
+// of its FUSE requests. Then ours with an empty overlay against ours read-only: reads and walks.
+// All on a fresh ext4 (with a journal) on a loop device, unless --on-tmp. See bench/README.md.
 
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <random>
-#include <thread>
 
 #include "heddle/launcher/mountinfo.h"
-#include "heddle/unique_fd.h"
 #include "support.h"
 
 namespace heddle::bench {
 namespace {
 
-namespace fs = std::filesystem;
-using namespace std::chrono_literals;
 enum System { kOurs, kNative, kFuseOverlayfs };
 constexpr const char* kKeys[] = {"ours", "native", "fuse_overlayfs"};
 
-// The FUSE requests of one mount, by opcode, from a private tracefs instance (kernel >= 6.15).
+// The FUSE requests of one mount, from a private tracefs instance (kernel >= 6.15), if it can
+// be made.
 class FuseTrace {
  public:
   FuseTrace() {
-    dir_ = "/sys/kernel/tracing/instances/heddle-bench-" + std::to_string(::getpid());
-    event_ = dir_ + "/events/fuse/fuse_request_send";
     if (::mkdir(dir_.c_str(), 0700) != 0) {
       dir_.clear();
-    } else if (::access((event_ + "/enable").c_str(), W_OK) != 0 ||
-               !put(dir_ + "/buffer_size_kb", "16384")) {
+    } else if (!put(kEvent + "enable", "0") || !put("buffer_size_kb", "16384")) {
       remove();
     }
   }
   ~FuseTrace() { remove(); }
   [[nodiscard]] bool available() const { return !dir_.empty(); }
   void start(const std::string& mountpoint) {
-    const auto entry = launcher::top_mount_at(mountpoint);
-    if (!entry) throw Error("no mount at " + mountpoint, ENOENT);
-    const unsigned dev =
-        (static_cast<unsigned>(entry->major) << 20) | static_cast<unsigned>(entry->minor);
-    if (!put(event_ + "/enable", "0") ||
-        !put(event_ + "/filter", "connection == " + std::to_string(dev)) ||
-        !put(dir_ + "/trace", "") || !put(event_ + "/enable", "1")) {
-      throw Error("cannot set up the trace in " + dir_, EIO);
+    const auto m = launcher::top_mount_at(mountpoint);
+    const std::string device = m ? std::to_string((m->major << 20) | m->minor) : "";
+    if (!m || !put(kEvent + "filter", "connection == " + device) || !put("trace", "") ||
+        !put(kEvent + "enable", "1")) {
+      throw Error("cannot trace the FUSE requests of " + mountpoint + " in " + dir_, EIO);
     }
   }
-  std::map<std::string, std::uint64_t> stop() {
-    put(event_ + "/enable", "0");
-    std::map<std::string, std::uint64_t> counts;
+  // Prints the requests by opcode after `what`; their total.
+  double stop(const std::string& what) {
+    put(kEvent + "enable", "0");
+    std::map<std::string, int> counts;
+    int total = 0;
     std::ifstream in(dir_ + "/trace");
     for (std::string line; std::getline(in, line);) {
       const auto open = line.find("(FUSE_"), close = line.find(')', open);
-      if (line[0] != '#' && open != std::string::npos && close != std::string::npos)
-        ++counts[line.substr(open + 6, close - open - 6)];
+      if (line[0] != '#' && close != std::string::npos)
+        ++counts[line.substr(open + 6, close - open - 6)], ++total;
     }
-    return counts;
+    std::string text = "census " + what + ":";
+    for (const auto& [opcode, count] : counts) text += " " + opcode + " " + std::to_string(count);
+    std::printf("%s (total %d)\n", text.c_str(), total);
+    return total;
   }
 
  private:
-  static bool put(const std::string& path, const std::string& value) {
-    std::ofstream out(path);
+  inline static const std::string kEvent = "events/fuse/fuse_request_send/";
+  bool put(const std::string& file, const std::string& value) {
+    std::ofstream out(dir_ + "/" + file);
     return static_cast<bool>(out << value << "\n" << std::flush);
   }
   void remove() {
-    if (dir_.empty()) return;
-    put(event_ + "/enable", "0");
-    ::rmdir(dir_.c_str());
-    dir_.clear();
+    if (!dir_.empty() && (put(kEvent + "enable", "0"), ::rmdir(dir_.c_str())) == 0) dir_.clear();
   }
-  std::string dir_, event_;
+  std::string dir_ = "/sys/kernel/tracing/instances/heddle-bench-" + std::to_string(::getpid());
 };
 
 struct Env {
-  const Config& config;
   const ScratchDir& root;  // mount points, the log
   std::string work;        // sources, native directories, upper layers
   std::string launcher = own_bin_dir() + "/heddle-fuse-launcher";
   std::string log = root / "tools.log";  // stderr of the launcher, fuse-overlayfs and the tools
-  bool fuse_overlayfs = on_path("fuse-overlayfs");
+  bool fuse_overlayfs = !find_on_path("fuse-overlayfs").empty();
   FuseTrace trace;
   int serial = 0;  // fresh names
   [[nodiscard]] std::string at(const std::string& name) const { return work + "/" + name; }
 };
 
 // Where a workload runs: a fresh native directory (a copy of lower if asked), ours (an empty
-// overlay, or read-only without one) or fuse-overlayfs with an empty upper layer. finish()
-// removes the mount and reports failures; the destructors clean up on every other path.
+// overlay, or read-only without one) or fuse-overlayfs with an empty upper layer; `pid` serves
+// it. finish() removes the mount and checks; the destructors clean up on every other path.
 class View {
  public:
-  View(Env& env, System system, const std::string& lower, bool copy_lower, bool overlay = true)
+  View(Env& env, int system, const std::string& lower, bool copy_lower, bool overlay = true)
       : env_(env), system_(system) {
     const std::string n = std::to_string(++env.serial);
     if (system == kNative) {
@@ -116,95 +94,76 @@ class View {
       }
       return;
     }
-    mountpoint_.emplace(env.root / ("mnt-" + n));
-    path = mountpoint_->path();
+    path = mountpoint_.emplace(env.root / ("mnt-" + n)).path();
+    const std::string state = env.at((system == kOurs ? "overlay-" : "fo-") + n);
+    upper = overlay ? state + "/upper" : "";
     if (system == kOurs) {
       std::vector<std::string> argv = {env.launcher, "mount", "--dir", lower};
-      if (overlay) {
-        upper = env.at("overlay-" + n);
-        argv.insert(argv.end(), {"--overlay", "--overlay-dir", upper});
-        upper += "/upper";
-      }
+      if (overlay) argv.insert(argv.end(), {"--overlay", "--overlay-dir", state});
       argv.insert(argv.end(), {"--mountpoint", path, "--json"});
       std::string out;
       run(argv, {.out = &out, .log = env.log});
-      const auto json = nlohmann::json::parse(
-          out.substr(out.rfind("\n{") != std::string::npos ? out.rfind("\n{") + 1 : out.find('{')));
+      const auto json = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));  // the last line
       pid = json.at("pid").get<pid_t>();
       supervisor_ = json.value("supervisor_pid", 0);
     } else {
-      const std::string state = env.at("fo-" + n);
-      upper = state + "/upper";
       for (const auto& dir : {state, upper, state + "/work"}) fs::create_directory(dir);
-      const std::string options =
-          "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + state + "/work";
-      server_.emplace(std::vector<std::string>{"fuse-overlayfs", "-f", "-o", options, path}, path,
+      const std::string dirs = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + state;
+      server_.emplace(std::vector<std::string>{"fuse-overlayfs", "-f", "-o", dirs + "/work", path},
                       env.log);
+      server_->mounted(path);
       pid = server_->pid();
     }
-    if (!is_mounted(path)) throw Error(path + " is not mounted", 0);
   }
   ~View() {
-    if (system_ == kNative) {
-      std::error_code ec;
-      fs::remove_all(path, ec);
-    }
+    std::error_code ec;
+    if (system_ == kNative) fs::remove_all(path, ec);
   }
   void check_alive(const char* during) const {
     if (pid > 0 && ::kill(pid, 0) != 0)
       throw Error("the daemon of " + path + " died during " + during, 0);
   }
   void finish() {
-    if (system_ == kOurs) {
-      run({env_.launcher, "unmount", path}, {.log = env_.log});
-      // The supervisor holds the overlay's lock until it exits.
-      for (const auto t0 = Clock::now(); ::kill(supervisor_, 0) == 0 && seconds_since(t0) < 10;)
-        std::this_thread::sleep_for(2ms);
-      if (is_mounted(path)) throw Error(path + " is still mounted", EBUSY);
-    } else if (system_ == kFuseOverlayfs) {
-      server_->finish();
-    }
+    if (system_ == kFuseOverlayfs) return server_->unmount(path);
+    if (system_ != kOurs) return;
+    run({env_.launcher, "unmount", path}, {.log = env_.log});
+    // The supervisor holds the overlay's lock until it exits.
+    for (const auto t0 = Clock::now(); ::kill(supervisor_, 0) == 0 && seconds_since(t0) < 10;)
+      std::this_thread::sleep_for(2ms);
+    if (is_mounted(path)) throw Error(path + " is still mounted", EBUSY);
   }
   std::string path, upper;
   pid_t pid = 0;
 
  private:
   Env& env_;
-  System system_;
+  int system_;
   std::optional<MountPoint> mountpoint_;  // destroyed last: detaches whatever is left
-  std::optional<ServerMount> server_;
+  std::optional<Daemon> server_;
   pid_t supervisor_ = 0;
 };
 
 // A fresh ext4 (mkfs defaults: with a journal) on a sparse image, through a loop device with
 // direct I/O. Unmounted and detached on destruction.
-class LoopFs {
- public:
+struct LoopFs {
   LoopFs(const std::string& image, const std::string& at, std::uint64_t bytes,
          const std::string& log)
-      : mountpoint_(at) {
-    std::ofstream{image}.close();  // a sparse image
+      : point(at) {
+    std::ofstream{image}.close();
     fs::resize_file(image, bytes);
     run({"mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", image},
         {.log = log});
-    std::string out;
-    run({"losetup", "--find", "--show", "--direct-io=on", image}, {.out = &out, .log = log});
-    device_ = out.substr(0, out.find('\n'));
-    run({"mount", "-t", "ext4", device_, at}, {.log = log});
+    run({"losetup", "--find", "--show", "--direct-io=on", image}, {.out = &device, .log = log});
+    device.resize(device.find('\n'));
+    run({"mount", "-t", "ext4", device, at}, {.log = log});
     ::chmod(at.c_str(), 0755);
   }
   ~LoopFs() {
-    unmount_quietly(mountpoint_.path());
-    try {
-      run({"losetup", "-d", device_});
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "bench: losetup -d %s: %s\n", device_.c_str(), e.what());
-    }
+    unmount_quietly(point.path());
+    run_process({find_on_path("losetup"), "-d", device});
   }
-
- private:
-  MountPoint mountpoint_;
-  std::string device_;
+  MountPoint point;
+  std::string device;
 };
 
 void write_file(const std::string& path, const std::string& content) {
@@ -299,82 +258,71 @@ void make_c_project(const std::string& root, int files) {
       "all\n");
 }
 
-std::uint64_t count_entries(const std::string& dir) {
-  return ::access(dir.c_str(), F_OK) == 0 ? walk(dir).entries : 0;
-}
-
-// Times `work` on `view`. In a timed round its seconds and (if cpu_is_a_key) the daemon's CPU
-// time become figures (KEY_SYSTEM, KEY_daemon_cpu_s_SYSTEM); in the census round
-// (FUSE systems only) its FUSE requests, printed by opcode, and their total, returned.
-double measure(Env& env, View& view, System system, bool census, const std::string& key, Figures& f,
-               const std::function<void()>& work, bool cpu_is_a_key = true) {
-  ::sync();
-  if (census) env.trace.start(view.path);
-  const double cpu0 = cpu_seconds_of(view.pid);
-  const auto t0 = Clock::now();
-  work();
-  const double seconds = seconds_since(t0);
-  view.check_alive(key.c_str());
-  const std::string sys = kKeys[system];
-  if (census) {
-    double total = 0;
-    std::printf("census %s, %s:", key.c_str(), sys.c_str());
-    for (const auto& [opcode, count] : env.trace.stop()) {
-      std::printf(" %s %llu", opcode.c_str(), static_cast<unsigned long long>(count));
-      total += static_cast<double>(count);
+// One round of a part on one system, in a fresh view. time() times a step (and the daemon's
+// CPU time, KEY_daemon_cpu_s_SYSTEM, if `cpu`), or in the census round counts its FUSE requests.
+struct Round {
+  Env& env;
+  int system;
+  bool census;
+  Figures& f;
+  View view;
+  double time(const std::string& key, const std::function<void()>& work, bool cpu = true) {
+    ::sync();
+    if (census) env.trace.start(view.path);
+    const double cpu0 = cpu_seconds_of(view.pid);
+    const auto t0 = Clock::now();
+    work();
+    const double seconds = seconds_since(t0);
+    view.check_alive(key.c_str());
+    if (!census) {
+      if (system != kNative && cpu) add(key + "_daemon_cpu_s", cpu_seconds_of(view.pid) - cpu0);
+      return seconds;
     }
-    std::printf(" (total %.0f)\n", total);
-    return total;
+    return env.trace.stop(key + ", " + kKeys[system]);
   }
-  if (system != kNative && cpu_is_a_key)
-    f.add(key + "_daemon_cpu_s_" + sys, cpu_seconds_of(view.pid) - cpu0);
-  return seconds;
-}
+  void add(const std::string& key, double value) {
+    if (!census) f.add(key + "_" + kKeys[system], value);
+  }
+};
 
-// The timed rounds of a part, the systems interleaved (a different one first each round), then
-// one census round per FUSE system (traced, untimed) if tracing is available. Whatever a round
-// left in the work directory (overlay and upper directories) is removed after it, untimed.
-void rounds(Env& env, int n, const std::function<void(System, bool)>& body) {
-  for (int round = 0; round < n + (env.trace.available() ? 1 : 0); ++round) {
-    for (int i = 0; i < 3; ++i) {
-      const auto s = static_cast<System>((round + i) % 3);
-      if ((s == kFuseOverlayfs && !env.fuse_overlayfs) || (round == n && s == kNative)) continue;
-      check_interrupted();
-      body(s, round == n);
-      for (const auto& entry : fs::directory_iterator(env.work)) {
-        const std::string name = entry.path().filename().string();
-        if (name.starts_with("overlay-") || name.starts_with("fo-")) fs::remove_all(entry.path());
-      }
-      ::sync();
+// A part's rounds side by side, then one census round per FUSE system if tracing is available;
+// the overlay and upper directories a round left are removed after it, untimed.
+void rounds(Env& env, Figures& f, int n, const std::string& lower, bool copy_lower,
+            const std::function<void(Round&)>& body) {
+  side_by_side(n + (env.trace.available() ? 1 : 0), 3, [&](int s, int round) {
+    if ((s == kFuseOverlayfs && !env.fuse_overlayfs) || (round == n && s == kNative)) return;
+    Round r{env, s, round == n, f, View(env, s, lower, copy_lower)};
+    body(r);
+    for (const auto& entry : fs::directory_iterator(env.work)) {
+      const std::string name = entry.path().filename().string();
+      if (name.starts_with("overlay-") || name.starts_with("fo-")) fs::remove_all(entry.path());
     }
-  }
+    ::sync();
+  });
 }
 
 }  // namespace
 
 void write_suite(const Config& config, Figures& f) {
   const auto t_start = Clock::now();
-  const int n = config.rounds_or(5),
-            make_rounds = config.rounds > 0 ? config.rounds : config.pick(3, 2);
+  const int n = config.rounds_or(5), make_rounds = config.rounds_or(3);
   const int tar_files = config.pick(10'000, 1000), make_files = config.pick(200, 20);
   const int walk_dirs = config.pick(10, 2), walk_per_dir = config.pick(1000, 250);
-  const std::uint64_t write_bytes = config.pick<std::uint64_t>(1024, 64) << 20,
-                      read_bytes = write_bytes;
-  ScratchDir root("heddle-write-bench-");  // destroyed last
-  Env env{config, root, root / "work"};
+  const std::uint64_t bytes = std::uint64_t(config.pick(1024, 64)) << 20;  // written, read
+  ScratchDir root("heddle-write-bench-");                                  // destroyed last
+  Env env{root, root / "work"};
   f.set("fuse_overlayfs_available", env.fuse_overlayfs ? 1 : 0);
   std::optional<LoopFs> disk;  // destroyed before the scratch directory, after every view
   if (config.on_tmp) {
     fs::create_directory(env.work);
   } else {
-    disk.emplace(root / "disk.img", env.work, (2 * write_bytes + read_bytes) + (4096ull << 20),
-                 env.log);
+    disk.emplace(root / "disk.img", env.work, 3 * bytes + (4096ull << 20), env.log);
   }
 
   std::printf("heddle_bench write: creating the sources under %s ...\n", env.work.c_str());
   const std::string empty = env.at("lower-empty"), project = env.at("lower-project"),
-                    reads = env.at("lower-read");
-  const std::string tar_tree = env.at("tar-tree"), archive = env.at("archive.tar");
+                    reads = env.at("lower-read"), tar_tree = env.at("tar-tree"),
+                    archive = env.at("archive.tar");
   fs::create_directory(empty);
   make_tar_tree(tar_tree, tar_files);
   const WalkResult expected = walk(tar_tree);
@@ -382,121 +330,102 @@ void write_suite(const Config& config, Figures& f) {
   fs::remove_all(tar_tree);
   make_c_project(project, make_files);
   fs::create_directory(reads);
-  make_random_file(reads + "/big.bin", read_bytes);
+  make_random_file(reads + "/big.bin", bytes);
   make_tree(reads + "/tree", walk_dirs, walk_per_dir);
   ::setenv("LC_ALL", "C", 1);  // for tar and make
 
   std::printf("heddle_bench write: 1/4 write + fsync ...\n");
   std::vector<char> data(16 * kChunk);  // random bytes, written round and round
   std::generate(data.begin(), data.end(), std::mt19937(0x7772697465));
-  rounds(env, n, [&](System s, bool census) {
-    View view(env, s, empty, false);
-    const std::string file = view.path + "/written.bin", key = "write_seq_1g";  // whatever the size
+  rounds(env, f, n, empty, false, [&](Round& r) {
+    const std::string file = r.view.path + "/written.bin", key = "write_seq_1g";  // whatever size
     double write_s = 0;
-    const double seconds = measure(env, view, s, census, key, f, [&] {
+    const double seconds = r.time(key, [&] {
       const auto t0 = Clock::now();
       UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
       if (!fd) throw_errno("create " + file);
-      for (std::uint64_t done = 0; done < write_bytes; done += kChunk)
+      for (std::uint64_t done = 0; done < bytes; done += kChunk)
         write_all(fd.get(), data.data() + done % data.size(), kChunk, file);
       write_s = seconds_since(t0);
       if (::fsync(fd.get()) != 0 || ::close(fd.release()) != 0) throw_errno("fsync " + file);
     });
-    if (fs::file_size(file) != write_bytes) throw Error(file + ": wrong size", EIO);
-    view.finish();
-    if (!view.upper.empty() && fs::file_size(view.upper + "/written.bin") != write_bytes)
+    if (fs::file_size(file) != bytes) throw Error(file + ": wrong size", EIO);
+    r.view.finish();
+    if (!r.view.upper.empty() && fs::file_size(r.view.upper + "/written.bin") != bytes)
       throw Error("not in the upper layer", EIO);
-    if (count_entries(empty) != 0) throw Error(empty + " (the lower layer) changed", EIO);
-    if (census) return;
-    f.add(key + "_mibs_" + kKeys[s], static_cast<double>(write_bytes) / kMiB / seconds);
-    f.add(key + "_write_s_" + kKeys[s], write_s);
-    f.add(key + "_fsync_s_" + kKeys[s], seconds - write_s);
+    if (!fs::is_empty(empty)) throw Error(empty + " (the lower layer) changed", EIO);
+    r.add(key + "_mibs", static_cast<double>(bytes) / kMiB / seconds);
+    r.add(key + "_write_s", write_s);
+    r.add(key + "_fsync_s", seconds - write_s);
   });
 
   std::printf("heddle_bench write: 2/4 tar -x of %d files, then rm -rf ...\n", tar_files);
-  rounds(env, n, [&](System s, bool census) {
-    View view(env, s, empty, false);
-    const std::string dest = view.path + "/x";
+  rounds(env, f, n, empty, false, [&](Round& r) {
+    const std::string dest = r.view.path + "/x";
     fs::create_directory(dest);
-    const double tar = measure(env, view, s, census, "tar_x_10k", f, [&] {
+    const double tar = r.time("tar_x_10k", [&] {
       run({"tar", "-xf", archive, "-C", dest, "--no-same-owner"}, {.log = env.log});
     });
     const WalkResult got = walk(dest);
     if (got.entries != expected.entries || got.bytes != expected.bytes)
       throw Error(dest + ": tar -x gave another tree", EIO);
     const auto rm_rf = [&] { run({"rm", "-rf", dest}, {.log = env.log}); };
-    const double rm = measure(env, view, s, census, "rm_rf_10k", f, rm_rf, false);
-    if (count_entries(view.path) != 0) throw Error(view.path + " not empty after rm -rf", EIO);
-    view.finish();
-    if (census) {
-      f.set(std::string("tar_x_10k_fuse_requests_per_file_") + kKeys[s], tar / tar_files);
-      return;
-    }
-    f.add(std::string("tar_x_10k_ms_") + kKeys[s], tar * 1e3);
-    f.add(std::string("rm_rf_10k_ms_") + kKeys[s], rm * 1e3);
+    const double rm = r.time("rm_rf_10k", rm_rf, false);
+    if (!fs::is_empty(r.view.path)) throw Error(r.view.path + " not empty after rm -rf", EIO);
+    r.view.finish();
+    if (r.census)
+      f.set(std::string("tar_x_10k_fuse_requests_per_file_") + kKeys[r.system], tar / tar_files);
+    r.add("tar_x_10k_ms", tar * 1e3);
+    r.add("rm_rf_10k_ms", rm * 1e3);
   });
 
   std::printf("heddle_bench write: 3/4 make -j2 of %d .c files ...\n", make_files);
-  rounds(env, make_rounds, [&](System s, bool census) {
-    View view(env, s, project, /*copy_lower=*/true);
+  rounds(env, f, make_rounds, project, /*copy_lower=*/true, [&](Round& r) {
     std::string out;
     const auto make = [&] {
-      run({"make", "-C", view.path, "--no-print-directory", "-j2"}, {.out = &out, .log = env.log});
+      run({"make", "-C", r.view.path, "--no-print-directory", "-j2"},
+          {.out = &out, .log = env.log});
     };
-    const double build = measure(env, view, s, census, "make_j2", f, make);
+    const double build = r.time("make_j2", make);
     struct stat prog = {}, link = {};
-    if (::stat((view.path + "/build/prog").c_str(), &prog) != 0 ||
-        ::stat((view.path + "/build/prog.link").c_str(), &link) != 0 ||
+    if (::stat((r.view.path + "/build/prog").c_str(), &prog) != 0 ||
+        ::stat((r.view.path + "/build/prog.link").c_str(), &link) != 0 ||
         prog.st_ino != link.st_ino || prog.st_nlink != 2) {
-      throw Error(view.path + ": make did not leave build/prog and its hard link", EIO);
+      throw Error(r.view.path + ": make did not leave build/prog and its hard link", EIO);
     }
-    const double noop =
-        measure(env, view, s, census, "make_noop", f, make, false);  // stats everything
+    const double noop = r.time("make_noop", make, false);  // stats everything
     if (out.find("Nothing to be done") == std::string::npos &&
         out.find("is up to date") == std::string::npos) {
       throw Error("the second make did something: " + out, EIO);
     }
-    view.finish();
-    if (census) {
-      f.set(std::string("make_j2_fuse_requests_") + kKeys[s], build);
-      return;
-    }
-    f.add(std::string("make_j2_s_") + kKeys[s], build);
-    f.add(std::string("make_noop_ms_") + kKeys[s], noop * 1e3);
+    r.view.finish();
+    if (r.census) f.set(std::string("make_j2_fuse_requests_") + kKeys[r.system], build);
+    r.add("make_j2_s", build);
+    r.add("make_noop_ms", noop * 1e3);
   });
 
   std::printf("heddle_bench write: 4/4 reads, empty overlay vs read-only ...\n");
   const std::uint64_t walk_entries = static_cast<std::uint64_t>(walk_dirs) * (1 + walk_per_dir);
   Disturbance d;
-  for (int round = 0; round < n; ++round) {
-    for (const bool overlay : {round % 2 == 1, round % 2 == 0}) {
-      const std::string mode = overlay ? "empty_overlay" : "read_only";
-      ReadPasses read;
-      double walk_cold = 0, walk_warm = 0;
-      undisturbed(2, d, [&] {
-        View view(env, kOurs, reads, false, overlay);
-        read = read_passes(view.path + "/big.bin", read_bytes);
-        if (round == 0) check_same_ends(view.path + "/big.bin", reads + "/big.bin", read_bytes);
-        drop_caches("3");
-        walk_cold = walk_ms(view.path + "/tree", walk_entries);
-        std::vector<double> warm_walks;  // one takes about 40 ms: a single one is noise
-        for (int i = 0; i < 5; ++i)
-          warm_walks.push_back(walk_ms(view.path + "/tree", walk_entries));
-        walk_warm = median(warm_walks);
-        view.check_alive("the reads");
-        view.finish();
-        for (const auto& entry : fs::directory_iterator(env.work)) {
-          if (entry.path().filename().string().starts_with("overlay-"))
-            fs::remove_all(entry.path());
-        }
-      });
-      f.add("overlay_read_cold_mibs_" + mode, read.cold);
-      f.add("diag.overlay_read_second_mibs_" + mode, read.second);
-      f.add("overlay_read_warm_mibs_" + mode, read.warm);
-      f.add("overlay_walk10k_cold_ms_" + mode, walk_cold);
-      f.add("overlay_walk10k_warm_ms_" + mode, walk_warm);
-    }
-  }
+  side_by_side(n, 2, [&](int overlay, int) {
+    const std::string mode = overlay ? "empty_overlay" : "read_only";
+    ReadPasses read;
+    std::pair<double, double> walk_ms;
+    d.measure(2, [&] {
+      View view(env, kOurs, reads, false, overlay);
+      read = read_passes(view.path + "/big.bin", bytes, reads + "/big.bin");
+      // One warm walk takes about 40 ms: a single one is noise; the median of 5.
+      walk_ms = walk_passes(view.path + "/tree", walk_entries, 5);
+      view.check_alive("the reads");
+      view.finish();
+      if (!view.upper.empty()) fs::remove_all(fs::path(view.upper).parent_path());
+    });
+    f.add("overlay_read_cold_mibs_" + mode, read.cold);
+    f.add("diag.overlay_read_second_mibs_" + mode, read.second);
+    f.add("overlay_read_warm_mibs_" + mode, read.warm);
+    f.add("overlay_walk10k_cold_ms_" + mode, walk_ms.first);
+    f.add("overlay_walk10k_warm_ms_" + mode, walk_ms.second);
+  });
 
   // Ratios: ours / the other system; for MiB/s above 1 is better, for times below 1.
   for (const std::string key :
