@@ -34,9 +34,9 @@ void with_view(const ScratchDir& root, int system, const std::string& source,
 
 double fio_iops(const std::string& path, std::uint64_t size, int seconds) {
   const std::string out =
-      output_of({"fio", "--name=r", "--rw=randread", "--bs=4k", "--size=" + std::to_string(size),
-                 "--filename=" + path, "--runtime=" + std::to_string(seconds), "--time_based",
-                 "--ioengine=psync", "--direct=0", "--invalidate=0", "--output-format=json"});
+      run({"fio", "--name=r", "--rw=randread", "--bs=4k", "--size=" + std::to_string(size),
+           "--filename=" + path, "--runtime=" + std::to_string(seconds), "--time_based",
+           "--ioengine=psync", "--direct=0", "--invalidate=0", "--output-format=json"});
   const auto json = nlohmann::json::parse(out.substr(out.find('{')));
   const auto& job = json.at("jobs").at(0);
   if (job.value("error", 0) != 0) throw Error("fio on " + path + " failed", job.value("error", 0));

@@ -28,8 +28,10 @@ void git(std::vector<std::string> args, const std::string& input = "") {
   run(args, {.input = input, .env = kGitEnv});
 }
 
-// A bare repository whose main holds dirs x files small files, each with its own content.
-void make_many_file_repo(const std::string& repo, int dirs, int files) {
+// A bare repository whose main holds dirs x files files (f0000... at the root if dirs is 1),
+// each with its own content: "file NAME\n" unless `content` gives another.
+void make_repo(const std::string& repo, int dirs, int files,
+               const std::function<std::string()>& content = {}) {
   git({"init", "-q", "--bare", "-b", "main", repo});
   std::string stream =
       "commit refs/heads/main\ncommitter heddle <heddle@example.invalid> 1714979289 +0000\ndata "
@@ -39,9 +41,9 @@ void make_many_file_repo(const std::string& repo, int dirs, int files) {
     for (int f = 0; f < files; ++f) {
       std::snprintf(path, sizeof path, "d%03d/f%04d", d, f);
       const char* name = dirs == 1 ? path + 5 : path;  // f0000: at the root
-      const std::string content = std::string("file ") + name + "\n";
-      stream += std::string("M 100644 inline ") + name + "\ndata " +
-                std::to_string(content.size()) + "\n" + content + "\n";
+      const std::string text = content ? content() : std::string("file ") + name + "\n";
+      stream += std::string("M 100644 inline ") + name + "\ndata " + std::to_string(text.size()) +
+                "\n" + text + "\n";
     }
   }
   git({"-C", repo, "fast-import", "--quiet"}, stream + "done\n");
@@ -89,10 +91,10 @@ void git_suite(const Config& config, Figures& f) {
   git({"-C", blob, "commit", "-q", "-m", "a big blob"});
   if (::unlink((blob + "/big.bin").c_str()) != 0) throw_errno("unlink");  // as extracted: below
   extract(blob, root / "blob-native");
-  make_many_file_repo(walk_repo, walk_dirs, per_dir);
+  make_repo(walk_repo, walk_dirs, per_dir);
   extract(walk_repo, native_walk);
-  make_many_file_repo(big, big_dirs, per_dir);
-  make_many_file_repo(small, 1, 10);
+  make_repo(big, big_dirs, per_dir);
+  make_repo(small, 1, 10);
   f.set("build_s", seconds_since(t0));
 
   std::printf("heddle_bench git: 1/3 sequential read and metadata walk ...\n");
@@ -182,21 +184,13 @@ void scaling_suite(const Config& config, Figures& f) {
   ScratchDir root("heddle-scaling-");
   const std::string repo = root / "repo";
   const std::size_t blob = 4 << 20, blobs = config.pick(64, 16);
-  git({"init", "-q", "-b", "main", repo});
   std::mt19937 random(7);
-  for (std::size_t n = 0; n < blobs; ++n) {
+  make_repo(repo, 1, blobs, [&] {  // words of a 4096-word vocabulary: deflates about 3:1
     std::string text;
-    char word[8];
-    while (text.size() < blob) {
+    for (char word[8]; text.size() < blob; text += word)
       std::snprintf(word, sizeof word, "w%05u ", static_cast<unsigned>(random() % 4096));
-      text += word;
-    }
-    text.resize(blob);
-    std::ofstream(repo + "/blob" + std::to_string(n) + ".txt") << text;
-  }
-  git({"-C", repo, "add", "-A"});
-  git({"-C", repo, "commit", "-q", "-m", "blobs"});
-  git({"-C", repo, "gc", "-q"});
+    return text.substr(0, blob);
+  });
   for (const int readers : {1, 16}) {
     LiveMount mount(ipc::GitSource{repo, "main"}, root / "mnt");
     const double cpu0 = cpu_seconds_of(mount->pid());
@@ -205,8 +199,11 @@ void scaling_suite(const Config& config, Figures& f) {
     std::vector<std::jthread> threads;
     for (int t = 0; t < readers; ++t) {
       threads.emplace_back([&] {
-        for (std::size_t n; (n = next++) < blobs;)
-          sequential_read_mibs(root / ("mnt/blob" + std::to_string(n) + ".txt"), blob);
+        char name[16];
+        for (std::size_t n; (n = next++) < blobs;) {
+          std::snprintf(name, sizeof name, "mnt/f%04zu", n);
+          sequential_read_mibs(root / name, blob);
+        }
       });
     }
     threads.clear();  // joined

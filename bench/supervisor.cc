@@ -279,10 +279,10 @@ void run_cli(const ScratchDir& root, const std::string& source, Figures& figures
   const std::string launcher = own_bin_dir() + "/heddle-fuse-launcher";
   MountPoint mountpoint(root / "mnt-cli");
   const auto json = nlohmann::json::parse(
-      output_of({launcher, "mount", "--dir", source, "--mountpoint", mountpoint.path(), "--json"}));
-  const auto unmount = [&] { (void)output_of({launcher, "unmount", mountpoint.path()}); };
+      run({launcher, "mount", "--dir", source, "--mountpoint", mountpoint.path(), "--json"}));
+  const auto unmount = [&] { run({launcher, "unmount", mountpoint.path()}); };
   try {
-    (void)output_of({launcher, "status", mountpoint.path(), "--json"});
+    run({launcher, "status", mountpoint.path(), "--json"});
     double total = 0;
     for (const auto& [field, key] : {std::pair{"supervisor_pid", "supervisor_idle_rss_kib"},
                                      {"guard_pid", "guard_idle_rss_kib"},
@@ -414,7 +414,7 @@ void unprivileged_suite(const Config& config, Figures& f) {
   const auto timed_us = [&](bool user, std::vector<std::string> argv, bool floor = false) {
     if (user) argv.insert(argv.begin(), as_user.begin(), as_user.end());
     const auto t0 = Clock::now();
-    floor ? (void)run_process(argv) : run(argv);  // the floor's bare helpers fail (usage)
+    floor ? (void)run_process(argv) : (void)run(argv);  // the floor's bare helpers fail (usage)
     return ms_since(t0) * 1e3;
   };
   side_by_side(2 * rounds, 2, [&](int user, int) {

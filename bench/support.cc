@@ -187,7 +187,7 @@ Process start(std::vector<std::string> argv, std::vector<std::pair<int, int>> fd
 
 }  // namespace
 
-void run(const std::vector<std::string>& argv, const RunOptions& o) {
+std::string run(const std::vector<std::string>& argv, const RunOptions& o) {
   const UniqueFd in = memfd(o.input), out = memfd("");
   const auto result =
       start(argv, {{in.get(), 0}, {out.get(), 1}}, o.log, o.env).finish(std::chrono::minutes(10));
@@ -199,17 +199,11 @@ void run(const std::vector<std::string>& argv, const RunOptions& o) {
                     (o.log.empty() ? "" : "; its stderr ends: " + tail_of(o.log)),
                 0);
   }
-  if (o.out == nullptr) return;
-  o.out->clear();
+  std::string text_out;
   char buffer[65536];
-  for (ssize_t n; (n = ::pread(out.get(), buffer, sizeof buffer, std::ssize(*o.out))) > 0;)
-    o.out->append(buffer, static_cast<std::size_t>(n));
-}
-
-std::string output_of(const std::vector<std::string>& argv) {
-  std::string out;
-  run(argv, {.out = &out});
-  return out;
+  for (ssize_t n; (n = ::pread(out.get(), buffer, sizeof buffer, std::ssize(text_out))) > 0;)
+    text_out.append(buffer, static_cast<std::size_t>(n));
+  return text_out;
 }
 
 Daemon::Daemon(const std::vector<std::string>& argv, std::string log, int fd)

@@ -134,13 +134,11 @@ class LiveMount {
 // leaves behind (the launcher's background supervisor) would hold a pipe open.
 struct RunOptions {
   std::string input;             // written to its stdin
-  std::string* out = nullptr;    // receives its stdout (else discarded)
   std::string log;               // its stderr is appended there (else ours)
   std::vector<std::string> env;  // NAME=value added to ours
 };
-// Runs argv to completion, 10 minutes at most; throws unless it exits 0.
-void run(const std::vector<std::string>& argv, const RunOptions& options = {});
-std::string output_of(const std::vector<std::string>& argv);
+// Runs argv to completion, 10 minutes at most; throws unless it exits 0. Its stdout.
+std::string run(const std::vector<std::string>& argv, const RunOptions& options = {});
 
 // A daemon: stdout and stderr appended to `log` (else ours); `fd`, if not negative, becomes its
 // fd 3. Killed and reaped on destruction. A FUSE server that mounts itself (passthrough_ll,

@@ -101,8 +101,7 @@ class View {
       std::vector<std::string> argv = {env.launcher, "mount", "--dir", lower};
       if (overlay) argv.insert(argv.end(), {"--overlay", "--overlay-dir", state});
       argv.insert(argv.end(), {"--mountpoint", path, "--json"});
-      std::string out;
-      run(argv, {.out = &out, .log = env.log});
+      const std::string out = run(argv, {.log = env.log});
       const auto json = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));  // the last line
       pid = json.at("pid").get<pid_t>();
       supervisor_ = json.value("supervisor_pid", 0);
@@ -153,7 +152,7 @@ struct LoopFs {
     fs::resize_file(image, bytes);
     run({"mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", image},
         {.log = log});
-    run({"losetup", "--find", "--show", "--direct-io=on", image}, {.out = &device, .log = log});
+    device = run({"losetup", "--find", "--show", "--direct-io=on", image}, {.log = log});
     device.resize(device.find('\n'));
     run({"mount", "-t", "ext4", device, at}, {.log = log});
     ::chmod(at.c_str(), 0755);
@@ -383,8 +382,7 @@ void write_suite(const Config& config, Figures& f) {
   rounds(env, f, make_rounds, project, /*copy_lower=*/true, [&](Round& r) {
     std::string out;
     const auto make = [&] {
-      run({"make", "-C", r.view.path, "--no-print-directory", "-j2"},
-          {.out = &out, .log = env.log});
+      out = run({"make", "-C", r.view.path, "--no-print-directory", "-j2"}, {.log = env.log});
     };
     const double build = r.time("make_j2", make);
     struct stat prog = {}, link = {};
