@@ -199,7 +199,7 @@ void scaling_suite(const Config& config, Figures& f) {
     std::vector<std::jthread> threads;
     for (int t = 0; t < readers; ++t) {
       threads.emplace_back([&] {
-        char name[16];
+        char name[32];
         for (std::size_t n; (n = next++) < blobs;) {
           std::snprintf(name, sizeof name, "mnt/f%04zu", n);
           sequential_read_mibs(root / name, blob);
