@@ -9,7 +9,7 @@
 #include "support.h"
 
 namespace heddle::bench {
-int echo_main(int fd);
+int echo_main(std::size_t size, const std::string& file);
 void supervisor_suite(const Config&, Figures&);
 void fs_suite(const Config&, Figures&);
 void git_suite(const Config&, Figures&);
@@ -46,7 +46,8 @@ int usage(FILE* out, int code) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  if (argc == 2 && std::string_view(argv[1]) == "echo") return echo_main(3);  // supervisor's peer
+  if (argc == 4 && std::string_view(argv[1]) == "echo")  // the supervisor suite's peer
+    return echo_main(std::stoul(argv[2]), argv[3]);
   const auto* suite = std::end(kSuites);
   Config config;
   for (int i = 1; i < argc; ++i) {

@@ -131,14 +131,6 @@ LiveMount::LiveMount(ipc::Source source, const std::string& mountpoint)
   if (!is_mounted(mountpoint)) throw Error("spawn returned but " + mountpoint + " is unmounted", 0);
 }
 
-LiveMount::~LiveMount() {
-  try {
-    unmount();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench: unmount %s: %s\n", mountpoint_->path().c_str(), e.what());
-  }
-}
-
 double LiveMount::unmount() {
   if (!supervisor_) return 0;
   const auto t0 = Clock::now();

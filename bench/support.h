@@ -111,12 +111,12 @@ class ScratchDir {
 };
 
 // Our mount in this process, on a new MountPoint: Supervisor::spawn of a directory (read-only)
-// or of a git thread ("main"), timed until MountReady. unmount() checks; the destructor does not.
+// or of a git thread ("main"), timed until MountReady. unmount() checks; the Supervisor's
+// destructor unmounts too, quietly.
 class LiveMount {
  public:
   LiveMount(ipc::Source source, const std::string& mountpoint);
   LiveMount(LiveMount&&) noexcept = default;
-  ~LiveMount();
   double unmount();  // Stop; the seconds it took
   launcher::Supervisor* operator->() const { return supervisor_.get(); }
   [[nodiscard]] double spawn_seconds() const { return spawn_seconds_; }

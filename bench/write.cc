@@ -87,11 +87,7 @@ class View {
     const std::string n = std::to_string(++env.serial);
     if (system == kNative) {
       path = env.at("native-" + n);
-      if (copy_lower) {
-        run({"cp", "-a", lower, path});
-      } else if (::mkdir(path.c_str(), 0755) != 0) {
-        throw_errno("mkdir " + path);
-      }
+      copy_lower ? (void)run({"cp", "-a", lower, path}) : (void)fs::create_directory(path);
       return;
     }
     path = mountpoint_.emplace(env.root / ("mnt-" + n)).path();
@@ -115,8 +111,7 @@ class View {
     }
   }
   ~View() {
-    std::error_code ec;
-    if (system_ == kNative) fs::remove_all(path, ec);
+    if (std::error_code ec; system_ == kNative) fs::remove_all(path, ec);
   }
   void check_alive(const char* during) const {
     if (pid > 0 && ::kill(pid, 0) != 0)
