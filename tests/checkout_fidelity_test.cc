@@ -136,7 +136,9 @@ class CheckoutFidelity : public ::testing::Test {
   }
   void TearDown() override {
     if (supervisor_) supervisor_->unmount();
-    if (tree_) EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+    if (tree_) {
+      EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+    }
   }
 
   fs::path repo() const { return tree_->root() / "repo"; }
