@@ -36,7 +36,9 @@ CheckoutFilter::CheckoutFilter(git_repository* repo, const std::optional<git_oid
   if (!commit) return;
   commit_ = *commit;
   const std::string git_dir = git_repository_path(repo);
-  const std::string info_attributes = git_dir + "info/attributes";
+  // In the common dir: a linked work tree shares its repository's (as git does).
+  const std::string info_attributes =
+      std::string(git_repository_commondir(repo)) + "info/attributes";
   // libgit2 reads it itself, blocking and following links (see check_files_libgit2_reads).
   if (const int err = check_repo_file(info_attributes, kMaxAttributesFile); err != 0) {
     throw Error(info_attributes + " is " +

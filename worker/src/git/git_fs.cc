@@ -516,9 +516,19 @@ class GitFs final : public Backend {
     if (load_blob(child, blob) != 0) return false;
     const auto pointer = parse_lfs_pointer(*blob);
     if (!pointer) return false;
-    if (!open_lfs_object(common_dir_, *pointer, true)) {
+    // Hashed once per object for the mount's life, not at every lookup of a path to it.
+    bool verified = false;
+    {
+      const std::lock_guard lock(lfs_mutex_);
+      verified = lfs_verified_.count(pointer->oid) > 0;
+    }
+    if (!open_lfs_object(common_dir_, *pointer, !verified)) {
       lfs_missing_.note(child.path);
       return false;
+    }
+    if (!verified) {
+      const std::lock_guard lock(lfs_mutex_);
+      lfs_verified_.insert(pointer->oid);
     }
     child.size = pointer->size;
     child.served = NodeInfo::Served::kLfs;
@@ -659,6 +669,8 @@ class GitFs final : public Backend {
   WarnOnce warnings_;
   std::atomic<std::uint64_t> streamed_opens_{0};
   std::atomic<std::uint64_t> whole_reads_{0};
+  std::mutex lfs_mutex_;
+  std::unordered_set<std::string> lfs_verified_;  // LFS objects whose hash matched
   PathCount converted_;
   PathCount lfs_served_;
   PathCount lfs_missing_;
