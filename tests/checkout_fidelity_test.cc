@@ -273,6 +273,22 @@ git commit -q -m lfs
   EXPECT_EQ(status_field("lfs_missing"), 2u);
 }
 
+// Converting needs the whole blob in memory, and converted bytes cannot stream: a file larger
+// than the blob cache (8 MiB here) that would convert is served as stored, and counted.
+TEST_F(CheckoutFidelity, ABlobLargerThanTheCacheIsServedAsStoredAndCounted) {
+  shell("cd \"$1/repo\" && for i in $(seq 1048576); do echo 'echo big'; done > big.bat && git add big.bat && "
+        "git commit -q -m big",
+        tree_->root());
+  mount();
+  struct stat st {};
+  ASSERT_EQ(::stat((tree_->mountpoint() / "big.bat").c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, 9437184);  // 1 Mi lines of 9 bytes, stored
+  EXPECT_EQ(slurp(tree_->mountpoint() / "big.bat"), slurp(repo() / "big.bat"));
+  EXPECT_EQ(status_field("conversions_too_big"), 1u);
+  // The small ones still convert.
+  EXPECT_EQ(slurp(tree_->mountpoint() / "run.bat"), "@echo off\r\necho one\r\necho two\r\n");
+}
+
 // Without .gitattributes anywhere, nothing is converted and nothing is counted: the files are
 // the blobs as stored (the cost of that path is unchanged).
 TEST_F(CheckoutFidelity, NoAttributesNoConversion) {
