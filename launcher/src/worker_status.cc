@@ -40,6 +40,11 @@ constexpr KnownField kWorkerFields[] = {
     {"held_limit", FieldType::kCounter},
     {"opens_refused_for_memory", FieldType::kCounter},
     {"other_filesystems", FieldType::kCounter},
+    {"converted_files", FieldType::kCounter},
+    {"lfs_files", FieldType::kCounter},
+    {"lfs_missing", FieldType::kCounter},
+    {"filter_drivers_not_run", FieldType::kCounter},
+    {"conversions_too_big", FieldType::kCounter},
 };
 
 // Sent by the worker too, but the supervisor knows better and fills them (supervision.cc).

@@ -15,13 +15,16 @@
 #include <climits>
 #include <mutex>
 #include <new>
+#include <string>
 #include <unordered_set>
 #include <utility>
 
 #include "git/blob_cache.h"
 #include "git/blob_stream.h"
 #include "git/budget.h"
+#include "git/checkout_filter.h"
 #include "git/held_blobs.h"
+#include "git/lfs.h"
 #include "git/node_table.h"
 #include "git/oid.h"
 #include "git/repository.h"
@@ -125,12 +128,46 @@ class MemoryHandle final : public FileHandle {
   Blob blob_;  // keeps the bytes (and their HeldBlobs charge) alive after the cache evicts them
 };
 
+// A Git LFS object: reads are ranges of its fd, which libfuse splices to the kernel.
+class LfsHandle final : public FileHandle {
+ public:
+  explicit LfsHandle(UniqueFd fd) : fd_(std::move(fd)) {}
+  int read(std::size_t /*size*/, off_t offset, ReadResult& out) override {
+    if (offset < 0) return EINVAL;
+    out.fd = fd_.get();
+    out.fd_offset = offset;
+    return 0;
+  }
+
+ private:
+  UniqueFd fd_;
+};
+
+// Files counted once each in Status, however often the kernel looks them up again.
+class PathCount {
+ public:
+  void note(const std::string& path) {
+    const std::lock_guard lock(mutex_);
+    if (paths_.insert(path).second) count_.fetch_add(1, std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t count() const noexcept {
+    return count_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_set<std::string> paths_;
+  std::atomic<std::uint64_t> count_{0};
+};
+
 class GitFs final : public Backend {
  public:
   GitFs(const GitFsOptions& options, RepoPtr repo, const ResolvedThread& resolved)
       : options_(options),
         resolved_(resolved),
         locator_(object_directories(repo.get())),
+        filter_(repo.get(), resolved.commit),
+        common_dir_(git_repository_commondir(repo.get())),
         pool_(options.repo_root, std::move(repo)),
         nodes_(root_info(resolved), InoHasher(InoHasher::random_key())),
         cache_(options.cache_bytes),
@@ -156,6 +193,7 @@ class GitFs final : public Backend {
       child.path = std::move(path);
       const int err = read_entry(*dir, name, child);
       if (err != 0) return err;
+      plan_checkout(child);
       node = nodes_.acquire(std::move(child), info);
       fill_stat(*info, st);
       return 0;
@@ -240,6 +278,17 @@ class GitFs final : public Backend {
         const auto lease = pool_.acquire();
         if (const int err = read_size(lease, *info, size); err != 0) return err;
       }
+      if (info->served == NodeInfo::Served::kLfs) return open_lfs(*info, out);
+      if (info->served == NodeInfo::Served::kConverted) {
+        // Converted bytes exist only in memory: no stream to fall back on.
+        Blob blob;
+        const int err =
+            held_.hold(converted_key(*info), size,
+                       [&](Blob& loaded) { return load_converted(*info, loaded); }, blob);
+        if (err != 0) return err;
+        out = std::make_unique<MemoryHandle>(std::move(blob));
+        return 0;
+      }
       if (size <= cache_.limit()) {
         Blob blob;
         const int err = held_.hold(OidKey(info->oid), size,
@@ -298,6 +347,11 @@ class GitFs final : public Backend {
     extra["whole_reads_of_big_blobs"] = whole_reads_.load(std::memory_order_relaxed);
     extra["repositories_open"] = pool_.size();
     extra["nodes"] = nodes_.size();
+    extra["converted_files"] = converted_.count();
+    extra["lfs_files"] = lfs_served_.count();
+    extra["lfs_missing"] = lfs_missing_.count();
+    extra["filter_drivers_not_run"] = drivers_not_run_.count();
+    extra["conversions_too_big"] = too_big_.count();
   }
 
  private:
@@ -385,6 +439,8 @@ class GitFs final : public Backend {
     const git_tree_entry* entry = git_tree_entry_byname(tree.get(), std::string(name).c_str());
     if (entry == nullptr) return ENOENT;
     child.oid = *git_tree_entry_id(entry);
+    child.gitattributes_above =
+        dir.gitattributes_above || git_tree_entry_byname(tree.get(), ".gitattributes") != nullptr;
     child.mode = static_cast<std::uint32_t>(git_tree_entry_filemode(entry));
     if (!is_dir(child.mode) && !is_blob(child.mode)) child.mode = kBlob;  // normalised already
     if (is_blob(child.mode)) {
@@ -408,6 +464,120 @@ class GitFs final : public Backend {
       return EIO;
     }
     size = length;
+    return 0;
+  }
+
+  // Decides how a new blob node is served, as `git checkout` of the served commit would write
+  // it (checkout_filter.h): only for files that attributes can reach, so that a tree without
+  // .gitattributes costs nothing more. On failure the blob is served as stored.
+  void plan_checkout(NodeInfo& child) {
+    if (!filter_.enabled() || child.mode == kLink || !is_blob(child.mode) || !child.size_known) {
+      return;
+    }
+    if (!child.gitattributes_above && !filter_.applies_everywhere()) return;
+    CheckoutFilter::Plan plan;
+    if (filter_.plan(child.path, plan) != 0) {
+      warn_object(child.oid, child.path,
+                  "has attributes libgit2 cannot read (" + last_error_message() +
+                      "); served as stored");
+      return;
+    }
+    if (plan.driver == "lfs" && serve_lfs(child)) return;
+    if (!plan.driver.empty() && plan.driver != "lfs") drivers_not_run_.note(child.path);
+    if (!plan.convert) return;
+    if (child.size > cache_.limit()) {
+      // Converting needs the blob whole; the converted bytes cannot stream.
+      too_big_.note(child.path);
+      warnings_.warn(OidKey(child.oid), "'" + child.path + "' (" + std::to_string(child.size) +
+                                            " bytes) is larger than the blob cache: served "
+                                            "as stored, without its checkout conversion");
+      return;
+    }
+    std::string converted;
+    bool changed = false;
+    if (filter_.convert(child.path, child.oid, converted, changed) != 0) {
+      warn_object(child.oid, child.path,
+                  "cannot be converted for checkout (" + last_error_message() +
+                      "); served as stored");
+      return;
+    }
+    if (!changed) return;
+    child.size = converted.size();
+    child.served = NodeInfo::Served::kConverted;
+    converted_.note(child.path);
+    (void)cache_.insert(converted_key(child), std::make_shared<const std::string>(std::move(converted)));
+  }
+
+  // A Git LFS pointer whose object is present: served as the object. Otherwise (not a pointer,
+  // or no such object of that size and hash) false, and the pointer is served.
+  bool serve_lfs(NodeInfo& child) {
+    if (child.size > kMaxLfsPointerSize) return false;  // git-lfs passes it through
+    Blob blob;
+    if (load_blob(child, blob) != 0) return false;
+    const auto pointer = parse_lfs_pointer(*blob);
+    if (!pointer) return false;
+    // Hashed once per object for the mount's life, not at every lookup of a path to it.
+    bool verified = false;
+    {
+      const std::lock_guard lock(lfs_mutex_);
+      verified = lfs_verified_.count(pointer->oid) > 0;
+    }
+    if (!open_lfs_object(common_dir_, *pointer, !verified)) {
+      lfs_missing_.note(child.path);
+      return false;
+    }
+    if (!verified) {
+      const std::lock_guard lock(lfs_mutex_);
+      lfs_verified_.insert(pointer->oid);
+    }
+    child.size = pointer->size;
+    child.served = NodeInfo::Served::kLfs;
+    lfs_served_.note(child.path);
+    return true;
+  }
+
+  int open_lfs(const NodeInfo& info, std::unique_ptr<FileHandle>& out) {
+    Blob blob;
+    if (const int err = load_blob(info, blob); err != 0) return err;
+    const auto pointer = parse_lfs_pointer(*blob);
+    if (!pointer) return EIO;
+    // Hashed at lookup already; the size is checked again (the file may have changed since).
+    UniqueFd fd = open_lfs_object(common_dir_, *pointer, false);
+    if (!fd) {
+      warnings_.warn(OidKey(info.oid), "the Git LFS object of '" + info.path +
+                                           "' is gone or changed since it was looked up; "
+                                           "reading it gives EIO");
+      return EIO;
+    }
+    out = std::make_unique<LfsHandle>(std::move(fd));
+    return 0;
+  }
+
+  // The cache key of a blob's converted bytes at a path: neither the blob's id (the stored
+  // bytes) nor any other object's.
+  static OidKey converted_key(const NodeInfo& info) {
+    const std::string seed = "heddle checkout\n" + to_hex(info.oid) + "\n" + info.path;
+    git_oid key{};
+    (void)git_odb_hash(&key, seed.data(), seed.size(), GIT_OBJECT_BLOB);
+    return OidKey(key);
+  }
+
+  int load_converted(const NodeInfo& info, Blob& out) {
+    const OidKey key = converted_key(info);
+    if ((out = cache_.find(key))) return 0;
+    std::string converted;
+    bool changed = false;
+    if (filter_.convert(info.path, info.oid, converted, changed) != 0) {
+      warn_object(info.oid, info.path, "cannot be converted for checkout: " + last_error_message());
+      return EIO;
+    }
+    if (converted.size() != info.size) {
+      warn_object(info.oid, info.path, "converts to " + std::to_string(converted.size()) +
+                                           " bytes now, " + std::to_string(info.size) +
+                                           " at lookup");
+      return EIO;
+    }
+    out = cache_.insert(key, std::make_shared<const std::string>(std::move(converted)));
     return 0;
   }
 
@@ -486,6 +656,8 @@ class GitFs final : public Backend {
   const GitFsOptions options_;
   const ResolvedThread resolved_;
   ObjectLocator locator_;  // before pool_: built from the repository pool_ then takes over
+  CheckoutFilter filter_;  // before pool_ too
+  const std::string common_dir_;  // where Git LFS objects are (lfs/objects/)
   RepoPool pool_;
   NodeTable nodes_;
   BlobCache cache_;
@@ -497,6 +669,13 @@ class GitFs final : public Backend {
   WarnOnce warnings_;
   std::atomic<std::uint64_t> streamed_opens_{0};
   std::atomic<std::uint64_t> whole_reads_{0};
+  std::mutex lfs_mutex_;
+  std::unordered_set<std::string> lfs_verified_;  // LFS objects whose hash matched
+  PathCount converted_;
+  PathCount lfs_served_;
+  PathCount lfs_missing_;
+  PathCount drivers_not_run_;
+  PathCount too_big_;
 };
 
 }  // namespace

@@ -25,6 +25,13 @@ struct NodeInfo {
   std::uint64_t size = 0; // blob size (from the object header); 0 for directories
   bool size_known = true; // false when the header could not be read (the object is damaged)
   ino_t ino = 0;          // stable for the mount's life: see InoHasher
+  // A .gitattributes in some directory above this node (from the trees read to reach it):
+  // only then can attributes convert a file (checkout_filter.h), unless they apply everywhere.
+  bool gitattributes_above = false;
+  // How a blob is served: as stored, converted as `git checkout` writes it (`size` is then the
+  // converted size), or as the Git LFS object its pointer names (`size` is the object's).
+  enum class Served : std::uint8_t { kAsStored, kConverted, kLfs };
+  Served served = Served::kAsStored;
 };
 
 // Inode numbers from paths: SipHash-2-4 of the path under a key drawn at random per mount, so
