@@ -291,7 +291,8 @@ int main(int argc, char** argv) {
   ipc::WorkerBootstrap boot;
   try {
     const UniqueFd fd(args.bootstrap_fd);
-    bootstrap = ipc::receive_fds(fd.get(), 2, ipc::kMaxBootstrapBytes, 10s);
+    // [ipc, /dev/fuse, file broker]; the broker's own hostile cases are file_broker_test.cc.
+    bootstrap = ipc::receive_fds(fd.get(), 3, ipc::kMaxBootstrapBytes, 10s);
     boot = ipc::decode_bootstrap(bootstrap.payload);
   } catch (const std::exception& e) {
     die(std::string("bootstrap: ") + e.what());

@@ -11,16 +11,32 @@
 #include <memory>
 #include <dirent.h>
 
+#include "broker_client.h"
 #include "heddle/error.h"
 
 namespace heddle::worker {
 
-SourceTree SourceTree::open(const std::string& dir) {
+SourceTree SourceTree::open(const std::string& dir, std::shared_ptr<BrokerClient> broker) {
   UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root && errno == EACCES && broker) {
+    auto brokered = broker->open(ipc::BrokerOpen::kDirectory, 0, ".");
+    if (!brokered.fd) throw Error(describe_open_failure(dir, brokered.error), 0);
+    root = std::move(brokered.fd);
+  }
   if (!root) throw Error(describe_open_failure(dir, errno), 0);
   struct stat st {};
   if (::fstat(root.get(), &st) != 0) throw Error(describe_open_failure(dir, errno), 0);
-  return SourceTree(dir, std::move(root), file_id(st));
+  return SourceTree(dir, std::move(root), file_id(st), std::move(broker));
+}
+
+OpenResult SourceTree::open_beneath(const std::string& rel, int flags) const {
+  OpenResult own = worker::open_beneath(root_.get(), rel, flags);
+  if (own.fd || own.error != EACCES || !broker_) return own;
+  const auto kind = ipc::broker_kind_for(flags);
+  if (!kind) return own;
+  // Its refusal is the user's own (EACCES), or what the worker would have met had it been
+  // allowed to look (ENOENT, ELOOP for a symlink, EINVAL for a FIFO).
+  return broker_->open(*kind, 0, rel);
 }
 
 OpenResult open_beneath(int root_fd, const std::string& rel, int flags) {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -50,27 +51,37 @@ struct OpenResult {
 // `rel` is "." for the root, else "a/b" with no "." or ".." components.
 [[nodiscard]] OpenResult open_beneath(int root_fd, const std::string& rel, int flags);
 
+class BrokerClient;
+
 class SourceTree {
  public:
-  // Opens `dir` (O_RDONLY|O_DIRECTORY). Throws heddle::Error whose text is the actionable
-  // message for the supervisor (see describe_open_failure).
-  [[nodiscard]] static SourceTree open(const std::string& dir);
+  // Opens `dir` (O_RDONLY|O_DIRECTORY), through `broker` if the worker may not. Throws
+  // heddle::Error whose text is the actionable message for the supervisor (see
+  // describe_open_failure).
+  [[nodiscard]] static SourceTree open(const std::string& dir,
+                                       std::shared_ptr<BrokerClient> broker = nullptr);
 
-  [[nodiscard]] OpenResult open_beneath(const std::string& rel, int flags) const {
-    return worker::open_beneath(root_.get(), rel, flags);
-  }
+  // A read-only open the worker's own identity is refused (EACCES) goes to the supervisor's
+  // file broker, which opens the same path with the mount's user's authority (issue 18): the
+  // fd is used like the worker's own.
+  [[nodiscard]] OpenResult open_beneath(const std::string& rel, int flags) const;
 
   [[nodiscard]] int root_fd() const noexcept { return root_.get(); }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }
   [[nodiscard]] FileId root_id() const noexcept { return root_id_; }
 
  private:
-  SourceTree(std::string path, UniqueFd root, FileId root_id)
-      : path_(std::move(path)), root_(std::move(root)), root_id_(root_id) {}
+  SourceTree(std::string path, UniqueFd root, FileId root_id,
+             std::shared_ptr<BrokerClient> broker)
+      : path_(std::move(path)),
+        root_(std::move(root)),
+        root_id_(root_id),
+        broker_(std::move(broker)) {}
 
   std::string path_;
   UniqueFd root_;
   FileId root_id_;
+  std::shared_ptr<BrokerClient> broker_;  // null: no broker (tests' unsandboxed workers)
 };
 
 // The supervisor-facing explanation of why `dir` could not be opened with errno `error`,
