@@ -24,7 +24,8 @@ int check_broker_path(std::string_view path) {
 
 int broker_open_flags(BrokerOpen kind) {
   switch (kind) {
-    case BrokerOpen::kPath: return O_PATH | O_NOFOLLOW | O_CLOEXEC;
+    case BrokerOpen::kPath:
+    case BrokerOpen::kOwner: return O_PATH | O_NOFOLLOW | O_CLOEXEC;
     case BrokerOpen::kFile: return O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;
     case BrokerOpen::kDirectory: return O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
   }
@@ -62,7 +63,7 @@ DecodedBrokerRequest decode_broker_request(std::string_view packet) {
     return out;
   }
   const auto kind = static_cast<std::uint8_t>(packet[0]);
-  if (kind < 1 || kind > 3) {
+  if (kind < 1 || kind > 4) {
     out.error = EINVAL;
     return out;
   }
@@ -72,6 +73,44 @@ DecodedBrokerRequest decode_broker_request(std::string_view packet) {
   out.error = check_broker_path(path);
   if (out.error == 0) out.request.path = path;
   return out;
+}
+
+namespace {
+
+void put_u32(std::string& out, std::uint32_t value) {
+  for (int i = 0; i < 4; ++i) out += static_cast<char>((value >> (8 * i)) & 0xff);
+}
+
+std::uint32_t get_u32(std::string_view in) {
+  std::uint32_t value = 0;
+  for (int i = 3; i >= 0; --i) value = (value << 8) | static_cast<unsigned char>(in[i]);
+  return value;
+}
+
+}  // namespace
+
+std::string encode_broker_answer(const BrokerAnswer& answer) {
+  std::string out;
+  put_u32(out, static_cast<std::uint32_t>(answer.error));
+  if (answer.has_owner) {
+    put_u32(out, answer.uid);
+    put_u32(out, answer.gid);
+  }
+  return out;
+}
+
+std::optional<BrokerAnswer> decode_broker_answer(std::string_view packet) {
+  if (packet.size() != kBrokerAnswerBytes && packet.size() != kBrokerOwnerAnswerBytes) {
+    return std::nullopt;
+  }
+  BrokerAnswer answer;
+  answer.error = static_cast<int>(get_u32(packet));
+  if (packet.size() == kBrokerOwnerAnswerBytes) {
+    answer.has_owner = true;
+    answer.uid = get_u32(packet.substr(4));
+    answer.gid = get_u32(packet.substr(8));
+  }
+  return answer;
 }
 
 }  // namespace heddle::ipc

@@ -4,7 +4,9 @@
 #include <linux/openat2.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 
 #include <array>
@@ -32,12 +34,6 @@ UniqueFd open_strictly_beneath(int root, const std::string& path, int flags, int
     error = errno;
     return UniqueFd();
   }
-}
-
-std::array<char, ipc::kBrokerAnswerBytes> answer_bytes(int error) {
-  const auto value = static_cast<std::uint32_t>(error);
-  return {static_cast<char>(value & 0xff), static_cast<char>((value >> 8) & 0xff),
-          static_cast<char>((value >> 16) & 0xff), static_cast<char>((value >> 24) & 0xff)};
 }
 
 }  // namespace
@@ -84,10 +80,22 @@ int FileBroker::open(const std::vector<char>& packet, std::size_t size, UniqueFd
     if (!path) return error;
     struct stat st {};
     if (::fstat(path.get(), &st) != 0) return errno;
+    if (S_ISLNK(st.st_mode)) return ELOOP;  // as the open itself would say
     if (!S_ISREG(st.st_mode)) return S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
   }
   fd = open_strictly_beneath(root, request.path, ipc::broker_open_flags(request.kind), error);
   if (!fd) return error;
+  if (request.kind == ipc::BrokerOpen::kPath) {
+    // O_PATH|O_NOFOLLOW opens a trailing magic link (/proc/PID/root, say) as itself, even
+    // under RESOLVE_NO_MAGICLINKS; such an fd reopened through /proc/self/fd would jump.
+    struct stat st {};
+    struct statfs on {};
+    if (::fstat(fd.get(), &st) != 0 ||
+        (S_ISLNK(st.st_mode) && (::fstatfs(fd.get(), &on) != 0 || on.f_type == PROC_SUPER_MAGIC))) {
+      fd.reset();
+      return ELOOP;
+    }
+  }
   if (request.kind == ipc::BrokerOpen::kFile) {
     struct stat st {};
     if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) {  // swapped since the look
@@ -111,15 +119,28 @@ void FileBroker::serve() {
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) return;  // the worker's end closed, or stop()
     UniqueFd fd;
-    const int error = (message.msg_flags & MSG_TRUNC) != 0
-                          ? ENAMETOOLONG
-                          : open(packet, static_cast<std::size_t>(got), fd);
-    (error == 0 ? granted_ : refused_).fetch_add(1, std::memory_order_relaxed);
-    const auto answer = answer_bytes(error);
+    ipc::BrokerAnswer reply;
+    reply.error = (message.msg_flags & MSG_TRUNC) != 0
+                      ? ENAMETOOLONG
+                      : open(packet, static_cast<std::size_t>(got), fd);
+    (reply.error == 0 ? granted_ : refused_).fetch_add(1, std::memory_order_relaxed);
+    if (reply.error == 0 && packet[0] == static_cast<char>(ipc::BrokerOpen::kOwner)) {
+      // The owner only: the O_PATH fd stays here.
+      struct stat st {};
+      if (::fstat(fd.get(), &st) == 0) {
+        reply.has_owner = true;
+        reply.uid = st.st_uid;
+        reply.gid = st.st_gid;
+      } else {
+        reply.error = errno;
+      }
+      fd.reset();
+    }
+    const std::string answer = ipc::encode_broker_answer(reply);
     try {
       if (fd) {
         const std::array<int, 1> fds{fd.get()};
-        ipc::send_fds(socket_.get(), fds, std::string_view(answer.data(), answer.size()));
+        ipc::send_fds(socket_.get(), fds, answer);
       } else {
         ssize_t sent;
         do {

@@ -3,6 +3,8 @@
 // user's authority, or the supervisor's errno.
 #pragma once
 
+#include <sys/types.h>
+
 #include <mutex>
 #include <string>
 
@@ -21,7 +23,13 @@ class BrokerClient {
   // FUSE threads wait their turn. EACCES once the broker is gone.
   [[nodiscard]] OpenResult open(ipc::BrokerOpen kind, std::uint8_t root, const std::string& rel);
 
+  // The owner and group of `rel` as the supervisor sees them (host ids). 0 or an errno.
+  [[nodiscard]] int owner(std::uint8_t root, const std::string& rel, uid_t& uid, gid_t& gid);
+
  private:
+  int ask(ipc::BrokerOpen kind, std::uint8_t root, const std::string& rel,
+          ipc::BrokerAnswer& answer, UniqueFd& fd);
+
   std::mutex mutex_;
   UniqueFd socket_;
 };

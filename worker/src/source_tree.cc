@@ -53,6 +53,17 @@ OpenResult open_beneath(int root_fd, const std::string& rel, int flags) {
   }
 }
 
+void SourceTree::restore_owner(const std::string& rel, struct stat& st) const {
+  if (!broker_ || (st.st_uid != kOverflowId && st.st_gid != kOverflowId)) return;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  // On failure the overflow ids stay: the kernel then grants what "others" may, no more.
+  if (broker_->owner(0, rel, uid, gid) == 0) {
+    st.st_uid = uid;
+    st.st_gid = gid;
+  }
+}
+
 std::string describe_open_failure(const std::string& dir, int error) {
   const std::string identity = "(uid " + std::to_string(::geteuid()) + ", gid " +
                                std::to_string(::getegid()) + ")";

@@ -53,6 +53,10 @@ struct OpenResult {
 
 class BrokerClient;
 
+// What stat() shows inside a user namespace for an id it does not map (the kernel's default
+// /proc/sys/kernel/overflowuid and overflowgid).
+inline constexpr unsigned kOverflowId = 65534;
+
 class SourceTree {
  public:
   // Opens `dir` (O_RDONLY|O_DIRECTORY), through `broker` if the worker may not. Throws
@@ -65,6 +69,12 @@ class SourceTree {
   // file broker, which opens the same path with the mount's user's authority (issue 18): the
   // fd is used like the worker's own.
   [[nodiscard]] OpenResult open_beneath(const std::string& rel, int flags) const;
+
+  // The worker's user namespace maps only its own ids: the owner or group of anything else
+  // (the user's files when it is a subordinate uid, a group's) reads as the overflow id. The
+  // FUSE kernel checks permissions (default_permissions) against what we report, so such an
+  // id is replaced by the real one, from the file broker. `st` is `rel`'s.
+  void restore_owner(const std::string& rel, struct stat& st) const;
 
   [[nodiscard]] int root_fd() const noexcept { return root_.get(); }
   [[nodiscard]] const std::string& path() const noexcept { return path_; }

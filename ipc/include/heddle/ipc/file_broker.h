@@ -6,6 +6,7 @@
 // on the IPC socket stay as they are. One request per packet, one answer per request:
 //   request: [kind: u8][root: u8][path: bytes, no NUL]   at most kMaxBrokerRequest bytes
 //   answer:  [errno: u32 LE]  (0: with exactly one fd in SCM_RIGHTS)
+//            kOwner: [errno: u32 LE][uid: u32 LE][gid: u32 LE], never an fd
 // The path is relative to the source root numbered `root` (0: the --dir source), "." for
 // the root itself, else components joined by '/', none empty, "." or "..".
 #pragma once
@@ -25,6 +26,10 @@ enum class BrokerOpen : std::uint8_t {
   kPath = 1,       // O_PATH | O_NOFOLLOW: a lookup's or getattr's fstat, a readlink
   kFile = 2,       // O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY, regular files only
   kDirectory = 3,  // O_RDONLY | O_DIRECTORY | O_NOFOLLOW: a listing
+  // No fd: the owner and group as the supervisor sees them. The worker's user namespace maps
+  // only its own ids, so it sees every other owner (the user's, a group's) as the overflow id
+  // 65534, and the kernel's permission check (default_permissions) needs the real ones.
+  kOwner = 4,
 };
 
 inline constexpr std::size_t kBrokerHeaderBytes = 2;
@@ -32,6 +37,7 @@ inline constexpr std::size_t kBrokerHeaderBytes = 2;
 inline constexpr std::size_t kBrokerMaxPath = PATH_MAX - 1;
 inline constexpr std::size_t kMaxBrokerRequest = kBrokerHeaderBytes + kBrokerMaxPath;
 inline constexpr std::size_t kBrokerAnswerBytes = 4;
+inline constexpr std::size_t kBrokerOwnerAnswerBytes = 12;
 
 struct BrokerRequest {
   BrokerOpen kind = BrokerOpen::kPath;
@@ -56,5 +62,15 @@ struct DecodedBrokerRequest {
   int error = 0;
 };
 [[nodiscard]] DecodedBrokerRequest decode_broker_request(std::string_view packet);
+
+struct BrokerAnswer {
+  int error = 0;
+  bool has_owner = false;  // kOwner's answer
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+};
+[[nodiscard]] std::string encode_broker_answer(const BrokerAnswer& answer);
+// nullopt for a packet of neither size.
+[[nodiscard]] std::optional<BrokerAnswer> decode_broker_answer(std::string_view packet);
 
 }  // namespace heddle::ipc
