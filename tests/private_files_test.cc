@@ -228,6 +228,14 @@ TEST_F(PrivateFilesTest, ADirectoryMountServesExactlyWhatTheUserCanRead) {
     // A file made private after the mount is refused to the worker, and granted to the user.
     run_or_fail({"/bin/chmod", "0600", (source / "open.txt").string()});
     EXPECT_TRUE(eventually([&] { return user_cat(mountpoint + "/open.txt").out == "open\n"; }));
+    // A file given away after the mount is the user's no longer: the worker's memory of its
+    // owner goes with the change (its ctime), so the user loses it as directly.
+    ASSERT_EQ(user_cat(mountpoint + "/private.txt").out, "private\n");
+    ASSERT_EQ(::chown((source / "private.txt").c_str(), 0, 0), 0);
+    EXPECT_TRUE(eventually([&] {
+      return user_cat(mountpoint + "/private.txt").err.find("Permission denied") !=
+             std::string::npos;
+    }));
     unmount(caller, mountpoint);
   }
 }

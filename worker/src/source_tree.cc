@@ -55,13 +55,26 @@ OpenResult open_beneath(int root_fd, const std::string& rel, int flags) {
 
 void SourceTree::restore_owner(const std::string& rel, struct stat& st) const {
   if (!broker_ || (st.st_uid != kOverflowId && st.st_gid != kOverflowId)) return;
+  const FileId id = file_id(st);
+  {
+    std::lock_guard lock(owners_->mutex);
+    const auto known = owners_->by_file.find(id);
+    if (known != owners_->by_file.end() && known->second.ctime.tv_sec == st.st_ctim.tv_sec &&
+        known->second.ctime.tv_nsec == st.st_ctim.tv_nsec) {
+      st.st_uid = known->second.uid;
+      st.st_gid = known->second.gid;
+      return;
+    }
+  }
   uid_t uid = 0;
   gid_t gid = 0;
   // On failure the overflow ids stay: the kernel then grants what "others" may, no more.
-  if (broker_->owner(0, rel, uid, gid) == 0) {
-    st.st_uid = uid;
-    st.st_gid = gid;
-  }
+  if (broker_->owner(0, rel, uid, gid) != 0) return;
+  st.st_uid = uid;
+  st.st_gid = gid;
+  std::lock_guard lock(owners_->mutex);
+  if (owners_->by_file.size() >= kMaxKnownOwners) owners_->by_file.clear();
+  owners_->by_file[id] = KnownOwner{st.st_ctim, uid, gid};
 }
 
 std::string describe_open_failure(const std::string& dir, int error) {

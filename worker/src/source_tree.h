@@ -7,7 +7,9 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 
 #include <vector>
@@ -92,6 +94,20 @@ class SourceTree {
   UniqueFd root_;
   FileId root_id_;
   std::shared_ptr<BrokerClient> broker_;  // null: no broker (tests' unsandboxed workers)
+
+  // restore_owner's answers, so that a walk asks once per file: valid while the file's ctime
+  // (which every chown and chmod moves) is the one seen then.
+  struct KnownOwner {
+    struct timespec ctime {};
+    uid_t uid = 0;
+    gid_t gid = 0;
+  };
+  struct KnownOwners {
+    std::mutex mutex;
+    std::unordered_map<FileId, KnownOwner, FileIdHash> by_file;
+  };
+  static constexpr std::size_t kMaxKnownOwners = 1 << 17;
+  std::unique_ptr<KnownOwners> owners_ = std::make_unique<KnownOwners>();
 };
 
 // The supervisor-facing explanation of why `dir` could not be opened with errno `error`,
