@@ -223,14 +223,17 @@ TEST_F(CliTest, StatusAndUnmountOfSomethingNotMountedAreClearErrors) {
   }
 }
 
+// (A source the worker cannot read was the failure here; since issue 18 the file broker
+// serves such a source, so the worker is made to fail instead.)
 TEST_F(CliTest, AWorkerFailureIsOneLineNamingTheCauseAndNothingStaysBehind) {
-  HEDDLE_REQUIRE_ROOT();  // without root the worker falls back to the caller, who can read it
-  fs::permissions(tree_->source(), fs::perms(0700));  // root's, so nobody cannot read it
-  const CommandResult result = launcher({"mount", "--dir", src(), "--mountpoint", mp()});
+  const CommandResult result =
+      run_command({"/usr/bin/env", "HEDDLE_FUSE_WORKER_PANIC_ON_INIT=1",
+                   bin_path("heddle-fuse-launcher"), "mount", "--dir", src(), "--mountpoint", mp()},
+                  30s);
   EXPECT_EQ(result.exit_code, 1);
   EXPECT_EQ(std::count(result.err.begin(), result.err.end(), '\n'), 1) << result.err;
-  EXPECT_NE(result.err.find("65534"), std::string::npos) << result.err;
-  EXPECT_NE(result.err.find(src()), std::string::npos) << result.err;
+  EXPECT_NE(result.err.find("worker exited before MountReady (exit code 101)"), std::string::npos)
+      << result.err;
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
   EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())));
 }

@@ -279,6 +279,47 @@ TEST_F(HostileWorkerTest, ClosingTheSocketMidReplyFailsStatusAndTheMountGoes) {
 // frame, so no frame boundary can be found again. The next call reads from the middle of a
 // frame, fails, and the supervisor ends the worker (and so the mount) instead of staying out
 // of step for good.
+// ---- the file broker (issue 18), asked by a worker in the real sandbox ----------------------
+
+// What a compromised worker gets from the supervisor's broker: the mount's user's 0600 file,
+// and for everything outside the source (.., absolute paths, /proc/self, symlinks, NUL, overlong
+// paths) a refusal. file_broker_test.cc has the same and more against the broker alone.
+TEST_F(HostileWorkerTest, TheFileBrokerGrantsOnlyPathsBeneathTheSource) {
+  tree_->write("secret.txt", "the user's own\n", 0600);
+  fs::create_directory(tree_->source() / "sub");
+  fs::create_directory_symlink("/", tree_->source() / "root-link");
+  const Failure failure = spawn_failure(hostile("broker-probe"));
+  const std::string what = failure.error.what();
+  for (const char* expected :
+       {" secret=0", " dotdot=22", " inner-dotdot=22", " absolute=22", " proc-self=22",
+        " proc-relative=2", " symlink=40", " nul=22", " long=36"}) {
+    EXPECT_TRUE(contains(what, expected)) << expected << " in " << what;
+  }
+  EXPECT_TRUE(contains(what, " symlink-last=20") || contains(what, " symlink-last=40")) << what;
+  expect_nothing_left();
+}
+
+// A worker flooding its broker and reading no answer blocks only that broker: Status and a
+// prompt unmount still work, and nothing is left behind.
+TEST_F(HostileWorkerTest, AFloodOfBrokerRequestsLeavesStatusAndUnmountWorking) {
+  tree_->write("secret.txt", "the user's own\n", 0600);
+  SupervisorOptions options = hostile("broker-flood");
+  options.stop_grace = 2s;  // it answers Stop: no escalation, however loaded the machine
+  options.status_timeout = 2s;
+  auto supervisor = Supervisor::spawn(request(), options);
+  std::this_thread::sleep_for(300ms);  // the flood fills both directions meanwhile
+  for (int i = 0; i < 5; ++i) {
+    const ipc::StatusOk status = supervisor->status();
+    EXPECT_EQ(static_cast<pid_t>(status.pid), supervisor->pid());
+  }
+  const auto started = Clock::now();
+  supervisor->unmount();
+  EXPECT_LT(Clock::now() - started, options.stop_grace) << "it answers Stop";
+  ASSERT_TRUE(supervisor->exit_status().has_value());
+  EXPECT_TRUE(supervisor->exit_status()->success()) << supervisor->exit_status()->describe();
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
 TEST_F(HostileWorkerTest, AReplySplitAcrossTheStatusTimeoutEndsTheWorker) {
   const SupervisorOptions options = hostile("split-reply");
   auto supervisor = Supervisor::spawn(request(), options);

@@ -59,6 +59,26 @@ TEST(FdPassing, SingleFdArrivesWorkingAndCloseOnExec) {
   EXPECT_EQ(echo_through(received.fds[0].get(), pipe.reader.get(), "ping"), "ping");
 }
 
+// A bootstrap with or without the file broker's socket; a broker answer with or without an fd.
+TEST(FdPassing, ARangeOfFdCountsIsAcceptedAndNothingOutsideIt) {
+  FdPair channel = socket_pair();
+  FdPair pipe = pipe_pair();
+  send_fds(channel.reader.get(), {}, "none");
+  EXPECT_EQ(receive_fds_between(channel.writer.get(), 0, 1, 64, kGuard).fds.size(), 0u);
+  send_fds(channel.reader.get(), std::array{pipe.writer.get()}, "one");
+  EXPECT_EQ(receive_fds_between(channel.writer.get(), 0, 1, 64, kGuard).fds.size(), 1u);
+  const int fds_before = open_fd_count();
+  send_fds(channel.reader.get(), std::array{pipe.writer.get(), pipe.reader.get()}, "two");
+  expect_rejected(
+      error_from([&] { (void)receive_fds_between(channel.writer.get(), 0, 1, 64, kGuard); }),
+      EPROTO);
+  EXPECT_EQ(open_fd_count(), fds_before) << "the extra fds were closed";
+  send_fds(channel.reader.get(), {}, "none");
+  expect_rejected(
+      error_from([&] { (void)receive_fds_between(channel.writer.get(), 2, 3, 64, kGuard); }),
+      EPROTO);
+}
+
 TEST(FdPassing, SeveralFdsArriveInOrder) {
   FdPair channel = socket_pair();
   std::vector<FdPair> pipes;

@@ -116,10 +116,10 @@ void adopt_fds(msghdr& message, std::vector<UniqueFd>& out) {
   }
 }
 
-// Throws for anything but a whole message with exactly `expected` fds; the caller already
-// owns the fds, so throwing closes them.
+// Throws for anything but a whole message with `at_least` to `expected` fds; the caller
+// already owns the fds, so throwing closes them.
 void check_received(const msghdr& message, std::size_t payload_bytes, std::size_t fd_count,
-                    std::size_t expected) {
+                    std::size_t at_least, std::size_t expected) {
   if (payload_bytes == 0) throw Error("receive fds: the peer closed the socket", ECONNRESET);
   if ((message.msg_flags & MSG_CTRUNC) != 0) {
     throw Error("receive fds: control data truncated; the peer sent more than " +
@@ -131,9 +131,10 @@ void check_received(const msghdr& message, std::size_t payload_bytes, std::size_
                     "-byte payload buffer",
                 EPROTO);
   }
-  if (fd_count != expected) {
-    throw Error("receive fds: expected " + std::to_string(expected) + " fds, got " +
-                    std::to_string(fd_count),
+  if (fd_count < at_least || fd_count > expected) {
+    throw Error("receive fds: expected " +
+                    (at_least == expected ? "" : std::to_string(at_least) + " to ") +
+                    std::to_string(expected) + " fds, got " + std::to_string(fd_count),
                 EPROTO);
   }
 }
@@ -166,7 +167,13 @@ void send_fds(int socket, std::span<const int> fds, std::string_view payload) {
 
 ReceivedFds receive_fds(int socket, std::size_t expected, std::size_t max_payload,
                         Timeout timeout) {
+  return receive_fds_between(socket, expected, expected, max_payload, timeout);
+}
+
+ReceivedFds receive_fds_between(int socket, std::size_t at_least, std::size_t expected,
+                                std::size_t max_payload, Timeout timeout) {
   check_receive_arguments(expected, max_payload);
+  if (at_least > expected) throw Error("receive fds: at_least > expected", EINVAL);
   const detail::Deadline deadline(timeout);
 
   ReceivedFds received;
@@ -183,7 +190,7 @@ ReceivedFds receive_fds(int socket, std::size_t expected, std::size_t max_payloa
   received.fds.reserve(control_bytes(slots) / sizeof(int));
   const std::size_t got = recvmsg_retrying(socket, message, control_bytes(slots), deadline);
   adopt_fds(message, received.fds);
-  check_received(message, got, received.fds.size(), expected);
+  check_received(message, got, received.fds.size(), at_least, expected);
   received.payload.resize(got);
   return received;
 }

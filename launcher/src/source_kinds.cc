@@ -65,6 +65,17 @@ std::vector<SourceBind> source_binds(const ipc::Source& source, uid_t uid, gid_t
   });
 }
 
+std::vector<UniqueFd> source_broker_roots(const ipc::Source& source, uid_t uid, gid_t gid) {
+  auto dir = std::get_if<ipc::DirSource>(&source);
+  std::vector<UniqueFd> roots;
+  if (dir == nullptr || dir->dir.empty()) return roots;
+  as_user(uid, gid, [&] {
+    roots.push_back(open_source_path(dir->dir, "source directory " + dir->dir).fd);
+    return 0;
+  });
+  return roots;
+}
+
 std::vector<std::string> bind_paths(const std::vector<SourceBind>& binds) {
   std::vector<std::string> paths;
   for (const SourceBind& bind : binds) paths.push_back(bind.checked.path);

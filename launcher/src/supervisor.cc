@@ -16,6 +16,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/launcher/file_broker.h"
 #include "heddle/launcher/source_access.h"
 #include "heddle/launcher/source_kinds.h"
 #include "heddle/launcher/worker_identity.h"
@@ -141,10 +142,13 @@ sandbox::SandboxSpec worker_sandbox(const ipc::MountSpec& mount, const Superviso
         sandbox::CheckedPath{mount.overlay_dir, st.st_dev, st.st_ino, true, true});
   }
   spec.env = options.worker_env;
+  // A git thread's files are read by libgit2, which cannot go through the file broker.
+  const bool whole_tree = std::holds_alternative<ipc::GitSource>(mount.source);
   const WorkerIdentity identity =
       choose_worker_identity(mount.uid, mount.gid, named,
-                             options.subordinate_ids && !mount.degraded(), mount.writable());
-  require_readable_by_worker(identity, chosen);
+                             options.subordinate_ids && !mount.degraded(), mount.writable(),
+                             whole_tree);
+  require_readable_by_worker(identity, chosen, whole_tree);
   if (!identity.why.empty()) spdlog::info("{}", identity.why);
   spec.uid = identity.uid;
   spec.gid = identity.gid;
@@ -178,6 +182,9 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
   auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->mount_fd());
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
+  BrokerSockets broker_sockets = make_broker_sockets();
+  // Opened as the mount's user now, so that a source swapped later is not the one served.
+  std::vector<UniqueFd> broker_roots = source_broker_roots(spec.source, spec.uid, spec.gid);
   auto output = std::make_unique<OutputRelay>();
 
   auto process = [&] {
@@ -195,16 +202,21 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
   bootstrap.theirs.reset();
   output->start("worker " + std::to_string(process.pid()));
   if (process.clone_fallback() != nullptr) spdlog::info("sandbox: {}", process.clone_fallback());
+  // Serving before the worker starts: it may need the broker to open its source's root.
+  auto broker = std::make_unique<FileBroker>(std::move(broker_roots),
+                                             std::move(broker_sockets.supervisor), spec.uid,
+                                             spec.gid);
   {
     // After this the worker holds the only /dev/fuse fd: when it dies, the kernel aborts the
     // connection and readers get ENOTCONN instead of hanging.
     const UniqueFd device = mount->take_device();
-    const std::array<int, 2> fds = {ipc.theirs.get(), device.get()};
+    const std::array<int, 3> fds = {ipc.theirs.get(), device.get(), broker_sockets.worker.get()};
     const ipc::WorkerBootstrap payload{static_cast<std::uint32_t>(process.pid()), spec,
                                        options.test_ignore_stop};
     ipc::send_fds(bootstrap.ours.get(), fds, ipc::encode_bootstrap(payload));
   }
   ipc.theirs.reset();
+  broker_sockets.worker.reset();
   bootstrap.ours.reset();
   // Started before the worker, armed while it starts up: the two execs overlap.
   guard->await_armed();
@@ -213,13 +225,14 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
   return std::unique_ptr<Supervisor>(new Supervisor(
       std::move(spec), std::move(options), std::move(overlay_lock), std::move(mount),
       std::move(guard), std::move(output), std::move(process), std::move(ipc.ours),
-      std::move(ready)));
+      std::move(ready), std::move(broker)));
 }
 
 Supervisor::Supervisor(ipc::MountSpec spec, SupervisorOptions options,
                        std::optional<OverlayLock> overlay_lock, std::unique_ptr<FuseMount> mount,
                        std::unique_ptr<MountGuard> guard, std::unique_ptr<OutputRelay> output,
-                       sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready)
+                       sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready,
+                       std::unique_ptr<FileBroker> broker)
     : spec_(std::move(spec)),
       options_(std::move(options)),
       overlay_lock_(std::move(overlay_lock)),
@@ -228,7 +241,8 @@ Supervisor::Supervisor(ipc::MountSpec spec, SupervisorOptions options,
       output_(std::move(output)),
       process_(std::move(process)),
       ready_(std::move(ready)),
-      ipc_(std::move(ipc)) {
+      ipc_(std::move(ipc)),
+      broker_(std::move(broker)) {
   // libspdlog creates its registry lazily, in uninstrumented code; creating it before the
   // watcher exists orders that for ThreadSanitizer (and costs nothing).
   (void)spdlog::default_logger_raw();
@@ -381,6 +395,7 @@ void Supervisor::unmount() {
     ipc_.reset();
   }
   if (watcher_.joinable()) watcher_.join();
+  if (broker_) broker_->stop();
   mount_->release();
   guard_->disarm();
 }

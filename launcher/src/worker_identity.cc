@@ -29,6 +29,49 @@ bool readable_by_others(const fs::path& path) {
   return true;
 }
 
+// A repository's files are opened by libgit2 inside the worker, which cannot ask the file
+// broker: a subordinate worker must be able to read every one. `path` and everything below it
+// (not following symlinks) readable by others? The first that is not in `blocker`. A tree of
+// more than kMaxCheckedEntries counts as not, for a walk at mount time must stay short (git
+// keeps loose objects to some thousands; gc packs the rest).
+constexpr std::size_t kMaxCheckedEntries = 50000;
+
+bool tree_readable_by_others(const fs::path& path, std::string& blocker) {
+  if (!readable_by_others(path)) {
+    blocker = path.string();
+    return false;
+  }
+  std::error_code ec;
+  fs::recursive_directory_iterator it(path, fs::directory_options::none, ec);
+  std::size_t seen = 0;
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (++seen > kMaxCheckedEntries) {
+      blocker = path.string() + " (more than " + std::to_string(kMaxCheckedEntries) +
+                " entries to check)";
+      return false;
+    }
+    struct stat st {};
+    if (::lstat(it->path().c_str(), &st) != 0) break;
+    if (S_ISLNK(st.st_mode)) continue;
+    const mode_t needed = S_ISDIR(st.st_mode) ? (S_IROTH | S_IXOTH) : S_IROTH;
+    if ((st.st_mode & needed) != needed) {
+      blocker = it->path().string();
+      return false;
+    }
+  }
+  if (ec) {
+    blocker = path.string() + " (" + ec.message() + ")";
+    return false;
+  }
+  return true;
+}
+
+bool readable_by_others(const fs::path& path, bool whole_tree, std::string& blocker) {
+  if (whole_tree) return tree_readable_by_others(path, blocker);
+  blocker = path.string();
+  return readable_by_others(path);
+}
+
 }  // namespace
 
 std::optional<unsigned> subordinate_id_start(const std::string& file, uid_t user) {
@@ -53,7 +96,7 @@ std::optional<unsigned> subordinate_id_start(const std::string& file, uid_t user
 
 WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
                                       const std::vector<std::string>& named_paths,
-                                      bool allow_subordinate, bool writable) {
+                                      bool allow_subordinate, bool writable, bool whole_tree) {
   if (::geteuid() == 0) {
     return WorkerIdentity{mount_uid == 0 ? kNobody : mount_uid,
                           mount_gid == 0 ? kNobody : mount_gid, false, ""};
@@ -71,8 +114,8 @@ WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
     return self;
   }
   for (const std::string& path : named_paths) {
-    if (!readable_by_others(path)) {
-      self.why = "the worker runs as your own uid: " + path +
+    if (std::string blocker; !readable_by_others(path, whole_tree, blocker)) {
+      self.why = "the worker runs as your own uid: " + blocker +
                  " is not readable by others, so a subordinate uid could not serve it";
       return self;
     }
@@ -83,11 +126,12 @@ WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
 }
 
 void require_readable_by_worker(const WorkerIdentity& worker,
-                                const std::vector<std::string>& chosen_paths) {
+                                const std::vector<std::string>& chosen_paths, bool whole_tree) {
   if (!worker.subordinate) return;  // the caller itself, who opened every one of them
   for (const std::string& path : chosen_paths) {
-    if (readable_by_others(path)) continue;
-    throw Error(path + ", named by the repository's files, is not readable by others, and the "
+    std::string blocker;
+    if (readable_by_others(path, whole_tree, blocker)) continue;
+    throw Error(blocker + ", named by the repository's files, is not readable by others, and the "
                        "worker runs as subordinate uid " + std::to_string(worker.uid),
                 EACCES,
                 "a repository's gitdir, commondir or alternates never change the worker's "

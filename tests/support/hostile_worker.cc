@@ -1,5 +1,5 @@
 // hostile_worker: takes the bootstrap like heddle-fuse-worker (fd 3 carries one SCM_RIGHTS
-// message with [ipc socket, /dev/fuse fd] and the WorkerBootstrap), then misbehaves on the IPC socket.
+// message with [ipc socket, /dev/fuse fd, file broker socket] and the WorkerBootstrap), then misbehaves on the IPC socket.
 //
 // The sandbox passes only the worker argv the supervisor builds and a fixed environment, so the
 // misbehaviour is chosen by the executable's NAME: a copy named `hostile-MODE` runs MODE.
@@ -24,6 +24,10 @@
 //                    Stop with Stopping
 //   number-path      MountReady, then a StatusOk whose mount_path is a number
 //   mount-error      MountError whose message is escape sequences, "\r" and "\n<0>"
+//   broker-probe     asks the supervisor's file broker (the bootstrap's third fd) for each of
+//                    kBrokerProbes and reports "NAME=ERRNO ..." as its MountError
+//   broker-flood     MountReady, then floods the file broker with requests, never reading an
+//                    answer, while answering Status and Stop like a well-behaved worker
 //
 // It never serves FUSE: tests must not touch the mount. It always leaves with _exit(): inside
 // the sandbox LeakSanitizer's exit-time check (which needs ptrace) cannot run.
@@ -46,6 +50,7 @@
 #include <nlohmann/json.hpp>
 
 #include "heddle/ipc/fd_passing.h"
+#include "heddle/ipc/file_broker.h"
 #include "heddle/ipc/frame.h"
 #include "heddle/ipc/message.h"
 #include "heddle/ipc/mount_spec.h"
@@ -180,12 +185,77 @@ std::string garish_status() {
   return body.dump();
 }
 
-[[noreturn]] void serve(const Args& args, int ipc_fd, int fuse_fd,
+// What a compromised worker would ask the broker for; the source holds secret.txt (0600, the
+// mount's user's), a symlink `root-link` to / and nothing else of note.
+struct BrokerProbe {
+  const char* name;
+  ipc::BrokerOpen kind;
+  std::string path;
+};
+std::vector<BrokerProbe> broker_probes() {
+  using ipc::BrokerOpen;
+  std::string deep = "d";
+  while (deep.size() < 8192) deep += "/d";
+  return {{"secret", BrokerOpen::kFile, "secret.txt"},
+          {"dotdot", BrokerOpen::kFile, "../../../../etc/shadow"},
+          {"inner-dotdot", BrokerOpen::kDirectory, "sub/../.."},
+          {"absolute", BrokerOpen::kFile, "/etc/shadow"},
+          {"proc-self", BrokerOpen::kFile, "/proc/self/environ"},
+          {"proc-relative", BrokerOpen::kPath, "proc/self/root"},
+          {"symlink", BrokerOpen::kFile, "root-link/etc/shadow"},
+          {"symlink-last", BrokerOpen::kDirectory, "root-link"},
+          {"nul", BrokerOpen::kFile, std::string("secret.txt\0x", 12)},
+          {"long", BrokerOpen::kFile, deep}};
+}
+
+// The errno the broker answers (-1: no answer), closing any fd it passes.
+int ask_broker(int broker_fd, const std::string& packet) {
+  if (::send(broker_fd, packet.data(), packet.size(), MSG_NOSIGNAL) < 0) return -1;
+  try {
+    auto answer = ipc::receive_fds_between(broker_fd, 0, 1, ipc::kBrokerOwnerAnswerBytes, 5s);
+    const auto decoded = ipc::decode_broker_answer(answer.payload);
+    return decoded ? decoded->error : -1;
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+[[noreturn]] void serve(const Args& args, int ipc_fd, int fuse_fd, int broker_fd,
                         const ipc::WorkerBootstrap& boot) {
   const std::uint32_t pid = boot.host_pid;
   const ipc::MountReady ready{pid, boot.spec.mountpoint};
   const ipc::StatusOk ok{pid, boot.spec.mountpoint};
   const std::string& mode = args.mode;
+
+  if (mode == "broker-probe") {
+    std::string report = "broker:";
+    for (const BrokerProbe& probe : broker_probes()) {
+      // Built by hand: the probes include what encode_broker_request's callers never send.
+      std::string packet = ipc::encode_broker_request({probe.kind, 0, ""});
+      packet += probe.path;
+      report += " " + std::string(probe.name) + "=" + std::to_string(ask_broker(broker_fd, packet));
+    }
+    send(ipc_fd, ipc::MountError{report});
+    ::_exit(1);
+  }
+  if (mode == "broker-flood") {
+    send(ipc_fd, ready);
+    std::thread([broker_fd] {
+      const std::string packet =
+          ipc::encode_broker_request({ipc::BrokerOpen::kFile, 0, "secret.txt"});
+      // Blocks once both directions are full; the supervisor must still get rid of us.
+      while (::send(broker_fd, packet.data(), packet.size(), MSG_NOSIGNAL) >= 0) {
+      }
+    }).detach();
+    for (;;) {
+      const ipc::Message request = next_request(ipc_fd);
+      if (std::holds_alternative<ipc::Stop>(request)) {
+        send(ipc_fd, ipc::Stopping{});
+        ::_exit(0);
+      }
+      if (std::holds_alternative<ipc::Status>(request)) send(ipc_fd, ok);
+    }
+  }
 
   if (mode == "oversize") {
     write_raw(ipc_fd, header(0xFFFFFFFFu));
@@ -291,11 +361,12 @@ int main(int argc, char** argv) {
   ipc::WorkerBootstrap boot;
   try {
     const UniqueFd fd(args.bootstrap_fd);
-    bootstrap = ipc::receive_fds(fd.get(), 2, ipc::kMaxBootstrapBytes, 10s);
+    // [ipc, /dev/fuse, file broker]; the broker's own hostile cases are file_broker_test.cc.
+    bootstrap = ipc::receive_fds(fd.get(), 3, ipc::kMaxBootstrapBytes, 10s);
     boot = ipc::decode_bootstrap(bootstrap.payload);
   } catch (const std::exception& e) {
     die(std::string("bootstrap: ") + e.what());
   }
   // Both stay open until we exit: like a real worker, we hold the only /dev/fuse fd.
-  serve(args, bootstrap.fds[0].get(), bootstrap.fds[1].get(), boot);
+  serve(args, bootstrap.fds[0].get(), bootstrap.fds[1].get(), bootstrap.fds[2].get(), boot);
 }

@@ -22,6 +22,14 @@ case "$command" in
     if ! grep -q "^$user:" /etc/subuid 2>/dev/null; then
       usermod --add-subuids 1000000-1065535 --add-subgids 1000000-1065535 "$user"
     fi
+    # A supplementary group of the user's, as a shared project directory would have: files
+    # the user reads only through it (issue 18's 0640 case).
+    if ! getent group "$user-share" >/dev/null; then
+      groupadd --system "$user-share"
+    fi
+    if ! id -nG "$user" | tr ' ' '\n' | grep -qx "$user-share"; then
+      usermod --append --groups "$user-share" "$user"
+    fi
     rm -rf "$stage"
     mkdir -p "$stage/bin" "$stage/home"
     # Stock distributions ship /dev/fuse as 0666; this machine's is 0600.

@@ -18,7 +18,9 @@ int fstat_errno(int fd, struct stat& st) { return ::fstat(fd, &st) == 0 ? 0 : er
 // An open source file: reads are ranges of its fd, which libfuse splices to the kernel.
 class FdFileHandle final : public FileHandle {
  public:
-  FdFileHandle(UniqueFd fd, ServedIno& inos) : fd_(std::move(fd)), inos_(inos) {}
+  // `owner`: the file's stat at open, with its real owner and group.
+  FdFileHandle(UniqueFd fd, ServedIno& inos, const struct stat& owner)
+      : fd_(std::move(fd)), inos_(inos), uid_(owner.st_uid), gid_(owner.st_gid) {}
   int read(std::size_t /*size*/, off_t offset, ReadResult& out) override {
     out.fd = fd_.get();
     out.fd_offset = offset;
@@ -28,12 +30,16 @@ class FdFileHandle final : public FileHandle {
   int stat(struct stat& st) override {
     if (const int err = fstat_errno(fd_.get(), st); err != 0) return err;
     st.st_ino = inos_.of(st.st_dev, st.st_ino);
+    if (st.st_uid == kOverflowId) st.st_uid = uid_;
+    if (st.st_gid == kOverflowId) st.st_gid = gid_;
     return 0;
   }
 
  private:
   UniqueFd fd_;
   ServedIno& inos_;
+  uid_t uid_;
+  gid_t gid_;
 };
 
 }  // namespace
@@ -41,13 +47,14 @@ class FdFileHandle final : public FileHandle {
 DirFs::DirFs(SourceTree tree)
     : tree_(std::move(tree)), nodes_(tree_.root_id()), inos_(tree_.root_id().dev) {}
 
-int DirFs::open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st) const {
+int DirFs::open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st, bool owner) const {
   auto ref = nodes_.find(node);
   if (!ref) return ESTALE;
   auto opened = tree_.open_beneath(ref->path, flags);
   if (!opened.fd) return opened.error;
   if (const int err = fstat_errno(opened.fd.get(), st); err != 0) return err;
   if (file_id(st) != ref->id) return ESTALE;
+  if (owner) tree_.restore_owner(ref->path, st);
   fd = std::move(opened.fd);
   return 0;
 }
@@ -57,6 +64,7 @@ int DirFs::lookup_path(const std::string& path, NodeId& node, struct stat& st) {
   auto opened = tree_.open_beneath(path, O_PATH | O_NOFOLLOW);
   if (!opened.fd) return opened.error;
   if (const int err = fstat_errno(opened.fd.get(), st); err != 0) return err;
+  tree_.restore_owner(path, st);
   node = nodes_.acquire(path, file_id(st));
   st.st_ino = inos_.of(st.st_dev, st.st_ino);
   return 0;
@@ -79,7 +87,7 @@ void DirFs::forget(NodeId node, std::uint64_t nlookup) noexcept { nodes_.forget(
 
 int DirFs::getattr(NodeId node, struct stat& st) {
   UniqueFd fd;
-  if (const int err = open_node(node, O_PATH | O_NOFOLLOW, fd, st); err != 0) return err;
+  if (const int err = open_node(node, O_PATH | O_NOFOLLOW, fd, st, true); err != 0) return err;
   st.st_ino = inos_.of(st.st_dev, st.st_ino);
   return 0;
 }
@@ -122,12 +130,13 @@ int DirFs::open_file(NodeId node, std::unique_ptr<FileHandle>& out) {
   UniqueFd fd;
   struct stat st {};
   // O_NONBLOCK: should the path have become a FIFO, the open must not hang a FUSE thread.
-  if (const int err = open_node(node, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, fd, st); err != 0) {
+  if (const int err = open_node(node, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, fd, st, true);
+      err != 0) {
     return err;
   }
   if (S_ISDIR(st.st_mode)) return EISDIR;
   if (!S_ISREG(st.st_mode)) return EINVAL;
-  out = std::make_unique<FdFileHandle>(std::move(fd), inos_);
+  out = std::make_unique<FdFileHandle>(std::move(fd), inos_, st);
   return 0;
 }
 

@@ -41,7 +41,9 @@ class DirFs final : public Backend {
  private:
   // Opens the node's path with `flags` (through SourceTree::open_beneath) and checks that the
   // file found is still the node's: ESTALE otherwise, so that the kernel looks the name up again.
-  [[nodiscard]] int open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st) const;
+  // With `owner`, st's owner and group are the real ones (SourceTree::restore_owner).
+  [[nodiscard]] int open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st,
+                              bool owner = false) const;
   [[nodiscard]] int lookup_path(const std::string& path, NodeId& node, struct stat& st);
 
   const SourceTree tree_;

@@ -1,7 +1,7 @@
-// heddle-fuse-worker: receives [ipc socket, /dev/fuse fd] and a WorkerBootstrap (what to serve,
-// where) on the bootstrap fd, serves a directory or a git thread over that connection
-// (read-only, or writable through an overlay), and answers the supervisor's Status/Stop
-// requests.
+// heddle-fuse-worker: receives [ipc socket, /dev/fuse fd, file broker socket] and a
+// WorkerBootstrap (what to serve, where) on the bootstrap fd, serves a directory or a git
+// thread over that connection (read-only, or writable through an overlay), and answers the
+// supervisor's Status/Stop requests.
 //
 // Exit codes: 0 on Stop, IPC EOF or SIGTERM; 1 on a startup or IPC failure; 2 on a usage error
 // (argv, or a bootstrap document that is not a valid one); 101 when
@@ -27,6 +27,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "broker_client.h"
 #include "confinement_check.h"
 #include "fuse_session.h"
 #include "heddle/display_text.h"
@@ -121,15 +122,19 @@ void send(int ipc_fd, const ipc::Message& message) {
 struct Bootstrap {
   UniqueFd ipc;
   UniqueFd fuse;
+  UniqueFd broker;  // the file broker's socket; absent when the sender offers none
   std::string payload;
 };
 
 // Takes ownership of `fd` and closes it once the message has arrived.
 Bootstrap receive_bootstrap(int fd) {
   const UniqueFd bootstrap(fd);
-  auto received = ipc::receive_fds(bootstrap.get(), 2, ipc::kMaxBootstrapBytes, kBootstrapTimeout);
-  return Bootstrap{std::move(received.fds[0]), std::move(received.fds[1]),
-                   std::move(received.payload)};
+  auto received = ipc::receive_fds_between(bootstrap.get(), 2, 3, ipc::kMaxBootstrapBytes,
+                                           kBootstrapTimeout);
+  Bootstrap out{std::move(received.fds[0]), std::move(received.fds[1]), UniqueFd(),
+                std::move(received.payload)};
+  if (received.fds.size() == 3) out.broker = std::move(received.fds[2]);
+  return out;
 }
 
 [[noreturn]] void serve_ipc(int ipc_fd, const ipc::WorkerBootstrap& boot, const Backend& fs,
@@ -197,8 +202,9 @@ void limit_memory(int ipc_fd, const ipc::MountSpec& spec, const Environment& env
   }
 }
 
-std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec) {
-  auto lower = open_source(spec.source, spec.uid, spec.gid);
+std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broker) {
+  auto client = broker ? std::make_shared<BrokerClient>(std::move(broker)) : nullptr;
+  auto lower = open_source(spec.source, spec.uid, spec.gid, std::move(client));
   if (!spec.writable()) return lower;
   return std::make_unique<OverlayFs>(std::move(lower), spec.overlay_dir, spec.uid, spec.gid);
 }
@@ -235,7 +241,7 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec) {
   limit_memory(ipc_fd, spec, env);
   std::unique_ptr<Backend> fs;
   try {
-    fs = open_backend(spec);
+    fs = open_backend(spec, std::move(bootstrap.broker));
   } catch (const std::exception& e) {
     fail_mount(ipc_fd, e.what());
   }

@@ -10,10 +10,10 @@
 
 namespace heddle::worker {
 std::unique_ptr<Backend> open_source(const ipc::Source& source, uid_t owner_uid,
-                                     gid_t owner_gid) {
+                                     gid_t owner_gid, std::shared_ptr<BrokerClient> broker) {
   return std::visit(
-      Overloaded{[](const ipc::DirSource& dir) -> std::unique_ptr<Backend> {
-              return std::make_unique<DirFs>(SourceTree::open(dir.dir));
+      Overloaded{[&](const ipc::DirSource& dir) -> std::unique_ptr<Backend> {
+              return std::make_unique<DirFs>(SourceTree::open(dir.dir, std::move(broker)));
             },
             [&](const ipc::GitSource& git) -> std::unique_ptr<Backend> {
 #ifdef HEDDLE_HAVE_GIT_BACKEND

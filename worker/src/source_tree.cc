@@ -11,16 +11,32 @@
 #include <memory>
 #include <dirent.h>
 
+#include "broker_client.h"
 #include "heddle/error.h"
 
 namespace heddle::worker {
 
-SourceTree SourceTree::open(const std::string& dir) {
+SourceTree SourceTree::open(const std::string& dir, std::shared_ptr<BrokerClient> broker) {
   UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!root && errno == EACCES && broker) {
+    auto brokered = broker->open(ipc::BrokerOpen::kDirectory, 0, ".");
+    if (!brokered.fd) throw Error(describe_open_failure(dir, brokered.error), 0);
+    root = std::move(brokered.fd);
+  }
   if (!root) throw Error(describe_open_failure(dir, errno), 0);
   struct stat st {};
   if (::fstat(root.get(), &st) != 0) throw Error(describe_open_failure(dir, errno), 0);
-  return SourceTree(dir, std::move(root), file_id(st));
+  return SourceTree(dir, std::move(root), file_id(st), std::move(broker));
+}
+
+OpenResult SourceTree::open_beneath(const std::string& rel, int flags) const {
+  OpenResult own = worker::open_beneath(root_.get(), rel, flags);
+  if (own.fd || own.error != EACCES || !broker_) return own;
+  const auto kind = ipc::broker_kind_for(flags);
+  if (!kind) return own;
+  // Its refusal is the user's own (EACCES), or what the worker would have met had it been
+  // allowed to look (ENOENT, ELOOP for a symlink, EINVAL for a FIFO).
+  return broker_->open(*kind, 0, rel);
 }
 
 OpenResult open_beneath(int root_fd, const std::string& rel, int flags) {
@@ -35,6 +51,30 @@ OpenResult open_beneath(int root_fd, const std::string& rel, int flags) {
     if ((errno == EINTR || errno == EAGAIN) && attempt < 16) continue;
     return {UniqueFd(), errno};
   }
+}
+
+void SourceTree::restore_owner(const std::string& rel, struct stat& st) const {
+  if (!broker_ || (st.st_uid != kOverflowId && st.st_gid != kOverflowId)) return;
+  const FileId id = file_id(st);
+  {
+    std::lock_guard lock(owners_->mutex);
+    const auto known = owners_->by_file.find(id);
+    if (known != owners_->by_file.end() && known->second.ctime.tv_sec == st.st_ctim.tv_sec &&
+        known->second.ctime.tv_nsec == st.st_ctim.tv_nsec) {
+      st.st_uid = known->second.uid;
+      st.st_gid = known->second.gid;
+      return;
+    }
+  }
+  uid_t uid = 0;
+  gid_t gid = 0;
+  // On failure the overflow ids stay: the kernel then grants what "others" may, no more.
+  if (broker_->owner(0, rel, uid, gid) != 0) return;
+  st.st_uid = uid;
+  st.st_gid = gid;
+  std::lock_guard lock(owners_->mutex);
+  if (owners_->by_file.size() >= kMaxKnownOwners) owners_->by_file.clear();
+  owners_->by_file[id] = KnownOwner{st.st_ctim, uid, gid};
 }
 
 std::string describe_open_failure(const std::string& dir, int error) {

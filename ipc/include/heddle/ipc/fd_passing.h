@@ -28,4 +28,10 @@ struct ReceivedFds {
 [[nodiscard]] ReceivedFds receive_fds(int socket, std::size_t expected, std::size_t max_payload,
                                       Timeout timeout = std::nullopt);
 
+// The same, accepting `at_least` to `expected` fds: a bootstrap whose sender may or may not
+// pass the file broker's socket, an answer that carries an fd only on success.
+[[nodiscard]] ReceivedFds receive_fds_between(int socket, std::size_t at_least,
+                                              std::size_t expected, std::size_t max_payload,
+                                              Timeout timeout = std::nullopt);
+
 }  // namespace heddle::ipc

@@ -30,6 +30,13 @@ namespace heddle::launcher {
 [[nodiscard]] std::vector<SourceBind> source_binds(const ipc::Source& source, uid_t uid, gid_t gid);
 
 // The paths of `binds`.
+// The directories the file broker opens beneath (file_broker.h), opened as the mount's user;
+// root 0 is the one the worker's requests name. A directory: the directory. A git thread:
+// none, since libgit2 opens the repository's files itself and could not ask; its worker's
+// identity must read them (worker_identity.h).
+[[nodiscard]] std::vector<UniqueFd> source_broker_roots(const ipc::Source& source, uid_t uid,
+                                                        gid_t gid);
+
 [[nodiscard]] std::vector<std::string> bind_paths(const std::vector<SourceBind>& binds);
 
 // "DIR" or "REPO#THREAD": messages and the mount's fsname.

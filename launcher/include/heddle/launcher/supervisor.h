@@ -16,6 +16,7 @@
 
 #include "heddle/ipc/message.h"
 #include "heddle/ipc/mount_spec.h"
+#include "heddle/launcher/file_broker.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mount_guard.h"
 #include "heddle/launcher/output_relay.h"
@@ -100,7 +101,8 @@ class Supervisor {
   Supervisor(ipc::MountSpec spec, SupervisorOptions options,
              std::optional<OverlayLock> overlay_lock, std::unique_ptr<FuseMount> mount,
              std::unique_ptr<MountGuard> guard, std::unique_ptr<OutputRelay> output,
-             sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready);
+             sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready,
+             std::unique_ptr<FileBroker> broker);
   void watch();
 
   const ipc::MountSpec spec_;
@@ -118,6 +120,8 @@ class Supervisor {
   std::mutex ipc_mutex_;  // one request/reply on the IPC socket at a time
   UniqueFd ipc_;
   int unanswered_status_ = 0;  // replies still due after a timed-out Status
+  // Opens, as the mount's user, what the worker may not (file_broker.h); ends with the worker.
+  std::unique_ptr<FileBroker> broker_;
 
   std::atomic<bool> alive_{true};
   std::atomic<bool> stopping_{false};

@@ -27,13 +27,18 @@ struct WorkerIdentity {
 // `named_paths` are the source the user named (a directory, a repository's own .git), never
 // what the repository's files name (gitdir, commondir, alternates): a repository does not
 // choose who serves it. Those go to require_readable_by_worker.
+// `whole_tree`: every file and directory below each path must be readable by others too, not
+// only the path itself (a git directory, whose files libgit2 opens inside the worker and no
+// file broker can stand in for); a directory source's private files go through the broker.
 [[nodiscard]] WorkerIdentity choose_worker_identity(uid_t mount_uid, gid_t mount_gid,
                                                     const std::vector<std::string>& named_paths,
-                                                    bool allow_subordinate, bool writable = false);
+                                                    bool allow_subordinate, bool writable = false,
+                                                    bool whole_tree = false);
 
 // Refuses (EACCES) a path the repository's files chose that a subordinate worker could not
 // read: the mount fails, naming it, instead of the worker running as the caller.
 void require_readable_by_worker(const WorkerIdentity& worker,
-                                const std::vector<std::string>& chosen_paths);
+                                const std::vector<std::string>& chosen_paths,
+                                bool whole_tree = false);
 
 }  // namespace heddle::launcher
