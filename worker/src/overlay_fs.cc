@@ -1147,7 +1147,8 @@ void OverlayFs::relink_nodes(const std::vector<TreeChange>& changes, bool droppe
   std::vector<std::string> gone;
   std::vector<std::string> added;
   for (const TreeChange& change : changes) {
-    if (change.kind == TreeChange::Kind::kRemoved || change.kind == TreeChange::Kind::kReplaced) {
+    if (change.kind == TreeChange::Kind::kRemoved || change.kind == TreeChange::Kind::kReplaced ||
+        change.kind == TreeChange::Kind::kModified) {
       gone.push_back(overlay_path(change.path));
     }
     if (change.kind == TreeChange::Kind::kAdded || change.kind == TreeChange::Kind::kReplaced) {
@@ -1259,12 +1260,6 @@ RetargetOutcome OverlayFs::retarget(const std::string& commit, bool drop_overlay
       // What the overlay holds wins. After a capture only files still open for writing are
       // left, with the commit's content: no conflict.
       if (!drop_overlay) out.conflicts.push_back(change.path);
-      continue;
-    }
-    if (change.kind == TreeChange::Kind::kModified) {
-      if (const auto it = by_path.find(path); it != by_path.end()) {
-        out.notes.push_back(KernelNote{0, {}, it->second});
-      }
       continue;
     }
     const auto [dir, name] = split_path(path);
