@@ -323,6 +323,8 @@ TEST_F(RetargetWorkerTest, FollowingKeepsTheOverlayOnTopAndListsConflicts) {
   write_file(mp / "change.txt", "mine\n");
   write_file(mp / "dir" / "own.txt", "own\n");
   ASSERT_EQ(names_in(mp / "dir"), (std::set<std::string>{"a.txt", "own.txt"}));
+  // Deleted on both sides: the same result, no conflict.
+  ASSERT_EQ(::unlink((mp / "gone.txt").c_str()), 0);
 
   worker->send(ipc::Retarget{second_, false});
   const auto done = expect_reply<ipc::Retargeted>(*worker);
