@@ -342,5 +342,43 @@ TEST_F(RetargetWorkerTest, FollowingKeepsTheOverlayOnTopAndListsConflicts) {
   EXPECT_EQ(status["conflicts"], nlohmann::ordered_json::array({"change.txt"}));
 }
 
+TEST_F(RetargetWorkerTest, ReadersRacingRetargetsSeeOneCommitOrTheOther) {
+  auto worker = start(true);
+  const fs::path mp = worker->mountpoint();
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 3; ++r) {
+    readers.emplace_back([&] {
+      while (!stop.load()) {
+        try {
+          const std::string keep = read_file(mp / "keep.txt");
+          if (keep != "unchanged\n") bad.fetch_add(1);
+          const std::string change = read_file(mp / "change.txt");
+          if (change != "old\n" && change != "new content, longer\n") bad.fetch_add(1);
+          const auto names = names_in(mp / "dir");
+          if (!names.contains("a.txt")) bad.fetch_add(1);
+        } catch (const Error& e) {
+          // A name listed a moment ago may be gone by the time it is opened: nothing else.
+          if (e.code() != ENOENT) bad.fetch_add(1);
+        } catch (const fs::filesystem_error& e) {
+          if (e.code().value() != ENOENT) bad.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (int i = 0; i < 20; ++i) {
+    worker->send(ipc::Retarget{i % 2 == 0 ? second_ : first_, false});
+    (void)expect_reply<ipc::Retargeted>(*worker);
+    write_file(mp / "scratch.txt", std::to_string(i));  // a writer, through the gate
+  }
+  stop = true;
+  for (auto& reader : readers) reader.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(status_of(*worker)["retargets"], 20u);
+  EXPECT_EQ(read_file(mp / "change.txt"), "old\n");
+  EXPECT_EQ(read_file(mp / "scratch.txt"), "19");
+}
+
 }  // namespace
 }  // namespace heddle::test
