@@ -10,7 +10,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-enum class FieldType { kCounter, kBool, kObjectId, kObjectIdOrNull };
+enum class FieldType { kCounter, kBool, kObjectId, kObjectIdOrNull, kStringArray };
 
 struct KnownField {
   std::string_view name;
@@ -45,6 +45,12 @@ constexpr KnownField kWorkerFields[] = {
     {"lfs_missing", FieldType::kCounter},
     {"filter_drivers_not_run", FieldType::kCounter},
     {"conversions_too_big", FieldType::kCounter},
+    // Capture and follow (issue 15).
+    {"retargets", FieldType::kCounter},
+    {"conflicts", FieldType::kStringArray},
+    {"conflict_count", FieldType::kCounter},
+    {"frozen", FieldType::kBool},
+    {"writes_held", FieldType::kCounter},
 };
 
 // Sent by the worker too, but the supervisor knows better and fills them (supervision.cc).
@@ -74,6 +80,9 @@ bool has_type(const Json& value, FieldType type) {
       return is_object_id(value);
     case FieldType::kObjectIdOrNull:
       return value.is_null() || is_object_id(value);
+    case FieldType::kStringArray:
+      return value.is_array() &&
+             std::all_of(value.begin(), value.end(), [](const Json& item) { return item.is_string(); });
   }
   return false;
 }
@@ -88,6 +97,8 @@ const char* expected(FieldType type) {
       return "an object id";
     case FieldType::kObjectIdOrNull:
       return "an object id or null";
+    case FieldType::kStringArray:
+      return "an array of strings";
   }
   return "?";
 }

@@ -80,6 +80,18 @@ CheckoutFilter::CheckoutFilter(git_repository* repo, const std::optional<git_oid
   repo_ = std::move(attributes_repo);
 }
 
+void CheckoutFilter::set_commit(const git_oid& commit) {
+  const std::lock_guard lock(mutex_);
+  commit_ = commit;
+}
+
+std::string CheckoutFilter::commit_hex() {
+  const std::lock_guard lock(mutex_);
+  char hex[GIT_OID_HEXSZ + 1] = {};
+  git_oid_tostr(hex, sizeof hex, &commit_);
+  return hex;
+}
+
 git_filter_options CheckoutFilter::filter_options() const {
   git_filter_options options = GIT_FILTER_OPTIONS_INIT;
   options.flags = GIT_FILTER_NO_SYSTEM_ATTRIBUTES | GIT_FILTER_ATTRIBUTES_FROM_COMMIT;

@@ -39,6 +39,10 @@ class CheckoutFilter {
   // The attributes of `path` (no blob is read). 0 or EIO.
   [[nodiscard]] int plan(const std::string& path, Plan& out);
 
+  // The commit whose attributes apply from now on (a retarget); hex, for cache keys.
+  void set_commit(const git_oid& commit);
+  [[nodiscard]] std::string commit_hex();
+
   // `blob` as checkout writes it at `path`; `changed` is false when that is the blob as stored.
   // Reads the blob whole. 0 or EIO.
   [[nodiscard]] int convert(const std::string& path, const git_oid& blob, std::string& out,
