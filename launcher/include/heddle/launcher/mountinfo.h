@@ -35,7 +35,9 @@ struct MountEntry {
 // `fusermount3 -u` of it fail with EBUSY, so nothing of ours keeps one open for long.
 struct MountIdentity {
   int id = 0;                // mountinfo's id; reused once the mount is freed
-  std::uint64_t unique = 0;  // statx's STATX_MNT_ID_UNIQUE (Linux 6.8), never reused; 0: unknown
+  // statx's STATX_MNT_ID_UNIQUE (Linux 6.8), never reused; 0: unknown (an older kernel, or
+  // a FUSE mount of another user, whose server refuses such a statx)
+  std::uint64_t unique = 0;
   unsigned major = 0;        // its superblock's device (for FUSE, the connection)
   unsigned minor = 0;
   bool operator==(const MountIdentity&) const = default;
