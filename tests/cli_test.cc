@@ -596,5 +596,100 @@ TEST_F(CliTest, LogsOfMountsThatEndedLongAgoAreRemovedWhenASupervisorStarts) {
   (void)live;
 }
 
+// Issue 18: a mount removed from outside ends its supervisor, guard and worker within 2 s, as
+// it would with `unmount`: no process, no control socket, not in `list`, and the mountpoint
+// takes a new mount at once. Every way a user (fusermount3) or root (umount too) has, and
+// the lazy ones with a reader holding a file open, whose FUSE connection would otherwise
+// keep the worker serving: that file then fails (ENOTCONN or EIO), the mount being gone.
+struct OutsideUnmount {
+  std::string name;
+  std::vector<std::string> argv;  // the mountpoint is appended
+  bool reader = false;            // a file in the mount is held open across it
+};
+
+std::vector<OutsideUnmount> outside_unmounts() {
+  std::vector<OutsideUnmount> ways = {
+      {"fusermount3 -u", {"/usr/bin/fusermount3", "-u", "--"}},
+      {"fusermount3 -u -z", {"/usr/bin/fusermount3", "-u", "-z", "--"}},
+      {"fusermount3 -u -z with a reader", {"/usr/bin/fusermount3", "-u", "-z", "--"}, true},
+  };
+  if (running_as_root()) {  // umount(8) of a FUSE mount is root's alone
+    ways.push_back({"umount", {"/usr/bin/umount", "--"}});
+    ways.push_back({"umount -l with a reader", {"/usr/bin/umount", "-l", "--"}, true});
+  }
+  return ways;
+}
+
+std::size_t count_of(const std::string& text, const std::string& part) {
+  std::size_t count = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++count;
+  return count;
+}
+
+TEST_F(CliTest, AMountRemovedFromOutsideEndsItsProcessesAndSocket) {
+  const std::string socket_path = launcher::control_socket_path(dirs_, mp());
+  const fs::path log = launcher::supervisor_log_path(dirs_, mp());
+  const auto listed = [&] {
+    const CommandResult list = launcher({"list", "--json"});
+    EXPECT_EQ(list.exit_code, 0) << list.err;
+    for (const Json& entry : Json::parse(list.out)) {
+      if (entry.value("mountpoint", "") == mp()) return true;
+    }
+    return false;
+  };
+  for (const OutsideUnmount& way : outside_unmounts()) {
+    SCOPED_TRACE(way.name);
+    std::error_code ec;
+    fs::remove(log, ec);  // this mount's lines only
+    mount_background();
+    const CommandResult status = launcher({"status", mp(), "--json"});
+    ASSERT_EQ(status.exit_code, 0) << status.err;
+    const Json before = Json::parse(status.out);
+    const std::map<std::string, pid_t> ours = {
+        {"worker", before["pid"].get<pid_t>()},
+        {"supervisor", before["supervisor_pid"].get<pid_t>()},
+        {"guard", before["guard_pid"].get<pid_t>()}};
+    ASSERT_EQ(ours.at("supervisor"), supervisor_pid_);
+    ASSERT_TRUE(listed());
+    UniqueFd reader;
+    if (way.reader) {
+      reader.reset(::open((tree_->mountpoint() / "a.txt").c_str(), O_RDONLY | O_CLOEXEC));
+      ASSERT_TRUE(reader) << std::strerror(errno);  // never read: no page of it is cached
+    }
+
+    std::vector<std::string> argv = way.argv;
+    argv.push_back(mp());
+    const CommandResult removed = run_command(argv, 10s);
+    ASSERT_EQ(removed.exit_code, 0) << removed.out << removed.err;
+    EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+    const auto start = std::chrono::steady_clock::now();
+    for (const auto& [what, pid] : ours) {
+      EXPECT_TRUE(eventually([&] { return process_gone(pid); }, 2s)) << what << " " << pid;
+    }
+    EXPECT_TRUE(eventually([&] { return !fs::exists(socket_path); }, 2s)) << socket_path;
+    EXPECT_LE(std::chrono::steady_clock::now() - start, 2s);
+    EXPECT_FALSE(listed());
+    if (reader) {
+      char byte = 0;
+      EXPECT_EQ(::pread(reader.get(), &byte, 1, 0), -1);
+      EXPECT_TRUE(errno == ENOTCONN || errno == EIO) << std::strerror(errno);
+      reader.reset();
+    }
+    const std::string ended = slurp(log);
+    EXPECT_EQ(count_of(ended, "unmounted from outside"), 1u) << ended;
+    EXPECT_EQ(ended.find("[error]"), std::string::npos) << ended;
+
+    // At once, the same mountpoint again; and `unmount` of it is no "from outside".
+    mount_background();
+    EXPECT_EQ(slurp(tree_->mountpoint() / "a.txt"), "alpha\n");
+    const CommandResult unmount = launcher({"unmount", mp()});
+    EXPECT_EQ(unmount.exit_code, 0) << unmount.err;
+    EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
+    EXPECT_EQ(count_of(slurp(log), "unmounted from outside"), 1u) << slurp(log);
+  }
+  std::error_code ec;
+  fs::remove(log, ec);
+}
+
 }  // namespace
 }  // namespace heddle::test

@@ -30,6 +30,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "heddle/launcher/control_socket.h"
 #include "support/child_process.h"
 #include "support/test_support.h"
 #include "support/tree_snapshot.h"
@@ -1200,6 +1201,52 @@ TEST_F(DropinTest, WritesSurviveStopAndRespawn) {
   ASSERT_TRUE(write_all(third.sock.get(), reference_frame("Stop")));
   ASSERT_TRUE(third.exited_within(15s));
   EXPECT_TRUE(third.exited_zero()) << third.status_text();
+  expect_all_gone(mountpoint_);
+}
+
+// Issue 18: the mount removed from outside (`umount` as root, `fusermount3 -u` as a user).
+// heddle's own worker, its session over, sends nothing more and exits 0: so does the
+// launcher, within 2 s, leaving no process, mount or control socket, and heddle can spawn
+// a worker at that mountpoint again at once.
+TEST_F(DropinTest, AMountRemovedFromOutsideEndsAsHeddlesOwnWorkerDoes) {
+  Launch& launch = spawn(worker_args("main", mp()));
+  ASSERT_NO_FATAL_FAILURE(expect_mount_ready(launch, mp()));
+  ASSERT_NO_FATAL_FAILURE(expect_status_ok(launch, mp()));
+  const auto tree = descendants_of(launch.pid);
+  const std::string socket_path = launcher::control_socket_path(launcher::UserDirs::read(), mp());
+  ASSERT_TRUE(fs::exists(socket_path)) << socket_path;
+  const std::vector<std::string> argv =
+      running_as_root() ? std::vector<std::string>{"/usr/bin/umount", "--", mp()}
+                        : std::vector<std::string>{"/usr/bin/fusermount3", "-u", "--", mp()};
+  const CommandResult removed = run_command(argv, 10s);
+  ASSERT_EQ(removed.exit_code, 0) << removed.out << removed.err;
+  const auto start = Clock::now();
+  ASSERT_TRUE(launch.exited_within(2s)) << "still running 2 s later\n" << launch.output();
+  std::cout << "[timing] unmounted from outside -> exit " << ms_since(start) << " ms\n";
+  EXPECT_TRUE(launch.exited_zero()) << launch.status_text() << "\n" << launch.output();
+  for (const auto& [pid, what] : tree) {
+    EXPECT_TRUE(eventually([&] { return process_gone(pid); }, 2s)) << pid << " (" << what << ")";
+  }
+  const RawFrame after = read_raw_frame(launch.sock.get(), Clock::now() + kSettle);
+  EXPECT_EQ(after.end, End::kEof) << "expected no frame, then EOF: " << after.describe();
+  EXPECT_FALSE(fs::exists(socket_path));
+  const std::string err = launch.err();
+  std::size_t lines = 0;
+  for (auto at = err.find("unmounted from outside"); at != std::string::npos;
+       at = err.find("unmounted from outside", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << err;
+  expect_all_gone(mountpoint_, tree);
+  launch.sock.reset();
+
+  Launch& again = spawn(worker_args("main", mp()));
+  ASSERT_NO_FATAL_FAILURE(expect_mount_ready(again, mp()));
+  EXPECT_EQ(in_mount({"/bin/cat", mp() + "/a.txt"}).out, "alpha two\n");
+  ASSERT_TRUE(write_all(again.sock.get(), reference_frame("Stop")));
+  ASSERT_TRUE(again.exited_within(15s));
+  EXPECT_TRUE(again.exited_zero()) << again.status_text();
+  EXPECT_EQ(again.err().find("from outside"), std::string::npos) << again.err();
   expect_all_gone(mountpoint_);
 }
 

@@ -96,3 +96,24 @@ TEST(Mountinfo, AMissingFileIsAnError) {
 }
 
 }  // namespace
+
+namespace {
+
+// A mount is named by its id and its device together: either alone may be another mount's
+// once the first is gone (both are handed out lowest-free).
+TEST(Mountinfo, FindMountNeedsTheIdAndTheDevice) {
+  using heddle::launcher::find_mount;
+  using heddle::launcher::MountIdentity;
+  const std::vector<MountEntry> mounts = parse(
+      "22 1 0:21 / /proc rw - proc proc rw\n"
+      "80 22 0:45 / /home/a/mnt rw - fuse.heddle heddle rw\n"
+      "81 22 0:46 / /home/a/other rw - fuse.heddle heddle rw\n");
+  const auto found = find_mount(MountIdentity{80, 7, 0, 45}, mounts);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->mount_point, "/home/a/mnt");
+  EXPECT_FALSE(find_mount(MountIdentity{80, 7, 0, 46}, mounts).has_value()) << "another device";
+  EXPECT_FALSE(find_mount(MountIdentity{81, 7, 0, 45}, mounts).has_value()) << "another id";
+  EXPECT_FALSE(find_mount(MountIdentity{90, 7, 0, 47}, mounts).has_value()) << "detached";
+}
+
+}  // namespace

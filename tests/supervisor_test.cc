@@ -1,5 +1,6 @@
 // The Supervisor end to end: real sandboxed workers, real mounts, real kernels.
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -16,6 +17,7 @@
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/mountpoint.h"
 #include "heddle/launcher/supervisor.h"
+#include "heddle/process.h"
 #include "support/test_support.h"
 
 namespace heddle::test {
@@ -165,6 +167,39 @@ TEST_F(SupervisorTest, UnmountStopsCleanlyRemovesTheMountAndIsIdempotent) {
   EXPECT_THROW((void)supervisor->status(), Error);
 }
 
+// Its own unmount removes the mount too: never taken for one from outside.
+TEST_F(SupervisorTest, ItsOwnUnmountIsNotAnUnmountFromOutside) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  supervisor->unmount();
+  EXPECT_FALSE(supervisor->unmounted_from_outside());
+  EXPECT_EQ(supervisor->exit_cause().find("outside"), std::string::npos) << supervisor->exit_cause();
+}
+
+// Issue 18: `fusermount3 -u -z` while a reader holds a file open detaches the mount but keeps
+// its FUSE connection, so the worker's session goes on: the supervisor notices the detach
+// itself, ends the worker (the reader's file then fails) and says so through ended_fd().
+TEST_F(SupervisorTest, AMountDetachedFromOutsideWithAFileOpenEndsTheWorker) {
+  auto supervisor = Supervisor::spawn(request(), fast_options());
+  const pid_t worker = supervisor->pid();
+  const UniqueFd reader(::open((tree_->mountpoint() / "hello.txt").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(reader) << std::strerror(errno);
+  const ProcessResult removed =
+      run_process({"/usr/bin/fusermount3", "-u", "-z", "--", tree_->mountpoint().string()}, {}, 10s);
+  ASSERT_EQ(removed.exit_code, 0) << removed.out << removed.err;
+  pollfd ended{supervisor->ended_fd(), POLLIN, 0};
+  ASSERT_EQ(::poll(&ended, 1, 2000), 1) << "the supervisor did not notice within 2 s";
+  EXPECT_TRUE(supervisor->unmounted_from_outside());
+  EXPECT_FALSE(supervisor->is_alive());
+  EXPECT_NE(supervisor->exit_cause().find("unmounted from outside"), std::string::npos)
+      << supervisor->exit_cause();
+  EXPECT_NE(::kill(worker, 0), 0) << "worker " << worker << " still exists";
+  char byte = 0;
+  EXPECT_EQ(::pread(reader.get(), &byte, 1, 0), -1);
+  EXPECT_TRUE(errno == ENOTCONN || errno == EIO) << std::strerror(errno);
+  EXPECT_NO_THROW(supervisor->unmount());
+  EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+}
+
 TEST_F(SupervisorTest, DestructionUnmounts) {
   Supervisor::spawn(request(), fast_options()).reset();
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
@@ -211,6 +246,7 @@ TEST_F(SupervisorTest, SigkillOfTheWorkerIsObservedTheMountGoesAndReadersGetErro
 
   ASSERT_TRUE(supervisor->exit_status().has_value());
   EXPECT_EQ(supervisor->exit_status()->signal, SIGKILL);
+  EXPECT_FALSE(supervisor->unmounted_from_outside()) << "the mount was still there";
   EXPECT_NO_THROW(supervisor->unmount());
 }
 

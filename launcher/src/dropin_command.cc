@@ -113,8 +113,14 @@ int dropin_command(const DropInArgs& args, const LauncherEnvironment& env) {
       throw_errno("poll");
     }
     if (fds[2].revents != 0) {
-      spdlog::error("the mount at {} ended: {}", args.mountpoint, supervisor->exit_cause());
-      failed = true;
+      if (supervisor->unmounted_from_outside()) {
+        // As heddle's own worker does once its session is over: no frame, the socket
+        // closes, exit 0.
+        spdlog::info("{} was unmounted from outside; exiting", args.mountpoint);
+      } else {
+        spdlog::error("the mount at {} ended: {}", args.mountpoint, supervisor->exit_cause());
+        failed = true;
+      }
       done = true;
     } else if (fds[1].revents != 0) {
       spdlog::info("signal {} received; unmounting {}", signals.take(), args.mountpoint);

@@ -104,7 +104,13 @@ void FuseMount::mount_directly(const FuseMountOptions& options, int target) {
                    MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) != 0) {
     fail("mount FUSE");
   }
-  mount_fd_ = std::move(mount);  // no path is looked up again
+  try {
+    identity_ = mount_identity_of(mount.get());  // no path is looked up again
+  } catch (const Error&) {
+    ::umount2(fd_path(mount.get()).c_str(), MNT_DETACH);
+    device_.reset();
+    throw;
+  }
 }
 
 void FuseMount::mount_legacy(const FuseMountOptions& options, int target) {
@@ -124,14 +130,14 @@ void FuseMount::mount_legacy(const FuseMountOptions& options, int target) {
 }
 
 void FuseMount::hold_new_mount(int parent_fd) {
-  mount_fd_.reset(::open(mountpoint_.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  const UniqueFd held(::open(mountpoint_.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   const auto entry = top_mount_at(mountpoint_);
-  const bool found = mount_fd_ && entry && entry->fstype == kFuseType &&
-                     mount_id_of(mount_fd_.get()) == entry->id &&
+  const bool found = held && entry && entry->fstype == kFuseType &&
+                     mount_id_of(held.get()) == entry->id &&
                      (parent_fd < 0 || entry->parent_id == mount_id_of(parent_fd));
+  if (found) identity_ = mount_identity_of(held.get());
   if (!found) {
     device_.reset();
-    mount_fd_.reset();
     released_ = true;
     throw Error("find the new mount of " + mountpoint_ + " in /proc/self/mountinfo", ENOENT,
                 "the mountpoint must be given as a canonical path");
@@ -184,15 +190,18 @@ bool FuseMount::release() noexcept {
   released_ = true;
   device_.reset();
   try {
-    const bool detached = detach_mount(mount_fd_.get());
-    mount_fd_.reset();
+    const bool detached = detach_mount(identity_);
     if (detached) spdlog::debug("unmounted {}", mountpoint_);
     return detached;  // false: already gone, or covered (not ours to remove)
   } catch (const std::exception& e) {
     spdlog::warn("unmount {}: {}", mountpoint_, e.what());
-    mount_fd_.reset();
     return false;
   }
+}
+
+bool detach_mount(const MountIdentity& mount) {
+  const UniqueFd held = open_mount(mount);
+  return held && detach_mount(held.get());
 }
 
 bool detach_mount(int mount_fd) {

@@ -2,7 +2,8 @@
 // supervisor is gone. Started by the
 // supervisor with one end of a socketpair; it reads until 'D' (disarmed: the supervisor
 // releases the mount itself) or EOF (the supervisor died, perhaps by SIGKILL). Then it
-// detaches the supervisor's mount, the one the fd it was given holds, wherever it now is:
+// detaches the supervisor's mount, the one its identity names (never an fd on it, which would
+// make a `umount` from outside fail with EBUSY), wherever it now is:
 // umount2 when privileged, fusermount3 -u -z otherwise; and removes the control socket unless
 // a new supervisor has taken the mountpoint meanwhile. Single-threaded, and in its own
 // session, so neither the supervisor's death nor a terminal's signals reach it.
@@ -25,33 +26,48 @@ namespace {
 struct GuardArgs {
   int fd = -1;
   std::string mountpoint;
-  int mount_fd = -1;
+  heddle::launcher::MountIdentity mount;
   std::string supervisor = "?";
 };
 
-bool parse_unsigned(std::string_view text, unsigned& out) {
+template <typename Number>
+bool parse_unsigned(std::string_view text, Number& out) {
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
   return ec == std::errc() && end == text.data() + text.size();
+}
+
+bool parse_device(std::string_view text, unsigned& major, unsigned& minor) {
+  const auto colon = text.find(':');
+  return colon != std::string_view::npos && parse_unsigned(text.substr(0, colon), major) &&
+         parse_unsigned(text.substr(colon + 1), minor);
 }
 
 bool parse(int argc, char** argv, GuardArgs& args) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string_view flag = argv[i];
     const std::string_view value = argv[i + 1];
-    unsigned fd = 0;
-    if (flag == "--fd" && parse_unsigned(value, fd)) {
-      args.fd = static_cast<int>(fd);
+    unsigned number = 0;
+    bool ok = true;
+    if (flag == "--fd") {
+      ok = parse_unsigned(value, number);
+      args.fd = static_cast<int>(number);
     } else if (flag == "--mountpoint") {
       args.mountpoint = value;
-    } else if (flag == "--mount-fd" && parse_unsigned(value, fd)) {
-      args.mount_fd = static_cast<int>(fd);
+    } else if (flag == "--mount-id") {
+      ok = parse_unsigned(value, number) && number > 0;
+      args.mount.id = static_cast<int>(number);
+    } else if (flag == "--mount-unique") {
+      ok = parse_unsigned(value, args.mount.unique);
+    } else if (flag == "--mount-dev") {
+      ok = parse_device(value, args.mount.major, args.mount.minor);
     } else if (flag == "--supervisor-pid") {
       args.supervisor = value;
     } else {
-      return false;
+      ok = false;
     }
+    if (!ok) return false;
   }
-  return args.fd >= 0 && !args.mountpoint.empty() && args.mount_fd >= 0;
+  return args.fd >= 0 && !args.mountpoint.empty() && args.mount.id > 0;
 }
 
 // Escaped: the mountpoint is in most lines, and stderr may be the journal.
@@ -67,7 +83,8 @@ int main(int argc, char** argv) {
   const heddle::launcher::UserDirs dirs = heddle::launcher::UserDirs::read();
   if (!parse(argc, argv, args)) {
     std::fprintf(stderr,
-                 "usage: heddle-fuse-guard --fd N --mountpoint MP --mount-fd M "
+                 "usage: heddle-fuse-guard --fd N --mountpoint MP --mount-id ID --mount-unique U "
+                 "--mount-dev MAJ:MIN "
                  "[--supervisor-pid PID]\n(started by heddle-fuse-launcher; not meant to be run "
                  "by hand)\n");
     return 2;
@@ -92,7 +109,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception&) {
   }
   try {
-    if (!heddle::launcher::detach_mount(args.mount_fd)) return 0;
+    if (!heddle::launcher::detach_mount(args.mount)) return 0;
     say("supervisor " + args.supervisor + " is gone; removed its mount at " + args.mountpoint);
     return 0;
   } catch (const std::exception& e) {

@@ -60,6 +60,11 @@ int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& sign
     }
     if (fds[2].revents != 0) {
       supervisor.unmount();
+      if (supervisor.unmounted_from_outside()) {
+        // The user removed the mount: nothing failed, and nothing of it is left to serve.
+        spdlog::info("{} was unmounted from outside; exiting", supervisor.spec().mountpoint);
+        return 0;
+      }
       spdlog::error("the mount at {} ended: {}; mount removed", supervisor.spec().mountpoint,
                     supervisor.exit_cause());
       return 1;

@@ -36,7 +36,8 @@ std::string describe(const siginfo_t& info) {
 }  // namespace
 
 std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
-                                              const std::string& mountpoint, int mount_fd) {
+                                              const std::string& mountpoint,
+                                              const MountIdentity& mount) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     throw_errno("socketpair for the mount guard");
@@ -46,10 +47,12 @@ std::unique_ptr<MountGuard> MountGuard::start(const std::string& binary,
   // It lives as long as the mount; await_armed and disarm bound its start and its end.
   ProcessOptions options;
   options.output = ProcessOptions::Output::kInherit;
-  options.fds = {{theirs.get(), theirs.get()}, {mount_fd, mount_fd}};
+  options.fds = {{theirs.get(), theirs.get()}};
   const pid_t pid =
       Process({binary, "--fd", std::to_string(theirs.get()), "--mountpoint", mountpoint,
-               "--mount-fd", std::to_string(mount_fd),
+               "--mount-id", std::to_string(mount.id), "--mount-unique",
+               std::to_string(mount.unique), "--mount-dev",
+               std::to_string(mount.major) + ":" + std::to_string(mount.minor),
                "--supervisor-pid", std::to_string(::getpid())},
               options)
           .release();

@@ -96,6 +96,61 @@ int mount_id_of(int fd) {
   return static_cast<int>(st.stx_mnt_id);
 }
 
+namespace {
+
+// Linux 6.8's uapi value; Debian 12's headers predate it.
+constexpr unsigned kStatxMntIdUnique = 0x4000U;
+
+}  // namespace
+
+MountIdentity mount_identity_of(int fd) {
+  MountIdentity identity;
+  struct statx st {};
+  // An empty mask first: the id and the device, whoever owns the mount (see mount_id_of).
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, 0, &st) != 0) {
+    throw_errno("statx (mount id)");
+  }
+  if ((st.stx_mask & STATX_MNT_ID) == 0) throw Error("statx gave no mount id", ENOTSUP);
+  identity.id = static_cast<int>(st.stx_mnt_id);
+  identity.major = st.stx_dev_major;
+  identity.minor = st.stx_dev_minor;
+  // The unique id where it can be had: FUSE refuses any non-empty mask (EACCES) to a caller
+  // that is not the mount's user, as root is for a user's mount without allow_other. Then,
+  // as before Linux 6.8, the id and the device name it.
+  if (::statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, kStatxMntIdUnique, &st) == 0 &&
+      (st.stx_mask & kStatxMntIdUnique) != 0) {
+    identity.unique = st.stx_mnt_id;
+  }
+  return identity;
+}
+
+std::optional<MountEntry> find_mount(const MountIdentity& mount,
+                                     const std::vector<MountEntry>& mounts) {
+  for (const MountEntry& entry : mounts) {
+    if (entry.id == mount.id && entry.major == mount.major && entry.minor == mount.minor) {
+      return entry;
+    }
+  }
+  return std::nullopt;
+}
+
+UniqueFd open_mount(const MountIdentity& mount) {
+  const std::optional<MountEntry> entry = find_mount(mount, read_mountinfo());
+  if (!entry) return {};
+  UniqueFd fd(::open(entry->mount_point.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return {};
+  try {
+    const MountIdentity found = mount_identity_of(fd.get());
+    const bool same = found.id == mount.id && found.major == mount.major &&
+                      found.minor == mount.minor &&
+                      (mount.unique == 0 || found.unique == 0 || found.unique == mount.unique);
+    if (!same) return {};
+  } catch (const Error&) {
+    return {};
+  }
+  return fd;
+}
+
 std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 }  // namespace heddle::launcher

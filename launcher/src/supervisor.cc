@@ -179,7 +179,7 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
                        spec.gid, spec.allow_other, spec.writable()});
   mountpoint.reset();
   // From here until release, a SIGKILLed supervisor's mount is removed by the guard.
-  auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->mount_fd());
+  auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->identity());
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
   BrokerSockets broker_sockets = make_broker_sockets();
@@ -249,6 +249,7 @@ Supervisor::Supervisor(ipc::MountSpec spec, SupervisorOptions options,
   try {
     ended_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!ended_) throw_errno("eventfd");
+    mount_watch_ = std::make_unique<MountWatch>(mount_->identity());
     watcher_ = std::thread([this] { watch(); });
   } catch (...) {
     // A worker nobody watches would leave its mount behind: kill, reap, unmount.
@@ -268,14 +269,38 @@ Supervisor::~Supervisor() {
   }
 }
 
-void Supervisor::watch() {
-  // Whichever ends first: the worker, or the guard. Without the guard nothing would remove
-  // the mount should this process die, so its loss ends the mount too.
-  pollfd ends[2] = {{process_.pidfd(), POLLIN, 0}, {guard_->pidfd(), POLLIN, 0}};
-  while (::poll(ends, 2, -1) < 0 && errno == EINTR) {
+bool Supervisor::await_end() {
+  // Whichever ends first: the worker, the guard, or the mount's place in this namespace.
+  // Without the guard nothing would remove the mount should this process die, so its loss
+  // ends the mount too. Checked once before waiting: a change before the watch opened
+  // mountinfo wakes nothing.
+  pollfd ends[3] = {{process_.pidfd(), POLLIN, 0},
+                    {guard_->pidfd(), POLLIN, 0},
+                    {mount_watch_->fd(), POLLPRI, 0}};
+  bool changed = true;
+  for (;;) {
+    // Our own unmount comes only once the worker has exited, and after stopping_: never
+    // mistaken for one from outside.
+    if (changed && !stopping_.load() && !mount_watch_->attached()) return true;
+    const int polled = ::poll(ends, 3, -1);
+    if (polled < 0 && errno == EINTR) continue;
+    if (polled < 0 || ends[0].revents != 0 || ends[1].revents != 0) return false;
+    changed = ends[2].revents != 0;
   }
-  const bool guard_lost = ends[0].revents == 0 && !stopping_.load();
-  if (guard_lost) {
+}
+
+void Supervisor::watch() {
+  bool detached = await_end();
+  const bool guard_lost = !detached && !process_.wait_for_exit(milliseconds(0)) &&
+                          !stopping_.load();
+  if (detached) {
+    // Its FUSE connection may live on (`umount -l` with a file still open), and the worker
+    // with it, serving nothing anyone can reach: end it as unmount() would.
+    spdlog::debug("the mount at {} was removed from outside; stopping worker {}",
+                  spec_.mountpoint, process_.pid());
+    process_.signal(SIGTERM);
+    if (!process_.wait_for_exit(options_.stop_grace)) process_.signal(SIGKILL);
+  } else if (guard_lost) {
     const std::string how = guard_->disarm();
     {
       std::lock_guard lock(exit_mutex_);
@@ -296,8 +321,12 @@ void Supervisor::watch() {
     std::lock_guard lock(exit_mutex_);
     exit_status_ = status;
   }
+  // A worker whose FUSE session ended because the mount was removed exits on its own, often
+  // before mountinfo's change is read; its mount, gone, says why.
+  if (!detached && !guard_lost && !stopping_.load()) detached = !mount_watch_->attached();
+  from_outside_.store(detached, std::memory_order_release);
   alive_.store(false, std::memory_order_release);
-  if (stopping_.load() || guard_lost) {
+  if (stopping_.load() || guard_lost || detached) {
     spdlog::debug("worker {} for {} exited: {}", process_.pid(), spec_.mountpoint,
                   status.describe());
   } else {
@@ -319,6 +348,7 @@ std::optional<sandbox::ExitStatus> Supervisor::exit_status() const {
 
 std::string Supervisor::exit_cause() const {
   std::lock_guard lock(exit_mutex_);
+  if (unmounted_from_outside()) return "it was unmounted from outside";
   if (!guard_lost_.empty()) {
     return "its mount guard " + std::to_string(guard_->pid()) + " ended (" + guard_lost_ + ")";
   }

@@ -54,7 +54,7 @@ FuseSession::~FuseSession() {
   if (session_ != nullptr) fuse_session_destroy(session_);
 }
 
-void FuseSession::start(unsigned max_idle_threads) {
+void FuseSession::start(unsigned max_idle_threads, std::function<void(bool closed)> on_end) {
   fuse_loop_config* config = fuse_loop_cfg_create();
   if (config == nullptr) throw Error("fuse_loop_cfg_create failed", ENOMEM);
   fuse_loop_cfg_set_clone_fd(config, 0);
@@ -63,7 +63,8 @@ void FuseSession::start(unsigned max_idle_threads) {
 
   serving_ = true;
   try {
-    loop_ = std::thread([this, config] { run_loop(config); });
+    loop_ = std::thread(
+        [this, config, on_end = std::move(on_end)] { run_loop(config, on_end); });
   } catch (...) {
     serving_ = false;
     fuse_loop_cfg_destroy(config);
@@ -83,7 +84,7 @@ int FuseSession::invalidate_node(std::uint64_t node) noexcept {
   return rc < 0 ? -rc : 0;
 }
 
-void FuseSession::run_loop(fuse_loop_config* config) {
+void FuseSession::run_loop(fuse_loop_config* config, const std::function<void(bool)>& on_end) {
   const int rc = fuse_session_loop_mt(session_, config);
   fuse_loop_cfg_destroy(config);
   serving_ = false;
@@ -92,6 +93,7 @@ void FuseSession::run_loop(fuse_loop_config* config) {
   } else {
     spdlog::error("FUSE session loop ended with {}", rc);
   }
+  if (on_end) on_end(rc == 0);
 }
 
 }  // namespace heddle::worker

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -31,7 +32,10 @@ class FuseSession {
   ~FuseSession();
 
   // Starts the multi-threaded loop (clone_fd off, at most `max_idle_threads` idle workers).
-  void start(unsigned max_idle_threads);
+  // `on_end`, if given, runs on the loop's thread once the loop has returned: with true when
+  // the kernel ended the connection (the mount was removed, or its connection aborted), false
+  // on an error.
+  void start(unsigned max_idle_threads, std::function<void(bool closed)> on_end = {});
 
   // False once the loop has returned (connection unmounted or aborted).
   [[nodiscard]] bool serving() const noexcept { return serving_.load(); }
@@ -46,7 +50,7 @@ class FuseSession {
   int invalidate_node(std::uint64_t node) noexcept;
 
  private:
-  void run_loop(fuse_loop_config* config);
+  void run_loop(fuse_loop_config* config, const std::function<void(bool)>& on_end);
 
   WriteGate gate_;
   SessionContext context_;

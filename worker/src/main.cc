@@ -4,7 +4,8 @@
 // supervisor's Status/Stop requests.
 //
 // Exit codes: 0 on Stop, IPC EOF or SIGTERM; 1 on a startup or IPC failure; 2 on a usage error
-// (argv, or a bootstrap document that is not a valid one); 101 when
+// (argv, or a bootstrap document that is not a valid one); 3 when the kernel ended the FUSE
+// session (the mount was removed from outside, or its connection aborted); 101 when
 // HEDDLE_FUSE_WORKER_PANIC_ON_INIT is set.
 
 #include <signal.h>
@@ -57,6 +58,7 @@ constexpr std::chrono::seconds kWriteTimeout{5};
 constexpr unsigned kMaxIdleThreads = 10;
 constexpr int kExitPanic = 101;  // what a Rust panic exits with
 constexpr int kExitUsage = 2;
+constexpr int kExitSessionEnded = 3;
 
 // The variables the worker reads, read once in main().
 struct Environment {
@@ -348,7 +350,12 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broke
   std::optional<FuseSession> session;
   try {
     session.emplace(std::move(bootstrap.fuse), *fs, trace_logging());
-    session->start(kMaxIdleThreads);
+    // With its session over a worker has nothing left to serve: it ends, and its supervisor
+    // (which sees whether the mount is gone) ends the rest.
+    session->start(kMaxIdleThreads, [](bool closed) {
+      if (closed) spdlog::info("the FUSE session is over; exiting");
+      exit_now(closed ? kExitSessionEnded : 1);
+    });
   } catch (const std::exception& e) {
     fail_mount(ipc_fd, std::string("cannot serve the FUSE connection: ") + e.what());
   }

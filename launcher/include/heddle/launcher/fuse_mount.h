@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 
+#include "heddle/launcher/mountinfo.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
@@ -38,13 +39,13 @@ class FuseMount {
   [[nodiscard]] UniqueFd take_device();
 
   [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
-  // An fd (O_PATH) on the mount's root, held from its making until release: it names this
-  // mount and no other, wherever it moves, and keeps its id from being reused.
-  [[nodiscard]] int mount_fd() const noexcept { return mount_fd_.get(); }
+  // This mount and no other, wherever it moves. Named, not held: a held fd would make a
+  // plain `umount` or `fusermount3 -u` from outside fail with EBUSY.
+  [[nodiscard]] const MountIdentity& identity() const noexcept { return identity_; }
 
-  // Lazily unmounts this mount (the one mount_fd() holds, wherever it now is), unless it is
-  // gone or something was mounted over it. Idempotent and safe from any thread. Returns true
-  // if it unmounted now.
+  // Lazily unmounts this mount (identity(), wherever it now is), unless it is gone or
+  // something was mounted over it. Idempotent and safe from any thread. Returns true if it
+  // unmounted now.
   bool release() noexcept;
 
  private:
@@ -56,7 +57,7 @@ class FuseMount {
 
   std::string mountpoint_;
   UniqueFd device_;
-  UniqueFd mount_fd_;
+  MountIdentity identity_;
   std::mutex mutex_;
   bool released_ = false;
 };
@@ -72,5 +73,7 @@ UniqueFd mount_through_helper(const std::string& helper, const std::string& moun
 // mountinfo) otherwise. False if it is detached already or something is mounted over it (not
 // ours to remove with it). Throws heddle::Error with the helper's message.
 bool detach_mount(int mount_fd);
+// The same for the mount `mount` names (open_mount), held only while it is detached.
+bool detach_mount(const MountIdentity& mount);
 
 }  // namespace heddle::launcher

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "heddle/launcher/mountinfo.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
@@ -22,12 +23,14 @@ inline constexpr const char* kGuardBinaryEnv = "HEDDLE_FUSE_GUARD_BIN";
 
 class MountGuard {
  public:
-  // Starts the guard for the mount at `mountpoint` whose root `mount_fd` holds (the guard gets
-  // a copy, so it detaches that mount and no other), without waiting for
+  // Starts the guard for the mount at `mountpoint` that `mount` names (the guard detaches that
+  // mount and no other, and holds no fd on it, which would make a `umount` from outside fail
+  // with EBUSY), without waiting for
   // it (its exec overlaps the worker's): it holds its end of the socket from the start, so
   // the supervisor's death is seen even before it is armed. Throws heddle::Error.
   static std::unique_ptr<MountGuard> start(const std::string& binary,
-                                           const std::string& mountpoint, int mount_fd);
+                                           const std::string& mountpoint,
+                                           const MountIdentity& mount);
   // Waits until the guard says it is armed. Throws heddle::Error naming its binary.
   void await_armed();
   MountGuard(const MountGuard&) = delete;

@@ -19,6 +19,7 @@
 #include "heddle/launcher/file_broker.h"
 #include "heddle/launcher/fuse_mount.h"
 #include "heddle/launcher/mount_guard.h"
+#include "heddle/launcher/mount_watch.h"
 #include "heddle/launcher/output_relay.h"
 #include "heddle/launcher/overlay_dir.h"
 #include "heddle/sandbox/sandboxed_process.h"
@@ -96,6 +97,12 @@ class Supervisor {
   [[nodiscard]] std::optional<sandbox::ExitStatus> exit_status() const;
   // Why the mount ended without being asked to: the worker's exit, or the loss of the guard.
   [[nodiscard]] std::string exit_cause() const;
+  // The mount left this namespace without us (`umount`, `fusermount3 -u`, ... from outside),
+  // and the worker was ended for it (or had ended, its FUSE session over). Not an error: the
+  // user removed the mount. Meaningful once ended_fd() is readable.
+  [[nodiscard]] bool unmounted_from_outside() const noexcept {
+    return from_outside_.load(std::memory_order_acquire);
+  }
 
  private:
   Supervisor(ipc::MountSpec spec, SupervisorOptions options,
@@ -104,6 +111,8 @@ class Supervisor {
              sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready,
              std::unique_ptr<FileBroker> broker);
   void watch();
+  // Blocks until the worker or the guard ends (false) or the mount is gone from outside (true).
+  bool await_end();
 
   const ipc::MountSpec spec_;
   const SupervisorOptions options_;
@@ -125,6 +134,8 @@ class Supervisor {
 
   std::atomic<bool> alive_{true};
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> from_outside_{false};
+  std::unique_ptr<MountWatch> mount_watch_;  // the watcher's: did the mount leave without us?
   mutable std::mutex exit_mutex_;
   std::optional<sandbox::ExitStatus> exit_status_;
   std::string guard_lost_;  // how the guard ended, if it died first
