@@ -19,13 +19,6 @@ namespace heddle::bench {
 
 volatile std::sig_atomic_t g_interrupted = 0;
 
-void install_signal_handlers() {
-  struct sigaction action {};
-  action.sa_handler = [](int) { g_interrupted = 1; };
-  for (const int signo : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(signo, &action, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);  // a dead helper must become an EPIPE we unwind from
-}
-
 double median(std::vector<double> v) {
   if (v.empty()) return NAN;
   std::sort(v.begin(), v.end());

@@ -46,9 +46,8 @@ struct Config {
   [[nodiscard]] int pick(int normal, int small) const { return quick ? small : normal; }
 };
 
-// Signals only set a flag, so that loops throw and every RAII guard unwinds.
+// Signals only set a flag (main.cc), so that loops throw and every RAII guard unwinds.
 extern volatile std::sig_atomic_t g_interrupted;
-void install_signal_handlers();
 inline void check_interrupted() {
   if (g_interrupted != 0) throw Error("interrupted by a signal", EINTR);
 }
@@ -116,7 +115,6 @@ class ScratchDir {
 class LiveMount {
  public:
   LiveMount(ipc::Source source, const std::string& mountpoint);
-  LiveMount(LiveMount&&) noexcept = default;
   double unmount();  // Stop; the seconds it took
   launcher::Supervisor* operator->() const { return supervisor_.get(); }
   [[nodiscard]] double spawn_seconds() const { return spawn_seconds_; }
