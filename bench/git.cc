@@ -4,8 +4,6 @@
 // after the kernel forgets it. heddle_bench scaling: 64 compressible 4 MiB blobs (inflate costs
 // real CPU) read by 1 reader, then by 16: the worker's CPU time / wall time above 1 means more
 // than one core's worth of work. See bench/README.md.
-#include <sys/mman.h>
-
 #include <atomic>
 #include <random>
 
@@ -56,18 +54,10 @@ void extract(const std::string& repo, const std::string& out) {
   run({"/bin/bash", "-c", script, repo, out}, {.env = kGitEnv});
 }
 
-// MiB of a file not in the page cache (or not up to date): mmap + mincore, nothing read.
+// MiB of a file not in the page cache (or not up to date): fincore's mmap + mincore, no read.
 double missing_mib(const std::string& path, std::uint64_t size) {
-  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd.get(), 0);
-  if (map == MAP_FAILED) throw_errno("mmap " + path);
-  const auto page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
-  std::vector<unsigned char> resident((size + page - 1) / page);
-  const int rc = ::mincore(map, size, resident.data());
-  ::munmap(map, size);
-  if (rc != 0) throw_errno("mincore " + path);
-  return static_cast<double>(std::ranges::count_if(resident, [](auto r) { return !(r & 1); })) *
-         static_cast<double>(page) / kMiB;
+  const std::string resident = run({"fincore", "--bytes", "--noheadings", "--output=RES", path});
+  return (static_cast<double>(size) - std::stod(resident)) / kMiB;
 }
 
 }  // namespace
