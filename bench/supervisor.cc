@@ -227,11 +227,16 @@ Times spawn_bwrap(const ScratchDir& root, const std::string& source, Figures* id
   // clang-format on
   mount->device.reset();  // only the server holds the connection: if it dies, ENOTCONN
   const double ms = ms_since(t0) + answer.time(bwrap.pid(), mountpoint.path());
-  if (idle != nullptr) {  // bwrap, its pid-1 monitor, the server (the last descendant)
+  if (idle != nullptr) {  // bwrap, its pid-1 monitor, the server: each the child of the last
     double total = 0, server_kib = 0;
-    for (const pid_t pid : descendants(bwrap.pid())) total += server_kib = kib_of(pid, "VmRSS");
+    for (pid_t pid = bwrap.pid(); pid > 0; total += server_kib) {
+      server_kib = kib_of(pid, "VmRSS");
+      std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
+                             "/children");
+      if (!(children >> pid)) pid = 0;
+    }
     idle->set("bwrap_server_idle_rss_kib", server_kib);
-    idle->set("bwrap_composition_idle_rss_kib", total + kib_of(bwrap.pid(), "VmRSS"));
+    idle->set("bwrap_composition_idle_rss_kib", total);
   }
   mount.reset();  // umount(2): the server reads ENODEV and exits
   if (bwrap.wait(15s) != 0)

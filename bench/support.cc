@@ -368,19 +368,6 @@ double kib_of(pid_t pid, const std::string& key) {
   throw Error("no " + key + " in " + path, EIO);
 }
 
-std::vector<pid_t> descendants(pid_t pid) {
-  std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::ifstream in(task.path() / "children");
-    for (pid_t child = 0; in >> child;) {
-      out.push_back(child);
-      std::ranges::copy(descendants(child), std::back_inserter(out));
-    }
-  }
-  return out;
-}
-
 double cpu_seconds_of(pid_t pid) {
   if (pid <= 0) return 0;
   std::string text;

@@ -205,7 +205,6 @@ std::pair<double, double> walk_passes(const std::string& root, std::uint64_t exp
 
 // VmRSS, VmHWM (from /proc/PID/status) or Pss (smaps_rollup) of a process, in KiB.
 double kib_of(pid_t pid, const std::string& key);
-std::vector<pid_t> descendants(pid_t pid);
 double cpu_seconds_of(pid_t pid);  // user + system of all its threads, 0 for pid 0
 
 }  // namespace heddle::bench
