@@ -1,9 +1,7 @@
 // heddle_bench write: writable mounts (the CLI's `mount --overlay`) beside the native file system
-// and fuse-overlayfs, each round on a fresh mount with an empty upper layer, side by side: 1 GiB
-// written + fsync; tar -x of 10,000 files, then rm -rf; make -j2 of a generated 200-file C
-// project, then a make with nothing to do; in one extra untimed round per FUSE system a census
-// of its FUSE requests. Then ours with an empty overlay against ours read-only: reads and walks.
-// All on a fresh ext4 (with a journal) on a loop device, unless --on-tmp. See bench/README.md.
+// and fuse-overlayfs, each round on a fresh mount: 1 GiB written + fsync, tar -x then rm -rf,
+// make -j2 then a no-op make, and a census of FUSE requests in one extra untimed round; then an
+// empty overlay against read-only: reads and walks. On a fresh ext4 unless --on-tmp (README.md).
 
 #include <random>
 
@@ -23,8 +21,7 @@ const std::array<std::string, 2> kReadFigures[] = {
     {"overlay_walk10k_cold_ms_", "empty_overlay_walk10k_cold"},
     {"overlay_walk10k_warm_ms_", "empty_overlay_walk10k_warm"}};
 
-// The FUSE requests of one mount, from a private tracefs instance (kernel >= 6.15), if it can
-// be made.
+// The FUSE requests of one mount, from a private tracefs instance (kernel >= 6.15), if any.
 class FuseTrace {
  public:
   FuseTrace() {
