@@ -67,7 +67,10 @@ int main(int argc, char** argv) {
   if (suite == std::end(kSuites)) return usage(stderr, 2);
   try {
     if (::geteuid() != 0) throw heddle::Error("must run as root (FUSE mounts, drop_caches)", EPERM);
-    install_signal_handlers();
+    struct sigaction action {};
+    action.sa_handler = [](int) { g_interrupted = 1; };
+    for (const int signo : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(signo, &action, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);  // a dead helper must become an EPIPE we unwind from
     // The worker logs at info by default: a few lines per spawn would drown the report.
     ::setenv("HEDDLE_FUSE_LOG", "warn", /*overwrite=*/0);
     spdlog::set_level(spdlog::level::warn);

@@ -39,6 +39,14 @@ std::pair<UniqueFd, UniqueFd> socket_pair() {
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
+// Status through our framing (JSON decode included), on `fd`.
+void status_round_trip(int fd, std::chrono::milliseconds timeout) {
+  ipc::write_frame(fd, ipc::Status{}, timeout);
+  const auto answer = ipc::read_frame(fd, timeout);
+  if (!answer || !std::holds_alternative<ipc::StatusOk>(*answer))
+    throw Error("Status on fd " + std::to_string(fd) + ": no StatusOk", EPROTO);
+}
+
 // Microseconds of `rounds` round trips, each timed.
 void timed(const std::function<void()>& trip, int rounds, Samples& out) {
   for (int i = 0; i < rounds; ++i) {
@@ -76,10 +84,7 @@ void run_rtt(const Config& config, const ScratchDir& root, const std::string& so
   };
   // Our framing code (JSON decode included) against the same dumb echo process.
   const auto framed = [&, timeout = launcher::SupervisorOptions{}.status_timeout] {
-    ipc::write_frame(echo.get(), ipc::Status{}, timeout);
-    const auto answer = ipc::read_frame(echo.get(), timeout);
-    if (!answer || !std::holds_alternative<ipc::StatusOk>(*answer))
-      throw Error("framed echo: no StatusOk", EPROTO);
+    status_round_trip(echo.get(), timeout);
   };
   const std::pair<std::string, std::function<void()>> paths[] = {
       {"status", status}, {"socketpair", raw}, {"framed", framed}};
@@ -161,41 +166,31 @@ struct FuseMount {
   UniqueFd device;
 };
 
-// The three ways to spawn a mount; each adds its samples by key (spawn, spawn_answer...) to
-// `out`, unless null (a warm-up), and its idle memory to `idle`, unless null.
-struct Spawn {
-  const ScratchDir& root;
-  std::string source;
-  std::map<std::string, Samples>* out = nullptr;
-  Figures* idle = nullptr;
-  void add(const std::string& key, double ms) const {
-    if (out != nullptr) (*out)[key].push_back(ms);
-  }
-};
+// The three ways to spawn a mount: each returns its samples by key (spawn, spawn_answer...)
+// and sets its idle memory in `idle`, unless null.
+using Times = std::vector<std::pair<std::string, double>>;
 
-void spawn_ours(const Spawn& s) {
+Times spawn_ours(const ScratchDir& root, const std::string& source, Figures*) {
   FirstAnswer answer;
-  LiveMount mount(ipc::DirSource{s.source}, s.root / "mnt-ours");  // times spawn alone
-  const double answer_ms = answer.time(mount->pid(), s.root / "mnt-ours");
-  const double unmount_ms = mount.unmount() * 1e3;
-  s.add("spawn", mount.spawn_seconds() * 1e3);
-  s.add("spawn_answer", mount.spawn_seconds() * 1e3 + answer_ms);
-  s.add("unmount", unmount_ms);
+  LiveMount mount(ipc::DirSource{source}, root / "mnt-ours");  // times spawn alone
+  const double answer_ms = answer.time(mount->pid(), root / "mnt-ours");
+  const double unmount_ms = mount.unmount() * 1e3, spawn_ms = mount.spawn_seconds() * 1e3;
+  return {{"spawn", spawn_ms}, {"spawn_answer", spawn_ms + answer_ms}, {"unmount", unmount_ms}};
 }
 
 // The same worker without the sandbox: [ipc socket, /dev/fuse fd] on its bootstrap fd 3, as
 // the supervisor hands them, then MountReady; stopped with Stop.
-void spawn_unsandboxed(const Spawn& s) {
+Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figures* idle) {
   FirstAnswer answer;
   const auto t0 = Clock::now();
-  MountPoint mountpoint(s.root / "mnt-unsandboxed");
+  MountPoint mountpoint(root / "mnt-unsandboxed");
   FuseMount fuse(mountpoint.path(), "fuse.heddle", ",default_permissions");
   auto [boot, boot_child] = socket_pair();
   auto [ipc, ipc_child] = socket_pair();
   Daemon worker({own_bin_dir() + "/heddle-fuse-worker", "--bootstrap-fd", "3"}, "",
                 boot_child.get());
   ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(worker.pid()),
-                                 ipc::MountSpec::directory(s.source, mountpoint.path())};
+                                 ipc::MountSpec::directory(source, mountpoint.path())};
   bootstrap.spec.sandbox = ipc::SandboxMode::kNone;
   const std::array<int, 2> fds{ipc_child.get(), fuse.device.get()};
   ipc::send_fds(boot.get(), fds, ipc::encode_bootstrap(bootstrap));
@@ -205,28 +200,23 @@ void spawn_unsandboxed(const Spawn& s) {
     throw Error("the unsandboxed worker sent no MountReady", EPROTO);
   const double ready_ms = ms_since(t0);
   const double answer_ms = answer.time(worker.pid(), mountpoint.path());
-  if (s.idle != nullptr) {
-    ipc::write_frame(ipc.get(), ipc::Status{}, 5s);
-    const auto reply = ipc::read_frame(ipc.get(), 5s);
-    if (!reply || !std::holds_alternative<ipc::StatusOk>(*reply))
-      throw Error("no StatusOk from the unsandboxed worker", EPROTO);
-    s.idle->set("worker_unsandboxed_idle_rss_kib", kib_of(worker.pid(), "VmRSS"));
+  if (idle != nullptr) {
+    status_round_trip(ipc.get(), 5s);
+    idle->set("worker_unsandboxed_idle_rss_kib", kib_of(worker.pid(), "VmRSS"));
   }
   ipc::write_frame(ipc.get(), ipc::Stop{}, 1s);
   worker.wait(5s);
-  s.add("spawn_unsandboxed", ready_ms);
-  s.add("spawn_unsandboxed_answer", ready_ms + answer_ms);
+  return {{"spawn_unsandboxed", ready_ms}, {"spawn_unsandboxed_answer", ready_ms + answer_ms}};
 }
 
 // What a user would script: mount /dev/fuse, bwrap the example server on the fd. Ready = the
 // first answer through the mount, which waits for the server's FUSE_INIT reply.
-void spawn_bwrap(const Spawn& s) {
-  const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = s.root / "bwrap.log";
-  MountPoint mountpoint(s.root / "mnt-bwrap");
+Times spawn_bwrap(const ScratchDir& root, const std::string& source, Figures* idle) {
+  const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = root / "bwrap.log";
+  MountPoint mountpoint(root / "mnt-bwrap");
   FirstAnswer answer;
   const auto t0 = Clock::now();
   std::optional<FuseMount> mount(std::in_place, mountpoint.path(), "fuse", "");
-  const std::string& source = s.source;
   // clang-format off
   Daemon bwrap({"/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr",
                 "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
@@ -237,28 +227,35 @@ void spawn_bwrap(const Spawn& s) {
   // clang-format on
   mount->device.reset();  // only the server holds the connection: if it dies, ENOTCONN
   const double ms = ms_since(t0) + answer.time(bwrap.pid(), mountpoint.path());
-  if (s.idle != nullptr) {  // bwrap, its pid-1 monitor, the server (the last descendant)
+  if (idle != nullptr) {  // bwrap, its pid-1 monitor, the server: each the child of the last
     double total = 0, server_kib = 0;
-    for (const pid_t pid : descendants(bwrap.pid())) total += server_kib = kib_of(pid, "VmRSS");
-    s.idle->set("bwrap_server_idle_rss_kib", server_kib);
-    s.idle->set("bwrap_composition_idle_rss_kib", total + kib_of(bwrap.pid(), "VmRSS"));
+    for (pid_t pid = bwrap.pid(); pid > 0; total += server_kib) {
+      server_kib = kib_of(pid, "VmRSS");
+      std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
+                             "/children");
+      if (!(children >> pid)) pid = 0;
+    }
+    idle->set("bwrap_server_idle_rss_kib", server_kib);
+    idle->set("bwrap_composition_idle_rss_kib", total);
   }
   mount.reset();  // umount(2): the server reads ENODEV and exits
   if (bwrap.wait(15s) != 0)
     throw Error("bwrap + passthrough_ll failed after the unmount (see " + log + ")", 0);
-  s.add("spawn_bwrap", ms);
+  return {{"spawn_bwrap", ms}};
 }
 
 void run_spawn(const Config& config, const ScratchDir& root, const std::string& source,
                Figures& figures) {
   const int warmup = 3;
   std::map<std::string, Samples> samples;
-  void (*const paths[])(const Spawn&) = {spawn_ours, spawn_unsandboxed, spawn_bwrap};
+  Times (*const paths[])(const ScratchDir&, const std::string&, Figures*) = {
+      spawn_ours, spawn_unsandboxed, spawn_bwrap};
   side_by_side(warmup + config.pick(50, 10), 3, [&](int path, int round) {
-    paths[path]({root, source, round >= warmup ? &samples : nullptr});
+    for (const auto& [key, ms] : paths[path](root, source, nullptr))
+      if (round >= warmup) samples[key].push_back(ms);
   });
-  spawn_unsandboxed({root, source, nullptr, &figures});  // idle memory, once each
-  spawn_bwrap({root, source, nullptr, &figures});
+  spawn_unsandboxed(root, source, &figures);  // idle memory, once each
+  spawn_bwrap(root, source, &figures);
   for (const auto& [key, s] : samples) {
     figures.set(key + "_p50_ms", percentile(s, 50));
     figures.set(key + "_p99_ms", percentile(s, 99));

@@ -19,13 +19,6 @@ namespace heddle::bench {
 
 volatile std::sig_atomic_t g_interrupted = 0;
 
-void install_signal_handlers() {
-  struct sigaction action {};
-  action.sa_handler = [](int) { g_interrupted = 1; };
-  for (const int signo : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(signo, &action, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);  // a dead helper must become an EPIPE we unwind from
-}
-
 double median(std::vector<double> v) {
   if (v.empty()) return NAN;
   std::sort(v.begin(), v.end());
@@ -373,19 +366,6 @@ double kib_of(pid_t pid, const std::string& key) {
     if (line.starts_with(key + ":")) return std::stod(line.substr(key.size() + 1));
   }
   throw Error("no " + key + " in " + path, EIO);
-}
-
-std::vector<pid_t> descendants(pid_t pid) {
-  std::vector<pid_t> out;
-  std::error_code ec;
-  for (const auto& task : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
-    std::ifstream in(task.path() / "children");
-    for (pid_t child = 0; in >> child;) {
-      out.push_back(child);
-      std::ranges::copy(descendants(child), std::back_inserter(out));
-    }
-  }
-  return out;
 }
 
 double cpu_seconds_of(pid_t pid) {

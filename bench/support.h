@@ -46,9 +46,8 @@ struct Config {
   [[nodiscard]] int pick(int normal, int small) const { return quick ? small : normal; }
 };
 
-// Signals only set a flag, so that loops throw and every RAII guard unwinds.
+// Signals only set a flag (main.cc), so that loops throw and every RAII guard unwinds.
 extern volatile std::sig_atomic_t g_interrupted;
-void install_signal_handlers();
 inline void check_interrupted() {
   if (g_interrupted != 0) throw Error("interrupted by a signal", EINTR);
 }
@@ -116,7 +115,6 @@ class ScratchDir {
 class LiveMount {
  public:
   LiveMount(ipc::Source source, const std::string& mountpoint);
-  LiveMount(LiveMount&&) noexcept = default;
   double unmount();  // Stop; the seconds it took
   launcher::Supervisor* operator->() const { return supervisor_.get(); }
   [[nodiscard]] double spawn_seconds() const { return spawn_seconds_; }
@@ -207,7 +205,6 @@ std::pair<double, double> walk_passes(const std::string& root, std::uint64_t exp
 
 // VmRSS, VmHWM (from /proc/PID/status) or Pss (smaps_rollup) of a process, in KiB.
 double kib_of(pid_t pid, const std::string& key);
-std::vector<pid_t> descendants(pid_t pid);
 double cpu_seconds_of(pid_t pid);  // user + system of all its threads, 0 for pid 0
 
 }  // namespace heddle::bench

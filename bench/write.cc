@@ -1,9 +1,7 @@
 // heddle_bench write: writable mounts (the CLI's `mount --overlay`) beside the native file system
-// and fuse-overlayfs, each round on a fresh mount with an empty upper layer, side by side: 1 GiB
-// written + fsync; tar -x of 10,000 files, then rm -rf; make -j2 of a generated 200-file C
-// project, then a make with nothing to do; in one extra untimed round per FUSE system a census
-// of its FUSE requests. Then ours with an empty overlay against ours read-only: reads and walks.
-// All on a fresh ext4 (with a journal) on a loop device, unless --on-tmp. See bench/README.md.
+// and fuse-overlayfs, each round on a fresh mount: 1 GiB written + fsync, tar -x then rm -rf,
+// make -j2 then a no-op make, and a census of FUSE requests in one extra untimed round; then an
+// empty overlay against read-only: reads and walks. On a fresh ext4 unless --on-tmp (README.md).
 
 #include <random>
 
@@ -15,9 +13,15 @@ namespace {
 
 enum System { kOurs, kNative, kFuseOverlayfs };
 constexpr const char* kKeys[] = {"ours", "native", "fuse_overlayfs"};
+// Part 4's figures (+ empty_overlay or read_only) and their ratios (+ _ratio_to_read_only).
+const std::array<std::string, 2> kReadFigures[] = {
+    {"overlay_read_cold_mibs_", "empty_overlay_cold_seq_read"},
+    {"diag.overlay_read_second_mibs_", "empty_overlay_second_seq_read"},
+    {"overlay_read_warm_mibs_", "empty_overlay_warm_seq_read"},
+    {"overlay_walk10k_cold_ms_", "empty_overlay_walk10k_cold"},
+    {"overlay_walk10k_warm_ms_", "empty_overlay_walk10k_warm"}};
 
-// The FUSE requests of one mount, from a private tracefs instance (kernel >= 6.15), if it can
-// be made.
+// The FUSE requests of one mount, from a private tracefs instance (kernel >= 6.15), if any.
 class FuseTrace {
  public:
   FuseTrace() {
@@ -91,7 +95,7 @@ class View {
       return;
     }
     path = mountpoint_.emplace(env.root / ("mnt-" + n)).path();
-    const std::string state = env.at((system == kOurs ? "overlay-" : "fo-") + n);
+    const std::string& state = state_ = env.at((system == kOurs ? "overlay-" : "fo-") + n);
     upper = overlay ? state + "/upper" : "";
     if (system == kOurs) {
       std::vector<std::string> argv = {env.launcher, "mount", "--dir", lower};
@@ -110,8 +114,9 @@ class View {
       pid = server_->pid();
     }
   }
-  ~View() {
-    if (std::error_code ec; system_ == kNative) fs::remove_all(path, ec);
+  ~View() {  // the native directory, else the upper layer (untimed)
+    std::error_code ec;
+    fs::remove_all(system_ == kNative ? path : state_, ec);
   }
   void check_alive(const char* during) const {
     if (pid > 0 && ::kill(pid, 0) != 0)
@@ -135,6 +140,7 @@ class View {
   std::optional<MountPoint> mountpoint_;  // destroyed last: detaches whatever is left
   std::optional<Daemon> server_;
   pid_t supervisor_ = 0;
+  std::string state_;  // ours: the overlay directory; fuse-overlayfs: upper and work
 };
 
 // A fresh ext4 (mkfs defaults: with a journal) on a sparse image, through a loop device with
@@ -279,17 +285,14 @@ struct Round {
   }
 };
 
-// A part's rounds side by side, then one census round per FUSE system if tracing is available;
-// the overlay and upper directories a round left are removed after it, untimed.
+// A part's rounds side by side, then one census round per FUSE system if tracing is available.
 void rounds(Env& env, Figures& f, int n, const std::string& lower, bool copy_lower,
             const std::function<void(Round&)>& body) {
   side_by_side(n + (env.trace.available() ? 1 : 0), 3, [&](int s, int round) {
     if ((s == kFuseOverlayfs && !env.fuse_overlayfs) || (round == n && s == kNative)) return;
-    Round r{env, s, round == n, f, View(env, s, lower, copy_lower)};
-    body(r);
-    for (const auto& entry : fs::directory_iterator(env.work)) {
-      const std::string name = entry.path().filename().string();
-      if (name.starts_with("overlay-") || name.starts_with("fo-")) fs::remove_all(entry.path());
+    {
+      Round r{env, s, round == n, f, View(env, s, lower, copy_lower)};
+      body(r);
     }
     ::sync();
   });
@@ -411,13 +414,9 @@ void write_suite(const Config& config, Figures& f) {
       walk_ms = walk_passes(view.path + "/tree", walk_entries, 5);
       view.check_alive("the reads");
       view.finish();
-      if (!view.upper.empty()) fs::remove_all(fs::path(view.upper).parent_path());
     });
-    f.add("overlay_read_cold_mibs_" + mode, read.cold);
-    f.add("diag.overlay_read_second_mibs_" + mode, read.second);
-    f.add("overlay_read_warm_mibs_" + mode, read.warm);
-    f.add("overlay_walk10k_cold_ms_" + mode, walk_ms.first);
-    f.add("overlay_walk10k_warm_ms_" + mode, walk_ms.second);
+    const double values[] = {read.cold, read.second, read.warm, walk_ms.first, walk_ms.second};
+    for (std::size_t i = 0; i < std::size(values); ++i) f.add(kReadFigures[i][0] + mode, values[i]);
   });
 
   // Ratios: ours / the other system; for MiB/s above 1 is better, for times below 1.
@@ -427,14 +426,8 @@ void write_suite(const Config& config, Figures& f) {
     for (const System other : {kNative, kFuseOverlayfs})
       f.ratio(base + "_ratio_to_" + kKeys[other], key + "_ours", key + "_" + kKeys[other]);
   }
-  const std::pair<const char*, const char*> reads_ratios[] = {
-      {"empty_overlay_cold_seq_read_ratio_to_read_only", "overlay_read_cold_mibs_"},
-      {"empty_overlay_second_seq_read_ratio_to_read_only", "diag.overlay_read_second_mibs_"},
-      {"empty_overlay_warm_seq_read_ratio_to_read_only", "overlay_read_warm_mibs_"},
-      {"empty_overlay_walk10k_cold_ratio_to_read_only", "overlay_walk10k_cold_ms_"},
-      {"empty_overlay_walk10k_warm_ratio_to_read_only", "overlay_walk10k_warm_ms_"}};
-  for (const auto& [key, figure] : reads_ratios)
-    f.ratio(key, std::string(figure) + "empty_overlay", std::string(figure) + "read_only");
+  for (const auto& [figure, ratio] : kReadFigures)
+    f.ratio(ratio + "_ratio_to_read_only", figure + "empty_overlay", figure + "read_only");
   f.set("write_bench_total_s", seconds_since(t_start));
 }
 
