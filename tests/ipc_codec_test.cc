@@ -342,6 +342,13 @@ TEST(EncodeBody, KindOfNamesEveryAlternative) {
   EXPECT_EQ(kind_of(MountError{}), "MountError");
   EXPECT_EQ(kind_of(StatusOk{}), "StatusOk");
   EXPECT_EQ(kind_of(Stopping{}), "Stopping");
+  EXPECT_EQ(kind_of(Freeze{}), "Freeze");
+  EXPECT_EQ(kind_of(Thaw{}), "Thaw");
+  EXPECT_EQ(kind_of(Retarget{}), "Retarget");
+  EXPECT_EQ(kind_of(Frozen{}), "Frozen");
+  EXPECT_EQ(kind_of(Thawed{}), "Thawed");
+  EXPECT_EQ(kind_of(Retargeted{}), "Retargeted");
+  EXPECT_EQ(kind_of(RetargetFailed{}), "RetargetFailed");
 }
 
 // ---- size limit -----------------------------------------------------------------------------
@@ -544,6 +551,84 @@ TEST(HostileInput, MutatedVectorsNeverCrash) {
     }
     decode_or_reject(with_header(body));
   }
+}
+
+// ---- capture and follow (issue 15) ------------------------------------------------------------
+
+constexpr char kCommit[] = "0123456789abcdef0123456789abcdef01234567";
+
+// The exact bodies the supervisor and the worker exchange: fixed here so both sides agree.
+TEST(CaptureMessages, EncodeToTheDocumentedBodies) {
+  EXPECT_EQ(encode_body(Freeze{}), R"({"kind":"Freeze"})");
+  EXPECT_EQ(encode_body(Thaw{}), R"({"kind":"Thaw"})");
+  EXPECT_EQ(encode_body(Thawed{}), R"({"kind":"Thawed"})");
+  EXPECT_EQ(encode_body(Retarget{kCommit, true}),
+            R"({"kind":"Retarget","commit":"0123456789abcdef0123456789abcdef01234567",)"
+            R"("drop_overlay":true})");
+  EXPECT_EQ(encode_body(Retarget{kCommit, false}),
+            R"({"kind":"Retarget","commit":"0123456789abcdef0123456789abcdef01234567",)"
+            R"("drop_overlay":false})");
+  EXPECT_EQ(encode_body(Frozen{kCommit}),
+            R"({"kind":"Frozen","commit":"0123456789abcdef0123456789abcdef01234567"})");
+  EXPECT_EQ(encode_body(Retargeted{kCommit, {}}),
+            R"({"kind":"Retargeted","commit":"0123456789abcdef0123456789abcdef01234567",)"
+            R"("conflicts":[]})");
+  EXPECT_EQ(encode_body(Retargeted{kCommit, {"a/b.txt", "c"}}),
+            R"({"kind":"Retargeted","commit":"0123456789abcdef0123456789abcdef01234567",)"
+            R"("conflicts":["a/b.txt","c"]})");
+  EXPECT_EQ(encode_body(RetargetFailed{"no commit 01"}),
+            R"({"kind":"RetargetFailed","message":"no commit 01"})");
+}
+
+TEST(CaptureMessages, DecodeReorderedAndWithUnknownFields) {
+  EXPECT_EQ(decode_body(R"({"drop_overlay":false,"x":1,"commit":"c","kind":"Retarget"})"),
+            Message(Retarget{"c", false}));
+  EXPECT_EQ(decode_body(R"({"conflicts":["p"],"kind":"Retargeted","commit":"c"})"),
+            Message(Retargeted{"c", {"p"}}));
+  EXPECT_EQ(decode_body(R"( {"kind":"Freeze","n":null} )"), Message(Freeze{}));
+}
+
+TEST(CaptureMessages, MistypedOrMissingFieldsAreRejected) {
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Retarget","commit":"c"})"),
+                       "missing field \"drop_overlay\""));
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Retarget","commit":"c","drop_overlay":1})"),
+                       "expected a boolean"));
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Retarget","commit":7,"drop_overlay":true})"),
+                       "expected a string"));
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Frozen"})"), "missing field \"commit\""));
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Retargeted","commit":"c","conflicts":"p"})"),
+                       "expected an array of strings"));
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Retargeted","commit":"c","conflicts":["p",2]})"),
+                       "expected only strings"));
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"RetargetFailed"})"), "missing field \"message\""));
+}
+
+TEST(CaptureMessages, RoundTripOverSocketAndPipe) {
+  const std::vector<Message> messages = {
+      Freeze{},
+      Thaw{},
+      Thawed{},
+      Retarget{kCommit, true},
+      Retarget{"", false},
+      Frozen{kCommit},
+      Retargeted{kCommit, {}},
+      Retargeted{kCommit, {"caf\xc3\xa9/x", "line\nbreak", ""}},
+      RetargetFailed{std::string(kControlAndSeparators, sizeof kControlAndSeparators - 1)},
+  };
+  for (const Message& message : messages) {
+    SCOPED_TRACE(encode_body(message));
+    EXPECT_EQ(decode_frame(encode_frame(message)), message);
+    EXPECT_EQ(through_stream(message, socket_pair()), message);
+    EXPECT_EQ(through_stream(message, pipe_pair()), message);
+  }
+  EXPECT_FALSE(Message(Retarget{kCommit, true}) == Message(Retarget{kCommit, false}));
+  EXPECT_FALSE(Message(Retargeted{kCommit, {"a"}}) == Message(Retargeted{kCommit, {"b"}}));
+}
+
+TEST(CaptureMessages, InvalidUtf8InAConflictPathIsRefusedOnEncode) {
+  const auto error = error_from([] { (void)encode_body(Retargeted{kCommit, {"bad\xff"}}); });
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->code(), EINVAL);
 }
 
 }  // namespace

@@ -22,6 +22,13 @@ constexpr std::string_view kMountReady = "MountReady";
 constexpr std::string_view kMountError = "MountError";
 constexpr std::string_view kStatusOk = "StatusOk";
 constexpr std::string_view kStopping = "Stopping";
+constexpr std::string_view kFreeze = "Freeze";
+constexpr std::string_view kThaw = "Thaw";
+constexpr std::string_view kRetarget = "Retarget";
+constexpr std::string_view kFrozen = "Frozen";
+constexpr std::string_view kThawed = "Thawed";
+constexpr std::string_view kRetargeted = "Retargeted";
+constexpr std::string_view kRetargetFailed = "RetargetFailed";
 
 // serde_json's recursion limit: it fails on the 128th nested container.
 constexpr std::size_t kMaxNesting = 127;
@@ -34,6 +41,13 @@ constexpr std::string_view name_of(const MountReady&) { return kMountReady; }
 constexpr std::string_view name_of(const MountError&) { return kMountError; }
 constexpr std::string_view name_of(const StatusOk&) { return kStatusOk; }
 constexpr std::string_view name_of(const Stopping&) { return kStopping; }
+constexpr std::string_view name_of(const Freeze&) { return kFreeze; }
+constexpr std::string_view name_of(const Thaw&) { return kThaw; }
+constexpr std::string_view name_of(const Retarget&) { return kRetarget; }
+constexpr std::string_view name_of(const Frozen&) { return kFrozen; }
+constexpr std::string_view name_of(const Thawed&) { return kThawed; }
+constexpr std::string_view name_of(const Retargeted&) { return kRetargeted; }
+constexpr std::string_view name_of(const RetargetFailed&) { return kRetargetFailed; }
 
 bool is_status_ok_field(std::string_view name) {
   return name == "kind" || name == "pid" || name == "mount_path";
@@ -75,6 +89,23 @@ std::string without_prefix(const char* what) {
 void add_fields(Json&, const Stop&) {}
 void add_fields(Json&, const Status&) {}
 void add_fields(Json&, const Stopping&) {}
+void add_fields(Json&, const Freeze&) {}
+void add_fields(Json&, const Thaw&) {}
+void add_fields(Json&, const Thawed&) {}
+
+void add_fields(Json& out, const Retarget& message) {
+  out["commit"] = message.commit;
+  out["drop_overlay"] = message.drop_overlay;
+}
+
+void add_fields(Json& out, const Frozen& message) { out["commit"] = message.commit; }
+
+void add_fields(Json& out, const Retargeted& message) {
+  out["commit"] = message.commit;
+  out["conflicts"] = message.conflicts;
+}
+
+void add_fields(Json& out, const RetargetFailed& message) { out["message"] = message.message; }
 
 void add_fields(Json& out, const MountReady& message) {
   out["pid"] = message.pid;
@@ -185,6 +216,34 @@ std::string string_field(const Json& object, std::string_view kind, const std::s
   return value.get<std::string>();
 }
 
+bool bool_field(const Json& object, std::string_view kind, const std::string& name) {
+  const Json& value = field(object, kind, name);
+  if (!value.is_boolean()) {
+    reject(std::string(kind) + " field \"" + name + "\" is a " + value.type_name() +
+           ", expected a boolean");
+  }
+  return value.get<bool>();
+}
+
+std::vector<std::string> strings_field(const Json& object, std::string_view kind,
+                                       const std::string& name) {
+  const Json& value = field(object, kind, name);
+  if (!value.is_array()) {
+    reject(std::string(kind) + " field \"" + name + "\" is a " + value.type_name() +
+           ", expected an array of strings");
+  }
+  std::vector<std::string> out;
+  out.reserve(value.size());
+  for (const Json& item : value) {
+    if (!item.is_string()) {
+      reject(std::string(kind) + " field \"" + name + "\" holds a " + item.type_name() +
+             ", expected only strings");
+    }
+    out.push_back(item.get<std::string>());
+  }
+  return out;
+}
+
 std::uint32_t pid_field(const Json& object, std::string_view kind) {
   const Json& value = field(object, kind, "pid");
   if (!value.is_number()) {
@@ -230,6 +289,19 @@ Message message_from(Json& object) {
     return StatusOk{pid_field(object, kind), string_field(object, kind, "mount_path"),
                     extra_fields(object)};
   }
+  if (kind == kFreeze) return Freeze{};
+  if (kind == kThaw) return Thaw{};
+  if (kind == kThawed) return Thawed{};
+  if (kind == kRetarget) {
+    return Retarget{string_field(object, kind, "commit"),
+                    bool_field(object, kind, "drop_overlay")};
+  }
+  if (kind == kFrozen) return Frozen{string_field(object, kind, "commit")};
+  if (kind == kRetargeted) {
+    return Retargeted{string_field(object, kind, "commit"),
+                      strings_field(object, kind, "conflicts")};
+  }
+  if (kind == kRetargetFailed) return RetargetFailed{string_field(object, kind, "message")};
   reject("unknown kind " + describe(Json(kind)));
 }
 
@@ -266,6 +338,23 @@ Message decode_body(std::string_view body) {
 bool operator==(const Stop&, const Stop&) { return true; }
 bool operator==(const Status&, const Status&) { return true; }
 bool operator==(const Stopping&, const Stopping&) { return true; }
+bool operator==(const Freeze&, const Freeze&) { return true; }
+bool operator==(const Thaw&, const Thaw&) { return true; }
+bool operator==(const Thawed&, const Thawed&) { return true; }
+
+bool operator==(const Retarget& a, const Retarget& b) {
+  return a.commit == b.commit && a.drop_overlay == b.drop_overlay;
+}
+
+bool operator==(const Frozen& a, const Frozen& b) { return a.commit == b.commit; }
+
+bool operator==(const Retargeted& a, const Retargeted& b) {
+  return a.commit == b.commit && a.conflicts == b.conflicts;
+}
+
+bool operator==(const RetargetFailed& a, const RetargetFailed& b) {
+  return a.message == b.message;
+}
 
 bool operator==(const MountReady& a, const MountReady& b) {
   return a.pid == b.pid && a.mount_path == b.mount_path;

@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 #include <variant>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -31,7 +32,42 @@ struct StatusOk {
 };
 struct Stopping {};
 
-using Message = std::variant<Stop, Status, MountReady, MountError, StatusOk, Stopping>;
+// Capture and follow (issue 15), beyond the reference protocol. Commits are 40 hex digits;
+// the codec checks only the JSON types, the worker checks the value.
+//
+// supervisor -> worker
+// Make every acknowledged write durable and hold back every modifying request (they wait, they
+// do not fail) until Thaw or Retarget; reads continue. Answered by Frozen.
+struct Freeze {};
+// Release a Freeze without change (the capture failed). Answered by Thawed.
+struct Thaw {};
+// Serve `commit` from now on; also releases a Freeze. drop_overlay: the overlay's content is in
+// `commit` (after a capture), so it is emptied except for files open for writing and empty
+// directories. Otherwise the overlay stays on top (follow). Answered by Retargeted or
+// RetargetFailed.
+struct Retarget {
+  std::string commit;
+  bool drop_overlay = false;
+};
+
+// worker -> supervisor
+struct Frozen {
+  std::string commit;  // the commit the mount serves, under the now durable overlay
+};
+struct Thawed {};
+struct Retargeted {
+  std::string commit;
+  // Paths (relative to the mount root) changed both in the overlay and between the old and the
+  // new commit: the overlay's version wins.
+  std::vector<std::string> conflicts;
+};
+// The mount keeps serving the commit it served before.
+struct RetargetFailed {
+  std::string message;
+};
+
+using Message = std::variant<Stop, Status, MountReady, MountError, StatusOk, Stopping, Freeze,
+                             Thaw, Retarget, Frozen, Thawed, Retargeted, RetargetFailed>;
 
 // The "kind" tag of a message ("Stop", "MountReady", ...).
 [[nodiscard]] std::string_view kind_of(const Message& message);
@@ -51,5 +87,12 @@ bool operator==(const MountReady&, const MountReady&);
 bool operator==(const MountError&, const MountError&);
 bool operator==(const StatusOk&, const StatusOk&);
 bool operator==(const Stopping&, const Stopping&);
+bool operator==(const Freeze&, const Freeze&);
+bool operator==(const Thaw&, const Thaw&);
+bool operator==(const Retarget&, const Retarget&);
+bool operator==(const Frozen&, const Frozen&);
+bool operator==(const Thawed&, const Thawed&);
+bool operator==(const Retargeted&, const Retargeted&);
+bool operator==(const RetargetFailed&, const RetargetFailed&);
 
 }  // namespace heddle::ipc
