@@ -461,7 +461,41 @@ std::optional<std::string> ref_commit(const std::string& repo_root, const std::s
   return hex(*id);
 }
 
+std::string git_common_dir(const std::string& repo_root) {
+  const RepoPtr repo = open_repository(repo_root);
+  std::string dir = git_repository_commondir(repo.get());
+  if (!dir.ends_with('/')) dir += '/';
+  return dir;
+}
+
+namespace {
+
+[[noreturn]] void throw_ref_moved(const CaptureRequest& request, const std::optional<git_oid>& now) {
+  throw Error(request.ref + " moved since the mount resolved it (the mount serves " +
+                  request.base_commit + ", the ref is " + (now ? hex(*now) : "deleted") +
+                  " now); nothing was captured",
+              EAGAIN,
+              "your changes stay in the mount's overlay: once it serves the new commit (a "
+              "following mount switches within a second; a --pin mount must be remounted), "
+              "capture again");
+}
+
+}  // namespace
+
 CaptureResult capture_commit(const CaptureRequest& request) {
+  {
+    // Checked first so that a refused capture writes nothing; the compare-and-swap below
+    // still decides.
+    const RepoPtr repo = open_repository(request.repo_root);
+    const auto now = peeled_commit(repo.get(), request.ref);
+    if (!now || hex(*now) != request.base_commit) throw_ref_moved(request, now);
+  }
+  if (!request.home.empty()) {
+    init_libgit2();
+    const std::string xdg = request.home + "/.config/git";
+    git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_GLOBAL, request.home.c_str());
+    git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_XDG, xdg.c_str());
+  }
   CapturedTree built = build_capture_tree(request.repo_root, request.base_commit,
                                           request.overlay_dir);
   const RepoPtr repo = open_repository(request.repo_root);
@@ -514,14 +548,7 @@ CaptureResult capture_commit(const CaptureRequest& request) {
   const int rc = git_reference_create_matching(&raw_ref, repo.get(), request.ref.c_str(),
                                                &commit_id, 1, &base, log.c_str());
   if (rc == GIT_EMODIFIED || rc == GIT_ENOTFOUND) {
-    const auto now = peeled_commit(repo.get(), request.ref);
-    throw Error(request.ref + " moved since the mount resolved it (the mount serves " +
-                    request.base_commit + ", the ref is " + (now ? hex(*now) : "deleted") +
-                    " now); nothing was captured",
-                EAGAIN,
-                "your changes stay in the mount's overlay: once it serves the new commit (a "
-                "following mount switches within a second; a --pin mount must be remounted), "
-                "capture again");
+    throw_ref_moved(request, peeled_commit(repo.get(), request.ref));
   }
   if (rc != 0) throw_git("move " + request.ref + " to " + hex(commit_id), rc);
   git_reference_free(raw_ref);

@@ -44,6 +44,9 @@ struct CaptureRequest {
   std::string overlay_dir;
   std::string message;      // empty: a default naming the mount
   std::string author;       // "Name <email>"; empty: user.name and user.email
+  // Where the global git config is read (~/.gitconfig, ~/.config/git/config): the mount's
+  // user's home when root captures for them; empty: libgit2's default ($HOME).
+  std::string home;
 };
 
 struct CaptureResult {
@@ -58,6 +61,9 @@ struct CaptureResult {
 // base_commit to it with a compare-and-swap. Throws heddle::Error; if the ref no longer points
 // at base_commit, nothing but unreferenced objects was written and the error says what to do.
 [[nodiscard]] CaptureResult capture_commit(const CaptureRequest& request);
+
+// The repository's common git directory (refs/, packed-refs), ending in '/'.
+[[nodiscard]] std::string git_common_dir(const std::string& repo_root);
 
 // "Name <email>" -> {name, email}; throws heddle::Error (EINVAL) for anything else.
 [[nodiscard]] std::pair<std::string, std::string> parse_author(const std::string& text);
