@@ -10,7 +10,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-enum class FieldType { kCounter, kBool, kObjectId, kObjectIdOrNull };
+enum class FieldType { kCounter, kBool, kObjectId, kObjectIdOrNull, kStringArray };
 
 struct KnownField {
   std::string_view name;
@@ -40,6 +40,12 @@ constexpr KnownField kWorkerFields[] = {
     {"held_limit", FieldType::kCounter},
     {"opens_refused_for_memory", FieldType::kCounter},
     {"other_filesystems", FieldType::kCounter},
+    // Capture and follow (issue 15).
+    {"retargets", FieldType::kCounter},
+    {"conflicts", FieldType::kStringArray},
+    {"conflict_count", FieldType::kCounter},
+    {"frozen", FieldType::kBool},
+    {"writes_held", FieldType::kCounter},
 };
 
 // Sent by the worker too, but the supervisor knows better and fills them (supervision.cc).
@@ -69,6 +75,9 @@ bool has_type(const Json& value, FieldType type) {
       return is_object_id(value);
     case FieldType::kObjectIdOrNull:
       return value.is_null() || is_object_id(value);
+    case FieldType::kStringArray:
+      return value.is_array() &&
+             std::all_of(value.begin(), value.end(), [](const Json& item) { return item.is_string(); });
   }
   return false;
 }
@@ -83,6 +92,8 @@ const char* expected(FieldType type) {
       return "an object id";
     case FieldType::kObjectIdOrNull:
       return "an object id or null";
+    case FieldType::kStringArray:
+      return "an array of strings";
   }
   return "?";
 }

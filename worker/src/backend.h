@@ -18,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "heddle/error.h"
+
 namespace heddle::worker {
 
 using NodeId = std::uint64_t;
@@ -66,6 +68,32 @@ struct AttrChange {
   std::optional<off_t> size;
   std::optional<timespec> atime;  // tv_nsec may be UTIME_NOW
   std::optional<timespec> mtime;
+};
+
+// One name whose meaning changed when the served commit changed (Backend::switch_tree).
+struct TreeChange {
+  enum class Kind {
+    kAdded,       // a new name
+    kRemoved,     // the name is gone (with everything below it)
+    kReplaced,    // another kind of object under the same name (file <-> dir <-> link)
+    kModified,    // the same kind, other content or mode
+    kDirChanged,  // a directory whose entries changed (listed separately)
+  };
+  std::string path;  // from the root, '/'-separated; "" is the root (kDirChanged only)
+  Kind kind = Kind::kModified;
+};
+
+// What the kernel must drop after a retarget, in the node ids it holds.
+struct KernelNote {
+  NodeId parent = 0;  // non-zero: the entry `name` in `parent`
+  std::string name;
+  NodeId node = 0;  // non-zero: the node's attributes and cached pages
+};
+
+struct RetargetOutcome {
+  std::string commit;                  // now served (40 hex)
+  std::vector<std::string> conflicts;  // changed both in the overlay and upstream
+  std::vector<KernelNote> notes;       // to send once every lock is released
 };
 
 struct CachePolicy {
@@ -143,6 +171,23 @@ class Backend {
   // Makes the node's data, and the names that changed above it, durable.
   [[nodiscard]] virtual int fsync(NodeId /*node*/, FileHandle* /*handle*/, bool /*datasync*/) {
     return 0;
+  }
+
+  // Capture and follow (issue 15). The commit served (40 hex), or nullopt when the source is
+  // not a commit (a directory, a tree).
+  [[nodiscard]] virtual std::optional<std::string> served_commit() const { return std::nullopt; }
+  // Makes every change acknowledged so far durable (before a capture reads it): 0 or an errno.
+  [[nodiscard]] virtual int sync_all() { return 0; }
+  // Serves `commit` from now on, keeping the node ids of the paths that stay. drop_overlay:
+  // the overlay's content is in `commit` (see ipc::Retarget). Throws heddle::Error, and then
+  // still serves what it served.
+  [[nodiscard]] virtual RetargetOutcome retarget(const std::string& /*commit*/,
+                                                 bool /*drop_overlay*/) {
+    throw Error("this mount serves no git commit: it cannot be retargeted", 0);
+  }
+  // For a lower layer: the same switch, answering what changed by path (no notes).
+  [[nodiscard]] virtual std::vector<TreeChange> switch_tree(const std::string& /*commit*/) {
+    throw Error("this mount serves no git commit: it cannot be retargeted", 0);
   }
 };
 

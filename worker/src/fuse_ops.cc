@@ -16,11 +16,22 @@
 #include <spdlog/spdlog.h>
 
 #include "backend.h"
+#include "write_gate.h"
 
 namespace heddle::worker {
 namespace {
 
-Backend& fs_of(fuse_req_t req) { return *static_cast<Backend*>(fuse_req_userdata(req)); }
+SessionContext& context_of(fuse_req_t req) {
+  return *static_cast<SessionContext*>(fuse_req_userdata(req));
+}
+
+Backend& fs_of(fuse_req_t req) { return context_of(req).fs; }
+
+// A modifying request waits here while a capture holds the overlay still (write_gate.h). A
+// read-only backend refuses every change at once: nothing to hold back.
+WriteGate* gate_of(fuse_req_t req) {
+  return fs_of(req).writable() ? &context_of(req).gate : nullptr;
+}
 
 fuse_entry_param entry_param(const Backend& fs, NodeId node, const struct stat& st) {
   const CachePolicy policy = fs.cache_policy();
@@ -62,7 +73,7 @@ void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
 
 void op_init(void* userdata, fuse_conn_info* conn) {
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
-  if (static_cast<Backend*>(userdata)->writable()) {
+  if (static_cast<SessionContext*>(userdata)->fs.writable()) {
     // O_TRUNC reaches open(), so a truncating open of a lower file copies up no data.
     if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   }
@@ -233,6 +244,7 @@ void reply_opened(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<FileHandle
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", [&] {
     std::unique_ptr<FileHandle> handle;
+    const WriteGate::Pass pass(opens_for_writing(fi->flags) ? gate_of(req) : nullptr);
     const int err = opens_for_writing(fi->flags)
                         ? fs_of(req).open_writable(ino, fi->flags, handle)
                         : fs_of(req).open_file(ino, handle);
@@ -300,6 +312,7 @@ void reply_entry(fuse_req_t req, int err, NodeId node, const struct stat& st) {
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
   guarded(req, "create", [&] {
+    const WriteGate::Pass pass(gate_of(req));
     NodeId node = 0;
     struct stat st {};
     std::unique_ptr<FileHandle> handle;
@@ -315,6 +328,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t /*rdev*/) {
   guarded(req, "mknod", [&] {
+    const WriteGate::Pass pass(gate_of(req));
     // Regular files only: device nodes, FIFOs and sockets are not kept in an overlay.
     if (!S_ISREG(mode)) {
       fuse_reply_err(req, fs_of(req).writable() ? EPERM : EROFS);
@@ -330,6 +344,7 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   guarded(req, "mkdir", [&] {
+    const WriteGate::Pass pass(gate_of(req));
     NodeId node = 0;
     struct stat st {};
     const int err = fs_of(req).mkdir(parent, name, mode, node, st);
@@ -339,6 +354,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
 
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   guarded(req, "symlink", [&] {
+    const WriteGate::Pass pass(gate_of(req));
     NodeId node = 0;
     struct stat st {};
     const int err = fs_of(req).symlink(parent, name, target, node, st);
@@ -348,6 +364,7 @@ void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const cha
 
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name) {
   guarded(req, "link", [&] {
+    const WriteGate::Pass pass(gate_of(req));
     struct stat st {};
     const int err = fs_of(req).link(ino, parent, name, st);
     reply_entry(req, err, ino, st);
@@ -355,16 +372,19 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  const WriteGate::Pass pass(gate_of(req));
   guarded(req, "unlink", [&] { fuse_reply_err(req, fs_of(req).unlink(parent, name)); });
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  const WriteGate::Pass pass(gate_of(req));
   guarded(req, "rmdir", [&] { fuse_reply_err(req, fs_of(req).rmdir(parent, name)); });
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
                const char* new_name, unsigned int flags) {
   guarded(req, "rename", [&] {
+    const WriteGate::Pass pass(gate_of(req));
     fuse_reply_err(req, fs_of(req).rename(parent, name, new_parent, new_name, flags));
   });
 }
@@ -374,6 +394,7 @@ timespec set_time(const timespec& given, bool now) { return now ? timespec{0, UT
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
                 fuse_file_info* fi) {
   guarded(req, "setattr", [&] {
+    const WriteGate::Pass pass(gate_of(req));
     AttrChange change;
     if ((to_set & FUSE_SET_ATTR_MODE) != 0) change.mode = attr->st_mode;
     if ((to_set & FUSE_SET_ATTR_UID) != 0) change.uid = attr->st_uid;
@@ -397,6 +418,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 
 void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off,
                   fuse_file_info* fi) {
+  const WriteGate::Pass pass(gate_of(req));
   const int fd = handle_of<FileHandle>(fi)->write_fd();
   if (fd < 0) {
     fuse_reply_err(req, EBADF);
@@ -431,6 +453,7 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* /
 
 void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, off_t length,
                   fuse_file_info* fi) {
+  const WriteGate::Pass pass(gate_of(req));
   const int fd = handle_of<FileHandle>(fi)->write_fd();
   if (fd < 0) {
     fuse_reply_err(req, fs_of(req).writable() ? EBADF : EROFS);

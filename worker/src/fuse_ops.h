@@ -5,7 +5,16 @@ struct fuse_lowlevel_ops;
 
 namespace heddle::worker {
 
-// Its callbacks expect the session's userdata to be a Backend*.
+class Backend;
+class WriteGate;
+
+// The session's userdata: what the callbacks serve, and the gate modifying requests pass.
+struct SessionContext {
+  Backend& fs;
+  WriteGate& gate;
+};
+
+// Its callbacks expect the session's userdata to be a SessionContext*.
 [[nodiscard]] const fuse_lowlevel_ops& backend_operations();
 
 }  // namespace heddle::worker

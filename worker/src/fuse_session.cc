@@ -13,7 +13,13 @@
 
 namespace heddle::worker {
 
-FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug) {
+namespace {
+// Threads the loop may start. Modifying requests wait at a closed gate (a capture) holding a
+// thread each: room for many of them while reads are still served.
+constexpr unsigned kMaxThreads = 32;
+}  // namespace
+
+FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug) : context_{fs, gate_} {
   std::vector<std::string> arg_storage{"heddle-fuse-worker"};
   if (debug) arg_storage.emplace_back("-d");
   std::vector<char*> argv;
@@ -21,7 +27,7 @@ FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug) {
   fuse_args args{static_cast<int>(argv.size()), argv.data(), 0};
 
   const fuse_lowlevel_ops& ops = backend_operations();
-  session_ = fuse_session_new(&args, &ops, sizeof ops, &fs);
+  session_ = fuse_session_new(&args, &ops, sizeof ops, &context_);
   fuse_opt_free_args(&args);
   if (session_ == nullptr) throw Error("fuse_session_new failed (see libfuse's message above)", 0);
 
@@ -53,6 +59,7 @@ void FuseSession::start(unsigned max_idle_threads) {
   if (config == nullptr) throw Error("fuse_loop_cfg_create failed", ENOMEM);
   fuse_loop_cfg_set_clone_fd(config, 0);
   fuse_loop_cfg_set_idle_threads(config, max_idle_threads);
+  fuse_loop_cfg_set_max_threads(config, kMaxThreads);
 
   serving_ = true;
   try {
@@ -62,6 +69,18 @@ void FuseSession::start(unsigned max_idle_threads) {
     fuse_loop_cfg_destroy(config);
     throw;
   }
+}
+
+int FuseSession::invalidate_entry(std::uint64_t parent, const std::string& name) noexcept {
+  // libfuse sends the terminating NUL too.
+  const int rc = fuse_lowlevel_notify_inval_entry(session_, parent, name.c_str(), name.size());
+  return rc < 0 ? -rc : 0;
+}
+
+int FuseSession::invalidate_node(std::uint64_t node) noexcept {
+  // Offset 0, length 0: the attributes and every cached page (a directory's listing too).
+  const int rc = fuse_lowlevel_notify_inval_inode(session_, node, 0, 0);
+  return rc < 0 ? -rc : 0;
 }
 
 void FuseSession::run_loop(fuse_loop_config* config) {

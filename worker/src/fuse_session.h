@@ -3,9 +3,13 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
+#include <string>
 #include <thread>
 
+#include "fuse_ops.h"
 #include "heddle/unique_fd.h"
+#include "write_gate.h"
 
 struct fuse_session;
 struct fuse_loop_config;
@@ -32,9 +36,20 @@ class FuseSession {
   // False once the loop has returned (connection unmounted or aborted).
   [[nodiscard]] bool serving() const noexcept { return serving_.load(); }
 
+  // What modifying requests pass (Freeze holds them there).
+  [[nodiscard]] WriteGate& gate() noexcept { return gate_; }
+
+  // Tell the kernel to drop what it caches of `name` in `parent` / of `node`'s attributes and
+  // pages. Never from a request handler (the kernel may wait for that request): from the IPC
+  // thread, holding no backend lock. Returns 0 or an errno (ENOENT: the kernel had nothing).
+  int invalidate_entry(std::uint64_t parent, const std::string& name) noexcept;
+  int invalidate_node(std::uint64_t node) noexcept;
+
  private:
   void run_loop(fuse_loop_config* config);
 
+  WriteGate gate_;
+  SessionContext context_;
   fuse_session* session_ = nullptr;
   std::thread loop_;
   std::atomic<bool> serving_{false};

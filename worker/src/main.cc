@@ -19,11 +19,13 @@
 #include <exception>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <variant>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -132,9 +134,92 @@ Bootstrap receive_bootstrap(int fd) {
                    std::move(received.payload)};
 }
 
-[[noreturn]] void serve_ipc(int ipc_fd, const ipc::WorkerBootstrap& boot, const Backend& fs,
-                            const FuseSession& session) {
+// Capture and follow (issue 15): Freeze, Thaw and Retarget, on the IPC thread. The gate holds
+// modifying requests back while the supervisor reads the overlay; kernel notifications go out
+// once the gate is open again, since a request waiting at it may hold the very directory lock
+// the kernel needs to drop an entry.
+class Retargeting {
+ public:
+  // Paths listed in a Retargeted or in Status, and their bytes (a frame holds 64 KiB); the
+  // count in Status is always whole.
+  static constexpr std::size_t kMaxListed = 100;
+  static constexpr std::size_t kMaxListedBytes = 16 << 10;
+
+  Retargeting(Backend& fs, FuseSession& session) : fs_(fs), session_(session) {}
+
+  ipc::Message freeze() {
+    session_.gate().close();
+    if (const int err = fs_.sync_all(); err != 0) {
+      session_.gate().open();
+      return ipc::RetargetFailed{std::string("freeze: cannot make the overlay durable: ") +
+                                 std::strerror(err)};
+    }
+    return ipc::Frozen{fs_.served_commit().value_or("")};
+  }
+
+  ipc::Message thaw() {
+    session_.gate().open();
+    return ipc::Thawed{};
+  }
+
+  ipc::Message retarget(const ipc::Retarget& request) {
+    session_.gate().close();
+    RetargetOutcome outcome;
+    try {
+      outcome = fs_.retarget(request.commit, request.drop_overlay);
+    } catch (const std::exception& e) {
+      session_.gate().open();
+      spdlog::warn("{}", e.what());
+      // Escaped: the text may quote names that are not UTF-8.
+      return ipc::RetargetFailed{escape_text(e.what())};
+    }
+    session_.gate().open();
+    std::size_t dropped = 0;
+    for (const KernelNote& note : outcome.notes) {
+      // ENOENT: the kernel had nothing cached there.
+      const int err = note.parent != 0 ? session_.invalidate_entry(note.parent, note.name)
+                                       : session_.invalidate_node(note.node);
+      if (err != 0 && err != ENOENT) ++dropped;
+    }
+    if (dropped > 0) spdlog::warn("retarget: {} kernel notifications failed", dropped);
+    if (request.drop_overlay) conflicts_.clear();
+    conflicts_.insert(outcome.conflicts.begin(), outcome.conflicts.end());
+    spdlog::info("now serving commit {} ({} notifications, {} conflicts)", outcome.commit,
+                 outcome.notes.size(), outcome.conflicts.size());
+    return ipc::Retargeted{outcome.commit, listed(outcome.conflicts)};
+  }
+
+  void add_status(nlohmann::ordered_json& extra) const {
+    extra["conflicts"] = listed(conflicts_);
+    extra["conflict_count"] = conflicts_.size();
+    extra["frozen"] = session_.gate().closed();
+    extra["writes_held"] = session_.gate().waited();
+  }
+
+ private:
+  // As many as fit, escaped: a name need not be UTF-8, which JSON cannot carry.
+  template <typename Paths>
+  static std::vector<std::string> listed(const Paths& paths) {
+    std::vector<std::string> out;
+    std::size_t bytes = 0;
+    for (const std::string& path : paths) {
+      std::string text = escape_text(path);
+      bytes += text.size() + 3;
+      if (out.size() == kMaxListed || bytes > kMaxListedBytes) break;
+      out.push_back(std::move(text));
+    }
+    return out;
+  }
+
+  Backend& fs_;
+  FuseSession& session_;
+  std::set<std::string> conflicts_;  // since the last capture (drop_overlay)
+};
+
+[[noreturn]] void serve_ipc(int ipc_fd, const ipc::WorkerBootstrap& boot, Backend& fs,
+                            FuseSession& session) {
   const auto started = std::chrono::steady_clock::now();
+  Retargeting retargeting(fs, session);
   for (;;) {
     std::optional<ipc::Message> message;
     try {
@@ -157,7 +242,14 @@ Bootstrap receive_bootstrap(int fd) {
         ok.extra["nodes"] = fs.node_count();
         ok.extra["serving"] = session.serving();
         fs.add_status(ok.extra);
+        retargeting.add_status(ok.extra);
         send(ipc_fd, ok);
+      } else if (std::holds_alternative<ipc::Freeze>(*message)) {
+        send(ipc_fd, retargeting.freeze());
+      } else if (std::holds_alternative<ipc::Thaw>(*message)) {
+        send(ipc_fd, retargeting.thaw());
+      } else if (const auto* retarget = std::get_if<ipc::Retarget>(&*message)) {
+        send(ipc_fd, retargeting.retarget(*retarget));
       } else if (std::holds_alternative<ipc::Stop>(*message)) {
         if (boot.test_ignore_stop) {
           spdlog::info("ignoring Stop (test_ignore_stop)");

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <utility>
 
 #include "heddle/error.h"
@@ -82,7 +84,13 @@ void present_upper(struct stat& st, const ViewAttr& view) {
 // An open upper file: reads are spliced from its fd, writes go to it.
 class UpperFile final : public FileHandle {
  public:
-  UpperFile(UniqueFd fd, const UpperDir& upper) : fd_(std::move(fd)), upper_(upper) {}
+  UpperFile(UniqueFd fd, const UpperDir& upper, std::function<void()> on_close = {})
+      : fd_(std::move(fd)), upper_(upper), on_close_(std::move(on_close)) {}
+  UpperFile(const UpperFile&) = delete;
+  UpperFile& operator=(const UpperFile&) = delete;
+  ~UpperFile() override {
+    if (on_close_) on_close_();
+  }
   int read(std::size_t /*size*/, off_t offset, ReadResult& out) override {
     out.fd = fd_.get();
     out.fd_offset = offset;
@@ -99,7 +107,19 @@ class UpperFile final : public FileHandle {
  private:
   UniqueFd fd_;
   const UpperDir& upper_;
+  std::function<void()> on_close_;
 };
+
+// The overlay's path for a lower path: the root is "." here and "" there.
+std::string overlay_path(const std::string& lower_path) {
+  return lower_path.empty() ? "." : lower_path;
+}
+
+// "a/b" is at or below "a"; everything is below ".".
+bool at_or_below(const std::string& path, const std::string& top) {
+  if (top == ".") return true;
+  return path == top || (path.size() > top.size() && path.starts_with(top) && path[top.size()] == '/');
+}
 
 }  // namespace
 
@@ -576,7 +596,7 @@ int OverlayFs::open_writable(NodeId node, int flags, std::unique_ptr<FileHandle>
   auto fd = upper_.open(n->paths.front(),
                         (flags & (O_ACCMODE | O_APPEND | O_TRUNC)) | O_NOFOLLOW | O_NONBLOCK);
   if (!fd.fd) return fd.error;
-  out = std::make_unique<UpperFile>(std::move(fd.fd), upper_);
+  out = writer_handle(std::move(fd.fd));
   return 0;
 }
 
@@ -615,7 +635,7 @@ int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int fla
   }
   if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
   if (const int e = new_entry(child.path, parent_fd.fd.get(), node, st); e != 0) return e;
-  out = std::make_unique<UpperFile>(std::move(fd), upper_);
+  out = writer_handle(std::move(fd));
   return 0;
 }
 
@@ -1015,6 +1035,244 @@ int OverlayFs::fsync(NodeId node, FileHandle* handle, bool datasync) {
     }
   }
   return err;
+}
+
+}  // namespace heddle::worker
+
+// ---- capture and follow (issue 15) ----------------------------------------------------------
+
+namespace heddle::worker {
+
+std::unique_ptr<FileHandle> OverlayFs::writer_handle(UniqueFd fd) {
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return std::make_unique<UpperFile>(std::move(fd), upper_);
+  const FileId id = file_id(st);
+  ++writers_[id];
+  // Runs when the kernel releases the handle, on a request thread holding no lock.
+  return std::make_unique<UpperFile>(std::move(fd), upper_, [this, id] {
+    const std::lock_guard lock(mutex_);
+    if (const auto it = writers_.find(id); it != writers_.end() && --it->second == 0) {
+      writers_.erase(it);
+    }
+  });
+}
+
+int OverlayFs::sync_all() {
+  if (::syncfs(upper_.root_fd()) != 0) return errno;
+  const std::lock_guard lock(mutex_);
+  dirty_dirs_.clear();
+  return 0;
+}
+
+NodeId OverlayFs::lower_lookup_path(const std::string& path, struct stat& st) {
+  if (lower_->getattr(kRootNode, st) != 0) return 0;
+  if (path == ".") return kRootNode;  // never forgotten: no reference to count
+  NodeId at = kRootNode;
+  for (std::size_t start = 0; start <= path.size();) {
+    const std::size_t slash = std::min(path.find('/', start), path.size());
+    NodeId next = 0;
+    const int err = lower_->lookup(at, std::string_view(path).substr(start, slash - start), next, st);
+    if (at != kRootNode) lower_->forget(at, 1);
+    if (err != 0) return 0;
+    at = next;
+    start = slash + 1;
+  }
+  return at;
+}
+
+bool OverlayFs::upper_covers(const std::string& path) const {
+  if (path == ".") return false;
+  std::string dir = ".";
+  for (std::size_t start = 0; start <= path.size();) {
+    const std::size_t slash = std::min(path.find('/', start), path.size());
+    const std::string name = path.substr(start, slash - start);
+    const bool last = slash == path.size();
+    auto fd = upper_.open_dir(dir);
+    if (!fd.fd) return false;
+    if (UpperDir::has_whiteout(fd.fd.get(), name)) return true;
+    struct stat st {};
+    if (::fstatat(fd.fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+    if (last || !S_ISDIR(st.st_mode)) return true;
+    const UniqueFd sub(::openat(fd.fd.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!sub || UpperDir::is_opaque(sub.get())) return true;
+    dir = join_path(dir, name.c_str());
+    start = slash + 1;
+  }
+  return false;
+}
+
+bool OverlayFs::drop_upper_dir(const std::string& path, int dir_fd) {
+  std::vector<DirEntry> entries;
+  if (read_entries(dir_fd, entries) != 0) return false;
+  bool empty = true;
+  for (const DirEntry& entry : entries) {
+    if (entry.name == "." || entry.name == "..") continue;
+    const char* name = entry.name.c_str();
+    if (UpperDir::is_marker(entry.name)) {
+      // Whiteouts and opaque markers: the commit now says what is deleted.
+      if (::unlinkat(dir_fd, name, 0) != 0) empty = false;
+      continue;
+    }
+    struct stat st {};
+    if (::fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      empty = false;
+      continue;
+    }
+    const std::string child = join_path(path, name);
+    if (S_ISDIR(st.st_mode)) {
+      const UniqueFd sub(::openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      struct stat lower_st {};
+      bool keep = !sub || !drop_upper_dir(child, sub.get());
+      if (!keep) {
+        // An empty directory cannot be in a commit: it stays unless the commit has it.
+        const NodeId lower = lower_lookup_path(child, lower_st);
+        keep = lower == 0 || !S_ISDIR(lower_st.st_mode);
+        if (lower != 0 && lower != kRootNode) lower_->forget(lower, 1);
+      }
+      if (!keep && ::unlinkat(dir_fd, name, AT_REMOVEDIR) != 0) keep = true;
+      if (keep) empty = false;
+      continue;
+    }
+    // A file open for writing stays: later writes through its fd must not be lost. Its content
+    // is the commit's anyway.
+    if (writers_.contains(file_id(st)) || ::unlinkat(dir_fd, name, 0) != 0) empty = false;
+  }
+  dirty_dirs_.insert(path);
+  return empty;
+}
+
+void OverlayFs::relink_nodes(const std::vector<TreeChange>& changes, bool dropped,
+                             std::vector<KernelNote>& notes) {
+  // Paths whose lower node went (removed, or another kind of object now).
+  std::vector<std::string> gone;
+  std::vector<std::string> added;
+  for (const TreeChange& change : changes) {
+    if (change.kind == TreeChange::Kind::kRemoved || change.kind == TreeChange::Kind::kReplaced) {
+      gone.push_back(overlay_path(change.path));
+    }
+    if (change.kind == TreeChange::Kind::kAdded || change.kind == TreeChange::Kind::kReplaced) {
+      added.push_back(overlay_path(change.path));
+    }
+  }
+  const auto under = [](const std::string& path, const std::vector<std::string>& tops) {
+    return std::any_of(tops.begin(), tops.end(),
+                       [&](const std::string& top) { return at_or_below(path, top); });
+  };
+  // Parents before children: whether a directory shows the lower layer depends on its parent.
+  std::map<std::string, NodeId> by_path;
+  for (auto& [id, node] : nodes_) {
+    if (!node.paths.empty()) by_path.emplace(node.paths.front(), id);
+  }
+  const auto parent_shows_lower = [&](const std::string& path) {
+    const auto it = by_path.find(split_path(path).first);
+    return it == by_path.end() || nodes_.at(it->second).shows_lower();
+  };
+  for (auto& [path, id] : by_path) {
+    if (id == kRootNode) {
+      Node& root = nodes_.at(id);
+      root.opaque = UpperDir::is_opaque(upper_.root_fd());
+      continue;
+    }
+    Node& node = nodes_.at(id);
+    if (!node.upper) {
+      if (node.lower == 0 || !under(path, gone)) continue;
+      // Its lower object went: a lookup makes a new node, this one lives until forgotten.
+      if (const auto it = lower_nodes_.find(path); it != lower_nodes_.end() && it->second == id) {
+        lower_nodes_.erase(it);
+      }
+      continue;
+    }
+    struct stat upper_st {};
+    const bool in_upper = upper_stat(path, upper_st) == 0;
+    if (!in_upper && dropped) {
+      // Its content is in the commit now: the node goes on as the lower one, keeping its id.
+      struct stat lower_st {};
+      const NodeId lower = lower_lookup_path(path, lower_st);
+      upper_nodes_.erase(node.upper_id);
+      if (node.lower != 0) lower_->forget(node.lower, 1);
+      node.lower = 0;
+      node.upper = false;
+      node.opaque = false;
+      if (lower == 0 || (lower_st.st_mode & S_IFMT) != node.type) {
+        if (lower != 0) lower_->forget(lower, 1);
+        node.paths.clear();  // not in the commit (a socket, say): gone from the mount
+        const auto [dir, name] = split_path(path);
+        if (const auto parent = by_path.find(dir); parent != by_path.end()) {
+          notes.push_back(KernelNote{parent->second, name, 0});
+        }
+        continue;
+      }
+      node.lower = lower;
+      node.paths.resize(1);
+      lower_nodes_[path] = id;
+      notes.push_back(KernelNote{0, {}, id});  // its attributes (inode number, times) changed
+      continue;
+    }
+    if (!S_ISDIR(node.type)) continue;
+    // A directory of the upper layer: which lower directory shows through it, if any.
+    const auto dir = upper_.open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+    const bool opaque = dir.fd && UpperDir::is_opaque(dir.fd.get());
+    if (node.lower != 0 && (opaque || under(path, gone))) {
+      lower_->forget(node.lower, 1);
+      node.lower = 0;
+    }
+    if (node.lower == 0 && !opaque && (dropped || under(path, added)) && parent_shows_lower(path)) {
+      struct stat lower_st {};
+      const NodeId lower = lower_lookup_path(path, lower_st);
+      if (lower != 0 && S_ISDIR(lower_st.st_mode)) {
+        node.lower = lower;
+        notes.push_back(KernelNote{0, {}, id});  // its listing changed
+      } else if (lower != 0) {
+        lower_->forget(lower, 1);
+      }
+    }
+    node.opaque = opaque || node.lower == 0;
+  }
+}
+
+RetargetOutcome OverlayFs::retarget(const std::string& commit, bool drop_overlay) {
+  const std::lock_guard lock(mutex_);
+  // Throws, changing nothing, when the commit cannot be read.
+  const std::vector<TreeChange> changes = lower_->switch_tree(commit);
+  RetargetOutcome out;
+  out.commit = lower_->served_commit().value_or(commit);
+  if (drop_overlay) {
+    const UniqueFd root(::openat(upper_.root_fd(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (root) drop_upper_dir(".", root.get());
+  }
+  relink_nodes(changes, drop_overlay, out.notes);
+
+  std::map<std::string, NodeId> by_path;
+  for (const auto& [path, id] : lower_nodes_) by_path.emplace(path, id);
+  for (const auto& [id, node] : nodes_) {
+    if (node.upper && !node.paths.empty()) by_path.emplace(node.paths.front(), id);
+  }
+  for (const TreeChange& change : changes) {
+    const std::string path = overlay_path(change.path);
+    if (change.kind == TreeChange::Kind::kDirChanged) {
+      if (const auto it = by_path.find(path); it != by_path.end()) {
+        out.notes.push_back(KernelNote{0, {}, it->second});
+      }
+      continue;
+    }
+    if (upper_covers(path)) {
+      // What the overlay holds wins. After a capture only files still open for writing are
+      // left, with the commit's content: no conflict.
+      if (!drop_overlay) out.conflicts.push_back(change.path);
+      continue;
+    }
+    if (change.kind == TreeChange::Kind::kModified) {
+      if (const auto it = by_path.find(path); it != by_path.end()) {
+        out.notes.push_back(KernelNote{0, {}, it->second});
+      }
+      continue;
+    }
+    const auto [dir, name] = split_path(path);
+    if (const auto it = by_path.find(dir); it != by_path.end()) {
+      out.notes.push_back(KernelNote{it->second, name, 0});
+    }
+  }
+  return out;
 }
 
 }  // namespace heddle::worker

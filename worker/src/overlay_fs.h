@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -62,6 +63,13 @@ class OverlayFs final : public Backend {
                             struct stat& st) override;
   [[nodiscard]] int fsync(NodeId node, FileHandle* handle, bool datasync) override;
 
+  // Capture and follow: the lower layer switches commits under the overlay (see Backend).
+  [[nodiscard]] std::optional<std::string> served_commit() const override {
+    return lower_->served_commit();
+  }
+  [[nodiscard]] int sync_all() override;
+  [[nodiscard]] RetargetOutcome retarget(const std::string& commit, bool drop_overlay) override;
+
  private:
   struct Node {
     std::vector<std::string> paths;  // names in the mount; empty once the last is removed
@@ -110,6 +118,20 @@ class OverlayFs final : public Backend {
                                 OpenResult& parent_fd);
   void mark_dirty(const std::string& path);
 
+  // Retarget, with the lock held. An open-for-writing handle counts in writers_ until closed.
+  [[nodiscard]] std::unique_ptr<FileHandle> writer_handle(UniqueFd fd);
+  // The lower node of `path` (one reference counted), or 0 when the lower layer lacks it.
+  [[nodiscard]] NodeId lower_lookup_path(const std::string& path, struct stat& st);
+  // Whether the upper layer decides what `path` is (an entry, a whiteout, or an opaque or
+  // non-directory entry above it).
+  [[nodiscard]] bool upper_covers(const std::string& path) const;
+  // Empties the upper directory `path` (open as `dir_fd`) but for files open for writing and
+  // directories the lower layer lacks. True when nothing is left in it.
+  bool drop_upper_dir(const std::string& path, int dir_fd);
+  // Node fixes after the lower layer switched: `changes` are the lower layer's.
+  void relink_nodes(const std::vector<TreeChange>& changes, bool dropped,
+                    std::vector<KernelNote>& notes);
+
   const std::unique_ptr<Backend> lower_;
   UpperDir upper_;
 
@@ -118,6 +140,7 @@ class OverlayFs final : public Backend {
   std::unordered_map<std::string, NodeId> lower_nodes_;            // lower-only nodes by path
   std::unordered_map<FileId, NodeId, FileIdHash> upper_nodes_;     // upper nodes by identity
   std::unordered_set<std::string> dirty_dirs_;  // directories whose names changed since fsync
+  std::unordered_map<FileId, unsigned, FileIdHash> writers_;  // open-for-writing handles
   NodeId next_ = kRootNode + 1;
 };
 

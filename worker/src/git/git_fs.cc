@@ -15,6 +15,8 @@
 #include <climits>
 #include <mutex>
 #include <new>
+#include <shared_mutex>
+#include <unordered_map>
 #include <unordered_set>
 #include <utility>
 
@@ -130,6 +132,7 @@ class GitFs final : public Backend {
   GitFs(const GitFsOptions& options, RepoPtr repo, const ResolvedThread& resolved)
       : options_(options),
         resolved_(resolved),
+        time_(resolved.time),
         locator_(object_directories(repo.get())),
         pool_(options.repo_root, std::move(repo)),
         nodes_(root_info(resolved), InoHasher(InoHasher::random_key())),
@@ -140,8 +143,11 @@ class GitFs final : public Backend {
     return guarded("lookup", [&] {
       if (name.size() > NAME_MAX) return ENAMETOOLONG;
       if (bad_name(name)) return name.find('/') != std::string_view::npos ? EINVAL : ENOENT;
+      // The tree read and the node made from it belong to one commit (see switch_tree).
+      const std::shared_lock tree_lock(tree_mutex_);
       const auto dir = nodes_.find(parent);
       if (!dir) return ESTALE;
+      if (dir->gone) return ENOENT;
       if (dir->mode == kGitlink) return ENOENT;  // shown empty: see fill_stat
       if (dir->mode != kTree) return ENOTDIR;
 
@@ -171,6 +177,7 @@ class GitFs final : public Backend {
       const auto info = nodes_.find(node);
       if (!info) return ESTALE;
       fill_stat(*info, st);
+      if (info->gone) st.st_nlink = 0;  // as an unlinked file still open
       return 0;
     });
   }
@@ -196,8 +203,10 @@ class GitFs final : public Backend {
 
   int read_dir(NodeId node, DirSnapshot& out) override {
     return guarded("read_dir", [&] {
+      const std::shared_lock tree_lock(tree_mutex_);
       const auto dir = nodes_.find(node);
       if (!dir) return ESTALE;
+      if (dir->gone) return ENOENT;
       if (!is_dir(dir->mode)) return ENOTDIR;
       out.node = node;
       out.entries.clear();
@@ -231,6 +240,7 @@ class GitFs final : public Backend {
     return guarded("open", [&] {
       const auto info = nodes_.find(node);
       if (!info) return ESTALE;
+      if (info->gone) return ENOENT;
       if (is_dir(info->mode)) return EISDIR;
       if (info->mode == kLink) return ELOOP;  // the kernel follows links before opening
       std::uint64_t size = info->size;
@@ -277,12 +287,16 @@ class GitFs final : public Backend {
 
   void add_status(nlohmann::ordered_json& extra) const override {
     const auto stats = cache_.stats();
-    if (resolved_.commit) {
-      extra["commit"] = to_hex(*resolved_.commit);
-    } else {
-      extra["commit"] = nullptr;
+    {
+      const std::lock_guard lock(resolved_mutex_);
+      if (resolved_.commit) {
+        extra["commit"] = to_hex(*resolved_.commit);
+      } else {
+        extra["commit"] = nullptr;
+      }
+      extra["tree"] = to_hex(resolved_.tree);
+      extra["retargets"] = retargets_;
     }
-    extra["tree"] = to_hex(resolved_.tree);
     extra["cache_bytes"] = stats.bytes;
     extra["cache_limit"] = stats.limit;
     extra["cache_entries"] = stats.entries;
@@ -300,7 +314,221 @@ class GitFs final : public Backend {
     extra["nodes"] = nodes_.size();
   }
 
+  std::optional<std::string> served_commit() const override {
+    const std::lock_guard lock(resolved_mutex_);
+    if (!resolved_.commit) return std::nullopt;
+    return to_hex(*resolved_.commit);
+  }
+
+  std::vector<TreeChange> switch_tree(const std::string& commit) override {
+    const auto lease = pool_.acquire();
+    const ResolvedThread next = resolve_commit(lease.repo(), commit);
+    const std::unique_lock tree_lock(tree_mutex_);
+    git_oid old_tree{};
+    {
+      const std::lock_guard lock(resolved_mutex_);
+      old_tree = resolved_.tree;
+    }
+    std::vector<RawChange> raw;
+    if (git_oid_cmp(&old_tree, &next.tree) != 0) {
+      RawChange root;
+      root.kind = TreeChange::Kind::kDirChanged;
+      root.new_oid = next.tree;
+      root.new_mode = kTree;
+      raw.push_back(root);
+      diff_trees(lease.repo(), old_tree, next.tree, "", raw);
+    }
+    std::unordered_map<std::string_view, const RawChange*> by_path;
+    for (const RawChange& change : raw) by_path.emplace(change.path, &change);
+    nodes_.rebase([&](const std::shared_ptr<const NodeInfo>& info) {
+      return rebased(lease, by_path, info);
+    });
+    {
+      const std::lock_guard lock(resolved_mutex_);
+      resolved_ = next;
+      ++retargets_;
+    }
+    time_.store(next.time, std::memory_order_relaxed);
+    std::vector<TreeChange> out;
+    out.reserve(raw.size());
+    for (RawChange& change : raw) out.push_back(TreeChange{std::move(change.path), change.kind});
+    return out;
+  }
+
+  RetargetOutcome retarget(const std::string& commit, bool /*drop_overlay*/) override {
+    RetargetOutcome outcome;
+    // Changed directories keep their ids through the switch: their entries are named in them.
+    for (TreeChange& change : switch_tree(commit)) {
+      switch (change.kind) {
+        case TreeChange::Kind::kAdded:
+        case TreeChange::Kind::kRemoved:
+        case TreeChange::Kind::kReplaced: {
+          const std::string_view parent = parent_path(change.path);
+          if (const NodeId dir = nodes_.id_of(parent); dir != 0) {
+            const std::string_view name =
+                std::string_view(change.path).substr(parent.empty() ? 0 : parent.size() + 1);
+            outcome.notes.push_back(KernelNote{dir, std::string(name), 0});
+          }
+          break;
+        }
+        case TreeChange::Kind::kModified:
+        case TreeChange::Kind::kDirChanged:
+          if (const NodeId node = nodes_.id_of(change.path); node != 0) {
+            outcome.notes.push_back(KernelNote{0, {}, node});
+          }
+          break;
+      }
+    }
+    outcome.commit = served_commit().value_or(commit);
+    return outcome;
+  }
+
  private:
+  // One difference between two trees, as diff_trees finds it.
+  struct RawChange {
+    std::string path;
+    TreeChange::Kind kind = TreeChange::Kind::kModified;
+    git_oid new_oid{};
+    std::uint32_t new_mode = 0;
+  };
+
+  // What a tree entry's mode means here: unknown modes are plain files (as read_entry does).
+  static std::uint32_t served_mode(const git_tree_entry* entry) {
+    const auto mode = static_cast<std::uint32_t>(git_tree_entry_filemode(entry));
+    return is_dir(mode) || is_blob(mode) ? mode : kBlob;
+  }
+
+  // The kind of inode a mode makes: a change of it is a new node, never an update.
+  static int inode_kind(std::uint32_t mode) {
+    if (mode == kTree) return 0;
+    if (mode == kGitlink) return 1;
+    if (mode == kLink) return 2;
+    return 3;
+  }
+
+  // `commit` (40 hex digits) as served: its tree and time. Throws heddle::Error.
+  static ResolvedThread resolve_commit(git_repository* repo, const std::string& commit) {
+    git_oid oid{};
+    if (commit.size() != GIT_OID_HEXSZ ||
+        commit.find_first_not_of("0123456789abcdef") != std::string::npos ||
+        git_oid_fromstr(&oid, commit.c_str()) < 0) {
+      throw Error("retarget: \"" + commit.substr(0, 64) +
+                      "\" is not a commit id (40 lowercase hex digits)",
+                  EINVAL);
+    }
+    git_commit* raw = nullptr;
+    if (git_commit_lookup(&raw, repo, &oid) < 0) {
+      throw Error("retarget: commit " + commit + " cannot be read from the repository: " +
+                      last_error_message(),
+                  ENOENT);
+    }
+    ResolvedThread out;
+    out.commit = oid;
+    out.tree = *git_commit_tree_id(raw);
+    out.time = static_cast<std::int64_t>(git_commit_time(raw));
+    git_commit_free(raw);
+    return out;
+  }
+
+  static TreePtr read_tree(git_repository* repo, const git_oid& oid, const std::string& path) {
+    git_tree* raw = nullptr;
+    if (git_tree_lookup(&raw, repo, &oid) < 0) {
+      throw Error("retarget: tree " + to_hex(oid) + " ('" + path +
+                      "') cannot be read: " + last_error_message(),
+                  EIO);
+    }
+    return TreePtr(raw);
+  }
+
+  // The names that differ between two trees, descending only into directories whose tree
+  // changed. Names never served (bad_name, too_long) are left out.
+  static void diff_trees(git_repository* repo, const git_oid& old_id, const git_oid& new_id,
+                         const std::string& prefix, std::vector<RawChange>& out) {
+    const TreePtr old_tree = read_tree(repo, old_id, prefix);
+    const TreePtr new_tree = read_tree(repo, new_id, prefix);
+    const auto served = [](std::string_view name, const std::string& path) {
+      return !bad_name(name) && !too_long(path);
+    };
+    for (std::size_t i = 0, n = git_tree_entrycount(old_tree.get()); i < n; ++i) {
+      const git_tree_entry* before = git_tree_entry_byindex(old_tree.get(), i);
+      const char* name = git_tree_entry_name(before);
+      std::string path = child_path(prefix, name);
+      if (!served(name, path)) continue;
+      const git_tree_entry* after = git_tree_entry_byname(new_tree.get(), name);
+      RawChange change;
+      change.path = std::move(path);
+      if (after == nullptr) {
+        change.kind = TreeChange::Kind::kRemoved;
+        out.push_back(std::move(change));
+        continue;
+      }
+      const std::uint32_t old_mode = served_mode(before);
+      change.new_mode = served_mode(after);
+      change.new_oid = *git_tree_entry_id(after);
+      if (old_mode == change.new_mode &&
+          git_oid_cmp(git_tree_entry_id(before), &change.new_oid) == 0) {
+        continue;
+      }
+      if (inode_kind(old_mode) != inode_kind(change.new_mode)) {
+        change.kind = TreeChange::Kind::kReplaced;
+        out.push_back(std::move(change));
+      } else if (change.new_mode == kTree) {
+        change.kind = TreeChange::Kind::kDirChanged;
+        const git_oid old_oid = *git_tree_entry_id(before);
+        const git_oid new_oid = change.new_oid;
+        const std::string sub = change.path;
+        out.push_back(std::move(change));
+        diff_trees(repo, old_oid, new_oid, sub, out);
+      } else {
+        change.kind = TreeChange::Kind::kModified;
+        out.push_back(std::move(change));
+      }
+    }
+    for (std::size_t i = 0, n = git_tree_entrycount(new_tree.get()); i < n; ++i) {
+      const git_tree_entry* after = git_tree_entry_byindex(new_tree.get(), i);
+      const char* name = git_tree_entry_name(after);
+      std::string path = child_path(prefix, name);
+      if (!served(name, path) || git_tree_entry_byname(old_tree.get(), name) != nullptr) continue;
+      RawChange change;
+      change.path = std::move(path);
+      change.kind = TreeChange::Kind::kAdded;
+      change.new_mode = served_mode(after);
+      change.new_oid = *git_tree_entry_id(after);
+      out.push_back(std::move(change));
+    }
+  }
+
+  // What a live node becomes in the new tree (NodeTable::rebase): unchanged, updated, or gone.
+  std::shared_ptr<const NodeInfo> rebased(
+      const RepoPool::Lease& lease,
+      const std::unordered_map<std::string_view, const RawChange*>& changes,
+      const std::shared_ptr<const NodeInfo>& info) {
+    if (const auto self = changes.find(info->path); self != changes.end()) {
+      const RawChange& change = *self->second;
+      if (change.kind == TreeChange::Kind::kRemoved ||
+          change.kind == TreeChange::Kind::kReplaced) {
+        return nullptr;
+      }
+      if (change.kind == TreeChange::Kind::kAdded) return info;  // cannot be: it was not there
+      auto next = std::make_shared<NodeInfo>(*info);
+      next->oid = change.new_oid;
+      next->mode = change.new_mode;
+      next->size = 0;
+      next->size_known = true;
+      if (is_blob(next->mode)) next->size_known = read_size(lease, *next, next->size) == 0;
+      return next;
+    }
+    // The nearest changed ancestor decides: a directory that changed keeps what it does not
+    // list; one that went (or became something else) takes everything below it along.
+    for (std::string_view path = info->path; !path.empty();) {
+      path = parent_path(path);
+      const auto above = changes.find(path);
+      if (above == changes.end()) continue;
+      return above->second->kind == TreeChange::Kind::kDirChanged ? info : nullptr;
+    }
+    return info;
+  }
+
   static NodeInfo root_info(const ResolvedThread& resolved) {
     NodeInfo root;
     root.oid = resolved.tree;
@@ -315,7 +543,8 @@ class GitFs final : public Backend {
     st.st_gid = options_.owner_gid;
     st.st_blksize = kBlockSize;
     st.st_nlink = 1;
-    st.st_atim.tv_sec = st.st_mtim.tv_sec = st.st_ctim.tv_sec = resolved_.time;
+    st.st_atim.tv_sec = st.st_mtim.tv_sec = st.st_ctim.tv_sec =
+        time_.load(std::memory_order_relaxed);
     switch (info.mode) {
       case kTree:
         st.st_mode = S_IFDIR | 0755;
@@ -484,7 +713,13 @@ class GitFs final : public Backend {
   }
 
   const GitFsOptions options_;
-  const ResolvedThread resolved_;
+  mutable std::mutex resolved_mutex_;
+  ResolvedThread resolved_;  // what is served now: changed by switch_tree
+  std::uint64_t retargets_ = 0;
+  std::atomic<std::int64_t> time_;  // resolved_.time, for stat without the lock
+  // Shared by the requests that read trees (lookup, read_dir); switch_tree takes it alone, so
+  // no node is made from the old tree after the new one is in place.
+  std::shared_mutex tree_mutex_;
   ObjectLocator locator_;  // before pool_: built from the repository pool_ then takes over
   RepoPool pool_;
   NodeTable nodes_;

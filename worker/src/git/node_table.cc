@@ -204,8 +204,49 @@ void NodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
       live != by_ino_.end() && live->second == node) {
     by_ino_.erase(live);
   }
-  by_path_.erase(std::string_view(it->second->info->path));
+  // A gone node's path may name a newer node by now.
+  if (const auto path = by_path_.find(std::string_view(it->second->info->path));
+      path != by_path_.end() && path->second == node) {
+    by_path_.erase(path);
+  }
   by_id_.erase(it);
+}
+
+NodeId NodeTable::id_of(std::string_view path) const {
+  const std::shared_lock lock(mutex_);
+  const auto it = by_path_.find(path);
+  return it == by_path_.end() ? 0 : it->second;
+}
+
+void NodeTable::rebase(const Decide& decide) {
+  const std::unique_lock lock(mutex_);
+  for (auto& [id, entry] : by_id_) {
+    if (entry->info->gone) continue;
+    std::shared_ptr<const NodeInfo> next = decide(entry->info);
+    if (next == entry->info) continue;
+    if (next) {
+      // Same path, but by_path_'s key views the old description's copy of it.
+      if (const auto path = by_path_.find(std::string_view(entry->info->path));
+          path != by_path_.end() && path->second == id) {
+        by_path_.erase(path);
+        by_path_.emplace(std::string_view(next->path), id);
+      }
+      entry->info = std::move(next);
+      continue;
+    }
+    // by_path_ keys view the old description's path, which `gone` keeps alive until erased.
+    auto gone = std::make_shared<NodeInfo>(*entry->info);
+    gone->gone = true;
+    if (const auto path = by_path_.find(std::string_view(entry->info->path));
+        path != by_path_.end() && path->second == id) {
+      by_path_.erase(path);
+    }
+    if (const auto live = by_ino_.find(entry->info->ino);
+        live != by_ino_.end() && live->second == id) {
+      by_ino_.erase(live);
+    }
+    entry->info = std::move(gone);
+  }
 }
 
 std::size_t NodeTable::size() const {

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -17,7 +18,7 @@
 
 namespace heddle::worker::git {
 
-// What a node is; immutable once created (the tree it comes from never changes).
+// What a node is; immutable once created. A retarget (NodeTable::rebase) replaces it whole.
 struct NodeInfo {
   std::string path;       // bytes from the root, '/'-separated; "" for the root
   git_oid oid{};          // tree, blob or (for a gitlink) a commit of another repository
@@ -25,6 +26,9 @@ struct NodeInfo {
   std::uint64_t size = 0; // blob size (from the object header); 0 for directories
   bool size_known = true; // false when the header could not be read (the object is damaged)
   ino_t ino = 0;          // stable for the mount's life: see InoHasher
+  // The path is not in the served tree any more (a retarget removed it); the kernel still
+  // holds the node until it forgets it.
+  bool gone = false;
 };
 
 // Inode numbers from paths: SipHash-2-4 of the path under a key drawn at random per mount, so
@@ -81,6 +85,18 @@ class NodeTable {
   [[nodiscard]] ino_t ino_of(std::string_view path) const;
   // Collisions resolved so far (Status).
   [[nodiscard]] std::size_t collisions() const;
+
+  // The live node of `path`, or 0; counts nothing.
+  [[nodiscard]] NodeId id_of(std::string_view path) const;
+
+  // After the served tree changed: under the exclusive lock, each live node takes what
+  // `decide` answers for it: the same pointer (unchanged), a new description (same path and
+  // number; new object, mode or size), or null: the path is gone. A gone node is no longer
+  // found by path (a lookup makes a new node), and keeps its old description, marked gone,
+  // until the kernel forgets it. `decide` runs with the lock held: no NodeTable calls in it.
+  using Decide =
+      std::function<std::shared_ptr<const NodeInfo>(const std::shared_ptr<const NodeInfo>&)>;
+  void rebase(const Decide& decide);
 
  private:
   struct Entry {
