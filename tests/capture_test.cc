@@ -294,6 +294,8 @@ TEST_F(FollowCli, FollowsAWorkTreeCommitWithinASecondAndOpenFilesKeepTheirConten
   EXPECT_EQ(status()["follow"], "follows");
   const UniqueFd held(::open((tree_->mountpoint() / "docs/readme.md").c_str(), O_RDONLY | O_CLOEXEC));
   ASSERT_TRUE(held);
+  char before[64] = {};
+  ASSERT_EQ(::pread(held.get(), before, sizeof before, 0), 7);
   sh(repo_, "printf 'upstream\\n' > docs/readme.md && printf 'n\\n' > upstream.txt && "
             "git add -A && git commit -qm upstream");
   const auto committed = std::chrono::steady_clock::now();

@@ -227,10 +227,11 @@ ipc::Message ThreadSync::capture(const ipc::Capture& request) {
   }
   const auto* frozen = std::get_if<ipc::Frozen>(&frozen_reply);
   if (frozen == nullptr) {
-    const auto* error = std::get_if<ipc::MountError>(&frozen_reply);
+    std::string why = "it answered " + std::string(ipc::kind_of(frozen_reply));
+    if (const auto* error = std::get_if<ipc::MountError>(&frozen_reply)) why = error->message;
+    if (const auto* failed = std::get_if<ipc::RetargetFailed>(&frozen_reply)) why = failed->message;
     return ipc::MountError{"the worker did not freeze the mount for the capture: " +
-                           (error != nullptr ? escape_text(error->message)
-                                             : std::string(ipc::kind_of(frozen_reply)))};
+                           escape_text(why) + " (hint: nothing was captured; see the mount's log)"};
   }
   served_ = frozen->commit;
   CaptureRequest capture{repo_root_, *ref_, served_, spec.overlay_dir, request.message,
