@@ -152,6 +152,9 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
                                  config.test_ignore_stop};
   bootstrap.spec.sandbox = config.expect_sandbox ? ipc::SandboxMode::kStrict : ipc::SandboxMode::kNone;
   bootstrap.spec.overlay_dir = config.overlay_dir;
+  if (!config.git_thread.empty()) {
+    bootstrap.spec.source = ipc::GitSource{config.source, config.git_thread};
+  }
   ipc::send_fds(boot_parent.get(), fds,
                 config.bootstrap_payload.value_or(ipc::encode_bootstrap(bootstrap)));
   // From now on only the worker holds the connection: if it dies, the mount says ENOTCONN.

@@ -44,6 +44,7 @@ struct WorkerConfig {
   // MS_RDONLY on the mount. Off, the kernel forwards writes and the worker must refuse them.
   bool read_only_mount = true;
   std::filesystem::path overlay_dir;  // non-empty: a writable mount, changes kept here
+  std::string git_thread;  // non-empty: `source` is a repository, and this thread is served
   // Sent as the bootstrap payload instead of the encoded spec (bad-input tests).
   std::optional<std::string> bootstrap_payload;
   std::chrono::milliseconds first_message_timeout{10'000};

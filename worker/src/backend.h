@@ -76,7 +76,7 @@ struct TreeChange {
     kAdded,       // a new name
     kRemoved,     // the name is gone (with everything below it)
     kReplaced,    // another kind of object under the same name (file <-> dir <-> link)
-    kModified,    // the same kind, other content or mode
+    kModified,    // the same kind of file, other content or mode: a new node all the same
     kDirChanged,  // a directory whose entries changed (listed separately)
   };
   std::string path;  // from the root, '/'-separated; "" is the root (kDirChanged only)
@@ -178,7 +178,9 @@ class Backend {
   [[nodiscard]] virtual std::optional<std::string> served_commit() const { return std::nullopt; }
   // Makes every change acknowledged so far durable (before a capture reads it): 0 or an errno.
   [[nodiscard]] virtual int sync_all() { return 0; }
-  // Serves `commit` from now on, keeping the node ids of the paths that stay. drop_overlay:
+  // Serves `commit` from now on, keeping the node ids of directories that stay and of files
+  // that did not change (a changed file is a new node, so that fds open on the old one keep
+  // their content and pages). drop_overlay:
   // the overlay's content is in `commit` (see ipc::Retarget). Throws heddle::Error, and then
   // still serves what it served.
   [[nodiscard]] virtual RetargetOutcome retarget(const std::string& /*commit*/,

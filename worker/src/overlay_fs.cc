@@ -1141,13 +1141,27 @@ bool OverlayFs::drop_upper_dir(const std::string& path, int dir_fd) {
   return empty;
 }
 
+std::map<std::string, NodeId> OverlayFs::live_paths() const {
+  // A node a retarget left behind (its lower object went) may share its path with the node
+  // that replaced it: only the ones the tables still find count.
+  std::map<std::string, NodeId> out;
+  for (const auto& [path, id] : lower_nodes_) out.emplace(path, id);
+  for (const auto& [upper_id, id] : upper_nodes_) {
+    const Node& node = nodes_.at(id);
+    if (!node.paths.empty()) out.emplace(node.paths.front(), id);
+  }
+  if (const auto root = nodes_.find(kRootNode); root != nodes_.end()) out.emplace(".", kRootNode);
+  return out;
+}
+
 void OverlayFs::relink_nodes(const std::vector<TreeChange>& changes, bool dropped,
                              std::vector<KernelNote>& notes) {
   // Paths whose lower node went (removed, or another kind of object now).
   std::vector<std::string> gone;
   std::vector<std::string> added;
   for (const TreeChange& change : changes) {
-    if (change.kind == TreeChange::Kind::kRemoved || change.kind == TreeChange::Kind::kReplaced) {
+    if (change.kind == TreeChange::Kind::kRemoved || change.kind == TreeChange::Kind::kReplaced ||
+        change.kind == TreeChange::Kind::kModified) {
       gone.push_back(overlay_path(change.path));
     }
     if (change.kind == TreeChange::Kind::kAdded || change.kind == TreeChange::Kind::kReplaced) {
@@ -1159,10 +1173,7 @@ void OverlayFs::relink_nodes(const std::vector<TreeChange>& changes, bool droppe
                        [&](const std::string& top) { return at_or_below(path, top); });
   };
   // Parents before children: whether a directory shows the lower layer depends on its parent.
-  std::map<std::string, NodeId> by_path;
-  for (auto& [id, node] : nodes_) {
-    if (!node.paths.empty()) by_path.emplace(node.paths.front(), id);
-  }
+  const std::map<std::string, NodeId> by_path = live_paths();
   const auto parent_shows_lower = [&](const std::string& path) {
     const auto it = by_path.find(split_path(path).first);
     return it == by_path.end() || nodes_.at(it->second).shows_lower();
@@ -1242,11 +1253,7 @@ RetargetOutcome OverlayFs::retarget(const std::string& commit, bool drop_overlay
   }
   relink_nodes(changes, drop_overlay, out.notes);
 
-  std::map<std::string, NodeId> by_path;
-  for (const auto& [path, id] : lower_nodes_) by_path.emplace(path, id);
-  for (const auto& [id, node] : nodes_) {
-    if (node.upper && !node.paths.empty()) by_path.emplace(node.paths.front(), id);
-  }
+  const std::map<std::string, NodeId> by_path = live_paths();
   for (const TreeChange& change : changes) {
     const std::string path = overlay_path(change.path);
     if (change.kind == TreeChange::Kind::kDirChanged) {
@@ -1255,16 +1262,17 @@ RetargetOutcome OverlayFs::retarget(const std::string& commit, bool drop_overlay
       }
       continue;
     }
+    if (change.kind == TreeChange::Kind::kRemoved && upper_covers(path)) {
+      // Deleted upstream: a conflict only if the overlay holds something there (a whiteout
+      // alone says the same as the commit).
+      struct stat st {};
+      if (!drop_overlay && upper_stat(path, st) == 0) out.conflicts.push_back(change.path);
+      continue;
+    }
     if (upper_covers(path)) {
       // What the overlay holds wins. After a capture only files still open for writing are
       // left, with the commit's content: no conflict.
       if (!drop_overlay) out.conflicts.push_back(change.path);
-      continue;
-    }
-    if (change.kind == TreeChange::Kind::kModified) {
-      if (const auto it = by_path.find(path); it != by_path.end()) {
-        out.notes.push_back(KernelNote{0, {}, it->second});
-      }
       continue;
     }
     const auto [dir, name] = split_path(path);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <mutex>
@@ -128,6 +129,8 @@ class OverlayFs final : public Backend {
   // Empties the upper directory `path` (open as `dir_fd`) but for files open for writing and
   // directories the lower layer lacks. True when nothing is left in it.
   bool drop_upper_dir(const std::string& path, int dir_fd);
+  // Path -> node of every node the tables find (root included).
+  [[nodiscard]] std::map<std::string, NodeId> live_paths() const;
   // Node fixes after the lower layer switched: `changes` are the lower layer's.
   void relink_nodes(const std::vector<TreeChange>& changes, bool dropped,
                     std::vector<KernelNote>& notes);

@@ -362,7 +362,8 @@ class GitFs final : public Backend {
       switch (change.kind) {
         case TreeChange::Kind::kAdded:
         case TreeChange::Kind::kRemoved:
-        case TreeChange::Kind::kReplaced: {
+        case TreeChange::Kind::kReplaced:
+        case TreeChange::Kind::kModified: {
           const std::string_view parent = parent_path(change.path);
           if (const NodeId dir = nodes_.id_of(parent); dir != 0) {
             const std::string_view name =
@@ -371,7 +372,6 @@ class GitFs final : public Backend {
           }
           break;
         }
-        case TreeChange::Kind::kModified:
         case TreeChange::Kind::kDirChanged:
           if (const NodeId node = nodes_.id_of(change.path); node != 0) {
             outcome.notes.push_back(KernelNote{0, {}, node});
@@ -505,11 +505,10 @@ class GitFs final : public Backend {
       const std::shared_ptr<const NodeInfo>& info) {
     if (const auto self = changes.find(info->path); self != changes.end()) {
       const RawChange& change = *self->second;
-      if (change.kind == TreeChange::Kind::kRemoved ||
-          change.kind == TreeChange::Kind::kReplaced) {
-        return nullptr;
-      }
-      if (change.kind == TreeChange::Kind::kAdded) return info;  // cannot be: it was not there
+      // A file whose content or mode changed is a new node too (under the same inode number):
+      // the kernel caches pages per node, and a file open before must keep its content while
+      // a new open reads the new one. Directories keep their node: they are only listed.
+      if (change.kind != TreeChange::Kind::kDirChanged) return nullptr;
       auto next = std::make_shared<NodeInfo>(*info);
       next->oid = change.new_oid;
       next->mode = change.new_mode;
