@@ -10,6 +10,7 @@
 //                 second (open files keep their content); --pin does not.
 // Every case runs as root and as the unprivileged heddle-test (user.capture_tests).
 #include <fcntl.h>
+#include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -50,9 +51,10 @@ std::string sh(const fs::path& dir, const std::string& script) {
 }
 
 std::string git(const fs::path& repo, std::vector<std::string> args) {
-  args.insert(args.begin(), {"/usr/bin/git", "-C", repo.string()});
+  // safe.directory: root reads a repository it handed to the test user.
+  args.insert(args.begin(), {"/usr/bin/git", "-c", "safe.directory=*", "-C", repo.string()});
   const CommandResult result = run_command(args, 60s);
-  EXPECT_EQ(result.exit_code, 0) << "git " << args[3] << ": " << result.err;
+  EXPECT_EQ(result.exit_code, 0) << "git " << args[5] << ": " << result.err;
   return trimmed(result.out);
 }
 
@@ -106,7 +108,7 @@ class CaptureTest : public ::testing::Test {
   }
 
   std::string mp() const { return tree_->mountpoint().string(); }
-  fs::path ov() const { return tree_->root() / "overlay"; }
+  fs::path ov() const { return ov_.empty() ? tree_->root() / "overlay" : ov_; }
 
   void mount(std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"mount", "--repo-root", repo_.string(), "--thread-id", "main",
@@ -142,6 +144,7 @@ class CaptureTest : public ::testing::Test {
   std::unique_ptr<ScratchTree> tree_;
   fs::path repo_;
   std::string base_;
+  fs::path ov_;
   int works_ = 0;
 };
 
@@ -285,6 +288,34 @@ TEST_F(CaptureCli, WithoutAnAuthorTheErrorSaysHowToSetOne) {
   EXPECT_NE(result.err.find("--author"), std::string::npos) << result.err;
   EXPECT_EQ(git(repo_, {"rev-parse", "refs/heads/main"}), base_);
   EXPECT_EQ(read_file(tree_->mountpoint() / "b.txt"), "b\n");
+}
+
+TEST_F(CaptureCli, RootCapturingAUsersMountWritesAsThatUser) {
+  if (!running_as_root()) GTEST_SKIP() << "mounting for another user (--uid) needs root";
+  const passwd* pw = ::getpwnam("heddle-test");
+  if (pw == nullptr) GTEST_SKIP() << "no user heddle-test (the test_user fixture creates it)";
+  const std::string user = std::to_string(pw->pw_uid) + ":" + std::to_string(pw->pw_gid);
+  // Cloned while the repository is still root's (git refuses to clone one of another user's).
+  const std::string expected = git_commit_tree("printf 'u\\n' > user.txt && chmod +x a.txt", base_);
+  ov_ = tree_->root() / "user-overlays" / "overlay";
+  fs::create_directory(ov_.parent_path());
+  for (const fs::path& path : {repo_, tree_->mountpoint(), ov_.parent_path()}) {
+    ASSERT_EQ(run_command({"/bin/chown", "-R", user, path.string()}, 30s).exit_code, 0);
+  }
+  mount({"--uid", "heddle-test"});
+  // The mount is the user's (no allow_other): the change is made as the user.
+  const CommandResult changed = run_command(
+      {"/usr/bin/setpriv", "--reuid=heddle-test", "--regid=heddle-test", "--init-groups",
+       "/bin/sh", "-ec", "cd \"$0\" && printf 'u\\n' > user.txt && chmod +x a.txt", mp()},
+      30s);
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  const CommandResult result = launcher({"capture", mp(), "--json"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const std::string commit = Json::parse(result.out)["commit"];
+  EXPECT_EQ(git(repo_, {"rev-parse", "refs/heads/main"}), commit);
+  EXPECT_EQ(git(repo_, {"rev-parse", commit + "^{tree}"}), expected);
+  // Objects, the ref, its reflog: all the user's, nothing of root's in their repository.
+  EXPECT_EQ(sh(repo_, "find . ! -user heddle-test"), "");
 }
 
 using FollowCli = CaptureTest;

@@ -461,6 +461,13 @@ std::optional<std::string> ref_commit(const std::string& repo_root, const std::s
   return hex(*id);
 }
 
+void use_git_config_home(const std::string& home) {
+  init_libgit2();
+  const std::string xdg = home + "/.config/git";
+  git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_GLOBAL, home.c_str());
+  git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_XDG, xdg.c_str());
+}
+
 std::string git_common_dir(const std::string& repo_root) {
   const RepoPtr repo = open_repository(repo_root);
   std::string dir = git_repository_commondir(repo.get());
@@ -489,12 +496,6 @@ CaptureResult capture_commit(const CaptureRequest& request) {
     const RepoPtr repo = open_repository(request.repo_root);
     const auto now = peeled_commit(repo.get(), request.ref);
     if (!now || hex(*now) != request.base_commit) throw_ref_moved(request, now);
-  }
-  if (!request.home.empty()) {
-    init_libgit2();
-    const std::string xdg = request.home + "/.config/git";
-    git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_GLOBAL, request.home.c_str());
-    git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, GIT_CONFIG_LEVEL_XDG, xdg.c_str());
   }
   CapturedTree built = build_capture_tree(request.repo_root, request.base_commit,
                                           request.overlay_dir);

@@ -51,7 +51,8 @@ void as_repository_writer(const ipc::MountSpec& spec, const std::string& common_
   as_mount_user(spec.uid, spec.gid, work);
 }
 
-// The home whose git config names the author, when root captures for another user.
+// The home whose git config applies (the author's name, for one) when root works for another
+// user; "" when the process's own $HOME is the right one.
 std::string config_home(const ipc::MountSpec& spec) {
   if (::geteuid() != 0 || spec.uid == 0) return "";
   const passwd* pw = ::getpwuid(spec.uid);
@@ -64,6 +65,7 @@ ThreadSync::ThreadSync(Supervisor& supervisor, bool pin)
     : supervisor_(supervisor), repo_root_(git_source(supervisor).repo_root) {
   const ipc::MountSpec& spec = supervisor.spec();
   const std::string thread = git_source(supervisor).thread;
+  if (const std::string home = config_home(spec); !home.empty()) use_git_config_home(home);
   as_mount_user(spec.uid, spec.gid, [&] {
     ref_ = thread_ref(repo_root_, thread);
     common_dir_ = git_common_dir(repo_root_);
@@ -235,7 +237,7 @@ ipc::Message ThreadSync::capture(const ipc::Capture& request) {
   }
   served_ = frozen->commit;
   CaptureRequest capture{repo_root_, *ref_, served_, spec.overlay_dir, request.message,
-                         request.author, config_home(spec)};
+                         request.author};
   if (capture.message.empty()) capture.message = "Capture of the mount at " + spec.mountpoint;
   CaptureResult result;
   try {

@@ -44,10 +44,12 @@ struct CaptureRequest {
   std::string overlay_dir;
   std::string message;      // empty: a default naming the mount
   std::string author;       // "Name <email>"; empty: user.name and user.email
-  // Where the global git config is read (~/.gitconfig, ~/.config/git/config): the mount's
-  // user's home when root captures for them; empty: libgit2's default ($HOME).
-  std::string home;
 };
+
+// Reads the global git config (~/.gitconfig, ~/.config/git/config) under `home` from now on,
+// in this process: the mount's user's when root works for them (root's own would be read,
+// or, as the user, refused). Process-wide, as libgit2's search path is.
+void use_git_config_home(const std::string& home);
 
 struct CaptureResult {
   std::string commit;  // the new commit; base_commit if nothing changed
