@@ -290,6 +290,20 @@ TEST_F(CaptureCli, WithoutAnAuthorTheErrorSaysHowToSetOne) {
   EXPECT_EQ(read_file(tree_->mountpoint() / "b.txt"), "b\n");
 }
 
+TEST_F(CaptureCli, AMountOfACommitIdHasNoRefToMove) {
+  const CommandResult mounted =
+      launcher({"mount", "--repo-root", repo_.string(), "--thread-id", base_, "--overlay-dir",
+                ov().string(), "--mountpoint", mp()});
+  ASSERT_EQ(mounted.exit_code, 0) << mounted.err;
+  EXPECT_EQ(status()["follow"], "no (the thread names a revision, not a ref)");
+  sh(mp(), "printf 'b\\n' > b.txt");
+  const CommandResult result = launcher({"capture", mp()});
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.err.find("cannot be captured: (the thread names a revision"), std::string::npos)
+      << result.err;
+  EXPECT_EQ(git(repo_, {"rev-parse", "refs/heads/main"}), base_);
+}
+
 TEST_F(CaptureCli, RootCapturingAUsersMountWritesAsThatUser) {
   if (!running_as_root()) GTEST_SKIP() << "mounting for another user (--uid) needs root";
   const passwd* pw = ::getpwnam("heddle-test");

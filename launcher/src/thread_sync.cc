@@ -65,17 +65,27 @@ ThreadSync::ThreadSync(Supervisor& supervisor, bool pin)
     : supervisor_(supervisor), repo_root_(git_source(supervisor).repo_root) {
   const ipc::MountSpec& spec = supervisor.spec();
   const std::string thread = git_source(supervisor).thread;
-  if (const std::string home = config_home(spec); !home.empty()) use_git_config_home(home);
-  as_mount_user(spec.uid, spec.gid, [&] {
-    ref_ = thread_ref(repo_root_, thread);
-    common_dir_ = git_common_dir(repo_root_);
-  });
-  const ipc::StatusOk status = supervisor.status();
-  if (const auto it = status.extra.find("commit"); it != status.extra.end() && it->is_string()) {
-    served_ = it->get<std::string>();
+  std::string unavailable;  // why neither capture nor follow can work, if so
+  try {
+    if (const std::string home = config_home(spec); !home.empty()) use_git_config_home(home);
+    as_mount_user(spec.uid, spec.gid, [&] {
+      ref_ = thread_ref(repo_root_, thread);
+      common_dir_ = git_common_dir(repo_root_);
+    });
+    const ipc::StatusOk status = supervisor.status();
+    if (const auto it = status.extra.find("commit"); it != status.extra.end() && it->is_string()) {
+      served_ = it->get<std::string>();
+    }
+  } catch (const Error& e) {
+    // The mount serves anyway; only capture and follow are off, and status says why.
+    ref_.reset();
+    unavailable = e.what();
+    spdlog::warn("{}: no capture or follow: {}", spec.mountpoint, unavailable);
   }
   struct stat st {};
-  if (!ref_) {
+  if (!unavailable.empty()) {
+    follow_ = "no (" + escape_text(unavailable) + ")";
+  } else if (!ref_) {
     follow_ = "no (the thread names a revision, not a ref)";
   } else if (served_.empty()) {
     follow_ = "no (the thread names a tree, not a commit)";
@@ -217,9 +227,11 @@ ipc::Message ThreadSync::capture(const ipc::Capture& request) {
                            " is read-only: it has no changes to capture"};
   }
   if (!ref_ || served_.empty()) {
+    // follow_ says why: "no (the thread names a revision, not a ref)", or what failed.
     return ipc::MountError{"the mount at " + escape_text(spec.mountpoint) +
-                           " serves a revision, not a thread's ref: there is no ref to move "
-                           "(hint: mount a branch, refs/heads/T, or refs/heddle/threads/T)"};
+                           " cannot be captured: " + follow_.substr(follow_.find('(')) +
+                           " (hint: capture moves a thread's ref; mount a branch, refs/heads/T, "
+                           "or refs/heddle/threads/T)"};
   }
   ipc::Message frozen_reply;
   try {
