@@ -203,6 +203,24 @@ TEST_F(CaptureTree, AChangedFileBehindAFilterDriverIsRefused) {
   }
 }
 
+// A file showing what `git lfs smudge` writes for a pointer (its object's content, as the
+// worker serves it when the object is in lfs/objects) keeps the pointer blob.
+TEST_F(CaptureTree, AnLfsObjectsContentKeepsItsPointer) {
+  sh(repo_,
+     "printf 'large content\\n' > obj && oid=$(sha256sum obj | cut -d' ' -f1) && "
+     "mkdir -p .git/lfs/objects/$(echo $oid | cut -c1-2)/$(echo $oid | cut -c3-4) && "
+     "mv obj .git/lfs/objects/$(echo $oid | cut -c1-2)/$(echo $oid | cut -c3-4)/$oid && "
+     "printf 'version https://git-lfs.github.com/spec/v1\\noid sha256:%s\\nsize 14\\n' $oid "
+     "> data.bin && printf 'data.bin filter=lfs diff=lfs merge=lfs -text\\n' >> .gitattributes && "
+     "git add -A && git commit -qm lfs");
+  base_ = git(repo_, {"rev-parse", "HEAD"});
+  const std::string base_tree = git(repo_, {"rev-parse", "HEAD^{tree}"});
+  mount({"--pin"});
+  sh(mp(), "printf 'large content\\n' > data.bin");
+  unmount();
+  EXPECT_EQ(launcher::build_capture_tree(repo_.string(), base_, ov().string()).tree, base_tree);
+}
+
 using CaptureCli = CaptureTest;
 
 TEST_F(CaptureCli, RecordsTheMountAsACommitAndServesIt) {
