@@ -409,6 +409,9 @@ void Supervisor::unmount() {
   if (watcher_.joinable()) watcher_.join();
   mount_->release();
   guard_->disarm();
+  // The worker is reaped and the mount gone: the overlay is free now, before whoever asked for
+  // the unmount hears that it is done (`unmount MP && overlay discard MP`), not at our exit.
+  if (!is_alive()) overlay_lock_.reset();
 }
 
 }  // namespace heddle::launcher
