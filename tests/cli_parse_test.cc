@@ -111,6 +111,18 @@ TEST(CliParse, Commands) {
                 .sandbox,
             heddle::ipc::SandboxMode::kStrict);
 
+  const auto capture = std::get<CaptureArgs>(
+      parse({"capture", "/m", "-m", "msg", "--author", "A U Thor <a@example.com>", "--json"})
+          .command);
+  EXPECT_EQ(capture.mountpoint, "/m");
+  EXPECT_EQ(capture.message, "msg");
+  EXPECT_EQ(capture.author, "A U Thor <a@example.com>");
+  EXPECT_TRUE(capture.json);
+  EXPECT_EQ(std::get<CaptureArgs>(parse({"capture", "--message", "x", "/m"}).command).message, "x");
+  EXPECT_TRUE(
+      mount_of(parse({"mount", "--repo-root", "/r", "--thread-id", "t", "--pin", "--mountpoint", "/m"}))
+          .pin);
+
   // heddle's worker argv, in any order.
   const auto dropin = std::get<DropInArgs>(
       parse({"--mountpoint", "/m", "--ipc-fd", "3", "--repo-root", "/r", "--thread-id", "t"})
@@ -162,6 +174,15 @@ TEST(CliParse, RefusedWithAReason) {
       {{"mount", "--thread-id", "t", "--mountpoint", "/m"}, "go together"},
       {{"mount", "--dir", "/d", "--mountpoint", "/m", "--cache-bytes", "1M"}, "--cache-bytes"},
       {{"mount", "--dir", "/d", "--mountpoint", "/m", "--sandbox=lax"}, "strict or degraded"},
+      {{"mount", "--dir", "/d", "--mountpoint", "/m", "--pin"}, "--pin needs --repo-root"},
+      {{"capture"}, "mountpoint is required"},
+      {{"capture", "/m", "/n"}, "unexpected argument /n"},
+      {{"capture", "/m", "-m"}, "-m needs a value"},
+      {{"capture", "/m", "-m", ""}, "needs a message"},
+      {{"capture", "/m", "--author", "nobody"}, "Name <email>"},
+      {{"capture", "/m", "--author", "A <a@b> x"}, "Name <email>"},
+      {{"capture", "/m", "--author", "<a@b>"}, "Name <email>"},
+      {{"capture", "/m", "--bogus"}, "unknown option --bogus"},
       {{"mount", "--dir", "/d", "--mountpoint", "/m", "--sandbox"}, "--sandbox needs a value"},
       {{"mount", "--dir", "/d", "--mountpoint", "/m", "--uid", "no-such-user-here"},
        "no such user"},

@@ -349,6 +349,8 @@ TEST(EncodeBody, KindOfNamesEveryAlternative) {
   EXPECT_EQ(kind_of(Thawed{}), "Thawed");
   EXPECT_EQ(kind_of(Retargeted{}), "Retargeted");
   EXPECT_EQ(kind_of(RetargetFailed{}), "RetargetFailed");
+  EXPECT_EQ(kind_of(Capture{}), "Capture");
+  EXPECT_EQ(kind_of(Captured{}), "Captured");
 }
 
 // ---- size limit -----------------------------------------------------------------------------
@@ -601,6 +603,28 @@ TEST(CaptureMessages, MistypedOrMissingFieldsAreRejected) {
   EXPECT_TRUE(Contains(decode_error(R"({"kind":"Retargeted","commit":"c","conflicts":["p",2]})"),
                        "expected only strings"));
   EXPECT_TRUE(Contains(decode_error(R"({"kind":"RetargetFailed"})"), "missing field \"message\""));
+}
+
+// The control socket's capture request and reply (CLI <-> supervisor).
+TEST(CaptureMessages, CaptureAndCapturedEncodeDecodeAndRefuseMistypedFields) {
+  EXPECT_EQ(encode_body(Capture{"msg", "A <a@b>"}),
+            R"({"kind":"Capture","message":"msg","author":"A <a@b>"})");
+  EXPECT_EQ(encode_body(Captured{kCommit, "refs/heads/main", false, {"e", "e/f"}}),
+            R"({"kind":"Captured","commit":"0123456789abcdef0123456789abcdef01234567",)"
+            R"("ref":"refs/heads/main","unchanged":false,"empty_dirs":["e","e/f"]})");
+  for (const Message& message :
+       {Message(Capture{}), Message(Capture{"line\nbreak", ""}),
+        Message(Captured{kCommit, "refs/heddle/threads/t", true, {}})}) {
+    EXPECT_EQ(decode_body(encode_body(message)), message);
+  }
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Capture","message":"m"})"),
+                       "missing field \"author\""));
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Captured","commit":"c","ref":"r","unchanged":1,)"
+                                    R"("empty_dirs":[]})"),
+                       "expected a boolean"));
+  EXPECT_TRUE(Contains(decode_error(R"({"kind":"Captured","commit":"c","ref":"r",)"
+                                    R"("unchanged":true,"empty_dirs":[1]})"),
+                       "expected only strings"));
 }
 
 TEST(CaptureMessages, RoundTripOverSocketAndPipe) {

@@ -29,6 +29,8 @@ constexpr std::string_view kFrozen = "Frozen";
 constexpr std::string_view kThawed = "Thawed";
 constexpr std::string_view kRetargeted = "Retargeted";
 constexpr std::string_view kRetargetFailed = "RetargetFailed";
+constexpr std::string_view kCapture = "Capture";
+constexpr std::string_view kCaptured = "Captured";
 
 // serde_json's recursion limit: it fails on the 128th nested container.
 constexpr std::size_t kMaxNesting = 127;
@@ -48,6 +50,8 @@ constexpr std::string_view name_of(const Frozen&) { return kFrozen; }
 constexpr std::string_view name_of(const Thawed&) { return kThawed; }
 constexpr std::string_view name_of(const Retargeted&) { return kRetargeted; }
 constexpr std::string_view name_of(const RetargetFailed&) { return kRetargetFailed; }
+constexpr std::string_view name_of(const Capture&) { return kCapture; }
+constexpr std::string_view name_of(const Captured&) { return kCaptured; }
 
 bool is_status_ok_field(std::string_view name) {
   return name == "kind" || name == "pid" || name == "mount_path";
@@ -106,6 +110,18 @@ void add_fields(Json& out, const Retargeted& message) {
 }
 
 void add_fields(Json& out, const RetargetFailed& message) { out["message"] = message.message; }
+
+void add_fields(Json& out, const Capture& message) {
+  out["message"] = message.message;
+  out["author"] = message.author;
+}
+
+void add_fields(Json& out, const Captured& message) {
+  out["commit"] = message.commit;
+  out["ref"] = message.ref;
+  out["unchanged"] = message.unchanged;
+  out["empty_dirs"] = message.empty_dirs;
+}
 
 void add_fields(Json& out, const MountReady& message) {
   out["pid"] = message.pid;
@@ -302,6 +318,14 @@ Message message_from(Json& object) {
                       strings_field(object, kind, "conflicts")};
   }
   if (kind == kRetargetFailed) return RetargetFailed{string_field(object, kind, "message")};
+  if (kind == kCapture) {
+    return Capture{string_field(object, kind, "message"), string_field(object, kind, "author")};
+  }
+  if (kind == kCaptured) {
+    return Captured{string_field(object, kind, "commit"), string_field(object, kind, "ref"),
+                    bool_field(object, kind, "unchanged"),
+                    strings_field(object, kind, "empty_dirs")};
+  }
   reject("unknown kind " + describe(Json(kind)));
 }
 
@@ -354,6 +378,15 @@ bool operator==(const Retargeted& a, const Retargeted& b) {
 
 bool operator==(const RetargetFailed& a, const RetargetFailed& b) {
   return a.message == b.message;
+}
+
+bool operator==(const Capture& a, const Capture& b) {
+  return a.message == b.message && a.author == b.author;
+}
+
+bool operator==(const Captured& a, const Captured& b) {
+  return a.commit == b.commit && a.ref == b.ref && a.unchanged == b.unchanged &&
+         a.empty_dirs == b.empty_dirs;
 }
 
 bool operator==(const MountReady& a, const MountReady& b) {

@@ -18,6 +18,7 @@
 #include "commands.h"
 #include "heddle/display_text.h"
 #include "heddle/error.h"
+#include "heddle/launcher/capture.h"
 #include "heddle/log_levels.h"
 #include "logging.h"
 
@@ -25,7 +26,7 @@ namespace heddle::launcher {
 namespace {
 
 constexpr const char* kUsageLine =
-    "Usage: heddle-fuse-launcher [-v|-q] {mount|status|unmount|list|overlay|doctor|sandbox-exec|demo} "
+    "Usage: heddle-fuse-launcher [-v|-q] {mount|status|capture|unmount|list|overlay|doctor|sandbox-exec|demo} "
     "... (see --help)";
 
 constexpr const char* kHelp = R"(Usage: heddle-fuse-launcher [-v|-q] COMMAND [OPTIONS]
@@ -41,7 +42,7 @@ Commands:
         [--foreground] [--json] [--uid U] [--gid G] [--allow-other]
         [--sandbox=strict|degraded]
   mount --repo-root REPO --thread-id THREAD [--cache-bytes N]
-        [--read-only | --overlay-dir ODIR] --mountpoint MP [...]
+        [--read-only | --overlay-dir ODIR] [--pin] --mountpoint MP [...]
       Mount DIR, or the tree of THREAD in the git repository REPO, at MP.
       THREAD is refs/heads/THREAD, else refs/heddle/threads/THREAD, else any
       revision (a tag, a commit id). --cache-bytes caps the worker's cache of
@@ -52,7 +53,10 @@ Commands:
       $XDG_STATE_HOME/heddle-fuse/overlays/KEY (root: /var/lib/heddle-fuse/
       overlays/KEY), KEY naming the source and thread, so mounting the same
       thread again resumes its changes. DIR and REPO are never written.
-      One mount at a time may use an overlay.
+      One mount at a time may use an overlay. A thread mount follows its ref:
+      when the ref moves (a commit, a fetch, a capture elsewhere), the mount
+      serves the new commit within a second, without remounting; changes in
+      the overlay stay on top. --pin keeps the commit resolved at mount time.
       Returns once the mount is ready and leaves a background supervisor
       holding it; with --foreground it stays and unmounts on SIGINT or SIGTERM.
       --json prints the MountReady frame plus supervisor_pid. --uid/--gid
@@ -72,6 +76,14 @@ Commands:
   status MP [--json]
       Ask the mount's worker for its Status and print the reply, with whether
       the mount is writable, and its overlay's directory, size and file count.
+  capture MP [-m MESSAGE] [--author "NAME <EMAIL>"] [--json]
+      Record what the thread mount at MP shows (its commit's tree plus the
+      overlay) as a commit whose parent is the commit it serves, and move the
+      thread's ref to it, only if the ref has not moved meanwhile. Author and
+      committer default to the repository's user.name and user.email. The
+      mount then serves the new commit with an empty overlay, without
+      unmounting; empty directories cannot be in a commit and stay in the
+      overlay. If anything fails, nothing is lost. --json prints the commit.
   unmount MP
       Stop the worker (Stop, then SIGTERM, then SIGKILL) and return once the
       mount is gone.
@@ -221,6 +233,8 @@ MountArgs parse_mount(Args& args) {
       mount.read_only = true;
     } else if (flag == "--overlay") {
       mount.overlay = true;
+    } else if (flag == "--pin") {
+      mount.pin = true;
     } else if (flag == "--overlay-dir") {
       mount.overlay_dir = args.value_of(flag);
       if (mount.overlay_dir.empty()) throw UsageError("--overlay-dir needs a non-empty value");
@@ -245,6 +259,7 @@ MountArgs parse_mount(Args& args) {
     throw UsageError("mount: --repo-root and --thread-id go together");
   }
   if (!git && mount.cache_bytes) throw UsageError("mount: --cache-bytes needs --repo-root");
+  if (!git && mount.pin) throw UsageError("mount: --pin needs --repo-root");
   if (mount.mountpoint.empty()) throw UsageError("mount: --mountpoint is required");
   if (mount.read_only && (mount.overlay || !mount.overlay_dir.empty())) {
     throw UsageError(std::string("mount: --read-only and ") +
@@ -368,6 +383,35 @@ OverlayCommand parse_overlay(Args& args) {
   return overlay;
 }
 
+// capture MP [-m MESSAGE] [--author "Name <email>"] [--json]
+CaptureArgs parse_capture(Args& args) {
+  CaptureArgs capture;
+  while (!args.done()) {
+    const std::string arg = args.take();
+    if (arg == "--json") {
+      capture.json = true;
+    } else if (arg == "-m" || arg == "--message") {
+      capture.message = args.value_of(arg);
+      if (capture.message.empty()) throw UsageError("capture: " + arg + " needs a message");
+    } else if (arg == "--author") {
+      capture.author = args.value_of(arg);
+      try {
+        (void)parse_author(capture.author);
+      } catch (const Error& e) {
+        throw UsageError("capture: " + e.message() + " (" + e.hint() + ")");
+      }
+    } else if (arg.starts_with("-")) {
+      throw UsageError("capture: unknown option " + arg);
+    } else if (capture.mountpoint.empty() && !arg.empty()) {
+      capture.mountpoint = arg;
+    } else {
+      throw UsageError("capture: unexpected argument " + arg);
+    }
+  }
+  if (capture.mountpoint.empty()) throw UsageError("capture: the mountpoint is required");
+  return capture;
+}
+
 // Runs a parsed command with the environment main() read.
 struct Dispatch {
   const LauncherEnvironment& env;
@@ -383,6 +427,7 @@ struct Dispatch {
   int operator()(const StatusCommand& args) const {
     return status_command(args.mountpoint, args.json, env.dirs);
   }
+  int operator()(const CaptureArgs& args) const { return capture_command(args, env.dirs); }
   int operator()(const UnmountCommand& args) const {
     return unmount_command(args.mountpoint, env);
   }
@@ -422,6 +467,7 @@ ParsedCommand parse_command(Args& args) {
     auto [mountpoint, json] = parse_target(args, command, true);
     return StatusCommand{std::move(mountpoint), json};
   }
+  if (command == "capture") return parse_capture(args);
   if (command == "unmount") return UnmountCommand{parse_target(args, command, false).first};
   if (command == "list") return ListCommand{parse_json_only(args, command)};
   if (command == "doctor") return DoctorCommand{parse_json_only(args, command)};

@@ -32,6 +32,7 @@ struct MountArgs {
   bool allow_other = false;
   bool read_only = false;    // --read-only
   bool overlay = false;      // --overlay
+  bool pin = false;          // --pin: keep serving the commit resolved at mount time
   std::string overlay_dir;   // --overlay-dir DIR (implies --overlay)
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
@@ -82,6 +83,14 @@ int overlay_command(const OverlayCommand& command, const UserDirs& dirs);
 // "512 B", "1.5 KiB", "2.0 GiB": sizes in `list` and `overlay list`.
 [[nodiscard]] std::string format_bytes(std::uint64_t bytes);
 int status_command(const std::string& mountpoint, bool json, const UserDirs& dirs);
+// capture MP [-m MESSAGE] [--author "Name <email>"] [--json]
+struct CaptureArgs {
+  std::string mountpoint;
+  std::string message;
+  std::string author;
+  bool json = false;
+};
+int capture_command(const CaptureArgs& args, const UserDirs& dirs);
 int list_command(bool json, const UserDirs& dirs);
 // Serves heddle's supervisor on args.ipc_fd as its worker would, with a sandboxed worker
 // of ours behind it.

@@ -102,6 +102,8 @@ Json list_entry(const std::string& socket) {
     entry["uptime_ms"] = field_of(extra, "uptime_ms", 0, is_count, "a count");
     entry["writable"] = field_of(extra, "writable", false, is_bool, "a bool");
     entry["overlay"] = field_of(extra, "overlay", nullptr, is_string_or_null, "a string");
+    entry["commit"] = field_of(extra, "commit", nullptr, is_string_or_null, "a string");
+    entry["follow"] = field_of(extra, "follow", nullptr, is_string_or_null, "a string");
     for (const char* key : {"overlay_bytes", "overlay_files"}) {
       if (extra.contains(key)) entry[key] = field_of(extra, key, 0, is_count, "a count");
     }
@@ -142,8 +144,9 @@ int list_command(bool json, const UserDirs& dirs) {
     std::cout << "no heddle mounts\n";
     return 0;
   }
-  std::printf("%-32s %-32s %-16s %4s %8s %10s %8s %8s  %s\n", "MOUNTPOINT", "SOURCE", "THREAD",
-              "MODE", "WORKER", "SUPERVISOR", "GUARD", "UPTIME", "OVERLAY");
+  std::printf("%-32s %-32s %-16s %-12s %-7s %4s %8s %10s %8s %8s  %s\n", "MOUNTPOINT", "SOURCE",
+              "THREAD", "COMMIT", "FOLLOW", "MODE", "WORKER", "SUPERVISOR", "GUARD", "UPTIME",
+              "OVERLAY");
   for (const auto& entry : entries) {
     if (entry.contains("error")) {
       std::printf("%-32s (not answering: %s)\n", text_of(entry["socket"]).c_str(),
@@ -157,9 +160,13 @@ int list_command(bool json, const UserDirs& dirs) {
     } else if (entry.contains("overlay_error")) {
       overlay = "? (" + text_of(entry["overlay_error"]) + ")";
     }
-    std::printf("%-32s %-32s %-16s %4s %8d %10d %8d %8s  %s\n",
+    // The commit abbreviated as git does; "follows", "pinned", or "no" (the reason is in status).
+    const std::string commit = text_of(entry["commit"]).substr(0, 12);
+    std::string follow = text_of(entry["follow"]);
+    if (follow.starts_with("no")) follow = "no";
+    std::printf("%-32s %-32s %-16s %-12s %-7s %4s %8d %10d %8d %8s  %s\n",
                 text_of(entry["mountpoint"]).c_str(), text_of(entry["source"]).c_str(),
-                text_of(entry["thread"]).c_str(),
+                text_of(entry["thread"]).c_str(), commit.c_str(), follow.c_str(),
                 entry["writable"].get<bool>() ? "rw" : "ro", entry["worker_pid"].get<int>(),
                 entry["supervisor_pid"].get<int>(), entry["guard_pid"].get<int>(),
                 format_uptime(entry["uptime_ms"].get<long long>()).c_str(), overlay.c_str());
@@ -188,6 +195,35 @@ int status_command(const std::string& path, bool json, const UserDirs& dirs) {
             << "worker:   pid " << status->pid << ", answering\n";
   for (const auto& [key, value] : status->extra.items()) {
     std::cout << escape_text(key) << ": " << text_of(value) << "\n";
+  }
+  return 0;
+}
+
+int capture_command(const CaptureArgs& args, const UserDirs& dirs) {
+  const std::string mountpoint = canonical_mountpoint(args.mountpoint);
+  // A freeze, a tree walk over the overlay and a retarget: bounded, but not by a Status's 10 s.
+  const ipc::Message reply = control_request(
+      dirs, mountpoint, ipc::Capture{args.message, args.author}, std::chrono::minutes(5));
+  const auto* captured = std::get_if<ipc::Captured>(&reply);
+  if (captured == nullptr) throw_reply_error(reply);
+  if (args.json) {
+    const Json body = {{"commit", captured->commit},
+                       {"ref", captured->ref},
+                       {"unchanged", captured->unchanged},
+                       {"empty_dirs", captured->empty_dirs}};
+    std::cout << json_output(body) << "\n";
+    return 0;
+  }
+  if (captured->unchanged) {
+    std::cout << "nothing to capture: " << escape_text(mountpoint) << " shows "
+              << escape_text(captured->commit) << " unchanged\n";
+  } else {
+    std::cout << "captured " << escape_text(mountpoint) << " as " << escape_text(captured->commit)
+              << " (" << escape_text(captured->ref) << ")\n";
+  }
+  if (!captured->empty_dirs.empty()) {
+    std::cout << "left in the overlay (a commit cannot hold an empty directory):\n";
+    for (const std::string& dir : captured->empty_dirs) std::cout << "  " << escape_text(dir) << "/\n";
   }
   return 0;
 }

@@ -79,6 +79,7 @@ int dropin_command(const DropInArgs& args, const LauncherEnvironment& env) {
   const StopSignals signals;
   std::unique_ptr<ControlServer> server;
   std::unique_ptr<Supervisor> supervisor;
+  std::unique_ptr<ThreadSync> sync;
   std::string overlay_dir;
   try {
     MountArgs mount;  // writable, with the default overlay, as heddle's own mounts are
@@ -92,7 +93,12 @@ int dropin_command(const DropInArgs& args, const LauncherEnvironment& env) {
     server = std::make_unique<ControlServer>(control_socket_path(env.dirs, request.mountpoint));
     supervisor =
         Supervisor::spawn(request, env.supervisor_options(), std::move(prepared.mountpoint));
+    // `capture` works here too. The mount stays pinned to the commit it resolved, as before
+    // issue 15: heddle's protocol has no frame that would tell heddle the mount moved.
+    sync = std::make_unique<ThreadSync>(*supervisor, true);
   } catch (const Error& e) {
+    sync.reset();
+    if (supervisor) supervisor->unmount();
     server.reset();
     if (!overlay_dir.empty()) forget_unused_overlay(env.dirs, overlay_dir);
     spdlog::error("{}", e.what());
@@ -128,9 +134,10 @@ int dropin_command(const DropInArgs& args, const LauncherEnvironment& env) {
     } else if (fds[0].revents != 0) {
       done = answer_heddle(ipc.get(), *supervisor, args);
     } else if (fds[3].revents != 0) {
-      done = handle_control(*supervisor, *server);
+      done = handle_control(*supervisor, *server, sync.get());
     }
   }
+  sync.reset();
   supervisor->unmount();
   return failed ? 1 : 0;
 }

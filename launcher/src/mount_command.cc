@@ -50,7 +50,8 @@ std::string ready_text(const Supervisor& supervisor, bool json) {
 }
 
 // The supervising process's main loop: control requests, stop signals, the mount's end.
-int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& signals) {
+int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& signals,
+          ThreadSync* sync) {
   for (;;) {
     pollfd fds[3] = {{server.fd(), POLLIN, 0}, {signals.fd(), POLLIN, 0},
                      {supervisor.ended_fd(), POLLIN, 0}};
@@ -75,7 +76,7 @@ int serve(Supervisor& supervisor, ControlServer& server, const StopSignals& sign
       supervisor.unmount();
       return 0;
     }
-    if (fds[0].revents != 0 && handle_control(supervisor, server)) return 0;
+    if (fds[0].revents != 0 && handle_control(supervisor, server, sync)) return 0;
   }
 }
 
@@ -103,19 +104,27 @@ int run_supervisor(PreparedMount& prepared, const MountArgs& args,
   };
   std::unique_ptr<Supervisor> supervisor;
   std::unique_ptr<ControlServer> server;
+  std::unique_ptr<ThreadSync> sync;  // a thread mount's capture and follow
   StopSignals signals;
   try {
     server = std::make_unique<ControlServer>(control_socket_path(env.dirs, request.mountpoint));
     supervisor =
         Supervisor::spawn(request, env.supervisor_options(), std::move(prepared.mountpoint));
+    if (std::holds_alternative<ipc::GitSource>(request.source)) {
+      sync = std::make_unique<ThreadSync>(*supervisor, args.pin);
+    }
   } catch (const Error& e) {
+    sync.reset();
+    if (supervisor) supervisor->unmount();
     server.reset();  // gone before the caller hears of the failure
     if (request.writable()) forget_unused_overlay(env.dirs, request.overlay_dir);
     report(false, "heddle-fuse-launcher: " + escape_text(e.what()) + "\n");
     return 1;
   }
   report(true, ready_text(*supervisor, args.json));
-  return serve(*supervisor, *server, signals);
+  const int code = serve(*supervisor, *server, signals, sync.get());
+  sync.reset();  // the follower stops before the supervisor goes
+  return code;
 }
 
 // Leaves a background supervisor (double fork, setsid) and relays its first line.

@@ -14,13 +14,14 @@ namespace {
 
 constexpr std::chrono::milliseconds kControlReadTimeout{5000};
 
-ipc::Message answer_status(Supervisor& supervisor) {
+ipc::Message answer_status(Supervisor& supervisor, ThreadSync* sync) {
   try {
     ipc::StatusOk status = supervisor.status();
     const ipc::MountSpec& request = supervisor.spec();
     status.extra["supervisor_pid"] = ::getpid();
     status.extra["guard_pid"] = supervisor.guard_pid();
     add_source_status(request.source, status.extra);
+    if (sync != nullptr) sync->add_status(status.extra);
     // The request decides, whatever the worker says; the overlay's size is the client's to walk.
     status.extra["writable"] = request.writable();
     if (request.writable()) {
@@ -61,7 +62,7 @@ int StopSignals::take() const {
   return ::read(fd_.get(), &info, sizeof info) == sizeof info ? static_cast<int>(info.ssi_signo) : 0;
 }
 
-bool handle_control(Supervisor& supervisor, ControlServer& server) {
+bool handle_control(Supervisor& supervisor, ControlServer& server, ThreadSync* sync) {
   auto peer = server.accept_peer();
   if (!peer) return false;
   std::optional<ipc::Message> request;
@@ -75,7 +76,11 @@ bool handle_control(Supervisor& supervisor, ControlServer& server) {
   ipc::Message reply = ipc::MountError{"unsupported request"};
   bool stop = false;
   if (std::holds_alternative<ipc::Status>(*request)) {
-    reply = answer_status(supervisor);
+    reply = answer_status(supervisor, sync);
+  } else if (const auto* capture = std::get_if<ipc::Capture>(&*request)) {
+    reply = sync != nullptr ? sync->capture(*capture)
+                            : ipc::Message(ipc::MountError{
+                                  "only a thread mount (--repo-root, --thread-id) can be captured"});
   } else if (std::holds_alternative<ipc::Stop>(*request)) {
     spdlog::info("unmount requested for {}", supervisor.spec().mountpoint);
     supervisor.unmount();

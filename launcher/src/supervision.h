@@ -6,6 +6,7 @@
 
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/supervisor.h"
+#include "heddle/launcher/thread_sync.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
@@ -30,7 +31,8 @@ class StopSignals {
   UniqueFd fd_;
 };
 
-// Answers one control request; true when it asked us to stop (and we did).
-bool handle_control(Supervisor& supervisor, ControlServer& server);
+// Answers one control request; true when it asked us to stop (and we did). `sync` (a thread
+// mount's capture and follow) answers Capture and adds to Status; without it Capture fails.
+bool handle_control(Supervisor& supervisor, ControlServer& server, ThreadSync* sync = nullptr);
 
 }  // namespace heddle::launcher

@@ -395,6 +395,32 @@ ipc::StatusOk Supervisor::status() {
   }
 }
 
+ipc::Message Supervisor::exchange(const ipc::Message& request, std::chrono::milliseconds timeout) {
+  std::lock_guard lock(ipc_mutex_);
+  const std::string where = std::string(ipc::kind_of(request)) + " to the worker of " + spec_.mountpoint;
+  if (!ipc_) throw Error(where, ESHUTDOWN, "the mount was stopped");
+  if (!is_alive()) throw Error(where, ESRCH, "the worker exited");
+  try {
+    for (; unanswered_status_ > 0; --unanswered_status_) {
+      (void)ipc::read_frame(ipc_.get(), options_.status_timeout);
+    }
+    ipc::write_frame(ipc_.get(), request, timeout);
+    ++unanswered_status_;
+    auto reply = ipc::read_frame(ipc_.get(), timeout);
+    --unanswered_status_;
+    if (!reply) throw Error("the worker closed its IPC socket", ECONNRESET);
+    return std::move(*reply);
+  } catch (const Error& e) {
+    if (e.code() == ETIMEDOUT) {
+      throw Error(where + ": no reply within " + std::to_string(timeout.count()) + " ms",
+                  ETIMEDOUT, "the worker is alive but stuck; unmount escalates to SIGKILL");
+    }
+    process_.signal(SIGKILL);
+    throw Error(where + ": " + e.attempt(), e.code(),
+                "the worker broke the IPC protocol and was killed; its mount is removed");
+  }
+}
+
 void Supervisor::unmount() {
   std::lock_guard stop_lock(stop_mutex_);
   if (!stopped_) {
@@ -428,6 +454,9 @@ void Supervisor::unmount() {
   if (broker_) broker_->stop();
   mount_->release();
   guard_->disarm();
+  // The worker is reaped and the mount gone: the overlay is free now, before whoever asked for
+  // the unmount hears that it is done (`unmount MP && overlay discard MP`), not at our exit.
+  if (!is_alive()) overlay_lock_.reset();
 }
 
 }  // namespace heddle::launcher

@@ -39,7 +39,7 @@ constexpr const char* kAllowed[] = {
     "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
     "link", "linkat", "symlink", "symlinkat", "mknodat", "chmod", "fchmod", "fchmodat",
     "chown", "fchown", "fchownat", "lchown", "truncate", "ftruncate", "fallocate", "fsync",
-    "fdatasync", "utimensat", "getxattr", "lgetxattr", "fgetxattr",
+    "fdatasync", "syncfs", "utimensat", "getxattr", "lgetxattr", "fgetxattr",
     "setxattr", "lsetxattr", "fsetxattr", "listxattr", "llistxattr", "flistxattr",
     "removexattr", "lremovexattr", "fremovexattr",
     // Memory.

@@ -66,8 +66,22 @@ struct RetargetFailed {
   std::string message;
 };
 
+// Control socket only (CLI -> supervisor, issue 15's capture): record the mount as a commit.
+// Answered by Captured, or MountError with the reason.
+struct Capture {
+  std::string message;  // empty: the supervisor's default
+  std::string author;   // "Name <email>"; empty: the repository's user.name and user.email
+};
+struct Captured {
+  std::string commit;  // the new commit (the served one when unchanged)
+  std::string ref;     // the ref moved
+  bool unchanged = false;  // the mount showed its commit: nothing written
+  std::vector<std::string> empty_dirs;  // left out of the commit, kept in the overlay
+};
+
 using Message = std::variant<Stop, Status, MountReady, MountError, StatusOk, Stopping, Freeze,
-                             Thaw, Retarget, Frozen, Thawed, Retargeted, RetargetFailed>;
+                             Thaw, Retarget, Frozen, Thawed, Retargeted, RetargetFailed,
+                             Capture, Captured>;
 
 // The "kind" tag of a message ("Stop", "MountReady", ...).
 [[nodiscard]] std::string_view kind_of(const Message& message);
@@ -94,5 +108,7 @@ bool operator==(const Frozen&, const Frozen&);
 bool operator==(const Thawed&, const Thawed&);
 bool operator==(const Retargeted&, const Retargeted&);
 bool operator==(const RetargetFailed&, const RetargetFailed&);
+bool operator==(const Capture&, const Capture&);
+bool operator==(const Captured&, const Captured&);
 
 }  // namespace heddle::ipc

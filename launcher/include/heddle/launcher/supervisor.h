@@ -79,6 +79,10 @@ class Supervisor {
   // the mount's as the supervisor knows them; of the worker's extra fields only the known,
   // well-typed ones are kept (worker_status.h), the rest dropped with a warning.
   [[nodiscard]] ipc::StatusOk status();
+  // One request and its reply (issue 15's Freeze, Thaw, Retarget), bounded by `timeout`; the
+  // reply whatever its kind. Throws heddle::Error as status() does (a broken stream kills the
+  // worker; a timed-out reply is skipped when it comes).
+  [[nodiscard]] ipc::Message exchange(const ipc::Message& request, std::chrono::milliseconds timeout);
   // Stop -> grace -> SIGTERM -> grace -> SIGKILL, then the mount is removed. Idempotent.
   void unmount();
 
@@ -128,7 +132,7 @@ class Supervisor {
 
   std::mutex ipc_mutex_;  // one request/reply on the IPC socket at a time
   UniqueFd ipc_;
-  int unanswered_status_ = 0;  // replies still due after a timed-out Status
+  int unanswered_status_ = 0;  // replies still due after a timed-out Status or exchange()
   // Opens, as the mount's user, what the worker may not (file_broker.h); ends with the worker.
   std::unique_ptr<FileBroker> broker_;
 
