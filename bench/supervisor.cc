@@ -403,6 +403,24 @@ void unprivileged_suite(const Config& config, Figures& f) {
   });
   f.ratio("mount_ratio_user_to_root", "mount_us_user", "mount_us_root");
   f.ratio("unmount_ratio_user_to_root", "unmount_us_user", "unmount_us_root");
+  // The file broker's cost: the user's `find -exec cat` over its own tree of 0600 files (which
+  // the subordinate-uid worker asks the supervisor for) against the same tree in 0644.
+  for (const char* mode : {"0644", "0600"}) {
+    const std::string tree = root / (std::string("tree-") + mode);
+    make_tree(tree, 20, config.pick(100, 10));
+    run({"find", tree, "-type", "f", "-exec", "chmod", mode, "{}", "+"});
+    run({"chown", "-R", "heddle-test:heddle-test", tree});
+  }
+  side_by_side(rounds, 2, [&](int t, int) {
+    const std::string mode = t ? "0600" : "0644", mountpoint = points[1].path();
+    const std::string launcher = stage + "/bin/heddle-fuse-launcher";
+    timed_us(true, {launcher, "mount", "--dir", root / ("tree-" + mode), "--mountpoint", mountpoint});
+    f.add("broker_find_cat_us_" + mode,
+          timed_us(true, {"find", mountpoint, "-type", "f", "-exec", "cat", "{}", "+"}));
+    timed_us(true, {launcher, "unmount", mountpoint});
+  });
+  f.ratio("broker_find_cat_ratio_0600_to_0644", "broker_find_cat_us_0600",
+          "broker_find_cat_us_0644");
   const std::vector<std::string> floors[] = {
       {"true"}, {"fusermount3", "-V"}, {"newuidmap"}};  // setpriv's own cost, then two helpers
   for (const auto& argv : floors) {
