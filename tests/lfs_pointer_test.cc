@@ -1,11 +1,11 @@
 // Git LFS pointers as git-lfs reads them, and the SHA-256 that checks an object is the one a
-// pointer names (worker/src/git/lfs.h, sha256.h): valid and invalid input side by side.
+// pointer names (worker/src/git/lfs.h, heddle/sha256.h): valid and invalid input side by side.
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "git/lfs.h"
-#include "git/sha256.h"
+#include "heddle/sha256.h"
 
 namespace heddle::worker::git {
 namespace {

@@ -1,6 +1,6 @@
-// Content checks for the overlay's durability tests: SHA-256, deterministic test bytes, and a
-// snapshot of a whole tree (every entry's type, permission bits, link count, size, content
-// hash and symlink target) that can be compared and diffed. Header-only.
+// Content checks for the overlay's durability tests: SHA-256 of bytes and files, deterministic
+// test bytes, and a snapshot of a whole tree (every entry's type, permission bits, link count,
+// size, content hash and symlink target) that can be compared and diffed. Header-only.
 #pragma once
 
 #include <fcntl.h>
@@ -19,105 +19,14 @@
 #include <string_view>
 #include <vector>
 
+#include "heddle/sha256.h"
+
 namespace heddle::test {
-
-// FIPS 180-4 SHA-256, streaming.
-class Sha256 {
- public:
-  Sha256() = default;
-  void update(const void* data, std::size_t size) {
-    const auto* bytes = static_cast<const unsigned char*>(data);
-    length_ += size;
-    while (size > 0) {
-      const std::size_t take = std::min(size, sizeof block_ - used_);
-      std::memcpy(block_ + used_, bytes, take);
-      used_ += take;
-      bytes += take;
-      size -= take;
-      if (used_ == sizeof block_) {
-        compress();
-        used_ = 0;
-      }
-    }
-  }
-  void update(std::string_view text) { update(text.data(), text.size()); }
-  std::string hex() {
-    const std::uint64_t bits = length_ * 8;
-    const unsigned char pad = 0x80;
-    update(&pad, 1);
-    const unsigned char zero = 0;
-    while (used_ != 56) update(&zero, 1);
-    unsigned char be[8];
-    for (int i = 0; i < 8; ++i) be[i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
-    update(be, 8);
-    static constexpr char kDigits[] = "0123456789abcdef";
-    std::string out;
-    for (const std::uint32_t word : state_) {
-      for (int shift = 28; shift >= 0; shift -= 4) out.push_back(kDigits[(word >> shift) & 15]);
-    }
-    return out;
-  }
-
- private:
-  static std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-  void compress() {
-    static constexpr std::array<std::uint32_t, 64> k = {
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2};
-    std::uint32_t w[64];
-    for (int i = 0; i < 16; ++i) {
-      w[i] = (std::uint32_t{block_[4 * i]} << 24) | (std::uint32_t{block_[4 * i + 1]} << 16) |
-             (std::uint32_t{block_[4 * i + 2]} << 8) | std::uint32_t{block_[4 * i + 3]};
-    }
-    for (int i = 16; i < 64; ++i) {
-      const std::uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const std::uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    std::uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
-    std::uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
-    for (int i = 0; i < 64; ++i) {
-      const std::uint32_t t1 =
-          h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
-      const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g;
-      g = f;
-      f = e;
-      e = d + t1;
-      d = c;
-      c = b;
-      b = a;
-      a = t1 + t2;
-    }
-    state_[0] += a;
-    state_[1] += b;
-    state_[2] += c;
-    state_[3] += d;
-    state_[4] += e;
-    state_[5] += f;
-    state_[6] += g;
-    state_[7] += h;
-  }
-
-  std::array<std::uint32_t, 8> state_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  unsigned char block_[64] = {};
-  std::size_t used_ = 0;
-  std::uint64_t length_ = 0;
-};
 
 inline std::string sha256_hex(std::string_view data) {
   Sha256 sha;
   sha.update(data);
-  return sha.hex();
+  return sha.hex_digest();
 }
 
 // The SHA-256 of a file's content, read with plain read(2) calls (through a mount: so every
@@ -137,12 +46,12 @@ inline std::string sha256_file(const std::filesystem::path& path, std::uint64_t*
       return std::string("error: read: ") + std::strerror(err);
     }
     if (n == 0) break;
-    sha.update(buffer.data(), static_cast<std::size_t>(n));
+    sha.update(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
     total += static_cast<std::uint64_t>(n);
   }
   ::close(fd);
   if (size != nullptr) *size = total;
-  return sha.hex();
+  return sha.hex_digest();
 }
 
 // Deterministic bytes: byte `offset` of stream `seed` is the same whatever slice is asked for,

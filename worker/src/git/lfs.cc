@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "git/repo_file.h"
-#include "git/sha256.h"
+#include "heddle/sha256.h"
 
 namespace heddle::worker::git {
 namespace {

@@ -1,11 +1,36 @@
-#include "git/sha256.h"
+// SHA-256 (FIPS 180-4), streaming and header-only: Git LFS names its objects by it (the worker
+// checks an object against its pointer), and the tests hash file contents with it. None of our
+// chosen libraries exposes one.
+#pragma once
 
+#include <algorithm>
+#include <array>
+#include <cstdint>
 #include <cstring>
+#include <string>
+#include <string_view>
 
-namespace heddle::worker::git {
-namespace {
+namespace heddle {
 
-constexpr std::array<std::uint32_t, 64> kK = {
+class Sha256 {
+ public:
+  Sha256() noexcept;
+  void update(std::string_view data) noexcept;
+  // Lowercase hex of the digest; the object is spent afterwards.
+  [[nodiscard]] std::string hex_digest() noexcept;
+
+ private:
+  void block(const unsigned char* p) noexcept;
+
+  std::array<std::uint32_t, 8> h_;
+  std::array<unsigned char, 64> buffer_{};
+  std::size_t used_ = 0;
+  std::uint64_t length_ = 0;  // bytes
+};
+
+namespace sha256_detail {
+
+inline constexpr std::array<std::uint32_t, 64> kK = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
     0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
     0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
@@ -17,13 +42,15 @@ constexpr std::array<std::uint32_t, 64> kK = {
 
 constexpr std::uint32_t rotr(std::uint32_t x, int n) noexcept { return (x >> n) | (x << (32 - n)); }
 
-}  // namespace
+}  // namespace sha256_detail
 
-Sha256::Sha256() noexcept
-    : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-         0x5be0cd19} {}
+inline Sha256::Sha256() noexcept
+    : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+         0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
 
-void Sha256::block(const unsigned char* p) noexcept {
+inline void Sha256::block(const unsigned char* p) noexcept {
+  using sha256_detail::kK;
+  using sha256_detail::rotr;
   std::array<std::uint32_t, 64> w{};
   for (int i = 0; i < 16; ++i) {
     w[i] = (std::uint32_t{p[4 * i]} << 24) | (std::uint32_t{p[4 * i + 1]} << 16) |
@@ -38,7 +65,8 @@ void Sha256::block(const unsigned char* p) noexcept {
   for (int i = 0; i < 64; ++i) {
     const std::uint32_t t1 =
         h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[i] + w[i];
-    const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+    const std::uint32_t t2 =
+        (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
     h = g;
     g = f;
     f = e;
@@ -52,7 +80,7 @@ void Sha256::block(const unsigned char* p) noexcept {
   for (std::size_t i = 0; i < 8; ++i) h_[i] += add[i];
 }
 
-void Sha256::update(std::string_view data) noexcept {
+inline void Sha256::update(std::string_view data) noexcept {
   length_ += data.size();
   const auto* p = reinterpret_cast<const unsigned char*>(data.data());
   std::size_t n = data.size();
@@ -71,7 +99,7 @@ void Sha256::update(std::string_view data) noexcept {
   used_ = n;
 }
 
-std::string Sha256::hex_digest() noexcept {
+inline std::string Sha256::hex_digest() noexcept {
   const std::uint64_t bits = length_ * 8;
   const unsigned char pad = 0x80;
   update(std::string_view(reinterpret_cast<const char*>(&pad), 1));
@@ -89,4 +117,4 @@ std::string Sha256::hex_digest() noexcept {
   return out;
 }
 
-}  // namespace heddle::worker::git
+}  // namespace heddle
