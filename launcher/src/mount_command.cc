@@ -1,6 +1,5 @@
 #include <fcntl.h>
 #include <poll.h>
-#include <pwd.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -233,8 +232,8 @@ PreparedMount prepare_mount(const MountArgs& args, const UserDirs& dirs) {
   request.uid = args.uid.value_or(::getuid());
   if (args.gid) {
     request.gid = *args.gid;
-  } else if (const passwd* pw = args.uid ? ::getpwuid(*args.uid) : nullptr) {
-    request.gid = pw->pw_gid;
+  } else if (const auto account = args.uid ? account_of(*args.uid) : std::nullopt) {
+    request.gid = account->gid;
   } else {
     request.gid = ::getgid();
   }
@@ -264,8 +263,8 @@ PreparedMount prepare_mount(const MountArgs& args, const UserDirs& dirs) {
       // Root mounting for a user: the overlay is the user's, so it is found, checked and made
       // by the user (as_mount_user), never by root, which would follow the user's symlinks and
       // chown what it found. Its default place is the user's own state home.
-      const passwd* pw = ::getpwuid(request.uid);
-      const UserDirs users{"", "", pw != nullptr && pw->pw_dir != nullptr ? pw->pw_dir : ""};
+      const auto account = account_of(request.uid);
+      const UserDirs users{"", "", account ? account->home : ""};
       try {
         as_mount_user(request.uid, request.gid, [&] {
           request.overlay_dir = prepare_overlay_dir(users, args.overlay_dir, source, forbidden,

@@ -1,7 +1,6 @@
 #include "heddle/launcher/overlay_dir.h"
 
 #include <fcntl.h>
-#include <pwd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -18,6 +17,7 @@
 #include <utility>
 
 #include "heddle/error.h"
+#include "heddle/launcher/source_access.h"
 
 namespace heddle::launcher {
 namespace fs = std::filesystem;
@@ -239,8 +239,8 @@ std::string overlays_root(const UserDirs& dirs) {
   if (dirs.xdg_state_home.starts_with('/')) return dirs.xdg_state_home + "/heddle-fuse/overlays";
   std::string home = dirs.home;
   if (!home.starts_with('/')) {
-    const passwd* pw = ::getpwuid(::getuid());
-    home = pw != nullptr && pw->pw_dir != nullptr ? pw->pw_dir : "";
+    const auto account = account_of(::getuid());
+    home = account ? account->home : "";
   }
   if (!home.starts_with('/')) {
     throw Error("find a home for overlays", ENOENT, "set XDG_STATE_HOME, or give --overlay-dir");

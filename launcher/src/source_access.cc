@@ -39,11 +39,24 @@ std::string FileIdentity::describe() const {
   return "uid " + std::to_string(uid) + ", gid " + std::to_string(gid);
 }
 
+std::optional<Account> account_of(uid_t uid) {
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  while (::getpwuid_r(uid, &entry, buffer.data(), buffer.size(), &found) == ERANGE &&
+         buffer.size() < (std::size_t{1} << 20)) {
+    buffer.resize(buffer.size() * 2);
+  }
+  if (found == nullptr) return std::nullopt;
+  return Account{found->pw_name != nullptr ? found->pw_name : "",
+                 found->pw_dir != nullptr ? found->pw_dir : "", found->pw_gid};
+}
+
 FileIdentity file_identity_of(uid_t uid, gid_t gid) {
   FileIdentity who{uid, gid, {gid}};
-  const passwd* pw = ::getpwuid(uid);
-  if (pw == nullptr) return who;
-  const std::string name = pw->pw_name;
+  const auto account = account_of(uid);
+  if (!account) return who;
+  const std::string& name = account->name;
   for (int count = 64;;) {
     std::vector<gid_t> groups(static_cast<std::size_t>(count));
     int found = count;

@@ -1,7 +1,6 @@
 #include "heddle/launcher/thread_sync.h"
 
 #include <poll.h>
-#include <pwd.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -55,8 +54,8 @@ void as_repository_writer(const ipc::MountSpec& spec, const std::string& common_
 // user; "" when the process's own $HOME is the right one.
 std::string config_home(const ipc::MountSpec& spec) {
   if (::geteuid() != 0 || spec.uid == 0) return "";
-  const passwd* pw = ::getpwuid(spec.uid);
-  return pw != nullptr && pw->pw_dir != nullptr ? pw->pw_dir : "";
+  const auto account = account_of(spec.uid);
+  return account ? account->home : "";
 }
 
 }  // namespace

@@ -1,6 +1,5 @@
 #include "heddle/launcher/worker_identity.h"
 
-#include <pwd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +8,7 @@
 
 #include "heddle/error.h"
 #include "heddle/process.h"
+#include "heddle/launcher/source_access.h"
 
 namespace heddle::launcher {
 namespace fs = std::filesystem;
@@ -76,7 +76,7 @@ bool readable_by_others(const fs::path& path, bool whole_tree, std::string& bloc
 
 std::optional<unsigned> subordinate_id_start(const std::string& file, uid_t user) {
   std::string name;
-  if (const passwd* pw = ::getpwuid(user)) name = pw->pw_name;
+  if (const auto account = account_of(user)) name = account->name;
   std::ifstream in(file);
   for (std::string line; std::getline(in, line);) {
     const auto first = line.find(':');

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,15 @@ struct FileIdentity {
   // "uid 1001, gid 1001"
   [[nodiscard]] std::string describe() const;
 };
+
+// The password database's entry for `uid`, through getpwuid_r: the supervisor has threads (the
+// file broker, the watcher), and getpwuid's result lives in one buffer for the whole process.
+struct Account {
+  std::string name;
+  std::string home;
+  gid_t gid = 0;
+};
+[[nodiscard]] std::optional<Account> account_of(uid_t uid);
 
 // `uid` with primary group `gid` and the supplementary groups its name has in the group
 // database (only `gid` if the uid has no name).
