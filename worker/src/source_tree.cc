@@ -55,6 +55,10 @@ OpenResult open_beneath(int root_fd, const std::string& rel, int flags) {
 
 void SourceTree::restore_owner(const std::string& rel, struct stat& st) const {
   if (!broker_ || (st.st_uid != kOverflowId && st.st_gid != kOverflowId)) return;
+  // When others may read and search all that owner and group may (0644, 0755), the owner
+  // changes no access decision of a read-only lower layer: no round trip for the common case.
+  const mode_t others = st.st_mode & 05;
+  if ((((st.st_mode >> 6) | (st.st_mode >> 3)) & 05 & ~others) == 0) return;
   const FileId id = file_id(st);
   {
     std::lock_guard lock(owners_->mutex);
