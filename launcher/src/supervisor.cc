@@ -357,8 +357,22 @@ std::string Supervisor::exit_cause() const {
 }
 
 ipc::StatusOk Supervisor::status() {
+  const ipc::Message reply = exchange(ipc::Status{}, options_.status_timeout);
+  if (const auto* ok = std::get_if<ipc::StatusOk>(&reply)) {
+    WorkerReplyCheck check;
+    ipc::StatusOk checked = checked_status(*ok, process_.pid(), spec_.mountpoint, check);
+    log_problems(check, process_.pid(), "StatusOk");
+    return checked;
+  }
+  process_.signal(SIGKILL);
+  throw Error("Status to the worker of " + spec_.mountpoint + ": expected StatusOk, got " +
+                  std::string(ipc::kind_of(reply)),
+              EPROTO, "the worker broke the IPC protocol and was killed; its mount is removed");
+}
+
+ipc::Message Supervisor::exchange(const ipc::Message& request, std::chrono::milliseconds timeout) {
   std::lock_guard lock(ipc_mutex_);
-  const std::string where = "Status of " + spec_.mountpoint;
+  const std::string where = std::string(ipc::kind_of(request)) + " to the worker of " + spec_.mountpoint;
   if (!ipc_) throw Error(where, ESHUTDOWN, "the mount was stopped");
   if (!is_alive()) {
     const auto exit = exit_status();
@@ -366,48 +380,13 @@ ipc::StatusOk Supervisor::status() {
   }
   try {
     // A reply that missed its deadline may still arrive: skip it so replies stay in step.
-    for (; unanswered_status_ > 0; --unanswered_status_) {
-      (void)ipc::read_frame(ipc_.get(), options_.status_timeout);
-    }
-    ipc::write_frame(ipc_.get(), ipc::Status{}, options_.status_timeout);
-    ++unanswered_status_;
-    const auto reply = ipc::read_frame(ipc_.get(), options_.status_timeout);
-    --unanswered_status_;
-    if (!reply) throw Error("the worker closed its IPC socket", ECONNRESET);
-    if (auto* ok = std::get_if<ipc::StatusOk>(&*reply)) {
-      WorkerReplyCheck check;
-      ipc::StatusOk checked = checked_status(*ok, process_.pid(), spec_.mountpoint, check);
-      log_problems(check, process_.pid(), "StatusOk");
-      return checked;
-    }
-    throw Error("expected StatusOk, got " + std::string(ipc::kind_of(*reply)), EPROTO);
-  } catch (const Error& e) {
-    if (e.code() == ETIMEDOUT) {
-      throw Error(where + ": no reply within " + std::to_string(options_.status_timeout.count()) +
-                      " ms",
-                  ETIMEDOUT, "the worker is alive but stuck; unmount escalates to SIGKILL");
-    }
-    // A malformed or cut frame leaves the stream out of step for good (no frame boundary can
-    // be found again): a worker that breaks the protocol is ended, and so is its mount.
-    process_.signal(SIGKILL);
-    throw Error(where + ": " + e.attempt(), e.code(),
-                "the worker broke the IPC protocol and was killed; its mount is removed");
-  }
-}
-
-ipc::Message Supervisor::exchange(const ipc::Message& request, std::chrono::milliseconds timeout) {
-  std::lock_guard lock(ipc_mutex_);
-  const std::string where = std::string(ipc::kind_of(request)) + " to the worker of " + spec_.mountpoint;
-  if (!ipc_) throw Error(where, ESHUTDOWN, "the mount was stopped");
-  if (!is_alive()) throw Error(where, ESRCH, "the worker exited");
-  try {
-    for (; unanswered_status_ > 0; --unanswered_status_) {
+    for (; unanswered_ > 0; --unanswered_) {
       (void)ipc::read_frame(ipc_.get(), options_.status_timeout);
     }
     ipc::write_frame(ipc_.get(), request, timeout);
-    ++unanswered_status_;
+    ++unanswered_;
     auto reply = ipc::read_frame(ipc_.get(), timeout);
-    --unanswered_status_;
+    --unanswered_;
     if (!reply) throw Error("the worker closed its IPC socket", ECONNRESET);
     return std::move(*reply);
   } catch (const Error& e) {
@@ -415,6 +394,8 @@ ipc::Message Supervisor::exchange(const ipc::Message& request, std::chrono::mill
       throw Error(where + ": no reply within " + std::to_string(timeout.count()) + " ms",
                   ETIMEDOUT, "the worker is alive but stuck; unmount escalates to SIGKILL");
     }
+    // A malformed or cut frame leaves the stream out of step for good (no frame boundary can
+    // be found again): a worker that breaks the protocol is ended, and so is its mount.
     process_.signal(SIGKILL);
     throw Error(where + ": " + e.attempt(), e.code(),
                 "the worker broke the IPC protocol and was killed; its mount is removed");

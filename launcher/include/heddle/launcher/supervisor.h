@@ -132,7 +132,7 @@ class Supervisor {
 
   std::mutex ipc_mutex_;  // one request/reply on the IPC socket at a time
   UniqueFd ipc_;
-  int unanswered_status_ = 0;  // replies still due after a timed-out Status or exchange()
+  int unanswered_ = 0;  // replies still due after a timed-out exchange()
   // Opens, as the mount's user, what the worker may not (file_broker.h); ends with the worker.
   std::unique_ptr<FileBroker> broker_;
 
