@@ -129,10 +129,92 @@ class CaptureTest : public ::testing::Test {
     git(tree_->root(), {"clone", "-q", repo_.string(), work.string()});
     git(work, {"checkout", "-q", commit});
     sh(work, change);
-    git(work, {"add", "-A"});
+    std::vector<std::string> add = lfs_clean_config();
+    add.insert(add.end(), {"add", "-A"});
+    git(work, add);
     git(work, {"-c", "user.name=T", "-c", "user.email=t@example.com", "commit", "-qm", "change",
                "--allow-empty"});
     return git(work, {"rev-parse", "HEAD^{tree}"});
+  }
+
+  // git's config for filter=lfs when it cleans in a work tree: real git-lfs where it is
+  // installed, else a clean filter written from the spec (a pointer passes through, an empty
+  // file stays empty, anything else becomes the pointer to its sha256), as git-lfs cleans.
+  static std::vector<std::string> lfs_clean_config() {
+    if (git_lfs_installed()) {
+      return {"-c", "filter.lfs.clean=git-lfs clean -- %f", "-c", "filter.lfs.required=true"};
+    }
+    return {"-c", R"sh(filter.lfs.clean=f=$(mktemp) && cat > "$f" && )sh"
+                  R"sh(if head -n 1 "$f" | grep -qx "version https://git-lfs.github.com/spec/v1"; )sh"
+                  R"sh(then cat "$f"; elif [ -s "$f" ]; then )sh"
+                  R"sh(printf "version https://git-lfs.github.com/spec/v1\noid sha256:%s\nsize %s\n" )sh"
+                  R"sh("$(sha256sum < "$f" | cut -d " " -f 1)" "$(stat -c %s "$f")"; fi; rm -f "$f")sh",
+            "-c", "filter.lfs.required=true"};
+  }
+  static bool git_lfs_installed() {
+    static const bool installed = run_command({"/usr/bin/git", "lfs", "version"}, 30s).exit_code == 0;
+    return installed;
+  }
+
+  // Commits Git LFS files as `git lfs track '*.bin'` and `git add` would record them: data.bin
+  // with its object in .git/lfs/objects (where git-lfs keeps it), missing.bin without.
+  void track_lfs() {
+    sh(repo_,
+       "printf 'large content\\n' > obj && oid=$(sha256sum obj | cut -d' ' -f1) && "
+       "mkdir -p .git/lfs/objects/$(echo $oid | cut -c1-2)/$(echo $oid | cut -c3-4) && "
+       "mv obj .git/lfs/objects/$(echo $oid | cut -c1-2)/$(echo $oid | cut -c3-4)/$oid && "
+       "printf 'version https://git-lfs.github.com/spec/v1\\noid sha256:%s\\nsize 14\\n' $oid "
+       "> data.bin && printf 'version https://git-lfs.github.com/spec/v1\\noid sha256:%s\\n"
+       "size 5\\n' $(printf 'gone\\n' | sha256sum | cut -d' ' -f1) > missing.bin && "
+       "printf '*.bin filter=lfs diff=lfs merge=lfs -text\\n' >> .gitattributes && "
+       "git add -A && git commit -qm lfs");
+    base_ = git(repo_, {"rev-parse", "HEAD"});
+  }
+
+  // A blob's exact bytes.
+  std::string blob(const std::string& tree, const std::string& path) const {
+    const CommandResult result =
+        run_command({"/usr/bin/git", "-c", "safe.directory=*", "-C", repo_.string(), "cat-file",
+                     "blob", tree + ":" + path},
+                    60s);
+    EXPECT_EQ(result.exit_code, 0) << tree << ":" << path << ": " << result.err;
+    return result.out;
+  }
+
+  // `path` in `tree` is the pointer git-lfs writes for `content` (sha256 by sha256sum), and
+  // the object is in the repository's lfs/objects as git-lfs leaves it: `content`, mode 0644
+  // (umask 022), owned by `owner`, no temporary file beside it.
+  void expect_lfs_object(const std::string& tree, const std::string& path,
+                         const std::string& content, uid_t owner) const {
+    const fs::path scratch = tree_->root() / "lfs-content";
+    std::ofstream(scratch, std::ios::binary) << content;
+    const std::string oid = sh(tree_->root(), "sha256sum lfs-content | cut -d' ' -f1");
+    fs::remove(scratch);
+    ASSERT_EQ(oid.size(), 64u);
+    EXPECT_EQ(blob(tree, path), "version https://git-lfs.github.com/spec/v1\noid sha256:" + oid +
+                                    "\nsize " + std::to_string(content.size()) + "\n");
+    const fs::path dir = repo_ / ".git/lfs/objects" / oid.substr(0, 2) / oid.substr(2, 2);
+    struct stat st {};
+    ASSERT_EQ(::lstat((dir / oid).c_str(), &st), 0) << path << ": no object " << dir / oid;
+    EXPECT_TRUE(S_ISREG(st.st_mode));
+    EXPECT_EQ(st.st_mode & 07777, 0644u) << path;
+    EXPECT_EQ(st.st_uid, owner) << path;
+    EXPECT_EQ(read_file(dir / oid), content) << path;
+    std::vector<std::string> beside;
+    for (const auto& entry : fs::directory_iterator(dir)) beside.push_back(entry.path().filename());
+    EXPECT_EQ(beside, std::vector<std::string>{oid}) << "a temporary file was left in " << dir;
+    if (git_lfs_installed()) {
+      // git-lfs itself smudges the pointer to the content, from the object we stored.
+      // safe.directory for git-lfs's own git calls too: root reads a repository of the user's.
+      const CommandResult smudged = run_command(
+          {"/bin/sh", "-ec",
+           "cd \"$0\" && export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=safe.directory "
+           "GIT_CONFIG_VALUE_0='*' && git cat-file blob \"$1\" | git lfs smudge",
+           repo_.string(), tree + ":" + path},
+          60s);
+      EXPECT_EQ(smudged.exit_code, 0) << smudged.err;
+      EXPECT_EQ(smudged.out, content) << path;
+    }
   }
 
   Json status() {
@@ -188,19 +270,46 @@ TEST_F(CaptureTree, EverythingDeletedIsTheEmptyTree) {
 }
 
 TEST_F(CaptureTree, AChangedFileBehindAFilterDriverIsRefused) {
-  sh(repo_, "printf '*.big filter=lfs\\n' >> .gitattributes && printf 'v1\\n' > data.big && "
-            "git add -A && git commit -qm lfs");
+  sh(repo_, "printf '*.big filter=crypt\\n' >> .gitattributes && printf 'v1\\n' > data.big && "
+            "git add -A && git commit -qm crypt");
   base_ = git(repo_, {"rev-parse", "HEAD"});
   mount({"--pin"});
   sh(mp(), "printf 'v2\\n' > data.big");
   unmount();
   try {
     (void)launcher::build_capture_tree(repo_.string(), base_, ov().string());
-    ADD_FAILURE() << "a change behind filter=lfs was captured without its filter";
+    ADD_FAILURE() << "a change behind filter=crypt was captured without its filter";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ENOTSUP) << e.what();
     EXPECT_NE(std::string(e.what()).find("data.big"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("\"crypt\""), std::string::npos) << e.what();
   }
+}
+
+// The change Git LFS files get in the LFS cases: an edit, a new file, an empty one, a touched
+// pointer whose object is missing (the mount shows the pointer), and a copy of that pointer.
+constexpr const char* kLfsChange =
+    "printf 'edited content\\n' > data.bin && printf 'brand new\\n' > new.bin && : > empty.bin && "
+    "touch missing.bin && cp missing.bin copy.bin";
+
+// A changed filter=lfs file is cleaned as `git add` with git-lfs cleans it: its object stored
+// in lfs/objects, its pointer the blob; a pointer passes through; the same tree as git records.
+TEST_F(CaptureTree, AChangedLfsFileIsStoredAsGitLfsStoresIt) {
+  track_lfs();
+  const std::string missing = git(repo_, {"rev-parse", "HEAD:missing.bin"});
+  mount({"--pin"});
+  sh(mp(), kLfsChange);
+  EXPECT_EQ(read_file(tree_->mountpoint() / "copy.bin").substr(0, 8), "version ");
+  unmount();
+  const launcher::CapturedTree captured =
+      launcher::build_capture_tree(repo_.string(), base_, ov().string());
+  EXPECT_EQ(captured.tree, git_commit_tree(kLfsChange, base_))
+      << (git_lfs_installed() ? "git-lfs" : "the spec's clean filter (git-lfs is not installed)");
+  expect_lfs_object(captured.tree, "data.bin", "edited content\n", ::geteuid());
+  expect_lfs_object(captured.tree, "new.bin", "brand new\n", ::geteuid());
+  EXPECT_EQ(blob(captured.tree, "empty.bin"), "");
+  EXPECT_EQ(git(repo_, {"rev-parse", captured.tree + ":missing.bin"}), missing);
+  EXPECT_EQ(git(repo_, {"rev-parse", captured.tree + ":copy.bin"}), missing);
 }
 
 // A file showing what `git lfs smudge` writes for a pointer (its object's content, as the
@@ -251,6 +360,28 @@ TEST_F(CaptureCli, RecordsTheMountAsACommitAndServesIt) {
   const CommandResult again = launcher({"capture", mp(), "--json"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(Json::parse(again.out)["unchanged"], true);
+  EXPECT_EQ(git(repo_, {"rev-parse", "refs/heads/main"}), commit);
+}
+
+// Through the supervisor (as the mount's user): the commit has the pointer, the mount then
+// serves the object capture stored, and capturing again (the file copied up unchanged) records
+// nothing.
+TEST_F(CaptureCli, AChangedLfsFileIsCapturedAsAPointerAndServedFromItsObject) {
+  track_lfs();
+  mount();
+  sh(mp(), "printf 'edited content\\n' > data.bin");
+  const CommandResult result = launcher({"capture", mp(), "--json"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const std::string commit = Json::parse(result.out)["commit"];
+  const std::string tree = git(repo_, {"rev-parse", commit + "^{tree}"});
+  EXPECT_EQ(tree, git_commit_tree("printf 'edited content\\n' > data.bin", base_));
+  expect_lfs_object(tree, "data.bin", "edited content\n", ::geteuid());
+  EXPECT_EQ(status()["commit"], commit);
+  EXPECT_EQ(read_file(tree_->mountpoint() / "data.bin"), "edited content\n");
+  sh(mp(), "cat data.bin > t && cat t > data.bin && rm t");
+  const CommandResult again = launcher({"capture", mp(), "--json"});
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(Json::parse(again.out)["unchanged"], true) << again.out;
   EXPECT_EQ(git(repo_, {"rev-parse", "refs/heads/main"}), commit);
 }
 
@@ -327,8 +458,11 @@ TEST_F(CaptureCli, RootCapturingAUsersMountWritesAsThatUser) {
   const passwd* pw = ::getpwnam("heddle-test");
   if (pw == nullptr) GTEST_SKIP() << "no user heddle-test (the test_user fixture creates it)";
   const std::string user = std::to_string(pw->pw_uid) + ":" + std::to_string(pw->pw_gid);
+  track_lfs();
+  constexpr const char* kUserChange =
+      "printf 'u\\n' > user.txt && chmod +x a.txt && printf 'edited content\\n' > data.bin";
   // Cloned while the repository is still root's (git refuses to clone one of another user's).
-  const std::string expected = git_commit_tree("printf 'u\\n' > user.txt && chmod +x a.txt", base_);
+  const std::string expected = git_commit_tree(kUserChange, base_);
   ov_ = tree_->root() / "user-overlays" / "overlay";
   fs::create_directory(ov_.parent_path());
   for (const fs::path& path : {repo_, tree_->mountpoint(), ov_.parent_path()}) {
@@ -338,7 +472,7 @@ TEST_F(CaptureCli, RootCapturingAUsersMountWritesAsThatUser) {
   // The mount is the user's (no allow_other): the change is made as the user.
   const CommandResult changed = run_command(
       {"/usr/bin/setpriv", "--reuid=heddle-test", "--regid=heddle-test", "--init-groups",
-       "/bin/sh", "-ec", "cd \"$0\" && printf 'u\\n' > user.txt && chmod +x a.txt", mp()},
+       "/bin/sh", "-ec", std::string("cd \"$0\" && ") + kUserChange, mp()},
       30s);
   ASSERT_EQ(changed.exit_code, 0) << changed.err;
   const CommandResult result = launcher({"capture", mp(), "--json"});
@@ -346,8 +480,10 @@ TEST_F(CaptureCli, RootCapturingAUsersMountWritesAsThatUser) {
   const std::string commit = Json::parse(result.out)["commit"];
   EXPECT_EQ(git(repo_, {"rev-parse", "refs/heads/main"}), commit);
   EXPECT_EQ(git(repo_, {"rev-parse", commit + "^{tree}"}), expected);
-  // Objects, the ref, its reflog: all the user's, nothing of root's in their repository.
+  // Objects (git's and Git LFS's), the ref, its reflog: all the user's, nothing of root's in
+  // their repository (checked before git-lfs, run by root below, writes its own files there).
   EXPECT_EQ(sh(repo_, "find . ! -user heddle-test"), "");
+  expect_lfs_object(expected, "data.bin", "edited content\n", pw->pw_uid);
 }
 
 using FollowCli = CaptureTest;

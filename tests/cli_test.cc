@@ -32,13 +32,6 @@ CommandResult launcher(std::vector<std::string> args, std::chrono::milliseconds 
   return run_command(launcher_argv(std::move(args)), timeout);
 }
 
-// The test is a child subreaper (see SetUp), so orphaned supervisors and workers become our
-// children: reap them here rather than wait for this machine's init to do it.
-bool process_gone(pid_t pid) {
-  ::waitpid(pid, nullptr, WNOHANG);
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
-}
-
 class CliTest : public ::testing::Test {
  protected:
   void SetUp() override {

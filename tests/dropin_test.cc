@@ -356,12 +356,6 @@ bool nothing_left_below_us() {
   return descendants_of(::getpid()).empty();
 }
 
-// Gone for good: reaped if it became our child (we are a subreaper), and no such pid.
-bool process_gone(pid_t pid) {
-  ::waitpid(pid, nullptr, WNOHANG);
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
-}
-
 std::string wait_status_text(int status) {
   if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
   if (WIFSIGNALED(status)) return std::string("signal ") + ::strsignal(WTERMSIG(status));

@@ -91,14 +91,6 @@ pid_t child_named(pid_t parent, const std::string& comm) {
 constexpr const char* kWorkerComm = "heddle-fuse-wor";
 constexpr const char* kGuardComm = "heddle-fuse-gua";
 
-// The test is a child subreaper (see SetUp), so orphaned workers and guards become our
-// children: reap them here rather than leave zombies. Never used on the supervisor, which
-// its ChildProcess reaps (a reap here would hide its exit status).
-bool process_gone(pid_t pid) {
-  ::waitpid(pid, nullptr, WNOHANG);
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
-}
-
 // SIGKILLs `pid` only if it still is the process we mean (same comm, a child of ours or of the
 // supervisor): cleanup must never hit a recycled pid.
 void kill_if_ours(pid_t pid, const std::string& comm, pid_t supervisor) {

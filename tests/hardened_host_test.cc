@@ -94,21 +94,6 @@ DoctorReport doctor(const std::vector<std::string>& argv) {
   return report;
 }
 
-// Has this pid (a descendant of ours: we are a subreaper) exited? Reaps it if it is our child.
-bool process_gone(pid_t pid) {
-  ::waitpid(pid, nullptr, WNOHANG);
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
-}
-
-// Kills `pid` only while it is provably ours: our unreaped child (waitpid says "still
-// running"), so the number cannot have been recycled.
-void kill_if_our_child(pid_t pid) {
-  if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-  }
-}
-
 std::string readlink_string(const std::string& path) {
   std::error_code ec;
   const fs::path target = fs::read_symlink(path, ec);
@@ -132,23 +117,9 @@ std::string host_user_namespace() {
 class HardenedHostTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!running_as_root()) {
-      if (std::getenv("CI") != nullptr) {
-        FAIL() << "CI runs these as root; this run is uid " << ::getuid();
-      }
-      GTEST_SKIP() << "these cases set up hardened hosts (mount namespaces, device nodes, tmpfs "
-                      "mounts) and drop to heddle-test: they need root";
-    }
-    HEDDLE_REQUIRE_MOUNT();
-    const passwd* pw = ::getpwnam(kUser);
-    ASSERT_NE(pw, nullptr) << kUser
-                           << " does not exist: run with the test_user fixture "
-                              "(ctest -R 'HardenedHost|test_user')";
-    uid_ = pw->pw_uid;
-    gid_ = pw->pw_gid;
-    ASSERT_EQ(::access(stage_bin("heddle-fuse-launcher").c_str(), X_OK), 0)
-        << "nothing staged at " << kStage << ": run with the test_user fixture";
-    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    HEDDLE_REQUIRE_TEST_USER("these cases set up hardened hosts (mount namespaces, device nodes, "
+                             "tmpfs mounts) and drop to heddle-test: they need root",
+                             uid_, gid_);
     tree_ = std::make_unique<ScratchTree>();
     tree_->write("a.txt", "alpha\n");
     tree_->write("sub/b.txt", "beta\n");
@@ -160,23 +131,8 @@ class HardenedHostTest : public ::testing::Test {
         ::umount2(path.c_str(), MNT_DETACH);
       }
     }
-    if (tree_) {
-      for (const fs::path& mountpoint : mountpoints_) {
-        if (heddle_mounted(mountpoint)) {
-          ADD_FAILURE() << "test left a mount at " << mountpoint << "; cleaning up";
-          ::umount2(mountpoint.c_str(), MNT_DETACH);
-        }
-      }
-    }
-    // Each supervisor comes before its worker: once it is gone the worker is reparented to us
-    // (the subreaper), so killable as our child.
-    for (const pid_t pid : pids_) {
-      if (!eventually([&] { return process_gone(pid); }, 5s)) {
-        ADD_FAILURE() << "process " << pid << " outlived its test; killing it";
-        kill_if_our_child(pid);
-        EXPECT_TRUE(eventually([&] { return process_gone(pid); }, 5s)) << "pid " << pid;
-      }
-    }
+    if (tree_) detach_leftover_mounts(mountpoints_);
+    end_leftover_processes(pids_);
     // The supervisor logs of every mountpoint used, root's and the user's (a background mount
     // that failed leaves one too): same name, in /var/log/heddle-fuse or the user's state dir.
     for (const fs::path& mountpoint : mountpoints_) {
@@ -191,9 +147,6 @@ class HardenedHostTest : public ::testing::Test {
     for (const std::string& log : logs_) {
       std::error_code ec;
       fs::remove(log, ec);
-    }
-    // Whatever else was reparented to us (the intermediate of a double fork, say).
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
     }
     tree_.reset();
   }

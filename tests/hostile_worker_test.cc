@@ -39,17 +39,20 @@ using Clock = std::chrono::steady_clock;
 constexpr auto kSlack = 2s;  // on top of the timeout a case waits out
 
 // fds of this process open on /dev/fuse: the supervisor hands its only one to the worker.
-int fuse_fd_count() {
-  int count = 0;
-  for (const auto& entry : fs::directory_iterator("/proc/self/fd")) {
-    std::error_code ec;
-    if (fs::read_symlink(entry.path(), ec) == "/dev/fuse") ++count;
-  }
-  return count;
-}
+int fuse_fd_count() { return open_fd_count("/dev/fuse"); }
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
+}
+
+// A hard copy of hostile_worker named hostile-MODE (the sandbox binds the executable's
+// canonical path, so a symlink would run under the target's name), under the 0755 scratch
+// root so uid 65534 can reach it.
+std::string hostile_copy(const std::string& mode, const ScratchTree& tree) {
+  const fs::path copy = tree.root() / ("hostile-" + mode);
+  fs::copy_file(bin_path("hostile_worker"), copy, fs::copy_options::overwrite_existing);
+  fs::permissions(copy, fs::perms(0755));
+  return copy.string();
 }
 
 class HostileWorkerTest : public ::testing::Test {
@@ -72,15 +75,9 @@ class HostileWorkerTest : public ::testing::Test {
     return MountSpec::directory(tree_->source().string(), tree_->mountpoint().string());
   }
 
-  // A hard copy named hostile-MODE (the sandbox binds the executable's canonical path, so a
-  // symlink would run under the target's name), under the 0755 scratch root so uid 65534 can
-  // reach it.
   SupervisorOptions hostile(const std::string& mode) const {
-    const fs::path copy = tree_->root() / ("hostile-" + mode);
-    fs::copy_file(bin_path("hostile_worker"), copy, fs::copy_options::overwrite_existing);
-    fs::permissions(copy, fs::perms(0755));
     SupervisorOptions options = launcher::LauncherEnvironment::read().supervisor_options();
-    options.worker_binary = copy.string();
+    options.worker_binary = hostile_copy(mode, *tree_);
     options.handshake_timeout = 5s;
     options.status_timeout = 300ms;
     options.stop_grace = 300ms;
@@ -108,6 +105,16 @@ class HostileWorkerTest : public ::testing::Test {
     EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
     EXPECT_EQ(child_count(), 0);
     EXPECT_EQ(open_fd_count(), fds_before_);
+  }
+
+  // A worker that exited or was killed: the supervisor's watcher reaps it and removes the
+  // mount, and status() says so.
+  void expect_ended(Supervisor& supervisor) const {
+    EXPECT_TRUE(eventually([&] { return !supervisor.is_alive(); }, 5s));
+    EXPECT_TRUE(eventually([&] { return !heddle_mounted(tree_->mountpoint()); }, 5s));
+    const auto after = error_from([&] { (void)supervisor.status(); });
+    ASSERT_TRUE(after.has_value());
+    EXPECT_EQ(after->code(), ESRCH) << after->what();
   }
 
   // unmount() of a worker that ignores Stop and SIGTERM: Stop, grace, SIGTERM, grace, SIGKILL.
@@ -268,11 +275,7 @@ TEST_F(HostileWorkerTest, ClosingTheSocketMidReplyFailsStatusAndTheMountGoes) {
   EXPECT_EQ(error->code(), EPROTO) << error->what();
   EXPECT_TRUE(contains(error->what(), "truncated frame (14 of 104 bytes)")) << error->what();
   // The worker exited after cutting its reply: the watcher reaps it and removes the mount.
-  EXPECT_TRUE(eventually([&] { return !supervisor->is_alive(); }, 5s));
-  EXPECT_TRUE(eventually([&] { return !heddle_mounted(tree_->mountpoint()); }, 5s));
-  const auto after = error_from([&] { (void)supervisor->status(); });
-  ASSERT_TRUE(after.has_value());
-  EXPECT_EQ(after->code(), ESRCH) << after->what();
+  expect_ended(*supervisor);
   supervisor->unmount();
   // It exited by itself after cutting its reply, or by the supervisor's SIGKILL for it.
   ASSERT_TRUE(supervisor->exit_status().has_value());
@@ -336,11 +339,7 @@ TEST_F(HostileWorkerTest, AReplySplitAcrossTheStatusTimeoutEndsTheWorker) {
   ASSERT_TRUE(second.has_value()) << "a frame read from its middle was accepted";
   EXPECT_TRUE(second->code() == EMSGSIZE || second->code() == EPROTO) << second->what();
   EXPECT_TRUE(contains(second->what(), "broke the IPC protocol and was killed")) << second->what();
-  EXPECT_TRUE(eventually([&] { return !supervisor->is_alive(); }, 5s));
-  EXPECT_TRUE(eventually([&] { return !heddle_mounted(tree_->mountpoint()); }, 5s));
-  const auto after = error_from([&] { (void)supervisor->status(); });
-  ASSERT_TRUE(after.has_value());
-  EXPECT_EQ(after->code(), ESRCH) << after->what();
+  expect_ended(*supervisor);
   expect_bounded_unmount(*supervisor, options);
 }
 
@@ -393,24 +392,11 @@ class HostileOutputTest : public ::testing::Test {
       }
     }
     for (const pid_t pid : supervisors_) {
-      if (!eventually([&] { return gone(pid); }, 10s)) {
+      if (!eventually([&] { return process_gone(pid); }, 10s)) {
         ADD_FAILURE() << "supervisor " << pid << " outlived its mount";
         ::kill(pid, SIGKILL);
       }
     }
-  }
-
-  static bool gone(pid_t pid) {
-    ::waitpid(pid, nullptr, WNOHANG);
-    return ::kill(pid, 0) != 0 && errno == ESRCH;
-  }
-
-  // A hard copy of hostile_worker named hostile-MODE, as HostileWorkerTest makes one.
-  std::string hostile_binary(const std::string& mode, const ScratchTree& tree) const {
-    const fs::path copy = tree.root() / ("hostile-" + mode);
-    fs::copy_file(bin_path("hostile_worker"), copy, fs::copy_options::overwrite_existing);
-    fs::permissions(copy, fs::perms(0755));
-    return copy.string();
   }
 
   // The launcher with `worker` as its worker (empty: ours) and logs under the scratch tree.
@@ -458,7 +444,7 @@ class HostileOutputTest : public ::testing::Test {
 // dropped, and its text (replies, stderr) reaches mount, status, list and the log only
 // escaped: no escape sequence, carriage return or line of its own.
 TEST_F(HostileOutputTest, AGarishWorkerIsShownOnlyEscapedAndOnlyWhatTheSupervisorKnows) {
-  const std::string worker = hostile_binary("garish", *tree_);
+  const std::string worker = hostile_copy("garish", *tree_);
   fs::remove(log_of(tree_->mountpoint()));
   mountpoints_.push_back(tree_->mountpoint());
   const CommandResult mounted =
@@ -520,7 +506,7 @@ TEST_F(HostileOutputTest, AGarishWorkerIsShownOnlyEscapedAndOnlyWhatTheSuperviso
   const CommandResult unmounted = launcher({"unmount", mp()});
   EXPECT_EQ(unmounted.exit_code, 0) << unmounted.err;
   EXPECT_EQ(unsafe_byte(unmounted.out), "");
-  ASSERT_TRUE(eventually([&] { return gone(supervisors_.back()); }, 10s));
+  ASSERT_TRUE(eventually([&] { return process_gone(supervisors_.back()); }, 10s));
 
   // Every line of the log is one of ours (it starts with our timestamp), and holds the
   // worker's text only escaped: its stderr lines, and the fields the supervisor refused.
@@ -552,7 +538,7 @@ TEST_F(HostileOutputTest, AGarishWorkerIsShownOnlyEscapedAndOnlyWhatTheSuperviso
 // Under systemd, stderr is the journal, where a line starting "<0>" is an emergency. Neither
 // the worker's stderr nor its replies can start one (or put a control byte in any).
 TEST_F(HostileOutputTest, UnderJournaldAWorkerForgesNoLine) {
-  const std::string worker = hostile_binary("garish", *tree_);
+  const std::string worker = hostile_copy("garish", *tree_);
   mountpoints_.push_back(tree_->mountpoint());
   std::vector<std::string> args = argv(worker, {"mount", "--foreground", "--dir",
                                                 tree_->source().string(), "--mountpoint", mp()});
@@ -580,7 +566,7 @@ TEST_F(HostileOutputTest, UnderJournaldAWorkerForgesNoLine) {
 // A MountError full of escape sequences is one visible line on stderr, in the background as
 // in the foreground under journald.
 TEST_F(HostileOutputTest, AGarishMountErrorIsOneEscapedLine) {
-  const std::string worker = hostile_binary("mount-error", *tree_);
+  const std::string worker = hostile_copy("mount-error", *tree_);
   mountpoints_.push_back(tree_->mountpoint());
   const CommandResult background =
       launcher({"mount", "--dir", tree_->source().string(), "--mountpoint", mp()}, worker);
@@ -635,7 +621,7 @@ TEST_F(HostileOutputTest, ListReportsBrokenEntriesAndShowsTheOthers) {
   ScratchTree broken;
   broken.write("b.txt", "beta\n");
   const Json good = mount_json("", *tree_);
-  const Json bad = mount_json(hostile_binary("number-path", broken), broken);
+  const Json bad = mount_json(hostile_copy("number-path", broken), broken);
 
   const std::string fake =
       launcher::runtime_dir(dirs_) + "/zz-hostile-" + std::to_string(::getpid()) + ".sock";
@@ -698,7 +684,7 @@ TEST_F(HostileOutputTest, ListReportsBrokenEntriesAndShowsTheOthers) {
 
   // The worker that broke the protocol was killed, and its mount went with it.
   EXPECT_TRUE(eventually([&] { return !heddle_mounted(broken.mountpoint()); }, 10s));
-  EXPECT_TRUE(eventually([&] { return gone(bad["supervisor_pid"].get<pid_t>()); }, 10s));
+  EXPECT_TRUE(eventually([&] { return process_gone(bad["supervisor_pid"].get<pid_t>()); }, 10s));
   EXPECT_EQ(launcher({"unmount", mp()}).exit_code, 0);
 }
 

@@ -1,13 +1,13 @@
-// Git LFS pointers as git-lfs reads them, and the SHA-256 that checks an object is the one a
-// pointer names (worker/src/git/lfs.h, heddle/sha256.h): valid and invalid input side by side.
+// Git LFS pointers as git-lfs reads and writes them, and the SHA-256 that names an object
+// (heddle/lfs_pointer.h, heddle/sha256.h): valid and invalid input side by side.
 #include <gtest/gtest.h>
 
 #include <string>
 
-#include "git/lfs.h"
+#include "heddle/lfs_pointer.h"
 #include "heddle/sha256.h"
 
-namespace heddle::worker::git {
+namespace heddle {
 namespace {
 
 std::string sha256(const std::string& data, std::size_t chunk) {
@@ -78,5 +78,28 @@ TEST(LfsPointer, AnythingElseIsServedAsIs) {
   EXPECT_FALSE(parse_lfs_pointer(good + std::string(kMaxLfsPointerSize, ' ')));
 }
 
+// What capture stores for a changed filter=lfs file: git-lfs's pointer, byte for byte (the
+// spec's example), which reads back as the same pointer.
+TEST(LfsPointer, WritesThePointerGitLfsWrites) {
+  const LfsPointer written{kOid, 12345};
+  EXPECT_EQ(lfs_pointer_text(written), pointer());
+  const auto read = parse_lfs_pointer(lfs_pointer_text(written));
+  ASSERT_TRUE(read);
+  EXPECT_EQ(read->oid, kOid);
+  EXPECT_EQ(read->size, 12345u);
+  const LfsPointer huge{kOid, 9223372036854775807u};  // git-lfs's limit: an int64
+  EXPECT_EQ(lfs_pointer_text(huge), pointer("9223372036854775807"));
+  EXPECT_TRUE(parse_lfs_pointer(lfs_pointer_text(huge)));
+  EXPECT_LE(lfs_pointer_text(huge).size(), kMaxLfsPointerSize);
+}
+
+// git-lfs records an empty file as an empty blob, not as a pointer of size 0 (which it would
+// still read).
+TEST(LfsPointer, AnEmptyFilesPointerIsEmpty) {
+  const std::string empty_oid = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+  EXPECT_EQ(lfs_pointer_text(LfsPointer{empty_oid, 0}), "");
+  EXPECT_FALSE(parse_lfs_pointer(""));
+}
+
 }  // namespace
-}  // namespace heddle::worker::git
+}  // namespace heddle

@@ -72,12 +72,6 @@ long ms_since(Clock::time_point start) {
 
 // ---- processes -----------------------------------------------------------------------------
 
-// Gone for good: reaped if it became our child (we are a subreaper), and no such pid.
-bool process_gone(pid_t pid) {
-  ::waitpid(pid, nullptr, WNOHANG);
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
-}
-
 // Reaps every exited child (orphans come to us: we are a subreaper); returns how many live
 // children are left.
 int live_children() {

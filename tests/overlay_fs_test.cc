@@ -306,13 +306,6 @@ CommandResult launcher(std::vector<std::string> args, std::chrono::milliseconds 
   return run_command(args, timeout);
 }
 
-// Reaped if it came to us (we are a subreaper), and no such pid any more.
-bool process_gone(pid_t pid) {
-  if (pid <= 0) return true;
-  ::waitpid(pid, nullptr, WNOHANG);
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
-}
-
 // Why the binaries cannot run these tests, or "" when they support writable mounts.
 std::string overlay_support_missing() {
   static const std::string missing = [] {

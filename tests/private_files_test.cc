@@ -24,16 +24,6 @@ namespace {
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
-void run_or_fail(const std::vector<std::string>& argv) {
-  const CommandResult result = run_command(argv, 60s);
-  ASSERT_EQ(result.exit_code, 0) << argv[0] << " " << (argv.size() > 1 ? argv[1] : "") << ": "
-                                 << result.err;
-}
-
-bool process_gone(pid_t pid) {
-  ::waitpid(pid, nullptr, WNOHANG);
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
-}
 
 // Whose launcher: the user's own, or root's mounting for the user (--uid).
 enum class Caller { kUser, kRootForUser };
@@ -45,38 +35,17 @@ const char* name_of(Caller caller) {
 class PrivateFilesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!running_as_root()) {
-      if (std::getenv("CI") != nullptr) FAIL() << "CI runs these as root";
-      GTEST_SKIP() << "these cases build files of root's and of the user's: they need root";
-    }
-    HEDDLE_REQUIRE_MOUNT();
-    const passwd* pw = ::getpwnam(kUser);
+    HEDDLE_REQUIRE_TEST_USER("these cases build files of root's and of the user's: they need root",
+                             uid_, gid_);
     const group* share = ::getgrnam("heddle-test-share");
-    ASSERT_NE(pw, nullptr) << kUser << " does not exist: run with the test_user fixture";
     ASSERT_NE(share, nullptr) << "heddle-test-share does not exist: run with the test_user fixture";
-    uid_ = pw->pw_uid;
-    gid_ = pw->pw_gid;
     share_ = share->gr_gid;
-    ASSERT_EQ(::access(stage_bin("heddle-fuse-launcher").c_str(), X_OK), 0)
-        << "nothing staged at " << kStage << ": run with the test_user fixture";
-    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
     tree_ = std::make_unique<ScratchTree>();
   }
 
   void TearDown() override {
-    for (const fs::path& mountpoint : mountpoints_) {
-      if (heddle_mounted(mountpoint)) {
-        ADD_FAILURE() << "test left a mount at " << mountpoint << "; cleaning up";
-        ::umount2(mountpoint.c_str(), MNT_DETACH);
-      }
-    }
-    for (const pid_t pid : pids_) {
-      if (!eventually([&] { return process_gone(pid); }, 5s)) {
-        ADD_FAILURE() << "process " << pid << " outlived its test";
-      }
-    }
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-    }
+    detach_leftover_mounts(mountpoints_);
+    end_leftover_processes(pids_);
     tree_.reset();
   }
 

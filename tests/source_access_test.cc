@@ -36,12 +36,6 @@ using Json = nlohmann::json;
 
 constexpr const char* kSecret = "root's secret\n";
 
-void run_or_fail(const std::vector<std::string>& argv) {
-  const CommandResult result = run_command(argv, 60s);
-  ASSERT_EQ(result.exit_code, 0) << argv[0] << " " << (argv.size() > 1 ? argv[1] : "") << ": "
-                                 << result.err;
-}
-
 // A repository with one commit on main holding `file` with `content`.
 void make_repo(const fs::path& dir, const std::string& file, const std::string& content) {
   run_or_fail({"/usr/bin/git", "init", "-q", "-b", "main", dir.string()});
@@ -51,26 +45,12 @@ void make_repo(const fs::path& dir, const std::string& file, const std::string& 
                "commit", "-qm", "one"});
 }
 
-bool process_gone(pid_t pid) {
-  ::waitpid(pid, nullptr, WNOHANG);
-  return ::kill(pid, 0) != 0 && errno == ESRCH;
-}
-
 class SourceAccessTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!running_as_root()) {
-      if (std::getenv("CI") != nullptr) FAIL() << "CI runs these as root";
-      GTEST_SKIP() << "these cases build root's private files and drop to heddle-test: they need root";
-    }
-    HEDDLE_REQUIRE_MOUNT();
-    const passwd* pw = ::getpwnam(kUser);
-    ASSERT_NE(pw, nullptr) << kUser << " does not exist: run with the test_user fixture";
-    uid_ = pw->pw_uid;
-    gid_ = pw->pw_gid;
-    ASSERT_EQ(::access(stage_bin("heddle-fuse-launcher").c_str(), X_OK), 0)
-        << "nothing staged at " << kStage << ": run with the test_user fixture";
-    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    HEDDLE_REQUIRE_TEST_USER(
+        "these cases build root's private files and drop to heddle-test: they need root", uid_,
+        gid_);
     tree_ = std::make_unique<ScratchTree>();
 
     // Root's private files: a repository and a directory under a 0700 directory.
@@ -89,11 +69,8 @@ class SourceAccessTest : public ::testing::Test {
 
   void TearDown() override {
     if (tree_) {
+      detach_leftover_mounts(mountpoints_);
       for (const fs::path& mountpoint : mountpoints_) {
-        if (heddle_mounted(mountpoint)) {
-          ADD_FAILURE() << "test left a mount at " << mountpoint << "; cleaning up";
-          ::umount2(mountpoint.c_str(), MNT_DETACH);
-        }
         try {
           const std::string log = launcher::supervisor_log_path(dirs_, mountpoint.string());
           std::error_code ec;
@@ -103,13 +80,7 @@ class SourceAccessTest : public ::testing::Test {
         }
       }
     }
-    for (const pid_t pid : pids_) {
-      if (!eventually([&] { return process_gone(pid); }, 5s)) {
-        ADD_FAILURE() << "process " << pid << " outlived its test";
-      }
-    }
-    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
-    }
+    end_leftover_processes(pids_);
     tree_.reset();
   }
 

@@ -1,6 +1,5 @@
 #include "heddle/launcher/capture.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <git2.h>
 #include <sys/stat.h>
@@ -8,42 +7,22 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
-#include <memory>
 #include <mutex>
 #include <set>
 
+#include "dir_entries.h"
 #include "heddle/error.h"
+#include "heddle/git_ptr.h"
 #include "heddle/launcher/overlay_dir.h"
+#include "heddle/lfs_pointer.h"
+#include "heddle/sha256.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::launcher {
 namespace {
-
-template <typename T, void (*Free)(T*)>
-struct GitDeleter {
-  void operator()(T* p) const noexcept { Free(p); }
-};
-template <typename T, void (*Free)(T*)>
-using GitPtr = std::unique_ptr<T, GitDeleter<T, Free>>;
-using RepoPtr = GitPtr<git_repository, git_repository_free>;
-using TreePtr = GitPtr<git_tree, git_tree_free>;
-using BlobPtr = GitPtr<git_blob, git_blob_free>;
-using CommitPtr = GitPtr<git_commit, git_commit_free>;
-using ObjectPtr = GitPtr<git_object, git_object_free>;
-using ReferencePtr = GitPtr<git_reference, git_reference_free>;
-using BuilderPtr = GitPtr<git_treebuilder, git_treebuilder_free>;
-using FilterListPtr = GitPtr<git_filter_list, git_filter_list_free>;
-using SignaturePtr = GitPtr<git_signature, git_signature_free>;
-
-struct Buf {
-  git_buf buf = GIT_BUF_INIT;
-  Buf() = default;
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  ~Buf() { git_buf_dispose(&buf); }
-  [[nodiscard]] std::string_view view() const { return {buf.ptr == nullptr ? "" : buf.ptr, buf.size}; }
-};
 
 void init_libgit2() {
   static std::once_flag once;
@@ -127,40 +106,61 @@ mode_t view_mode(int fd, const struct stat& st) {
   return mode & ~S_ISVTX;
 }
 
-// "version https://git-lfs.github.com/spec/v1\noid sha256:HEX\nsize N\n" -> HEX.
-std::optional<std::string> lfs_pointer_oid(std::string_view text) {
-  if (text.size() > 1024 || !text.starts_with("version https://git-lfs.github.com/spec/v1\n")) {
-    return std::nullopt;
+// Writes `content` as the Git LFS object `pointer` names, where git-lfs keeps it: in a temporary
+// file beside it, renamed into place, with the modes git-lfs gives (0666 and 0777 less the
+// umask). An object already there with the right size is kept, as git-lfs keeps it.
+void store_lfs_object(const std::string& common_dir, const LfsPointer& pointer,
+                      const std::string& content, const std::string& path) {
+  const std::string object = lfs_object_path(common_dir, pointer.oid);
+  const auto fail = [&](int error) {
+    throw Error("store the Git LFS object of " + path + " as " + object, error,
+                "the mount's user must be able to write " + common_dir +
+                    "lfs/objects (git-lfs writes there too); nothing was captured");
+  };
+  struct stat st {};
+  if (::stat(object.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+      static_cast<std::uint64_t>(st.st_size) == pointer.size) {
+    return;
   }
-  constexpr std::string_view kOid = "\noid sha256:";
-  const auto at = text.find(kOid);
-  if (at == std::string_view::npos) return std::nullopt;
-  const std::string_view id = text.substr(at + kOid.size(), 64);
-  if (id.size() != 64 || !std::all_of(id.begin(), id.end(), [](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-      })) {
-    return std::nullopt;
+  const std::string objects = common_dir + "lfs/objects";
+  const std::string fan_out = objects + "/" + pointer.oid.substr(0, 2);
+  for (const std::string& dir :
+       {common_dir + "lfs", objects, fan_out, fan_out + "/" + pointer.oid.substr(2, 2)}) {
+    if (::mkdir(dir.c_str(), 0777) != 0 && errno != EEXIST) fail(errno);
   }
-  return std::string(id);
+  static std::atomic<unsigned> counter{0};
+  std::string temp;
+  UniqueFd fd;
+  while (!fd) {
+    temp = object + ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+    fd.reset(::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0666));
+    if (!fd && errno != EEXIST) fail(errno);
+  }
+  const auto discard = [&](int error) {
+    ::unlink(temp.c_str());
+    fail(error);
+  };
+  for (std::size_t done = 0; done < content.size();) {
+    const ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) discard(errno);
+    done += static_cast<std::size_t>(n);
+  }
+  if (::close(fd.release()) != 0) discard(errno);
+  if (::rename(temp.c_str(), object.c_str()) != 0) discard(errno);
 }
 
-// The entries of the directory open at `dir_fd`, without "." and "..".
-std::vector<std::string> entries_of(int dir_fd, const std::string& what) {
-  const int copy = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (copy < 0) throw_errno("list " + what);
-  DIR* dir = ::fdopendir(copy);
-  if (dir == nullptr) {
-    ::close(copy);
-    throw_errno("list " + what);
-  }
-  const std::unique_ptr<DIR, int (*)(DIR*)> owner(dir, ::closedir);
-  std::vector<std::string> names;
-  while (const dirent* entry = ::readdir(dir)) {
-    const std::string name = entry->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
+// What `git lfs clean` gives for `content`: content that already is a pointer as it is, else
+// the pointer to its SHA-256, the object stored in the repository's lfs/objects.
+std::string lfs_clean(const std::string& common_dir, const std::string& content,
+                      const std::string& path) {
+  if (parse_lfs_pointer(content)) return content;
+  Sha256 hash;
+  hash.update(content);
+  const LfsPointer pointer{hash.hex_digest(), content.size()};
+  // An empty file's pointer is empty (git-lfs's too), and smudges to nothing: no object.
+  if (pointer.size > 0) store_lfs_object(common_dir, pointer, content, path);
+  return lfs_pointer_text(pointer);
 }
 
 // Walks upper/ (written by the sandboxed worker, so never followed through a symlink) over
@@ -177,7 +177,7 @@ class TreeCapture {
       return *git_tree_id(lower);
     }
     const std::string where = prefix.empty() ? "the overlay's upper/" : "upper/" + prefix;
-    const std::vector<std::string> names = entries_of(upper_fd, where);
+    const std::vector<std::string> names = sorted_entry_names(upper_fd, where);
     if (std::find(names.begin(), names.end(), kOpaqueMarker) != names.end()) lower = nullptr;
     git_treebuilder* raw = nullptr;
     if (git_treebuilder_new(&raw, repo_, lower) != 0) throw_git("tree builder for " + where);
@@ -266,7 +266,7 @@ class TreeCapture {
     if (!dir) throw_errno("open upper/" + path);
     if (below != nullptr && git_tree_entry_filemode(below) == GIT_FILEMODE_COMMIT) {
       // A submodule shows as an empty directory; its files belong to another repository.
-      const auto inside = entries_of(dir.get(), "upper/" + path);
+      const auto inside = sorted_entry_names(dir.get(), "upper/" + path);
       if (std::any_of(inside.begin(), inside.end(),
                       [](const std::string& n) { return !n.starts_with(kWhiteoutPrefix); })) {
         throw Error(path + " is a submodule, and the mount has files in it", EINVAL,
@@ -291,13 +291,26 @@ class TreeCapture {
 
   // The blob for a file's content as the mount shows it: the lower blob when the content is
   // what the mount served for it (checkout's conversion, or an LFS object), else the content
-  // cleaned by the commit's attributes.
+  // cleaned as `git add` cleans it: by git-lfs's clean filter where the attributes say
+  // filter=lfs, then by the commit's text/eol and ident attributes.
   git_oid blob_for(const std::string& content, const git_tree_entry* below, const std::string& path) {
     if (below != nullptr && git_tree_entry_type(below) == GIT_OBJECT_BLOB &&
         served_unchanged(content, *git_tree_entry_id(below), path)) {
       return *git_tree_entry_id(below);
     }
-    refuse_external_filter(path);
+    // git applies text/eol and ident to what a filter driver's clean gave, as libgit2's list
+    // does below: it has no driver of its own for "lfs".
+    std::optional<std::string> lfs_pointer;
+    if (const auto driver = filter_driver(path); driver == "lfs") {
+      lfs_pointer = lfs_clean(git_repository_commondir(repo_), content, path);
+    } else if (driver) {
+      throw Error(path + " changed, and its attributes name the filter \"" + *driver +
+                      "\", a program capture does not run",
+                  ENOTSUP,
+                  "commit this change with git in a work tree (where the filter runs), or "
+                  "discard it; nothing was captured");
+    }
+    const std::string& input = lfs_pointer ? *lfs_pointer : content;
     git_filter_options options = GIT_FILTER_OPTIONS_INIT;
     options.flags = GIT_FILTER_ATTRIBUTES_FROM_COMMIT;
     options.attr_commit_id = commit_;
@@ -309,15 +322,15 @@ class TreeCapture {
     const FilterListPtr filters(raw);
     git_oid id{};
     if (filters) {
-      Buf cleaned;
-      if (git_filter_list_apply_to_buffer(&cleaned.buf, filters.get(), content.data(),
-                                          content.size()) != 0) {
+      GitBuf cleaned;
+      if (git_filter_list_apply_to_buffer(&cleaned.buf, filters.get(), input.data(),
+                                          input.size()) != 0) {
         throw_git("clean " + path);
       }
       if (git_blob_create_from_buffer(&id, repo_, cleaned.buf.ptr, cleaned.buf.size) != 0) {
         throw_git("write " + path);
       }
-    } else if (git_blob_create_from_buffer(&id, repo_, content.data(), content.size()) != 0) {
+    } else if (git_blob_create_from_buffer(&id, repo_, input.data(), input.size()) != 0) {
       throw_git("write " + path);
     }
     return id;
@@ -330,9 +343,8 @@ class TreeCapture {
     const std::string_view stored(static_cast<const char*>(git_blob_rawcontent(blob.get())),
                                   static_cast<std::size_t>(git_blob_rawsize(blob.get())));
     if (stored == content) return true;
-    if (const auto lfs = lfs_pointer_oid(stored)) {
-      const std::string object = std::string(git_repository_commondir(repo_)) + "lfs/objects/" +
-                                 lfs->substr(0, 2) + "/" + lfs->substr(2, 2) + "/" + *lfs;
+    if (const auto pointer = parse_lfs_pointer(stored); pointer && pointer->size == content.size()) {
+      const std::string object = lfs_object_path(git_repository_commondir(repo_), pointer->oid);
       const UniqueFd fd(::open(object.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
       struct stat st {};
       if (fd && ::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) &&
@@ -343,15 +355,15 @@ class TreeCapture {
     git_blob_filter_options options = GIT_BLOB_FILTER_OPTIONS_INIT;
     options.flags = GIT_BLOB_FILTER_CHECK_FOR_BINARY | GIT_BLOB_FILTER_ATTRIBUTES_FROM_COMMIT;
     options.attr_commit_id = commit_;
-    Buf smudged;
+    GitBuf smudged;
     if (git_blob_filter(&smudged.buf, blob.get(), path.c_str(), &options) != 0) {
       throw_git("convert " + path + " as checkout does");
     }
     return smudged.view() == content;
   }
 
-  // A filter driver (filter=lfs, say) is a program; the supervisor runs none for a capture.
-  void refuse_external_filter(const std::string& path) {
+  // The filter driver the commit's attributes name for `path` (filter=NAME), if any.
+  std::optional<std::string> filter_driver(const std::string& path) {
     git_attr_options options = GIT_ATTR_OPTIONS_INIT;
     options.flags = GIT_ATTR_CHECK_INCLUDE_COMMIT;
     options.attr_commit_id = commit_;
@@ -359,13 +371,8 @@ class TreeCapture {
     if (git_attr_get_ext(&value, repo_, &options, path.c_str(), "filter") != 0) {
       throw_git("read the attributes of " + path);
     }
-    if (git_attr_value(value) == GIT_ATTR_VALUE_STRING) {
-      throw Error(path + " changed, and its attributes name the filter \"" + std::string(value) +
-                      "\", a program capture does not run",
-                  ENOTSUP,
-                  "commit this change with git in a work tree (where the filter runs), or "
-                  "discard it; nothing was captured");
-    }
+    if (git_attr_value(value) != GIT_ATTR_VALUE_STRING) return std::nullopt;
+    return std::string(value);
   }
 
   git_repository* repo_;

@@ -1,15 +1,14 @@
 #include "heddle/launcher/git_layout.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
-#include <memory>
 #include <optional>
 
+#include "dir_entries.h"
 #include "heddle/error.h"
 #include "heddle/launcher/source_access.h"
 #include "heddle/unique_fd.h"
@@ -84,32 +83,6 @@ std::optional<fs::path> resolve(const fs::path& base, const std::string& path,
 // "alternate /srv/a/objects (named by /r/.git/objects/info/alternates)"
 std::string named(const std::string& kind, const fs::path& path, const fs::path& by) {
   return kind + " " + path.string() + " (named by " + by.string() + ")";
-}
-
-// The entries of a directory open at `dir_fd` (the fd is not consumed), each with its type.
-template <typename Visit>
-void for_each_entry(int dir_fd, const std::string& what, Visit&& visit) {
-  const int copy = ::openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (copy < 0) throw_errno("list " + what);
-  DIR* dir = ::fdopendir(copy);
-  if (dir == nullptr) {
-    ::close(copy);
-    throw_errno("list " + what);
-  }
-  const std::unique_ptr<DIR, int (*)(DIR*)> owner(dir, ::closedir);
-  while (const dirent* entry = ::readdir(dir)) {
-    const std::string name = entry->d_name;
-    if (name == "." || name == "..") continue;
-    mode_t type = DTTOIF(entry->d_type);
-    if (entry->d_type == DT_UNKNOWN) {
-      struct stat st {};
-      if (::fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
-        throw_errno("stat " + name + " in " + what);
-      }
-      type = st.st_mode & S_IFMT;
-    }
-    visit(name, type);
-  }
 }
 
 bool is_fan_out_name(const std::string& name) {

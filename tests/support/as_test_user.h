@@ -3,9 +3,15 @@
 // Header-only; for suites that run as root and drop to the user per case.
 #pragma once
 
+#include <pwd.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "support/child_process.h"
 #include "support/test_support.h"
 
 namespace heddle::test {
@@ -50,5 +56,34 @@ inline std::vector<std::string> root_launcher(std::vector<std::string> args) {
   args.insert(args.begin(), bin_path("heddle-fuse-launcher"));
   return args;
 }
+
+// Runs argv to completion; a failure of the test if it does not exit 0.
+inline void run_or_fail(const std::vector<std::string>& argv) {
+  const CommandResult result = run_command(argv, std::chrono::seconds(60));
+  ASSERT_EQ(result.exit_code, 0) << argv[0] << " " << (argv.size() > 1 ? argv[1] : "") << ": "
+                                 << result.err;
+}
+
+// The start of SetUp for a suite that prepares files as root and drops to heddle-test per
+// case: skips unless root (`why` says what needs it; under CI, which runs these as root, fails),
+// needs to be able to mount, and fails unless the test_user fixture created the user (its ids
+// go to `uid` and `gid`) and staged the launcher. Makes this process a child subreaper, so that
+// the supervisors and workers the case starts are reaped here (process_gone).
+#define HEDDLE_REQUIRE_TEST_USER(why, uid, gid)                                               \
+  do {                                                                                        \
+    if (!::heddle::test::running_as_root()) {                                                 \
+      if (std::getenv("CI") != nullptr) FAIL() << "CI runs these as root, not uid " << ::getuid(); \
+      GTEST_SKIP() << why;                                                                    \
+    }                                                                                         \
+    HEDDLE_REQUIRE_MOUNT();                                                                   \
+    const passwd* test_user_entry = ::getpwnam(::heddle::test::kUser);                        \
+    ASSERT_NE(test_user_entry, nullptr)                                                       \
+        << ::heddle::test::kUser << " does not exist: run with the test_user fixture";        \
+    (uid) = test_user_entry->pw_uid;                                                          \
+    (gid) = test_user_entry->pw_gid;                                                          \
+    ASSERT_EQ(::access(::heddle::test::stage_bin("heddle-fuse-launcher").c_str(), X_OK), 0)   \
+        << "nothing staged at " << ::heddle::test::kStage << ": run the test_user fixture";    \
+    ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);                                         \
+  } while (0)
 
 }  // namespace heddle::test

@@ -42,12 +42,14 @@ std::optional<Error> error_from(F&& action) {
   return std::nullopt;
 }
 
-inline int open_fd_count() {
+// This process's open fds (from /proc/self/fd); with `target`, only those open on it.
+inline int open_fd_count(const std::filesystem::path& target = {}) {
   int count = 0;
-  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    ++count;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    if (target.empty() || std::filesystem::read_symlink(entry.path(), ec) == target) ++count;
   }
-  return count - 1;  // the iterator's own fd
+  return target.empty() ? count - 1 : count;  // not the iterator's own fd
 }
 
 }  // namespace heddle::test

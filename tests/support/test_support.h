@@ -4,8 +4,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pwd.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <csignal>
 
 #include <chrono>
 #include <cstdlib>
@@ -16,6 +21,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -84,6 +90,50 @@ inline bool eventually(const std::function<bool()>& condition,
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   return true;
+}
+
+// Has `pid` exited for good? Reaps it if it is our child: a test that is a child subreaper
+// (PR_SET_CHILD_SUBREAPER) gets orphaned supervisors, workers and guards as children. Not for
+// a child whose exit status someone else reaps (a ChildProcess's).
+inline bool process_gone(pid_t pid) {
+  if (pid <= 0) return true;
+  ::waitpid(pid, nullptr, WNOHANG);
+  return ::kill(pid, 0) != 0 && errno == ESRCH;
+}
+
+// Kills `pid` only while it is provably ours: our unreaped child (waitpid says "still
+// running"), so the number cannot have been recycled.
+inline void kill_if_our_child(pid_t pid) {
+  if (pid > 0 && ::waitpid(pid, nullptr, WNOHANG) == 0) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+  }
+}
+
+// For TearDown: a mount a case left at one of `mountpoints` is a failure, and is detached.
+inline void detach_leftover_mounts(const std::vector<fs::path>& mountpoints) {
+  for (const fs::path& mountpoint : mountpoints) {
+    if (heddle_mounted(mountpoint)) {
+      ADD_FAILURE() << "test left a mount at " << mountpoint << "; cleaning up";
+      ::umount2(mountpoint.c_str(), MNT_DETACH);
+    }
+  }
+}
+
+// For TearDown of a child subreaper: each of `pids` (a supervisor before its worker, which is
+// ours once the supervisor is gone) that outlives its case by 5 s is a failure, and is killed
+// while it is provably our child; then whatever else was reparented to us is reaped.
+inline void end_leftover_processes(const std::vector<pid_t>& pids) {
+  for (const pid_t pid : pids) {
+    if (!eventually([&] { return process_gone(pid); }, std::chrono::seconds(5))) {
+      ADD_FAILURE() << "process " << pid << " outlived its test; killing it";
+      kill_if_our_child(pid);
+      EXPECT_TRUE(eventually([&] { return process_gone(pid); }, std::chrono::seconds(5)))
+          << "pid " << pid;
+    }
+  }
+  while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+  }
 }
 
 // Live (or zombie) children of this process, from /proc/*/stat.

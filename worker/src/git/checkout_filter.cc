@@ -10,22 +10,10 @@
 namespace heddle::worker::git {
 namespace {
 
-using ConfigPtr = GitPtr<git_config, git_config_free>;
-using FilterListPtr = GitPtr<git_filter_list, git_filter_list_free>;
-using BlobPtr = GitPtr<git_blob, git_blob_free>;
-
 constexpr std::uint64_t kMaxAttributesFile = 100ull << 20;  // libgit2's own cap
 
-struct Buf {
-  git_buf buf = GIT_BUF_INIT;
-  Buf() = default;
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-  ~Buf() { git_buf_dispose(&buf); }
-};
-
 std::optional<std::string> config_string(git_config* config, const char* name) {
-  Buf value;
+  GitBuf value;
   if (git_config_get_string_buf(&value.buf, config, name) < 0) return std::nullopt;
   return std::string(value.buf.ptr, value.buf.size);
 }
@@ -144,7 +132,7 @@ int CheckoutFilter::convert(const std::string& path, const git_oid& blob_id, std
     changed = false;
     return 0;
   }
-  Buf converted;
+  GitBuf converted;
   if (git_filter_list_apply_to_blob(&converted.buf, filters.get(), blob.get()) < 0) return EIO;
   out.assign(converted.buf.ptr, converted.buf.size);
   changed = out != stored;

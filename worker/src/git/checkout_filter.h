@@ -49,8 +49,6 @@ class CheckoutFilter {
                             bool& changed);
 
  private:
-  using IndexPtr = GitPtr<git_index, git_index_free>;
-
   [[nodiscard]] git_filter_options filter_options() const;
 
   std::mutex mutex_;  // one libgit2 handle: used by one thread at a time

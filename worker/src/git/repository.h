@@ -1,4 +1,4 @@
-// libgit2 plumbing: process-wide setup, owning pointers, opening a repository and resolving a
+// libgit2 plumbing: process-wide setup, opening a repository and resolving a
 // thread to a tree, and a pool of repository handles for concurrent FUSE threads.
 #pragma once
 
@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "heddle/git_ptr.h"  // RepoPtr, TreePtr, ...: one set of owning handles
+
 namespace heddle::worker::git {
 
 // Once per process, thread-safe: git_libgit2_init, no owner validation (the worker's uid is
@@ -20,20 +22,6 @@ void init_libgit2();
 
 // The calling thread's last libgit2 error message (libgit2 keeps it thread-local).
 [[nodiscard]] std::string last_error_message();
-
-template <typename T, void (*Free)(T*)>
-struct GitDeleter {
-  void operator()(T* p) const noexcept { Free(p); }
-};
-template <typename T, void (*Free)(T*)>
-using GitPtr = std::unique_ptr<T, GitDeleter<T, Free>>;
-
-using RepoPtr = GitPtr<git_repository, git_repository_free>;
-using OdbPtr = GitPtr<git_odb, git_odb_free>;
-using OdbObjectPtr = GitPtr<git_odb_object, git_odb_object_free>;
-using ObjectPtr = GitPtr<git_object, git_object_free>;
-using ReferencePtr = GitPtr<git_reference, git_reference_free>;
-using TreePtr = GitPtr<git_tree, git_tree_free>;
 
 // Opens a work tree (with a .git directory or file) or a bare repository at `root`, without
 // searching parent directories. Throws heddle::Error with the MountError text.

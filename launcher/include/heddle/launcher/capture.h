@@ -21,9 +21,11 @@ struct CapturedTree {
 // opaque directories, copied-up and new entries, modes from user.heddle.attr) applied, with
 // modes as git records them (100644, 100755, 120000, 040000; a submodule stays a gitlink).
 // Changed files go through the "clean" conversion of the attributes in `base_commit`
-// (libgit2's filters: text/eol, ident); a file whose content is what the mount served for its
-// blob keeps that blob, so an unchanged or merely touched file changes no blob. New objects
-// are written to the repository's object database. Throws heddle::Error naming the path.
+// (libgit2's filters: text/eol, ident; for filter=lfs, git-lfs's clean: the content stored
+// as <common dir>lfs/objects/OI/D2/OID, its pointer the blob; any other filter driver is
+// refused, ENOTSUP); a file whose content is what the mount served for its blob keeps that
+// blob, so an unchanged or merely touched file changes no blob. New objects are written to the
+// repository's object database. Throws heddle::Error naming the path.
 [[nodiscard]] CapturedTree build_capture_tree(const std::string& repo_root,
                                               const std::string& base_commit,
                                               const std::string& overlay_dir);
