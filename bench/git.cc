@@ -9,20 +9,6 @@
 namespace heddle::bench {
 namespace {
 
-// A fixed identity and date, no user or system config for the git CLI.
-// clang-format off
-const std::vector<std::string> kGitEnv = {
-    "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1", "GIT_AUTHOR_NAME=heddle",
-    "GIT_AUTHOR_EMAIL=heddle@example.invalid", "GIT_COMMITTER_NAME=heddle",
-    "GIT_COMMITTER_EMAIL=heddle@example.invalid", "GIT_AUTHOR_DATE=2024-05-06T07:08:09Z",
-    "GIT_COMMITTER_DATE=2024-05-06T07:08:09Z"};
-// clang-format on
-
-void git(std::vector<std::string> args, const std::string& input = "") {
-  args.insert(args.begin(), {"git", "-c", "gc.auto=0"});
-  run(args, {.input = input, .env = kGitEnv});
-}
-
 // A bare repository whose main holds dirs x files files (f0000... at the root if dirs is 1),
 // each with its own content: "file NAME\n" unless `content` gives another.
 void make_repo(const std::string& repo, int dirs, int files,

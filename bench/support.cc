@@ -191,6 +191,17 @@ std::string run(const std::vector<std::string>& argv, const RunOptions& o) {
   return text_out;
 }
 
+const std::vector<std::string> kGitEnv = {
+    "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1", "GIT_AUTHOR_NAME=heddle",
+    "GIT_AUTHOR_EMAIL=heddle@example.invalid", "GIT_COMMITTER_NAME=heddle",
+    "GIT_COMMITTER_EMAIL=heddle@example.invalid", "GIT_AUTHOR_DATE=2024-05-06T07:08:09Z",
+    "GIT_COMMITTER_DATE=2024-05-06T07:08:09Z"};
+
+void git(std::vector<std::string> args, const std::string& input) {
+  args.insert(args.begin(), {"git", "-c", "gc.auto=0"});
+  run(args, {.input = input, .env = kGitEnv});
+}
+
 Daemon::Daemon(const std::vector<std::string>& argv, std::string log, int fd)
     : process_(start(argv, {}, log, {}, fd)), log_(std::move(log)) {}
 

@@ -137,6 +137,9 @@ struct RunOptions {
 };
 // Runs argv to completion, 10 minutes at most; throws unless it exits 0. Its stdout.
 std::string run(const std::vector<std::string>& argv, const RunOptions& options = {});
+// The git CLI with a fixed identity and date and no user or system config (kGitEnv).
+extern const std::vector<std::string> kGitEnv;
+void git(std::vector<std::string> args, const std::string& input = "");
 
 // A daemon: stdout and stderr appended to `log` (else ours); `fd`, if not negative, becomes its
 // fd 3. Killed and reaped on destruction. A FUSE server that mounts itself (passthrough_ll,
