@@ -2,7 +2,6 @@
 // spawn on 100,000 files against 10, the worker's memory. heddle_bench scaling: 1 vs 16 readers of
 // compressible blobs (the worker's CPU / wall above 1: more than a core). See bench/README.md.
 #include <atomic>
-#include <random>
 
 #include "support.h"
 
@@ -17,14 +16,12 @@ void make_repo(const std::string& repo, int dirs, int files,
   std::string stream =
       "commit refs/heads/main\ncommitter heddle <heddle@example.invalid> 1714979289 +0000\ndata "
       "11\nmany files\n";
-  char path[64];
   for (int d = 0; d < dirs; ++d) {
     for (int f = 0; f < files; ++f) {
-      std::snprintf(path, sizeof path, "d%03d/f%04d", d, f);
-      const char* name = dirs == 1 ? path + 5 : path;  // f0000: at the root
-      const std::string text = content ? content() : std::string("file ") + name + "\n";
-      stream += std::string("M 100644 inline ") + name + "\ndata " + std::to_string(text.size()) +
-                "\n" + text + "\n";
+      const std::string name = dirs == 1 ? format("f%04d", f) : format("d%03d/f%04d", d, f);
+      const std::string text = content ? content() : "file " + name + "\n";
+      stream +=
+          "M 100644 inline " + name + "\ndata " + std::to_string(text.size()) + "\n" + text + "\n";
     }
   }
   git({"-C", repo, "fast-import", "--quiet"}, stream + "done\n");
@@ -88,7 +85,7 @@ void git_suite(const Config& config, Figures& f) {
       const std::uint64_t streamed = mount->status_number("streamed_opens");
       if (streamed < 1) throw Error("Status streamed_opens is 0: the blob did not stream", EPROTO);
       f.set("streamed_opens", static_cast<double>(streamed));
-      hwm = std::max(hwm, kib_of((*mount)->pid(), "VmHWM") / 1024);
+      hwm = std::max(hwm, mib_of((*mount)->pid(), "VmHWM"));
       if (round == 0) check_same_ends(file, native_file, size);
       mount->unmount();
     });
@@ -125,8 +122,8 @@ void git_suite(const Config& config, Figures& f) {
     LiveMount mount(ipc::GitSource{big, "main"}, root / "mnt-memory");
     const pid_t pid = mount->pid();
     walk_ms(root / "mnt-memory", static_cast<std::uint64_t>(big_dirs) * (1 + per_dir));
-    f.set("walk100k_worker_vmrss_mib", kib_of(pid, "VmRSS") / 1024);
-    f.set("walk100k_worker_vmhwm_mib", kib_of(pid, "VmHWM") / 1024);
+    f.set("walk100k_worker_vmrss_mib", mib_of(pid, "VmRSS"));
+    f.set("walk100k_worker_vmhwm_mib", mib_of(pid, "VmHWM"));
     std::uint64_t nodes = mount.status_number("nodes");
     f.set("walk100k_nodes", static_cast<double>(nodes));
     drop_caches("2");
@@ -139,7 +136,7 @@ void git_suite(const Config& config, Figures& f) {
       nodes = now;
     }
     f.set("forget_nodes", static_cast<double>(nodes));
-    f.set("forget_worker_vmrss_mib", kib_of(pid, "VmRSS") / 1024);
+    f.set("forget_worker_vmrss_mib", mib_of(pid, "VmRSS"));
     mount.unmount();
   }
   // Ratios: ours / native (for spawn, the 100k-file repository / the 10-file one).
@@ -171,11 +168,8 @@ void scaling_suite(const Config& config, Figures& f) {
     std::vector<std::jthread> threads;
     for (int t = 0; t < readers; ++t) {
       threads.emplace_back([&] {
-        char name[32];
-        for (std::size_t n; (n = next++) < blobs;) {
-          std::snprintf(name, sizeof name, "mnt/f%04zu", n);
-          sequential_read_mibs(root / name, blob);
-        }
+        for (std::size_t n; (n = next++) < blobs;)
+          sequential_read_mibs(root / format("mnt/f%04zu", n), blob);
       });
     }
     threads.clear();  // joined

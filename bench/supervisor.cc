@@ -1,16 +1,12 @@
 // heddle_bench supervisor: the Status round trip beside its transport's limit (a socketpair
 // ping-pong of the same bytes); spawn -> MountReady beside the same worker unsandboxed and beside
 // bwrap + libfuse's passthrough_ll on a pre-mounted /dev/fd/3; idle memory; 100 mounts.
-#include <pwd.h>
-#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-#include <array>
 #include <atomic>
-#include <condition_variable>
 #include <future>
-#include <mutex>
+#include <semaphore>
 
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
@@ -120,30 +116,26 @@ void run_rtt(const Config& config, const ScratchDir& root, const std::string& so
 // timing, SIGKILLs it after 15 s, which fails the request.
 class FirstAnswer {
  public:
+  ~FirstAnswer() {
+    if (watchdog_.joinable()) done_.release();  // before its join
+  }
   double time(pid_t server, const std::string& mountpoint) {
     server_ = server;
     const auto t0 = Clock::now();
     struct stat st {};
     if (::stat(mountpoint.c_str(), &st) != 0) throw_errno("stat " + mountpoint);
-    if (fs::directory_iterator(mountpoint) == fs::directory_iterator())
-      throw Error("readdir " + mountpoint + ": no entries", EIO);
+    if (fs::is_empty(mountpoint)) throw Error("readdir " + mountpoint + ": no entries", EIO);
     const double ms = ms_since(t0);
-    watchdog_.request_stop();
+    done_.release();
     watchdog_.join();
-    if (fired_) throw Error("the first answer through a mount hung; killed its server", ETIMEDOUT);
     return ms;
   }
 
  private:
-  std::atomic<pid_t> server_{-1};
-  std::atomic<bool> fired_{false};
-  std::jthread watchdog_{[this](const std::stop_token& stop) {
-    std::mutex mutex;
-    std::condition_variable_any cv;
-    std::unique_lock lock(mutex);
-    if (cv.wait_for(lock, stop, 15s, [] { return false; }), stop.stop_requested()) return;
-    fired_ = true;
-    if (server_ > 0) ::kill(server_, SIGKILL);
+  std::atomic<pid_t> server_{0};
+  std::binary_semaphore done_{0};
+  std::jthread watchdog_{[this] {
+    if (!done_.try_acquire_for(15s) && server_ > 0) ::kill(server_, SIGKILL);
   }};
 };
 
@@ -317,8 +309,8 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
   for (auto& mount : mounts) {
     for (const int g : {0, 1}) {
       const pid_t pid = g == 0 ? (*mount)->pid() : (*mount)->guard_pid();
-      sums[g] += kib_of(pid, "VmRSS") / 1024;
-      sums[2 + g] += kib_of(pid, "Pss") / 1024;
+      sums[g] += mib_of(pid, "VmRSS");
+      sums[2 + g] += mib_of(pid, "Pss");
     }
     ok += (*mount)->status().pid == (*mount)->ready().pid ? 1 : 0;
   }
@@ -376,26 +368,24 @@ void unprivileged_suite(const Config& config, Figures& f) {
     ~Cleanup() { run_process(argv); }
   } cleanup{{"/bin/bash", user_sh, "cleanup", stage}};
   std::filesystem::create_directory(source);
-  std::ofstream(source + "/file.txt") << "hello\n";
+  write_file(source + "/file.txt", "hello\n");
   const MountPoint points[] = {MountPoint(root / "mnt-root"), MountPoint(root / "mnt-user")};
-  const passwd* account = ::getpwnam("heddle-test");
-  if (account == nullptr ||
-      ::chown(points[1].path().c_str(), account->pw_uid, account->pw_gid) != 0)
-    throw_errno("chown heddle-test " + points[1].path());
-  const std::vector<std::string> as_user = {find_on_path("setpriv"), "--reuid=heddle-test",
-                                            "--regid=heddle-test",   "--init-groups",
-                                            "/usr/bin/env",          "-u",
-                                            "XDG_RUNTIME_DIR",       "HOME=" + stage + "/home"};
+  const std::string user_launcher = stage + "/bin/heddle-fuse-launcher";
+  run({"chown", "heddle-test:heddle-test", points[1].path()});
   // Microseconds of argv, run as heddle-test if `user`; a failure is an error unless `floor`.
   const auto timed_us = [&](bool user, std::vector<std::string> argv, bool floor = false) {
-    if (user) argv.insert(argv.begin(), as_user.begin(), as_user.end());
+    if (user) {
+      argv.insert(argv.begin(), {find_on_path("setpriv"), "--reuid=heddle-test",
+                                 "--regid=heddle-test", "--init-groups", "/usr/bin/env", "-u",
+                                 "XDG_RUNTIME_DIR", "HOME=" + stage + "/home"});
+    }
     const auto t0 = Clock::now();
     floor ? (void)run_process(argv) : (void)run(argv);  // the floor's bare helpers fail (usage)
     return ms_since(t0) * 1e3;
   };
   side_by_side(2 * rounds, 2, [&](int user, int) {
     const std::string who = user ? "user" : "root", mountpoint = points[user].path();
-    const std::string launcher = (user ? stage + "/bin" : bin) + "/heddle-fuse-launcher";
+    const std::string launcher = user ? user_launcher : bin + "/heddle-fuse-launcher";
     f.add("mount_us_" + who,
           timed_us(user, {launcher, "mount", "--dir", source, "--mountpoint", mountpoint}));
     if (!is_mounted(mountpoint)) throw Error(who + ": no mount at " + mountpoint, 0);
@@ -405,29 +395,27 @@ void unprivileged_suite(const Config& config, Figures& f) {
   f.ratio("unmount_ratio_user_to_root", "unmount_us_user", "unmount_us_root");
   // The file broker's cost: the user's `find -exec cat` over its own tree of 0600 files (which
   // the subordinate-uid worker asks the supervisor for) against the same tree in 0644.
-  for (const char* mode : {"0644", "0600"}) {
-    const std::string tree = root / (std::string("tree-") + mode);
-    make_tree(tree, 20, config.pick(100, 10));
-    run({"find", tree, "-type", "f", "-exec", "chmod", mode, "{}", "+"});
-    run({"chown", "-R", "heddle-test:heddle-test", tree});
+  for (const std::string mode : {"0644", "0600"}) {
+    make_tree(root / ("tree-" + mode), 20, config.pick(100, 10));
+    run({"find", root / ("tree-" + mode), "-type", "f", "-exec", "chmod", mode, "{}", "+"});
+    run({"chown", "-R", "heddle-test:heddle-test", root / ("tree-" + mode)});
   }
   side_by_side(rounds, 2, [&](int t, int) {
     const std::string mode = t ? "0600" : "0644", mountpoint = points[1].path();
-    const std::string launcher = stage + "/bin/heddle-fuse-launcher";
-    timed_us(true, {launcher, "mount", "--dir", root / ("tree-" + mode), "--mountpoint", mountpoint});
+    timed_us(true, {user_launcher, "mount", "--dir", root / ("tree-" + mode), "--mountpoint",
+                    mountpoint});
     f.add("broker_find_cat_us_" + mode,
           timed_us(true, {"find", mountpoint, "-type", "f", "-exec", "cat", "{}", "+"}));
-    timed_us(true, {launcher, "unmount", mountpoint});
+    timed_us(true, {user_launcher, "unmount", mountpoint});
   });
   f.ratio("broker_find_cat_ratio_0600_to_0644", "broker_find_cat_us_0600",
           "broker_find_cat_us_0644");
-  const std::vector<std::string> floors[] = {
-      {"true"}, {"fusermount3", "-V"}, {"newuidmap"}};  // setpriv's own cost, then two helpers
-  for (const auto& argv : floors) {
-    std::vector<std::string> command = argv;
-    command[0] = find_on_path(argv[0]);
-    for (int i = 0; i < rounds && !command[0].empty(); ++i)
-      f.add("floor_setpriv_" + argv[0] + "_us", timed_us(true, command, true));
+  // setpriv's own cost (true), then the user's setuid helpers alone.
+  for (auto argv : {std::vector<std::string>{"true"}, {"fusermount3", "-V"}, {"newuidmap"}}) {
+    const std::string helper = argv[0];
+    argv[0] = find_on_path(helper);
+    for (int i = 0; i < rounds && !argv[0].empty(); ++i)
+      f.add("floor_setpriv_" + helper + "_us", timed_us(true, argv, true));
   }
 }
 
