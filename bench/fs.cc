@@ -127,8 +127,8 @@ void fs_suite(const Config& config, Figures& f) {
     f.ratio(key, std::string(figure) + "ours", figure + std::string(kNames[other]));
 
   const auto t_cleanup = Clock::now();
-  std::filesystem::remove_all(dir);
-  for (const auto& [key, path, entries] : trees) std::filesystem::remove_all(path);
+  fs::remove_all(dir);
+  for (const auto& [key, path, entries] : trees) fs::remove_all(path);
   f.set("cleanup_s", seconds_since(t_cleanup));
   f.set("total_s", seconds_since(t_start));
 }

@@ -1,6 +1,5 @@
-// heddle_bench git: a git thread beside its extraction: a streamed 1 GiB blob, a 50,000-file walk,
-// spawn on 100,000 files against 10, the worker's memory. heddle_bench scaling: 1 vs 16 readers of
-// compressible blobs (the worker's CPU / wall above 1: more than a core). See bench/README.md.
+// heddle_bench git: a git thread beside its extraction (a streamed 1 GiB blob, a walk, spawn,
+// memory); heddle_bench scaling: 1 vs 16 readers of compressible blobs. See bench/README.md.
 #include <atomic>
 
 #include "support.h"
@@ -29,8 +28,9 @@ void make_repo(const std::string& repo, int dirs, int files,
 
 void extract(const std::string& repo, const std::string& out) {
   if (::mkdir(out.c_str(), 0755) != 0) throw_errno("mkdir " + out);
-  const char* script = "set -o pipefail; git -c tar.umask=0022 -C $0 archive main | tar -x -C $1";
-  run({"/bin/bash", "-c", script, repo, out}, {.env = kGitEnv});
+  run({"/bin/bash", "-c", "set -o pipefail; git -c tar.umask=0022 -C $0 archive main | tar -xC $1",
+       repo, out},
+      {.env = kGitEnv});
 }
 
 // MiB of a file not in the page cache (or not up to date): fincore's mmap + mincore, no read.

@@ -1,12 +1,10 @@
-// heddle_bench supervisor: the Status round trip beside its transport's limit (a socketpair
-// ping-pong of the same bytes); spawn -> MountReady beside the same worker unsandboxed and beside
-// bwrap + libfuse's passthrough_ll on a pre-mounted /dev/fd/3; idle memory; 100 mounts.
+// heddle_bench supervisor: the Status round trip beside a socketpair ping-pong of the same bytes;
+// spawn beside the worker unsandboxed and bwrap + passthrough_ll; idle memory; 100 mounts.
 #include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <atomic>
 #include <future>
-#include <semaphore>
 
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
@@ -47,9 +45,7 @@ void status_round_trip(int fd, std::chrono::milliseconds timeout) {
 void timed(const std::function<void()>& trip, int rounds, Samples& out) {
   for (int i = 0; i < rounds; ++i) {
     if ((i & 63) == 0) check_interrupted();
-    const auto t0 = Clock::now();
-    trip();
-    out.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    out.push_back(seconds_of(trip) * 1e6);
   }
 }
 
@@ -112,32 +108,26 @@ void run_rtt(const Config& config, const ScratchDir& root, const std::string& so
 }
 
 // Milliseconds of the first answer through a mount: stat() of its root (FUSE_INIT, GETATTR)
-// and a readdir. A hung server would block stat() forever: a watchdog, started before the
-// timing, SIGKILLs it after 15 s, which fails the request.
-class FirstAnswer {
- public:
-  ~FirstAnswer() {
-    if (watchdog_.joinable()) done_.release();  // before its join
-  }
-  double time(pid_t server, const std::string& mountpoint) {
-    server_ = server;
-    const auto t0 = Clock::now();
-    struct stat st {};
-    if (::stat(mountpoint.c_str(), &st) != 0) throw_errno("stat " + mountpoint);
-    if (fs::is_empty(mountpoint)) throw Error("readdir " + mountpoint + ": no entries", EIO);
-    const double ms = ms_since(t0);
-    done_.release();
-    watchdog_.join();
-    return ms;
-  }
-
- private:
-  std::atomic<pid_t> server_{0};
-  std::binary_semaphore done_{0};
-  std::jthread watchdog_{[this] {
-    if (!done_.try_acquire_for(15s) && server_ > 0) ::kill(server_, SIGKILL);
-  }};
-};
+// and a readdir. A hung server would block stat() forever: SIGALRM SIGKILLs it after 15 s,
+// which fails the request.
+std::atomic<pid_t> g_answering{0};
+double first_answer_ms(pid_t server, const std::string& mountpoint) {
+  g_answering = server;
+  ::signal(SIGALRM, [](int) {
+    if (const pid_t pid = g_answering.exchange(0); pid > 0) ::kill(pid, SIGKILL);
+  });
+  ::alarm(15);
+  const auto t0 = Clock::now();
+  struct stat st {};
+  std::error_code ec;  // an empty root: no entries, no error
+  const bool answered = ::stat(mountpoint.c_str(), &st) == 0 && !fs::is_empty(mountpoint, ec);
+  const int err = answered ? 0 : ec ? ec.value() : errno;
+  const double ms = ms_since(t0);
+  ::alarm(0);
+  g_answering = 0;
+  if (!answered) throw Error("no first answer through " + mountpoint, err);
+  return ms;
+}
 
 // mount(2) of an open /dev/fuse, as a script would (the unsandboxed worker's: fuse.heddle,
 // default_permissions). Its fd is above 3, so that it can become a child's fd 3.
@@ -163,9 +153,8 @@ struct FuseMount {
 using Times = std::vector<std::pair<std::string, double>>;
 
 Times spawn_ours(const ScratchDir& root, const std::string& source, Figures*) {
-  FirstAnswer answer;
   LiveMount mount(ipc::DirSource{source}, root / "mnt-ours");  // times spawn alone
-  const double answer_ms = answer.time(mount->pid(), root / "mnt-ours");
+  const double answer_ms = first_answer_ms(mount->pid(), root / "mnt-ours");
   const double unmount_ms = mount.unmount() * 1e3, spawn_ms = mount.spawn_seconds() * 1e3;
   return {{"spawn", spawn_ms}, {"spawn_answer", spawn_ms + answer_ms}, {"unmount", unmount_ms}};
 }
@@ -173,7 +162,6 @@ Times spawn_ours(const ScratchDir& root, const std::string& source, Figures*) {
 // The same worker without the sandbox: [ipc socket, /dev/fuse fd] on its bootstrap fd 3, as
 // the supervisor hands them, then MountReady; stopped with Stop.
 Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figures* idle) {
-  FirstAnswer answer;
   const auto t0 = Clock::now();
   MountPoint mountpoint(root / "mnt-unsandboxed");
   FuseMount fuse(mountpoint.path(), "fuse.heddle", ",default_permissions");
@@ -191,7 +179,7 @@ Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figur
   if (!ready || !std::holds_alternative<ipc::MountReady>(*ready))
     throw Error("the unsandboxed worker sent no MountReady", EPROTO);
   const double ready_ms = ms_since(t0);
-  const double answer_ms = answer.time(worker.pid(), mountpoint.path());
+  const double answer_ms = first_answer_ms(worker.pid(), mountpoint.path());
   if (idle != nullptr) {
     status_round_trip(ipc.get(), 5s);
     idle->set("worker_unsandboxed_idle_rss_kib", kib_of(worker.pid(), "VmRSS"));
@@ -206,7 +194,6 @@ Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figur
 Times spawn_bwrap(const ScratchDir& root, const std::string& source, Figures* idle) {
   const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = root / "bwrap.log";
   MountPoint mountpoint(root / "mnt-bwrap");
-  FirstAnswer answer;
   const auto t0 = Clock::now();
   std::optional<FuseMount> mount(std::in_place, mountpoint.path(), "fuse", "");
   // clang-format off
@@ -218,13 +205,13 @@ Times spawn_bwrap(const ScratchDir& root, const std::string& source, Figures* id
                log, mount->device.get());
   // clang-format on
   mount->device.reset();  // only the server holds the connection: if it dies, ENOTCONN
-  const double ms = ms_since(t0) + answer.time(bwrap.pid(), mountpoint.path());
+  const double started_ms = ms_since(t0);
+  const double ms = started_ms + first_answer_ms(bwrap.pid(), mountpoint.path());
   if (idle != nullptr) {  // bwrap, its pid-1 monitor, the server: each the child of the last
     double total = 0, server_kib = 0;
     for (pid_t pid = bwrap.pid(); pid > 0; total += server_kib) {
       server_kib = kib_of(pid, "VmRSS");
-      std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
-                             "/children");
+      std::ifstream children(format("/proc/%d/task/%d/children", pid, pid));
       if (!(children >> pid)) pid = 0;
     }
     idle->set("bwrap_server_idle_rss_kib", server_kib);
@@ -379,9 +366,8 @@ void unprivileged_suite(const Config& config, Figures& f) {
                                  "--regid=heddle-test", "--init-groups", "/usr/bin/env", "-u",
                                  "XDG_RUNTIME_DIR", "HOME=" + stage + "/home"});
     }
-    const auto t0 = Clock::now();
-    floor ? (void)run_process(argv) : (void)run(argv);  // the floor's bare helpers fail (usage)
-    return ms_since(t0) * 1e3;
+    // The floor's bare helpers fail (usage): not an error.
+    return seconds_of([&] { floor ? (void)run_process(argv) : (void)run(argv); }) * 1e6;
   };
   side_by_side(2 * rounds, 2, [&](int user, int) {
     const std::string who = user ? "user" : "root", mountpoint = points[user].path();

@@ -49,6 +49,12 @@ inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 inline double ms_since(Clock::time_point t0) { return seconds_since(t0) * 1e3; }
+template <typename Work>
+double seconds_of(Work&& work) {  // the time work() takes
+  const auto t0 = Clock::now();
+  work();
+  return seconds_since(t0);
+}
 
 struct Config {
   int rounds = 0;       // 0: the suite's default
@@ -198,17 +204,14 @@ class LiveMount {
     static const auto options = launcher::LauncherEnvironment::read().supervisor_options();
     ipc::MountSpec spec = ipc::MountSpec::directory({}, mountpoint);
     spec.source = std::move(source);
-    const auto t0 = Clock::now();
-    supervisor_ = launcher::Supervisor::spawn(std::move(spec), options);
-    spawn_seconds_ = seconds_since(t0);
+    spawn_seconds_ =
+        seconds_of([&] { supervisor_ = launcher::Supervisor::spawn(std::move(spec), options); });
     if (!is_mounted(mountpoint))
       throw Error("spawn returned but " + mountpoint + " is unmounted", 0);
   }
   double unmount() {  // Stop; the seconds it took
     if (!supervisor_) return 0;
-    const auto t0 = Clock::now();
-    supervisor_->unmount();
-    const double seconds = seconds_since(t0);
+    const double seconds = seconds_of([&] { supervisor_->unmount(); });
     supervisor_.reset();
     if (is_mounted(mountpoint_->path()))
       throw Error(mountpoint_->path() + " is still mounted", EBUSY);
@@ -486,9 +489,7 @@ inline void walk_dir(const std::string& path, WalkResult& r) {
 }
 inline WalkResult walk(const std::string& root) {
   WalkResult r;
-  const auto t0 = Clock::now();
-  walk_dir(root, r);
-  r.seconds = seconds_since(t0);
+  r.seconds = seconds_of([&] { walk_dir(root, r); });
   check_interrupted();
   return r;
 }

@@ -1,7 +1,6 @@
-// heddle_bench write: writable mounts (the CLI's `mount --overlay`) beside the native file system
-// and fuse-overlayfs, each round on a fresh mount: 1 GiB written + fsync, tar -x then rm -rf,
-// make -j2 then a no-op make, and a census of FUSE requests in one extra untimed round; then an
-// empty overlay against read-only: reads and walks. On a fresh ext4 unless --on-tmp (README.md).
+// heddle_bench write: writable mounts (`mount --overlay`) beside the native file system and
+// fuse-overlayfs: write + fsync, tar -x, make -j2, a census of FUSE requests; then an empty
+// overlay against read-only: reads and walks. On a fresh ext4 unless --on-tmp (README.md).
 #include "support.h"
 
 namespace heddle::bench {
@@ -232,8 +231,8 @@ void make_c_project(const std::string& root, int files) {
       "build/libproj.a: $(OBJS)\n\trm -f $@\n\tar rcs $@ $^\n"
       "build/prog: main.c build/libproj.a | $(DIRS)\n\t$(CC) $(CFLAGS) -o $@ main.c "
       "build/libproj.a\n"
-      "build/prog.link: build/prog\n\tln -f $< $@\n-include $(OBJS:.o=.d) build/prog.d\n.PHONY: "
-      "all\n");
+      "build/prog.link: build/prog\n\tln -f $< $@\n-include $(OBJS:.o=.d) build/prog.d\n"
+      ".PHONY: all\n");
 }
 
 // One round of a part on one system, in a fresh view. time() times a step (and the daemon's
@@ -248,9 +247,7 @@ struct Round {
     ::sync();
     if (census) env.trace.start(view.path);
     const double cpu0 = cpu_seconds_of(view.pid);
-    const auto t0 = Clock::now();
-    work();
-    const double seconds = seconds_since(t0);
+    const double seconds = seconds_of(work);
     view.check_alive(key.c_str());
     if (!census) {
       if (system != kNative && cpu) add(key + "_daemon_cpu_s", cpu_seconds_of(view.pid) - cpu0);
