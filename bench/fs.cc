@@ -73,11 +73,10 @@ void fs_suite(const Config& config, Figures& f) {
         if (fio) iops = fio_iops(path + "/big.bin", size, fio_s);
       });
     });
-    const std::string name = kNames[s];
-    f.add("seq_read_cold_mibs_" + name, read.cold);
-    f.add("seq_read_second_mibs_" + name, read.second);
-    f.add("seq_read_warm_mibs_" + name, read.warm);
-    if (fio) f.add("randread_iops_" + name, iops);
+    f.add(std::string("seq_read_cold_mibs_") + kNames[s], read.cold);
+    f.add(std::string("seq_read_second_mibs_") + kNames[s], read.second);
+    f.add(std::string("seq_read_warm_mibs_") + kNames[s], read.warm);
+    if (fio) f.add(std::string("randread_iops_") + kNames[s], iops);
   });
 
   std::printf("heddle_bench fs: 2/2 metadata walks ...\n");

@@ -33,12 +33,6 @@ void extract(const std::string& repo, const std::string& out) {
       {.env = kGitEnv});
 }
 
-// MiB of a file not in the page cache (or not up to date): fincore's mmap + mincore, no read.
-double missing_mib(const std::string& path, std::uint64_t size) {
-  const std::string resident = run({"fincore", "--bytes", "--noheadings", "--output=RES", path});
-  return (static_cast<double>(size) - std::stod(resident)) / kMiB;
-}
-
 }  // namespace
 
 void git_suite(const Config& config, Figures& f) {
@@ -79,7 +73,9 @@ void git_suite(const Config& config, Figures& f) {
       const std::string file = native ? native_file : root / "mnt-read/big.bin";
       drop_caches("3");
       cold = sequential_read_mibs(file, size);  // the first read after mounting
-      missing = missing_mib(file, size);        // opens it: streamed_opens counts 3
+      // Not in the page cache: fincore's mmap + mincore, no read (streamed_opens counts 3).
+      const auto resident = run({"fincore", "--bytes", "--noheadings", "--output=RES", file});
+      missing = (static_cast<double>(size) - std::stod(resident)) / kMiB;
       warm = sequential_read_mibs(file, size);  // the page cache (keep_cache)
       if (native) return;
       const std::uint64_t streamed = mount->status_number("streamed_opens");

@@ -107,9 +107,8 @@ void run_rtt(const Config& config, const ScratchDir& root, const std::string& so
   echo_process.wait(5s);
 }
 
-// Milliseconds of the first answer through a mount: stat() of its root (FUSE_INIT, GETATTR)
-// and a readdir. A hung server would block stat() forever: SIGALRM SIGKILLs it after 15 s,
-// which fails the request.
+// Milliseconds of the first answer through a mount: stat() of its root (FUSE_INIT, GETATTR), a
+// readdir. A hung server would block stat() forever: SIGALRM SIGKILLs it after 15 s.
 std::atomic<pid_t> g_answering{0};
 double first_answer_ms(pid_t server, const std::string& mountpoint) {
   g_answering = server;
@@ -148,8 +147,7 @@ struct FuseMount {
   UniqueFd device;
 };
 
-// The three ways to spawn a mount: each returns its samples by key (spawn, spawn_answer...)
-// and sets its idle memory in `idle`, unless null.
+// The three ways to spawn a mount: samples by key; the idle memory in `idle`, unless null.
 using Times = std::vector<std::pair<std::string, double>>;
 
 Times spawn_ours(const ScratchDir& root, const std::string& source, Figures*) {
@@ -312,8 +310,7 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
 
 }  // namespace
 
-// heddle_bench echo SIZE FILE: on fd 3, reads a request of SIZE bytes and sends FILE's bytes in
-// one send(), until EOF.
+// heddle_bench echo SIZE FILE: on fd 3, answers each SIZE-byte request with FILE in one send().
 int echo_main(std::size_t size, const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   std::string request(size, '\0'), reply{std::istreambuf_iterator<char>(in), {}};
@@ -340,9 +337,8 @@ void supervisor_suite(const Config& config, Figures& figures) {
   if (!mounts_under(root.path()).empty()) throw Error("mounts left under " + root.path(), EBUSY);
 }
 
-// heddle_bench unprivileged: the CLI's mount and unmount as root and as heddle-test (the setuid
-// fusermount3, newuidmap/newgidmap), side by side, and the floor of the user's path: its setuid
-// helpers alone under setpriv, whose own cost a user's shell does not pay (setpriv + true).
+// heddle_bench unprivileged: the CLI's mount and unmount as root and as heddle-test (setuid
+// fusermount3, newuidmap/newgidmap) side by side; the file broker; the setuid helpers alone.
 void unprivileged_suite(const Config& config, Figures& f) {
   const int rounds = config.rounds_or(20);
   ScratchDir root("heddle-bench-user-");

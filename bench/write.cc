@@ -74,9 +74,8 @@ struct Env {
   [[nodiscard]] std::string at(const std::string& name) const { return work + "/" + name; }
 };
 
-// Where a workload runs: a fresh native directory (a copy of lower if asked), ours (an empty
-// overlay, or read-only without one) or fuse-overlayfs with an empty upper layer; `pid` serves
-// it. finish() removes the mount and checks; the destructors clean up on every other path.
+// Where a workload runs, served by `pid`: a fresh native directory (a copy of lower if asked),
+// ours (an empty overlay, or read-only) or fuse-overlayfs. finish() unmounts and checks.
 class View {
  public:
   View(Env& env, int system, const std::string& lower, bool copy_lower, bool overlay = true)
@@ -91,9 +90,9 @@ class View {
     const std::string& state = state_ = env.at((system == kOurs ? "overlay-" : "fo-") + n);
     upper = overlay ? state + "/upper" : "";
     if (system == kOurs) {
-      std::vector<std::string> argv = {env.launcher, "mount", "--dir", lower};
+      std::vector<std::string> argv = {env.launcher, "mount", "--dir", lower, "--mountpoint", path};
       if (overlay) argv.insert(argv.end(), {"--overlay", "--overlay-dir", state});
-      argv.insert(argv.end(), {"--mountpoint", path, "--json"});
+      argv.push_back("--json");
       const std::string out = run(argv, {.log = env.log});
       const auto json = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));  // the last line
       pid = json.at("pid").get<pid_t>();
@@ -136,14 +135,12 @@ class View {
   std::string state_;  // ours: the overlay directory; fuse-overlayfs: upper and work
 };
 
-// A fresh ext4 (mkfs defaults: with a journal) on a sparse image, through a loop device with
-// direct I/O. Unmounted and detached on destruction.
+// A fresh ext4 (with a journal) on a sparse image, through a loop device with direct I/O.
 struct LoopFs {
   LoopFs(const std::string& image, const std::string& at, std::uint64_t bytes,
          const std::string& log)
       : point(at) {
-    std::ofstream{image}.close();
-    fs::resize_file(image, bytes);
+    run({"truncate", "-s", std::to_string(bytes), image});
     run({"mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", image},
         {.log = log});
     device = run({"losetup", "--find", "--show", "--direct-io=on", image}, {.log = log});
@@ -285,11 +282,8 @@ void write_suite(const Config& config, Figures& f) {
   Env env{root, root / "work"};
   f.set("fuse_overlayfs_available", env.fuse_overlayfs ? 1 : 0);
   std::optional<LoopFs> disk;  // destroyed before the scratch directory, after every view
-  if (config.on_tmp) {
-    fs::create_directory(env.work);
-  } else {
-    disk.emplace(root / "disk.img", env.work, 3 * bytes + (4096ull << 20), env.log);
-  }
+  if (!config.on_tmp) disk.emplace(root / "disk.img", env.work, 3 * bytes + (4ull << 30), env.log);
+  fs::create_directories(env.work);  // --on-tmp
 
   std::printf("heddle_bench write: creating the sources under %s ...\n", env.work.c_str());
   const std::string empty = env.at("lower-empty"), project = env.at("lower-project"),
