@@ -1,27 +1,11 @@
-// heddle_bench git: a git thread beside its extraction: a streamed 1 GiB blob, a 50,000-file walk,
-// spawn on 100,000 files against 10, the worker's memory. heddle_bench scaling: 1 vs 16 readers of
-// compressible blobs (the worker's CPU / wall above 1: more than a core). See bench/README.md.
+// heddle_bench git: a git thread beside its extraction (a streamed 1 GiB blob, a walk, spawn,
+// memory); heddle_bench scaling: 1 vs 16 readers of compressible blobs. See bench/README.md.
 #include <atomic>
-#include <random>
 
 #include "support.h"
 
 namespace heddle::bench {
 namespace {
-
-// A fixed identity and date, no user or system config for the git CLI.
-// clang-format off
-const std::vector<std::string> kGitEnv = {
-    "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1", "GIT_AUTHOR_NAME=heddle",
-    "GIT_AUTHOR_EMAIL=heddle@example.invalid", "GIT_COMMITTER_NAME=heddle",
-    "GIT_COMMITTER_EMAIL=heddle@example.invalid", "GIT_AUTHOR_DATE=2024-05-06T07:08:09Z",
-    "GIT_COMMITTER_DATE=2024-05-06T07:08:09Z"};
-// clang-format on
-
-void git(std::vector<std::string> args, const std::string& input = "") {
-  args.insert(args.begin(), {"git", "-c", "gc.auto=0"});
-  run(args, {.input = input, .env = kGitEnv});
-}
 
 // A bare repository whose main holds dirs x files files (f0000... at the root if dirs is 1),
 // each with its own content: "file NAME\n" unless `content` gives another.
@@ -31,14 +15,12 @@ void make_repo(const std::string& repo, int dirs, int files,
   std::string stream =
       "commit refs/heads/main\ncommitter heddle <heddle@example.invalid> 1714979289 +0000\ndata "
       "11\nmany files\n";
-  char path[64];
   for (int d = 0; d < dirs; ++d) {
     for (int f = 0; f < files; ++f) {
-      std::snprintf(path, sizeof path, "d%03d/f%04d", d, f);
-      const char* name = dirs == 1 ? path + 5 : path;  // f0000: at the root
-      const std::string text = content ? content() : std::string("file ") + name + "\n";
-      stream += std::string("M 100644 inline ") + name + "\ndata " + std::to_string(text.size()) +
-                "\n" + text + "\n";
+      const std::string name = dirs == 1 ? format("f%04d", f) : format("d%03d/f%04d", d, f);
+      const std::string text = content ? content() : "file " + name + "\n";
+      stream +=
+          "M 100644 inline " + name + "\ndata " + std::to_string(text.size()) + "\n" + text + "\n";
     }
   }
   git({"-C", repo, "fast-import", "--quiet"}, stream + "done\n");
@@ -46,14 +28,9 @@ void make_repo(const std::string& repo, int dirs, int files,
 
 void extract(const std::string& repo, const std::string& out) {
   if (::mkdir(out.c_str(), 0755) != 0) throw_errno("mkdir " + out);
-  const char* script = "set -o pipefail; git -c tar.umask=0022 -C $0 archive main | tar -x -C $1";
-  run({"/bin/bash", "-c", script, repo, out}, {.env = kGitEnv});
-}
-
-// MiB of a file not in the page cache (or not up to date): fincore's mmap + mincore, no read.
-double missing_mib(const std::string& path, std::uint64_t size) {
-  const std::string resident = run({"fincore", "--bytes", "--noheadings", "--output=RES", path});
-  return (static_cast<double>(size) - std::stod(resident)) / kMiB;
+  run({"/bin/bash", "-c", "set -o pipefail; git -c tar.umask=0022 -C $0 archive main | tar -xC $1",
+       repo, out},
+      {.env = kGitEnv});
 }
 
 }  // namespace
@@ -96,13 +73,15 @@ void git_suite(const Config& config, Figures& f) {
       const std::string file = native ? native_file : root / "mnt-read/big.bin";
       drop_caches("3");
       cold = sequential_read_mibs(file, size);  // the first read after mounting
-      missing = missing_mib(file, size);        // opens it: streamed_opens counts 3
+      // Not in the page cache: fincore's mmap + mincore, no read (streamed_opens counts 3).
+      const auto resident = run({"fincore", "--bytes", "--noheadings", "--output=RES", file});
+      missing = (static_cast<double>(size) - std::stod(resident)) / kMiB;
       warm = sequential_read_mibs(file, size);  // the page cache (keep_cache)
       if (native) return;
       const std::uint64_t streamed = mount->status_number("streamed_opens");
       if (streamed < 1) throw Error("Status streamed_opens is 0: the blob did not stream", EPROTO);
       f.set("streamed_opens", static_cast<double>(streamed));
-      hwm = std::max(hwm, kib_of((*mount)->pid(), "VmHWM") / 1024);
+      hwm = std::max(hwm, mib_of((*mount)->pid(), "VmHWM"));
       if (round == 0) check_same_ends(file, native_file, size);
       mount->unmount();
     });
@@ -139,8 +118,8 @@ void git_suite(const Config& config, Figures& f) {
     LiveMount mount(ipc::GitSource{big, "main"}, root / "mnt-memory");
     const pid_t pid = mount->pid();
     walk_ms(root / "mnt-memory", static_cast<std::uint64_t>(big_dirs) * (1 + per_dir));
-    f.set("walk100k_worker_vmrss_mib", kib_of(pid, "VmRSS") / 1024);
-    f.set("walk100k_worker_vmhwm_mib", kib_of(pid, "VmHWM") / 1024);
+    f.set("walk100k_worker_vmrss_mib", mib_of(pid, "VmRSS"));
+    f.set("walk100k_worker_vmhwm_mib", mib_of(pid, "VmHWM"));
     std::uint64_t nodes = mount.status_number("nodes");
     f.set("walk100k_nodes", static_cast<double>(nodes));
     drop_caches("2");
@@ -153,7 +132,7 @@ void git_suite(const Config& config, Figures& f) {
       nodes = now;
     }
     f.set("forget_nodes", static_cast<double>(nodes));
-    f.set("forget_worker_vmrss_mib", kib_of(pid, "VmRSS") / 1024);
+    f.set("forget_worker_vmrss_mib", mib_of(pid, "VmRSS"));
     mount.unmount();
   }
   // Ratios: ours / native (for spawn, the 100k-file repository / the 10-file one).
@@ -185,11 +164,8 @@ void scaling_suite(const Config& config, Figures& f) {
     std::vector<std::jthread> threads;
     for (int t = 0; t < readers; ++t) {
       threads.emplace_back([&] {
-        char name[32];
-        for (std::size_t n; (n = next++) < blobs;) {
-          std::snprintf(name, sizeof name, "mnt/f%04zu", n);
-          sequential_read_mibs(root / name, blob);
-        }
+        for (std::size_t n; (n = next++) < blobs;)
+          sequential_read_mibs(root / format("mnt/f%04zu", n), blob);
       });
     }
     threads.clear();  // joined

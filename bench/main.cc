@@ -1,10 +1,6 @@
-// heddle_bench SUITE [--rounds N] [--quick] [--on-tmp]: one suite of benchmarks, every figure
-// beside its physical limit or a peer measured in the same run (see bench/README.md). Ends with
-// the RESULT lines that bench/report aggregates.
+// heddle_bench SUITE [--rounds N] [--quick] [--on-tmp]: one suite of benchmarks (bench/README.md),
+// ending with the RESULT lines that bench/report aggregates.
 #include <spdlog/spdlog.h>
-
-#include <cstdio>
-#include <cstdlib>
 
 #include "support.h"
 
@@ -16,13 +12,14 @@ void git_suite(const Config&, Figures&);
 void write_suite(const Config&, Figures&);
 void scaling_suite(const Config&, Figures&);
 void unprivileged_suite(const Config&, Figures&);
+void realtree_suite(const Config&, Figures&);
 }  // namespace heddle::bench
 
 namespace {
 
 using namespace heddle::bench;
 
-// The suites; bench/run runs the first four. What each measures and why: bench/README.md.
+// The suites; bench/run runs all but scaling. What each measures and why: bench/README.md.
 constexpr struct {
   const char* name;
   void (*run)(const Config&, Figures&);
@@ -34,6 +31,8 @@ constexpr struct {
     {"write", write_suite, "writable mounts vs native and fuse-overlayfs: write, tar, make"},
     {"scaling", scaling_suite, "1 vs 16 readers of a git thread's blobs (run it unpinned)"},
     {"unprivileged", unprivileged_suite, "the CLI's mount and unmount as root vs heddle-test"},
+    {"realtree", realtree_suite,
+     "grep -r and tar -c of /usr/include: git thread, directory, native"},
 };
 
 int usage(FILE* out, int code) {
@@ -46,22 +45,21 @@ int usage(FILE* out, int code) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  if (argc == 4 && std::string_view(argv[1]) == "echo")  // the supervisor suite's peer
+  const std::vector<std::string_view> args(argv + 1, argv + argc);
+  if (args.size() == 3 && args[0] == "echo")  // the supervisor suite's peer
     return echo_main(std::stoul(argv[2]), argv[3]);
-  const auto* suite = std::end(kSuites);
+  if (!args.empty() && (args[0] == "-h" || args[0] == "--help")) return usage(stdout, 0);
+  const auto* suite = std::ranges::find_if(
+      kSuites, [&](const auto& s) { return !args.empty() && args[0] == s.name; });
   Config config;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    const auto named = std::ranges::find_if(kSuites, [&](const auto& s) { return arg == s.name; });
-    if (arg == "--quick" || arg == "--on-tmp") {
-      (arg == "--quick" ? config.quick : config.on_tmp) = true;
-    } else if (arg == "--rounds" && i + 1 < argc && std::atoi(argv[i + 1]) > 0) {
-      config.rounds = std::atoi(argv[++i]);
-    } else if (named == std::end(kSuites) || suite != std::end(kSuites)) {
-      const bool help = arg == "-h" || arg == "--help";
-      return usage(help ? stdout : stderr, help ? 0 : 2);
+  for (std::size_t i = 1; suite != std::end(kSuites) && i < args.size(); ++i) {
+    const int n = i + 1 < args.size() ? std::atoi(args[i + 1].data()) : 0;  // argv: 0-terminated
+    if (args[i] == "--quick" || args[i] == "--on-tmp") {
+      (args[i] == "--quick" ? config.quick : config.on_tmp) = true;
+    } else if (args[i] == "--rounds" && n > 0) {
+      config.rounds = n, ++i;
     } else {
-      suite = named;
+      suite = std::end(kSuites);
     }
   }
   if (suite == std::end(kSuites)) return usage(stderr, 2);

@@ -1,6 +1,5 @@
 # gnuplot -e "data='bench/results/latest.dat'; out='bench/results/latest.png'" bench/plot.gp
-# Each goal's figure divided by its limit: 1 is the goal line. For upper limits (latency, time)
-# a bar below 1 meets the goal; for lower limits (throughput) a bar above 1 does. Green met.
+# Each goal's figure / its limit: 1 is the goal line (below it meets an upper limit). Green met.
 set terminal pngcairo size 1500,650 font "sans,10" noenhanced
 set output out
 set title "heddle-fuse-launcher: each goal's figure / its limit (medians, same-run ratios); green = goal met\n(latency and time goals are upper limits: below 1 meets them; throughput goals are lower limits: above 1)"

@@ -1,16 +1,10 @@
-// heddle_bench supervisor: the Status round trip beside its transport's limit (a socketpair
-// ping-pong of the same bytes); spawn -> MountReady beside the same worker unsandboxed and beside
-// bwrap + libfuse's passthrough_ll on a pre-mounted /dev/fd/3; idle memory; 100 mounts.
-#include <pwd.h>
-#include <sys/mount.h>
+// heddle_bench supervisor: the Status round trip beside a socketpair ping-pong of the same bytes;
+// spawn beside the worker unsandboxed and bwrap + passthrough_ll; idle memory; 100 mounts.
 #include <sys/resource.h>
 #include <sys/socket.h>
 
-#include <array>
 #include <atomic>
-#include <condition_variable>
 #include <future>
-#include <mutex>
 
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
@@ -51,9 +45,7 @@ void status_round_trip(int fd, std::chrono::milliseconds timeout) {
 void timed(const std::function<void()>& trip, int rounds, Samples& out) {
   for (int i = 0; i < rounds; ++i) {
     if ((i & 63) == 0) check_interrupted();
-    const auto t0 = Clock::now();
-    trip();
-    out.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+    out.push_back(seconds_of(trip) * 1e6);
   }
 }
 
@@ -115,37 +107,26 @@ void run_rtt(const Config& config, const ScratchDir& root, const std::string& so
   echo_process.wait(5s);
 }
 
-// Milliseconds of the first answer through a mount: stat() of its root (FUSE_INIT, GETATTR)
-// and a readdir. A hung server would block stat() forever: a watchdog, started before the
-// timing, SIGKILLs it after 15 s, which fails the request.
-class FirstAnswer {
- public:
-  double time(pid_t server, const std::string& mountpoint) {
-    server_ = server;
-    const auto t0 = Clock::now();
-    struct stat st {};
-    if (::stat(mountpoint.c_str(), &st) != 0) throw_errno("stat " + mountpoint);
-    if (fs::directory_iterator(mountpoint) == fs::directory_iterator())
-      throw Error("readdir " + mountpoint + ": no entries", EIO);
-    const double ms = ms_since(t0);
-    watchdog_.request_stop();
-    watchdog_.join();
-    if (fired_) throw Error("the first answer through a mount hung; killed its server", ETIMEDOUT);
-    return ms;
-  }
-
- private:
-  std::atomic<pid_t> server_{-1};
-  std::atomic<bool> fired_{false};
-  std::jthread watchdog_{[this](const std::stop_token& stop) {
-    std::mutex mutex;
-    std::condition_variable_any cv;
-    std::unique_lock lock(mutex);
-    if (cv.wait_for(lock, stop, 15s, [] { return false; }), stop.stop_requested()) return;
-    fired_ = true;
-    if (server_ > 0) ::kill(server_, SIGKILL);
-  }};
-};
+// Milliseconds of the first answer through a mount: stat() of its root (FUSE_INIT, GETATTR), a
+// readdir. A hung server would block stat() forever: SIGALRM SIGKILLs it after 15 s.
+std::atomic<pid_t> g_answering{0};
+double first_answer_ms(pid_t server, const std::string& mountpoint) {
+  g_answering = server;
+  ::signal(SIGALRM, [](int) {
+    if (const pid_t pid = g_answering.exchange(0); pid > 0) ::kill(pid, SIGKILL);
+  });
+  ::alarm(15);
+  const auto t0 = Clock::now();
+  struct stat st {};
+  std::error_code ec;  // an empty root: no entries, no error
+  const bool answered = ::stat(mountpoint.c_str(), &st) == 0 && !fs::is_empty(mountpoint, ec);
+  const int err = answered ? 0 : ec ? ec.value() : errno;
+  const double ms = ms_since(t0);
+  ::alarm(0);
+  g_answering = 0;
+  if (!answered) throw Error("no first answer through " + mountpoint, err);
+  return ms;
+}
 
 // mount(2) of an open /dev/fuse, as a script would (the unsandboxed worker's: fuse.heddle,
 // default_permissions). Its fd is above 3, so that it can become a child's fd 3.
@@ -166,14 +147,12 @@ struct FuseMount {
   UniqueFd device;
 };
 
-// The three ways to spawn a mount: each returns its samples by key (spawn, spawn_answer...)
-// and sets its idle memory in `idle`, unless null.
+// The three ways to spawn a mount: samples by key; the idle memory in `idle`, unless null.
 using Times = std::vector<std::pair<std::string, double>>;
 
 Times spawn_ours(const ScratchDir& root, const std::string& source, Figures*) {
-  FirstAnswer answer;
   LiveMount mount(ipc::DirSource{source}, root / "mnt-ours");  // times spawn alone
-  const double answer_ms = answer.time(mount->pid(), root / "mnt-ours");
+  const double answer_ms = first_answer_ms(mount->pid(), root / "mnt-ours");
   const double unmount_ms = mount.unmount() * 1e3, spawn_ms = mount.spawn_seconds() * 1e3;
   return {{"spawn", spawn_ms}, {"spawn_answer", spawn_ms + answer_ms}, {"unmount", unmount_ms}};
 }
@@ -181,7 +160,6 @@ Times spawn_ours(const ScratchDir& root, const std::string& source, Figures*) {
 // The same worker without the sandbox: [ipc socket, /dev/fuse fd] on its bootstrap fd 3, as
 // the supervisor hands them, then MountReady; stopped with Stop.
 Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figures* idle) {
-  FirstAnswer answer;
   const auto t0 = Clock::now();
   MountPoint mountpoint(root / "mnt-unsandboxed");
   FuseMount fuse(mountpoint.path(), "fuse.heddle", ",default_permissions");
@@ -199,7 +177,7 @@ Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figur
   if (!ready || !std::holds_alternative<ipc::MountReady>(*ready))
     throw Error("the unsandboxed worker sent no MountReady", EPROTO);
   const double ready_ms = ms_since(t0);
-  const double answer_ms = answer.time(worker.pid(), mountpoint.path());
+  const double answer_ms = first_answer_ms(worker.pid(), mountpoint.path());
   if (idle != nullptr) {
     status_round_trip(ipc.get(), 5s);
     idle->set("worker_unsandboxed_idle_rss_kib", kib_of(worker.pid(), "VmRSS"));
@@ -214,7 +192,6 @@ Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figur
 Times spawn_bwrap(const ScratchDir& root, const std::string& source, Figures* idle) {
   const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = root / "bwrap.log";
   MountPoint mountpoint(root / "mnt-bwrap");
-  FirstAnswer answer;
   const auto t0 = Clock::now();
   std::optional<FuseMount> mount(std::in_place, mountpoint.path(), "fuse", "");
   // clang-format off
@@ -226,13 +203,13 @@ Times spawn_bwrap(const ScratchDir& root, const std::string& source, Figures* id
                log, mount->device.get());
   // clang-format on
   mount->device.reset();  // only the server holds the connection: if it dies, ENOTCONN
-  const double ms = ms_since(t0) + answer.time(bwrap.pid(), mountpoint.path());
+  const double started_ms = ms_since(t0);
+  const double ms = started_ms + first_answer_ms(bwrap.pid(), mountpoint.path());
   if (idle != nullptr) {  // bwrap, its pid-1 monitor, the server: each the child of the last
     double total = 0, server_kib = 0;
     for (pid_t pid = bwrap.pid(); pid > 0; total += server_kib) {
       server_kib = kib_of(pid, "VmRSS");
-      std::ifstream children("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) +
-                             "/children");
+      std::ifstream children(format("/proc/%d/task/%d/children", pid, pid));
       if (!(children >> pid)) pid = 0;
     }
     idle->set("bwrap_server_idle_rss_kib", server_kib);
@@ -317,8 +294,8 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
   for (auto& mount : mounts) {
     for (const int g : {0, 1}) {
       const pid_t pid = g == 0 ? (*mount)->pid() : (*mount)->guard_pid();
-      sums[g] += kib_of(pid, "VmRSS") / 1024;
-      sums[2 + g] += kib_of(pid, "Pss") / 1024;
+      sums[g] += mib_of(pid, "VmRSS");
+      sums[2 + g] += mib_of(pid, "Pss");
     }
     ok += (*mount)->status().pid == (*mount)->ready().pid ? 1 : 0;
   }
@@ -333,8 +310,7 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
 
 }  // namespace
 
-// heddle_bench echo SIZE FILE: on fd 3, reads a request of SIZE bytes and sends FILE's bytes in
-// one send(), until EOF.
+// heddle_bench echo SIZE FILE: on fd 3, answers each SIZE-byte request with FILE in one send().
 int echo_main(std::size_t size, const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   std::string request(size, '\0'), reply{std::istreambuf_iterator<char>(in), {}};
@@ -361,9 +337,8 @@ void supervisor_suite(const Config& config, Figures& figures) {
   if (!mounts_under(root.path()).empty()) throw Error("mounts left under " + root.path(), EBUSY);
 }
 
-// heddle_bench unprivileged: the CLI's mount and unmount as root and as heddle-test (the setuid
-// fusermount3, newuidmap/newgidmap), side by side, and the floor of the user's path: its setuid
-// helpers alone under setpriv, whose own cost a user's shell does not pay (setpriv + true).
+// heddle_bench unprivileged: the CLI's mount and unmount as root and as heddle-test (setuid
+// fusermount3, newuidmap/newgidmap) side by side; the file broker; the setuid helpers alone.
 void unprivileged_suite(const Config& config, Figures& f) {
   const int rounds = config.rounds_or(20);
   ScratchDir root("heddle-bench-user-");
@@ -376,26 +351,23 @@ void unprivileged_suite(const Config& config, Figures& f) {
     ~Cleanup() { run_process(argv); }
   } cleanup{{"/bin/bash", user_sh, "cleanup", stage}};
   std::filesystem::create_directory(source);
-  std::ofstream(source + "/file.txt") << "hello\n";
+  write_file(source + "/file.txt", "hello\n");
   const MountPoint points[] = {MountPoint(root / "mnt-root"), MountPoint(root / "mnt-user")};
-  const passwd* account = ::getpwnam("heddle-test");
-  if (account == nullptr ||
-      ::chown(points[1].path().c_str(), account->pw_uid, account->pw_gid) != 0)
-    throw_errno("chown heddle-test " + points[1].path());
-  const std::vector<std::string> as_user = {find_on_path("setpriv"), "--reuid=heddle-test",
-                                            "--regid=heddle-test",   "--init-groups",
-                                            "/usr/bin/env",          "-u",
-                                            "XDG_RUNTIME_DIR",       "HOME=" + stage + "/home"};
+  const std::string user_launcher = stage + "/bin/heddle-fuse-launcher";
+  run({"chown", "heddle-test:heddle-test", points[1].path()});
   // Microseconds of argv, run as heddle-test if `user`; a failure is an error unless `floor`.
   const auto timed_us = [&](bool user, std::vector<std::string> argv, bool floor = false) {
-    if (user) argv.insert(argv.begin(), as_user.begin(), as_user.end());
-    const auto t0 = Clock::now();
-    floor ? (void)run_process(argv) : (void)run(argv);  // the floor's bare helpers fail (usage)
-    return ms_since(t0) * 1e3;
+    if (user) {
+      argv.insert(argv.begin(), {find_on_path("setpriv"), "--reuid=heddle-test",
+                                 "--regid=heddle-test", "--init-groups", "/usr/bin/env", "-u",
+                                 "XDG_RUNTIME_DIR", "HOME=" + stage + "/home"});
+    }
+    // The floor's bare helpers fail (usage): not an error.
+    return seconds_of([&] { floor ? (void)run_process(argv) : (void)run(argv); }) * 1e6;
   };
   side_by_side(2 * rounds, 2, [&](int user, int) {
     const std::string who = user ? "user" : "root", mountpoint = points[user].path();
-    const std::string launcher = (user ? stage + "/bin" : bin) + "/heddle-fuse-launcher";
+    const std::string launcher = user ? user_launcher : bin + "/heddle-fuse-launcher";
     f.add("mount_us_" + who,
           timed_us(user, {launcher, "mount", "--dir", source, "--mountpoint", mountpoint}));
     if (!is_mounted(mountpoint)) throw Error(who + ": no mount at " + mountpoint, 0);
@@ -405,29 +377,27 @@ void unprivileged_suite(const Config& config, Figures& f) {
   f.ratio("unmount_ratio_user_to_root", "unmount_us_user", "unmount_us_root");
   // The file broker's cost: the user's `find -exec cat` over its own tree of 0600 files (which
   // the subordinate-uid worker asks the supervisor for) against the same tree in 0644.
-  for (const char* mode : {"0644", "0600"}) {
-    const std::string tree = root / (std::string("tree-") + mode);
-    make_tree(tree, 20, config.pick(100, 10));
-    run({"find", tree, "-type", "f", "-exec", "chmod", mode, "{}", "+"});
-    run({"chown", "-R", "heddle-test:heddle-test", tree});
+  for (const std::string mode : {"0644", "0600"}) {
+    make_tree(root / ("tree-" + mode), 20, config.pick(100, 10));
+    run({"find", root / ("tree-" + mode), "-type", "f", "-exec", "chmod", mode, "{}", "+"});
+    run({"chown", "-R", "heddle-test:heddle-test", root / ("tree-" + mode)});
   }
   side_by_side(rounds, 2, [&](int t, int) {
     const std::string mode = t ? "0600" : "0644", mountpoint = points[1].path();
-    const std::string launcher = stage + "/bin/heddle-fuse-launcher";
-    timed_us(true, {launcher, "mount", "--dir", root / ("tree-" + mode), "--mountpoint", mountpoint});
+    timed_us(true, {user_launcher, "mount", "--dir", root / ("tree-" + mode), "--mountpoint",
+                    mountpoint});
     f.add("broker_find_cat_us_" + mode,
           timed_us(true, {"find", mountpoint, "-type", "f", "-exec", "cat", "{}", "+"}));
-    timed_us(true, {launcher, "unmount", mountpoint});
+    timed_us(true, {user_launcher, "unmount", mountpoint});
   });
   f.ratio("broker_find_cat_ratio_0600_to_0644", "broker_find_cat_us_0600",
           "broker_find_cat_us_0644");
-  const std::vector<std::string> floors[] = {
-      {"true"}, {"fusermount3", "-V"}, {"newuidmap"}};  // setpriv's own cost, then two helpers
-  for (const auto& argv : floors) {
-    std::vector<std::string> command = argv;
-    command[0] = find_on_path(argv[0]);
-    for (int i = 0; i < rounds && !command[0].empty(); ++i)
-      f.add("floor_setpriv_" + argv[0] + "_us", timed_us(true, command, true));
+  // setpriv's own cost (true), then the user's setuid helpers alone.
+  for (auto argv : {std::vector<std::string>{"true"}, {"fusermount3", "-V"}, {"newuidmap"}}) {
+    const std::string helper = argv[0];
+    argv[0] = find_on_path(helper);
+    for (int i = 0; i < rounds && !argv[0].empty(); ++i)
+      f.add("floor_setpriv_" + helper + "_us", timed_us(true, argv, true));
   }
 }
 

@@ -1,11 +1,6 @@
-// heddle_bench write: writable mounts (the CLI's `mount --overlay`) beside the native file system
-// and fuse-overlayfs, each round on a fresh mount: 1 GiB written + fsync, tar -x then rm -rf,
-// make -j2 then a no-op make, and a census of FUSE requests in one extra untimed round; then an
-// empty overlay against read-only: reads and walks. On a fresh ext4 unless --on-tmp (README.md).
-
-#include <random>
-
-#include "heddle/launcher/mountinfo.h"
+// heddle_bench write: writable mounts (`mount --overlay`) beside the native file system and
+// fuse-overlayfs: write + fsync, tar -x, make -j2, a census of FUSE requests; then an empty
+// overlay against read-only: reads and walks. On a fresh ext4 unless --on-tmp (README.md).
 #include "support.h"
 
 namespace heddle::bench {
@@ -25,19 +20,20 @@ const std::array<std::string, 2> kReadFigures[] = {
 class FuseTrace {
  public:
   FuseTrace() {
-    if (::mkdir(dir_.c_str(), 0700) != 0) {
+    const bool made = ::mkdir(dir_.c_str(), 0700) == 0;
+    if (!made || !put(kEvent + "enable", "0") || !put("buffer_size_kb", "16384")) {
+      if (made) ::rmdir(dir_.c_str());
       dir_.clear();
-    } else if (!put(kEvent + "enable", "0") || !put("buffer_size_kb", "16384")) {
-      remove();
     }
   }
-  ~FuseTrace() { remove(); }
+  ~FuseTrace() {
+    if (available() && put(kEvent + "enable", "0")) ::rmdir(dir_.c_str());
+  }
   [[nodiscard]] bool available() const { return !dir_.empty(); }
   void start(const std::string& mountpoint) {
     const auto m = launcher::top_mount_at(mountpoint);
-    const std::string device = m ? std::to_string((m->major << 20) | m->minor) : "";
-    if (!m || !put(kEvent + "filter", "connection == " + device) || !put("trace", "") ||
-        !put(kEvent + "enable", "1")) {
+    if (!m || !put(kEvent + "filter", format("connection == %u", (m->major << 20) | m->minor)) ||
+        !put("trace", "") || !put(kEvent + "enable", "1")) {
       throw Error("cannot trace the FUSE requests of " + mountpoint + " in " + dir_, EIO);
     }
   }
@@ -64,9 +60,6 @@ class FuseTrace {
     std::ofstream out(dir_ + "/" + file);
     return static_cast<bool>(out << value << "\n" << std::flush);
   }
-  void remove() {
-    if (!dir_.empty() && (put(kEvent + "enable", "0"), ::rmdir(dir_.c_str())) == 0) dir_.clear();
-  }
   std::string dir_ = "/sys/kernel/tracing/instances/heddle-bench-" + std::to_string(::getpid());
 };
 
@@ -81,9 +74,8 @@ struct Env {
   [[nodiscard]] std::string at(const std::string& name) const { return work + "/" + name; }
 };
 
-// Where a workload runs: a fresh native directory (a copy of lower if asked), ours (an empty
-// overlay, or read-only without one) or fuse-overlayfs with an empty upper layer; `pid` serves
-// it. finish() removes the mount and checks; the destructors clean up on every other path.
+// Where a workload runs, served by `pid`: a fresh native directory (a copy of lower if asked),
+// ours (an empty overlay, or read-only) or fuse-overlayfs. finish() unmounts and checks.
 class View {
  public:
   View(Env& env, int system, const std::string& lower, bool copy_lower, bool overlay = true)
@@ -98,9 +90,9 @@ class View {
     const std::string& state = state_ = env.at((system == kOurs ? "overlay-" : "fo-") + n);
     upper = overlay ? state + "/upper" : "";
     if (system == kOurs) {
-      std::vector<std::string> argv = {env.launcher, "mount", "--dir", lower};
+      std::vector<std::string> argv = {env.launcher, "mount", "--dir", lower, "--mountpoint", path};
       if (overlay) argv.insert(argv.end(), {"--overlay", "--overlay-dir", state});
-      argv.insert(argv.end(), {"--mountpoint", path, "--json"});
+      argv.push_back("--json");
       const std::string out = run(argv, {.log = env.log});
       const auto json = nlohmann::json::parse(out.substr(out.rfind("\n{") + 1));  // the last line
       pid = json.at("pid").get<pid_t>();
@@ -143,14 +135,12 @@ class View {
   std::string state_;  // ours: the overlay directory; fuse-overlayfs: upper and work
 };
 
-// A fresh ext4 (mkfs defaults: with a journal) on a sparse image, through a loop device with
-// direct I/O. Unmounted and detached on destruction.
+// A fresh ext4 (with a journal) on a sparse image, through a loop device with direct I/O.
 struct LoopFs {
   LoopFs(const std::string& image, const std::string& at, std::uint64_t bytes,
          const std::string& log)
       : point(at) {
-    std::ofstream{image}.close();
-    fs::resize_file(image, bytes);
+    run({"truncate", "-s", std::to_string(bytes), image});
     run({"mkfs.ext4", "-q", "-F", "-m", "0", "-E", "lazy_itable_init=0,lazy_journal_init=0", image},
         {.log = log});
     device = run({"losetup", "--find", "--show", "--direct-io=on", image}, {.log = log});
@@ -166,22 +156,15 @@ struct LoopFs {
   std::string device;
 };
 
-void write_file(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary);
-  if (!(out << content)) throw Error("write " + path, EIO);
-}
-
 // tNN/sN/fNNN.txt: `files` files of 0-8 KiB of letters, 50 per directory.
 void make_tar_tree(const std::string& root, int files) {
   std::mt19937_64 random(0x746172);
-  char name[64];
   for (int i = 0; i < files; ++i) {
-    std::snprintf(name, sizeof name, "/t%02d/s%d", i / 500, (i / 50) % 10);
-    if (i % 50 == 0) fs::create_directories(root + name);
-    std::snprintf(name, sizeof name, "/t%02d/s%d/f%03d.txt", i / 500, (i / 50) % 10, i % 50);
+    const std::string dir = format("%s/t%02d/s%d", root.c_str(), i / 500, (i / 50) % 10);
+    if (i % 50 == 0) fs::create_directories(dir);
     std::string content(random() % 8192, 'a');
     for (auto& c : content) c = static_cast<char>('a' + random() % 26);
-    write_file(root + name, content);
+    write_file(format("%s/f%03d.txt", dir.c_str(), i % 50), content);
   }
 }
 
@@ -196,51 +179,42 @@ void make_c_project(const std::string& root, int files) {
              "static inline uint64_t mix(uint64_t x) { x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; "
              "x ^= x >> 33; return x; }\n#endif\n");
   std::string main_c = "#include \"common.h\"\n", main_body;
-  char buffer[4096];
   for (int m = 0; m < 10; ++m) {
-    std::snprintf(buffer, sizeof buffer, "%s/src/m%02d", root.c_str(), m);
-    fs::create_directories(buffer);
-    std::string header = "#ifndef M" + std::to_string(m) + "_H\n#define M" + std::to_string(m) +
-                         "_H\n#include \"common.h\"\n";
+    fs::create_directories(format("%s/src/m%02d", root.c_str(), m));
+    std::string header = format("#ifndef M%d_H\n#define M%d_H\n#include \"common.h\"\n", m, m);
     for (int f = 0; f < files / 10; ++f) {
-      std::snprintf(buffer, sizeof buffer, "uint64_t m%02d_f%03d_run(uint64_t seed);\n", m, f);
-      header += buffer;
-      std::snprintf(buffer, sizeof buffer, "  r = m%02d_f%03d_run(r);\n", m, f);
-      main_body += buffer;
-      std::snprintf(
-          buffer, sizeof buffer,
-          "#include \"m%02d.h\"\n"
-          "static uint64_t sum_%d(const item_t *v, size_t n) {\n"
-          "  uint64_t s = %dU;\n"
-          "  for (size_t i = 0; i < n; ++i) { s += mix(v[i].a ^ v[i].b) + (uint64_t)v[i].c;"
-          " if (s & 1) s ^= 0x%xU; }\n"
-          "  return s;\n}\n"
-          "static uint64_t step_%d(const item_t *v, size_t n) {\n"
-          "  uint64_t s = 7;\n"
-          "  for (size_t i = 0; i < n; ++i) {\n"
-          "    switch (v[i].a %% %d) {\n"
-          "      case 0: s += 3; break;\n      case 1: s *= 5; break;\n"
-          "      case 2: s ^= v[i].b; break;\n      case 3: s -= v[i].a; break;\n"
-          "      default: s += mix(s);\n    }\n  }\n  return s;\n}\n"
-          "static void fill_%d(item_t *v, size_t n, uint64_t seed) {\n"
-          "  for (size_t i = 0; i < n; ++i) {\n"
-          "    v[i].a = mix(seed + i); v[i].b = mix(v[i].a); v[i].c = (double)(v[i].a %% 1000) / "
-          "%d.0;\n"
-          "    snprintf(v[i].name, sizeof v[i].name, \"m%02d-f%03d-%%zu\", i);\n  }\n}\n"
-          "uint64_t m%02d_f%03d_run(uint64_t seed) {\n"
-          "  item_t v[64];\n  fill_%d(v, 64, seed);\n"
-          "  uint64_t r = sum_%d(v, 64) ^ step_%d(v, 64);\n"
-          "  for (int k = 0; k < %d; ++k) r = mix(r + (uint64_t)k + strlen(v[k %% 64].name));\n"
-          "  return r;\n}\n",
-          m, f, f, f * 31 + m, f, 5 + f % 3, f, 3 + f, m, f, m, f, f, f, f, 4 + f % 8);
-      const std::string c_file = buffer;
-      std::snprintf(buffer, sizeof buffer, "%s/src/m%02d/f%03d.c", root.c_str(), m, f);
-      write_file(buffer, c_file);
+      header += format("uint64_t m%02d_f%03d_run(uint64_t seed);\n", m, f);
+      main_body += format("  r = m%02d_f%03d_run(r);\n", m, f);
+      write_file(
+          format("%s/src/m%02d/f%03d.c", root.c_str(), m, f),
+          format(
+              "#include \"m%02d.h\"\n"
+              "static uint64_t sum_%d(const item_t *v, size_t n) {\n"
+              "  uint64_t s = %dU;\n"
+              "  for (size_t i = 0; i < n; ++i) { s += mix(v[i].a ^ v[i].b) + (uint64_t)v[i].c;"
+              " if (s & 1) s ^= 0x%xU; }\n"
+              "  return s;\n}\n"
+              "static uint64_t step_%d(const item_t *v, size_t n) {\n"
+              "  uint64_t s = 7;\n"
+              "  for (size_t i = 0; i < n; ++i) {\n"
+              "    switch (v[i].a %% %d) {\n"
+              "      case 0: s += 3; break;\n      case 1: s *= 5; break;\n"
+              "      case 2: s ^= v[i].b; break;\n      case 3: s -= v[i].a; break;\n"
+              "      default: s += mix(s);\n    }\n  }\n  return s;\n}\n"
+              "static void fill_%d(item_t *v, size_t n, uint64_t seed) {\n"
+              "  for (size_t i = 0; i < n; ++i) {\n"
+              "    v[i].a = mix(seed + i); v[i].b = mix(v[i].a); "
+              "v[i].c = (double)(v[i].a %% 1000) / %d.0;\n"
+              "    snprintf(v[i].name, sizeof v[i].name, \"m%02d-f%03d-%%zu\", i);\n  }\n}\n"
+              "uint64_t m%02d_f%03d_run(uint64_t seed) {\n"
+              "  item_t v[64];\n  fill_%d(v, 64, seed);\n"
+              "  uint64_t r = sum_%d(v, 64) ^ step_%d(v, 64);\n"
+              "  for (int k = 0; k < %d; ++k) r = mix(r + (uint64_t)k + strlen(v[k %% 64].name));\n"
+              "  return r;\n}\n",
+              m, f, f, f * 31 + m, f, 5 + f % 3, f, 3 + f, m, f, m, f, f, f, f, 4 + f % 8));
     }
-    std::snprintf(buffer, sizeof buffer, "%s/include/m%02d.h", root.c_str(), m);
-    write_file(buffer, header + "#endif\n");
-    std::snprintf(buffer, sizeof buffer, "#include \"m%02d.h\"\n", m);
-    main_c += buffer;
+    write_file(format("%s/include/m%02d.h", root.c_str(), m), header + "#endif\n");
+    main_c += format("#include \"m%02d.h\"\n", m);
   }
   write_file(root + "/main.c",
              main_c + "int main(void) {\n  uint64_t r = 1;\n" + main_body +
@@ -254,8 +228,8 @@ void make_c_project(const std::string& root, int files) {
       "build/libproj.a: $(OBJS)\n\trm -f $@\n\tar rcs $@ $^\n"
       "build/prog: main.c build/libproj.a | $(DIRS)\n\t$(CC) $(CFLAGS) -o $@ main.c "
       "build/libproj.a\n"
-      "build/prog.link: build/prog\n\tln -f $< $@\n-include $(OBJS:.o=.d) build/prog.d\n.PHONY: "
-      "all\n");
+      "build/prog.link: build/prog\n\tln -f $< $@\n-include $(OBJS:.o=.d) build/prog.d\n"
+      ".PHONY: all\n");
 }
 
 // One round of a part on one system, in a fresh view. time() times a step (and the daemon's
@@ -270,9 +244,7 @@ struct Round {
     ::sync();
     if (census) env.trace.start(view.path);
     const double cpu0 = cpu_seconds_of(view.pid);
-    const auto t0 = Clock::now();
-    work();
-    const double seconds = seconds_since(t0);
+    const double seconds = seconds_of(work);
     view.check_alive(key.c_str());
     if (!census) {
       if (system != kNative && cpu) add(key + "_daemon_cpu_s", cpu_seconds_of(view.pid) - cpu0);
@@ -310,11 +282,8 @@ void write_suite(const Config& config, Figures& f) {
   Env env{root, root / "work"};
   f.set("fuse_overlayfs_available", env.fuse_overlayfs ? 1 : 0);
   std::optional<LoopFs> disk;  // destroyed before the scratch directory, after every view
-  if (config.on_tmp) {
-    fs::create_directory(env.work);
-  } else {
-    disk.emplace(root / "disk.img", env.work, 3 * bytes + (4096ull << 20), env.log);
-  }
+  if (!config.on_tmp) disk.emplace(root / "disk.img", env.work, 3 * bytes + (4ull << 30), env.log);
+  fs::create_directories(env.work);  // --on-tmp
 
   std::printf("heddle_bench write: creating the sources under %s ...\n", env.work.c_str());
   const std::string empty = env.at("lower-empty"), project = env.at("lower-project"),
