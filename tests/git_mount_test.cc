@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <thread>
@@ -217,6 +218,19 @@ TEST_F(GitMountTest, StatusNamesTheCommitAndTheCache) {
                           "opens_refused_for_memory"}) {
     EXPECT_TRUE(status.extra.contains(key)) << key << " missing from " << status.extra.dump();
   }
+}
+
+// The other half of SupervisorTest.ADirectoryWorkerMapsNoLibgit2: a thread's worker is the
+// git program, and a maps check sees libgit2 where it is.
+TEST_F(GitMountTest, AThreadsWorkerIsTheGitProgram) {
+  mount(repo("loose"), "main");
+  const auto files = mapped_files(supervisor_->pid());
+  if (!files) GTEST_SKIP() << "only root may read a worker's maps (it is not dumpable)";
+  ASSERT_FALSE(files->empty());
+  EXPECT_EQ(fs::path(files->front()).filename(), "heddle-fuse-worker-git");
+  EXPECT_TRUE(std::any_of(files->begin(), files->end(), [](const std::string& file) {
+    return file.find("libgit2") != std::string::npos;
+  }));
 }
 
 TEST_F(GitMountTest, TheWorkerSeesTheGitDirButNotTheWorkTree) {

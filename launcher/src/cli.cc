@@ -138,6 +138,9 @@ Environment:
                                     warn,heddle-fuse-worker=debug
   HEDDLE_FUSE_WORKER_BIN            the worker binary (default: next to this program, or
                                     ../libexec/heddle-fuse/); ignored if it names this program
+  HEDDLE_FUSE_WORKER_GIT_BIN        the worker of git threads (default: as above, named
+                                    heddle-fuse-worker-git; HEDDLE_FUSE_WORKER_BIN if only
+                                    that is set)
   HEDDLE_FUSE_WORKER_STOP_GRACE_MS  grace before each escalation step (default 2000)
 
 Exit status: 0 success, 1 failure, 2 usage error.

@@ -5,11 +5,13 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <string_view>
 
 #include "heddle/error.h"
 #include "heddle/ipc/worker_env.h"
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/mount_guard.h"
+#include "heddle/launcher/source_kinds.h"
 #include "heddle/launcher/supervisor.h"
 #include "heddle/log_levels.h"
 
@@ -91,6 +93,16 @@ std::string resolve_worker_binary(const std::string& override_path) {
   return resolve_helper_binary("heddle-fuse-worker", override_path, kWorkerBinaryEnv);
 }
 
+std::string resolve_worker_binary_for(const ipc::Source& source, const SupervisorOptions& options) {
+  const char* program = worker_program(source);
+  if (std::string_view(program) == "heddle-fuse-worker") {
+    return resolve_worker_binary(options.worker_binary);
+  }
+  const bool one_for_all = options.git_worker_binary.empty() && !options.worker_binary.empty();
+  return one_for_all ? resolve_worker_binary(options.worker_binary)
+                     : resolve_helper_binary(program, options.git_worker_binary, kGitWorkerBinaryEnv);
+}
+
 std::string resolve_guard_binary(const std::string& override_path) {
   return resolve_helper_binary("heddle-fuse-guard", override_path, kGuardBinaryEnv);
 }
@@ -98,6 +110,7 @@ std::string resolve_guard_binary(const std::string& override_path) {
 LauncherEnvironment LauncherEnvironment::read() {
   LauncherEnvironment env;
   env.worker_binary = helper_override(kWorkerBinaryEnv);
+  env.git_worker_binary = helper_override(kGitWorkerBinaryEnv);
   env.guard_binary = helper_override(kGuardBinaryEnv);
   env.stop_grace = parse_stop_grace(std::getenv(kStopGraceEnv));
   env.test_ignore_stop = std::getenv(kIgnoreStopEnv) != nullptr;
@@ -124,6 +137,7 @@ void LauncherEnvironment::set_worker_variable(const std::string& name, const std
 SupervisorOptions LauncherEnvironment::supervisor_options() const {
   SupervisorOptions options;
   options.worker_binary = worker_binary;
+  options.git_worker_binary = git_worker_binary;
   options.guard_binary = guard_binary;
   options.stop_grace = stop_grace;
   options.test_ignore_stop = test_ignore_stop;

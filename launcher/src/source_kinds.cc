@@ -88,6 +88,11 @@ std::string source_label(const ipc::Source& source) {
                     source);
 }
 
+const char* worker_program(const ipc::Source& source) {
+  return std::holds_alternative<ipc::GitSource>(source) ? "heddle-fuse-worker-git"
+                                                         : "heddle-fuse-worker";
+}
+
 void add_source_status(const ipc::Source& source, nlohmann::ordered_json& extra) {
   std::visit(Overloaded{[&](const ipc::DirSource& s) { extra["source"] = s.dir; },
                    [&](const ipc::GitSource& s) {

@@ -165,7 +165,8 @@ sandbox::SandboxSpec worker_sandbox(const ipc::MountSpec& mount, const Superviso
 
 std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOptions options,
                                               UniqueFd mountpoint) {
-  options.worker_binary = resolve_worker_binary(options.worker_binary);
+  // The sandbox binds this program only: a directory's worker maps no libgit2.
+  options.worker_binary = resolve_worker_binary_for(spec.source, options);
   options.guard_binary = resolve_guard_binary(options.guard_binary);
   std::optional<OverlayLock> overlay_lock;
   if (spec.writable()) {

@@ -170,6 +170,22 @@ inline std::string proc_status_field(pid_t pid, const std::string& key) {
   return "";
 }
 
+// The files PID has mapped (/proc/PID/maps' paths, once each, in order), or nullopt when we
+// may not read them: a worker is not dumpable, so only root reads its maps.
+inline std::optional<std::vector<std::string>> mapped_files(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/maps");
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  std::vector<std::string> files;
+  do {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    std::string file = line.substr(slash);
+    if (files.empty() || files.back() != file) files.push_back(std::move(file));
+  } while (std::getline(in, line));
+  return files;
+}
+
 // Our binaries: beside the test binary in the build tree, or where test_user.sh staged them.
 inline std::string bin_path(const std::string& name) {
   const char* staged = std::getenv("HEDDLE_TEST_BIN_DIR");

@@ -135,7 +135,9 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
   auto [boot_parent, boot_child] = make_socketpair();
   auto [ipc_parent, ipc_child] = make_socketpair();
 
-  std::string binary = HEDDLE_BIN_DIR "/heddle-fuse-worker";
+  // As the supervisor chooses: only the git thread worker links libgit2.
+  std::string binary = config.git_thread.empty() ? HEDDLE_BIN_DIR "/heddle-fuse-worker"
+                                                 : HEDDLE_BIN_DIR "/heddle-fuse-worker-git";
   const std::vector<std::string> args{binary, "--bootstrap-fd",
                                       std::to_string(kWorkerBootstrapFd)};
   ProcessOptions options;

@@ -1,5 +1,7 @@
 #include "inode_table.h"
 
+#include "heap_trim.h"
+
 namespace heddle::worker {
 
 InodeTable::InodeTable(FileId root_id) {
@@ -31,18 +33,21 @@ std::optional<NodeRef> InodeTable::find(NodeId node) const {
 
 void InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
   if (node == kRootNode) return;
-  const std::lock_guard lock(mutex_);
-  const auto it = nodes_.find(node);
-  if (it == nodes_.end()) return;
-  Node& entry = it->second;
-  if (entry.nlookup > nlookup) {
-    entry.nlookup -= nlookup;
-    return;
+  {
+    const std::lock_guard lock(mutex_);
+    const auto it = nodes_.find(node);
+    if (it == nodes_.end()) return;
+    Node& entry = it->second;
+    if (entry.nlookup > nlookup) {
+      entry.nlookup -= nlookup;
+      return;
+    }
+    if (const auto id = by_id_.find(entry.id); id != by_id_.end() && id->second == node) {
+      by_id_.erase(id);
+    }
+    nodes_.erase(it);
   }
-  if (const auto id = by_id_.find(entry.id); id != by_id_.end() && id->second == node) {
-    by_id_.erase(id);
-  }
-  nodes_.erase(it);
+  node_forgotten();
 }
 
 std::size_t InodeTable::size() const {

@@ -20,8 +20,13 @@ std::unique_ptr<Backend> open_source(const ipc::Source& source, uid_t owner_uid,
               return open_git_fs(
                   GitFsOptions{git.repo_root, git.thread, git.cache_bytes, owner_uid, owner_gid});
 #else
-              (void)git;
-              throw Error("this heddle-fuse-worker was built without the git backend", ENOTSUP);
+              (void)git, (void)owner_uid, (void)owner_gid;
+              // The supervisor runs heddle-fuse-worker-git for a git thread (worker/CMakeLists.txt).
+              throw Error("heddle-fuse-worker serves directories; a git thread is served by "
+                          "heddle-fuse-worker-git",
+                          ENOTSUP,
+                          "HEDDLE_FUSE_WORKER_BIN names one worker for every mount; set "
+                          "HEDDLE_FUSE_WORKER_GIT_BIN to heddle-fuse-worker-git, or unset it");
 #endif
             }},
       source);

@@ -7,6 +7,7 @@
 #include <mutex>
 #include <utility>
 
+#include "heap_trim.h"
 #include "heddle/error.h"
 
 namespace heddle::worker::git {
@@ -191,25 +192,28 @@ NodeId NodeTable::acquire(NodeInfo info, std::shared_ptr<const NodeInfo>& out) {
 
 void NodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
   if (node == kRootNode) return;
-  const std::unique_lock lock(mutex_);
-  const auto it = by_id_.find(node);
-  if (it == by_id_.end()) return;
-  auto& count = it->second->nlookup;
-  const std::uint64_t now = count.load(std::memory_order_relaxed);
-  if (nlookup < now) {
-    count.store(now - nlookup, std::memory_order_relaxed);
-    return;
+  {
+    const std::unique_lock lock(mutex_);
+    const auto it = by_id_.find(node);
+    if (it == by_id_.end()) return;
+    auto& count = it->second->nlookup;
+    const std::uint64_t now = count.load(std::memory_order_relaxed);
+    if (nlookup < now) {
+      count.store(now - nlookup, std::memory_order_relaxed);
+      return;
+    }
+    if (const auto live = by_ino_.find(it->second->info->ino);
+        live != by_ino_.end() && live->second == node) {
+      by_ino_.erase(live);
+    }
+    // A gone node's path may name a newer node by now.
+    if (const auto path = by_path_.find(std::string_view(it->second->info->path));
+        path != by_path_.end() && path->second == node) {
+      by_path_.erase(path);
+    }
+    by_id_.erase(it);
   }
-  if (const auto live = by_ino_.find(it->second->info->ino);
-      live != by_ino_.end() && live->second == node) {
-    by_ino_.erase(live);
-  }
-  // A gone node's path may name a newer node by now.
-  if (const auto path = by_path_.find(std::string_view(it->second->info->path));
-      path != by_path_.end() && path->second == node) {
-    by_path_.erase(path);
-  }
-  by_id_.erase(it);
+  node_forgotten();
 }
 
 NodeId NodeTable::id_of(std::string_view path) const {

@@ -17,6 +17,7 @@ inline constexpr std::chrono::hours kDefaultLogMaxAge{24 * 14};
 
 struct LauncherEnvironment {
   std::string worker_binary;  // HEDDLE_FUSE_WORKER_BIN, unless it names this program
+  std::string git_worker_binary;  // HEDDLE_FUSE_WORKER_GIT_BIN, likewise
   std::string guard_binary;   // HEDDLE_FUSE_GUARD_BIN
   std::chrono::milliseconds stop_grace = kDefaultStopGrace;  // HEDDLE_FUSE_WORKER_STOP_GRACE_MS
   bool test_ignore_stop = false;  // HEDDLE_FUSE_WORKER_TEST_IGNORE_STOP set

@@ -42,6 +42,11 @@ namespace heddle::launcher {
 // "DIR" or "REPO#THREAD": messages and the mount's fsname.
 [[nodiscard]] std::string source_label(const ipc::Source& source);
 
+// The worker program that serves `source`: "heddle-fuse-worker" for a directory,
+// "heddle-fuse-worker-git" for a git thread (only it links libgit2, whose 16 shared objects
+// would otherwise be loaded by every spawn).
+[[nodiscard]] const char* worker_program(const ipc::Source& source);
+
 // The Status fields `status` and `list` show: "source", and "thread" for a thread.
 void add_source_status(const ipc::Source& source, nlohmann::ordered_json& extra);
 

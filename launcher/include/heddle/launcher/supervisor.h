@@ -28,6 +28,8 @@
 namespace heddle::launcher {
 
 inline constexpr const char* kWorkerBinaryEnv = "HEDDLE_FUSE_WORKER_BIN";
+// The git thread worker, heddle-fuse-worker-git (resolve_worker_binary_for).
+inline constexpr const char* kGitWorkerBinaryEnv = "HEDDLE_FUSE_WORKER_GIT_BIN";
 inline constexpr const char* kStopGraceEnv = "HEDDLE_FUSE_WORKER_STOP_GRACE_MS";
 // Test hook for the fault matrix: set to anything, the worker ignores Stop and SIGTERM so the
 // escalation can be observed from the CLI. (The worker's own hooks: heddle/ipc/worker_env.h.)
@@ -43,6 +45,7 @@ inline constexpr std::chrono::milliseconds kDefaultStopGrace{2000};
 // LauncherEnvironment (launcher_environment.h), tests set the fields they need.
 struct SupervisorOptions {
   std::string worker_binary;  // empty: resolve_worker_binary()
+  std::string git_worker_binary;  // empty: see resolve_worker_binary_for()
   std::string guard_binary;   // empty: resolve_guard_binary()
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds status_timeout{5000};
@@ -53,6 +56,13 @@ struct SupervisorOptions {
   bool subordinate_ids = true;
   std::vector<std::string> worker_env;  // "NAME=value", the worker's whole environment
 };
+
+// The worker program for `source` (source_kinds.h's worker_program), found as
+// resolve_worker_binary() finds heddle-fuse-worker. A git thread's is git_worker_binary
+// (HEDDLE_FUSE_WORKER_GIT_BIN) if set; else worker_binary if set, since one override names
+// the worker of every kind (a stand-in of tests, or heddle's own worker).
+[[nodiscard]] std::string resolve_worker_binary_for(const ipc::Source& source,
+                                                    const SupervisorOptions& options);
 
 // The sandbox a worker for `spec` gets (binds, identity, namespaces, environment), without
 // its executable, argv or fds. `sandbox-exec` runs other commands in exactly this.
