@@ -10,6 +10,7 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -126,18 +127,30 @@ void send(int ipc_fd, const ipc::Message& message) {
 struct Bootstrap {
   UniqueFd ipc;
   UniqueFd fuse;
-  UniqueFd broker;  // the file broker's socket; absent when the sender offers none
+  UniqueFd broker;   // the file broker's socket; absent when the sender offers none
+  UniqueFd journal;  // the mount's node journal (a memfd); absent when the sender offers none
   std::string payload;
 };
 
-// Takes ownership of `fd` and closes it once the message has arrived.
+bool is_socket(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+// Takes ownership of `fd` and closes it once the message has arrived. The optional fds after
+// the first two are told apart by kind (mount_spec.h): a socket is the broker's, a memfd the
+// journal.
 Bootstrap receive_bootstrap(int fd) {
   const UniqueFd bootstrap(fd);
-  auto received = ipc::receive_fds_between(bootstrap.get(), 2, 3, ipc::kMaxBootstrapBytes,
+  auto received = ipc::receive_fds_between(bootstrap.get(), 2, 4, ipc::kMaxBootstrapBytes,
                                            kBootstrapTimeout);
-  Bootstrap out{std::move(received.fds[0]), std::move(received.fds[1]), UniqueFd(),
+  Bootstrap out{std::move(received.fds[0]), std::move(received.fds[1]), UniqueFd(), UniqueFd(),
                 std::move(received.payload)};
-  if (received.fds.size() == 3) out.broker = std::move(received.fds[2]);
+  for (std::size_t i = 2; i < received.fds.size(); ++i) {
+    UniqueFd& slot = is_socket(received.fds[i].get()) ? out.broker : out.journal;
+    if (slot) throw Error("the bootstrap passes two fds of one kind", EPROTO);
+    slot = std::move(received.fds[i]);
+  }
   return out;
 }
 
@@ -248,6 +261,7 @@ class Retargeting {
         ok.extra["uptime_ms"] = uptime.count();
         ok.extra["nodes"] = fs.node_count();
         ok.extra["serving"] = session.serving();
+        ok.extra["generation"] = boot.generation;
         fs.add_status(ok.extra);
         retargeting.add_status(ok.extra);
         send(ipc_fd, ok);
