@@ -36,13 +36,11 @@ struct Header {
 };
 static_assert(sizeof(Header) <= kJournalHeaderBytes);
 
-enum RecordType : std::uint16_t {
-  kLookup = 1,   // a=node b=parent c=ino d=n aux=type name
-  kForget = 2,   // a=node d=n
-  kName = 3,     // a=node b=parent (0: no name) name
-  kOpen = 4,     // a=fh b=node c=dir aux=flags
-  kRelease = 5,  // a=fh
-};
+constexpr std::uint16_t kLookup = JournalRecord::kLookup;
+constexpr std::uint16_t kForget = JournalRecord::kForget;
+constexpr std::uint16_t kName = JournalRecord::kName;
+constexpr std::uint16_t kOpen = JournalRecord::kOpen;
+constexpr std::uint16_t kRelease = JournalRecord::kRelease;
 
 struct RecordHead {
   std::uint16_t type;
@@ -142,7 +140,7 @@ bool valid_component(std::string_view name) noexcept {
 }
 
 std::variant<JournalState, JournalError> decode_journal(std::span<const std::byte> image) {
-  if (image.size() < kJournalBytes) return JournalError{"the journal is too short", {}, {}};
+  if (image.size() < kJournalHeaderBytes) return JournalError{"the journal is too short", {}, {}};
   Header h;
   std::memcpy(&h, image.data(), sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) {
@@ -157,6 +155,9 @@ std::variant<JournalState, JournalError> decode_journal(std::span<const std::byt
   if (used > kJournalRegionBytes) return JournalError{"a region longer than its room", {}, {}};
   if (h.init_request_bytes > kMaxInitBytes || h.init_reply_bytes > kMaxInitBytes) {
     return JournalError{"FUSE_INIT bytes longer than their room", {}, {}};
+  }
+  if (image.size() < kJournalHeaderBytes + h.active * kJournalRegionBytes + used) {
+    return JournalError{"the journal is too short", {}, {}};
   }
   JournalState state;
   state.init_request.assign(reinterpret_cast<const char*>(h.init_request), h.init_request_bytes);
@@ -185,6 +186,32 @@ std::variant<JournalState, JournalError> decode_journal(std::span<const std::byt
     at += size;
   }
   return state;
+}
+
+std::vector<std::byte> journal_image(const std::vector<JournalRecord>& records,
+                                     std::string_view init_request, std::string_view init_reply) {
+  std::vector<std::byte> image(kJournalHeaderBytes);
+  for (const JournalRecord& record : records) {
+    const std::size_t at = image.size();
+    const std::size_t name_bytes = std::min<std::size_t>(record.name.size(), 0xffff);
+    image.resize(at + padded(sizeof(RecordHead) + name_bytes));
+    const RecordHead r{record.type, static_cast<std::uint16_t>(name_bytes), record.aux,
+                       record.a, record.b, record.c, record.d};
+    std::memcpy(image.data() + at, &r, sizeof r);
+    std::memcpy(image.data() + at + sizeof r, record.name.data(), name_bytes);
+  }
+  Header h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.version = kVersion;
+  h.header_bytes = kJournalHeaderBytes;
+  h.region_bytes = kJournalRegionBytes;
+  h.used[0] = image.size() - kJournalHeaderBytes;
+  h.init_request_bytes = static_cast<std::uint32_t>(std::min(init_request.size(), kMaxInitBytes));
+  h.init_reply_bytes = static_cast<std::uint32_t>(std::min(init_reply.size(), kMaxInitBytes));
+  std::memcpy(h.init_request, init_request.data(), h.init_request_bytes);
+  std::memcpy(h.init_reply, init_reply.data(), h.init_reply_bytes);
+  std::memcpy(image.data(), &h, sizeof h);
+  return image;
 }
 
 std::variant<JournalState, JournalError> NodeJournal::read(int memfd) {

@@ -40,6 +40,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <variant>
+#include <vector>
 
 #include "backend.h"
 #include "heddle/unique_fd.h"
@@ -92,8 +93,29 @@ struct JournalError {
   std::string init_reply;
 };
 
-// Decodes a journal image (the memfd's bytes; `image` may be shorter than kJournalBytes, which
-// is then an error). Never trusts it: see above.
+// One log record as stored (tests and the fuzzer build images from these).
+struct JournalRecord {
+  enum Type : std::uint16_t {
+    kLookup = 1,   // a=node b=parent c=ino d=count aux=S_IFMT bits, name
+    kForget = 2,   // a=node d=count
+    kName = 3,     // a=node b=parent (0: no name), name
+    kOpen = 4,     // a=fh b=node c=1 for a directory aux=open flags
+    kRelease = 5,  // a=fh
+  };
+  std::uint16_t type = 0;
+  std::uint32_t aux = 0;
+  std::uint64_t a = 0, b = 0, c = 0, d = 0;
+  std::string name;
+};
+
+// A journal image with `records` as region 0's log, and the FUSE_INIT bytes given. Only as
+// long as the decoder needs (header and log).
+[[nodiscard]] std::vector<std::byte> journal_image(const std::vector<JournalRecord>& records,
+                                                   std::string_view init_request = {},
+                                                   std::string_view init_reply = {});
+
+// Decodes a journal image: the memfd's bytes, or as many as hold the header and the active
+// region's log (shorter is an error). Never trusts it: see above.
 [[nodiscard]] std::variant<JournalState, JournalError> decode_journal(
     std::span<const std::byte> image);
 
