@@ -103,8 +103,11 @@ TEST(NodeJournal, CompactionKeepsTheStateAndASuccessorStartsFromIt) {
   JournalState restored;
   restored.nodes[2] = state.nodes.at(2);
   restored.init_request = "r";
+  restored.next_node = state.next_node;  // 66: the high-water mark stays
+  restored.next_fh = state.next_fh;
   NodeJournal successor(dup_of(keep.get()), restored);
   EXPECT_EQ(read_ok(keep.get()), restored);
+  EXPECT_EQ(read_ok(keep.get()).next_node, 66u);
 }
 
 TEST(NodeJournal, ARecordNotYetCommittedIsLeftOut) {
@@ -164,7 +167,7 @@ TEST(NodeJournal, HostileRecordsAreRefusedByName) {
     ASSERT_NE(error, nullptr) << "accepted a journal that should say " << c.says;
     EXPECT_NE(error->reason.find(c.says), std::string::npos) << error->reason;
     // The header was sound: a successor may still take the connection over.
-    EXPECT_EQ(error->init_request, "init");
+    EXPECT_EQ(error->header.init_request, "init");
   }
 }
 
@@ -201,6 +204,11 @@ TEST(NodeJournal, BrokenHeadersAreRefused) {
       {32, kJournalRegionBytes + 8, "longer than its room"},  // used[0]
       {32, 96, "too short"},                             // committed past the image's end
       {48, std::uint64_t{kMaxInitBytes + 1}, "FUSE_INIT bytes"},
+      // The high-water marks (next node id, next fh) after the FUSE_INIT bytes.
+      {1080, 0, "high-water marks out of range"},
+      {1080, kMaxJournalId + 1, "high-water marks out of range"},
+      {1088, 0, "high-water marks out of range"},
+      {1080, 2, "node id above the high-water mark"},  // the log's node 2 is not below it
   };
   for (const Case& c : cases) {
     auto image = valid;

@@ -69,6 +69,10 @@ struct JournalState {
   std::map<std::uint64_t, JournalHandle> handles;
   std::string init_request;  // the FUSE_INIT request as read from /dev/fuse (header included)
   std::string init_reply;    // and the reply that went back
+  // High-water marks: every node id and fh ever given to the kernel is below these, so that a
+  // successor gives none of them to another file, even when it could restore nothing.
+  NodeId next_node = kRootNode + 1;
+  std::uint64_t next_fh = 1;
   friend bool operator==(const JournalState&, const JournalState&) = default;
 };
 
@@ -87,10 +91,10 @@ inline constexpr std::size_t kJournalBytes = kJournalHeaderBytes + 2 * kJournalR
 
 struct JournalError {
   std::string reason;
-  // The FUSE_INIT exchange, when the header was sound though a record was not: a successor
-  // can still take the connection over, with every node stale.
-  std::string init_request;
-  std::string init_reply;
+  // What a sound header holds, though a record was not: the FUSE_INIT exchange and the
+  // high-water marks (empty and 0 when the header itself was refused). A successor can still
+  // take the connection over, with every node stale.
+  JournalState header;
 };
 
 // One log record as stored (tests and the fuzzer build images from these).
