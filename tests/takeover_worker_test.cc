@@ -452,6 +452,63 @@ TEST_F(TakeoverTest, OpenFilesAndDirectoriesCarryOver) {
   EXPECT_EQ(status_of(*worker).value("generation", 0u), 3u);
 }
 
+// The journal's cost: a cold walk of 50k entries (every lookup and readdirplus entry is
+// journalled) and reads of small files (opens and releases), without and with the journal. The
+// journal must hold every node the walk gave the kernel.
+TEST_F(TakeoverTest, HeavyJournalCostOnAWalkAndSmallReads) {
+  constexpr int kWalkDirs = 50;
+  constexpr int kWalkFiles = 1000;
+  std::error_code ec;
+  const bool shm = fs::is_directory("/dev/shm", ec);
+  TempDir tree("heddle-journal-cost", shm ? fs::path("/dev/shm") : fs::path());
+  for (int d = 0; d < kWalkDirs; ++d) {
+    const fs::path dir = tree.path() / ("d" + std::to_string(d));
+    fs::create_directory(dir);
+    for (int f = 0; f < kWalkFiles; ++f) write_file(dir / std::to_string(f), "small file\n");
+  }
+  auto seconds = [](auto body) {
+    const auto start = Clock::now();
+    body();
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  };
+  double best_walk[2] = {1e9, 1e9};
+  double best_read[2] = {1e9, 1e9};
+  for (int round = 0; round < 2; ++round) {
+    for (int journal = 0; journal < 2; ++journal) {
+      WorkerConfig config;
+      config.source = tree.path();
+      config.journal = journal == 1;
+      UnsandboxedWorker worker(std::move(config));
+      ASSERT_TRUE(worker.ready());
+      std::size_t seen = 0;
+      best_walk[journal] = std::min(best_walk[journal], seconds([&] {
+        for (fs::recursive_directory_iterator it(worker.mountpoint()), end; it != end; ++it) {
+          struct stat st {};
+          ASSERT_EQ(::lstat(it->path().c_str(), &st), 0);
+          ++seen;
+        }
+      }));
+      EXPECT_EQ(seen, static_cast<std::size_t>(kWalkDirs * (kWalkFiles + 1)));
+      best_read[journal] = std::min(best_read[journal], seconds([&] {
+        for (int f = 0; f < 5000; ++f) {
+          const fs::path path = worker.mountpoint() / ("d" + std::to_string(f % kWalkDirs)) /
+                                std::to_string(f / kWalkDirs);
+          ASSERT_EQ(read_file(path), "small file\n");
+        }
+      }));
+      if (journal == 1) {
+        EXPECT_GE(status_of(worker).value("journal_nodes", 0u),
+                  static_cast<unsigned>(kWalkDirs * (kWalkFiles + 1)));
+      }
+    }
+  }
+  std::printf("journal cost: walk of %d entries %.3f s without, %.3f s with (%+.1f%%); 5000 "
+              "small reads %.3f s without, %.3f s with (%+.1f%%)\n",
+              kWalkDirs * (kWalkFiles + 1), best_walk[0], best_walk[1],
+              100 * (best_walk[1] / best_walk[0] - 1), best_read[0], best_read[1],
+              100 * (best_read[1] / best_read[0] - 1));
+}
+
 // --- A damaged journal -------------------------------------------------------------------
 
 using worker::JournalRecord;
