@@ -394,7 +394,8 @@ void NodeJournal::looked_up(NodeId node, NodeId parent, std::string_view name,
     return;
   }
   it->second.nlookup += n;
-  set_name(node, parent, name);
+  // The common case, a name looked up again, changes no index.
+  if (it->second.parent != parent || it->second.name != name) set_name(node, parent, name);
   append(kLookup, type & S_IFMT, node, parent, ino, n, name);
 }
 

@@ -65,8 +65,8 @@ struct JournalHandle {
 };
 
 struct JournalState {
-  std::map<NodeId, JournalNode> nodes;
-  std::map<std::uint64_t, JournalHandle> handles;
+  std::unordered_map<NodeId, JournalNode> nodes;
+  std::unordered_map<std::uint64_t, JournalHandle> handles;
   std::string init_request;  // the FUSE_INIT request as read from /dev/fuse (header included)
   std::string init_reply;    // and the reply that went back
   // High-water marks: every node id and fh ever given to the kernel is below these, so that a
