@@ -40,7 +40,7 @@ TEST(MountSpec, EveryFieldRoundTrips) {
 
 TEST(MountSpec, TheDocumentHasItsDocumentedShape) {
   const auto json = nlohmann::json::parse(encode_bootstrap(git_bootstrap()));
-  EXPECT_EQ(json, nlohmann::json::parse(R"({"host_pid":4242,"test_ignore_stop":true,"spec":{
+  EXPECT_EQ(json, nlohmann::json::parse(R"({"host_pid":4242,"test_ignore_stop":true,"generation":1,"spec":{
       "source":{"kind":"git","repo_root":"/src/repo","thread":"feature/x","cache_bytes":1234},
       "mountpoint":"/mnt/x","uid":1000,"gid":100,"allow_other":true,"sandbox":"degraded",
       "overlay_dir":"/var/lib/heddle-fuse/overlays/repo-x"}})"));
@@ -71,6 +71,8 @@ TEST(MountSpec, BadDocumentsAreRefusedByName) {
       {[](auto& j) { j.erase("spec"); }, "lacks \"spec\""},
       {[](auto& j) { j["host_pid"] = 0; }, "\"host_pid\" is 0"},
       {[](auto& j) { j.erase("test_ignore_stop"); }, "lacks \"test_ignore_stop\""},
+      {[](auto& j) { j.erase("generation"); }, "lacks \"generation\""},
+      {[](auto& j) { j["generation"] = 0; }, "\"generation\" is 0"},
   };
   for (const Case& c : cases) {
     nlohmann::json bad = valid;

@@ -112,7 +112,8 @@ std::string encode_bootstrap(const WorkerBootstrap& bootstrap) {
         {"allow_other", spec.allow_other},
         {"sandbox", kSandboxNames[static_cast<std::size_t>(spec.sandbox)]},
         {"overlay_dir", spec.overlay_dir}}},
-      {"test_ignore_stop", bootstrap.test_ignore_stop}};
+      {"test_ignore_stop", bootstrap.test_ignore_stop},
+      {"generation", bootstrap.generation}};
   try {
     return json.dump();
   } catch (const Json::exception& e) {
@@ -127,7 +128,7 @@ WorkerBootstrap decode_bootstrap(std::string_view text_in) {
   } catch (const Json::exception& e) {
     bad(std::string("not JSON: ") + e.what());
   }
-  checked_object(json, {"host_pid", "spec", "test_ignore_stop"}, "the bootstrap");
+  checked_object(json, {"host_pid", "spec", "test_ignore_stop", "generation"}, "the bootstrap");
   const Json& spec = checked_object(
       json["spec"], {"source", "mountpoint", "uid", "gid", "allow_other", "sandbox", "overlay_dir"},
       "\"spec\"");
@@ -135,6 +136,8 @@ WorkerBootstrap decode_bootstrap(std::string_view text_in) {
   out.host_pid = number<std::uint32_t>(json, "host_pid");
   if (out.host_pid == 0) bad("\"host_pid\" is 0");
   out.test_ignore_stop = flag(json, "test_ignore_stop");
+  out.generation = number<std::uint32_t>(json, "generation");
+  if (out.generation == 0) bad("\"generation\" is 0");
   out.spec.source = parse_source(spec["source"]);
   out.spec.mountpoint = text(spec, "mountpoint");
   out.spec.uid = number<uid_t>(spec, "uid");

@@ -51,6 +51,14 @@ constexpr KnownField kWorkerFields[] = {
     {"conflict_count", FieldType::kCounter},
     {"frozen", FieldType::kBool},
     {"writes_held", FieldType::kCounter},
+    // Worker restart (issue 16): which worker of the mount this is, whether the kernel resent
+    // what its predecessor had taken, and the node journal's size.
+    {"generation", FieldType::kCounter},
+    {"resend", FieldType::kBool},
+    {"journal_nodes", FieldType::kCounter},
+    {"journal_handles", FieldType::kCounter},
+    {"restored_nodes", FieldType::kCounter},
+    {"stale_nodes", FieldType::kCounter},
 };
 
 // Sent by the worker too, but the supervisor knows better and fills them (supervision.cc).

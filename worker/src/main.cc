@@ -10,6 +10,7 @@
 
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -44,9 +45,11 @@
 #include "heddle/unique_fd.h"
 #include "logging.h"
 #include "memory_limit.h"
+#include "node_journal.h"
 #include "open_source.h"
 #include "options.h"
 #include "overlay_fs.h"
+#include "takeover.h"
 
 namespace heddle::worker {
 namespace {
@@ -126,18 +129,30 @@ void send(int ipc_fd, const ipc::Message& message) {
 struct Bootstrap {
   UniqueFd ipc;
   UniqueFd fuse;
-  UniqueFd broker;  // the file broker's socket; absent when the sender offers none
+  UniqueFd broker;   // the file broker's socket; absent when the sender offers none
+  UniqueFd journal;  // the mount's node journal (a memfd); absent when the sender offers none
   std::string payload;
 };
 
-// Takes ownership of `fd` and closes it once the message has arrived.
+bool is_socket(int fd) {
+  struct stat st {};
+  return ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+// Takes ownership of `fd` and closes it once the message has arrived. The optional fds after
+// the first two are told apart by kind (mount_spec.h): a socket is the broker's, a memfd the
+// journal.
 Bootstrap receive_bootstrap(int fd) {
   const UniqueFd bootstrap(fd);
-  auto received = ipc::receive_fds_between(bootstrap.get(), 2, 3, ipc::kMaxBootstrapBytes,
+  auto received = ipc::receive_fds_between(bootstrap.get(), 2, 4, ipc::kMaxBootstrapBytes,
                                            kBootstrapTimeout);
-  Bootstrap out{std::move(received.fds[0]), std::move(received.fds[1]), UniqueFd(),
+  Bootstrap out{std::move(received.fds[0]), std::move(received.fds[1]), UniqueFd(), UniqueFd(),
                 std::move(received.payload)};
-  if (received.fds.size() == 3) out.broker = std::move(received.fds[2]);
+  for (std::size_t i = 2; i < received.fds.size(); ++i) {
+    UniqueFd& slot = is_socket(received.fds[i].get()) ? out.broker : out.journal;
+    if (slot) throw Error("the bootstrap passes two fds of one kind", EPROTO);
+    slot = std::move(received.fds[i]);
+  }
   return out;
 }
 
@@ -152,7 +167,8 @@ class Retargeting {
   static constexpr std::size_t kMaxListed = 100;
   static constexpr std::size_t kMaxListedBytes = 16 << 10;
 
-  Retargeting(Backend& fs, FuseSession& session) : fs_(fs), session_(session) {}
+  Retargeting(Backend& fs, FuseSession& session, NodeJournal* journal)
+      : fs_(fs), session_(session), journal_(journal) {}
 
   ipc::Message freeze() {
     session_.gate().close();
@@ -191,6 +207,7 @@ class Retargeting {
     if (dropped > 0) spdlog::warn("retarget: {} kernel notifications failed", dropped);
     if (request.drop_overlay) conflicts_.clear();
     conflicts_.insert(outcome.conflicts.begin(), outcome.conflicts.end());
+    if (journal_ != nullptr) journal_->set_commit(outcome.commit);
     spdlog::info("now serving commit {} ({} notifications, {} conflicts)", outcome.commit,
                  outcome.notes.size(), outcome.conflicts.size());
     return ipc::Retargeted{outcome.commit, listed(outcome.conflicts)};
@@ -220,13 +237,34 @@ class Retargeting {
 
   Backend& fs_;
   FuseSession& session_;
+  NodeJournal* journal_;  // the commit served goes there (a successor serves it too)
   std::set<std::string> conflicts_;  // since the last capture (drop_overlay)
 };
 
+// Issue 16: the journal this worker writes, and how its takeover went (a successor's).
+struct Restart {
+  std::unique_ptr<NodeJournal> journal;
+  bool took_over = false;
+  bool resend = false;
+  RestoreReport restored;
+
+  void add_status(nlohmann::ordered_json& extra) const {
+    if (journal) {
+      extra["journal_nodes"] = journal->node_count();
+      extra["journal_handles"] = journal->handle_count();
+    }
+    if (took_over) {
+      extra["resend"] = resend;
+      extra["restored_nodes"] = restored.nodes;
+      extra["stale_nodes"] = restored.stale_nodes;
+    }
+  }
+};
+
 [[noreturn]] void serve_ipc(int ipc_fd, const ipc::WorkerBootstrap& boot, Backend& fs,
-                            FuseSession& session) {
+                            FuseSession& session, const Restart& restart) {
   const auto started = std::chrono::steady_clock::now();
-  Retargeting retargeting(fs, session);
+  Retargeting retargeting(fs, session, restart.journal.get());
   for (;;) {
     std::optional<ipc::Message> message;
     try {
@@ -248,6 +286,8 @@ class Retargeting {
         ok.extra["uptime_ms"] = uptime.count();
         ok.extra["nodes"] = fs.node_count();
         ok.extra["serving"] = session.serving();
+        ok.extra["generation"] = boot.generation;
+        restart.add_status(ok.extra);
         fs.add_status(ok.extra);
         retargeting.add_status(ok.extra);
         send(ipc_fd, ok);
@@ -303,6 +343,60 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broke
   return std::make_unique<OverlayFs>(std::move(lower), spec.overlay_dir, spec.uid, spec.gid);
 }
 
+// Issue 16. A first worker formats the journal and records FUSE_INIT as it comes. A successor
+// reads what its predecessor left (never trusting it), rebuilds the nodes and handles it can
+// find again, starts its own journal from them, replays the recorded FUSE_INIT into libfuse
+// and asks the kernel to send again what the predecessor had taken. Throws heddle::Error.
+Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
+                  FuseSession& session) {
+  Restart out;
+  if (boot.generation == 1) {
+    JournalState first;
+    first.backend = fs.takeover_state();
+    first.commit = fs.served_commit().value_or("");
+    out.journal = std::make_unique<NodeJournal>(std::move(memfd), first);
+    session.attach_journal(out.journal.get(), true);
+    return out;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  JournalState previous;
+  auto read = NodeJournal::read(memfd.get());
+  if (auto* error = std::get_if<JournalError>(&read)) {
+    // Escaped: the reason may quote what a hostile predecessor wrote.
+    spdlog::error("the node journal is refused ({}): every node the kernel holds is stale",
+                  escape_text(error->reason));
+    // Its FUSE_INIT and high-water marks, if its header was sound: no nodes, no handles.
+    previous = std::move(error->header);
+  } else {
+    previous = std::get<JournalState>(std::move(read));
+  }
+  if (previous.init_request.empty()) {
+    throw Error("the node journal holds no FUSE_INIT: the connection cannot be taken over", EPROTO);
+  }
+  out.restored = restore_journal(fs, session.handles(), previous);
+  out.journal = std::make_unique<NodeJournal>(std::move(memfd), out.restored.kept);
+  session.attach_journal(out.journal.get(), false);
+  if (!session.replay_init(previous.init_request, previous.init_reply)) {
+    spdlog::warn("this worker negotiates FUSE_INIT otherwise than its predecessor did; the "
+                 "kernel keeps what was agreed first");
+  }
+  out.took_over = true;
+  const int err = session.request_resend();
+  out.resend = err == 0;
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - started);
+  spdlog::info("generation {} took the connection over in {} us: {} nodes and {} handles "
+               "restored, {} nodes stale, {} handles lost",
+               boot.generation, took.count(), out.restored.nodes, out.restored.handles,
+               out.restored.stale_nodes, out.restored.lost_handles);
+  if (!out.resend) {
+    spdlog::warn("the kernel refused FUSE_NOTIFY_RESEND ({}): requests the previous worker had "
+                 "taken will not be answered (Linux 6.9 or later resends them)",
+                 std::strerror(err));
+  }
+  return out;
+}
+
 [[noreturn]] void run(const Options& options, const Environment& env) {
   // execve made us dumpable again: no core dump of served file contents, and no ptrace or
   // /proc/PID/mem from anything but root over this user namespace.
@@ -346,10 +440,17 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broke
     exit_now(kExitPanic);
   }
 
-  // Both live until _exit(): the FUSE threads use them.
+  if (boot.generation > 1 && !bootstrap.journal) {
+    fail_mount(ipc_fd, "worker generation " + std::to_string(boot.generation) +
+                           " was given no node journal: it cannot take the connection over");
+  }
+
+  // All live until _exit(): the FUSE threads use them.
   std::optional<FuseSession> session;
+  Restart restart;
   try {
     session.emplace(std::move(bootstrap.fuse), *fs, trace_logging());
+    if (bootstrap.journal) restart = take_over(std::move(bootstrap.journal), boot, *fs, *session);
     // With its session over a worker has nothing left to serve: it ends, and its supervisor
     // (which sees whether the mount is gone) ends the rest.
     session->start(kMaxIdleThreads, [](bool closed) {
@@ -371,7 +472,7 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broke
   spdlog::info("serving {} {} at {} (host pid {})", describe_source(spec.source),
                spec.writable() ? "writable, overlay " + spec.overlay_dir : "read-only",
                spec.mountpoint, boot.host_pid);
-  serve_ipc(ipc_fd, boot, *fs, *session);
+  serve_ipc(ipc_fd, boot, *fs, *session, restart);
 }
 
 }  // namespace

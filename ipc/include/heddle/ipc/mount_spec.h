@@ -67,11 +67,20 @@ struct MountSpec {
 };
 
 // The bootstrap message's payload: the worker's host pid (it cannot see it from inside its
-// pid namespace), the spec, and the escalation tests' hook.
+// pid namespace), the spec, the escalation tests' hook, and which worker of the mount this is.
+//
+// The message carries the fds [ipc socket, /dev/fuse fd, file broker socket (optional), node
+// journal memfd (optional)]. The broker's is a socket and the journal a memfd, which is how the
+// worker tells the optional two apart. The journal (issue 16) is one memfd per mount, made by
+// the supervisor (memfd_create, MFD_CLOEXEC | MFD_ALLOW_SEALING) and passed to each of its
+// workers; its format is the worker's (worker/src/node_journal.h), the supervisor never reads it.
 struct WorkerBootstrap {
   std::uint32_t host_pid = 0;
   MountSpec spec;
   bool test_ignore_stop = false;  // the worker ignores Stop and SIGTERM
+  // 1 for a mount's first worker, which receives FUSE_INIT. Above 1: the connection is live
+  // and already initialised; the worker takes it over from the journal (no FUSE_INIT comes).
+  std::uint32_t generation = 1;
   friend bool operator==(const WorkerBootstrap&, const WorkerBootstrap&) = default;
 };
 
