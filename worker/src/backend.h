@@ -191,6 +191,14 @@ class Backend {
   [[nodiscard]] virtual std::vector<TreeChange> switch_tree(const std::string& /*commit*/) {
     throw Error("this mount serves no git commit: it cannot be retargeted", 0);
   }
+
+  // Takeover (issue 16): a successor worker gives the nodes the kernel holds their old ids.
+  // The next node this backend creates takes the id `node`, and those after it count on from
+  // there; false when the backend cannot choose its ids (its nodes are then all stale). Only
+  // before serving, from one thread.
+  [[nodiscard]] virtual bool set_next_node(NodeId /*node*/) { return false; }
+  // Counts `n` more references on the known node `node`.
+  virtual void add_lookups(NodeId /*node*/, std::uint64_t /*n*/) {}
 };
 
 }  // namespace heddle::worker

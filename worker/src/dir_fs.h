@@ -37,6 +37,11 @@ class DirFs final : public Backend {
   [[nodiscard]] CachePolicy cache_policy() const override { return {1.0, 1.0, true}; }
   [[nodiscard]] std::size_t node_count() const override { return nodes_.size(); }
   void add_status(nlohmann::ordered_json& extra) const override;
+  [[nodiscard]] bool set_next_node(NodeId node) override {
+    nodes_.set_next(node);
+    return true;
+  }
+  void add_lookups(NodeId node, std::uint64_t n) override { nodes_.add_lookups(node, n); }
 
  private:
   // Opens the node's path with `flags` (through SourceTree::open_beneath) and checks that the

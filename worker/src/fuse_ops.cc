@@ -16,6 +16,9 @@
 #include <spdlog/spdlog.h>
 
 #include "backend.h"
+#include "node_journal.h"
+#include "open_handles.h"
+#include "takeover.h"
 #include "write_gate.h"
 
 namespace heddle::worker {
@@ -44,14 +47,27 @@ fuse_entry_param entry_param(const Backend& fs, NodeId node, const struct stat& 
   return e;
 }
 
-template <typename T>
-T* handle_of(const fuse_file_info* fi) {
-  return reinterpret_cast<T*>(static_cast<std::uintptr_t>(fi->fh));
+// The open file `fi` names, or null (an fh this worker does not know: EBADF).
+std::shared_ptr<OpenHandle> open_file_of(fuse_req_t req, const fuse_file_info* fi) {
+  if (fi == nullptr) return nullptr;
+  auto handle = context_of(req).handles.find(fi->fh);
+  return handle != nullptr && handle->file != nullptr ? handle : nullptr;
 }
 
-template <typename T>
-std::uint64_t to_fh(T* handle) {
-  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(handle));
+NodeJournal* journal_of(fuse_req_t req) { return context_of(req).journal; }
+
+// Before a reply that gives the kernel a reference on e.ino, found as `name` in `parent`.
+void journal_entry(fuse_req_t req, fuse_ino_t parent, const char* name,
+                   const fuse_entry_param& e) {
+  if (NodeJournal* journal = journal_of(req); journal != nullptr && e.ino != 0) {
+    journal->looked_up(e.ino, parent, name, e.attr.st_ino, e.attr.st_mode);
+  }
+}
+
+// References the kernel gave back (forget), or never got (a reply that did not arrive).
+void drop_references(fuse_req_t req, fuse_ino_t node, std::uint64_t n) {
+  fs_of(req).forget(node, n);
+  if (NodeJournal* journal = journal_of(req)) journal->forgotten(node, n);
 }
 
 // Runs an operation body, turning an escaping exception (allocation failure, in practice) into
@@ -100,19 +116,19 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       return;
     }
     const auto e = entry_param(fs_of(req), node, st);
+    journal_entry(req, parent, name, e);
     // Should the reply not arrive (interrupted request), the kernel holds no reference.
-    if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(node, 1);
+    if (fuse_reply_entry(req, &e) != 0) drop_references(req, node, 1);
   });
 }
 
 void op_forget(fuse_req_t req, fuse_ino_t ino, std::uint64_t nlookup) {
-  fs_of(req).forget(ino, nlookup);
+  drop_references(req, ino, nlookup);
   fuse_reply_none(req);
 }
 
 void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* forgets) {
-  Backend& fs = fs_of(req);
-  for (std::size_t i = 0; i < count; ++i) fs.forget(forgets[i].ino, forgets[i].nlookup);
+  for (std::size_t i = 0; i < count; ++i) drop_references(req, forgets[i].ino, forgets[i].nlookup);
   fuse_reply_none(req);
 }
 
@@ -120,7 +136,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "getattr", [&] {
     struct stat st {};
     // The kernel passes a handle only for regular files; it may answer for the open file.
-    int err = fi != nullptr ? handle_of<FileHandle>(fi)->stat(st) : ENOSYS;
+    const auto handle = open_file_of(req, fi);
+    int err = handle != nullptr ? handle->file->stat(st) : ENOSYS;
     if (err == ENOSYS) err = fs_of(req).getattr(ino, st);
     if (err != 0) {
       fuse_reply_err(req, err);
@@ -148,17 +165,28 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, err);
       return;
     }
-    fi->fh = to_fh(snapshot.get());
+    auto handle = std::make_shared<OpenHandle>();
+    handle->dir = std::move(snapshot);
+    fi->fh = context_of(req).handles.add(std::move(handle));
     fi->cache_readdir = fs_of(req).cache_policy().keep_cache;
     fi->keep_cache = fi->cache_readdir;
-    // On failure (interrupted opendir) no releasedir will come: keep ownership and free it.
-    if (fuse_reply_open(req, fi) == 0) static_cast<void>(snapshot.release());
+    if (NodeJournal* journal = journal_of(req)) journal->opened(fi->fh, ino, fi->flags, true);
+    // On failure (interrupted opendir) no releasedir will come.
+    if (fuse_reply_open(req, fi) != 0) {
+      static_cast<void>(context_of(req).handles.take(fi->fh));
+      if (NodeJournal* journal = journal_of(req)) journal->released(fi->fh);
+    }
   });
 }
 
 // Serves readdir and readdirplus from the snapshot. Entry i has offset i + 1.
 void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, bool plus) {
-  const DirSnapshot& dir = *handle_of<DirSnapshot>(fi);
+  const auto handle = context_of(req).handles.find(fi->fh);
+  if (handle == nullptr || handle->dir == nullptr) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  const DirSnapshot& dir = *handle->dir;
   Backend& fs = fs_of(req);
   std::vector<char> buffer(size);
   std::vector<NodeId> counted;  // lookups made for this reply (readdirplus)
@@ -196,13 +224,14 @@ void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, 
       if (fs.lookup(dir.node, entry.name, node, st) == 0) {
         e = entry_param(fs, node, st);
         counted.push_back(node);
+        journal_entry(req, dir.node, entry.name.c_str(), e);
       }
     }
     used += fuse_add_direntry_plus(req, at, room, entry.name.c_str(), &e, next);
   }
   // Should the reply not arrive (interrupted request), the kernel holds none of these.
   if (fuse_reply_buf(req, buffer.data(), used) != 0) {
-    for (const NodeId node : counted) fs.forget(node, 1);
+    for (const NodeId node : counted) drop_references(req, node, 1);
   }
 }
 
@@ -217,27 +246,27 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t 
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  delete handle_of<DirSnapshot>(fi);
+  static_cast<void>(context_of(req).handles.take(fi->fh));
+  if (NodeJournal* journal = journal_of(req)) journal->released(fi->fh);
   fuse_reply_err(req, 0);
 }
 
-bool opens_for_writing(int flags) {
-  return (flags & O_ACCMODE) != O_RDONLY || (flags & (O_TRUNC | O_APPEND)) != 0;
-}
-
-// Hands an open handle to the kernel (with `e` for create). On failure (an interrupted
+// Hands an open handle of `ino` to the kernel (with `e` for create). On failure (an interrupted
 // request) no release will come: the handle is freed here.
-void reply_opened(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<FileHandle> handle,
-                  const fuse_entry_param* e = nullptr) {
-  fi->fh = to_fh(handle.get());
+void reply_opened(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
+                  std::unique_ptr<FileHandle> handle, const fuse_entry_param* e = nullptr) {
+  auto open = std::make_shared<OpenHandle>();
+  open->file = std::move(handle);
+  fi->fh = context_of(req).handles.add(std::move(open));
   // Writes reach the upper file as they are made: close() has nothing left to flush.
   fi->noflush = 1;
   fi->keep_cache = fs_of(req).cache_policy().keep_cache;
+  if (NodeJournal* journal = journal_of(req)) journal->opened(fi->fh, ino, fi->flags, false);
   const int rc = e != nullptr ? fuse_reply_create(req, e, fi) : fuse_reply_open(req, fi);
-  if (rc == 0) {
-    static_cast<void>(handle.release());
-  } else if (e != nullptr) {
-    fs_of(req).forget(e->ino, 1);
+  if (rc != 0) {
+    static_cast<void>(context_of(req).handles.take(fi->fh));
+    if (NodeJournal* journal = journal_of(req)) journal->released(fi->fh);
+    if (e != nullptr) drop_references(req, e->ino, 1);
   }
 }
 
@@ -252,15 +281,20 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, err);
       return;
     }
-    reply_opened(req, fi, std::move(handle));
+    reply_opened(req, ino, fi, std::move(handle));
   });
 }
 
 void op_read(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
              fuse_file_info* fi) {
   guarded(req, "read", [&] {
+    const auto handle = open_file_of(req, fi);
+    if (handle == nullptr) {
+      fuse_reply_err(req, EBADF);
+      return;
+    }
     ReadResult result;
-    if (const int err = handle_of<FileHandle>(fi)->read(size, off, result); err != 0) {
+    if (const int err = handle->file->read(size, off, result); err != 0) {
       fuse_reply_err(req, err);
       return;
     }
@@ -280,7 +314,8 @@ void op_read(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
 }
 
 void op_release(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
-  delete handle_of<FileHandle>(fi);
+  static_cast<void>(context_of(req).handles.take(fi->fh));
+  if (NodeJournal* journal = journal_of(req)) journal->released(fi->fh);
   fuse_reply_err(req, 0);
 }
 
@@ -299,14 +334,17 @@ void op_access(fuse_req_t req, fuse_ino_t /*ino*/, int mask) {
   fuse_reply_err(req, (mask & W_OK) != 0 && !fs_of(req).writable() ? EROFS : 0);
 }
 
-// Replies with the new node `node` (one reference counted), or the error.
-void reply_entry(fuse_req_t req, int err, NodeId node, const struct stat& st) {
+// Replies with the new node `node` (one reference counted), found as `name` in `parent`, or
+// the error.
+void reply_entry(fuse_req_t req, int err, NodeId node, const struct stat& st, fuse_ino_t parent,
+                 const char* name) {
   if (err != 0) {
     fuse_reply_err(req, err);
     return;
   }
   const auto e = entry_param(fs_of(req), node, st);
-  if (fuse_reply_entry(req, &e) != 0) fs_of(req).forget(node, 1);
+  journal_entry(req, parent, name, e);
+  if (fuse_reply_entry(req, &e) != 0) drop_references(req, node, 1);
 }
 
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -322,7 +360,8 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
       return;
     }
     const auto e = entry_param(fs_of(req), node, st);
-    reply_opened(req, fi, std::move(handle), &e);
+    journal_entry(req, parent, name, e);
+    reply_opened(req, node, fi, std::move(handle), &e);
   });
 }
 
@@ -338,7 +377,7 @@ void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, 
     struct stat st {};
     std::unique_ptr<FileHandle> handle;
     const int err = fs_of(req).create(parent, name, mode, O_RDONLY, node, st, handle);
-    reply_entry(req, err, node, st);
+    reply_entry(req, err, node, st, parent, name);
   });
 }
 
@@ -348,7 +387,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
     NodeId node = 0;
     struct stat st {};
     const int err = fs_of(req).mkdir(parent, name, mode, node, st);
-    reply_entry(req, err, node, st);
+    reply_entry(req, err, node, st, parent, name);
   });
 }
 
@@ -358,7 +397,7 @@ void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const cha
     NodeId node = 0;
     struct stat st {};
     const int err = fs_of(req).symlink(parent, name, target, node, st);
-    reply_entry(req, err, node, st);
+    reply_entry(req, err, node, st, parent, name);
   });
 }
 
@@ -367,25 +406,41 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char* name
     const WriteGate::Pass pass(gate_of(req));
     struct stat st {};
     const int err = fs_of(req).link(ino, parent, name, st);
-    reply_entry(req, err, ino, st);
+    reply_entry(req, err, ino, st, parent, name);
   });
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   const WriteGate::Pass pass(gate_of(req));
-  guarded(req, "unlink", [&] { fuse_reply_err(req, fs_of(req).unlink(parent, name)); });
+  guarded(req, "unlink", [&] {
+    const int err = fs_of(req).unlink(parent, name);
+    if (NodeJournal* journal = journal_of(req); journal != nullptr && err == 0) {
+      journal->unlinked(parent, name);
+    }
+    fuse_reply_err(req, err);
+  });
 }
 
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   const WriteGate::Pass pass(gate_of(req));
-  guarded(req, "rmdir", [&] { fuse_reply_err(req, fs_of(req).rmdir(parent, name)); });
+  guarded(req, "rmdir", [&] {
+    const int err = fs_of(req).rmdir(parent, name);
+    if (NodeJournal* journal = journal_of(req); journal != nullptr && err == 0) {
+      journal->unlinked(parent, name);
+    }
+    fuse_reply_err(req, err);
+  });
 }
 
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
                const char* new_name, unsigned int flags) {
   guarded(req, "rename", [&] {
     const WriteGate::Pass pass(gate_of(req));
-    fuse_reply_err(req, fs_of(req).rename(parent, name, new_parent, new_name, flags));
+    const int err = fs_of(req).rename(parent, name, new_parent, new_name, flags);
+    if (NodeJournal* journal = journal_of(req); journal != nullptr && err == 0) {
+      journal->renamed(parent, name, new_parent, new_name, (flags & RENAME_EXCHANGE) != 0);
+    }
+    fuse_reply_err(req, err);
   });
 }
 
@@ -406,7 +461,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
     if ((to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) != 0) {
       change.mtime = set_time(attr->st_mtim, (to_set & FUSE_SET_ATTR_MTIME_NOW) != 0);
     }
-    FileHandle* handle = fi != nullptr ? handle_of<FileHandle>(fi) : nullptr;
+    const auto open = open_file_of(req, fi);
+    FileHandle* handle = open != nullptr ? open->file.get() : nullptr;
     struct stat st {};
     if (const int err = fs_of(req).setattr(ino, change, handle, st); err != 0) {
       fuse_reply_err(req, err);
@@ -419,7 +475,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off,
                   fuse_file_info* fi) {
   const WriteGate::Pass pass(gate_of(req));
-  const int fd = handle_of<FileHandle>(fi)->write_fd();
+  const auto handle = open_file_of(req, fi);
+  const int fd = handle != nullptr ? handle->file->write_fd() : -1;
   if (fd < 0) {
     fuse_reply_err(req, EBADF);
     return;
@@ -442,8 +499,9 @@ void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
   guarded(req, "fsync", [&] {
-    FileHandle* handle = fi != nullptr ? handle_of<FileHandle>(fi) : nullptr;
-    fuse_reply_err(req, fs_of(req).fsync(ino, handle, datasync != 0));
+    const auto open = open_file_of(req, fi);
+    fuse_reply_err(req, fs_of(req).fsync(ino, open != nullptr ? open->file.get() : nullptr,
+                                         datasync != 0));
   });
 }
 
@@ -454,7 +512,8 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* /
 void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, off_t length,
                   fuse_file_info* fi) {
   const WriteGate::Pass pass(gate_of(req));
-  const int fd = handle_of<FileHandle>(fi)->write_fd();
+  const auto handle = open_file_of(req, fi);
+  const int fd = handle != nullptr ? handle->file->write_fd() : -1;
   if (fd < 0) {
     fuse_reply_err(req, fs_of(req).writable() ? EBADF : EROFS);
     return;

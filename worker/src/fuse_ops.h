@@ -7,11 +7,19 @@ namespace heddle::worker {
 
 class Backend;
 class WriteGate;
+class NodeJournal;
+class OpenHandles;
+struct FuseIo;
 
-// The session's userdata: what the callbacks serve, and the gate modifying requests pass.
+// The session's userdata: what the callbacks serve, the gate modifying requests pass, the open
+// handles, and (issue 16) the journal every reference and handle is written to first, and the
+// state of the session's custom I/O (fuse_session.cc).
 struct SessionContext {
   Backend& fs;
   WriteGate& gate;
+  OpenHandles& handles;
+  NodeJournal* journal = nullptr;  // null: no journal (a worker that cannot be restarted)
+  FuseIo* io = nullptr;
 };
 
 // Its callbacks expect the session's userdata to be a SessionContext*.

@@ -1,7 +1,13 @@
 #include "fuse_session.h"
 
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -10,6 +16,7 @@
 #include "backend.h"
 #include "fuse_ops.h"
 #include "heddle/error.h"
+#include "node_journal.h"
 
 namespace heddle::worker {
 
@@ -17,9 +24,72 @@ namespace {
 // Threads the loop may start. Modifying requests wait at a closed gate (a capture) holding a
 // thread each: room for many of them while reads are still served.
 constexpr unsigned kMaxThreads = 32;
+
+// FUSE_NOTIFY_RESEND (Linux 6.9, protocol 7.40): Debian 12's <linux/fuse.h> predates it.
+constexpr std::int32_t kNotifyResend = 7;
+
+FuseIo& io_of(void* userdata) { return *static_cast<SessionContext*>(userdata)->io; }
+
+ssize_t io_read(int fd, void* buf, std::size_t len, void* userdata) {
+  const ssize_t n = ::read(fd, buf, len);
+  FuseIo& io = io_of(userdata);
+  if (n >= static_cast<ssize_t>(sizeof(fuse_in_header)) && io.capture_init.load()) {
+    fuse_in_header in{};
+    std::memcpy(&in, buf, sizeof in);
+    if (in.opcode == FUSE_INIT && static_cast<std::size_t>(n) <= kMaxInitBytes) {
+      const std::lock_guard lock(io.mutex);
+      io.init_request.assign(static_cast<const char*>(buf), static_cast<std::size_t>(n));
+      io.init_unique = in.unique;
+      io.capture_init = false;
+      io.reply_pending = true;
+    }
+  }
+  return n;
+}
+
+std::string gather(const iovec* iov, int count) {
+  std::string out;
+  for (int i = 0; i < count; ++i) out.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+  return out;
+}
+
+ssize_t io_writev(int fd, iovec* iov, int count, void* userdata) {
+  FuseIo& io = io_of(userdata);
+  if (io.swallow.load()) {
+    const std::lock_guard lock(io.mutex);
+    io.swallowed = gather(iov, count);
+    return static_cast<ssize_t>(io.swallowed.size());
+  }
+  if (io.reply_pending.load() && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
+    fuse_out_header out{};
+    std::memcpy(&out, iov[0].iov_base, sizeof out);
+    const std::lock_guard lock(io.mutex);
+    if (io.reply_pending.load() && out.unique == io.init_unique) {
+      // In the journal before the kernel has it: a successor must know what was agreed.
+      const std::string reply = gather(iov, count);
+      if (io.journal != nullptr && reply.size() <= kMaxInitBytes) {
+        io.journal->set_init(io.init_request, reply);
+      }
+      io.reply_pending = false;
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+ssize_t io_splice_receive(int fdin, off_t* offin, int fdout, off_t* offout, std::size_t len,
+                          unsigned int flags, void* /*userdata*/) {
+  return ::splice(fdin, offin, fdout, offout, len, flags);
+}
+
+ssize_t io_splice_send(int fdin, off_t* offin, int fdout, off_t* offout, std::size_t len,
+                       unsigned int flags, void* /*userdata*/) {
+  return ::splice(fdin, offin, fdout, offout, len, flags);
+}
+
 }  // namespace
 
-FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug) : context_{fs, gate_} {
+FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug)
+    : context_{fs, gate_, handles_, nullptr, &io_} {
   std::vector<std::string> arg_storage{"heddle-fuse-worker"};
   if (debug) arg_storage.emplace_back("-d");
   std::vector<char*> argv;
@@ -31,9 +101,14 @@ FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug) : context_{f
   fuse_opt_free_args(&args);
   if (session_ == nullptr) throw Error("fuse_session_new failed (see libfuse's message above)", 0);
 
-  // "/dev/fd/N": libfuse adopts the fd as is; nothing is mounted.
-  const std::string device = "/dev/fd/" + std::to_string(fuse_fd.get());
-  if (fuse_session_mount(session_, device.c_str()) != 0) {
+  // libfuse adopts the fd as is (nothing is mounted), with our I/O on it: plain read and
+  // writev, recording FUSE_INIT on the way, and splice both ways as libfuse's own would.
+  fuse_custom_io io{};
+  io.read = io_read;
+  io.writev = io_writev;
+  io.splice_receive = io_splice_receive;
+  io.splice_send = io_splice_send;
+  if (fuse_session_custom_io(session_, &io, fuse_fd.get()) != 0) {
     fuse_session_destroy(session_);
     session_ = nullptr;
     throw Error("cannot adopt the FUSE connection fd " + std::to_string(fuse_fd.get()), 0);
@@ -70,6 +145,60 @@ void FuseSession::start(unsigned max_idle_threads, std::function<void(bool close
     fuse_loop_cfg_destroy(config);
     throw;
   }
+}
+
+void FuseSession::attach_journal(NodeJournal* journal, bool record_init) noexcept {
+  context_.journal = journal;
+  io_.journal = journal;
+  io_.capture_init = record_init;
+}
+
+bool FuseSession::replay_init(std::string_view request, std::string_view recorded_reply) {
+  // What do_init() reads: a header and a fuse_init_in, of at least the 7.6 size (flags).
+  constexpr std::size_t kMinInit = sizeof(fuse_in_header) + 4 * sizeof(std::uint32_t);
+  if (request.size() < kMinInit || request.size() > kMaxInitBytes) {
+    throw Error("the journal's FUSE_INIT request has a bad size", EPROTO);
+  }
+  fuse_in_header in{};
+  std::memcpy(&in, request.data(), sizeof in);
+  fuse_init_in init{};
+  std::memcpy(&init, request.data() + sizeof in,
+              std::min(sizeof init, request.size() - sizeof in));
+  if (in.opcode != FUSE_INIT || in.len != request.size() || init.major != 7) {
+    throw Error("the journal's FUSE_INIT request is not one the kernel sends", EPROTO);
+  }
+  // Room for a whole fuse_init_in, zeroed past what was recorded: libfuse reads it all.
+  std::vector<char> buffer(std::max(request.size(), sizeof in + sizeof init), 0);
+  std::memcpy(buffer.data(), request.data(), request.size());
+  fuse_buf buf{};
+  buf.mem = buffer.data();
+  buf.size = request.size();
+  io_.capture_init = false;
+  io_.swallow = true;
+  fuse_session_process_buf(session_, &buf);
+  io_.swallow = false;
+  std::string reply;
+  {
+    const std::lock_guard lock(io_.mutex);
+    reply = io_.swallowed;
+  }
+  fuse_out_header out{};
+  if (reply.size() >= sizeof out) std::memcpy(&out, reply.data(), sizeof out);
+  if (reply.size() < sizeof out || out.error != 0) {
+    throw Error("libfuse refused the recorded FUSE_INIT", EPROTO);
+  }
+  // This worker keeps journalling the exchange its predecessor made.
+  if (context_.journal != nullptr) context_.journal->set_init(request, recorded_reply);
+  return reply == recorded_reply;
+}
+
+int FuseSession::request_resend() noexcept {
+  fuse_out_header out{};
+  out.len = sizeof out;
+  out.error = kNotifyResend;
+  out.unique = 0;
+  const ssize_t n = ::write(fuse_session_fd(session_), &out, sizeof out);
+  return n == static_cast<ssize_t>(sizeof out) ? 0 : (n < 0 ? errno : EIO);
 }
 
 int FuseSession::invalidate_entry(std::uint64_t parent, const std::string& name) noexcept {

@@ -5,11 +5,14 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "fuse_ops.h"
 #include "heddle/unique_fd.h"
+#include "open_handles.h"
 #include "write_gate.h"
 
 struct fuse_session;
@@ -18,11 +21,26 @@ struct fuse_loop_config;
 namespace heddle::worker {
 
 class Backend;
+class NodeJournal;
+
+// The session's I/O on /dev/fuse goes through fuse_session_custom_io (libfuse 3.14), so that the
+// FUSE_INIT exchange can be recorded in the journal (a first worker) and replayed (a successor).
+struct FuseIo {
+  NodeJournal* journal = nullptr;
+  std::atomic<bool> capture_init{false};  // until the first FUSE_INIT has been read
+  std::atomic<bool> reply_pending{false};  // its reply is still to be written
+  std::atomic<bool> swallow{false};        // replaying: replies go to `swallowed`, not the kernel
+  std::mutex mutex;
+  std::string init_request;
+  std::uint64_t init_unique = 0;
+  std::string swallowed;
+};
 
 class FuseSession {
  public:
   // Creates the session for `fs` and adopts `fuse_fd` (libfuse closes it with the session).
-  // Throws heddle::Error. `debug` turns on libfuse's per-request log.
+  // Throws heddle::Error. `debug` turns on libfuse's per-request log. With a `journal`, every
+  // reference and handle given to the kernel is written to it first (attach_journal).
   FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug);
   FuseSession(const FuseSession&) = delete;
   FuseSession& operator=(const FuseSession&) = delete;
@@ -36,6 +54,23 @@ class FuseSession {
   // the kernel ended the connection (the mount was removed, or its connection aborted), false
   // on an error.
   void start(unsigned max_idle_threads, std::function<void(bool closed)> on_end = {});
+
+  // Before start(): from now on every reference and handle is written to `journal` before the
+  // kernel has it; `record_init`: so is the FUSE_INIT exchange (a mount's first worker).
+  void attach_journal(NodeJournal* journal, bool record_init) noexcept;
+
+  // Takeover (issue 16), before start(): feeds the FUSE_INIT request a predecessor recorded
+  // through libfuse's own request processing, so that libfuse's state (got_init, the
+  // negotiated connection, its buffer size) is set by its own code, while the reply (which the
+  // kernel already has) goes nowhere. Throws heddle::Error for a request that is not a FUSE_INIT
+  // this kernel could have sent. Returns false when the reply differs from the recorded one
+  // (the binary negotiates otherwise than its predecessor did).
+  bool replay_init(std::string_view request, std::string_view recorded_reply);
+  // Asks the kernel to queue again every request a dead predecessor had read and not answered
+  // (FUSE_NOTIFY_RESEND, Linux 6.9). Returns 0 or the errno of the refusal.
+  int request_resend() noexcept;
+
+  [[nodiscard]] OpenHandles& handles() noexcept { return handles_; }
 
   // False once the loop has returned (connection unmounted or aborted).
   [[nodiscard]] bool serving() const noexcept { return serving_.load(); }
@@ -53,6 +88,8 @@ class FuseSession {
   void run_loop(fuse_loop_config* config, const std::function<void(bool)>& on_end);
 
   WriteGate gate_;
+  OpenHandles handles_;
+  FuseIo io_;
   SessionContext context_;
   fuse_session* session_ = nullptr;
   std::thread loop_;

@@ -45,6 +45,18 @@ void InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
   nodes_.erase(it);
 }
 
+void InodeTable::set_next(NodeId node) {
+  const std::lock_guard lock(mutex_);
+  next_ = node;
+}
+
+void InodeTable::add_lookups(NodeId node, std::uint64_t n) {
+  const std::lock_guard lock(mutex_);
+  if (const auto it = nodes_.find(node); it != nodes_.end() && node != kRootNode) {
+    it->second.nlookup += n;
+  }
+}
+
 std::size_t InodeTable::size() const {
   const std::lock_guard lock(mutex_);
   return nodes_.size();

@@ -36,6 +36,10 @@ class InodeTable {
 
   [[nodiscard]] std::size_t size() const;
 
+  // Takeover (Backend::set_next_node, add_lookups).
+  void set_next(NodeId node);
+  void add_lookups(NodeId node, std::uint64_t n);
+
  private:
   struct Node {
     std::string path;

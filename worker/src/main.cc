@@ -45,9 +45,11 @@
 #include "heddle/unique_fd.h"
 #include "logging.h"
 #include "memory_limit.h"
+#include "node_journal.h"
 #include "open_source.h"
 #include "options.h"
 #include "overlay_fs.h"
+#include "takeover.h"
 
 namespace heddle::worker {
 namespace {
@@ -236,8 +238,28 @@ class Retargeting {
   std::set<std::string> conflicts_;  // since the last capture (drop_overlay)
 };
 
+// Issue 16: the journal this worker writes, and how its takeover went (a successor's).
+struct Restart {
+  std::unique_ptr<NodeJournal> journal;
+  bool took_over = false;
+  bool resend = false;
+  RestoreReport restored;
+
+  void add_status(nlohmann::ordered_json& extra) const {
+    if (journal) {
+      extra["journal_nodes"] = journal->node_count();
+      extra["journal_handles"] = journal->handle_count();
+    }
+    if (took_over) {
+      extra["resend"] = resend;
+      extra["restored_nodes"] = restored.nodes;
+      extra["stale_nodes"] = restored.stale_nodes;
+    }
+  }
+};
+
 [[noreturn]] void serve_ipc(int ipc_fd, const ipc::WorkerBootstrap& boot, Backend& fs,
-                            FuseSession& session) {
+                            FuseSession& session, const Restart& restart) {
   const auto started = std::chrono::steady_clock::now();
   Retargeting retargeting(fs, session);
   for (;;) {
@@ -262,6 +284,7 @@ class Retargeting {
         ok.extra["nodes"] = fs.node_count();
         ok.extra["serving"] = session.serving();
         ok.extra["generation"] = boot.generation;
+        restart.add_status(ok.extra);
         fs.add_status(ok.extra);
         retargeting.add_status(ok.extra);
         send(ipc_fd, ok);
@@ -317,6 +340,57 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broke
   return std::make_unique<OverlayFs>(std::move(lower), spec.overlay_dir, spec.uid, spec.gid);
 }
 
+// Issue 16. A first worker formats the journal and records FUSE_INIT as it comes. A successor
+// reads what its predecessor left (never trusting it), rebuilds the nodes and handles it can
+// find again, starts its own journal from them, replays the recorded FUSE_INIT into libfuse
+// and asks the kernel to send again what the predecessor had taken. Throws heddle::Error.
+Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
+                  FuseSession& session) {
+  Restart out;
+  if (boot.generation == 1) {
+    out.journal = std::make_unique<NodeJournal>(std::move(memfd), JournalState{});
+    session.attach_journal(out.journal.get(), true);
+    return out;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  JournalState previous;
+  auto read = NodeJournal::read(memfd.get());
+  if (auto* error = std::get_if<JournalError>(&read)) {
+    // Escaped: the reason may quote what a hostile predecessor wrote.
+    spdlog::error("the node journal is refused ({}): every node the kernel holds is stale",
+                  escape_text(error->reason));
+    previous.init_request = error->init_request;
+    previous.init_reply = error->init_reply;
+  } else {
+    previous = std::get<JournalState>(std::move(read));
+  }
+  if (previous.init_request.empty()) {
+    throw Error("the node journal holds no FUSE_INIT: the connection cannot be taken over", EPROTO);
+  }
+  out.restored = restore_journal(fs, session.handles(), previous);
+  out.journal = std::make_unique<NodeJournal>(std::move(memfd), out.restored.kept);
+  session.attach_journal(out.journal.get(), false);
+  if (!session.replay_init(previous.init_request, previous.init_reply)) {
+    spdlog::warn("this worker negotiates FUSE_INIT otherwise than its predecessor did; the "
+                 "kernel keeps what was agreed first");
+  }
+  out.took_over = true;
+  const int err = session.request_resend();
+  out.resend = err == 0;
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - started);
+  spdlog::info("generation {} took the connection over in {} us: {} nodes and {} handles "
+               "restored, {} nodes stale, {} handles lost",
+               boot.generation, took.count(), out.restored.nodes, out.restored.handles,
+               out.restored.stale_nodes, out.restored.lost_handles);
+  if (!out.resend) {
+    spdlog::warn("the kernel refused FUSE_NOTIFY_RESEND ({}): requests the previous worker had "
+                 "taken will not be answered (Linux 6.9 or later resends them)",
+                 std::strerror(err));
+  }
+  return out;
+}
+
 [[noreturn]] void run(const Options& options, const Environment& env) {
   // execve made us dumpable again: no core dump of served file contents, and no ptrace or
   // /proc/PID/mem from anything but root over this user namespace.
@@ -360,10 +434,17 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broke
     exit_now(kExitPanic);
   }
 
-  // Both live until _exit(): the FUSE threads use them.
+  if (boot.generation > 1 && !bootstrap.journal) {
+    fail_mount(ipc_fd, "worker generation " + std::to_string(boot.generation) +
+                           " was given no node journal: it cannot take the connection over");
+  }
+
+  // All live until _exit(): the FUSE threads use them.
   std::optional<FuseSession> session;
+  Restart restart;
   try {
     session.emplace(std::move(bootstrap.fuse), *fs, trace_logging());
+    if (bootstrap.journal) restart = take_over(std::move(bootstrap.journal), boot, *fs, *session);
     // With its session over a worker has nothing left to serve: it ends, and its supervisor
     // (which sees whether the mount is gone) ends the rest.
     session->start(kMaxIdleThreads, [](bool closed) {
@@ -385,7 +466,7 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broke
   spdlog::info("serving {} {} at {} (host pid {})", describe_source(spec.source),
                spec.writable() ? "writable, overlay " + spec.overlay_dir : "read-only",
                spec.mountpoint, boot.host_pid);
-  serve_ipc(ipc_fd, boot, *fs, *session);
+  serve_ipc(ipc_fd, boot, *fs, *session, restart);
 }
 
 }  // namespace

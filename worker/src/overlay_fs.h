@@ -71,6 +71,17 @@ class OverlayFs final : public Backend {
   [[nodiscard]] int sync_all() override;
   [[nodiscard]] RetargetOutcome retarget(const std::string& commit, bool drop_overlay) override;
 
+  // Takeover: the overlay's own node ids (its lower layer's stay its own business).
+  [[nodiscard]] bool set_next_node(NodeId node) override {
+    const std::lock_guard lock(mutex_);
+    next_ = node;
+    return true;
+  }
+  void add_lookups(NodeId node, std::uint64_t n) override {
+    const std::lock_guard lock(mutex_);
+    if (Node* found = find(node); found != nullptr && node != kRootNode) found->nlookup += n;
+  }
+
  private:
   struct Node {
     std::vector<std::string> paths;  // names in the mount; empty once the last is removed

@@ -1,0 +1,156 @@
+// The node journal (issue 16): what the kernel holds of this mount (node ids with their lookup
+// counts, open file handles, the negotiated FUSE_INIT), kept in a memfd the supervisor owns and
+// passes to every worker of the mount, so that a worker killed at any instant leaves its
+// successor everything it needs to serve the same connection.
+//
+// A node is recorded as (parent node, name), not as a path: a rename of a directory then
+// changes one record, not one per node below it, and a path with "..", an absolute path or an
+// empty component cannot even be written down. The successor resolves nodes from the root
+// down and checks each against the inode number and file type the kernel was given.
+//
+// Layout of the memfd (native byte order: the successor runs on the same machine):
+//
+//   [0, 4096)                    Header: magic, version, sizes, the active region, each
+//                                region's committed length, the FUSE_INIT request and reply
+//   [4096, 4096 + R)             region 0  } an append log of Records; one region is active,
+//   [4096 + R, 4096 + 2R)        region 1  } the other receives the compacted state
+//
+// A record is written, then the region's committed length is advanced past it (a release
+// store): a worker killed mid-record leaves that record out. When the active region is full,
+// the state is written whole into the other region, whose length is then set, and only then
+// is it made active: a kill at any point leaves one complete region. The journal is written
+// before each reply that gives the kernel a reference or a handle, and updated after forgets
+// and releases: the successor may count a reference too many (a leak until unmount), never one
+// too few.
+//
+// A successor never trusts it (the dead worker may have been hostile): decode_journal() copies
+// what it reads, checks every record against the limits below, and refuses the whole journal
+// at the first bad one; the worker then starts empty and every node the kernel names is stale.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <variant>
+
+#include "backend.h"
+#include "heddle/unique_fd.h"
+
+namespace heddle::worker {
+
+// What a successor rebuilds. The root (node 1) is implicit.
+struct JournalNode {
+  NodeId parent = 0;  // 0: the node has no name any more (unlinked); it cannot be found again
+  std::string name;
+  std::uint64_t nlookup = 0;
+  std::uint64_t ino = 0;  // st_ino as the kernel was given it
+  std::uint32_t type = 0;  // S_IFMT bits
+  friend bool operator==(const JournalNode&, const JournalNode&) = default;
+};
+
+struct JournalHandle {
+  NodeId node = 0;
+  std::int32_t flags = 0;  // open(2) flags, as the kernel passed them
+  bool dir = false;
+  friend bool operator==(const JournalHandle&, const JournalHandle&) = default;
+};
+
+struct JournalState {
+  std::map<NodeId, JournalNode> nodes;
+  std::map<std::uint64_t, JournalHandle> handles;
+  std::string init_request;  // the FUSE_INIT request as read from /dev/fuse (header included)
+  std::string init_reply;    // and the reply that went back
+  friend bool operator==(const JournalState&, const JournalState&) = default;
+};
+
+// Limits a journal must keep (a decoded one is refused past them).
+inline constexpr NodeId kMaxJournalId = NodeId{1} << 48;  // node ids and fh values
+inline constexpr std::uint64_t kMaxJournalLookups = std::uint64_t{1} << 40;
+inline constexpr std::size_t kMaxJournalEntries = std::size_t{1} << 22;
+inline constexpr std::size_t kMaxInitBytes = 512;
+inline constexpr std::size_t kJournalHeaderBytes = 4096;
+inline constexpr std::size_t kJournalRegionBytes = std::size_t{32} << 20;
+inline constexpr std::size_t kJournalBytes = kJournalHeaderBytes + 2 * kJournalRegionBytes;
+
+// A name the journal accepts: one path component (not empty, ".", "..", no '/' or NUL, at most
+// NAME_MAX bytes).
+[[nodiscard]] bool valid_component(std::string_view name) noexcept;
+
+struct JournalError {
+  std::string reason;
+  // The FUSE_INIT exchange, when the header was sound though a record was not: a successor
+  // can still take the connection over, with every node stale.
+  std::string init_request;
+  std::string init_reply;
+};
+
+// Decodes a journal image (the memfd's bytes; `image` may be shorter than kJournalBytes, which
+// is then an error). Never trusts it: see above.
+[[nodiscard]] std::variant<JournalState, JournalError> decode_journal(
+    std::span<const std::byte> image);
+
+// The journal of a running worker. Thread-safe: every call takes one mutex.
+class NodeJournal {
+ public:
+  // Formats `memfd` (sizes it, maps it) and writes `state` as its content. Throws heddle::Error
+  // (a sealed or unusable memfd).
+  NodeJournal(UniqueFd memfd, const JournalState& state);
+  NodeJournal(const NodeJournal&) = delete;
+  NodeJournal& operator=(const NodeJournal&) = delete;
+  ~NodeJournal();
+
+  // Reads the memfd a predecessor left: its decoded state, or why it was refused.
+  [[nodiscard]] static std::variant<JournalState, JournalError> read(int memfd);
+
+  // The kernel is about to hold `n` more references on `node`, found as `name` in `parent`.
+  void looked_up(NodeId node, NodeId parent, std::string_view name, std::uint64_t ino,
+                 mode_t type, std::uint64_t n = 1);
+  void forgotten(NodeId node, std::uint64_t n);
+  // The name changes the kernel was told of, for the nodes that had these names.
+  void renamed(NodeId parent, std::string_view name, NodeId new_parent,
+               std::string_view new_name, bool exchange);
+  void unlinked(NodeId parent, std::string_view name);
+  void opened(std::uint64_t fh, NodeId node, int flags, bool dir);
+  void released(std::uint64_t fh);
+  void set_init(std::string_view request, std::string_view reply);
+
+  [[nodiscard]] std::size_t node_count() const;
+  [[nodiscard]] std::size_t handle_count() const;
+  // False once the state outgrew a region (the journal stopped; a restart would find it stale).
+  [[nodiscard]] bool healthy() const;
+  [[nodiscard]] JournalState state() const;
+
+ private:
+  struct Key {
+    NodeId parent;
+    std::string name;
+    friend bool operator==(const Key&, const Key&) = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& k) const noexcept {
+      return std::hash<std::string>{}(k.name) ^ (k.parent * 0x9E3779B97F4A7C15ULL);
+    }
+  };
+
+  void append(std::uint16_t type, std::uint32_t aux, std::uint64_t a, std::uint64_t b,
+              std::uint64_t c, std::uint64_t d, std::string_view name);
+  bool compact();  // writes state_ into the other region and makes it active
+  void set_name(NodeId node, NodeId parent, std::string_view name);
+
+  UniqueFd fd_;
+  std::byte* map_ = nullptr;
+  mutable std::mutex mutex_;
+  JournalState state_;
+  std::unordered_map<Key, NodeId, KeyHash> by_name_;
+  bool healthy_ = true;
+};
+
+}  // namespace heddle::worker
