@@ -284,8 +284,10 @@ TEST_F(RestartTest, ACrashLoopSpendsTheBudgetAndRemovesTheMount) {
   EXPECT_NE(text.find("starting worker generation 3 (restart 2 of at most 2 within 60 s)"),
             std::string::npos)
       << text;
-  EXPECT_NE(text.find("(generation 3) failed: worker exited before MountReady (exit code 1); "
-                      "the restart budget (2 restarts in 60 s) is spent; mount removed"),
+  // The successor dies before or after it receives its bootstrap: either way its exit is named.
+  EXPECT_NE(text.find("(generation 3) failed: worker"), std::string::npos) << text;
+  EXPECT_NE(text.find(" exited before MountReady (exit code 1); the restart budget (2 restarts "
+                      "in 60 s) is spent; mount removed"),
             std::string::npos)
       << text;
   EXPECT_EQ(launcher({"status", mp()}).exit_code, 1);
@@ -297,6 +299,7 @@ TEST_F(RestartTest, BudgetZeroRemovesTheMountAtTheFirstCrash) {
   ASSERT_TRUE(ready.contains("pid"));
   const Json before = status();
   ASSERT_FALSE(before.is_null());
+  EXPECT_EQ(slurp(tree_->mountpoint() / "a.txt"), "alpha\n");
   EXPECT_EQ(before["generation"], 1);
   EXPECT_EQ(before["restarts"], 0);
   EXPECT_EQ(before["restart_budget"], "0/300");
@@ -339,13 +342,8 @@ TEST_F(RestartTest, RestartCommandUnderAReader) {
   EXPECT_NE(text.out.find("restarted " + mp() + ": worker pid "), std::string::npos) << text.out;
   EXPECT_NE(text.out.find(", generation 3"), std::string::npos) << text.out;
 
-  const CommandResult all = launcher({"restart", "--all", "--json"});
-  EXPECT_EQ(all.exit_code, 0) << all.err;
-  bool found = false;
-  for (const Json& entry : Json::parse(all.out)) {
-    if (entry.value("mountpoint", "") == mp()) found = entry["generation"] == 4;
-  }
-  EXPECT_TRUE(found) << all.out;
+  // (`restart --all` is not run here: as root it would restart every mount of root's on this
+  // machine, other suites' running in parallel among them.)
 }
 
 TEST_F(RestartTest, RestartErrorsAreClear) {
@@ -372,6 +370,8 @@ TEST_F(RestartTest, TheSuccessorGetsTheSameSandbox) {
                                            "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp"};
   std::vector<std::string> facts;
   for (const std::string& field : fields) facts.push_back(proc_status_field(first, field));
+  // Served once, so FUSE_INIT is behind the first worker (a successor replays it).
+  EXPECT_EQ(slurp(tree_->mountpoint() / "a.txt"), "alpha\n");
   ASSERT_EQ(::kill(first, SIGKILL), 0);
   const Json after = await_generation(2);
   ASSERT_FALSE(after.is_null()) << log();
@@ -383,10 +383,12 @@ TEST_F(RestartTest, TheSuccessorGetsTheSameSandbox) {
   EXPECT_EQ(proc_status_field(second, "NoNewPrivs"), "1");
   EXPECT_EQ(proc_status_field(second, "Seccomp"), "2");
   for (const char* ns : {"user", "mnt", "pid", "net", "ipc"}) {
-    const auto link = [&](const std::string& pid) {
-      return fs::read_symlink("/proc/" + pid + "/ns/" + ns).string();
-    };
-    EXPECT_NE(link(std::to_string(second)), link("self")) << ns;
+    std::error_code ec;
+    const fs::path theirs = fs::read_symlink("/proc/" + std::to_string(second) + "/ns/" + ns, ec);
+    // A non-dumpable worker's links are root's to read (and its user namespace's owner's).
+    if (ec && !running_as_root()) continue;
+    ASSERT_FALSE(ec) << ns << ": " << ec.message();
+    EXPECT_NE(theirs, fs::read_symlink(std::string("/proc/self/ns/") + ns)) << ns;
   }
 }
 

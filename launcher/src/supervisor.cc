@@ -264,7 +264,18 @@ std::unique_ptr<Supervisor::Worker> Supervisor::launch_worker(std::uint32_t gene
                                   journal_.get()};
   const ipc::WorkerBootstrap payload{static_cast<std::uint32_t>(worker->process.pid()), spec_,
                                      options_.test_ignore_stop, generation};
-  ipc::send_fds(bootstrap.ours.get(), fds, ipc::encode_bootstrap(payload));
+  try {
+    ipc::send_fds(bootstrap.ours.get(), fds, ipc::encode_bootstrap(payload));
+  } catch (const Error& e) {
+    // A worker that died at once closed its end first: its exit says why, not our EPIPE.
+    if ((e.code() != EPIPE && e.code() != ECONNRESET) ||
+        !worker->process.wait_for_exit(options_.stop_grace)) {
+      throw;
+    }
+    throw Error("worker " + std::to_string(worker->process.pid()) +
+                    " exited before MountReady (" + worker->process.reap().describe() + ")",
+                0, "see the worker's log above");
+  }
   return worker;
 }
 
@@ -403,9 +414,9 @@ bool Supervisor::replace(bool requested, const std::string& cause) {
         if (restart_times_.size() >= budget.restarts) {
           budget_spent_ = budget.restarts > 0;
           if (budget_spent_) {
-            spdlog::error("{} for {}; the restart budget ({} restarts in {} s) is spent: "
+            spdlog::error("{}: {}; the restart budget ({} restarts in {} s) is spent: "
                           "removing the mount",
-                          why, spec_.mountpoint, budget.restarts, budget.window.count());
+                          spec_.mountpoint, why, budget.restarts, budget.window.count());
           }
           return false;
         }
@@ -416,20 +427,20 @@ bool Supervisor::replace(bool requested, const std::string& cause) {
     }
     ++generation;
     if (requested) {
-      spdlog::info("restart of {} requested; {}; starting worker generation {}", spec_.mountpoint,
+      spdlog::info("{}: restart requested; {}; starting worker generation {}", spec_.mountpoint,
                    why, generation);
     } else {
-      spdlog::warn("{} for {}; starting worker generation {} (restart {} of at most {} within "
+      spdlog::warn("{}: {}; starting worker generation {} (restart {} of at most {} within "
                    "{} s)",
-                   why, spec_.mountpoint, generation, restart_times_.size(), budget.restarts,
+                   spec_.mountpoint, why, generation, restart_times_.size(), budget.restarts,
                    budget.window.count());
     }
     std::unique_ptr<Worker> next;
     try {
       next = launch_worker(generation);
       (void)await_ready(*next);
-    } catch (const std::exception& e) {
-      const std::string pid = next ? std::to_string(next->process.pid()) : std::string("?");
+    } catch (const std::exception& failure) {
+      const std::string pid = next ? " " + std::to_string(next->process.pid()) : std::string();
       next.reset();  // killed and reaped
       if (has_ended(guard_->pidfd())) {
         // Without the guard nothing would remove the mount should we die: end it.
@@ -438,13 +449,14 @@ bool Supervisor::replace(bool requested, const std::string& cause) {
         guard_lost_ = how;
         return false;
       }
-      why = "worker " + pid + " (generation " + std::to_string(generation) + ") failed: " +
-            e.what();
+      // Without the hint: this names the cause, in the log and in exit_cause().
+      const auto* error = dynamic_cast<const Error*>(&failure);
+      why = "worker" + pid + " (generation " + std::to_string(generation) + ") failed: " +
+            (error != nullptr ? error->message() : std::string(failure.what()));
       {
         std::lock_guard lock(exit_mutex_);
         last_failure_ = why;
       }
-      spdlog::error("{}", why);
       requested = false;  // a successor that fails is a crash, whoever asked for it
       continue;
     }
