@@ -470,8 +470,11 @@ class HostileOutputTest : public ::testing::Test {
   // Mounts `source` at `mountpoint` in the background with `--json`; the ready line.
   Json mount_json(const std::string& worker, const ScratchTree& tree) {
     mountpoints_.push_back(tree.mountpoint());
+    // Without restarts: a hostile worker killed for breaking the protocol ends its mount here
+    // (AWorkerBreakingTheProtocolAfterEveryRestartSpendsTheBudget has the restarts).
     const CommandResult result = launcher({"mount", "--dir", tree.source().string(),
-                                           "--mountpoint", tree.mountpoint().string(), "--json"},
+                                           "--mountpoint", tree.mountpoint().string(), "--json",
+                                           "--restart-budget", "0"},
                                           worker);
     EXPECT_EQ(result.exit_code, 0) << result.err;
     EXPECT_EQ(unsafe_byte(result.out), "");

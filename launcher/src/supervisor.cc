@@ -360,19 +360,28 @@ void Supervisor::watch() {
     } catch (const std::exception& e) {
       spdlog::error("watching worker {}: {}", process.pid(), e.what());
     }
-    {
-      std::lock_guard lock(exit_mutex_);
-      exit_status_ = status;
-    }
-    alive_.store(false, std::memory_order_release);
     // A worker whose FUSE session ended because the mount was removed exits on its own, often
     // before mountinfo's change is read; its mount, gone, says why.
     if (!detached && !guard_lost && !stopping_.load()) detached = !mount_watch_->attached();
     const bool requested = replace_requested_.exchange(false);
-    if (!stopping_.load() && !guard_lost && !detached && (requested || crashed(status))) {
+    const bool replaceable =
+        !stopping_.load() && !guard_lost && !detached && (requested || crashed(status));
+    {
+      std::lock_guard lock(exit_mutex_);
+      exit_status_ = status;
+      // Before alive_ drops: status() then says "being restarted" only if one will be tried.
+      restarting_ = replaceable && (requested || budget_left());
+    }
+    alive_.store(false, std::memory_order_release);
+    if (replaceable) {
       const std::string cause =
           "worker " + std::to_string(process.pid()) + " exited (" + status.describe() + ")";
-      if (replace(requested, cause)) continue;
+      const bool replaced = replace(requested, cause);
+      {
+        std::lock_guard lock(exit_mutex_);
+        restarting_ = false;
+      }
+      if (replaced) continue;
     }
     from_outside_.store(detached, std::memory_order_release);
     if (stopping_.load() || guard_lost || detached) {
@@ -407,11 +416,7 @@ bool Supervisor::replace(bool requested, const std::string& cause) {
     {
       std::lock_guard lock(exit_mutex_);
       if (!requested) {
-        const auto now = std::chrono::steady_clock::now();
-        while (!restart_times_.empty() && now - restart_times_.front() >= budget.window) {
-          restart_times_.pop_front();
-        }
-        if (restart_times_.size() >= budget.restarts) {
+        if (!budget_left()) {
           budget_spent_ = budget.restarts > 0;
           if (budget_spent_) {
             spdlog::error("{}: {}; the restart budget ({} restarts in {} s) is spent: "
@@ -420,7 +425,7 @@ bool Supervisor::replace(bool requested, const std::string& cause) {
           }
           return false;
         }
-        restart_times_.push_back(now);
+        restart_times_.push_back(std::chrono::steady_clock::now());
         ++restart_info_.restarts;
       }
       restart_info_.last_cause = why;
@@ -480,6 +485,15 @@ bool Supervisor::replace(bool requested, const std::string& cause) {
     spdlog::info("worker {} (generation {}) serves {}", pid(), generation, spec_.mountpoint);
     return true;
   }
+}
+
+bool Supervisor::budget_left() {
+  const auto now = std::chrono::steady_clock::now();
+  while (!restart_times_.empty() &&
+         now - restart_times_.front() >= options_.restart_budget.window) {
+    restart_times_.pop_front();
+  }
+  return restart_times_.size() < options_.restart_budget.restarts;
 }
 
 void Supervisor::stop_worker() {
@@ -585,7 +599,7 @@ ipc::StatusOk Supervisor::status() {
   if (!is_alive()) {
     const auto exit = exit_status();
     std::lock_guard exit_lock(exit_mutex_);
-    if (!ended_flag_ && !stopping_.load()) {
+    if (restarting_) {
       throw Error(where, EAGAIN, "its worker is being restarted; ask again in a moment");
     }
     throw Error(where, ESRCH, "the worker exited (" + (exit ? exit->describe() : "?") + ")");

@@ -170,6 +170,9 @@ class Supervisor {
   // After the worker's unasked (or requested) exit: start successors until one is ready
   // (true), or the budget is spent, the mount is stopping, or the guard is gone (false).
   bool replace(bool requested, const std::string& cause);
+  // Whether the budget allows one more restart now (forgetting those out of its window);
+  // exit_mutex_ held.
+  bool budget_left();
   // Stop -> grace -> SIGTERM -> grace -> SIGKILL of the current worker; ipc_mutex_ held.
   void stop_worker();
 
@@ -206,6 +209,7 @@ class Supervisor {
   std::deque<std::chrono::steady_clock::time_point> restart_times_;  // within the window
   std::string last_failure_;  // a successor that failed to start, and why
   bool budget_spent_ = false;
+  bool restarting_ = false;  // a successor is being started (or about to be)
   bool ended_flag_ = false;
 
   std::mutex stop_mutex_;
