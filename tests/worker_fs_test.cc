@@ -661,7 +661,8 @@ TEST_F(WorkerFsTest, ABadBootstrapDocumentIsAMountErrorAndExit2) {
   const std::pair<std::string, std::string> cases[] = {
       {"not json", "not JSON"},
       {R"({"host_pid":7,"test_ignore_stop":false})", "lacks \"spec\""},
-      {R"({"host_pid":7,"test_ignore_stop":false,"spec":{"source":{"kind":"nfs","dir":"/x"},)"
+      {R"({"host_pid":7,"test_ignore_stop":false,"generation":1,"spec":{"source":{"kind":"nfs",)"
+       R"("dir":"/x"},)"
        R"("mountpoint":"/m","uid":0,"gid":0,"allow_other":false,"sandbox":"none","overlay_dir":""}})",
        "unknown source kind \"nfs\""},
   };

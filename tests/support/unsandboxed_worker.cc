@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -126,12 +127,29 @@ UnsandboxedWorker::Dirs::~Dirs() {
 
 // --- UnsandboxedWorker ---------------------------------------------------------------------
 
-UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
+UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) : config_(std::move(config)) {
   dirs_.base = make_temp_dir("heddle-worker-mnt");
   dirs_.mountpoint = dirs_.base / "mnt";
   if (::mkdir(dirs_.mountpoint.c_str(), 0755) != 0) throw_errno("mkdir " + dirs_.mountpoint.string());
-  UniqueFd fuse = mount_.mount(dirs_.mountpoint, config.read_only_mount);
+  UniqueFd fuse = mount_.mount(dirs_.mountpoint, config_.read_only_mount);
+  if (config_.journal) {
+    connection_ = UniqueFd(::fcntl(fuse.get(), F_DUPFD_CLOEXEC, 0));
+    if (!connection_) throw_errno("dup the /dev/fuse fd");
+    journal_ = UniqueFd(::memfd_create("heddle-node-journal", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!journal_) throw_errno("memfd_create");
+  }
+  spawn(std::move(fuse));
+}
 
+void UnsandboxedWorker::start_successor() {
+  if (!config_.journal) throw Error("start_successor needs WorkerConfig::journal", EINVAL);
+  UniqueFd fuse(::fcntl(connection_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!fuse) throw_errno("dup the /dev/fuse fd");
+  ++generation_;
+  spawn(std::move(fuse));
+}
+
+void UnsandboxedWorker::spawn(UniqueFd fuse) {
   auto [boot_parent, boot_child] = make_socketpair();
   auto [ipc_parent, ipc_child] = make_socketpair();
 
@@ -140,30 +158,33 @@ UnsandboxedWorker::UnsandboxedWorker(WorkerConfig config) {
                                       std::to_string(kWorkerBootstrapFd)};
   ProcessOptions options;
   options.output = ProcessOptions::Output::kInherit;
-  options.env = config.extra_env;
+  options.env = config_.extra_env;
   options.fds = {{boot_child.get(), kWorkerBootstrapFd}};
   const pid_t pid = Process(args, options).release();
   child_.adopt(pid);
   boot_child.reset();
 
-  const std::array<int, 2> fds{ipc_child.get(), fuse.get()};
+  std::vector<int> fds{ipc_child.get(), fuse.get()};
+  if (journal_) fds.push_back(journal_.get());
   ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(pid),
-                                 ipc::MountSpec::directory(config.source, dirs_.mountpoint),
-                                 config.test_ignore_stop};
-  bootstrap.spec.sandbox = config.expect_sandbox ? ipc::SandboxMode::kStrict : ipc::SandboxMode::kNone;
-  bootstrap.spec.overlay_dir = config.overlay_dir;
-  if (!config.git_thread.empty()) {
-    bootstrap.spec.source = ipc::GitSource{config.source, config.git_thread};
+                                 ipc::MountSpec::directory(config_.source, dirs_.mountpoint),
+                                 config_.test_ignore_stop};
+  bootstrap.generation = generation_;
+  bootstrap.spec.sandbox = config_.expect_sandbox ? ipc::SandboxMode::kStrict : ipc::SandboxMode::kNone;
+  bootstrap.spec.overlay_dir = config_.overlay_dir;
+  if (!config_.git_thread.empty()) {
+    bootstrap.spec.source = ipc::GitSource{config_.source, config_.git_thread};
   }
   ipc::send_fds(boot_parent.get(), fds,
-                config.bootstrap_payload.value_or(ipc::encode_bootstrap(bootstrap)));
-  // From now on only the worker holds the connection: if it dies, the mount says ENOTCONN.
+                config_.bootstrap_payload.value_or(ipc::encode_bootstrap(bootstrap)));
+  // From now on only the worker holds the connection (and, with a journal, we): if it dies
+  // without our copy, the mount says ENOTCONN.
   ipc_child.reset();
   fuse.reset();
   boot_parent.reset();
 
   ipc_ = std::move(ipc_parent);
-  first_ = ipc::read_frame(ipc_.get(), config.first_message_timeout);
+  first_ = ipc::read_frame(ipc_.get(), config_.first_message_timeout);
 }
 
 UnsandboxedWorker::~UnsandboxedWorker() {

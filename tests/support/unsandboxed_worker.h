@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -48,6 +49,10 @@ struct WorkerConfig {
   // Sent as the bootstrap payload instead of the encoded spec (bad-input tests).
   std::optional<std::string> bootstrap_payload;
   std::chrono::milliseconds first_message_timeout{10'000};
+  // Issue 16: the harness keeps a copy of the connection and gives the worker a node journal
+  // (a memfd), as the supervisor does, so that kill_worker() + start_successor() replace the
+  // worker under the live mount.
+  bool journal = false;
 };
 
 class UnsandboxedWorker {
@@ -86,6 +91,15 @@ class UnsandboxedWorker {
   // Open fds of the worker (from /proc/<pid>/fd), or -1 if unreadable.
   [[nodiscard]] int count_fds() const;
 
+  // Issue 16 (config.journal only). SIGKILLs the worker and reaps it: the mount stays, and
+  // requests wait in the kernel.
+  void kill_worker() noexcept { child_.kill_and_reap(); }
+  // Starts the next generation on the same connection and journal, and reads its first message
+  // (first_message() answers it).
+  void start_successor();
+  [[nodiscard]] std::uint32_t generation() const noexcept { return generation_; }
+  [[nodiscard]] int journal_fd() const noexcept { return journal_.get(); }
+
  private:
   // The worker process: killed (SIGKILL) and reaped on destruction if still running.
   class Child {
@@ -94,7 +108,10 @@ class UnsandboxedWorker {
     Child(const Child&) = delete;
     Child& operator=(const Child&) = delete;
     ~Child();
-    void adopt(pid_t pid) noexcept { pid_ = pid; }
+    void adopt(pid_t pid) noexcept {
+      pid_ = pid;
+      status_.reset();
+    }
     [[nodiscard]] pid_t pid() const noexcept { return pid_; }
     [[nodiscard]] bool running() const noexcept { return pid_ > 0 && !status_; }
     [[nodiscard]] std::optional<int> wait(std::chrono::milliseconds timeout);
@@ -129,12 +146,20 @@ class UnsandboxedWorker {
     ~Dirs();
   };
 
-  // Members are destroyed in reverse order: the worker first, then the mount, then the dirs.
+  // Spawns a worker of `generation_` on `fuse` (and the journal), and reads its first message.
+  void spawn(UniqueFd fuse);
+
+  // Members are destroyed in reverse order: the worker first, then our copy of the connection
+  // (the kernel then fails what still waits), then the mount, then the dirs.
+  WorkerConfig config_;
   Dirs dirs_;
   Mount mount_;
+  UniqueFd connection_;  // config.journal: our copy of the /dev/fuse fd
+  UniqueFd journal_;     // config.journal: the node journal memfd
   UniqueFd ipc_;
   Child child_;
   std::optional<ipc::Message> first_;
+  std::uint32_t generation_ = 1;
 };
 
 }  // namespace heddle::test

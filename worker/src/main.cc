@@ -359,8 +359,8 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
     // Escaped: the reason may quote what a hostile predecessor wrote.
     spdlog::error("the node journal is refused ({}): every node the kernel holds is stale",
                   escape_text(error->reason));
-    previous.init_request = error->init_request;
-    previous.init_reply = error->init_reply;
+    // Its FUSE_INIT and high-water marks, if its header was sound: no nodes, no handles.
+    previous = std::move(error->header);
   } else {
     previous = std::get<JournalState>(std::move(read));
   }

@@ -33,16 +33,16 @@ struct Header {
   std::uint32_t init_reply_bytes;
   unsigned char init_request[kMaxInitBytes];
   unsigned char init_reply[kMaxInitBytes];
+  std::uint64_t next_node;  // high-water marks (JournalState)
+  std::uint64_t next_fh;
 };
 static_assert(sizeof(Header) <= kJournalHeaderBytes);
 
-enum RecordType : std::uint16_t {
-  kLookup = 1,   // a=node b=parent c=ino d=n aux=type name
-  kForget = 2,   // a=node d=n
-  kName = 3,     // a=node b=parent (0: no name) name
-  kOpen = 4,     // a=fh b=node c=dir aux=flags
-  kRelease = 5,  // a=fh
-};
+constexpr std::uint16_t kLookup = JournalRecord::kLookup;
+constexpr std::uint16_t kForget = JournalRecord::kForget;
+constexpr std::uint16_t kName = JournalRecord::kName;
+constexpr std::uint16_t kOpen = JournalRecord::kOpen;
+constexpr std::uint16_t kRelease = JournalRecord::kRelease;
 
 struct RecordHead {
   std::uint16_t type;
@@ -72,6 +72,7 @@ bool apply(JournalState& state, const RecordHead& r, std::string_view name, std:
   switch (r.type) {
     case kLookup: {
       if (!node_id_ok(r.a)) return bad("node id " + std::to_string(r.a) + " out of range");
+      if (r.a >= state.next_node) return bad("a node id above the high-water mark");
       if (r.b == 0 || r.b >= kMaxJournalId || r.b == r.a) return bad("bad parent of a node");
       if (!valid_component(name)) return bad("a name that is not one path component");
       if (r.d == 0 || r.d > kMaxJournalLookups) return bad("a lookup count out of range");
@@ -117,6 +118,7 @@ bool apply(JournalState& state, const RecordHead& r, std::string_view name, std:
     }
     case kOpen: {
       if (r.a == 0 || r.a >= kMaxJournalId) return bad("fh out of range");
+      if (r.a >= state.next_fh) return bad("an fh above the high-water mark");
       if (r.b != kRootNode && !state.nodes.contains(r.b)) return bad("a handle of an unknown node");
       if (r.c > 1 || !name.empty()) return bad("a malformed open");
       if (!state.handles.contains(r.a) && state.handles.size() >= kMaxJournalEntries) {
@@ -142,25 +144,35 @@ bool valid_component(std::string_view name) noexcept {
 }
 
 std::variant<JournalState, JournalError> decode_journal(std::span<const std::byte> image) {
-  if (image.size() < kJournalBytes) return JournalError{"the journal is too short", {}, {}};
+  if (image.size() < kJournalHeaderBytes) return JournalError{"the journal is too short", {}};
   Header h;
   std::memcpy(&h, image.data(), sizeof h);
   if (std::memcmp(h.magic, kMagic, sizeof kMagic) != 0) {
-    return JournalError{"not a journal", {}, {}};
+    return JournalError{"not a journal", {}};
   }
   if (h.version != kVersion || h.header_bytes != kJournalHeaderBytes ||
       h.region_bytes != kJournalRegionBytes) {
-    return JournalError{"a journal of another version or layout", {}, {}};
+    return JournalError{"a journal of another version or layout", {}};
   }
-  if (h.active > 1) return JournalError{"no active region", {}, {}};
+  if (h.active > 1) return JournalError{"no active region", {}};
   const std::uint64_t used = h.used[h.active];
-  if (used > kJournalRegionBytes) return JournalError{"a region longer than its room", {}, {}};
+  if (used > kJournalRegionBytes) return JournalError{"a region longer than its room", {}};
   if (h.init_request_bytes > kMaxInitBytes || h.init_reply_bytes > kMaxInitBytes) {
-    return JournalError{"FUSE_INIT bytes longer than their room", {}, {}};
+    return JournalError{"FUSE_INIT bytes longer than their room", {}};
+  }
+  if (image.size() < kJournalHeaderBytes + h.active * kJournalRegionBytes + used) {
+    return JournalError{"the journal is too short", {}};
+  }
+  if (h.next_node <= kRootNode || h.next_node > kMaxJournalId || h.next_fh == 0 ||
+      h.next_fh > kMaxJournalId) {
+    return JournalError{"high-water marks out of range", {}};
   }
   JournalState state;
   state.init_request.assign(reinterpret_cast<const char*>(h.init_request), h.init_request_bytes);
   state.init_reply.assign(reinterpret_cast<const char*>(h.init_reply), h.init_reply_bytes);
+  state.next_node = h.next_node;
+  state.next_fh = h.next_fh;
+  JournalState header = state;
 
   const std::byte* region =
       image.data() + kJournalHeaderBytes + h.active * kJournalRegionBytes;
@@ -168,39 +180,71 @@ std::variant<JournalState, JournalError> decode_journal(std::span<const std::byt
   std::string why;
   while (at < used) {
     if (used - at < sizeof(RecordHead)) {
-      return JournalError{"a truncated record", state.init_request, state.init_reply};
+      return JournalError{"a truncated record", header};
     }
     RecordHead r;
     std::memcpy(&r, region + at, sizeof r);
     const std::size_t size = padded(sizeof r + r.name_bytes);
     if (r.name_bytes > NAME_MAX || size > used - at) {
-      return JournalError{"a record longer than the region", state.init_request,
-                          state.init_reply};
+      return JournalError{"a record longer than the region", header};
     }
     const std::string name(reinterpret_cast<const char*>(region + at + sizeof r), r.name_bytes);
     if (!apply(state, r, name, why)) {
-      return JournalError{why + " (at byte " + std::to_string(at) + ")", state.init_request,
-                          state.init_reply};
+      return JournalError{why + " (at byte " + std::to_string(at) + ")", header};
     }
     at += size;
   }
   return state;
 }
 
+std::vector<std::byte> journal_image(const std::vector<JournalRecord>& records,
+                                     std::string_view init_request, std::string_view init_reply) {
+  std::vector<std::byte> image(kJournalHeaderBytes);
+  for (const JournalRecord& record : records) {
+    const std::size_t at = image.size();
+    const std::size_t name_bytes = std::min<std::size_t>(record.name.size(), 0xffff);
+    image.resize(at + padded(sizeof(RecordHead) + name_bytes));
+    const RecordHead r{record.type, static_cast<std::uint16_t>(name_bytes), record.aux,
+                       record.a, record.b, record.c, record.d};
+    std::memcpy(image.data() + at, &r, sizeof r);
+    std::memcpy(image.data() + at + sizeof r, record.name.data(), name_bytes);
+  }
+  Header h{};
+  std::memcpy(h.magic, kMagic, sizeof kMagic);
+  h.version = kVersion;
+  h.header_bytes = kJournalHeaderBytes;
+  h.region_bytes = kJournalRegionBytes;
+  h.used[0] = image.size() - kJournalHeaderBytes;
+  h.next_node = kRootNode + 1;
+  h.next_fh = 1;
+  for (const JournalRecord& record : records) {
+    if (record.type == JournalRecord::kLookup) h.next_node = std::max(h.next_node, record.a + 1);
+    if (record.type == JournalRecord::kOpen) h.next_fh = std::max(h.next_fh, record.a + 1);
+  }
+  h.next_node = std::min<std::uint64_t>(h.next_node, kMaxJournalId);
+  h.next_fh = std::min<std::uint64_t>(h.next_fh, kMaxJournalId);
+  h.init_request_bytes = static_cast<std::uint32_t>(std::min(init_request.size(), kMaxInitBytes));
+  h.init_reply_bytes = static_cast<std::uint32_t>(std::min(init_reply.size(), kMaxInitBytes));
+  std::memcpy(h.init_request, init_request.data(), h.init_request_bytes);
+  std::memcpy(h.init_reply, init_reply.data(), h.init_reply_bytes);
+  std::memcpy(image.data(), &h, sizeof h);
+  return image;
+}
+
 std::variant<JournalState, JournalError> NodeJournal::read(int memfd) {
   struct stat st {};
   if (::fstat(memfd, &st) != 0) {
-    return JournalError{std::string("fstat: ") + std::strerror(errno), {}, {}};
+    return JournalError{std::string("fstat: ") + std::strerror(errno), {}};
   }
   if (st.st_size == 0) return JournalState{};  // never written: a first worker
   if (static_cast<std::uint64_t>(st.st_size) != kJournalBytes) {
-    return JournalError{"the journal has the wrong size", {}, {}};
+    return JournalError{"the journal has the wrong size", {}};
   }
   // Read-only and shared: pages never written read as zeros and cost nothing. The decoder
   // copies each value once before checking it, so a concurrent writer could not slip a value
   // past a check (and none exists: the predecessor is dead, the supervisor never writes).
   void* map = ::mmap(nullptr, kJournalBytes, PROT_READ, MAP_SHARED, memfd, 0);
-  if (map == MAP_FAILED) return JournalError{std::string("mmap: ") + std::strerror(errno), {}, {}};
+  if (map == MAP_FAILED) return JournalError{std::string("mmap: ") + std::strerror(errno), {}};
   auto decoded = decode_journal({static_cast<const std::byte*>(map), kJournalBytes});
   ::munmap(map, kJournalBytes);
   return decoded;
@@ -233,6 +277,10 @@ NodeJournal::NodeJournal(UniqueFd memfd, const JournalState& state) : fd_(std::m
     h.region_bytes = kJournalRegionBytes;
   }
   state_ = state;
+  for (const auto& [id, node] : state_.nodes) state_.next_node = std::max(state_.next_node, id + 1);
+  for (const auto& [fh, handle] : state_.handles) state_.next_fh = std::max(state_.next_fh, fh + 1);
+  store(h.next_node, state_.next_node);
+  store(h.next_fh, state_.next_fh);
   for (const auto& [id, node] : state_.nodes) {
     if (node.parent != 0) by_name_[Key{node.parent, node.name}] = id;
   }
@@ -325,6 +373,10 @@ void NodeJournal::looked_up(NodeId node, NodeId parent, std::string_view name,
                             std::uint64_t ino, mode_t type, std::uint64_t n) {
   if (node <= kRootNode || node >= kMaxJournalId || !valid_component(name)) return;
   const std::lock_guard lock(mutex_);
+  if (node >= state_.next_node) {
+    state_.next_node = node + 1;
+    store(reinterpret_cast<Header*>(map_)->next_node, state_.next_node);
+  }
   auto [it, added] = state_.nodes.try_emplace(node);
   if (added) {
     it->second.ino = ino;
@@ -342,7 +394,8 @@ void NodeJournal::looked_up(NodeId node, NodeId parent, std::string_view name,
     return;
   }
   it->second.nlookup += n;
-  set_name(node, parent, name);
+  // The common case, a name looked up again, changes no index.
+  if (it->second.parent != parent || it->second.name != name) set_name(node, parent, name);
   append(kLookup, type & S_IFMT, node, parent, ino, n, name);
 }
 
@@ -396,6 +449,10 @@ void NodeJournal::opened(std::uint64_t fh, NodeId node, int flags, bool dir) {
   if (fh == 0 || fh >= kMaxJournalId) return;
   const std::lock_guard lock(mutex_);
   if (node != kRootNode && !state_.nodes.contains(node)) return;
+  if (fh >= state_.next_fh) {
+    state_.next_fh = fh + 1;
+    store(reinterpret_cast<Header*>(map_)->next_fh, state_.next_fh);
+  }
   state_.handles[fh] = JournalHandle{node, flags, dir};
   append(kOpen, static_cast<std::uint32_t>(flags), fh, node, dir ? 1 : 0, 0, {});
 }

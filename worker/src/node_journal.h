@@ -40,6 +40,7 @@
 #include <string_view>
 #include <unordered_map>
 #include <variant>
+#include <vector>
 
 #include "backend.h"
 #include "heddle/unique_fd.h"
@@ -64,10 +65,14 @@ struct JournalHandle {
 };
 
 struct JournalState {
-  std::map<NodeId, JournalNode> nodes;
-  std::map<std::uint64_t, JournalHandle> handles;
+  std::unordered_map<NodeId, JournalNode> nodes;
+  std::unordered_map<std::uint64_t, JournalHandle> handles;
   std::string init_request;  // the FUSE_INIT request as read from /dev/fuse (header included)
   std::string init_reply;    // and the reply that went back
+  // High-water marks: every node id and fh ever given to the kernel is below these, so that a
+  // successor gives none of them to another file, even when it could restore nothing.
+  NodeId next_node = kRootNode + 1;
+  std::uint64_t next_fh = 1;
   friend bool operator==(const JournalState&, const JournalState&) = default;
 };
 
@@ -86,14 +91,35 @@ inline constexpr std::size_t kJournalBytes = kJournalHeaderBytes + 2 * kJournalR
 
 struct JournalError {
   std::string reason;
-  // The FUSE_INIT exchange, when the header was sound though a record was not: a successor
-  // can still take the connection over, with every node stale.
-  std::string init_request;
-  std::string init_reply;
+  // What a sound header holds, though a record was not: the FUSE_INIT exchange and the
+  // high-water marks (empty and 0 when the header itself was refused). A successor can still
+  // take the connection over, with every node stale.
+  JournalState header;
 };
 
-// Decodes a journal image (the memfd's bytes; `image` may be shorter than kJournalBytes, which
-// is then an error). Never trusts it: see above.
+// One log record as stored (tests and the fuzzer build images from these).
+struct JournalRecord {
+  enum Type : std::uint16_t {
+    kLookup = 1,   // a=node b=parent c=ino d=count aux=S_IFMT bits, name
+    kForget = 2,   // a=node d=count
+    kName = 3,     // a=node b=parent (0: no name), name
+    kOpen = 4,     // a=fh b=node c=1 for a directory aux=open flags
+    kRelease = 5,  // a=fh
+  };
+  std::uint16_t type = 0;
+  std::uint32_t aux = 0;
+  std::uint64_t a = 0, b = 0, c = 0, d = 0;
+  std::string name;
+};
+
+// A journal image with `records` as region 0's log, and the FUSE_INIT bytes given. Only as
+// long as the decoder needs (header and log).
+[[nodiscard]] std::vector<std::byte> journal_image(const std::vector<JournalRecord>& records,
+                                                   std::string_view init_request = {},
+                                                   std::string_view init_reply = {});
+
+// Decodes a journal image: the memfd's bytes, or as many as hold the header and the active
+// region's log (shorter is an error). Never trusts it: see above.
 [[nodiscard]] std::variant<JournalState, JournalError> decode_journal(
     std::span<const std::byte> image);
 

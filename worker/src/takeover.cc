@@ -9,6 +9,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "heddle/error.h"
+
 namespace heddle::worker {
 namespace {
 
@@ -46,7 +48,7 @@ void restore_nodes(Backend& fs, const JournalState& state, RestoreReport& report
     }
   }
   // No id the kernel may still send is ever given to another file.
-  static_cast<void>(fs.set_next_node(highest + 1));
+  static_cast<void>(fs.set_next_node(std::max(highest + 1, state.next_node)));
   report.nodes = report.kept.nodes.size();
   report.stale_nodes = state.nodes.size() - report.nodes;
 }
@@ -75,7 +77,7 @@ void restore_handles(Backend& fs, OpenHandles& handles, const JournalState& stat
     handles.put(fh, std::move(handle));
     report.kept.handles.emplace(fh, recorded);
   }
-  handles.reserve_below(highest + 1);
+  handles.reserve_below(std::max(highest + 1, state.next_fh));
   report.handles = report.kept.handles.size();
   report.lost_handles = state.handles.size() - report.handles;
 }
@@ -90,6 +92,12 @@ RestoreReport restore_journal(Backend& fs, OpenHandles& handles, const JournalSt
   RestoreReport report;
   report.kept.init_request = state.init_request;
   report.kept.init_reply = state.init_reply;
+  report.kept.next_node = state.next_node;
+  report.kept.next_fh = state.next_fh;
+  // A backend that cannot keep ids could give a new file an id the kernel holds for another.
+  if (!fs.set_next_node(state.next_node)) {
+    throw Error("this backend cannot keep node ids: the connection cannot be taken over", ENOTSUP);
+  }
   restore_nodes(fs, state, report);
   restore_handles(fs, handles, state, report);
   return report;

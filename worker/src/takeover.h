@@ -21,6 +21,7 @@ struct RestoreReport {
   std::size_t lost_handles = 0;
 };
 
+// Throws heddle::Error (ENOTSUP) for a backend that cannot keep node ids.
 [[nodiscard]] RestoreReport restore_journal(Backend& fs, OpenHandles& handles,
                                             const JournalState& state);
 

@@ -334,6 +334,14 @@ class GitFs final : public Backend {
 
   std::size_t node_count() const override { return nodes_.size(); }
 
+  // Takeover: ids are kept. Inode numbers are keyed per worker (InoHasher::random_key), so a
+  // successor's differ and its predecessor's nodes come back stale, never confused.
+  bool set_next_node(NodeId node) override {
+    nodes_.set_next(node);
+    return true;
+  }
+  void add_lookups(NodeId node, std::uint64_t n) override { nodes_.add_lookups(node, n); }
+
   void add_status(nlohmann::ordered_json& extra) const override {
     const auto stats = cache_.stats();
     {

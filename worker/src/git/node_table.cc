@@ -148,6 +148,18 @@ std::shared_ptr<const NodeInfo> NodeTable::find(NodeId node) const {
   return it == by_id_.end() ? nullptr : it->second->info;
 }
 
+void NodeTable::set_next(NodeId node) {
+  const std::unique_lock lock(mutex_);
+  next_id_ = node;
+}
+
+void NodeTable::add_lookups(NodeId node, std::uint64_t n) {
+  const std::shared_lock lock(mutex_);
+  if (const auto it = by_id_.find(node); it != by_id_.end() && node != kRootNode) {
+    it->second->nlookup.fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
 NodeId NodeTable::acquire_known(std::string_view path, std::shared_ptr<const NodeInfo>& out) {
   const std::shared_lock lock(mutex_);
   const auto it = by_path_.find(path);

@@ -87,6 +87,10 @@ class NodeTable {
   void forget(NodeId node, std::uint64_t nlookup) noexcept;
   [[nodiscard]] std::size_t size() const;
 
+  // Takeover (issue 16, Backend::set_next_node and add_lookups).
+  void set_next(NodeId node);
+  void add_lookups(NodeId node, std::uint64_t n);
+
   // The number `path` has (or will have) as a node: its hash, unless a collision pinned
   // another. For readdir's d_ino.
   [[nodiscard]] ino_t ino_of(std::string_view path) const;
