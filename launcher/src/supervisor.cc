@@ -564,7 +564,7 @@ RestartInfo Supervisor::restart_info() const {
   return restart_info_;
 }
 
-int Supervisor::worker_pidfd() {
+int Supervisor::worker_pidfd() const {
   std::lock_guard lock(ipc_mutex_);
   return worker_ ? worker_->process.pidfd() : -1;
 }

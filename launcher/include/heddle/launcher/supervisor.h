@@ -131,7 +131,7 @@ class Supervisor {
   // watches the worker: nothing else waits on its pidfd.
   [[nodiscard]] int ended_fd() const noexcept { return ended_.get(); }
   // The current worker's pidfd, to signal it (tests); its exit is ended_fd()'s to report.
-  [[nodiscard]] int worker_pidfd();
+  [[nodiscard]] int worker_pidfd() const;
   [[nodiscard]] std::optional<sandbox::ExitStatus> exit_status() const;
   // Why the mount ended without being asked to: the worker's exit (and a spent restart
   // budget), or the loss of the guard.
