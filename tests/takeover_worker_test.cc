@@ -31,6 +31,7 @@
 #include "heddle/ipc/message.h"
 #include "heddle/unique_fd.h"
 #include "node_journal.h"
+#include "support/child_process.h"
 #include "support/unsandboxed_worker.h"
 
 namespace heddle::test {
@@ -507,6 +508,54 @@ TEST_F(TakeoverTest, HeavyJournalCostOnAWalkAndSmallReads) {
               kWalkDirs * (kWalkFiles + 1), best_walk[0], best_walk[1],
               100 * (best_walk[1] / best_walk[0] - 1), best_read[0], best_read[1],
               100 * (best_read[1] / best_read[0] - 1));
+}
+
+// A git thread: the successor shows the same inode numbers (the key is journalled) and serves
+// the commit its predecessor served, though the ref has moved on since: an fd open across the
+// kill reads the bytes it read before.
+TEST_F(TakeoverTest, AGitThreadComesBackWholeAtTheCommitItServed) {
+  TempDir repo("heddle-takeover-repo");
+  auto git = [&](std::vector<std::string> args) {
+    args.insert(args.begin(), {"/usr/bin/git", "-C", repo.path().string(), "-c", "user.name=T",
+                               "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"});
+    const CommandResult result = run_command(args, std::chrono::seconds(60));
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+  };
+  git({"init", "-q", "-b", "main"});
+  fs::create_directories(repo.path() / "dir");
+  write_file(repo.path() / "dir" / "file.txt", "first version\n");
+  git({"add", "-A"});
+  git({"commit", "-q", "-m", "first"});
+
+  WorkerConfig config;
+  config.source = repo.path();
+  config.git_thread = "main";
+  config.journal = true;
+  UnsandboxedWorker worker(std::move(config));
+  ASSERT_TRUE(worker.ready());
+  const fs::path file = worker.mountpoint() / "dir" / "file.txt";
+  UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  struct stat before {};
+  ASSERT_EQ(::fstat(fd.get(), &before), 0);
+
+  // The ref moves on while the worker is dead.
+  worker.kill_worker();
+  write_file(repo.path() / "dir" / "file.txt", "second, longer version\n");
+  git({"commit", "-q", "-a", "-m", "second"});
+  worker.start_successor();
+  ASSERT_TRUE(worker.ready());
+  const auto status = status_of(worker);
+  EXPECT_EQ(status.value("stale_nodes", 1u), 0u) << status.dump();
+  EXPECT_EQ(status.value("restored_nodes", 0u), 2u) << status.dump();
+
+  char buffer[64] = {};
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
+  ASSERT_EQ(::pread(fd.get(), buffer, sizeof buffer, 0), 14) << std::strerror(errno);
+  EXPECT_EQ(std::string(buffer, 14), "first version\n");
+  struct stat after {};
+  ASSERT_EQ(::stat(file.c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
 }
 
 // --- A damaged journal -------------------------------------------------------------------

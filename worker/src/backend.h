@@ -199,6 +199,12 @@ class Backend {
   [[nodiscard]] virtual bool set_next_node(NodeId /*node*/) { return false; }
   // Counts `n` more references on the known node `node`.
   virtual void add_lookups(NodeId /*node*/, std::uint64_t /*n*/) {}
+  // What else a successor must share with this worker to show the same nodes (the git
+  // backend's inode-number key), at most kMaxTakeoverState bytes; and, in the successor, before
+  // any lookup, the same taken over (from a journal: any bytes; only numbers may change).
+  static constexpr std::size_t kMaxTakeoverState = 64;
+  [[nodiscard]] virtual std::string takeover_state() const { return {}; }
+  virtual void restore_takeover_state(std::string_view /*state*/) {}
 };
 
 }  // namespace heddle::worker

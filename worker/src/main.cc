@@ -167,7 +167,8 @@ class Retargeting {
   static constexpr std::size_t kMaxListed = 100;
   static constexpr std::size_t kMaxListedBytes = 16 << 10;
 
-  Retargeting(Backend& fs, FuseSession& session) : fs_(fs), session_(session) {}
+  Retargeting(Backend& fs, FuseSession& session, NodeJournal* journal)
+      : fs_(fs), session_(session), journal_(journal) {}
 
   ipc::Message freeze() {
     session_.gate().close();
@@ -206,6 +207,7 @@ class Retargeting {
     if (dropped > 0) spdlog::warn("retarget: {} kernel notifications failed", dropped);
     if (request.drop_overlay) conflicts_.clear();
     conflicts_.insert(outcome.conflicts.begin(), outcome.conflicts.end());
+    if (journal_ != nullptr) journal_->set_commit(outcome.commit);
     spdlog::info("now serving commit {} ({} notifications, {} conflicts)", outcome.commit,
                  outcome.notes.size(), outcome.conflicts.size());
     return ipc::Retargeted{outcome.commit, listed(outcome.conflicts)};
@@ -235,6 +237,7 @@ class Retargeting {
 
   Backend& fs_;
   FuseSession& session_;
+  NodeJournal* journal_;  // the commit served goes there (a successor serves it too)
   std::set<std::string> conflicts_;  // since the last capture (drop_overlay)
 };
 
@@ -261,7 +264,7 @@ struct Restart {
 [[noreturn]] void serve_ipc(int ipc_fd, const ipc::WorkerBootstrap& boot, Backend& fs,
                             FuseSession& session, const Restart& restart) {
   const auto started = std::chrono::steady_clock::now();
-  Retargeting retargeting(fs, session);
+  Retargeting retargeting(fs, session, restart.journal.get());
   for (;;) {
     std::optional<ipc::Message> message;
     try {
@@ -348,7 +351,10 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
                   FuseSession& session) {
   Restart out;
   if (boot.generation == 1) {
-    out.journal = std::make_unique<NodeJournal>(std::move(memfd), JournalState{});
+    JournalState first;
+    first.backend = fs.takeover_state();
+    first.commit = fs.served_commit().value_or("");
+    out.journal = std::make_unique<NodeJournal>(std::move(memfd), first);
     session.attach_journal(out.journal.get(), true);
     return out;
   }

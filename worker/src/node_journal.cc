@@ -35,6 +35,10 @@ struct Header {
   unsigned char init_reply[kMaxInitBytes];
   std::uint64_t next_node;  // high-water marks (JournalState)
   std::uint64_t next_fh;
+  std::uint32_t backend_bytes;
+  std::uint32_t commit_bytes;
+  unsigned char backend[kMaxBackendState];
+  char commit[64];
 };
 static_assert(sizeof(Header) <= kJournalHeaderBytes);
 
@@ -172,6 +176,16 @@ std::variant<JournalState, JournalError> decode_journal(std::span<const std::byt
   state.init_reply.assign(reinterpret_cast<const char*>(h.init_reply), h.init_reply_bytes);
   state.next_node = h.next_node;
   state.next_fh = h.next_fh;
+  if (h.backend_bytes > kMaxBackendState || (h.commit_bytes != 0 && h.commit_bytes != 40 &&
+                                             h.commit_bytes != 64)) {
+    return JournalError{"backend state or commit of a bad size", {}};
+  }
+  state.backend.assign(reinterpret_cast<const char*>(h.backend), h.backend_bytes);
+  state.commit.assign(h.commit, h.commit_bytes);
+  if (!std::all_of(state.commit.begin(), state.commit.end(),
+                   [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); })) {
+    return JournalError{"a commit that is not hexadecimal", {}};
+  }
   JournalState header = state;
 
   const std::byte* region =
@@ -285,6 +299,8 @@ NodeJournal::NodeJournal(UniqueFd memfd, const JournalState& state) : fd_(std::m
     if (node.parent != 0) by_name_[Key{node.parent, node.name}] = id;
   }
   set_init(state.init_request, state.init_reply);
+  set_backend(state.backend);
+  set_commit(state.commit);
   if (!compact()) throw Error("the node journal's state does not fit its region", EFBIG);
 }
 
@@ -473,6 +489,26 @@ void NodeJournal::set_init(std::string_view request, std::string_view reply) {
   std::memcpy(h.init_reply, reply.data(), reply.size());
   h.init_request_bytes = static_cast<std::uint32_t>(request.size());
   h.init_reply_bytes = static_cast<std::uint32_t>(reply.size());
+}
+
+void NodeJournal::set_backend(std::string_view state) {
+  if (state.size() > kMaxBackendState) return;
+  const std::lock_guard lock(mutex_);
+  auto& h = *reinterpret_cast<Header*>(map_);
+  state_.backend.assign(state);
+  std::memcpy(h.backend, state.data(), state.size());
+  h.backend_bytes = static_cast<std::uint32_t>(state.size());
+}
+
+void NodeJournal::set_commit(std::string_view commit) {
+  if (commit.size() != 0 && commit.size() != 40 && commit.size() != 64) return;
+  const std::lock_guard lock(mutex_);
+  auto& h = *reinterpret_cast<Header*>(map_);
+  state_.commit.assign(commit);
+  // Length first to 0: a successor never reads a half-written commit as a whole one.
+  h.commit_bytes = 0;
+  std::memcpy(h.commit, commit.data(), commit.size());
+  h.commit_bytes = static_cast<std::uint32_t>(commit.size());
 }
 
 std::size_t NodeJournal::node_count() const {

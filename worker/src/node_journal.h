@@ -73,6 +73,8 @@ struct JournalState {
   // successor gives none of them to another file, even when it could restore nothing.
   NodeId next_node = kRootNode + 1;
   std::uint64_t next_fh = 1;
+  std::string backend;  // Backend::takeover_state(), at most kMaxBackendState bytes
+  std::string commit;   // the commit served (a git thread), empty or 40 or 64 hex digits
   friend bool operator==(const JournalState&, const JournalState&) = default;
 };
 
@@ -81,6 +83,7 @@ inline constexpr NodeId kMaxJournalId = NodeId{1} << 48;  // node ids and fh val
 inline constexpr std::uint64_t kMaxJournalLookups = std::uint64_t{1} << 40;
 inline constexpr std::size_t kMaxJournalEntries = std::size_t{1} << 22;
 inline constexpr std::size_t kMaxInitBytes = 512;
+inline constexpr std::size_t kMaxBackendState = 64;
 inline constexpr std::size_t kJournalHeaderBytes = 4096;
 inline constexpr std::size_t kJournalRegionBytes = std::size_t{32} << 20;
 inline constexpr std::size_t kJournalBytes = kJournalHeaderBytes + 2 * kJournalRegionBytes;
@@ -147,6 +150,8 @@ class NodeJournal {
   void opened(std::uint64_t fh, NodeId node, int flags, bool dir);
   void released(std::uint64_t fh);
   void set_init(std::string_view request, std::string_view reply);
+  void set_backend(std::string_view state);
+  void set_commit(std::string_view commit);
 
   [[nodiscard]] std::size_t node_count() const;
   [[nodiscard]] std::size_t handle_count() const;

@@ -77,6 +77,10 @@ class OverlayFs final : public Backend {
     next_ = node;
     return true;
   }
+  [[nodiscard]] std::string takeover_state() const override { return lower_->takeover_state(); }
+  void restore_takeover_state(std::string_view state) override {
+    lower_->restore_takeover_state(state);
+  }
   void add_lookups(NodeId node, std::uint64_t n) override {
     const std::lock_guard lock(mutex_);
     if (Node* found = find(node); found != nullptr && node != kRootNode) found->nlookup += n;

@@ -94,6 +94,17 @@ RestoreReport restore_journal(Backend& fs, OpenHandles& handles, const JournalSt
   report.kept.init_reply = state.init_reply;
   report.kept.next_node = state.next_node;
   report.kept.next_fh = state.next_fh;
+  // The same inode numbers, and the commit the kernel's nodes were found in.
+  fs.restore_takeover_state(state.backend);
+  report.kept.backend = state.backend;
+  if (!state.commit.empty() && fs.served_commit() != state.commit) {
+    try {
+      static_cast<void>(fs.retarget(state.commit, false));
+    } catch (const std::exception& e) {
+      spdlog::warn("takeover: cannot serve the predecessor's commit again: {}", e.what());
+    }
+  }
+  report.kept.commit = fs.served_commit().value_or("");
   // A backend that cannot keep ids could give a new file an id the kernel holds for another.
   if (!fs.set_next_node(state.next_node)) {
     throw Error("this backend cannot keep node ids: the connection cannot be taken over", ENOTSUP);

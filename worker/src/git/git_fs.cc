@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cerrno>
 #include <climits>
+#include <cstring>
 #include <mutex>
 #include <new>
 #include <string>
@@ -334,13 +335,24 @@ class GitFs final : public Backend {
 
   std::size_t node_count() const override { return nodes_.size(); }
 
-  // Takeover: ids are kept. Inode numbers are keyed per worker (InoHasher::random_key), so a
-  // successor's differ and its predecessor's nodes come back stale, never confused.
+  // Takeover: ids are kept, and so is the inode-number key (takeover_state).
   bool set_next_node(NodeId node) override {
     nodes_.set_next(node);
     return true;
   }
   void add_lookups(NodeId node, std::uint64_t n) override { nodes_.add_lookups(node, n); }
+  std::string takeover_state() const override {
+    const InoHasher::Key key = nodes_.hasher().key();
+    std::string out(sizeof key, '\0');
+    std::memcpy(out.data(), &key, sizeof key);
+    return out;
+  }
+  void restore_takeover_state(std::string_view state) override {
+    InoHasher::Key key;
+    if (state.size() != sizeof key) return;
+    std::memcpy(&key, state.data(), sizeof key);
+    nodes_.set_hasher(InoHasher(key));
+  }
 
   void add_status(nlohmann::ordered_json& extra) const override {
     const auto stats = cache_.stats();

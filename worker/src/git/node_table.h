@@ -53,6 +53,7 @@ class InoHasher {
   // A key from getrandom(2). Throws heddle::Error when no randomness is to be had.
   [[nodiscard]] static Key random_key();
 
+  [[nodiscard]] Key key() const noexcept { return key_; }
   // `round` > 0 gives the alternative numbers a colliding path probes.
   [[nodiscard]] ino_t operator()(std::string_view path, std::uint32_t round = 0) const noexcept;
 
@@ -89,6 +90,9 @@ class NodeTable {
 
   // Takeover (issue 16, Backend::set_next_node and add_lookups).
   void set_next(NodeId node);
+  // A predecessor's key, before any node but the root exists.
+  void set_hasher(InoHasher hasher) { hasher_ = hasher; }
+  [[nodiscard]] InoHasher hasher() const { return hasher_; }
   void add_lookups(NodeId node, std::uint64_t n);
 
   // The number `path` has (or will have) as a node: its hash, unless a collision pinned
@@ -121,7 +125,7 @@ class NodeTable {
   // holder's) when its hash is another path's.
   [[nodiscard]] ino_t claim_ino(const std::string& path);
 
-  const InoHasher hasher_;
+  InoHasher hasher_;  // replaced only before any lookup (set_hasher)
   mutable std::shared_mutex mutex_;
   std::unordered_map<NodeId, std::unique_ptr<Entry>> by_id_;
   // Keys view the NodeInfo's path, which lives as long as the entry.
