@@ -279,6 +279,8 @@ void run_restart(const Config& config, const ScratchDir& root, const std::string
       if (mount) mount->unmount();
       at = root / ("mnt-restart-" + std::to_string(i));
       mount = std::make_unique<LiveMount>(ipc::DirSource{source}, at);
+      // Served once: FUSE_INIT is then behind the first worker, for its successors to replay.
+      if (fs::directory_iterator(at) == fs::directory_iterator()) throw Error("readdir " + at, EIO);
     }
     const std::string probe = at + "/absent-" + std::to_string(i);
     struct stat st {};
