@@ -243,6 +243,36 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
                 "spawn_bwrap_p50_ms");
 }
 
+// Worker restart (issue 16): SIGKILL of the worker -> the first request its successor answers
+// (a lookup of a name the kernel has not seen, which only a worker can answer). A new mount
+// every 3 kills: the default restart budget.
+void run_restart(const Config& config, const ScratchDir& root, const std::string& source,
+                 Figures& figures) {
+  Samples ms;
+  std::unique_ptr<LiveMount> mount;
+  std::string at;
+  for (int i = 0; i < config.pick(60, 12); ++i) {
+    if (i % 3 == 0) {
+      if (mount) mount->unmount();
+      at = root / ("mnt-restart-" + std::to_string(i));
+      mount = std::make_unique<LiveMount>(ipc::DirSource{source}, at);
+      // Served once: FUSE_INIT is then behind the first worker, for its successors to replay.
+      if (fs::directory_iterator(at) == fs::directory_iterator()) throw Error("readdir " + at, EIO);
+    }
+    const std::string probe = at + "/absent-" + std::to_string(i);
+    struct stat st {};
+    const auto t0 = Clock::now();
+    if (::kill((*mount)->pid(), SIGKILL) != 0) throw_errno("kill the worker");
+    if (::stat(probe.c_str(), &st) == 0 || errno != ENOENT) {
+      throw Error("stat " + probe + " after the worker's SIGKILL", errno);
+    }
+    ms.push_back(ms_since(t0));
+  }
+  if (mount) mount->unmount();
+  figures.set("restart_first_answer_p50_ms", percentile(ms, 50));
+  figures.set("restart_first_answer_p99_ms", percentile(ms, 99));
+}
+
 // A background supervisor as a user starts it: `heddle-fuse-launcher mount --json`.
 void run_cli(const ScratchDir& root, const std::string& source, Figures& figures) {
   const std::string launcher = own_bin_dir() + "/heddle-fuse-launcher";
@@ -330,6 +360,8 @@ void supervisor_suite(const Config& config, Figures& figures) {
   run_rtt(config, root, source, figures);
   std::printf("heddle_bench supervisor: 2/4 spawn -> ready, ours | unsandboxed | bwrap ...\n");
   run_spawn(config, root, source, figures);
+  std::printf("heddle_bench supervisor: 2/4 worker SIGKILL -> its successor's first answer ...\n");
+  run_restart(config, root, source, figures);
   std::printf("heddle_bench supervisor: 3/4 a background supervisor (the CLI) ...\n");
   run_cli(root, source, figures);
   std::printf("heddle_bench supervisor: 4/4 concurrent mounts ...\n");

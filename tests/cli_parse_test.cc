@@ -35,6 +35,29 @@ Words git_mount(const std::string& cache_bytes) {
           "--cache-bytes", cache_bytes,   "--mountpoint", "/m"};
 }
 
+TEST(CliParse, RestartBudgetAndRestart) {
+  const Words mount = {"mount", "--dir", "/d", "--mountpoint", "/m"};
+  EXPECT_FALSE(mount_of(parse(mount)).restart_budget.has_value());
+  const auto budget_of = [&](const std::string& text) {
+    Words words = mount;
+    words.insert(words.end(), {"--restart-budget", text});
+    return mount_of(parse(words)).restart_budget.value();
+  };
+  EXPECT_EQ(budget_of("5/60"), (RestartBudget{5, std::chrono::seconds(60)}));
+  EXPECT_EQ(budget_of("0"), (RestartBudget{0, std::chrono::seconds(300)}));
+  EXPECT_EQ(budget_of("7"), (RestartBudget{7, std::chrono::seconds(300)}));
+  EXPECT_EQ(describe_budget(kDefaultRestartBudget), "3/300");
+
+  const auto restart = std::get<RestartCommand>(parse({"restart", "/m", "--json"}).command);
+  EXPECT_EQ(restart.mountpoint, "/m");
+  EXPECT_FALSE(restart.all);
+  EXPECT_TRUE(restart.json);
+  const auto all = std::get<RestartCommand>(parse({"restart", "--all"}).command);
+  EXPECT_TRUE(all.all);
+  EXPECT_FALSE(all.json);
+  EXPECT_TRUE(std::get<RestartCommand>(parse({"restart", "--all", "--json"}).command).json);
+}
+
 TEST(CliParse, CacheBytes) {
   const struct {
     const char* text;
@@ -175,6 +198,15 @@ TEST(CliParse, RefusedWithAReason) {
       {{"mount", "--dir", "/d", "--mountpoint", "/m", "--cache-bytes", "1M"}, "--cache-bytes"},
       {{"mount", "--dir", "/d", "--mountpoint", "/m", "--sandbox=lax"}, "strict or degraded"},
       {{"mount", "--dir", "/d", "--mountpoint", "/m", "--pin"}, "--pin needs --repo-root"},
+      {{"mount", "--dir", "/d", "--mountpoint", "/m", "--restart-budget", "x"}, "RESTARTS[/SECONDS]"},
+      {{"mount", "--dir", "/d", "--mountpoint", "/m", "--restart-budget", "3/0"}, "--restart-budget"},
+      {{"mount", "--dir", "/d", "--mountpoint", "/m", "--restart-budget", "-1"}, "--restart-budget"},
+      {{"mount", "--dir", "/d", "--mountpoint", "/m", "--restart-budget", "3/"}, "--restart-budget"},
+      {{"mount", "--dir", "/d", "--mountpoint", "/m", "--restart-budget", "1001"}, "--restart-budget"},
+      {{"mount", "--dir", "/d", "--mountpoint", "/m", "--restart-budget"}, "needs a value"},
+      {{"restart"}, "mountpoint is required"},
+      {{"restart", "/m", "/n"}, "unexpected argument /n"},
+      {{"restart", "--all", "/m"}, "unexpected argument /m"},
       {{"capture"}, "mountpoint is required"},
       {{"capture", "/m", "/n"}, "unexpected argument /n"},
       {{"capture", "/m", "-m"}, "-m needs a value"},

@@ -262,10 +262,13 @@ class FaultFixture {
   [[nodiscard]] std::string mp() const { return tree_->mountpoint().string(); }
   [[nodiscard]] std::string src() const { return tree_->source().string(); }
 
-  // Starts `mount --foreground --json` with `env`, and finds its worker and guard.
+  // Starts `mount --foreground --json` with `env`, and finds its worker and guard. Without
+  // restarts: a dead worker ends the mount, as once its restart budget is spent (the restart
+  // path has its own suite, restart_test.cc).
   void start_supervisor(const std::vector<std::string>& env) {
     supervisor_ = std::make_unique<ChildProcess>(
-        launcher_argv(env, {"mount", "--dir", src(), "--mountpoint", mp(), "--foreground", "--json"}));
+        launcher_argv(env, {"mount", "--dir", src(), "--mountpoint", mp(), "--foreground", "--json",
+                            "--restart-budget", "0"}));
     const pid_t supervisor = supervisor_->pid();
     ASSERT_TRUE(eventually(
         [&] {

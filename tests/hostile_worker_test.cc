@@ -38,7 +38,8 @@ using Clock = std::chrono::steady_clock;
 
 constexpr auto kSlack = 2s;  // on top of the timeout a case waits out
 
-// fds of this process open on /dev/fuse: the supervisor hands its only one to the worker.
+// fds of this process open on /dev/fuse: the supervisor keeps one per mount (for a successor
+// worker), and closes it when the mount goes.
 int fuse_fd_count() { return open_fd_count("/dev/fuse"); }
 
 bool contains(const std::string& text, const std::string& part) {
@@ -81,6 +82,8 @@ class HostileWorkerTest : public ::testing::Test {
     options.handshake_timeout = 5s;
     options.status_timeout = 300ms;
     options.stop_grace = 300ms;
+    // No successor unless a case asks: each case is about one worker's misbehaviour.
+    options.restart_budget = {};
     return options;
   }
 
@@ -244,9 +247,10 @@ TEST_F(HostileWorkerTest, FdsPassedOnTheIpcSocketAreDroppedNotLeaked) {
   SupervisorOptions options = hostile("extra-fds");
   options.stop_grace = 2s;  // it answers Stop: no escalation, however loaded the machine
   auto supervisor = Supervisor::spawn(request(), options);
-  // The worker attached 35 fds to MountReady, the /dev/fuse fd among them: none may arrive.
+  // The worker attached 35 fds to MountReady, the /dev/fuse fd among them: none may arrive
+  // (the one /dev/fuse fd here is the supervisor's own, kept for a successor).
   const int fds_after_spawn = open_fd_count();
-  EXPECT_EQ(fuse_fd_count(), 0);
+  EXPECT_EQ(fuse_fd_count(), 1);
   for (int i = 0; i < 5; ++i) {  // each reply carries them again
     const ipc::StatusOk status = supervisor->status();
     EXPECT_EQ(static_cast<pid_t>(status.pid), supervisor->pid());
@@ -255,7 +259,7 @@ TEST_F(HostileWorkerTest, FdsPassedOnTheIpcSocketAreDroppedNotLeaked) {
   // host, on a fresh fd for a moment. A leak would be 35 fds per reply, and stay.
   EXPECT_TRUE(eventually([&] { return open_fd_count() <= fds_after_spawn; }, 2s))
       << open_fd_count() << " fds open, " << fds_after_spawn << " after spawn";
-  EXPECT_EQ(fuse_fd_count(), 0);
+  EXPECT_EQ(fuse_fd_count(), 1);
   const auto started = Clock::now();
   supervisor->unmount();
   EXPECT_LT(Clock::now() - started, options.stop_grace) << "it answers Stop";
@@ -279,6 +283,36 @@ TEST_F(HostileWorkerTest, ClosingTheSocketMidReplyFailsStatusAndTheMountGoes) {
   supervisor->unmount();
   // It exited by itself after cutting its reply, or by the supervisor's SIGKILL for it.
   ASSERT_TRUE(supervisor->exit_status().has_value());
+}
+
+// The restart path gives a hostile worker nothing but its budget: each successor (the same
+// binary, the same sandbox) breaks the protocol again and is killed, and once the budget is
+// spent the mount is removed, naming the cause.
+TEST_F(HostileWorkerTest, AWorkerBreakingTheProtocolAfterEveryRestartSpendsTheBudget) {
+  SupervisorOptions options = hostile("number-path");
+  options.restart_budget = {2, std::chrono::seconds(60)};
+  auto supervisor = Supervisor::spawn(request(), options);
+  std::vector<pid_t> workers = {supervisor->pid()};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    ASSERT_TRUE(eventually([&] { return supervisor->is_alive() || !heddle_mounted(tree_->mountpoint()); }, 10s));
+    if (!supervisor->is_alive()) break;
+    const auto error = error_from([&] { (void)supervisor->status(); });
+    ASSERT_TRUE(error.has_value()) << "a StatusOk with a numeric mount_path was accepted";
+    EXPECT_EQ(error->code(), EPROTO) << error->what();
+    EXPECT_TRUE(eventually([&] { return supervisor->pid() != workers.back() || !heddle_mounted(tree_->mountpoint()); }, 10s));
+    if (supervisor->pid() != workers.back()) workers.push_back(supervisor->pid());
+  }
+  EXPECT_TRUE(eventually([&] { return !heddle_mounted(tree_->mountpoint()); }, 10s));
+  EXPECT_EQ(workers.size(), 3u) << "the first worker and two successors";
+  const launcher::RestartInfo info = supervisor->restart_info();
+  EXPECT_EQ(info.generation, 3u);
+  EXPECT_EQ(info.restarts, 2u);
+  supervisor->unmount();
+  const std::string cause = supervisor->exit_cause();
+  EXPECT_TRUE(contains(cause, "worker " + std::to_string(workers.back()) +
+                                  " exited (signal 9 (SIGKILL)); the restart budget (2 restarts "
+                                  "in 60 s) is spent"))
+      << cause;
 }
 
 // A reply cut in two by the status timeout: the first call times out having read part of the
@@ -422,8 +456,11 @@ class HostileOutputTest : public ::testing::Test {
   // Mounts `source` at `mountpoint` in the background with `--json`; the ready line.
   Json mount_json(const std::string& worker, const ScratchTree& tree) {
     mountpoints_.push_back(tree.mountpoint());
+    // Without restarts: a hostile worker killed for breaking the protocol ends its mount here
+    // (AWorkerBreakingTheProtocolAfterEveryRestartSpendsTheBudget has the restarts).
     const CommandResult result = launcher({"mount", "--dir", tree.source().string(),
-                                           "--mountpoint", tree.mountpoint().string(), "--json"},
+                                           "--mountpoint", tree.mountpoint().string(), "--json",
+                                           "--restart-budget", "0"},
                                           worker);
     EXPECT_EQ(result.exit_code, 0) << result.err;
     EXPECT_EQ(unsafe_byte(result.out), "");

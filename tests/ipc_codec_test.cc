@@ -351,6 +351,14 @@ TEST(EncodeBody, KindOfNamesEveryAlternative) {
   EXPECT_EQ(kind_of(RetargetFailed{}), "RetargetFailed");
   EXPECT_EQ(kind_of(Capture{}), "Capture");
   EXPECT_EQ(kind_of(Captured{}), "Captured");
+  EXPECT_EQ(kind_of(Restart{}), "Restart");
+}
+
+// `restart` (issue 16), on the control socket only: a kind without fields.
+TEST(RestartMessage, EncodesAndDecodesAsAKindAlone) {
+  EXPECT_EQ(encode_body(Restart{}), R"({"kind":"Restart"})");
+  EXPECT_EQ(decode_body(R"({"kind":"Restart"})"), Message(Restart{}));
+  EXPECT_EQ(decode_body(R"( {"extra":1,"kind":"Restart"} )"), Message(Restart{}));
 }
 
 // ---- size limit -----------------------------------------------------------------------------

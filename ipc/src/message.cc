@@ -31,6 +31,7 @@ constexpr std::string_view kRetargeted = "Retargeted";
 constexpr std::string_view kRetargetFailed = "RetargetFailed";
 constexpr std::string_view kCapture = "Capture";
 constexpr std::string_view kCaptured = "Captured";
+constexpr std::string_view kRestart = "Restart";
 
 // serde_json's recursion limit: it fails on the 128th nested container.
 constexpr std::size_t kMaxNesting = 127;
@@ -52,6 +53,7 @@ constexpr std::string_view name_of(const Retargeted&) { return kRetargeted; }
 constexpr std::string_view name_of(const RetargetFailed&) { return kRetargetFailed; }
 constexpr std::string_view name_of(const Capture&) { return kCapture; }
 constexpr std::string_view name_of(const Captured&) { return kCaptured; }
+constexpr std::string_view name_of(const Restart&) { return kRestart; }
 
 bool is_status_ok_field(std::string_view name) {
   return name == "kind" || name == "pid" || name == "mount_path";
@@ -96,6 +98,7 @@ void add_fields(Json&, const Stopping&) {}
 void add_fields(Json&, const Freeze&) {}
 void add_fields(Json&, const Thaw&) {}
 void add_fields(Json&, const Thawed&) {}
+void add_fields(Json&, const Restart&) {}
 
 void add_fields(Json& out, const Retarget& message) {
   out["commit"] = message.commit;
@@ -308,6 +311,7 @@ Message message_from(Json& object) {
   if (kind == kFreeze) return Freeze{};
   if (kind == kThaw) return Thaw{};
   if (kind == kThawed) return Thawed{};
+  if (kind == kRestart) return Restart{};
   if (kind == kRetarget) {
     return Retarget{string_field(object, kind, "commit"),
                     bool_field(object, kind, "drop_overlay")};
@@ -383,6 +387,8 @@ bool operator==(const RetargetFailed& a, const RetargetFailed& b) {
 bool operator==(const Capture& a, const Capture& b) {
   return a.message == b.message && a.author == b.author;
 }
+
+bool operator==(const Restart&, const Restart&) { return true; }
 
 bool operator==(const Captured& a, const Captured& b) {
   return a.commit == b.commit && a.ref == b.ref && a.unchanged == b.unchanged &&

@@ -26,7 +26,7 @@ namespace heddle::launcher {
 namespace {
 
 constexpr const char* kUsageLine =
-    "Usage: heddle-fuse-launcher [-v|-q] {mount|status|capture|unmount|list|overlay|doctor|sandbox-exec|demo} "
+    "Usage: heddle-fuse-launcher [-v|-q] {mount|status|capture|restart|unmount|list|overlay|doctor|sandbox-exec|demo} "
     "... (see --help)";
 
 constexpr const char* kHelp = R"(Usage: heddle-fuse-launcher [-v|-q] COMMAND [OPTIONS]
@@ -40,7 +40,7 @@ read-only unless --overlay is given.
 Commands:
   mount --dir DIR --mountpoint MP [--overlay | --overlay-dir ODIR]
         [--foreground] [--json] [--uid U] [--gid G] [--allow-other]
-        [--sandbox=strict|degraded]
+        [--sandbox=strict|degraded] [--restart-budget N[/SECONDS]]
   mount --repo-root REPO --thread-id THREAD [--cache-bytes N]
         [--read-only | --overlay-dir ODIR] [--pin] --mountpoint MP [...]
       Mount DIR, or the tree of THREAD in the git repository REPO, at MP.
@@ -73,9 +73,16 @@ Commands:
       /etc/fuse.conf without root). --sandbox=strict (the default) refuses to
       run without a user namespace; --sandbox=degraded runs the worker without
       namespaces, still with no capabilities, no_new_privs and seccomp.
+      A worker that dies unasked (a signal, a non-zero exit, a broken
+      protocol) is replaced under the live mount by a new one in the same
+      sandbox; --restart-budget N/SECONDS allows at most N such restarts
+      within SECONDS (default 3/300; 0 removes the mount at the first crash).
+      Past the budget the mount is removed and the log names the cause.
   status MP [--json]
       Ask the mount's worker for its Status and print the reply, with whether
-      the mount is writable, and its overlay's directory, size and file count.
+      the mount is writable, and its overlay's directory, size and file count,
+      the worker's generation (1, then +1 for every successor) and how many
+      times it was restarted after a crash.
   capture MP [-m MESSAGE] [--author "NAME <EMAIL>"] [--json]
       Record what the thread mount at MP shows (its commit's tree plus the
       overlay) as a commit whose parent is the commit it serves, and move the
@@ -84,13 +91,22 @@ Commands:
       mount then serves the new commit with an empty overlay, without
       unmounting; empty directories cannot be in a commit and stay in the
       overlay. If anything fails, nothing is lost. --json prints the commit.
+  restart MP [--json] | restart --all [--json]
+      Replace the mount's worker (every live mount of yours with --all) by a
+      new one, on the same FUSE connection and in the same sandbox, without
+      unmounting: after a package upgrade, running mounts get the new worker
+      binary. Open files stay open. Requests the old worker had taken are sent
+      again by the kernel (Linux 6.9 or later; before, they are not answered
+      until the mount goes: see doctor). Prints the new worker's pid and
+      generation.
   unmount MP
       Stop the worker (Stop, then SIGTERM, then SIGKILL) and return once the
       mount is gone.
   list [--json]
       Show every live mount of yours: mountpoint, source, thread, ro or rw,
-      the pids of its worker, supervisor and guard, its uptime, and the size
-      and file count of its overlay.
+      the pids of its worker, supervisor and guard, the worker's generation
+      and crash restarts, its uptime, and the size and file count of its
+      overlay.
   overlay list [--json]
       Show the overlays in the default overlays directory: KEY, source, thread,
       the mount using it (if any), size and file count.
@@ -203,6 +219,23 @@ std::uint64_t parse_size(const std::string& value) {
   return size;
 }
 
+// --restart-budget N or N/SECONDS: at most N restarts within SECONDS (default window 300).
+RestartBudget parse_restart_budget(const std::string& value) {
+  const auto slash = value.find('/');
+  const std::string count = value.substr(0, slash);
+  const std::string window = slash == std::string::npos ? "" : value.substr(slash + 1);
+  RestartBudget budget = kDefaultRestartBudget;
+  if (!is_number(count) || std::stoul(count) > 1000 ||
+      (slash != std::string::npos && (!is_number(window) || std::stoul(window) == 0 ||
+                                      std::stoul(window) > 86400 * 7))) {
+    throw UsageError("--restart-budget " + value +
+                     ": expected RESTARTS[/SECONDS], such as 3/300 (0 to never restart)");
+  }
+  budget.restarts = static_cast<unsigned>(std::stoul(count));
+  if (!window.empty()) budget.window = std::chrono::seconds(std::stoul(window));
+  return budget;
+}
+
 // --sandbox MODE or --sandbox=MODE.
 ipc::SandboxMode parse_sandbox_mode(const std::string& flag, Args& args) {
   const std::string mode = flag == "--sandbox" ? args.value_of(flag) : flag.substr(10);
@@ -243,6 +276,8 @@ MountArgs parse_mount(Args& args) {
       if (mount.overlay_dir.empty()) throw UsageError("--overlay-dir needs a non-empty value");
     } else if (flag == "--sandbox" || flag.starts_with("--sandbox=")) {
       mount.sandbox = parse_sandbox_mode(flag, args);
+    } else if (flag == "--restart-budget") {
+      mount.restart_budget = parse_restart_budget(args.value_of(flag));
     } else if (flag == "--uid") {
       mount.uid = parse_uid(args.value_of(flag));
     } else if (flag == "--gid") {
@@ -431,6 +466,7 @@ struct Dispatch {
     return status_command(args.mountpoint, args.json, env.dirs);
   }
   int operator()(const CaptureArgs& args) const { return capture_command(args, env.dirs); }
+  int operator()(const RestartCommand& args) const { return restart_command(args, env.dirs); }
   int operator()(const UnmountCommand& args) const {
     return unmount_command(args.mountpoint, env);
   }
@@ -472,6 +508,14 @@ ParsedCommand parse_command(Args& args) {
   }
   if (command == "capture") return parse_capture(args);
   if (command == "unmount") return UnmountCommand{parse_target(args, command, false).first};
+  if (command == "restart") {
+    if (!args.done() && args.peek() == "--all") {
+      args.take();
+      return RestartCommand{"", true, parse_json_only(args, command)};
+    }
+    auto [mountpoint, json] = parse_target(args, command, true);
+    return RestartCommand{std::move(mountpoint), false, json};
+  }
   if (command == "list") return ListCommand{parse_json_only(args, command)};
   if (command == "doctor") return DoctorCommand{parse_json_only(args, command)};
   if (command == "sandbox-exec") return parse_sandbox_exec(args);

@@ -30,7 +30,7 @@ struct DemoCommand {};
 using ParsedCommand =
     std::variant<HelpCommand, VersionCommand, MountArgs, StatusCommand, UnmountCommand,
                  ListCommand, DoctorCommand, SandboxExecArgs, DemoCommand, DropInArgs,
-                 OverlayCommand, CaptureArgs>;
+                 OverlayCommand, CaptureArgs, RestartCommand>;
 
 struct ParsedCli {
   ParsedCommand command;

@@ -37,6 +37,7 @@ struct MountArgs {
   std::optional<uid_t> uid;
   std::optional<gid_t> gid;
   ipc::SandboxMode sandbox = ipc::SandboxMode::kStrict;  // --sandbox=strict|degraded
+  std::optional<RestartBudget> restart_budget;  // --restart-budget N[/SECONDS]
 
   // A thread is writable unless --read-only; a directory only with --overlay(-dir).
   [[nodiscard]] bool writable() const {
@@ -96,6 +97,13 @@ int list_command(bool json, const UserDirs& dirs);
 // of ours behind it.
 int dropin_command(const DropInArgs& args, const LauncherEnvironment& env);
 int unmount_command(const std::string& mountpoint, const LauncherEnvironment& env);
+// restart MP [--json] | restart --all [--json]: a successor worker under each live mount.
+struct RestartCommand {
+  std::string mountpoint;  // empty with --all
+  bool all = false;
+  bool json = false;
+};
+int restart_command(const RestartCommand& command, const UserDirs& dirs);
 int demo_command(const LauncherEnvironment& env);
 int doctor_command(bool json, const LauncherEnvironment& env);
 // Runs the command in a worker's sandbox; returns its exit code (128 + signal if killed).

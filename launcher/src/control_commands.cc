@@ -100,6 +100,8 @@ Json list_entry(const std::string& socket) {
     entry["supervisor_pid"] = field_of(extra, "supervisor_pid", 0, is_count, "a pid");
     entry["guard_pid"] = field_of(extra, "guard_pid", 0, is_count, "a pid");
     entry["uptime_ms"] = field_of(extra, "uptime_ms", 0, is_count, "a count");
+    entry["generation"] = field_of(extra, "generation", 1, is_count, "a count");
+    entry["restarts"] = field_of(extra, "restarts", 0, is_count, "a count");
     entry["writable"] = field_of(extra, "writable", false, is_bool, "a bool");
     entry["overlay"] = field_of(extra, "overlay", nullptr, is_string_or_null, "a string");
     entry["commit"] = field_of(extra, "commit", nullptr, is_string_or_null, "a string");
@@ -144,9 +146,9 @@ int list_command(bool json, const UserDirs& dirs) {
     std::cout << "no heddle mounts\n";
     return 0;
   }
-  std::printf("%-32s %-32s %-16s %-12s %-7s %4s %8s %10s %8s %8s  %s\n", "MOUNTPOINT", "SOURCE",
-              "THREAD", "COMMIT", "FOLLOW", "MODE", "WORKER", "SUPERVISOR", "GUARD", "UPTIME",
-              "OVERLAY");
+  std::printf("%-32s %-32s %-16s %-12s %-7s %4s %8s %4s %8s %10s %8s %8s  %s\n", "MOUNTPOINT",
+              "SOURCE", "THREAD", "COMMIT", "FOLLOW", "MODE", "WORKER", "GEN", "RESTARTS",
+              "SUPERVISOR", "GUARD", "UPTIME", "OVERLAY");
   for (const auto& entry : entries) {
     if (entry.contains("error")) {
       std::printf("%-32s (not answering: %s)\n", text_of(entry["socket"]).c_str(),
@@ -164,11 +166,12 @@ int list_command(bool json, const UserDirs& dirs) {
     const std::string commit = text_of(entry["commit"]).substr(0, 12);
     std::string follow = text_of(entry["follow"]);
     if (follow.starts_with("no")) follow = "no";
-    std::printf("%-32s %-32s %-16s %-12s %-7s %4s %8d %10d %8d %8s  %s\n",
+    std::printf("%-32s %-32s %-16s %-12s %-7s %4s %8d %4llu %8llu %10d %8d %8s  %s\n",
                 text_of(entry["mountpoint"]).c_str(), text_of(entry["source"]).c_str(),
                 text_of(entry["thread"]).c_str(), commit.c_str(), follow.c_str(),
                 entry["writable"].get<bool>() ? "rw" : "ro", entry["worker_pid"].get<int>(),
-                entry["supervisor_pid"].get<int>(), entry["guard_pid"].get<int>(),
+                entry["generation"].get<unsigned long long>(),
+                entry["restarts"].get<unsigned long long>(), entry["supervisor_pid"].get<int>(), entry["guard_pid"].get<int>(),
                 format_uptime(entry["uptime_ms"].get<long long>()).c_str(), overlay.c_str());
   }
   std::fflush(stdout);
@@ -226,6 +229,79 @@ int capture_command(const CaptureArgs& args, const UserDirs& dirs) {
     for (const std::string& dir : captured->empty_dirs) std::cout << "  " << escape_text(dir) << "/\n";
   }
   return 0;
+}
+
+namespace {
+
+// Stop and its escalation, then a successor's start (and, should it fail, more within the
+// restart budget): bounded by the supervisor; this only guards against one that hangs.
+constexpr std::chrono::minutes kRestartTimeout{3};
+
+// A `restart`'s reply: the successor's StatusOk, or why there is none.
+ipc::StatusOk restarted(const ipc::Message& reply) {
+  if (const auto* status = std::get_if<ipc::StatusOk>(&reply)) return *status;
+  if (const auto* error = std::get_if<ipc::MountError>(&reply)) {
+    throw Error(error->message, 0,
+                "see the mount's log; a supervisor older than `restart` answers \"unsupported "
+                "request\": unmount and mount again to get the new worker");
+  }
+  throw Error("unexpected reply " + std::string(ipc::kind_of(reply)) + " from the supervisor",
+              EPROTO);
+}
+
+Json restart_json(const ipc::StatusOk& status) {
+  return Json{{"mountpoint", status.mount_path},
+              {"worker_pid", status.pid},
+              {"generation", field_of(status.extra, "generation", 1, is_count, "a count")},
+              {"restarts", field_of(status.extra, "restarts", 0, is_count, "a count")}};
+}
+
+}  // namespace
+
+int restart_command(const RestartCommand& command, const UserDirs& dirs) {
+  if (!command.all) {
+    const std::string mountpoint = canonical_mountpoint(command.mountpoint);
+    const ipc::StatusOk status =
+        restarted(control_request(dirs, mountpoint, ipc::Restart{}, kRestartTimeout));
+    const Json result = restart_json(status);
+    if (command.json) {
+      std::cout << json_output(result) << "\n";
+    } else {
+      std::cout << "restarted " << text_of(result["mountpoint"]) << ": worker pid "
+                << result["worker_pid"].get<long long>() << ", generation "
+                << result["generation"].get<unsigned long long>() << "\n";
+    }
+    return 0;
+  }
+  auto results = Json::array();
+  int code = 0;
+  for (const std::string& socket : control_sockets(dirs)) {
+    try {
+      results.push_back(
+          restart_json(restarted(control_request_at(socket, ipc::Restart{}, kRestartTimeout))));
+    } catch (const Error& e) {
+      // A dead supervisor's socket: nothing to restart there (`list` removes it).
+      if (e.kind() == ErrorKind::kConnect && e.code() == ECONNREFUSED) continue;
+      results.push_back(Json{{"socket", socket}, {"error", e.what()}});
+      code = 1;
+    }
+  }
+  if (command.json) {
+    std::cout << json_output(results) << "\n";
+    return code;
+  }
+  for (const auto& result : results) {
+    if (result.contains("error")) {
+      std::cout << "not restarted: " << text_of(result["socket"]) << ": "
+                << text_of(result["error"]) << "\n";
+    } else {
+      std::cout << "restarted " << text_of(result["mountpoint"]) << ": worker pid "
+                << result["worker_pid"].get<long long>() << ", generation "
+                << result["generation"].get<unsigned long long>() << "\n";
+    }
+  }
+  if (results.empty()) std::cout << "no heddle mounts\n";
+  return code;
 }
 
 int unmount_command(const std::string& path, const LauncherEnvironment& env) {

@@ -1,5 +1,6 @@
 // `doctor`: every precondition of a mount on this host, each ok or failed with its fix.
 #include <fcntl.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -126,6 +127,28 @@ std::string check_runtime_dir(const UserDirs& dirs) {
   return dir;
 }
 
+// Worker restart under a live mount (issue 16): the successor asks the kernel to send again
+// the requests its predecessor had taken (FUSE_NOTIFY_RESEND, Linux 6.9). Without it restart
+// still works, but those requests are not answered again (they wait until the mount goes).
+std::string check_restart() {
+  utsname name{};
+  if (::uname(&name) != 0) throw_errno("uname");
+  unsigned major = 0;
+  unsigned minor = 0;
+  if (std::sscanf(name.release, "%u.%u", &major, &minor) != 2) {
+    throw Error(std::string("cannot read the kernel version from \"") + name.release + "\"", 0);
+  }
+  if (major < 6 || (major == 6 && minor < 9)) {
+    throw Error(std::string("degraded: Linux ") + name.release +
+                    " lacks FUSE_NOTIFY_RESEND (6.9): after a worker crash or `restart`, the "
+                    "requests the old worker had taken are not answered again: they wait until "
+                    "the mount is removed",
+                0, "a kernel of 6.9 or later makes worker restarts invisible to readers");
+  }
+  return std::string("full: Linux ") + name.release +
+         " resends the requests a dead worker had taken (FUSE_NOTIFY_RESEND)";
+}
+
 const char* label(Outcome outcome) {
   switch (outcome) {
     case Outcome::kOk: return "ok";
@@ -154,6 +177,7 @@ int doctor_command(bool json, const LauncherEnvironment& env) {
   results.push_back(run_check("sandbox probe", true,
                               [&] { return probe_sandbox(env.worker_binary); }));
   results.push_back(run_check("allow_other", false, check_allow_other));
+  results.push_back(run_check("worker restart", false, check_restart));
   results.push_back(
       run_check("runtime directory", true, [&] { return check_runtime_dir(env.dirs); }));
 

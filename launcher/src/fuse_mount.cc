@@ -182,12 +182,20 @@ UniqueFd mount_through_helper(const std::string& helper, const std::string& moun
   return std::move(received.fds.at(0));
 }
 
-UniqueFd FuseMount::take_device() { return std::move(device_); }
+UniqueFd FuseMount::dup_device() {
+  std::lock_guard lock(mutex_);
+  if (released_ || !device_) throw Error("the FUSE connection of " + mountpoint_ + " is closed", EBADF);
+  UniqueFd fd(::fcntl(device_.get(), F_DUPFD_CLOEXEC, 3));
+  if (!fd) throw_errno("dup the FUSE connection of " + mountpoint_);
+  return fd;
+}
 
 bool FuseMount::release() noexcept {
   std::lock_guard lock(mutex_);
   if (released_) return false;
   released_ = true;
+  // The last fd of the connection: closing it aborts what is still pending (ENOTCONN), so
+  // nothing waits for a worker that will not come.
   device_.reset();
   try {
     const bool detached = detach_mount(identity_);

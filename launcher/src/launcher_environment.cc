@@ -142,6 +142,7 @@ SupervisorOptions LauncherEnvironment::supervisor_options() const {
   options.stop_grace = stop_grace;
   options.test_ignore_stop = test_ignore_stop;
   options.worker_env = worker_env;
+  options.restart_budget = kDefaultRestartBudget;
   return options;
 }
 

@@ -107,8 +107,9 @@ int run_supervisor(PreparedMount& prepared, const MountArgs& args,
   StopSignals signals;
   try {
     server = std::make_unique<ControlServer>(control_socket_path(env.dirs, request.mountpoint));
-    supervisor =
-        Supervisor::spawn(request, env.supervisor_options(), std::move(prepared.mountpoint));
+    SupervisorOptions options = env.supervisor_options();
+    if (args.restart_budget) options.restart_budget = *args.restart_budget;
+    supervisor = Supervisor::spawn(request, std::move(options), std::move(prepared.mountpoint));
     if (std::holds_alternative<ipc::GitSource>(request.source)) {
       sync = std::make_unique<ThreadSync>(*supervisor, args.pin);
     }

@@ -32,11 +32,27 @@ ipc::Message answer_status(Supervisor& supervisor, ThreadSync* sync) {
     status.extra["uptime_ms"] = std::chrono::duration_cast<std::chrono::milliseconds>(
                                     std::chrono::steady_clock::now() - supervisor.started())
                                     .count();
+    // Which worker of the mount this is: the supervisor counts, whatever the worker says.
+    const RestartInfo restarts = supervisor.restart_info();
+    status.extra["generation"] = restarts.generation;
+    status.extra["restarts"] = restarts.restarts;
+    status.extra["restart_budget"] = describe_budget(supervisor.options().restart_budget);
+    if (!restarts.last_cause.empty()) status.extra["last_restart"] = restarts.last_cause;
     return status;
   } catch (const Error& e) {
     // Escaped: it may quote the worker, and must encode (valid UTF-8) to reach the client.
     return ipc::MountError{escape_text(e.what())};
   }
+}
+
+// `restart`: the successor's Status once it serves, or why there is none.
+ipc::Message answer_restart(Supervisor& supervisor, ThreadSync* sync) {
+  try {
+    supervisor.restart();
+  } catch (const Error& e) {
+    return ipc::MountError{escape_text(e.what())};
+  }
+  return answer_status(supervisor, sync);
 }
 
 }  // namespace
@@ -81,6 +97,9 @@ bool handle_control(Supervisor& supervisor, ControlServer& server, ThreadSync* s
     reply = sync != nullptr ? sync->capture(*capture)
                             : ipc::Message(ipc::MountError{
                                   "only a thread mount (--repo-root, --thread-id) can be captured"});
+  } else if (std::holds_alternative<ipc::Restart>(*request)) {
+    spdlog::info("restart requested for {}", supervisor.spec().mountpoint);
+    reply = answer_restart(supervisor, sync);
   } else if (std::holds_alternative<ipc::Stop>(*request)) {
     spdlog::info("unmount requested for {}", supervisor.spec().mountpoint);
     supervisor.unmount();

@@ -3,7 +3,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -40,18 +42,11 @@ SocketPair make_socketpair(const char* what) {
   return SocketPair{UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-// The worker's argv names no path: what it serves comes in the bootstrap message.
-sandbox::SandboxSpec worker_spec(const ipc::MountSpec& mount, const SupervisorOptions& options,
-                                 int bootstrap_fd, int lock_fd, int output_fd) {
-  sandbox::SandboxSpec spec = worker_sandbox(mount, options);
-  spec.executable = options.worker_binary;
-  spec.argv = {options.worker_binary, "--bootstrap-fd", "3"};
-  spec.inherit_fds = {bootstrap_fd};
-  // The worker holds the overlay's lock too (fd 4, unused by it), so a mount killed with its
-  // supervisor keeps others out of the overlay until its worker has exited as well.
-  if (lock_fd >= 0) spec.inherit_fds.push_back(lock_fd);
-  spec.output_fd = output_fd;
-  return spec;
+// The journal every worker of the mount gets (see supervisor.h).
+UniqueFd make_journal() {
+  UniqueFd fd(::memfd_create("heddle-node-journal", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) throw_errno("memfd_create for the node journal");
+  return fd;
 }
 
 void log_problems(const WorkerReplyCheck& check, pid_t worker, std::string_view what) {
@@ -163,6 +158,10 @@ sandbox::SandboxSpec worker_sandbox(const ipc::MountSpec& mount, const Superviso
   return spec;
 }
 
+std::string describe_budget(const RestartBudget& budget) {
+  return std::to_string(budget.restarts) + "/" + std::to_string(budget.window.count());
+}
+
 std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOptions options,
                                               UniqueFd mountpoint) {
   // The sandbox binds this program only: a directory's worker maps no libgit2.
@@ -181,22 +180,72 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
   mountpoint.reset();
   // From here until release, a SIGKILLed supervisor's mount is removed by the guard.
   auto guard = MountGuard::start(options.guard_binary, spec.mountpoint, mount->identity());
+  // Computed once: every worker of this mount, successors included, gets exactly this sandbox.
+  sandbox::SandboxSpec sandbox = worker_sandbox(spec, options);
+  sandbox.executable = options.worker_binary;
+  // The worker's argv names no path: what it serves comes in the bootstrap message.
+  sandbox.argv = {options.worker_binary, "--bootstrap-fd", "3"};
+  // Opened as the mount's user now, so that a source swapped later is not the one served.
+  std::vector<UniqueFd> broker_roots = source_broker_roots(spec.source, spec.uid, spec.gid);
+  std::unique_ptr<Supervisor> supervisor(new Supervisor(
+      std::move(spec), std::move(options), std::move(overlay_lock), std::move(mount),
+      std::move(guard), std::move(sandbox), std::move(broker_roots), make_journal()));
+  // From here a failure unwinds through the worker's destructor (SIGKILL, reap), then the
+  // supervisor's (the mount removed, the guard disarmed).
+  std::unique_ptr<Worker> worker = supervisor->launch_worker(1);
+  // Started before the worker, armed while it starts up: the two execs overlap.
+  supervisor->guard_->await_armed();
+  supervisor->ready_ = supervisor->await_ready(*worker);
+  supervisor->worker_pid_.store(worker->process.pid(), std::memory_order_release);
+  supervisor->worker_ = std::move(worker);
+  supervisor->alive_.store(true, std::memory_order_release);
+  supervisor->start_watching();
+  return supervisor;
+}
+
+Supervisor::Supervisor(ipc::MountSpec spec, SupervisorOptions options,
+                       std::optional<OverlayLock> overlay_lock, std::unique_ptr<FuseMount> mount,
+                       std::unique_ptr<MountGuard> guard, sandbox::SandboxSpec sandbox,
+                       std::vector<UniqueFd> broker_roots, UniqueFd journal)
+    : spec_(std::move(spec)),
+      options_(std::move(options)),
+      overlay_lock_(std::move(overlay_lock)),
+      mount_(std::move(mount)),
+      guard_(std::move(guard)),
+      sandbox_(std::move(sandbox)),
+      broker_roots_(std::move(broker_roots)),
+      journal_(std::move(journal)) {
+  // libspdlog creates its registry lazily, in uninstrumented code; creating it before the
+  // watcher exists orders that for ThreadSanitizer (and costs nothing).
+  (void)spdlog::default_logger_raw();
+  ended_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!ended_) throw_errno("eventfd");
+  mount_watch_ = std::make_unique<MountWatch>(mount_->identity());
+}
+
+std::unique_ptr<Supervisor::Worker> Supervisor::launch_worker(std::uint32_t generation) {
   SocketPair ipc = make_socketpair("the worker IPC");
   SocketPair bootstrap = make_socketpair("the worker bootstrap");
   BrokerSockets broker_sockets = make_broker_sockets();
-  // Opened as the mount's user now, so that a source swapped later is not the one served.
-  std::vector<UniqueFd> broker_roots = source_broker_roots(spec.source, spec.uid, spec.gid);
+  std::vector<UniqueFd> roots;
+  for (const UniqueFd& root : broker_roots_) {
+    roots.emplace_back(::fcntl(root.get(), F_DUPFD_CLOEXEC, 3));
+    if (!roots.back()) throw_errno("dup a source root for the file broker");
+  }
   auto output = std::make_unique<OutputRelay>();
-
+  sandbox::SandboxSpec sandbox = sandbox_;
+  sandbox.inherit_fds = {bootstrap.theirs.get()};
+  // The worker holds the overlay's lock too (fd 4, unused by it), so a mount killed with its
+  // supervisor keeps others out of the overlay until its worker has exited as well.
+  if (overlay_lock_) sandbox.inherit_fds.push_back(overlay_lock_->fd());
+  sandbox.output_fd = output->write_fd();
   auto process = [&] {
     try {
-      return sandbox::SandboxedProcess::launch(
-          worker_spec(spec, options, bootstrap.theirs.get(),
-                      overlay_lock ? overlay_lock->fd() : -1, output->write_fd()));
+      return sandbox::SandboxedProcess::launch(sandbox);
     } catch (const Error& e) {
       // Strict mode refuses to go on without a user namespace; say how to opt out.
       const bool refused = e.code() == EPERM || e.code() == EACCES || e.code() == ENOSPC;
-      if (spec.degraded() || !refused || e.kind() != ErrorKind::kClone) throw;
+      if (spec_.degraded() || !refused || e.kind() != ErrorKind::kClone) throw;
       throw e.with_hint("to run the worker without namespaces anyway, mount with --sandbox=degraded");
     }
   }();
@@ -204,62 +253,39 @@ std::unique_ptr<Supervisor> Supervisor::spawn(ipc::MountSpec spec, SupervisorOpt
   output->start("worker " + std::to_string(process.pid()));
   if (process.clone_fallback() != nullptr) spdlog::info("sandbox: {}", process.clone_fallback());
   // Serving before the worker starts: it may need the broker to open its source's root.
-  auto broker = std::make_unique<FileBroker>(std::move(broker_roots),
-                                             std::move(broker_sockets.supervisor), spec.uid,
-                                             spec.gid);
-  {
-    // After this the worker holds the only /dev/fuse fd: when it dies, the kernel aborts the
-    // connection and readers get ENOTCONN instead of hanging.
-    const UniqueFd device = mount->take_device();
-    const std::array<int, 3> fds = {ipc.theirs.get(), device.get(), broker_sockets.worker.get()};
-    const ipc::WorkerBootstrap payload{static_cast<std::uint32_t>(process.pid()), spec,
-                                       options.test_ignore_stop};
+  auto broker = std::make_unique<FileBroker>(std::move(roots), std::move(broker_sockets.supervisor),
+                                             spec_.uid, spec_.gid);
+  auto worker = std::unique_ptr<Worker>(new Worker{std::move(process), generation,
+                                                   std::move(ipc.ours), std::move(output),
+                                                   std::move(broker)});
+  // The worker's fds: its IPC end, a dup of the connection (ours stays, so the connection
+  // outlives the worker), the broker's socket, and the journal.
+  const UniqueFd device = mount_->dup_device();
+  const std::array<int, 4> fds = {ipc.theirs.get(), device.get(), broker_sockets.worker.get(),
+                                  journal_.get()};
+  const ipc::WorkerBootstrap payload{static_cast<std::uint32_t>(worker->process.pid()), spec_,
+                                     options_.test_ignore_stop, generation};
+  try {
     ipc::send_fds(bootstrap.ours.get(), fds, ipc::encode_bootstrap(payload));
+  } catch (const Error& e) {
+    // A worker that died at once closed its end first: its exit says why, not our EPIPE.
+    if ((e.code() != EPIPE && e.code() != ECONNRESET) ||
+        !worker->process.wait_for_exit(options_.stop_grace)) {
+      throw;
+    }
+    throw Error("worker " + std::to_string(worker->process.pid()) +
+                    " exited before MountReady (" + worker->process.reap().describe() + ")",
+                0, "see the worker's log above");
   }
-  ipc.theirs.reset();
-  broker_sockets.worker.reset();
-  bootstrap.ours.reset();
-  // Started before the worker, armed while it starts up: the two execs overlap.
-  guard->await_armed();
-
-  ipc::MountReady ready = await_mount_ready(ipc.ours.get(), process, *guard, spec.mountpoint, options);
-  return std::unique_ptr<Supervisor>(new Supervisor(
-      std::move(spec), std::move(options), std::move(overlay_lock), std::move(mount),
-      std::move(guard), std::move(output), std::move(process), std::move(ipc.ours),
-      std::move(ready), std::move(broker)));
+  return worker;
 }
 
-Supervisor::Supervisor(ipc::MountSpec spec, SupervisorOptions options,
-                       std::optional<OverlayLock> overlay_lock, std::unique_ptr<FuseMount> mount,
-                       std::unique_ptr<MountGuard> guard, std::unique_ptr<OutputRelay> output,
-                       sandbox::SandboxedProcess process, UniqueFd ipc, ipc::MountReady ready,
-                       std::unique_ptr<FileBroker> broker)
-    : spec_(std::move(spec)),
-      options_(std::move(options)),
-      overlay_lock_(std::move(overlay_lock)),
-      mount_(std::move(mount)),
-      guard_(std::move(guard)),
-      output_(std::move(output)),
-      process_(std::move(process)),
-      ready_(std::move(ready)),
-      ipc_(std::move(ipc)),
-      broker_(std::move(broker)) {
-  // libspdlog creates its registry lazily, in uninstrumented code; creating it before the
-  // watcher exists orders that for ThreadSanitizer (and costs nothing).
-  (void)spdlog::default_logger_raw();
-  try {
-    ended_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!ended_) throw_errno("eventfd");
-    mount_watch_ = std::make_unique<MountWatch>(mount_->identity());
-    watcher_ = std::thread([this] { watch(); });
-  } catch (...) {
-    // A worker nobody watches would leave its mount behind: kill, reap, unmount.
-    process_.signal(SIGKILL);
-    process_.reap();
-    mount_->release();
-    guard_->disarm();
-    throw;
-  }
+ipc::MountReady Supervisor::await_ready(Worker& worker) {
+  return await_mount_ready(worker.ipc.get(), worker.process, *guard_, spec_.mountpoint, options_);
+}
+
+void Supervisor::start_watching() {
+  watcher_ = std::thread([this] { watch(); });
 }
 
 Supervisor::~Supervisor() {
@@ -274,8 +300,8 @@ bool Supervisor::await_end() {
   // Whichever ends first: the worker, the guard, or the mount's place in this namespace.
   // Without the guard nothing would remove the mount should this process die, so its loss
   // ends the mount too. Checked once before waiting: a change before the watch opened
-  // mountinfo wakes nothing.
-  pollfd ends[3] = {{process_.pidfd(), POLLIN, 0},
+  // mountinfo wakes nothing. worker_ is replaced by this thread only: read without the lock.
+  pollfd ends[3] = {{worker_->process.pidfd(), POLLIN, 0},
                     {guard_->pidfd(), POLLIN, 0},
                     {mount_watch_->fd(), POLLPRI, 0}};
   bool changed = true;
@@ -290,56 +316,258 @@ bool Supervisor::await_end() {
   }
 }
 
+namespace {
+
+// Worth a successor: a crash (a signal, a non-zero exit). Not exit 0 (the worker was told to
+// go: SIGTERM, say) and not 3 (the kernel ended the FUSE session: nothing is left to take over).
+bool crashed(const sandbox::ExitStatus& status) {
+  return status.signaled || (status.code != 0 && status.code != 3);
+}
+
+bool has_ended(int pidfd) {
+  pollfd end{pidfd, POLLIN, 0};
+  return ::poll(&end, 1, 0) > 0;
+}
+
+}  // namespace
+
 void Supervisor::watch() {
-  bool detached = await_end();
-  const bool guard_lost = !detached && !process_.wait_for_exit(milliseconds(0)) &&
-                          !stopping_.load();
-  if (detached) {
-    // Its FUSE connection may live on (`umount -l` with a file still open), and the worker
-    // with it, serving nothing anyone can reach: end it as unmount() would.
-    spdlog::debug("the mount at {} was removed from outside; stopping worker {}",
-                  spec_.mountpoint, process_.pid());
-    process_.signal(SIGTERM);
-    if (!process_.wait_for_exit(options_.stop_grace)) process_.signal(SIGKILL);
-  } else if (guard_lost) {
-    const std::string how = guard_->disarm();
+  for (;;) {
+    sandbox::SandboxedProcess& process = worker_->process;
+    bool detached = await_end();
+    const bool guard_lost =
+        !detached && !process.wait_for_exit(milliseconds(0)) && !stopping_.load();
+    if (detached) {
+      // Its FUSE connection may live on (`umount -l` with a file still open), and the worker
+      // with it, serving nothing anyone can reach: end it as unmount() would.
+      spdlog::debug("the mount at {} was removed from outside; stopping worker {}",
+                    spec_.mountpoint, process.pid());
+      process.signal(SIGTERM);
+      if (!process.wait_for_exit(options_.stop_grace)) process.signal(SIGKILL);
+    } else if (guard_lost) {
+      const std::string how = guard_->disarm();
+      {
+        std::lock_guard lock(exit_mutex_);
+        guard_lost_ = how;
+      }
+      spdlog::error("the mount guard {} for {} ended ({}); stopping the worker so the mount "
+                    "cannot outlive this supervisor unguarded",
+                    guard_->pid(), spec_.mountpoint, how);
+      process.signal(SIGKILL);
+    }
+    sandbox::ExitStatus status;
+    try {
+      status = process.reap();
+    } catch (const std::exception& e) {
+      spdlog::error("watching worker {}: {}", process.pid(), e.what());
+    }
+    // A worker whose FUSE session ended because the mount was removed exits on its own, often
+    // before mountinfo's change is read; its mount, gone, says why.
+    if (!detached && !guard_lost && !stopping_.load()) detached = !mount_watch_->attached();
+    const bool requested = replace_requested_.exchange(false);
+    const bool replaceable =
+        !stopping_.load() && !guard_lost && !detached && (requested || crashed(status));
     {
       std::lock_guard lock(exit_mutex_);
-      guard_lost_ = how;
+      exit_status_ = status;
+      // Before alive_ drops: status() then says "being restarted" only if one will be tried.
+      restarting_ = replaceable && (requested || budget_left());
     }
-    spdlog::error("the mount guard {} for {} ended ({}); stopping the worker so the mount cannot "
-                  "outlive this supervisor unguarded",
-                  guard_->pid(), spec_.mountpoint, how);
-    process_.signal(SIGKILL);
+    alive_.store(false, std::memory_order_release);
+    if (replaceable) {
+      const std::string cause =
+          "worker " + std::to_string(process.pid()) + " exited (" + status.describe() + ")";
+      const bool replaced = replace(requested, cause);
+      {
+        std::lock_guard lock(exit_mutex_);
+        restarting_ = false;
+      }
+      if (replaced) continue;
+    }
+    from_outside_.store(detached, std::memory_order_release);
+    if (stopping_.load() || guard_lost || detached) {
+      spdlog::debug("worker {} for {} exited: {}", process.pid(), spec_.mountpoint,
+                    status.describe());
+    } else if (options_.restart_budget.restarts == 0 || !crashed(status)) {
+      spdlog::warn("worker {} for {} exited unexpectedly: {}", process.pid(), spec_.mountpoint,
+                   status.describe());
+    }
+    mount_->release();
+    guard_->disarm();
+    {
+      std::lock_guard lock(exit_mutex_);
+      ended_flag_ = true;
+    }
+    replaced_.notify_all();
+    const std::uint64_t one = 1;
+    if (::write(ended_.get(), &one, sizeof one) != sizeof one) {
+      spdlog::error("signal the end of the mount at {}: {}", spec_.mountpoint,
+                    std::strerror(errno));
+    }
+    return;
   }
-  sandbox::ExitStatus status;
-  try {
-    status = process_.reap();
-  } catch (const std::exception& e) {
-    spdlog::error("watching worker {}: {}", process_.pid(), e.what());
+}
+
+bool Supervisor::replace(bool requested, const std::string& cause) {
+  const RestartBudget& budget = options_.restart_budget;
+  std::string why = cause;
+  std::uint32_t generation = worker_->generation;  // each attempt takes the next number
+  for (;;) {
+    if (stopping_.load()) return false;
+    {
+      std::lock_guard lock(exit_mutex_);
+      if (!requested) {
+        if (!budget_left()) {
+          budget_spent_ = budget.restarts > 0;
+          if (budget_spent_) {
+            spdlog::error("{}: {}; the restart budget ({} restarts in {} s) is spent: "
+                          "removing the mount",
+                          spec_.mountpoint, why, budget.restarts, budget.window.count());
+          }
+          return false;
+        }
+        restart_times_.push_back(std::chrono::steady_clock::now());
+        ++restart_info_.restarts;
+      }
+      restart_info_.last_cause = why;
+    }
+    ++generation;
+    if (requested) {
+      spdlog::info("{}: restart requested; {}; starting worker generation {}", spec_.mountpoint,
+                   why, generation);
+    } else {
+      spdlog::warn("{}: {}; starting worker generation {} (restart {} of at most {} within "
+                   "{} s)",
+                   spec_.mountpoint, why, generation, restart_times_.size(), budget.restarts,
+                   budget.window.count());
+    }
+    std::unique_ptr<Worker> next;
+    try {
+      next = launch_worker(generation);
+      (void)await_ready(*next);
+    } catch (const std::exception& failure) {
+      const std::string pid = next ? " " + std::to_string(next->process.pid()) : std::string();
+      next.reset();  // killed and reaped
+      if (has_ended(guard_->pidfd())) {
+        // Without the guard nothing would remove the mount should we die: end it.
+        const std::string how = guard_->disarm();
+        std::lock_guard lock(exit_mutex_);
+        guard_lost_ = how;
+        return false;
+      }
+      // Without the hint: this names the cause, in the log and in exit_cause().
+      const auto* error = dynamic_cast<const Error*>(&failure);
+      why = "worker" + pid + " (generation " + std::to_string(generation) + ") failed: " +
+            (error != nullptr ? error->message() : std::string(failure.what()));
+      {
+        std::lock_guard lock(exit_mutex_);
+        last_failure_ = why;
+      }
+      requested = false;  // a successor that fails is a crash, whoever asked for it
+      continue;
+    }
+    std::unique_ptr<Worker> old;
+    {
+      std::lock_guard lock(ipc_mutex_);
+      old = std::move(worker_);
+      worker_ = std::move(next);
+      worker_pid_.store(worker_->process.pid(), std::memory_order_release);
+      alive_.store(true, std::memory_order_release);
+      // unmount() may have come and gone while the successor started: it is ours to stop.
+      if (stopping_.load()) stop_worker();
+    }
+    {
+      std::lock_guard lock(exit_mutex_);
+      restart_info_.generation = generation;
+      last_failure_.clear();
+    }
+    replaced_.notify_all();
+    old.reset();  // its broker and output relay end, outside the lock
+    spdlog::info("worker {} (generation {}) serves {}", pid(), generation, spec_.mountpoint);
+    return true;
   }
+}
+
+bool Supervisor::budget_left() {
+  const auto now = std::chrono::steady_clock::now();
+  while (!restart_times_.empty() &&
+         now - restart_times_.front() >= options_.restart_budget.window) {
+    restart_times_.pop_front();
+  }
+  return restart_times_.size() < options_.restart_budget.restarts;
+}
+
+void Supervisor::stop_worker() {
+  sandbox::SandboxedProcess& process = worker_->process;
+  const milliseconds grace = options_.stop_grace;
+  if (!process.wait_for_exit(milliseconds(0)) && worker_->ipc) {
+    try {
+      ipc::write_frame(worker_->ipc.get(), ipc::Stop{}, grace);
+    } catch (const Error& e) {
+      spdlog::debug("send Stop to worker {}: {}", process.pid(), e.what());
+    }
+  }
+  if (!process.wait_for_exit(grace)) {
+    spdlog::warn("worker {} did not exit {} ms after Stop; sending SIGTERM", process.pid(),
+                 grace.count());
+    process.signal(SIGTERM);
+    if (!process.wait_for_exit(grace)) {
+      spdlog::warn("worker {} ignored SIGTERM for {} ms; sending SIGKILL", process.pid(),
+                   grace.count());
+      process.signal(SIGKILL);
+      if (!process.wait_for_exit(grace)) {
+        spdlog::error("worker {} outlived SIGKILL by {} ms", process.pid(), grace.count());
+      }
+    }
+  }
+}
+
+void Supervisor::restart() {
+  std::lock_guard stop_lock(stop_mutex_);
+  const std::string where = "restart the worker of " + spec_.mountpoint;
+  if (stopped_ || stopping_.load()) throw Error(where, ESHUTDOWN, "the mount is being removed");
+  std::uint32_t before = 0;
   {
     std::lock_guard lock(exit_mutex_);
-    exit_status_ = status;
+    if (ended_flag_) throw Error(where, ESRCH, "the mount has ended");
+    before = restart_info_.generation;
   }
-  // A worker whose FUSE session ended because the mount was removed exits on its own, often
-  // before mountinfo's change is read; its mount, gone, says why.
-  if (!detached && !guard_lost && !stopping_.load()) detached = !mount_watch_->attached();
-  from_outside_.store(detached, std::memory_order_release);
-  alive_.store(false, std::memory_order_release);
-  if (stopping_.load() || guard_lost || detached) {
-    spdlog::debug("worker {} for {} exited: {}", process_.pid(), spec_.mountpoint,
-                  status.describe());
-  } else {
-    spdlog::warn("worker {} for {} exited unexpectedly: {}", process_.pid(),
-                 spec_.mountpoint, status.describe());
+  if (!is_alive()) {
+    throw Error(where, EAGAIN, "a successor is being started already; try again in a moment");
   }
-  mount_->release();
-  guard_->disarm();
-  const std::uint64_t one = 1;
-  if (::write(ended_.get(), &one, sizeof one) != sizeof one) {
-    spdlog::error("signal the end of the mount at {}: {}", spec_.mountpoint, std::strerror(errno));
+  replace_requested_.store(true);
+  {
+    std::lock_guard lock(ipc_mutex_);
+    stop_worker();
   }
+  // Each successor that fails may be followed by another, within the budget.
+  const auto patience = (options_.handshake_timeout + 3 * options_.stop_grace) *
+                        (options_.restart_budget.restarts + 2);
+  std::unique_lock lock(exit_mutex_);
+  replaced_.wait_for(lock, patience, [&] {
+    return ended_flag_ || restart_info_.generation > before;
+  });
+  if (restart_info_.generation > before) return;
+  const bool ended = ended_flag_;
+  lock.unlock();
+  if (ended) {
+    throw Error(where + ": the mount ended instead: " + exit_cause(), 0,
+                "see the mount's log for the successor's messages");
+  }
+  throw Error(where + ": no successor was ready within " +
+                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(patience).count()) +
+                  " s",
+              ETIMEDOUT, "see the mount's log");
+}
+
+RestartInfo Supervisor::restart_info() const {
+  std::lock_guard lock(exit_mutex_);
+  return restart_info_;
+}
+
+int Supervisor::worker_pidfd() const {
+  std::lock_guard lock(ipc_mutex_);
+  return worker_ ? worker_->process.pidfd() : -1;
 }
 
 std::optional<sandbox::ExitStatus> Supervisor::exit_status() const {
@@ -353,42 +581,58 @@ std::string Supervisor::exit_cause() const {
   if (!guard_lost_.empty()) {
     return "its mount guard " + std::to_string(guard_->pid()) + " ended (" + guard_lost_ + ")";
   }
-  return "worker " + std::to_string(process_.pid()) + " exited (" +
-         (exit_status_ ? exit_status_->describe() : std::string("?")) + ")";
+  std::string cause = !last_failure_.empty()
+                          ? last_failure_
+                          : "worker " + std::to_string(pid()) + " exited (" +
+                                (exit_status_ ? exit_status_->describe() : std::string("?")) + ")";
+  if (budget_spent_) {
+    cause += "; the restart budget (" + std::to_string(options_.restart_budget.restarts) +
+             " restarts in " + std::to_string(options_.restart_budget.window.count()) +
+             " s) is spent";
+  }
+  return cause;
 }
 
 ipc::StatusOk Supervisor::status() {
-  const ipc::Message reply = exchange(ipc::Status{}, options_.status_timeout);
-  if (const auto* ok = std::get_if<ipc::StatusOk>(&reply)) {
-    WorkerReplyCheck check;
-    ipc::StatusOk checked = checked_status(*ok, process_.pid(), spec_.mountpoint, check);
-    log_problems(check, process_.pid(), "StatusOk");
-    return checked;
-  }
-  process_.signal(SIGKILL);
-  throw Error("Status to the worker of " + spec_.mountpoint + ": expected StatusOk, got " +
-                  std::string(ipc::kind_of(reply)),
-              EPROTO, "the worker broke the IPC protocol and was killed; its mount is removed");
+  const ipc::Message reply =
+      exchange(ipc::Status{}, options_.status_timeout, ipc::kind_of(ipc::StatusOk{}));
+  const auto& ok = std::get<ipc::StatusOk>(reply);
+  const pid_t pid = worker_pid_.load();
+  WorkerReplyCheck check;
+  ipc::StatusOk checked = checked_status(ok, pid, spec_.mountpoint, check);
+  log_problems(check, pid, "StatusOk");
+  return checked;
 }
 
-ipc::Message Supervisor::exchange(const ipc::Message& request, std::chrono::milliseconds timeout) {
+ipc::Message Supervisor::exchange(const ipc::Message& request, std::chrono::milliseconds timeout,
+                                  std::string_view expected_kind) {
   std::lock_guard lock(ipc_mutex_);
   const std::string where = std::string(ipc::kind_of(request)) + " to the worker of " + spec_.mountpoint;
-  if (!ipc_) throw Error(where, ESHUTDOWN, "the mount was stopped");
+  if (!worker_ || !worker_->ipc) throw Error(where, ESHUTDOWN, "the mount was stopped");
   if (!is_alive()) {
     const auto exit = exit_status();
+    std::lock_guard exit_lock(exit_mutex_);
+    if (restarting_) {
+      throw Error(where, EAGAIN, "its worker is being restarted; ask again in a moment");
+    }
     throw Error(where, ESRCH, "the worker exited (" + (exit ? exit->describe() : "?") + ")");
   }
+  Worker& worker = *worker_;
   try {
     // A reply that missed its deadline may still arrive: skip it so replies stay in step.
-    for (; unanswered_ > 0; --unanswered_) {
-      (void)ipc::read_frame(ipc_.get(), options_.status_timeout);
+    for (; worker.unanswered > 0; --worker.unanswered) {
+      (void)ipc::read_frame(worker.ipc.get(), options_.status_timeout);
     }
-    ipc::write_frame(ipc_.get(), request, timeout);
-    ++unanswered_;
-    auto reply = ipc::read_frame(ipc_.get(), timeout);
-    --unanswered_;
+    ipc::write_frame(worker.ipc.get(), request, timeout);
+    ++worker.unanswered;
+    auto reply = ipc::read_frame(worker.ipc.get(), timeout);
+    --worker.unanswered;
     if (!reply) throw Error("the worker closed its IPC socket", ECONNRESET);
+    if (!expected_kind.empty() && ipc::kind_of(*reply) != expected_kind) {
+      throw Error("expected " + std::string(expected_kind) + ", got " +
+                      std::string(ipc::kind_of(*reply)),
+                  EPROTO);
+    }
     return std::move(*reply);
   } catch (const Error& e) {
     if (e.code() == ETIMEDOUT) {
@@ -397,7 +641,7 @@ ipc::Message Supervisor::exchange(const ipc::Message& request, std::chrono::mill
     }
     // A malformed or cut frame leaves the stream out of step for good (no frame boundary can
     // be found again): a worker that breaks the protocol is ended, and so is its mount.
-    process_.signal(SIGKILL);
+    worker.process.signal(SIGKILL);
     throw Error(where + ": " + e.attempt(), e.code(),
                 "the worker broke the IPC protocol and was killed; its mount is removed");
   }
@@ -409,31 +653,13 @@ void Supervisor::unmount() {
     stopped_ = true;
     stopping_.store(true);
     std::lock_guard lock(ipc_mutex_);
-    const milliseconds grace = options_.stop_grace;
-    if (is_alive()) {
-      try {
-        ipc::write_frame(ipc_.get(), ipc::Stop{}, grace);
-      } catch (const Error& e) {
-        spdlog::debug("send Stop to worker {}: {}", process_.pid(), e.what());
-      }
+    if (worker_) {
+      stop_worker();
+      worker_->ipc.reset();
     }
-    if (!process_.wait_for_exit(grace)) {
-      spdlog::warn("worker {} did not exit {} ms after Stop; sending SIGTERM", process_.pid(),
-                   grace.count());
-      process_.signal(SIGTERM);
-      if (!process_.wait_for_exit(grace)) {
-        spdlog::warn("worker {} ignored SIGTERM for {} ms; sending SIGKILL", process_.pid(),
-                     grace.count());
-        process_.signal(SIGKILL);
-        if (!process_.wait_for_exit(grace)) {
-          spdlog::error("worker {} outlived SIGKILL by {} ms", process_.pid(), grace.count());
-        }
-      }
-    }
-    ipc_.reset();
   }
   if (watcher_.joinable()) watcher_.join();
-  if (broker_) broker_->stop();
+  if (worker_ && worker_->broker) worker_->broker->stop();
   mount_->release();
   guard_->disarm();
   // The worker is reaped and the mount gone: the overlay is free now, before whoever asked for

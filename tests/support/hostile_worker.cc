@@ -361,12 +361,13 @@ int main(int argc, char** argv) {
   ipc::WorkerBootstrap boot;
   try {
     const UniqueFd fd(args.bootstrap_fd);
-    // [ipc, /dev/fuse, file broker]; the broker's own hostile cases are file_broker_test.cc.
-    bootstrap = ipc::receive_fds(fd.get(), 3, ipc::kMaxBootstrapBytes, 10s);
+    // [ipc, /dev/fuse, file broker, node journal]; the broker's own hostile cases are
+    // file_broker_test.cc.
+    bootstrap = ipc::receive_fds_between(fd.get(), 3, 4, ipc::kMaxBootstrapBytes, 10s);
     boot = ipc::decode_bootstrap(bootstrap.payload);
   } catch (const std::exception& e) {
     die(std::string("bootstrap: ") + e.what());
   }
-  // Both stay open until we exit: like a real worker, we hold the only /dev/fuse fd.
+  // They stay open until we exit, like a real worker's.
   serve(args, bootstrap.fds[0].get(), bootstrap.fds[1].get(), bootstrap.fds[2].get(), boot);
 }

@@ -154,7 +154,7 @@ void UnsandboxedWorker::spawn(UniqueFd fuse) {
   auto [ipc_parent, ipc_child] = make_socketpair();
 
   // As the supervisor chooses: only the git thread worker links libgit2.
-  std::string binary = config.git_thread.empty() ? HEDDLE_BIN_DIR "/heddle-fuse-worker"
+  std::string binary = config_.git_thread.empty() ? HEDDLE_BIN_DIR "/heddle-fuse-worker"
                                                  : HEDDLE_BIN_DIR "/heddle-fuse-worker-git";
   const std::vector<std::string> args{binary, "--bootstrap-fd",
                                       std::to_string(kWorkerBootstrapFd)};

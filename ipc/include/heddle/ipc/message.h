@@ -79,9 +79,13 @@ struct Captured {
   std::vector<std::string> empty_dirs;  // left out of the commit, kept in the overlay
 };
 
+// Control socket only (CLI -> supervisor, issue 16's `restart`): replace the worker on the
+// same connection. Answered by the successor's StatusOk (as Status is), or MountError.
+struct Restart {};
+
 using Message = std::variant<Stop, Status, MountReady, MountError, StatusOk, Stopping, Freeze,
                              Thaw, Retarget, Frozen, Thawed, Retargeted, RetargetFailed,
-                             Capture, Captured>;
+                             Capture, Captured, Restart>;
 
 // The "kind" tag of a message ("Stop", "MountReady", ...).
 [[nodiscard]] std::string_view kind_of(const Message& message);
@@ -110,5 +114,6 @@ bool operator==(const Retargeted&, const Retargeted&);
 bool operator==(const RetargetFailed&, const RetargetFailed&);
 bool operator==(const Capture&, const Capture&);
 bool operator==(const Captured&, const Captured&);
+bool operator==(const Restart&, const Restart&);
 
 }  // namespace heddle::ipc

@@ -35,8 +35,10 @@ class FuseMount {
   FuseMount& operator=(const FuseMount&) = delete;
   ~FuseMount() { release(); }
 
-  // Hands the /dev/fuse fd to the caller (to pass to the worker). Once only.
-  [[nodiscard]] UniqueFd take_device();
+  // A dup of the /dev/fuse fd, for a worker. The mount keeps its own until release(), and
+  // never reads from it: the connection outlives a worker, so that a successor can take it
+  // over with the kernel's state (node ids, open files, requests taken) intact.
+  [[nodiscard]] UniqueFd dup_device();
 
   [[nodiscard]] const std::string& mountpoint() const noexcept { return mountpoint_; }
   // This mount and no other, wherever it moves. Named, not held: a held fd would make a
