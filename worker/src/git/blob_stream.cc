@@ -117,9 +117,8 @@ bool ObjectLocator::loose_is_special(const git_oid& oid) const {
   return false;
 }
 
-BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_oid& oid,
-                                        WarnOnce& warnings, std::unique_ptr<BlobStream>& out,
-                                        std::string& why) {
+Inflater::OpenResult Inflater::open(const ObjectLocation& where, std::unique_ptr<Inflater>& out,
+                                    std::string& why) {
   if (where.kind == ObjectLocation::Kind::kNone) {
     why = "not found in any pack index or as a loose object";
     return OpenResult::kCannotStream;
@@ -134,7 +133,7 @@ BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_o
   UniqueFd fd = std::move(file.fd);
   if (where.kind == ObjectLocation::Kind::kLoose) {
     // The size is in the zlib stream's header, which restart() parses.
-    out.reset(new BlobStream(std::move(fd), true, 0, 0, oid, warnings));
+    out.reset(new Inflater(std::move(fd), true, 0, 0));
     return out->restart(why) == 0 ? OpenResult::kOk : OpenResult::kDamaged;
   }
 
@@ -167,26 +166,23 @@ BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_o
     why = "the pack entry is of type " + std::to_string(type) + ", not a blob";
     return OpenResult::kDamaged;
   }
-  out.reset(new BlobStream(std::move(fd), false, where.offset + used, size, oid, warnings));
+  out.reset(new Inflater(std::move(fd), false, where.offset + used, size));
   return out->restart(why) == 0 ? OpenResult::kOk : OpenResult::kDamaged;
 }
 
-BlobStream::BlobStream(UniqueFd fd, bool loose, std::uint64_t data_start, std::uint64_t size,
-                       const git_oid& oid, WarnOnce& warnings)
+Inflater::Inflater(UniqueFd fd, bool loose, std::uint64_t data_start, std::uint64_t size)
     : fd_(std::move(fd)),
       loose_(loose),
       data_start_(data_start),
       size_(size),
-      oid_(oid),
-      warnings_(warnings),
-      input_(new unsigned char[kInput]),
-      window_(new unsigned char[kWindow]) {}
+      input_(new unsigned char[kInput]) {}
 
-BlobStream::~BlobStream() {
+Inflater::~Inflater() {
   if (zs_ready_) inflateEnd(&zs_);
+  for (auto& snapshot : snapshots_) inflateEnd(&snapshot->zs);
 }
 
-int BlobStream::restart(std::string& why) {
+int Inflater::restart(std::string& why) {
   if (zs_ready_) {
     inflateEnd(&zs_);
     zs_ready_ = false;
@@ -201,7 +197,7 @@ int BlobStream::restart(std::string& why) {
   stream_end_ = false;
   input_offset_ = data_start_;
   pos_ = 0;
-  window_start_ = 0;
+  head_rest_.clear();
 
   if (loose_) {
     // "blob <size>\0<data>": inflate a little, parse the header, keep what follows it.
@@ -236,15 +232,14 @@ int BlobStream::restart(std::string& why) {
       return EIO;
     }
     size_ = size;
-    std::memcpy(window_.get(), nul + 1, rest);
-    pos_ = rest;
+    head_rest_.assign(reinterpret_cast<const char*>(nul + 1), rest);
   }
-  broken_ = false;
+  snapshot_every_ = std::max<std::uint64_t>(kMinSnapshotEvery, size_ / kMaxSnapshots + 1);
   return 0;
 }
 
-int BlobStream::inflate_some(unsigned char* dst, std::size_t capacity, std::size_t& produced,
-                             std::string& why) {
+int Inflater::inflate_some(unsigned char* dst, std::size_t capacity, std::size_t& produced,
+                           std::string& why) {
   zs_.next_out = dst;
   zs_.avail_out = static_cast<uInt>(capacity);
   while (zs_.avail_out == capacity && !stream_end_) {
@@ -277,7 +272,103 @@ int BlobStream::inflate_some(unsigned char* dst, std::size_t capacity, std::size
   return 0;
 }
 
-void BlobStream::copy_from_window(std::uint64_t from, std::size_t length, char* dst) const
+void Inflater::maybe_snapshot() noexcept {
+  if (!head_rest_.empty() || stream_end_ || snapshots_.size() >= kMaxSnapshots) return;
+  const std::uint64_t last = snapshots_.empty() ? 0 : snapshots_.back()->pos;
+  if (pos_ < last + snapshot_every_) return;
+  try {
+    auto snapshot = std::make_unique<Snapshot>();
+    if (inflateCopy(&snapshot->zs, &zs_) != Z_OK) return;  // no seek point: not an error
+    snapshot->pos = pos_;
+    snapshot->input = input_offset_ - zs_.avail_in;
+    snapshots_.push_back(std::move(snapshot));
+  } catch (...) {
+  }
+}
+
+int Inflater::rewind(std::uint64_t target, std::string& why) {
+  Snapshot* best = nullptr;
+  for (const auto& snapshot : snapshots_) {
+    if (snapshot->pos <= target) best = snapshot.get();
+  }
+  if (best == nullptr) return restart(why);
+  if (zs_ready_) {
+    inflateEnd(&zs_);
+    zs_ready_ = false;
+  }
+  const int rc = inflateCopy(&zs_, &best->zs);
+  if (rc != Z_OK) {
+    why = "inflateCopy failed";
+    return rc == Z_MEM_ERROR ? ENOMEM : EIO;
+  }
+  zs_ready_ = true;
+  zs_.next_in = input_.get();
+  zs_.avail_in = 0;
+  input_offset_ = best->input;
+  pos_ = best->pos;
+  stream_end_ = false;
+  head_rest_.clear();
+  return 0;
+}
+
+int Inflater::produce(unsigned char* dst, std::size_t capacity, std::size_t& produced,
+                      std::string& why) {
+  produced = 0;
+  if (!zs_ready_) {
+    if (const int err = restart(why); err != 0) return err;
+  }
+  capacity = static_cast<std::size_t>(std::min<std::uint64_t>(capacity, size_ - pos_));
+  if (capacity == 0) return 0;
+  if (!head_rest_.empty()) {
+    produced = std::min(capacity, head_rest_.size());
+    std::memcpy(dst, head_rest_.data(), produced);
+    head_rest_.erase(0, produced);
+    pos_ += produced;
+    return 0;
+  }
+  if (const int err = inflate_some(dst, capacity, produced, why); err != 0) return err;
+  if (produced == 0) {
+    why = "the zlib stream ends before the blob's " + std::to_string(size_) + " bytes";
+    return EIO;
+  }
+  pos_ += produced;
+  maybe_snapshot();
+  return 0;
+}
+
+int Inflater::finish(std::string& why) {
+  if (stream_end_) return 0;
+  // All data is out: finish the stream so that zlib checks its adler32, which catches damage
+  // that still inflated to something.
+  unsigned char extra = 0;
+  std::size_t produced = 0;
+  if (const int err = inflate_some(&extra, 1, produced, why); err != 0) return err;
+  if (produced != 0) {
+    why = "the zlib stream is longer than the blob's size";
+    return EIO;
+  }
+  return 0;
+}
+
+int MemorySource::produce(unsigned char* dst, std::size_t capacity, std::size_t& produced,
+                          std::string& /*why*/) {
+  produced = static_cast<std::size_t>(std::min<std::uint64_t>(capacity, bytes_->size() - pos_));
+  std::memcpy(dst, bytes_->data() + pos_, produced);
+  pos_ += produced;
+  return 0;
+}
+
+WindowedReader::WindowedReader(std::unique_ptr<ByteSource> source, const git_oid& oid,
+                               WarnOnce& warnings)
+    : source_(std::move(source)),
+      size_(source_->size()),
+      oid_(oid),
+      warnings_(warnings),
+      window_(new unsigned char[kWindow]) {
+  window_start_ = source_->pos();
+}
+
+void WindowedReader::copy_from_window(std::uint64_t from, std::size_t length, char* dst) const
     noexcept {
   while (length > 0) {
     const std::size_t at = from % kWindow;
@@ -289,13 +380,13 @@ void BlobStream::copy_from_window(std::uint64_t from, std::size_t length, char* 
   }
 }
 
-int BlobStream::fail(std::string why) {
+int WindowedReader::fail(const std::string& why) {
   broken_ = true;
   warnings_.warn(oid_, "blob " + to_hex(oid_.oid()) + " cannot be streamed: " + why);
   return EIO;
 }
 
-int BlobStream::read(std::size_t size, off_t offset, ReadResult& out) {
+int WindowedReader::read(std::size_t size, off_t offset, ReadResult& out) {
   try {
     if (offset < 0) return EINVAL;
     const auto begin = static_cast<std::uint64_t>(offset);
@@ -306,49 +397,53 @@ int BlobStream::read(std::size_t size, off_t offset, ReadResult& out) {
     const std::uint64_t end = begin + std::min<std::uint64_t>(size, size_ - begin);
     if (broken_ || begin < window_start_) {
       std::string why;
-      if (const int err = restart(why); err != 0) return err == ENOMEM ? err : fail(why);
+      if (const int err = source_->rewind(begin, why); err != 0) {
+        broken_ = true;
+        return err == ENOMEM ? err : fail(why);
+      }
+      broken_ = false;
+      finished_ = false;
+      window_start_ = source_->pos();
     }
 
     out.owned.resize(static_cast<std::size_t>(end - begin));
     char* dst = out.owned.data();
-    if (begin < pos_) {
-      copy_from_window(begin, static_cast<std::size_t>(std::min(pos_, end) - begin), dst);
+    std::uint64_t pos = source_->pos();
+    if (begin < pos) {
+      copy_from_window(begin, static_cast<std::size_t>(std::min(pos, end) - begin), dst);
     }
-    while (pos_ < end) {
-      const std::size_t at = pos_ % kWindow;
+    while (pos < end) {
+      const std::size_t at = pos % kWindow;
       const std::size_t capacity = static_cast<std::size_t>(
-          std::min<std::uint64_t>({kWindow - at, kChunk, size_ - pos_}));
+          std::min<std::uint64_t>({kWindow - at, kChunk, size_ - pos}));
       std::size_t produced = 0;
       std::string why;
-      if (const int err = inflate_some(window_.get() + at, capacity, produced, why); err != 0) {
+      if (const int err = source_->produce(window_.get() + at, capacity, produced, why);
+          err != 0) {
         if (err != ENOMEM) return fail(why);
         broken_ = true;
         return err;
       }
-      if (produced == 0) return fail("the zlib stream ends before the blob's " +
+      if (produced == 0) return fail("the stream ends before the blob's " +
                                      std::to_string(size_) + " bytes");
       // Whatever part of the new bytes was asked for goes out now, before the ring wraps.
-      const std::uint64_t lo = std::max(pos_, begin);
-      const std::uint64_t hi = std::min(pos_ + produced, end);
+      const std::uint64_t lo = std::max(pos, begin);
+      const std::uint64_t hi = std::min(pos + produced, end);
       if (lo < hi) {
-        std::memcpy(dst + (lo - begin), window_.get() + at + (lo - pos_),
+        std::memcpy(dst + (lo - begin), window_.get() + at + (lo - pos),
                     static_cast<std::size_t>(hi - lo));
       }
-      pos_ += produced;
-      window_start_ = std::max(window_start_, pos_ > kWindow ? pos_ - kWindow : 0);
+      pos += produced;
+      window_start_ = std::max(window_start_, pos > kWindow ? pos - kWindow : 0);
     }
-    if (pos_ == size_ && !stream_end_) {
-      // All data is out: finish the stream so that zlib checks its adler32, which catches
-      // damage that still inflated to something.
-      unsigned char extra = 0;
-      std::size_t produced = 0;
+    if (pos == size_ && !finished_) {
       std::string why;
-      if (const int err = inflate_some(&extra, 1, produced, why); err != 0) {
+      if (const int err = source_->finish(why); err != 0) {
         if (err != ENOMEM) return fail(why);
         broken_ = true;
         return err;
       }
-      if (produced != 0) return fail("the zlib stream is longer than the blob's size");
+      finished_ = true;
     }
     out.data = out.owned;
     return 0;
