@@ -131,6 +131,8 @@ Inflater::OpenResult Inflater::open(const ObjectLocation& where, std::unique_ptr
     return OpenResult::kDamaged;
   }
   UniqueFd fd = std::move(file.fd);
+  // Read front to back: a larger readahead window for the object file (a hint; may fail).
+  (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   if (where.kind == ObjectLocation::Kind::kLoose) {
     // The size is in the zlib stream's header, which restart() parses.
     out.reset(new Inflater(std::move(fd), true, 0, 0));
@@ -365,7 +367,77 @@ WindowedReader::WindowedReader(std::unique_ptr<ByteSource> source, const git_oid
       oid_(oid),
       warnings_(warnings),
       window_(new unsigned char[kWindow]) {
-  window_start_ = source_->pos();
+  produced_ = floor_ = source_->pos();
+}
+
+WindowedReader::~WindowedReader() {
+  std::unique_lock lock(mutex_);
+  stop(lock);
+}
+
+void WindowedReader::stop(std::unique_lock<std::mutex>& lock) noexcept {
+  if (!producer_.joinable()) return;
+  stop_ = true;
+  changed_.notify_all();
+  lock.unlock();
+  producer_.join();
+  lock.lock();
+  stop_ = false;
+  running_ = false;
+}
+
+void WindowedReader::produce_loop() noexcept {
+  std::unique_lock lock(mutex_);
+  while (!stop_ && error_ == 0) {
+    if (produced_ == size_) {
+      if (!finished_) {
+        std::string why;
+        lock.unlock();
+        const int err = source_->finish(why);
+        lock.lock();
+        if (err != 0) {
+          error_ = err;
+          why_ = std::move(why);
+        } else {
+          finished_ = true;
+        }
+        changed_.notify_all();
+      }
+      break;
+    }
+    const std::uint64_t limit = floor_ + kWindow;
+    if (produced_ >= limit) {
+      changed_.wait(lock);
+      continue;
+    }
+    const std::size_t at = produced_ % kWindow;
+    const std::size_t capacity = static_cast<std::size_t>(
+        std::min<std::uint64_t>({kWindow - at, kChunk, size_ - produced_, limit - produced_}));
+    std::size_t produced = 0;
+    std::string why;
+    lock.unlock();
+    // Only this thread writes the ring, and only where no reader may look (below floor_ once
+    // the ring wraps): the copy runs without the lock.
+    int err = 0;
+    try {
+      err = source_->produce(window_.get() + at, capacity, produced, why);
+    } catch (...) {
+      err = ENOMEM;
+    }
+    lock.lock();
+    if (err == 0 && produced == 0) {
+      err = EIO;
+      why = "the stream ends before the blob's " + std::to_string(size_) + " bytes";
+    }
+    if (err != 0) {
+      error_ = err;
+      why_ = std::move(why);
+    } else {
+      produced_ += produced;
+    }
+    changed_.notify_all();
+  }
+  running_ = false;
 }
 
 void WindowedReader::copy_from_window(std::uint64_t from, std::size_t length, char* dst) const
@@ -381,7 +453,6 @@ void WindowedReader::copy_from_window(std::uint64_t from, std::size_t length, ch
 }
 
 int WindowedReader::fail(const std::string& why) {
-  broken_ = true;
   warnings_.warn(oid_, "blob " + to_hex(oid_.oid()) + " cannot be streamed: " + why);
   return EIO;
 }
@@ -392,58 +463,59 @@ int WindowedReader::read(std::size_t size, off_t offset, ReadResult& out) {
     const auto begin = static_cast<std::uint64_t>(offset);
     out.fd = -1;
     out.data = {};
-    const std::lock_guard lock(mutex_);
     if (begin >= size_ || size == 0) return 0;
     const std::uint64_t end = begin + std::min<std::uint64_t>(size, size_ - begin);
-    if (broken_ || begin < window_start_) {
+    out.owned.resize(static_cast<std::size_t>(end - begin));  // before any lock
+
+    const std::lock_guard reading(read_mutex_);
+    std::unique_lock lock(mutex_);
+    if (error_ != 0 || begin < floor_) {
+      stop(lock);
       std::string why;
-      if (const int err = source_->rewind(begin, why); err != 0) {
-        broken_ = true;
+      const int err = source_->rewind(begin, why);
+      produced_ = floor_ = source_->pos();
+      finished_ = false;
+      error_ = err;
+      if (err != 0) return err == ENOMEM ? err : fail(why);
+    }
+    // Nothing more than kKeep before this read's end is kept: the producer may run that far
+    // ahead. Never past a byte still to copy (a request larger than kKeep).
+    const std::uint64_t keep_from = end > kKeep ? end - kKeep : 0;
+    floor_ = std::max(floor_, std::min(begin, keep_from));
+    if (!running_ && !finished_) {
+      if (producer_.joinable()) producer_.join();  // ended on its own
+      running_ = true;
+      producer_ = std::thread([this] { produce_loop(); });
+    }
+    changed_.notify_all();
+
+    char* dst = out.owned.data();
+    for (std::uint64_t pos = begin; pos < end;) {
+      changed_.wait(lock, [&] { return produced_ > pos || error_ != 0; });
+      if (produced_ <= pos) {  // failed
+        const int err = error_;
+        const std::string why = why_;
         return err == ENOMEM ? err : fail(why);
       }
-      broken_ = false;
-      finished_ = false;
-      window_start_ = source_->pos();
-    }
-
-    out.owned.resize(static_cast<std::size_t>(end - begin));
-    char* dst = out.owned.data();
-    std::uint64_t pos = source_->pos();
-    if (begin < pos) {
-      copy_from_window(begin, static_cast<std::size_t>(std::min(pos, end) - begin), dst);
-    }
-    while (pos < end) {
-      const std::size_t at = pos % kWindow;
-      const std::size_t capacity = static_cast<std::size_t>(
-          std::min<std::uint64_t>({kWindow - at, kChunk, size_ - pos}));
-      std::size_t produced = 0;
-      std::string why;
-      if (const int err = source_->produce(window_.get() + at, capacity, produced, why);
-          err != 0) {
-        if (err != ENOMEM) return fail(why);
-        broken_ = true;
-        return err;
+      const std::uint64_t upto = std::min(produced_, end);
+      lock.unlock();
+      // [pos, upto) is at or after floor_: the producer does not overwrite it.
+      copy_from_window(pos, static_cast<std::size_t>(upto - pos), dst + (pos - begin));
+      lock.lock();
+      pos = upto;
+      if (std::min(pos, keep_from) > floor_) {
+        floor_ = std::min(pos, keep_from);  // a request larger than kKeep: let it go on
+        changed_.notify_all();
       }
-      if (produced == 0) return fail("the stream ends before the blob's " +
-                                     std::to_string(size_) + " bytes");
-      // Whatever part of the new bytes was asked for goes out now, before the ring wraps.
-      const std::uint64_t lo = std::max(pos, begin);
-      const std::uint64_t hi = std::min(pos + produced, end);
-      if (lo < hi) {
-        std::memcpy(dst + (lo - begin), window_.get() + at + (lo - pos),
-                    static_cast<std::size_t>(hi - lo));
-      }
-      pos += produced;
-      window_start_ = std::max(window_start_, pos > kWindow ? pos - kWindow : 0);
     }
-    if (pos == size_ && !finished_) {
-      std::string why;
-      if (const int err = source_->finish(why); err != 0) {
-        if (err != ENOMEM) return fail(why);
-        broken_ = true;
-        return err;
+    if (end == size_) {
+      // The last bytes: the source must also end there (zlib's adler32 check).
+      changed_.wait(lock, [&] { return finished_ || error_ != 0; });
+      if (!finished_) {
+        const int err = error_;
+        const std::string why = why_;
+        return err == ENOMEM ? err : fail(why);
       }
-      finished_ = true;
     }
     out.data = out.owned;
     return 0;

@@ -11,8 +11,10 @@
 #include <cstdint>
 #include <algorithm>
 #include <memory>
+#include <condition_variable>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend.h"
@@ -74,13 +76,13 @@ class ByteSource {
 };
 
 // A blob's zlib stream, inflated a buffer at a time from the loose object file or the pack.
-// Seek points (copies of the inflate state, about 44 KiB each, at most kMaxSnapshots spread
+// Seek points (copies of the inflate state, about 40 KiB each, at most kMaxSnapshots spread
 // evenly) let a read behind the reader's window resume near it instead of at offset 0.
 class Inflater final : public ByteSource {
  public:
   static constexpr std::size_t kInput = 64 << 10;
-  static constexpr std::size_t kMaxSnapshots = 16;
-  static constexpr std::uint64_t kMinSnapshotEvery = 16ull << 20;
+  static constexpr std::size_t kMaxSnapshots = 32;
+  static constexpr std::uint64_t kMinSnapshotEvery = 8ull << 20;
 
   enum class OpenResult { kOk, kCannotStream, kDamaged };
 
@@ -148,39 +150,54 @@ class MemorySource final : public ByteSource {
   std::uint64_t pos_ = 0;
 };
 
-// An open file read from a ByteSource. Keeps the source's state between reads so that
-// sequential reads continue where the last one stopped, plus the last kWindow bytes produced,
-// so that reads the kernel sends slightly out of order (readahead on several threads) are
-// served from memory; a read before the window rewinds the source to its nearest seek point.
-// A mutex serialises reads on one handle (the state is inherently sequential); different
-// handles do not share it.
+// An open file read from a ByteSource. A thread of its own produces the source's bytes into
+// a ring ahead of the reader (inflating while the kernel copies the last reply), keeping the
+// last kKeep bytes before the end of the latest read, so that reads the kernel sends out of
+// order (readahead on several threads) are served from memory; a read before that rewinds the
+// source to its nearest seek point. Reads on one handle are serialised (the source is
+// sequential); different handles share nothing.
 class WindowedReader final : public FileHandle {
  public:
-  static constexpr std::size_t kWindow = 1 << 20;
-  static constexpr std::size_t kChunk = 128 << 10;
+  static constexpr std::size_t kWindow = 4 << 20;  // the ring
+  // Kept behind the end of the latest read: the kernel's readahead sends up to its window
+  // (and FUSE up to 1 MiB a request) on several threads, in any order.
+  static constexpr std::size_t kKeep = 2 << 20;
+  static constexpr std::size_t kChunk = 128 << 10;  // produced at a time
 
   // `oid` and `warnings` name the blob in the log when a read fails.
   WindowedReader(std::unique_ptr<ByteSource> source, const git_oid& oid, WarnOnce& warnings);
+  ~WindowedReader() override;
   WindowedReader(const WindowedReader&) = delete;
   WindowedReader& operator=(const WindowedReader&) = delete;
 
-  // Copies the bytes into out.owned (the ring buffer is reused by the next read).
+  // Copies the bytes into out.owned (the ring is reused).
   [[nodiscard]] int read(std::size_t size, off_t offset, ReadResult& out) override;
   [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
 
  private:
+  void produce_loop() noexcept;
+  // Stops the producer thread (if any) and waits for it; `lock` holds mutex_.
+  void stop(std::unique_lock<std::mutex>& lock) noexcept;
   void copy_from_window(std::uint64_t from, std::size_t length, char* dst) const noexcept;
   [[nodiscard]] int fail(const std::string& why);
 
-  std::mutex mutex_;
-  const std::unique_ptr<ByteSource> source_;
+  std::mutex read_mutex_;  // one read at a time
+  const std::unique_ptr<ByteSource> source_;  // used by the producer, or with it stopped
   const std::uint64_t size_;
   const OidKey oid_;
   WarnOnce& warnings_;
-  bool broken_ = false;  // rewind before the next read
-  bool finished_ = false;
   std::unique_ptr<unsigned char[]> window_;  // ring: data offset p lives at p % kWindow
-  std::uint64_t window_start_ = 0;           // window holds [window_start_, source pos)
+
+  std::mutex mutex_;  // the fields below, shared with the producer
+  std::condition_variable changed_;
+  std::thread producer_;
+  bool running_ = false;
+  bool stop_ = false;
+  bool finished_ = false;  // the source ended where it should (ByteSource::finish)
+  int error_ = 0;          // the producer failed: rewind before the next read
+  std::string why_;
+  std::uint64_t produced_ = 0;  // the ring holds [floor_, produced_)
+  std::uint64_t floor_ = 0;     // the producer never overwrites bytes at or after it
 };
 
 }  // namespace heddle::worker::git

@@ -56,9 +56,9 @@ unsigned char dirent_type(std::uint32_t mode) {
   return DT_REG;
 }
 
-// Streamed handles open at once: each holds about 1.1 MiB of buffers (WindowedReader::kWindow
-// and Inflater::kInput), and up to 0.7 MiB of seek points (Inflater::kMaxSnapshots). More opens
-// fail with EMFILE.
+// Streamed handles open at once: each holds about 4.5 MiB of buffers (WindowedReader::kWindow
+// and Inflater::kInput), up to 1.3 MiB of seek points (Inflater::kMaxSnapshots) and a thread
+// that inflates ahead of the reader. More opens fail with EMFILE.
 constexpr std::uint64_t kMaxStreams = 64;
 
 // Names a tree may hold but a directory must not show: git itself refuses to create most;
