@@ -117,8 +117,28 @@ bool ObjectLocator::loose_is_special(const git_oid& oid) const {
   return false;
 }
 
+SeekPoints::~SeekPoints() {
+  for (auto& snapshot : snapshots_) inflateEnd(&snapshot->zs);
+}
+
+std::shared_ptr<SeekPoints> SeekPointRegistry::get(const git_oid& oid,
+                                                   const ObjectLocation& where) {
+  const std::string key = to_hex(oid) + " " + where.path + " " + std::to_string(where.offset);
+  const std::lock_guard lock(mutex_);
+  for (auto it = recent_.begin(); it != recent_.end(); ++it) {
+    if (it->first != key) continue;
+    auto entry = std::move(*it);  // most recent: to the back
+    recent_.erase(it);
+    recent_.push_back(std::move(entry));
+    return recent_.back().second;
+  }
+  if (recent_.size() >= kKept) recent_.erase(recent_.begin());
+  recent_.emplace_back(key, std::make_shared<SeekPoints>());
+  return recent_.back().second;
+}
+
 Inflater::OpenResult Inflater::open(const ObjectLocation& where, std::unique_ptr<Inflater>& out,
-                                    std::string& why) {
+                                    std::string& why, std::shared_ptr<SeekPoints> points) {
   if (where.kind == ObjectLocation::Kind::kNone) {
     why = "not found in any pack index or as a loose object";
     return OpenResult::kCannotStream;
@@ -136,6 +156,7 @@ Inflater::OpenResult Inflater::open(const ObjectLocation& where, std::unique_ptr
   if (where.kind == ObjectLocation::Kind::kLoose) {
     // The size is in the zlib stream's header, which restart() parses.
     out.reset(new Inflater(std::move(fd), true, 0, 0));
+    if (points) out->points_ = std::move(points);
     return out->restart(why) == 0 ? OpenResult::kOk : OpenResult::kDamaged;
   }
 
@@ -169,6 +190,7 @@ Inflater::OpenResult Inflater::open(const ObjectLocation& where, std::unique_ptr
     return OpenResult::kDamaged;
   }
   out.reset(new Inflater(std::move(fd), false, where.offset + used, size));
+  if (points) out->points_ = std::move(points);
   return out->restart(why) == 0 ? OpenResult::kOk : OpenResult::kDamaged;
 }
 
@@ -177,11 +199,11 @@ Inflater::Inflater(UniqueFd fd, bool loose, std::uint64_t data_start, std::uint6
       loose_(loose),
       data_start_(data_start),
       size_(size),
-      input_(new unsigned char[kInput]) {}
+      input_(new unsigned char[kInput]),
+      points_(std::make_shared<SeekPoints>()) {}
 
 Inflater::~Inflater() {
   if (zs_ready_) inflateEnd(&zs_);
-  for (auto& snapshot : snapshots_) inflateEnd(&snapshot->zs);
 }
 
 int Inflater::restart(std::string& why) {
@@ -275,30 +297,49 @@ int Inflater::inflate_some(unsigned char* dst, std::size_t capacity, std::size_t
 }
 
 void Inflater::maybe_snapshot() noexcept {
-  if (!head_rest_.empty() || stream_end_ || snapshots_.size() >= kMaxSnapshots) return;
-  const std::uint64_t last = snapshots_.empty() ? 0 : snapshots_.back()->pos;
+  if (!head_rest_.empty() || stream_end_) return;
+  const std::lock_guard lock(points_->mutex_);
+  auto& snapshots = points_->snapshots_;
+  if (snapshots.size() >= kMaxSnapshots) return;
+  // Another open of the blob may have gone further already: then its points serve this one.
+  const std::uint64_t last = snapshots.empty() ? 0 : snapshots.back()->pos;
   if (pos_ < last + snapshot_every_) return;
   try {
-    auto snapshot = std::make_unique<Snapshot>();
+    auto snapshot = std::make_unique<SeekPoints::Snapshot>();
     if (inflateCopy(&snapshot->zs, &zs_) != Z_OK) return;  // no seek point: not an error
     snapshot->pos = pos_;
     snapshot->input = input_offset_ - zs_.avail_in;
-    snapshots_.push_back(std::move(snapshot));
+    snapshots.push_back(std::move(snapshot));
   } catch (...) {
   }
 }
 
 int Inflater::rewind(std::uint64_t target, std::string& why) {
-  Snapshot* best = nullptr;
-  for (const auto& snapshot : snapshots_) {
+  const std::lock_guard lock(points_->mutex_);
+  SeekPoints::Snapshot* best = nullptr;
+  for (const auto& snapshot : points_->snapshots_) {
     if (snapshot->pos <= target) best = snapshot.get();
   }
   if (best == nullptr) return restart(why);
+  return resume(*best, why);
+}
+
+int Inflater::seek_forward(std::uint64_t target, std::string& why) {
+  const std::lock_guard lock(points_->mutex_);
+  SeekPoints::Snapshot* best = nullptr;
+  for (const auto& snapshot : points_->snapshots_) {
+    if (snapshot->pos <= target) best = snapshot.get();
+  }
+  if (best == nullptr || best->pos <= pos_) return 0;
+  return resume(*best, why);
+}
+
+int Inflater::resume(SeekPoints::Snapshot& best, std::string& why) {
   if (zs_ready_) {
     inflateEnd(&zs_);
     zs_ready_ = false;
   }
-  const int rc = inflateCopy(&zs_, &best->zs);
+  const int rc = inflateCopy(&zs_, &best.zs);
   if (rc != Z_OK) {
     why = "inflateCopy failed";
     return rc == Z_MEM_ERROR ? ENOMEM : EIO;
@@ -306,8 +347,8 @@ int Inflater::rewind(std::uint64_t target, std::string& why) {
   zs_ready_ = true;
   zs_.next_in = input_.get();
   zs_.avail_in = 0;
-  input_offset_ = best->input;
-  pos_ = best->pos;
+  input_offset_ = best.input;
+  pos_ = best.pos;
   stream_end_ = false;
   head_rest_.clear();
   return 0;
@@ -475,6 +516,16 @@ int WindowedReader::read(std::size_t size, off_t offset, ReadResult& out) {
       const int err = source_->rewind(begin, why);
       produced_ = floor_ = source_->pos();
       finished_ = false;
+      error_ = err;
+      if (err != 0) return err == ENOMEM ? err : fail(why);
+    }
+    if (begin > produced_ + kWindow) {
+      // Far ahead (another open of the blob went there, or the kernel dropped a page): a seek
+      // point on the way saves inflating everything in between.
+      stop(lock);
+      std::string why;
+      const int err = source_->seek_forward(begin, why);
+      produced_ = floor_ = source_->pos();
       error_ = err;
       if (err != 0) return err == ENOMEM ? err : fail(why);
     }

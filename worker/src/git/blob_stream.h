@@ -68,6 +68,11 @@ class ByteSource {
   // Moves to the nearest point at or before `target` that the source can reach without
   // producing from its start (a seek point), or to the start. 0 or an errno.
   [[nodiscard]] virtual int rewind(std::uint64_t target, std::string& why) = 0;
+  // Moves forward to the nearest seek point at or before `target` if there is one past pos();
+  // else stays. 0 or an errno.
+  [[nodiscard]] virtual int seek_forward(std::uint64_t /*target*/, std::string& /*why*/) {
+    return 0;
+  }
   // Up to `capacity` bytes at pos(); at least one unless pos() == size(). 0 or an errno.
   [[nodiscard]] virtual int produce(unsigned char* dst, std::size_t capacity,
                                     std::size_t& produced, std::string& why) = 0;
@@ -75,9 +80,42 @@ class ByteSource {
   [[nodiscard]] virtual int finish(std::string& /*why*/) { return 0; }
 };
 
+// Seek points of one stored blob (copies of the inflate state, about 40 KiB each), shared by
+// every open of it: a new handle reading a page the kernel dropped resumes near it instead of
+// inflating from offset 0. Kept by SeekPointRegistry for the most recent blobs.
+class SeekPoints {
+ public:
+  SeekPoints() = default;
+  SeekPoints(const SeekPoints&) = delete;
+  SeekPoints& operator=(const SeekPoints&) = delete;
+  ~SeekPoints();
+
+ private:
+  friend class Inflater;
+  struct Snapshot {
+    std::uint64_t pos = 0;    // data bytes produced before it
+    std::uint64_t input = 0;  // file offset of the next compressed byte
+    z_stream zs{};            // inflateCopy of the state there
+  };
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Snapshot>> snapshots_;  // by increasing pos
+};
+
+// The seek points of the last kKept blobs streamed, by where their stream is (object id, file,
+// offset: a `git gc` that moves the object makes new ones).
+class SeekPointRegistry {
+ public:
+  static constexpr std::size_t kKept = 16;
+  [[nodiscard]] std::shared_ptr<SeekPoints> get(const git_oid& oid, const ObjectLocation& where);
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<std::string, std::shared_ptr<SeekPoints>>> recent_;  // oldest first
+};
+
 // A blob's zlib stream, inflated a buffer at a time from the loose object file or the pack.
-// Seek points (copies of the inflate state, about 40 KiB each, at most kMaxSnapshots spread
-// evenly) let a read behind the reader's window resume near it instead of at offset 0.
+// Seek points (SeekPoints, at most kMaxSnapshots spread evenly) let a read behind the reader's
+// window resume near it instead of at offset 0.
 class Inflater final : public ByteSource {
  public:
   static constexpr std::size_t kInput = 64 << 10;
@@ -90,7 +128,8 @@ class Inflater final : public ByteSource {
   // (a delta in a pack, not found by our own lookup): the caller then reads it through
   // libgit2. `why` says what happened, for the log.
   [[nodiscard]] static OpenResult open(const ObjectLocation& where,
-                                       std::unique_ptr<Inflater>& out, std::string& why);
+                                       std::unique_ptr<Inflater>& out, std::string& why,
+                                       std::shared_ptr<SeekPoints> points = nullptr);
   ~Inflater() override;
   Inflater(const Inflater&) = delete;
   Inflater& operator=(const Inflater&) = delete;
@@ -98,20 +137,17 @@ class Inflater final : public ByteSource {
   [[nodiscard]] std::uint64_t size() const noexcept override { return size_; }
   [[nodiscard]] std::uint64_t pos() const noexcept override { return pos_; }
   [[nodiscard]] int rewind(std::uint64_t target, std::string& why) override;
+  [[nodiscard]] int seek_forward(std::uint64_t target, std::string& why) override;
   [[nodiscard]] int produce(unsigned char* dst, std::size_t capacity, std::size_t& produced,
                             std::string& why) override;
   [[nodiscard]] int finish(std::string& why) override;
 
  private:
-  struct Snapshot {
-    std::uint64_t pos = 0;       // data bytes produced before it
-    std::uint64_t input = 0;     // file offset of the next compressed byte
-    z_stream zs{};               // inflateCopy of the state there
-  };
-
   Inflater(UniqueFd fd, bool loose, std::uint64_t data_start, std::uint64_t size);
   // Back to the start of the data (for loose objects: past the "blob <size>\0" header).
   [[nodiscard]] int restart(std::string& why);
+  // Resumes at the snapshot `best` (points_->mutex_ held).
+  [[nodiscard]] int resume(SeekPoints::Snapshot& best, std::string& why);
   [[nodiscard]] int inflate_some(unsigned char* dst, std::size_t capacity, std::size_t& produced,
                                  std::string& why);
   void maybe_snapshot() noexcept;
@@ -129,7 +165,7 @@ class Inflater final : public ByteSource {
   std::unique_ptr<unsigned char[]> input_;
   std::uint64_t pos_ = 0;  // data bytes produced so far
   std::string head_rest_;  // loose objects: data inflated along with the header, not yet given
-  std::vector<std::unique_ptr<Snapshot>> snapshots_;  // by increasing pos
+  std::shared_ptr<SeekPoints> points_;  // never null
 };
 
 // A blob held in memory, as a ByteSource (a delta blob read whole, to be converted).

@@ -120,6 +120,14 @@ int CrlfSource::rewind(std::uint64_t target, std::string& why) {
   return 0;
 }
 
+int CrlfSource::seek_forward(std::uint64_t target, std::string& why) {
+  const auto& points = index_->points;
+  auto it = std::upper_bound(points.begin(), points.end(), target,
+                             [](std::uint64_t t, const CrlfIndex::Point& p) { return t < p.out; });
+  if (it == points.begin() || std::prev(it)->out <= pos_) return 0;
+  return rewind(target, why);
+}
+
 int CrlfSource::produce(unsigned char* dst, std::size_t capacity, std::size_t& produced,
                         std::string& why) {
   std::size_t n = 0;

@@ -55,6 +55,7 @@ class CrlfSource final : public ByteSource {
   [[nodiscard]] std::uint64_t size() const noexcept override { return index_->size; }
   [[nodiscard]] std::uint64_t pos() const noexcept override { return pos_; }
   [[nodiscard]] int rewind(std::uint64_t target, std::string& why) override;
+  [[nodiscard]] int seek_forward(std::uint64_t target, std::string& why) override;
   [[nodiscard]] int produce(unsigned char* dst, std::size_t capacity, std::size_t& produced,
                             std::string& why) override;
   [[nodiscard]] int finish(std::string& why) override { return raw_->finish(why); }

@@ -839,7 +839,8 @@ class GitFs final : public Backend {
   int open_raw(const NodeInfo& info, std::uint64_t size, std::unique_ptr<ByteSource>& out) {
     std::unique_ptr<Inflater> inflater;
     std::string why;
-    switch (Inflater::open(locator_.locate(info.oid), inflater, why)) {
+    const ObjectLocation where = locator_.locate(info.oid);
+    switch (Inflater::open(where, inflater, why, seek_points_.get(info.oid, where))) {
       case Inflater::OpenResult::kOk:
         if (inflater->size() != size) {
           warn_object(info.oid, info.path, "has a header of " + std::to_string(inflater->size()) +
@@ -996,7 +997,8 @@ class GitFs final : public Backend {
     if (!slot) return EMFILE;
     std::unique_ptr<Inflater> stream;
     std::string why;
-    switch (Inflater::open(locator_.locate(info.oid), stream, why)) {
+    const ObjectLocation where = locator_.locate(info.oid);
+    switch (Inflater::open(where, stream, why, seek_points_.get(info.oid, where))) {
       case Inflater::OpenResult::kOk:
         if (stream->size() != size) {
           warn_object(info.oid, info.path, "has a header of " + std::to_string(stream->size()) +
@@ -1052,6 +1054,7 @@ class GitFs final : public Backend {
   BlobCache cache_;
   HeldBlobs held_;             // what open files hold whole
   Budget streams_{kMaxStreams};  // streamed handles open
+  SeekPointRegistry seek_points_;  // shared by the opens of one big blob
   std::mutex hidden_mutex_;
   std::unordered_set<ino_t> hidden_dirs_;
   std::atomic<std::uint64_t> hidden_names_{0};
