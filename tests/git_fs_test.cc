@@ -679,7 +679,7 @@ class GitFsTreeTest : public ::testing::Test {
     EXPECT_GE(counts.dirs, 34);
     EXPECT_EQ(fs->node_count(), 1u) << "every node was forgotten again";
 
-    // The big file, again: random offsets (backwards restarts the stream).
+    // The big file, again: random offsets (backwards resumes at a seek point, or the start).
     NodeId node = 0;
     struct stat st {};
     ASSERT_EQ(walk_to(*fs, "big/big64.bin", node, st), 0);
@@ -690,7 +690,8 @@ class GitFsTreeTest : public ::testing::Test {
     std::string buffer;
     const std::uint64_t middle = (std::uint64_t{40} << 20) + 12345;
     for (const std::uint64_t offset : std::initializer_list<std::uint64_t>{
-             kBigSize - 4096, 1u << 20, middle, 0, middle + 100, kBigSize - 10, 3}) {
+             kBigSize - 4096, 1u << 20, middle, 0, middle + 100, kBigSize - 10,
+             middle - 5000, 3}) {
       EXPECT_TRUE(same_range(*handle, host.get(), offset, kChunk, out, buffer)) << offset;
     }
     ASSERT_EQ(handle->read(kChunk, static_cast<off_t>(kBigSize), out), 0);

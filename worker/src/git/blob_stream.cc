@@ -117,9 +117,28 @@ bool ObjectLocator::loose_is_special(const git_oid& oid) const {
   return false;
 }
 
-BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_oid& oid,
-                                        WarnOnce& warnings, std::unique_ptr<BlobStream>& out,
-                                        std::string& why) {
+SeekPoints::~SeekPoints() {
+  for (auto& snapshot : snapshots_) inflateEnd(&snapshot->zs);
+}
+
+std::shared_ptr<SeekPoints> SeekPointRegistry::get(const git_oid& oid,
+                                                   const ObjectLocation& where) {
+  const std::string key = to_hex(oid) + " " + where.path + " " + std::to_string(where.offset);
+  const std::lock_guard lock(mutex_);
+  for (auto it = recent_.begin(); it != recent_.end(); ++it) {
+    if (it->first != key) continue;
+    auto entry = std::move(*it);  // most recent: to the back
+    recent_.erase(it);
+    recent_.push_back(std::move(entry));
+    return recent_.back().second;
+  }
+  if (recent_.size() >= kKept) recent_.erase(recent_.begin());
+  recent_.emplace_back(key, std::make_shared<SeekPoints>());
+  return recent_.back().second;
+}
+
+Inflater::OpenResult Inflater::open(const ObjectLocation& where, std::unique_ptr<Inflater>& out,
+                                    std::string& why, std::shared_ptr<SeekPoints> points) {
   if (where.kind == ObjectLocation::Kind::kNone) {
     why = "not found in any pack index or as a loose object";
     return OpenResult::kCannotStream;
@@ -132,9 +151,12 @@ BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_o
     return OpenResult::kDamaged;
   }
   UniqueFd fd = std::move(file.fd);
+  // Read front to back: a larger readahead window for the object file (a hint; may fail).
+  (void)::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
   if (where.kind == ObjectLocation::Kind::kLoose) {
     // The size is in the zlib stream's header, which restart() parses.
-    out.reset(new BlobStream(std::move(fd), true, 0, 0, oid, warnings));
+    out.reset(new Inflater(std::move(fd), true, 0, 0));
+    if (points) out->points_ = std::move(points);
     return out->restart(why) == 0 ? OpenResult::kOk : OpenResult::kDamaged;
   }
 
@@ -167,26 +189,24 @@ BlobStream::OpenResult BlobStream::open(const ObjectLocation& where, const git_o
     why = "the pack entry is of type " + std::to_string(type) + ", not a blob";
     return OpenResult::kDamaged;
   }
-  out.reset(new BlobStream(std::move(fd), false, where.offset + used, size, oid, warnings));
+  out.reset(new Inflater(std::move(fd), false, where.offset + used, size));
+  if (points) out->points_ = std::move(points);
   return out->restart(why) == 0 ? OpenResult::kOk : OpenResult::kDamaged;
 }
 
-BlobStream::BlobStream(UniqueFd fd, bool loose, std::uint64_t data_start, std::uint64_t size,
-                       const git_oid& oid, WarnOnce& warnings)
+Inflater::Inflater(UniqueFd fd, bool loose, std::uint64_t data_start, std::uint64_t size)
     : fd_(std::move(fd)),
       loose_(loose),
       data_start_(data_start),
       size_(size),
-      oid_(oid),
-      warnings_(warnings),
       input_(new unsigned char[kInput]),
-      window_(new unsigned char[kWindow]) {}
+      points_(std::make_shared<SeekPoints>()) {}
 
-BlobStream::~BlobStream() {
+Inflater::~Inflater() {
   if (zs_ready_) inflateEnd(&zs_);
 }
 
-int BlobStream::restart(std::string& why) {
+int Inflater::restart(std::string& why) {
   if (zs_ready_) {
     inflateEnd(&zs_);
     zs_ready_ = false;
@@ -201,7 +221,7 @@ int BlobStream::restart(std::string& why) {
   stream_end_ = false;
   input_offset_ = data_start_;
   pos_ = 0;
-  window_start_ = 0;
+  head_rest_.clear();
 
   if (loose_) {
     // "blob <size>\0<data>": inflate a little, parse the header, keep what follows it.
@@ -236,15 +256,14 @@ int BlobStream::restart(std::string& why) {
       return EIO;
     }
     size_ = size;
-    std::memcpy(window_.get(), nul + 1, rest);
-    pos_ = rest;
+    head_rest_.assign(reinterpret_cast<const char*>(nul + 1), rest);
   }
-  broken_ = false;
+  snapshot_every_ = std::max<std::uint64_t>(kMinSnapshotEvery, size_ / kMaxSnapshots + 1);
   return 0;
 }
 
-int BlobStream::inflate_some(unsigned char* dst, std::size_t capacity, std::size_t& produced,
-                             std::string& why) {
+int Inflater::inflate_some(unsigned char* dst, std::size_t capacity, std::size_t& produced,
+                           std::string& why) {
   zs_.next_out = dst;
   zs_.avail_out = static_cast<uInt>(capacity);
   while (zs_.avail_out == capacity && !stream_end_) {
@@ -277,7 +296,192 @@ int BlobStream::inflate_some(unsigned char* dst, std::size_t capacity, std::size
   return 0;
 }
 
-void BlobStream::copy_from_window(std::uint64_t from, std::size_t length, char* dst) const
+void Inflater::maybe_snapshot() noexcept {
+  if (!head_rest_.empty() || stream_end_) return;
+  const std::lock_guard lock(points_->mutex_);
+  auto& snapshots = points_->snapshots_;
+  if (snapshots.size() >= kMaxSnapshots) return;
+  // Another open of the blob may have gone further already: then its points serve this one.
+  const std::uint64_t last = snapshots.empty() ? 0 : snapshots.back()->pos;
+  if (pos_ < last + snapshot_every_) return;
+  try {
+    auto snapshot = std::make_unique<SeekPoints::Snapshot>();
+    if (inflateCopy(&snapshot->zs, &zs_) != Z_OK) return;  // no seek point: not an error
+    snapshot->pos = pos_;
+    snapshot->input = input_offset_ - zs_.avail_in;
+    snapshots.push_back(std::move(snapshot));
+  } catch (...) {
+  }
+}
+
+int Inflater::rewind(std::uint64_t target, std::string& why) {
+  const std::lock_guard lock(points_->mutex_);
+  SeekPoints::Snapshot* best = nullptr;
+  for (const auto& snapshot : points_->snapshots_) {
+    if (snapshot->pos <= target) best = snapshot.get();
+  }
+  if (best == nullptr) return restart(why);
+  return resume(*best, why);
+}
+
+int Inflater::seek_forward(std::uint64_t target, std::string& why) {
+  const std::lock_guard lock(points_->mutex_);
+  SeekPoints::Snapshot* best = nullptr;
+  for (const auto& snapshot : points_->snapshots_) {
+    if (snapshot->pos <= target) best = snapshot.get();
+  }
+  if (best == nullptr || best->pos <= pos_) return 0;
+  return resume(*best, why);
+}
+
+int Inflater::resume(SeekPoints::Snapshot& best, std::string& why) {
+  if (zs_ready_) {
+    inflateEnd(&zs_);
+    zs_ready_ = false;
+  }
+  const int rc = inflateCopy(&zs_, &best.zs);
+  if (rc != Z_OK) {
+    why = "inflateCopy failed";
+    return rc == Z_MEM_ERROR ? ENOMEM : EIO;
+  }
+  zs_ready_ = true;
+  zs_.next_in = input_.get();
+  zs_.avail_in = 0;
+  input_offset_ = best.input;
+  pos_ = best.pos;
+  stream_end_ = false;
+  head_rest_.clear();
+  return 0;
+}
+
+int Inflater::produce(unsigned char* dst, std::size_t capacity, std::size_t& produced,
+                      std::string& why) {
+  produced = 0;
+  if (!zs_ready_) {
+    if (const int err = restart(why); err != 0) return err;
+  }
+  capacity = static_cast<std::size_t>(std::min<std::uint64_t>(capacity, size_ - pos_));
+  if (capacity == 0) return 0;
+  if (!head_rest_.empty()) {
+    produced = std::min(capacity, head_rest_.size());
+    std::memcpy(dst, head_rest_.data(), produced);
+    head_rest_.erase(0, produced);
+    pos_ += produced;
+    return 0;
+  }
+  if (const int err = inflate_some(dst, capacity, produced, why); err != 0) return err;
+  if (produced == 0) {
+    why = "the zlib stream ends before the blob's " + std::to_string(size_) + " bytes";
+    return EIO;
+  }
+  pos_ += produced;
+  maybe_snapshot();
+  return 0;
+}
+
+int Inflater::finish(std::string& why) {
+  if (stream_end_) return 0;
+  // All data is out: finish the stream so that zlib checks its adler32, which catches damage
+  // that still inflated to something.
+  unsigned char extra = 0;
+  std::size_t produced = 0;
+  if (const int err = inflate_some(&extra, 1, produced, why); err != 0) return err;
+  if (produced != 0) {
+    why = "the zlib stream is longer than the blob's size";
+    return EIO;
+  }
+  return 0;
+}
+
+int MemorySource::produce(unsigned char* dst, std::size_t capacity, std::size_t& produced,
+                          std::string& /*why*/) {
+  produced = static_cast<std::size_t>(std::min<std::uint64_t>(capacity, bytes_->size() - pos_));
+  std::memcpy(dst, bytes_->data() + pos_, produced);
+  pos_ += produced;
+  return 0;
+}
+
+WindowedReader::WindowedReader(std::unique_ptr<ByteSource> source, const git_oid& oid,
+                               WarnOnce& warnings)
+    : source_(std::move(source)),
+      size_(source_->size()),
+      oid_(oid),
+      warnings_(warnings),
+      window_(new unsigned char[kWindow]) {
+  produced_ = floor_ = source_->pos();
+}
+
+WindowedReader::~WindowedReader() {
+  std::unique_lock lock(mutex_);
+  stop(lock);
+}
+
+void WindowedReader::stop(std::unique_lock<std::mutex>& lock) noexcept {
+  if (!producer_.joinable()) return;
+  stop_ = true;
+  changed_.notify_all();
+  lock.unlock();
+  producer_.join();
+  lock.lock();
+  stop_ = false;
+  running_ = false;
+}
+
+void WindowedReader::produce_loop() noexcept {
+  std::unique_lock lock(mutex_);
+  while (!stop_ && error_ == 0) {
+    if (produced_ == size_) {
+      if (!finished_) {
+        std::string why;
+        lock.unlock();
+        const int err = source_->finish(why);
+        lock.lock();
+        if (err != 0) {
+          error_ = err;
+          why_ = std::move(why);
+        } else {
+          finished_ = true;
+        }
+        changed_.notify_all();
+      }
+      break;
+    }
+    const std::uint64_t limit = floor_ + kWindow;
+    if (produced_ >= limit) {
+      changed_.wait(lock);
+      continue;
+    }
+    const std::size_t at = produced_ % kWindow;
+    const std::size_t capacity = static_cast<std::size_t>(
+        std::min<std::uint64_t>({kWindow - at, kChunk, size_ - produced_, limit - produced_}));
+    std::size_t produced = 0;
+    std::string why;
+    lock.unlock();
+    // Only this thread writes the ring, and only where no reader may look (below floor_ once
+    // the ring wraps): the copy runs without the lock.
+    int err = 0;
+    try {
+      err = source_->produce(window_.get() + at, capacity, produced, why);
+    } catch (...) {
+      err = ENOMEM;
+    }
+    lock.lock();
+    if (err == 0 && produced == 0) {
+      err = EIO;
+      why = "the stream ends before the blob's " + std::to_string(size_) + " bytes";
+    }
+    if (err != 0) {
+      error_ = err;
+      why_ = std::move(why);
+    } else {
+      produced_ += produced;
+    }
+    changed_.notify_all();
+  }
+  running_ = false;
+}
+
+void WindowedReader::copy_from_window(std::uint64_t from, std::size_t length, char* dst) const
     noexcept {
   while (length > 0) {
     const std::size_t at = from % kWindow;
@@ -289,66 +493,80 @@ void BlobStream::copy_from_window(std::uint64_t from, std::size_t length, char* 
   }
 }
 
-int BlobStream::fail(std::string why) {
-  broken_ = true;
+int WindowedReader::fail(const std::string& why) {
   warnings_.warn(oid_, "blob " + to_hex(oid_.oid()) + " cannot be streamed: " + why);
   return EIO;
 }
 
-int BlobStream::read(std::size_t size, off_t offset, ReadResult& out) {
+int WindowedReader::read(std::size_t size, off_t offset, ReadResult& out) {
   try {
     if (offset < 0) return EINVAL;
     const auto begin = static_cast<std::uint64_t>(offset);
     out.fd = -1;
     out.data = {};
-    const std::lock_guard lock(mutex_);
     if (begin >= size_ || size == 0) return 0;
     const std::uint64_t end = begin + std::min<std::uint64_t>(size, size_ - begin);
-    if (broken_ || begin < window_start_) {
-      std::string why;
-      if (const int err = restart(why); err != 0) return err == ENOMEM ? err : fail(why);
-    }
+    out.owned.resize(static_cast<std::size_t>(end - begin));  // before any lock
 
-    out.owned.resize(static_cast<std::size_t>(end - begin));
+    const std::lock_guard reading(read_mutex_);
+    std::unique_lock lock(mutex_);
+    if (error_ != 0 || begin < floor_) {
+      stop(lock);
+      std::string why;
+      const int err = source_->rewind(begin, why);
+      produced_ = floor_ = source_->pos();
+      finished_ = false;
+      error_ = err;
+      if (err != 0) return err == ENOMEM ? err : fail(why);
+    }
+    if (begin > produced_ + kWindow) {
+      // Far ahead (another open of the blob went there, or the kernel dropped a page): a seek
+      // point on the way saves inflating everything in between.
+      stop(lock);
+      std::string why;
+      const int err = source_->seek_forward(begin, why);
+      produced_ = floor_ = source_->pos();
+      error_ = err;
+      if (err != 0) return err == ENOMEM ? err : fail(why);
+    }
+    // Nothing more than kKeep before this read's end is kept: the producer may run that far
+    // ahead. Never past a byte still to copy (a request larger than kKeep).
+    const std::uint64_t keep_from = end > kKeep ? end - kKeep : 0;
+    floor_ = std::max(floor_, std::min(begin, keep_from));
+    if (!running_ && !finished_) {
+      if (producer_.joinable()) producer_.join();  // ended on its own
+      running_ = true;
+      producer_ = std::thread([this] { produce_loop(); });
+    }
+    changed_.notify_all();
+
     char* dst = out.owned.data();
-    if (begin < pos_) {
-      copy_from_window(begin, static_cast<std::size_t>(std::min(pos_, end) - begin), dst);
+    for (std::uint64_t pos = begin; pos < end;) {
+      changed_.wait(lock, [&] { return produced_ > pos || error_ != 0; });
+      if (produced_ <= pos) {  // failed
+        const int err = error_;
+        const std::string why = why_;
+        return err == ENOMEM ? err : fail(why);
+      }
+      const std::uint64_t upto = std::min(produced_, end);
+      lock.unlock();
+      // [pos, upto) is at or after floor_: the producer does not overwrite it.
+      copy_from_window(pos, static_cast<std::size_t>(upto - pos), dst + (pos - begin));
+      lock.lock();
+      pos = upto;
+      if (std::min(pos, keep_from) > floor_) {
+        floor_ = std::min(pos, keep_from);  // a request larger than kKeep: let it go on
+        changed_.notify_all();
+      }
     }
-    while (pos_ < end) {
-      const std::size_t at = pos_ % kWindow;
-      const std::size_t capacity = static_cast<std::size_t>(
-          std::min<std::uint64_t>({kWindow - at, kChunk, size_ - pos_}));
-      std::size_t produced = 0;
-      std::string why;
-      if (const int err = inflate_some(window_.get() + at, capacity, produced, why); err != 0) {
-        if (err != ENOMEM) return fail(why);
-        broken_ = true;
-        return err;
+    if (end == size_) {
+      // The last bytes: the source must also end there (zlib's adler32 check).
+      changed_.wait(lock, [&] { return finished_ || error_ != 0; });
+      if (!finished_) {
+        const int err = error_;
+        const std::string why = why_;
+        return err == ENOMEM ? err : fail(why);
       }
-      if (produced == 0) return fail("the zlib stream ends before the blob's " +
-                                     std::to_string(size_) + " bytes");
-      // Whatever part of the new bytes was asked for goes out now, before the ring wraps.
-      const std::uint64_t lo = std::max(pos_, begin);
-      const std::uint64_t hi = std::min(pos_ + produced, end);
-      if (lo < hi) {
-        std::memcpy(dst + (lo - begin), window_.get() + at + (lo - pos_),
-                    static_cast<std::size_t>(hi - lo));
-      }
-      pos_ += produced;
-      window_start_ = std::max(window_start_, pos_ > kWindow ? pos_ - kWindow : 0);
-    }
-    if (pos_ == size_ && !stream_end_) {
-      // All data is out: finish the stream so that zlib checks its adler32, which catches
-      // damage that still inflated to something.
-      unsigned char extra = 0;
-      std::size_t produced = 0;
-      std::string why;
-      if (const int err = inflate_some(&extra, 1, produced, why); err != 0) {
-        if (err != ENOMEM) return fail(why);
-        broken_ = true;
-        return err;
-      }
-      if (produced != 0) return fail("the zlib stream is longer than the blob's size");
     }
     out.data = out.owned;
     return 0;

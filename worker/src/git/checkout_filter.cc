@@ -110,6 +110,46 @@ int CheckoutFilter::plan(const std::string& path, Plan& out) {
   return 0;
 }
 
+int CheckoutFilter::stream_plan(const std::string& path, StreamPlan& out) {
+  out = StreamPlan{};
+  if (!repo_) return 0;
+  const std::lock_guard lock(mutex_);
+  git_filter_options options = filter_options();
+  git_filter_list* list = nullptr;
+  if (git_filter_list_load_ext(&list, repo_.get(), nullptr, path.c_str(), GIT_FILTER_TO_WORKTREE,
+                               &options) < 0) {
+    return EIO;
+  }
+  const FilterListPtr filters(list);
+  if (!filters) return 0;
+  if (git_filter_list_contains(filters.get(), "ident") != 0) {
+    out.kind = StreamPlan::Kind::kUnsupported;
+    out.why = "ident";
+    return 0;
+  }
+  // libgit2 has two built-in filters, crlf and ident; drivers are never registered here.
+  const auto converts = [&](std::string_view probe, std::string_view expected, bool& yes) {
+    Buf converted;
+    if (git_filter_list_apply_to_buffer(&converted.buf, filters.get(), probe.data(),
+                                        probe.size()) < 0) {
+      return false;
+    }
+    yes = std::string_view(converted.buf.ptr, converted.buf.size) == expected;
+    return true;
+  };
+  bool text = false, forced = false, mixed = false;
+  // Plain text: converted unless checkout writes LF here (eol=lf, text=auto without crlf...).
+  if (!converts("a\n", "a\r\n", text)) return EIO;
+  if (!text) return 0;
+  // A bare CR makes text=auto leave the file alone; text / eol=crlf convert it all the same.
+  if (!converts("a\rb\n", "a\rb\r\n", forced)) return EIO;
+  if (!converts("a\r\nb\n", "a\r\nb\r\n", mixed)) return EIO;
+  out.kind = StreamPlan::Kind::kCrlf;
+  out.crlf.automatic = !forced;
+  out.crlf.auto_converts_with_crlf = !forced && mixed;
+  return 0;
+}
+
 int CheckoutFilter::convert(const std::string& path, const git_oid& blob_id, std::string& out,
                             bool& changed) {
   if (!repo_) return EIO;

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "git/crlf_stream.h"
 #include "git/repository.h"
 
 namespace heddle::worker::git {
@@ -38,6 +39,17 @@ class CheckoutFilter {
   };
   // The attributes of `path` (no blob is read). 0 or EIO.
   [[nodiscard]] int plan(const std::string& path, Plan& out);
+
+  // How a blob too large to convert in memory converts, without reading it: libgit2's
+  // filters for `path` are asked to convert a few probe texts, which tells which rule its crlf
+  // filter applies (crlf_stream.h). kUnsupported: `ident` (its $Id$ expansion is not streamed).
+  struct StreamPlan {
+    enum class Kind { kNone, kCrlf, kUnsupported };
+    Kind kind = Kind::kNone;
+    CrlfRule crlf;
+    std::string why;  // kUnsupported: which filter
+  };
+  [[nodiscard]] int stream_plan(const std::string& path, StreamPlan& out);
 
   // The commit whose attributes apply from now on (a retarget); hex, for cache keys.
   void set_commit(const git_oid& commit);

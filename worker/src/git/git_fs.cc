@@ -26,6 +26,7 @@
 #include "git/blob_stream.h"
 #include "git/budget.h"
 #include "git/checkout_filter.h"
+#include "git/crlf_stream.h"
 #include "git/held_blobs.h"
 #include "git/lfs.h"
 #include "git/node_table.h"
@@ -56,8 +57,9 @@ unsigned char dirent_type(std::uint32_t mode) {
   return DT_REG;
 }
 
-// Streamed handles open at once: each holds about 1.1 MiB of buffers (BlobStream::kWindow and
-// kInput). More opens fail with EMFILE.
+// Streamed handles open at once: each holds about 4.5 MiB of buffers (WindowedReader::kWindow
+// and Inflater::kInput), up to 1.3 MiB of seek points (Inflater::kMaxSnapshots) and a thread
+// that inflates ahead of the reader. More opens fail with EMFILE.
 constexpr std::uint64_t kMaxStreams = 64;
 
 // Names a tree may hold but a directory must not show: git itself refuses to create most;
@@ -291,7 +293,10 @@ class GitFs final : public Backend {
       }
       if (info->served == NodeInfo::Served::kLfs) return open_lfs(*info, out);
       if (info->served == NodeInfo::Served::kConverted) {
-        // Converted bytes exist only in memory: no stream to fall back on.
+        std::shared_ptr<const CrlfIndex> index;
+        if (const int err = streamed_conversion(*info, index); err != 0) return err;
+        if (index) return open_converted_stream(*info, index, out);
+        // Converted in memory (it fits the cache): no stream to fall back on.
         Blob blob;
         const int err =
             held_.hold(converted_key(*info), size,
@@ -751,11 +756,7 @@ class GitFs final : public Backend {
     if (!plan.driver.empty() && plan.driver != "lfs") drivers_not_run_.note(child.path);
     if (!plan.convert) return;
     if (child.size > cache_.limit()) {
-      // Converting needs the blob whole; the converted bytes cannot stream.
-      too_big_.note(child.path);
-      warnings_.warn(OidKey(child.oid), "'" + child.path + "' (" + std::to_string(child.size) +
-                                            " bytes) is larger than the blob cache: served "
-                                            "as stored, without its checkout conversion");
+      plan_streamed_conversion(child);
       return;
     }
     std::string converted;
@@ -771,6 +772,140 @@ class GitFs final : public Backend {
     child.served = NodeInfo::Served::kConverted;
     converted_.note(child.path);
     (void)cache_.insert(converted_key(child), std::make_shared<const std::string>(std::move(converted)));
+  }
+
+  // A blob larger than the cache whose attributes convert it: its converted size now (one pass
+  // over it), its bytes streamed at each open (crlf_stream.h).
+  void plan_streamed_conversion(NodeInfo& child) {
+    CheckoutFilter::StreamPlan plan;
+    if (filter_.stream_plan(child.path, plan) != 0) {
+      warn_object(child.oid, child.path,
+                  "has attributes libgit2 cannot apply (" + last_error_message() +
+                      "); served as stored");
+      return;
+    }
+    if (plan.kind == CheckoutFilter::StreamPlan::Kind::kNone) return;
+    if (plan.kind == CheckoutFilter::StreamPlan::Kind::kUnsupported) {
+      too_big_.note(child.path);
+      warnings_.warn(OidKey(child.oid), "'" + child.path + "' (" + std::to_string(child.size) +
+                                            " bytes) is larger than the blob cache and its `" +
+                                            plan.why + "` conversion does not stream: served "
+                                            "as stored, without its checkout conversion");
+      return;
+    }
+    std::shared_ptr<const CrlfIndex> index;
+    if (index_conversion(child, child.size, plan.crlf, index) != 0) return;  // warned
+    if (!index->convert) return;
+    child.size = index->size;
+    child.served = NodeInfo::Served::kConverted;
+    converted_.note(child.path);
+  }
+
+  // The conversion index of a blob of `raw_size` stored bytes at info.path: remembered by
+  // blob, path and commit (converted_key), or made by reading the blob once.
+  int index_conversion(const NodeInfo& info, std::uint64_t raw_size, const CrlfRule& rule,
+                       std::shared_ptr<const CrlfIndex>& out) {
+    const OidKey key = converted_key(info);
+    {
+      const std::lock_guard lock(crlf_mutex_);
+      if (const auto it = crlf_indexes_.find(key); it != crlf_indexes_.end()) {
+        out = it->second;
+        return 0;
+      }
+    }
+    std::unique_ptr<ByteSource> raw;
+    if (const int err = open_raw(info, raw_size, raw); err != 0) return err;
+    auto index = std::make_shared<CrlfIndex>();
+    std::string why;
+    if (const int err = index_crlf(*raw, rule, *index, why); err != 0) {
+      warn_object(info.oid, info.path, "cannot be read for its checkout conversion: " + why);
+      return err;
+    }
+    out = index;
+    const std::lock_guard lock(crlf_mutex_);
+    if (crlf_indexes_.size() >= kMaxCrlfIndexes) crlf_indexes_.clear();  // a few KiB each
+    crlf_indexes_.emplace(key, out);
+    return 0;
+  }
+
+  // For a converted node: the index to stream it with, or null when it converts in memory
+  // (the blob fits the cache). After a retarget the key has another commit: indexed again.
+  int streamed_conversion(const NodeInfo& info, std::shared_ptr<const CrlfIndex>& out) {
+    out = nullptr;
+    std::uint64_t raw_size = 0;
+    {
+      const auto lease = pool_.acquire();
+      if (const int err = read_size(lease, info, raw_size); err != 0) return err;
+    }
+    if (raw_size <= cache_.limit()) return 0;
+    CheckoutFilter::StreamPlan plan;
+    if (filter_.stream_plan(info.path, plan) != 0 ||
+        plan.kind != CheckoutFilter::StreamPlan::Kind::kCrlf) {
+      warn_object(info.oid, info.path, "no longer converts as it did at lookup");
+      return EIO;
+    }
+    if (const int err = index_conversion(info, raw_size, plan.crlf, out); err != 0) return err;
+    if (!out->convert || out->size != info.size) {
+      warn_object(info.oid, info.path, "converts to " + std::to_string(out->size) +
+                                           " bytes now, " + std::to_string(info.size) +
+                                           " at lookup");
+      return EIO;
+    }
+    return 0;
+  }
+
+  // The stored bytes of a blob, streamed; a delta (which cannot stream) is read whole, shared
+  // with other opens and charged to the held budget.
+  int open_raw(const NodeInfo& info, std::uint64_t size, std::unique_ptr<ByteSource>& out) {
+    std::unique_ptr<Inflater> inflater;
+    std::string why;
+    const ObjectLocation where = locator_.locate(info.oid);
+    switch (Inflater::open(where, inflater, why, seek_points_.get(info.oid, where))) {
+      case Inflater::OpenResult::kOk:
+        if (inflater->size() != size) {
+          warn_object(info.oid, info.path, "has a header of " + std::to_string(inflater->size()) +
+                                               " bytes, but libgit2 says " +
+                                               std::to_string(size));
+          return EIO;
+        }
+        out = std::move(inflater);
+        return 0;
+      case Inflater::OpenResult::kCannotStream: {
+        warnings_.warn(OidKey(info.oid), "blob " + to_hex(info.oid) + " ('" + info.path +
+                                             "', " + std::to_string(size) +
+                                             " bytes) cannot be streamed (" + why +
+                                             "); reading it whole through libgit2");
+        Blob blob;
+        if (const int err = held_.hold(OidKey(info.oid), size,
+                                       [&](Blob& loaded) {
+                                         whole_reads_.fetch_add(1, std::memory_order_relaxed);
+                                         return read_whole(info, loaded);
+                                       },
+                                       blob);
+            err != 0) {
+          return err;
+        }
+        out = std::make_unique<MemorySource>(std::move(blob));
+        return 0;
+      }
+      case Inflater::OpenResult::kDamaged:
+        break;
+    }
+    warn_object(info.oid, info.path, "cannot be streamed: " + why);
+    return EIO;
+  }
+
+  int open_converted_stream(const NodeInfo& info, const std::shared_ptr<const CrlfIndex>& index,
+                            std::unique_ptr<FileHandle>& out) {
+    Budget::Lease slot = streams_.take(1);
+    if (!slot) return EMFILE;
+    std::unique_ptr<ByteSource> raw;
+    if (const int err = open_raw(info, index->raw_size, raw); err != 0) return err;
+    auto reader = std::make_unique<WindowedReader>(
+        std::make_unique<CrlfSource>(std::move(raw), index), info.oid, warnings_);
+    streamed_opens_.fetch_add(1, std::memory_order_relaxed);
+    out = std::make_unique<LeasedHandle>(std::move(reader), std::move(slot));
+    return 0;
   }
 
   // A Git LFS pointer whose object is present: served as the object. Otherwise (not a pointer,
@@ -880,10 +1015,11 @@ class GitFs final : public Backend {
   int open_stream(const NodeInfo& info, std::uint64_t size, std::unique_ptr<FileHandle>& out) {
     Budget::Lease slot = streams_.take(1);
     if (!slot) return EMFILE;
-    std::unique_ptr<BlobStream> stream;
+    std::unique_ptr<Inflater> stream;
     std::string why;
-    switch (BlobStream::open(locator_.locate(info.oid), info.oid, warnings_, stream, why)) {
-      case BlobStream::OpenResult::kOk:
+    const ObjectLocation where = locator_.locate(info.oid);
+    switch (Inflater::open(where, stream, why, seek_points_.get(info.oid, where))) {
+      case Inflater::OpenResult::kOk:
         if (stream->size() != size) {
           warn_object(info.oid, info.path, "has a header of " + std::to_string(stream->size()) +
                                                " bytes, but libgit2 says " +
@@ -891,9 +1027,11 @@ class GitFs final : public Backend {
           return EIO;
         }
         streamed_opens_.fetch_add(1, std::memory_order_relaxed);
-        out = std::make_unique<LeasedHandle>(std::move(stream), std::move(slot));
+        out = std::make_unique<LeasedHandle>(
+            std::make_unique<WindowedReader>(std::move(stream), info.oid, warnings_),
+            std::move(slot));
         return 0;
-      case BlobStream::OpenResult::kCannotStream: {
+      case Inflater::OpenResult::kCannotStream: {
         // Still answer, at the cost of holding this one blob whole while it is open.
         warnings_.warn(OidKey(info.oid), "blob " + to_hex(info.oid) + " ('" + info.path +
                                              "', " + std::to_string(size) +
@@ -913,7 +1051,7 @@ class GitFs final : public Backend {
         out = std::make_unique<MemoryHandle>(std::move(blob));
         return 0;
       }
-      case BlobStream::OpenResult::kDamaged:
+      case Inflater::OpenResult::kDamaged:
         break;
     }
     warn_object(info.oid, info.path, "cannot be streamed: " + why);
@@ -936,6 +1074,7 @@ class GitFs final : public Backend {
   BlobCache cache_;
   HeldBlobs held_;             // what open files hold whole
   Budget streams_{kMaxStreams};  // streamed handles open
+  SeekPointRegistry seek_points_;  // shared by the opens of one big blob
   std::mutex hidden_mutex_;
   std::unordered_set<ino_t> hidden_dirs_;
   std::atomic<std::uint64_t> hidden_names_{0};
@@ -949,6 +1088,9 @@ class GitFs final : public Backend {
   PathCount lfs_missing_;
   PathCount drivers_not_run_;
   PathCount too_big_;
+  static constexpr std::size_t kMaxCrlfIndexes = 4096;
+  std::mutex crlf_mutex_;
+  std::unordered_map<OidKey, std::shared_ptr<const CrlfIndex>, OidKeyHash> crlf_indexes_;
 };
 
 }  // namespace
