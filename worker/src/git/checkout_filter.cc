@@ -129,7 +129,7 @@ int CheckoutFilter::stream_plan(const std::string& path, StreamPlan& out) {
   }
   // libgit2 has two built-in filters, crlf and ident; drivers are never registered here.
   const auto converts = [&](std::string_view probe, std::string_view expected, bool& yes) {
-    Buf converted;
+    GitBuf converted;
     if (git_filter_list_apply_to_buffer(&converted.buf, filters.get(), probe.data(),
                                         probe.size()) < 0) {
       return false;
