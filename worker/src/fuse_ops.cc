@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "backend.h"
+#include "kernel_opens.h"
 #include "write_gate.h"
 
 namespace heddle::worker {
@@ -44,10 +45,13 @@ fuse_entry_param entry_param(const Backend& fs, NodeId node, const struct stat& 
   return e;
 }
 
+// Null for handle 0: a file or directory the kernel opened itself (kernel_opens.h).
 template <typename T>
 T* handle_of(const fuse_file_info* fi) {
   return reinterpret_cast<T*>(static_cast<std::uintptr_t>(fi->fh));
 }
+
+KernelOpens& kernel_opens_of(fuse_req_t req) { return context_of(req).kernel_opens; }
 
 template <typename T>
 std::uint64_t to_fh(T* handle) {
@@ -72,8 +76,15 @@ void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
+  SessionContext& context = *static_cast<SessionContext*>(userdata);
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
-  if (static_cast<SessionContext*>(userdata)->fs.writable()) {
+  // Content that never changes needs no open round trip: op_open and op_opendir answer ENOSYS
+  // once, and the kernel opens locally from then on (these capabilities need no `want`).
+  if (context.fs.cache_policy().open_in_kernel && !context.fs.writable()) {
+    context.kernel_opens.files = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0;
+    context.kernel_opens.dirs = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
+  }
+  if (context.fs.writable()) {
     // O_TRUNC reaches open(), so a truncating open of a lower file copies up no data.
     if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   }
@@ -120,7 +131,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "getattr", [&] {
     struct stat st {};
     // The kernel passes a handle only for regular files; it may answer for the open file.
-    int err = fi != nullptr ? handle_of<FileHandle>(fi)->stat(st) : ENOSYS;
+    FileHandle* handle = fi != nullptr ? handle_of<FileHandle>(fi) : nullptr;
+    int err = handle != nullptr ? handle->stat(st) : ENOSYS;
     if (err == ENOSYS) err = fs_of(req).getattr(ino, st);
     if (err != 0) {
       fuse_reply_err(req, err);
@@ -143,6 +155,10 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "opendir", [&] {
+    if (kernel_opens_of(req).dirs) {
+      fuse_reply_err(req, ENOSYS);  // the kernel opens directories itself from now on
+      return;
+    }
     auto snapshot = std::make_unique<DirSnapshot>();
     if (const int err = fs_of(req).read_dir(ino, *snapshot); err != 0) {
       fuse_reply_err(req, err);
@@ -156,10 +172,21 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-// Serves readdir and readdirplus from the snapshot. Entry i has offset i + 1.
-void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, bool plus) {
-  const DirSnapshot& dir = *handle_of<DirSnapshot>(fi);
+// Serves readdir and readdirplus from the snapshot (the open's, or the node's when the kernel
+// opened the directory itself). Entry i has offset i + 1.
+void reply_dir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi,
+               bool plus) {
   Backend& fs = fs_of(req);
+  std::shared_ptr<const DirSnapshot> by_node;
+  const DirSnapshot* opened = handle_of<DirSnapshot>(fi);
+  if (opened == nullptr) {
+    if (const int err = kernel_opens_of(req).listing(fs, ino, off == 0, by_node); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    opened = by_node.get();
+  }
+  const DirSnapshot& dir = *opened;
   std::vector<char> buffer(size);
   std::vector<NodeId> counted;  // lookups made for this reply (readdirplus)
   std::size_t used = 0;
@@ -206,14 +233,14 @@ void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, 
   }
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
+void op_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off,
                 fuse_file_info* fi) {
-  guarded(req, "readdir", [&] { reply_dir(req, size, off, fi, false); });
+  guarded(req, "readdir", [&] { reply_dir(req, ino, size, off, fi, false); });
 }
 
-void op_readdirplus(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off,
                     fuse_file_info* fi) {
-  guarded(req, "readdirplus", [&] { reply_dir(req, size, off, fi, true); });
+  guarded(req, "readdirplus", [&] { reply_dir(req, ino, size, off, fi, true); });
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
@@ -243,6 +270,10 @@ void reply_opened(fuse_req_t req, fuse_file_info* fi, std::unique_ptr<FileHandle
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", [&] {
+    if (kernel_opens_of(req).files && !opens_for_writing(fi->flags)) {
+      fuse_reply_err(req, ENOSYS);  // the kernel opens files itself from now on
+      return;
+    }
     std::unique_ptr<FileHandle> handle;
     const WriteGate::Pass pass(opens_for_writing(fi->flags) ? gate_of(req) : nullptr);
     const int err = opens_for_writing(fi->flags)
@@ -256,11 +287,19 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-void op_read(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
-             fuse_file_info* fi) {
+void op_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi) {
   guarded(req, "read", [&] {
+    std::shared_ptr<FileHandle> by_node;  // kept alive until the reply is sent
+    FileHandle* handle = handle_of<FileHandle>(fi);
+    if (handle == nullptr) {
+      if (const int err = kernel_opens_of(req).file(fs_of(req), ino, by_node); err != 0) {
+        fuse_reply_err(req, err);
+        return;
+      }
+      handle = by_node.get();
+    }
     ReadResult result;
-    if (const int err = handle_of<FileHandle>(fi)->read(size, off, result); err != 0) {
+    if (const int err = handle->read(size, off, result); err != 0) {
       fuse_reply_err(req, err);
       return;
     }
@@ -419,9 +458,10 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
 void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off,
                   fuse_file_info* fi) {
   const WriteGate::Pass pass(gate_of(req));
-  const int fd = handle_of<FileHandle>(fi)->write_fd();
+  const FileHandle* handle = handle_of<FileHandle>(fi);
+  const int fd = handle != nullptr ? handle->write_fd() : -1;
   if (fd < 0) {
-    fuse_reply_err(req, EBADF);
+    fuse_reply_err(req, handle != nullptr ? EBADF : EROFS);
     return;
   }
   fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -437,7 +477,9 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {
-  fuse_reply_err(req, 0);  // writes were made as they came
+  // Writes were made as they came: nothing to flush. Opens answered here say so (noflush); a
+  // file the kernel opened itself does not, and ENOSYS stops FLUSH for the connection.
+  fuse_reply_err(req, ENOSYS);
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
@@ -454,7 +496,8 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* /
 void op_fallocate(fuse_req_t req, fuse_ino_t /*ino*/, int mode, off_t offset, off_t length,
                   fuse_file_info* fi) {
   const WriteGate::Pass pass(gate_of(req));
-  const int fd = handle_of<FileHandle>(fi)->write_fd();
+  const FileHandle* handle = handle_of<FileHandle>(fi);
+  const int fd = handle != nullptr ? handle->write_fd() : -1;
   if (fd < 0) {
     fuse_reply_err(req, fs_of(req).writable() ? EBADF : EROFS);
     return;

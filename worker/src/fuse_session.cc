@@ -19,7 +19,7 @@ namespace {
 constexpr unsigned kMaxThreads = 32;
 }  // namespace
 
-FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug) : context_{fs, gate_} {
+FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug) : context_{fs, gate_, kernel_opens_} {
   std::vector<std::string> arg_storage{"heddle-fuse-worker"};
   if (debug) arg_storage.emplace_back("-d");
   std::vector<char*> argv;

@@ -10,6 +10,7 @@
 
 #include "fuse_ops.h"
 #include "heddle/unique_fd.h"
+#include "kernel_opens.h"
 #include "write_gate.h"
 
 struct fuse_session;
@@ -53,6 +54,7 @@ class FuseSession {
   void run_loop(fuse_loop_config* config, const std::function<void(bool)>& on_end);
 
   WriteGate gate_;
+  KernelOpens kernel_opens_;
   SessionContext context_;
   fuse_session* session_ = nullptr;
   std::thread loop_;

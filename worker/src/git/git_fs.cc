@@ -275,10 +275,18 @@ class GitFs final : public Backend {
   }
 
   int open_file(NodeId node, std::unique_ptr<FileHandle>& out) override {
+    return open_served(node, false, out);
+  }
+
+  int open_node(NodeId node, std::unique_ptr<FileHandle>& out) override {
+    return open_served(node, true, out);
+  }
+
+  int open_served(NodeId node, bool even_gone, std::unique_ptr<FileHandle>& out) {
     return guarded("open", [&] {
       const auto info = nodes_.find(node);
       if (!info) return ESTALE;
-      if (info->gone) return ENOENT;
+      if (info->gone && !even_gone) return ENOENT;
       if (is_dir(info->mode)) return EISDIR;
       if (info->mode == kLink) return ELOOP;  // the kernel follows links before opening
       std::uint64_t size = info->size;
@@ -329,6 +337,7 @@ class GitFs final : public Backend {
     policy.entry_timeout = kForever;
     policy.attr_timeout = kForever;
     policy.keep_cache = true;
+    policy.open_in_kernel = true;
     return policy;
   }
 
