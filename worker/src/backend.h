@@ -122,6 +122,9 @@ class Backend {
   virtual void forget(NodeId node, std::uint64_t nlookup) noexcept = 0;
 
   [[nodiscard]] virtual int getattr(NodeId node, struct stat& st) = 0;
+  // True while `node`'s attributes are a guess (a git object whose header could not be read):
+  // the kernel must not keep them, and ask getattr again before it reads.
+  [[nodiscard]] virtual bool provisional(NodeId /*node*/) const { return false; }
   [[nodiscard]] virtual int readlink(NodeId node, std::string& target) = 0;
   [[nodiscard]] virtual int read_dir(NodeId node, DirSnapshot& out) = 0;
   [[nodiscard]] virtual int open_file(NodeId node, std::unique_ptr<FileHandle>& out) = 0;

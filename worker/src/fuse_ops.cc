@@ -40,7 +40,7 @@ fuse_entry_param entry_param(const Backend& fs, NodeId node, const struct stat& 
   e.ino = node;
   e.generation = 0;  // nodeids are never reused
   e.attr = st;       // st_ino is the backend's, not the nodeid
-  e.attr_timeout = policy.attr_timeout;
+  e.attr_timeout = fs.provisional(node) ? 0.0 : policy.attr_timeout;
   e.entry_timeout = policy.entry_timeout;
   return e;
 }
@@ -138,7 +138,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, err);
       return;
     }
-    fuse_reply_attr(req, &st, fs_of(req).cache_policy().attr_timeout);
+    const Backend& fs = fs_of(req);
+    fuse_reply_attr(req, &st, fs.provisional(ino) ? 0.0 : fs.cache_policy().attr_timeout);
   });
 }
 
@@ -227,6 +228,8 @@ void reply_dir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse
     }
     used += fuse_add_direntry_plus(req, at, room, entry.name.c_str(), &e, next);
   }
+  // An empty reply ends a listing: one the kernel opened itself need not be kept any longer.
+  if (used == 0 && by_node) kernel_opens_of(req).listing_done(ino);
   // Should the reply not arrive (interrupted request), the kernel holds none of these.
   if (fuse_reply_buf(req, buffer.data(), used) != 0) {
     for (const NodeId node : counted) fs.forget(node, 1);

@@ -51,6 +51,16 @@ class NodeLru {
     }
   }
 
+  void erase(NodeId node) {
+    std::shared_ptr<T> erased;  // destroyed outside the lock
+    const std::lock_guard lock(mutex_);
+    const auto it = index_.find(node);
+    if (it == index_.end()) return;
+    erased = std::move(it->second->second);
+    order_.erase(it->second);
+    index_.erase(it);
+  }
+
   [[nodiscard]] std::size_t size() const {
     const std::lock_guard lock(mutex_);
     return order_.size();
@@ -81,6 +91,8 @@ class KernelOpens {
   // else the one kept, so that offsets handed out stay meaningful across requests.
   [[nodiscard]] int listing(Backend& fs, NodeId node, bool fresh,
                             std::shared_ptr<const DirSnapshot>& out);
+  // The kernel has the whole listing (it caches it): the worker need not keep it.
+  void listing_done(NodeId node) { listings_.erase(node); }
 
  private:
   NodeLru<FileHandle> files_{kFiles};

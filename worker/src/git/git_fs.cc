@@ -216,8 +216,21 @@ class GitFs final : public Backend {
       if (!info) return ESTALE;
       fill_stat(*info, st);
       if (info->gone) st.st_nlink = 0;  // as an unlinked file still open
+      if (is_blob(info->mode) && !info->size_known) {
+        // Provisional (see provisional()): the header is read again, and the kernel asks
+        // again. Unreadable, the file is EIO, also for reads of a file the kernel opened.
+        std::uint64_t size = 0;
+        const auto lease = pool_.acquire();
+        if (const int err = read_size(lease, *info, size); err != 0) return err;
+        st.st_size = static_cast<off_t>(size);
+      }
       return 0;
     });
+  }
+
+  bool provisional(NodeId node) const override {
+    const auto info = nodes_.find(node);
+    return info && is_blob(info->mode) && !info->size_known;
   }
 
   int readlink(NodeId node, std::string& target) override {
