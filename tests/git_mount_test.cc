@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <thread>
 
 #include "heddle/error.h"
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
+#include "heddle/unique_fd.h"
 #include "support/child_process.h"
 #include "support/test_support.h"
 
@@ -376,6 +378,56 @@ TEST_F(GitMountTest, SixteenParallelReadersGetTheRightBytes) {
   }
   for (auto& reader : readers) reader.join();
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+// The kernel opens a git mount's files itself (no OPEN round trip): reads then name only the
+// node, and the worker keeps a few handles by node. Reopened files, files whose pages were
+// dropped after their handle was evicted, and a streamed blob read at two places at once
+// through two fds (one stream per node) must all give the right bytes.
+TEST_F(GitMountTest, ReopenedFilesAndDroppedPagesAndTwoReadersOfABigBlobGetTheRightBytes) {
+  mount(repo("packed"), "main");  // the 64 MiB blob streams (kSmallCache)
+  const fs::path big = tree_->mountpoint() / "big64.bin";
+  const fs::path reference = repo("packed") / "big64.bin";  // the work tree's copy
+  const UniqueFd want(::open(reference.c_str(), O_RDONLY | O_CLOEXEC));
+  const UniqueFd a(::open(big.c_str(), O_RDONLY | O_CLOEXEC));
+  const UniqueFd b(::open(big.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(want && a && b) << std::strerror(errno);
+  constexpr std::size_t kChunk = 2 << 20;
+  const auto same_at = [&](int fd, off_t offset) {
+    std::string got(kChunk, '\0'), expected(kChunk, '\0');
+    const ssize_t n = ::pread(fd, got.data(), kChunk, offset);
+    const ssize_t m = ::pread(want.get(), expected.data(), kChunk, offset);
+    return n == static_cast<ssize_t>(kChunk) && m == n && got == expected;
+  };
+  for (off_t i = 0; i < 4; ++i) {  // a: [0, 8 MiB), b: [8 MiB, 16 MiB), interleaved
+    EXPECT_TRUE(same_at(a.get(), i * static_cast<off_t>(kChunk))) << "a, chunk " << i;
+    EXPECT_TRUE(same_at(b.get(), (i + 4) * static_cast<off_t>(kChunk))) << "b, chunk " << i;
+  }
+  // More files than the worker keeps handles for, each through several opens.
+  for (int round = 0; round < 3; ++round) {
+    for (int n = 1; n <= 100; ++n) {
+      const std::string name = "many/f" + std::to_string(n);
+      ASSERT_EQ(slurp(tree_->mountpoint() / name), "file " + std::to_string(n) + "\n") << name;
+    }
+  }
+  // Pages dropped: the kernel reads again, by node, through a handle opened anew.
+  ASSERT_EQ(::posix_fadvise(a.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+  EXPECT_TRUE(same_at(a.get(), 5 << 20));
+  EXPECT_TRUE(same_at(b.get(), 1 << 20));
+  const fs::path small = tree_->mountpoint() / "many" / "f1";
+  const UniqueFd s(::open(small.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(s);
+  ASSERT_EQ(::posix_fadvise(s.get(), 0, 0, POSIX_FADV_DONTNEED), 0);
+  char buffer[16] = {};
+  EXPECT_EQ(::pread(s.get(), buffer, sizeof buffer, 0), 7);
+  EXPECT_EQ(std::string(buffer, 7), "file 1\n");
+  // Directories are opened by the kernel too: listings stay complete.
+  std::size_t listed = 0;
+  for (const auto& entry : fs::directory_iterator(tree_->mountpoint() / "many")) {
+    static_cast<void>(entry);
+    ++listed;
+  }
+  EXPECT_EQ(listed, 10'000u);
 }
 
 }  // namespace

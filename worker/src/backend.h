@@ -104,6 +104,11 @@ struct CachePolicy {
   // shows a new mtime or size (FUSE_CAP_AUTO_INVAL_DATA), so staleness is bounded by
   // attr_timeout.
   bool keep_cache = false;
+  // A node's content and listing never change (a new content is a new node; a directory's
+  // listing changes only with an invalidation from the worker): the kernel may open files and
+  // directories itself, with no OPEN, OPENDIR, FLUSH or RELEASE round trip (kernel_opens.h).
+  // Honoured only for a read-only backend: writes need per-open handles.
+  bool open_in_kernel = false;
 };
 
 class Backend {
@@ -117,9 +122,18 @@ class Backend {
   virtual void forget(NodeId node, std::uint64_t nlookup) noexcept = 0;
 
   [[nodiscard]] virtual int getattr(NodeId node, struct stat& st) = 0;
+  // True while `node`'s attributes are a guess (a git object whose header could not be read):
+  // the kernel must not keep them, and ask getattr again before it reads.
+  [[nodiscard]] virtual bool provisional(NodeId /*node*/) const { return false; }
   [[nodiscard]] virtual int readlink(NodeId node, std::string& target) = 0;
   [[nodiscard]] virtual int read_dir(NodeId node, DirSnapshot& out) = 0;
   [[nodiscard]] virtual int open_file(NodeId node, std::unique_ptr<FileHandle>& out) = 0;
+  // Opens `node` for the reads the kernel sends without an open (CachePolicy::open_in_kernel):
+  // as open_file, except that a node gone since (a retarget) still serves the content it had,
+  // as a file opened before the retarget does.
+  [[nodiscard]] virtual int open_node(NodeId node, std::unique_ptr<FileHandle>& out) {
+    return open_file(node, out);
+  }
   [[nodiscard]] virtual int statfs(struct statvfs& out) = 0;
 
   [[nodiscard]] virtual CachePolicy cache_policy() const = 0;

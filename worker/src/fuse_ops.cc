@@ -16,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "backend.h"
+#include "kernel_opens.h"
 #include "node_journal.h"
 #include "open_handles.h"
 #include "takeover.h"
@@ -42,7 +43,7 @@ fuse_entry_param entry_param(const Backend& fs, NodeId node, const struct stat& 
   e.ino = node;
   e.generation = 0;  // nodeids are never reused
   e.attr = st;       // st_ino is the backend's, not the nodeid
-  e.attr_timeout = policy.attr_timeout;
+  e.attr_timeout = fs.provisional(node) ? 0.0 : policy.attr_timeout;
   e.entry_timeout = policy.entry_timeout;
   return e;
 }
@@ -70,6 +71,8 @@ void drop_references(fuse_req_t req, fuse_ino_t node, std::uint64_t n) {
   if (NodeJournal* journal = journal_of(req)) journal->forgotten(node, n);
 }
 
+KernelOpens& kernel_opens_of(fuse_req_t req) { return context_of(req).kernel_opens; }
+
 // Runs an operation body, turning an escaping exception (allocation failure, in practice) into
 // an error reply. Bodies reply last, so an exception never follows a reply.
 template <typename Body>
@@ -88,8 +91,15 @@ void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
+  SessionContext& context = *static_cast<SessionContext*>(userdata);
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
-  if (static_cast<SessionContext*>(userdata)->fs.writable()) {
+  // Content that never changes needs no open round trip: op_open and op_opendir answer ENOSYS
+  // once, and the kernel opens locally from then on (these capabilities need no `want`).
+  if (context.fs.cache_policy().open_in_kernel && !context.fs.writable()) {
+    context.kernel_opens.files = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0;
+    context.kernel_opens.dirs = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
+  }
+  if (context.fs.writable()) {
     // O_TRUNC reaches open(), so a truncating open of a lower file copies up no data.
     if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   }
@@ -143,7 +153,8 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, err);
       return;
     }
-    fuse_reply_attr(req, &st, fs_of(req).cache_policy().attr_timeout);
+    const Backend& fs = fs_of(req);
+    fuse_reply_attr(req, &st, fs.provisional(ino) ? 0.0 : fs.cache_policy().attr_timeout);
   });
 }
 
@@ -160,6 +171,10 @@ void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "opendir", [&] {
+    if (kernel_opens_of(req).dirs) {
+      fuse_reply_err(req, ENOSYS);  // the kernel opens directories itself from now on
+      return;
+    }
     auto snapshot = std::make_unique<DirSnapshot>();
     if (const int err = fs_of(req).read_dir(ino, *snapshot); err != 0) {
       fuse_reply_err(req, err);
@@ -179,15 +194,29 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-// Serves readdir and readdirplus from the snapshot. Entry i has offset i + 1.
-void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, bool plus) {
-  const auto handle = context_of(req).handles.find(fi->fh);
-  if (handle == nullptr || handle->dir == nullptr) {
-    fuse_reply_err(req, EBADF);
-    return;
-  }
-  const DirSnapshot& dir = *handle->dir;
+// Serves readdir and readdirplus from the snapshot (the open's, or the node's when the kernel
+// opened the directory itself). Entry i has offset i + 1.
+void reply_dir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi,
+               bool plus) {
   Backend& fs = fs_of(req);
+  std::shared_ptr<OpenHandle> handle;  // these keep the snapshot alive until the reply is sent
+  std::shared_ptr<const DirSnapshot> by_node;
+  const DirSnapshot* opened = nullptr;
+  if (fi->fh == 0 && kernel_opens_of(req).dirs) {
+    if (const int err = kernel_opens_of(req).listing(fs, ino, off == 0, by_node); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
+    opened = by_node.get();
+  } else {
+    handle = context_of(req).handles.find(fi->fh);
+    if (handle == nullptr || handle->dir == nullptr) {
+      fuse_reply_err(req, EBADF);
+      return;
+    }
+    opened = handle->dir.get();
+  }
+  const DirSnapshot& dir = *opened;
   std::vector<char> buffer(size);
   std::vector<NodeId> counted;  // lookups made for this reply (readdirplus)
   std::size_t used = 0;
@@ -229,20 +258,22 @@ void reply_dir(fuse_req_t req, std::size_t size, off_t off, fuse_file_info* fi, 
     }
     used += fuse_add_direntry_plus(req, at, room, entry.name.c_str(), &e, next);
   }
+  // An empty reply ends a listing: one the kernel opened itself need not be kept any longer.
+  if (used == 0 && by_node) kernel_opens_of(req).listing_done(ino);
   // Should the reply not arrive (interrupted request), the kernel holds none of these.
   if (fuse_reply_buf(req, buffer.data(), used) != 0) {
     for (const NodeId node : counted) drop_references(req, node, 1);
   }
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
+void op_readdir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off,
                 fuse_file_info* fi) {
-  guarded(req, "readdir", [&] { reply_dir(req, size, off, fi, false); });
+  guarded(req, "readdir", [&] { reply_dir(req, ino, size, off, fi, false); });
 }
 
-void op_readdirplus(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off,
                     fuse_file_info* fi) {
-  guarded(req, "readdirplus", [&] { reply_dir(req, size, off, fi, true); });
+  guarded(req, "readdirplus", [&] { reply_dir(req, ino, size, off, fi, true); });
 }
 
 void op_releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
@@ -272,6 +303,10 @@ void reply_opened(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi,
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "open", [&] {
+    if (kernel_opens_of(req).files && !opens_for_writing(fi->flags)) {
+      fuse_reply_err(req, ENOSYS);  // the kernel opens files itself from now on
+      return;
+    }
     std::unique_ptr<FileHandle> handle;
     const WriteGate::Pass pass(opens_for_writing(fi->flags) ? gate_of(req) : nullptr);
     const int err = opens_for_writing(fi->flags)
@@ -285,16 +320,27 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-void op_read(fuse_req_t req, fuse_ino_t /*ino*/, std::size_t size, off_t off,
-             fuse_file_info* fi) {
+void op_read(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse_file_info* fi) {
   guarded(req, "read", [&] {
-    const auto handle = open_file_of(req, fi);
-    if (handle == nullptr) {
-      fuse_reply_err(req, EBADF);
-      return;
+    std::shared_ptr<OpenHandle> opened;           // these keep the handle alive until the
+    std::shared_ptr<FileHandle> by_node;          // reply is sent
+    FileHandle* handle = nullptr;
+    if (fi->fh == 0 && kernel_opens_of(req).files) {
+      if (const int err = kernel_opens_of(req).file(fs_of(req), ino, by_node); err != 0) {
+        fuse_reply_err(req, err);
+        return;
+      }
+      handle = by_node.get();
+    } else {
+      opened = open_file_of(req, fi);
+      if (opened == nullptr) {
+        fuse_reply_err(req, EBADF);
+        return;
+      }
+      handle = opened->file.get();
     }
     ReadResult result;
-    if (const int err = handle->file->read(size, off, result); err != 0) {
+    if (const int err = handle->read(size, off, result); err != 0) {
       fuse_reply_err(req, err);
       return;
     }
@@ -478,7 +524,7 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off
   const auto handle = open_file_of(req, fi);
   const int fd = handle != nullptr ? handle->file->write_fd() : -1;
   if (fd < 0) {
-    fuse_reply_err(req, EBADF);
+    fuse_reply_err(req, fi->fh == 0 && !fs_of(req).writable() ? EROFS : EBADF);
     return;
   }
   fuse_bufvec out = FUSE_BUFVEC_INIT(fuse_buf_size(in));
@@ -494,7 +540,9 @@ void op_write_buf(fuse_req_t req, fuse_ino_t /*ino*/, fuse_bufvec* in, off_t off
 }
 
 void op_flush(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* /*fi*/) {
-  fuse_reply_err(req, 0);  // writes were made as they came
+  // Writes were made as they came: nothing to flush. Opens answered here say so (noflush); a
+  // file the kernel opened itself does not, and ENOSYS stops FLUSH for the connection.
+  fuse_reply_err(req, ENOSYS);
 }
 
 void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {

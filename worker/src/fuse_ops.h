@@ -6,6 +6,7 @@ struct fuse_lowlevel_ops;
 namespace heddle::worker {
 
 class Backend;
+class KernelOpens;
 class WriteGate;
 class NodeJournal;
 class OpenHandles;
@@ -18,6 +19,7 @@ struct SessionContext {
   Backend& fs;
   WriteGate& gate;
   OpenHandles& handles;
+  KernelOpens& kernel_opens;  // per-node state when the kernel opens files itself
   NodeJournal* journal = nullptr;  // null: no journal (a worker that cannot be restarted)
   FuseIo* io = nullptr;
 };

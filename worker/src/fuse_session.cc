@@ -89,7 +89,7 @@ ssize_t io_splice_send(int fdin, off_t* offin, int fdout, off_t* offout, std::si
 }  // namespace
 
 FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug)
-    : context_{fs, gate_, handles_, nullptr, &io_} {
+    : context_{fs, gate_, handles_, kernel_opens_, nullptr, &io_} {
   std::vector<std::string> arg_storage{"heddle-fuse-worker"};
   if (debug) arg_storage.emplace_back("-d");
   std::vector<char*> argv;

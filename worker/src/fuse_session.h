@@ -13,6 +13,7 @@
 #include "fuse_ops.h"
 #include "heddle/unique_fd.h"
 #include "open_handles.h"
+#include "kernel_opens.h"
 #include "write_gate.h"
 
 struct fuse_session;
@@ -90,6 +91,7 @@ class FuseSession {
   WriteGate gate_;
   OpenHandles handles_;
   FuseIo io_;
+  KernelOpens kernel_opens_;
   SessionContext context_;
   fuse_session* session_ = nullptr;
   std::thread loop_;

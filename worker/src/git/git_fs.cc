@@ -219,8 +219,21 @@ class GitFs final : public Backend {
       if (!info) return ESTALE;
       fill_stat(*info, st);
       if (info->gone) st.st_nlink = 0;  // as an unlinked file still open
+      if (is_blob(info->mode) && !info->size_known) {
+        // Provisional (see provisional()): the header is read again, and the kernel asks
+        // again. Unreadable, the file is EIO, also for reads of a file the kernel opened.
+        std::uint64_t size = 0;
+        const auto lease = pool_.acquire();
+        if (const int err = read_size(lease, *info, size); err != 0) return err;
+        st.st_size = static_cast<off_t>(size);
+      }
       return 0;
     });
+  }
+
+  bool provisional(NodeId node) const override {
+    const auto info = nodes_.find(node);
+    return info && is_blob(info->mode) && !info->size_known;
   }
 
   int readlink(NodeId node, std::string& target) override {
@@ -278,10 +291,18 @@ class GitFs final : public Backend {
   }
 
   int open_file(NodeId node, std::unique_ptr<FileHandle>& out) override {
+    return open_served(node, false, out);
+  }
+
+  int open_node(NodeId node, std::unique_ptr<FileHandle>& out) override {
+    return open_served(node, true, out);
+  }
+
+  int open_served(NodeId node, bool even_gone, std::unique_ptr<FileHandle>& out) {
     return guarded("open", [&] {
       const auto info = nodes_.find(node);
       if (!info) return ESTALE;
-      if (info->gone) return ENOENT;
+      if (info->gone && !even_gone) return ENOENT;
       if (is_dir(info->mode)) return EISDIR;
       if (info->mode == kLink) return ELOOP;  // the kernel follows links before opening
       std::uint64_t size = info->size;
@@ -335,6 +356,7 @@ class GitFs final : public Backend {
     policy.entry_timeout = kForever;
     policy.attr_timeout = kForever;
     policy.keep_cache = true;
+    policy.open_in_kernel = true;
     return policy;
   }
 
