@@ -538,6 +538,10 @@ TEST_F(TakeoverTest, AGitThreadComesBackWholeAtTheCommitItServed) {
   ASSERT_TRUE(fd);
   struct stat before {};
   ASSERT_EQ(::fstat(fd.get(), &before), 0);
+  // A kernel-opened file's first close asks the worker to FLUSH (it answers ENOSYS, once for
+  // the connection). Let that happen now: git below forks while no worker runs, and the fork's
+  // close of its copy of `fd` would wait for a worker that starts only after git returns.
+  ::close(::dup(fd.get()));
 
   // The ref moves on while the worker is dead.
   worker.kill_worker();
