@@ -65,7 +65,7 @@ void fs_suite(const Config& config, Figures& f) {
   Disturbance d;
   side_by_side(rounds, 3, [&](int s, int) {
     if (s == kPassthrough && !passthrough) return;
-    ReadPasses read;
+    ReadPasses read{};
     double iops = 0;
     d.measure(1, [&] {
       with_view(root, s, dir, [&](const std::string& path) {
@@ -73,9 +73,8 @@ void fs_suite(const Config& config, Figures& f) {
         if (fio) iops = fio_iops(path + "/big.bin", size, fio_s);
       });
     });
-    f.add(std::string("seq_read_cold_mibs_") + kNames[s], read.cold);
-    f.add(std::string("seq_read_second_mibs_") + kNames[s], read.second);
-    f.add(std::string("seq_read_warm_mibs_") + kNames[s], read.warm);
+    for (std::size_t i = 0; i < read.size(); ++i)
+      f.add(format("seq_read_%s_mibs_%s", kPasses[i], kNames[s]), read[i]);
     if (fio) f.add(std::string("randread_iops_") + kNames[s], iops);
   });
 

@@ -6,13 +6,9 @@
 
 namespace heddle::bench {
 int echo_main(std::size_t size, const std::string& file);
-void supervisor_suite(const Config&, Figures&);
-void fs_suite(const Config&, Figures&);
-void git_suite(const Config&, Figures&);
-void write_suite(const Config&, Figures&);
-void scaling_suite(const Config&, Figures&);
-void unprivileged_suite(const Config&, Figures&);
-void realtree_suite(const Config&, Figures&);
+using Suite = void(const Config&, Figures&);
+Suite supervisor_suite, fs_suite, git_suite, write_suite, scaling_suite, unprivileged_suite,
+    realtree_suite;
 }  // namespace heddle::bench
 
 namespace {
@@ -22,7 +18,7 @@ using namespace heddle::bench;
 // The suites; bench/run runs all but scaling. What each measures and why: bench/README.md.
 constexpr struct {
   const char* name;
-  void (*run)(const Config&, Figures&);
+  Suite* run;
   const char* what;
 } kSuites[] = {
     {"supervisor", supervisor_suite, "Status round trip, spawn, idle memory, 100 mounts"},

@@ -75,9 +75,8 @@ void run_rtt(const Config& config, const ScratchDir& root, const std::string& so
     }
   };
   // Our framing code (JSON decode included) against the same dumb echo process.
-  const auto framed = [&, timeout = launcher::SupervisorOptions{}.status_timeout] {
-    status_round_trip(echo.get(), timeout);
-  };
+  const auto timeout = launcher::SupervisorOptions{}.status_timeout;
+  const auto framed = [&] { status_round_trip(echo.get(), timeout); };
   const std::pair<std::string, std::function<void()>> paths[] = {
       {"status", status}, {"socketpair", raw}, {"framed", framed}};
   std::array<Samples, 3> samples, scratch;
@@ -128,24 +127,21 @@ double first_answer_ms(pid_t server, const std::string& mountpoint) {
   return ms;
 }
 
-// mount(2) of an open /dev/fuse, as a script would (the unsandboxed worker's: fuse.heddle,
-// default_permissions). Its fd is above 3, so that it can become a child's fd 3.
-struct FuseMount {
-  FuseMount(const std::string& where, const char* type, const char* extra) : at(where) {
-    const UniqueFd raw(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
-    device.reset(::fcntl(raw.get(), F_DUPFD_CLOEXEC, 10));
-    if (!device) throw_errno("open /dev/fuse");
-    const std::string options =
-        "fd=" + std::to_string(device.get()) + ",rootmode=40000,user_id=0,group_id=0" + extra;
-    if (::mount("heddle-bench", at.c_str(), type, MS_RDONLY | MS_NOSUID | MS_NODEV,
-                options.c_str()) != 0) {
-      throw_errno("mount fuse at " + at);
-    }
+// mount(2) of an open /dev/fuse on `at` (a MountPoint, which unmounts it), as a script would
+// (the unsandboxed worker's: fuse.heddle, default_permissions). The device's fd, above 3, so
+// that it can become a child's fd 3.
+UniqueFd mount_fuse(const std::string& at, const char* type, const char* extra) {
+  const UniqueFd raw(::open("/dev/fuse", O_RDWR | O_CLOEXEC));
+  UniqueFd device(::fcntl(raw.get(), F_DUPFD_CLOEXEC, 10));
+  if (!device) throw_errno("open /dev/fuse");
+  const std::string options =
+      "fd=" + std::to_string(device.get()) + ",rootmode=40000,user_id=0,group_id=0" + extra;
+  if (::mount("heddle-bench", at.c_str(), type, MS_RDONLY | MS_NOSUID | MS_NODEV,
+              options.c_str()) != 0) {
+    throw_errno("mount fuse at " + at);
   }
-  ~FuseMount() { unmount_quietly(at); }
-  std::string at;
-  UniqueFd device;
-};
+  return device;
+}
 
 // The three ways to spawn a mount: samples by key; the idle memory in `idle`, unless null.
 using Times = std::vector<std::pair<std::string, double>>;
@@ -162,7 +158,7 @@ Times spawn_ours(const ScratchDir& root, const std::string& source, Figures*) {
 Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figures* idle) {
   const auto t0 = Clock::now();
   MountPoint mountpoint(root / "mnt-unsandboxed");
-  FuseMount fuse(mountpoint.path(), "fuse.heddle", ",default_permissions");
+  UniqueFd device = mount_fuse(mountpoint.path(), "fuse.heddle", ",default_permissions");
   auto [boot, boot_child] = socket_pair();
   auto [ipc, ipc_child] = socket_pair();
   Daemon worker({own_bin_dir() + "/heddle-fuse-worker", "--bootstrap-fd", "3"}, "",
@@ -170,9 +166,9 @@ Times spawn_unsandboxed(const ScratchDir& root, const std::string& source, Figur
   ipc::WorkerBootstrap bootstrap{static_cast<std::uint32_t>(worker.pid()),
                                  ipc::MountSpec::directory(source, mountpoint.path())};
   bootstrap.spec.sandbox = ipc::SandboxMode::kNone;
-  const std::array<int, 2> fds{ipc_child.get(), fuse.device.get()};
+  const std::array<int, 2> fds{ipc_child.get(), device.get()};
   ipc::send_fds(boot.get(), fds, ipc::encode_bootstrap(bootstrap));
-  fuse.device.reset();  // only the worker holds the connection now
+  device.reset();  // only the worker holds the connection now
   const auto ready = ipc::read_frame(ipc.get(), 10s);
   if (!ready || !std::holds_alternative<ipc::MountReady>(*ready))
     throw Error("the unsandboxed worker sent no MountReady", EPROTO);
@@ -193,16 +189,14 @@ Times spawn_bwrap(const ScratchDir& root, const std::string& source, Figures* id
   const std::string server = own_bin_dir() + "/bench_passthrough_ll", log = root / "bwrap.log";
   MountPoint mountpoint(root / "mnt-bwrap");
   const auto t0 = Clock::now();
-  std::optional<FuseMount> mount(std::in_place, mountpoint.path(), "fuse", "");
-  // clang-format off
+  UniqueFd device = mount_fuse(mountpoint.path(), "fuse", "");
   Daemon bwrap({"/usr/bin/bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/usr",
                 "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
                 "--symlink", "usr/bin", "/bin", "--ro-bind", source, source, "--ro-bind", server,
                 server, "--proc", "/proc", "--dev", "/dev", server, "-f", "-o",
                 "source=" + source, "/dev/fd/3"},
-               log, mount->device.get());
-  // clang-format on
-  mount->device.reset();  // only the server holds the connection: if it dies, ENOTCONN
+               log, device.get());
+  device.reset();  // only the server holds the connection: if it dies, ENOTCONN
   const double started_ms = ms_since(t0);
   const double ms = started_ms + first_answer_ms(bwrap.pid(), mountpoint.path());
   if (idle != nullptr) {  // bwrap, its pid-1 monitor, the server: each the child of the last
@@ -215,7 +209,7 @@ Times spawn_bwrap(const ScratchDir& root, const std::string& source, Figures* id
     idle->set("bwrap_server_idle_rss_kib", server_kib);
     idle->set("bwrap_composition_idle_rss_kib", total);
   }
-  mount.reset();  // umount(2): the server reads ENODEV and exits
+  unmount_quietly(mountpoint.path());  // umount(2): the server reads ENODEV and exits
   if (bwrap.wait(15s) != 0)
     throw Error("bwrap + passthrough_ll failed after the unmount (see " + log + ")", 0);
   return {{"spawn_bwrap", ms}};
@@ -233,10 +227,8 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
   });
   spawn_unsandboxed(root, source, &figures);  // idle memory, once each
   spawn_bwrap(root, source, &figures);
-  for (const auto& [key, s] : samples) {
-    figures.set(key + "_p50_ms", percentile(s, 50));
-    figures.set(key + "_p99_ms", percentile(s, 99));
-  }
+  for (const auto& [key, s] : samples)
+    for (const int p : {50, 99}) figures.set(key + format("_p%d_ms", p), percentile(s, p));
   figures.ratio("spawn_p50_ratio_to_unsandboxed", "spawn_p50_ms", "spawn_unsandboxed_p50_ms");
   figures.ratio("spawn_p50_ratio_to_bwrap_composition", "spawn_p50_ms", "spawn_bwrap_p50_ms");
   figures.ratio("spawn_answer_p50_ratio_to_bwrap_composition", "spawn_answer_p50_ms",
@@ -249,28 +241,26 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
 void run_restart(const Config& config, const ScratchDir& root, const std::string& source,
                  Figures& figures) {
   Samples ms;
-  std::unique_ptr<LiveMount> mount;
-  std::string at;
+  std::optional<LiveMount> mount;
   for (int i = 0; i < config.pick(60, 12); ++i) {
+    const std::string at = root / ("mnt-restart-" + std::to_string(i - i % 3));
     if (i % 3 == 0) {
       if (mount) mount->unmount();
-      at = root / ("mnt-restart-" + std::to_string(i));
-      mount = std::make_unique<LiveMount>(ipc::DirSource{source}, at);
+      mount.emplace(ipc::DirSource{source}, at);
       // Served once: FUSE_INIT is then behind the first worker, for its successors to replay.
-      if (fs::directory_iterator(at) == fs::directory_iterator()) throw Error("readdir " + at, EIO);
+      first_answer_ms((*mount)->pid(), at);
     }
     const std::string probe = at + "/absent-" + std::to_string(i);
     struct stat st {};
     const auto t0 = Clock::now();
     if (::kill((*mount)->pid(), SIGKILL) != 0) throw_errno("kill the worker");
-    if (::stat(probe.c_str(), &st) == 0 || errno != ENOENT) {
+    if (::stat(probe.c_str(), &st) == 0 || errno != ENOENT)
       throw Error("stat " + probe + " after the worker's SIGKILL", errno);
-    }
     ms.push_back(ms_since(t0));
   }
   if (mount) mount->unmount();
-  figures.set("restart_first_answer_p50_ms", percentile(ms, 50));
-  figures.set("restart_first_answer_p99_ms", percentile(ms, 99));
+  for (const int p : {50, 99})
+    figures.set(format("restart_first_answer_p%d_ms", p), percentile(ms, p));
 }
 
 // A background supervisor as a user starts it: `heddle-fuse-launcher mount --json`.
@@ -344,9 +334,8 @@ void run_many(const Config& config, const ScratchDir& root, const std::string& s
 int echo_main(std::size_t size, const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   std::string request(size, '\0'), reply{std::istreambuf_iterator<char>(in), {}};
-  while (exact(false, 3, request.data(), size)) {
+  while (exact(false, 3, request.data(), size))
     if (!exact(true, 3, reply.data(), reply.size())) return 5;
-  }
   return 0;  // EOF: the bench is done
 }
 

@@ -298,21 +298,16 @@ inline std::string run(const std::vector<std::string>& argv, const RunOptions& o
                     (o.log.empty() ? "" : "; its stderr ends: " + tail_of(o.log)),
                 0);
   }
-  std::string out;
-  char buffer[65536];
-  for (ssize_t n; (n = ::pread(io[1].get(), buffer, sizeof buffer, std::ssize(out))) > 0;)
-    out.append(buffer, static_cast<std::size_t>(n));
-  return out;
+  std::ifstream out("/proc/self/fd/" + std::to_string(io[1].get()), std::ios::binary);
+  return {std::istreambuf_iterator<char>(out), {}};
 }
 
 // The git CLI with a fixed identity and date and no user or system config (kGitEnv).
-// clang-format off
 inline const std::vector<std::string> kGitEnv = {
     "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1", "GIT_AUTHOR_NAME=heddle",
     "GIT_AUTHOR_EMAIL=heddle@example.invalid", "GIT_COMMITTER_NAME=heddle",
     "GIT_COMMITTER_EMAIL=heddle@example.invalid", "GIT_AUTHOR_DATE=2024-05-06T07:08:09Z",
     "GIT_COMMITTER_DATE=2024-05-06T07:08:09Z"};
-// clang-format on
 inline void git(std::vector<std::string> args, const std::string& input = "") {
   args.insert(args.begin(), {"git", "-c", "gc.auto=0"});
   run(args, {.input = input, .env = kGitEnv});
@@ -435,17 +430,14 @@ inline void check_same_ends(const std::string& a, const std::string& b, std::uin
     run({"cmp", "-s", "-i", std::to_string(offset), "-n", std::to_string(kMiB), a, b});
 }
 
-// After drop_caches("3"), MiB/s of 3 reads (cold to warm); the ends checked against `same_as`.
-struct ReadPasses {
-  double cold = 0, second = 0, warm = 0;
-};
+// After drop_caches("3"), MiB/s of 3 reads, kPasses; the ends checked against `same_as`.
+inline constexpr const char* kPasses[] = {"cold", "second", "warm"};
+using ReadPasses = std::array<double, std::size(kPasses)>;
 inline ReadPasses read_passes(const std::string& path, std::uint64_t size,
                               const std::string& same_as) {
   drop_caches("3");
   ReadPasses r;
-  r.cold = sequential_read_mibs(path, size);
-  r.second = sequential_read_mibs(path, size);
-  r.warm = sequential_read_mibs(path, size);
+  for (double& pass : r) pass = sequential_read_mibs(path, size);
   if (!same_as.empty()) check_same_ends(path, same_as, size);
   return r;
 }
@@ -508,9 +500,8 @@ inline double kib_of(pid_t pid, const std::string& key) {
   const std::string path =
       "/proc/" + std::to_string(pid) + (key == "Pss" ? "/smaps_rollup" : "/status");
   std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
+  for (std::string line; std::getline(in, line);)
     if (line.starts_with(key + ":")) return std::stod(line.substr(key.size() + 1));
-  }
   throw Error("no " + key + " in " + path, EIO);
 }
 inline double mib_of(pid_t pid, const std::string& key) { return kib_of(pid, key) / 1024; }

@@ -276,7 +276,6 @@ void write_suite(const Config& config, Figures& f) {
   const auto t_start = Clock::now();
   const int n = config.rounds_or(5), make_rounds = config.rounds_or(3);
   const int tar_files = config.pick(10'000, 1000), make_files = config.pick(200, 20);
-  const int walk_dirs = config.pick(10, 2), walk_per_dir = config.pick(1000, 250);
   const std::uint64_t bytes = std::uint64_t(config.pick(1024, 64)) << 20;  // written, read
   ScratchDir root("heddle-write-bench-");                                  // destroyed last
   Env env{root, root / "work"};
@@ -297,7 +296,8 @@ void write_suite(const Config& config, Figures& f) {
   make_c_project(project, make_files);
   fs::create_directory(reads);
   make_random_file(reads + "/big.bin", bytes);
-  make_tree(reads + "/tree", walk_dirs, walk_per_dir);
+  const std::uint64_t walk_entries =
+      make_tree(reads + "/tree", config.pick(10, 2), config.pick(1000, 250));
   ::setenv("LC_ALL", "C", 1);  // for tar and make
 
   std::printf("heddle_bench write: 1/4 write + fsync ...\n");
@@ -370,11 +370,10 @@ void write_suite(const Config& config, Figures& f) {
   });
 
   std::printf("heddle_bench write: 4/4 reads, empty overlay vs read-only ...\n");
-  const std::uint64_t walk_entries = static_cast<std::uint64_t>(walk_dirs) * (1 + walk_per_dir);
   Disturbance d;
   side_by_side(n, 2, [&](int overlay, int) {
     const std::string mode = overlay ? "empty_overlay" : "read_only";
-    ReadPasses read;
+    ReadPasses read{};
     std::pair<double, double> walk_ms;
     d.measure(2, [&] {
       View view(env, kOurs, reads, false, overlay);
@@ -384,7 +383,7 @@ void write_suite(const Config& config, Figures& f) {
       view.check_alive("the reads");
       view.finish();
     });
-    const double values[] = {read.cold, read.second, read.warm, walk_ms.first, walk_ms.second};
+    const double values[] = {read[0], read[1], read[2], walk_ms.first, walk_ms.second};
     for (std::size_t i = 0; i < std::size(values); ++i) f.add(kReadFigures[i][0] + mode, values[i]);
   });
 
