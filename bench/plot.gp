@@ -1,12 +1,10 @@
 # gnuplot -e "data='bench/results/latest.dat'; out='bench/results/latest.png'" bench/plot.gp
-# Each goal's figure / its limit: 1 is the goal line (below it meets an upper limit). Green met.
 set terminal pngcairo size 1500,650 font "sans,10" noenhanced
 set output out
 set title "heddle-fuse-launcher: each goal's figure / its limit (medians, same-run ratios); green = goal met\n(latency and time goals are upper limits: below 1 meets them; throughput goals are lower limits: above 1)"
 set style fill solid 0.8 border -1
 set boxwidth 0.6
 set yrange [0:*]
-set ylabel "figure / limit"
 set xtics rotate by 25 right nomirror
 set lmargin 24
 set bmargin 13
