@@ -342,7 +342,12 @@ git commit -q -m big
   }
   const auto seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_LT(seconds, 10.0);
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  constexpr double kLimit = 40.0;  // TSan measured 16.5 s on a loaded 2-core VM
+#else
+  constexpr double kLimit = 10.0;  // seek points: no read inflates from offset 0 again
+#endif
+  EXPECT_LT(seconds, kLimit);
 }
 
 // Without .gitattributes anywhere, nothing is converted and nothing is counted: the files are

@@ -89,6 +89,9 @@ class Load {
   ~Load() { join(); }
 
   void start() {
+    // Every thread's counter exists before the first thread runs: threads index rounds_ while
+    // later ones are spawned, so it must not grow then.
+    rounds_.reserve(kReaders + 4);
     for (int i = 0; i < kReaders; ++i) spawn([this, i] { read_loop(i); });
     spawn([this] { write_loop(0); });
     spawn([this] { write_loop(1); });

@@ -19,6 +19,11 @@
 namespace heddle::worker {
 namespace {
 
+// memcpy of nothing from an empty string_view's null data() is undefined (UBSan says so).
+void copy_bytes(void* to, const void* from, std::size_t n) noexcept {
+  if (n != 0) std::memcpy(to, from, n);
+}
+
 constexpr char kMagic[8] = {'H', 'D', 'L', 'J', 'R', 'N', 'L', '1'};
 constexpr std::uint32_t kVersion = 1;
 
@@ -221,7 +226,7 @@ std::vector<std::byte> journal_image(const std::vector<JournalRecord>& records,
     const RecordHead r{record.type, static_cast<std::uint16_t>(name_bytes), record.aux,
                        record.a, record.b, record.c, record.d};
     std::memcpy(image.data() + at, &r, sizeof r);
-    std::memcpy(image.data() + at + sizeof r, record.name.data(), name_bytes);
+    copy_bytes(image.data() + at + sizeof r, record.name.data(), name_bytes);
   }
   Header h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
@@ -239,8 +244,8 @@ std::vector<std::byte> journal_image(const std::vector<JournalRecord>& records,
   h.next_fh = std::min<std::uint64_t>(h.next_fh, kMaxJournalId);
   h.init_request_bytes = static_cast<std::uint32_t>(std::min(init_request.size(), kMaxInitBytes));
   h.init_reply_bytes = static_cast<std::uint32_t>(std::min(init_reply.size(), kMaxInitBytes));
-  std::memcpy(h.init_request, init_request.data(), h.init_request_bytes);
-  std::memcpy(h.init_reply, init_reply.data(), h.init_reply_bytes);
+  copy_bytes(h.init_request, init_request.data(), h.init_request_bytes);
+  copy_bytes(h.init_reply, init_reply.data(), h.init_reply_bytes);
   std::memcpy(image.data(), &h, sizeof h);
   return image;
 }
@@ -485,8 +490,8 @@ void NodeJournal::set_init(std::string_view request, std::string_view reply) {
   auto& h = *reinterpret_cast<Header*>(map_);
   state_.init_request.assign(request);
   state_.init_reply.assign(reply);
-  std::memcpy(h.init_request, request.data(), request.size());
-  std::memcpy(h.init_reply, reply.data(), reply.size());
+  copy_bytes(h.init_request, request.data(), request.size());
+  copy_bytes(h.init_reply, reply.data(), reply.size());
   h.init_request_bytes = static_cast<std::uint32_t>(request.size());
   h.init_reply_bytes = static_cast<std::uint32_t>(reply.size());
 }
@@ -496,7 +501,7 @@ void NodeJournal::set_backend(std::string_view state) {
   const std::lock_guard lock(mutex_);
   auto& h = *reinterpret_cast<Header*>(map_);
   state_.backend.assign(state);
-  std::memcpy(h.backend, state.data(), state.size());
+  copy_bytes(h.backend, state.data(), state.size());
   h.backend_bytes = static_cast<std::uint32_t>(state.size());
 }
 
@@ -507,7 +512,7 @@ void NodeJournal::set_commit(std::string_view commit) {
   state_.commit.assign(commit);
   // Length first to 0: a successor never reads a half-written commit as a whole one.
   h.commit_bytes = 0;
-  std::memcpy(h.commit, commit.data(), commit.size());
+  copy_bytes(h.commit, commit.data(), commit.size());
   h.commit_bytes = static_cast<std::uint32_t>(commit.size());
 }
 

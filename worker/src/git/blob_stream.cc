@@ -417,14 +417,11 @@ WindowedReader::~WindowedReader() {
 }
 
 void WindowedReader::stop(std::unique_lock<std::mutex>& lock) noexcept {
-  if (!producer_.joinable()) return;
+  if (!running_) return;
   stop_ = true;
   changed_.notify_all();
-  lock.unlock();
-  producer_.join();
-  lock.lock();
+  changed_.wait(lock, [&] { return !running_; });
   stop_ = false;
-  running_ = false;
 }
 
 void WindowedReader::produce_loop() noexcept {
@@ -478,7 +475,9 @@ void WindowedReader::produce_loop() noexcept {
     }
     changed_.notify_all();
   }
+  // Last touch of this object: stop() (the destructor too) may go on once it sees this.
   running_ = false;
+  changed_.notify_all();
 }
 
 void WindowedReader::copy_from_window(std::uint64_t from, std::size_t length, char* dst) const
@@ -534,9 +533,11 @@ int WindowedReader::read(std::size_t size, off_t offset, ReadResult& out) {
     const std::uint64_t keep_from = end > kKeep ? end - kKeep : 0;
     floor_ = std::max(floor_, std::min(begin, keep_from));
     if (!running_ && !finished_) {
-      if (producer_.joinable()) producer_.join();  // ended on its own
+      // Detached, and waited for through running_: the worker exits without destroying open
+      // handles, and a joinable thread left then is a leak to TSan.
+      std::thread producer([this] { produce_loop(); });
       running_ = true;
-      producer_ = std::thread([this] { produce_loop(); });
+      producer.detach();
     }
     changed_.notify_all();
 

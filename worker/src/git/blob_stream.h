@@ -226,8 +226,7 @@ class WindowedReader final : public FileHandle {
 
   std::mutex mutex_;  // the fields below, shared with the producer
   std::condition_variable changed_;
-  std::thread producer_;
-  bool running_ = false;
+  bool running_ = false;  // a producer thread is in produce_loop (it is detached)
   bool stop_ = false;
   bool finished_ = false;  // the source ended where it should (ByteSource::finish)
   int error_ = 0;          // the producer failed: rewind before the next read

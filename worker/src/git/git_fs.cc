@@ -893,20 +893,8 @@ class GitFs final : public Backend {
         out = std::move(inflater);
         return 0;
       case Inflater::OpenResult::kCannotStream: {
-        warnings_.warn(OidKey(info.oid), "blob " + to_hex(info.oid) + " ('" + info.path +
-                                             "', " + std::to_string(size) +
-                                             " bytes) cannot be streamed (" + why +
-                                             "); reading it whole through libgit2");
         Blob blob;
-        if (const int err = held_.hold(OidKey(info.oid), size,
-                                       [&](Blob& loaded) {
-                                         whole_reads_.fetch_add(1, std::memory_order_relaxed);
-                                         return read_whole(info, loaded);
-                                       },
-                                       blob);
-            err != 0) {
-          return err;
-        }
+        if (const int err = hold_unstreamable(info, size, why, blob); err != 0) return err;
         out = std::make_unique<MemorySource>(std::move(blob));
         return 0;
       }
@@ -1014,6 +1002,21 @@ class GitFs final : public Backend {
     return 0;
   }
 
+  // A blob the inflater cannot stream (a delta, in practice): still answered, by holding it
+  // whole, shared by every open of it and charged, never more than the budget held whole.
+  int hold_unstreamable(const NodeInfo& info, std::uint64_t size, const std::string& why,
+                        Blob& blob) {
+    warnings_.warn(OidKey(info.oid), "blob " + to_hex(info.oid) + " ('" + info.path + "', " +
+                                         std::to_string(size) + " bytes) cannot be streamed (" +
+                                         why + "); reading it whole through libgit2");
+    return held_.hold(OidKey(info.oid), size,
+                      [&](Blob& loaded) {
+                        whole_reads_.fetch_add(1, std::memory_order_relaxed);
+                        return read_whole(info, loaded);
+                      },
+                      blob);
+  }
+
   int read_whole(const NodeInfo& info, Blob& out) {
     if (const int err = check_loose(info); err != 0) return err;
     const auto lease = pool_.acquire();
@@ -1054,22 +1057,8 @@ class GitFs final : public Backend {
             std::move(slot));
         return 0;
       case Inflater::OpenResult::kCannotStream: {
-        // Still answer, at the cost of holding this one blob whole while it is open.
-        warnings_.warn(OidKey(info.oid), "blob " + to_hex(info.oid) + " ('" + info.path +
-                                             "', " + std::to_string(size) +
-                                             " bytes) cannot be streamed (" + why +
-                                             "); reading it whole through libgit2");
-        // Shared by every open of it, and charged: never more than the budget held whole.
         Blob blob;
-        if (const int err = held_.hold(OidKey(info.oid), size,
-                                       [&](Blob& loaded) {
-                                         whole_reads_.fetch_add(1, std::memory_order_relaxed);
-                                         return read_whole(info, loaded);
-                                       },
-                                       blob);
-            err != 0) {
-          return err;
-        }
+        if (const int err = hold_unstreamable(info, size, why, blob); err != 0) return err;
         out = std::make_unique<MemoryHandle>(std::move(blob));
         return 0;
       }
