@@ -32,7 +32,8 @@ FuseIo& io_of(void* userdata) { return *static_cast<SessionContext*>(userdata)->
 
 // The kernel fails a request with EIO, for good, when copying it into our buffer faults and the
 // worker is killed meanwhile (fuse_dev_do_read): a restart could not resend it. So each loop
-// thread's buffer is made resident once, before its first read.
+// thread's buffer is made resident once, before its first read. Only WRITE carries more than a
+// page, so only a writable mount needs it (1 MiB per loop thread).
 void make_resident(void* buf, std::size_t len) {
   thread_local void* resident = nullptr;
   if (buf == resident) return;
@@ -41,7 +42,7 @@ void make_resident(void* buf, std::size_t len) {
 }
 
 ssize_t io_read(int fd, void* buf, std::size_t len, void* userdata) {
-  make_resident(buf, len);
+  if (static_cast<SessionContext*>(userdata)->fs.writable()) make_resident(buf, len);
   const ssize_t n = ::read(fd, buf, len);
   FuseIo& io = io_of(userdata);
   if (n >= static_cast<ssize_t>(sizeof(fuse_in_header)) && io.capture_init.load()) {
