@@ -80,24 +80,25 @@ std::string CheckoutFilter::commit_hex() {
   return hex;
 }
 
-git_filter_options CheckoutFilter::filter_options() const {
+int CheckoutFilter::load_filters(const std::string& path, git_blob* blob, FilterListPtr& out) {
   git_filter_options options = GIT_FILTER_OPTIONS_INIT;
   options.flags = GIT_FILTER_NO_SYSTEM_ATTRIBUTES | GIT_FILTER_ATTRIBUTES_FROM_COMMIT;
   options.attr_commit_id = commit_;
-  return options;
+  git_filter_list* list = nullptr;
+  if (git_filter_list_load_ext(&list, repo_.get(), blob, path.c_str(), GIT_FILTER_TO_WORKTREE,
+                               &options) < 0) {
+    return EIO;
+  }
+  out.reset(list);
+  return 0;
 }
 
 int CheckoutFilter::plan(const std::string& path, Plan& out) {
   out = Plan{};
   if (!repo_) return 0;
   const std::lock_guard lock(mutex_);
-  git_filter_options options = filter_options();
-  git_filter_list* list = nullptr;
-  if (git_filter_list_load_ext(&list, repo_.get(), nullptr, path.c_str(), GIT_FILTER_TO_WORKTREE,
-                               &options) < 0) {
-    return EIO;
-  }
-  const FilterListPtr filters(list);
+  FilterListPtr filters;
+  if (const int err = load_filters(path, nullptr, filters); err != 0) return err;
   out.convert = filters != nullptr;
 
   git_attr_options attr_options = GIT_ATTR_OPTIONS_INIT;
@@ -114,13 +115,8 @@ int CheckoutFilter::stream_plan(const std::string& path, StreamPlan& out) {
   out = StreamPlan{};
   if (!repo_) return 0;
   const std::lock_guard lock(mutex_);
-  git_filter_options options = filter_options();
-  git_filter_list* list = nullptr;
-  if (git_filter_list_load_ext(&list, repo_.get(), nullptr, path.c_str(), GIT_FILTER_TO_WORKTREE,
-                               &options) < 0) {
-    return EIO;
-  }
-  const FilterListPtr filters(list);
+  FilterListPtr filters;
+  if (const int err = load_filters(path, nullptr, filters); err != 0) return err;
   if (!filters) return 0;
   if (git_filter_list_contains(filters.get(), "ident") != 0) {
     out.kind = StreamPlan::Kind::kUnsupported;
@@ -158,13 +154,8 @@ int CheckoutFilter::convert(const std::string& path, const git_oid& blob_id, std
   if (git_blob_lookup(&raw_blob, repo_.get(), &blob_id) < 0) return EIO;
   const BlobPtr blob(raw_blob);
   // Loaded with the blob: ident writes its id.
-  git_filter_options options = filter_options();
-  git_filter_list* list = nullptr;
-  if (git_filter_list_load_ext(&list, repo_.get(), blob.get(), path.c_str(),
-                               GIT_FILTER_TO_WORKTREE, &options) < 0) {
-    return EIO;
-  }
-  const FilterListPtr filters(list);
+  FilterListPtr filters;
+  if (const int err = load_filters(path, blob.get(), filters); err != 0) return err;
   const std::string_view stored(static_cast<const char*>(git_blob_rawcontent(blob.get())),
                                 static_cast<std::size_t>(git_blob_rawsize(blob.get())));
   if (!filters) {

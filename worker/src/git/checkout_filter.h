@@ -61,7 +61,9 @@ class CheckoutFilter {
                             bool& changed);
 
  private:
-  [[nodiscard]] git_filter_options filter_options() const;
+  // The filters checkout runs on `path` (null: none), attributes from the commit only; `blob`,
+  // if given, is what ident writes the id of. 0 or EIO. Caller holds mutex_.
+  [[nodiscard]] int load_filters(const std::string& path, git_blob* blob, FilterListPtr& out);
 
   std::mutex mutex_;  // one libgit2 handle: used by one thread at a time
   RepoPtr repo_;      // bare, with an empty index: attributes come from the commit only
