@@ -117,6 +117,7 @@ void git_suite(const Config& config, Figures& f) {
   {
     LiveMount mount(ipc::GitSource{big, "main"}, root / "mnt-memory");
     const pid_t pid = mount->pid();
+    const double idle_mib = mib_of(pid, "VmRSS");
     walk_ms(root / "mnt-memory", static_cast<std::uint64_t>(big_dirs) * (1 + per_dir));
     f.set("walk100k_worker_vmrss_mib", mib_of(pid, "VmRSS"));
     f.set("walk100k_worker_vmhwm_mib", mib_of(pid, "VmHWM"));
@@ -133,6 +134,7 @@ void git_suite(const Config& config, Figures& f) {
     }
     f.set("forget_nodes", static_cast<double>(nodes));
     f.set("forget_worker_vmrss_mib", mib_of(pid, "VmRSS"));
+    f.set("forget_worker_vmrss_ratio_to_idle", mib_of(pid, "VmRSS") / idle_mib);
     mount.unmount();
   }
   // Ratios: ours / native (for spawn, the 100k-file repository / the 10-file one).

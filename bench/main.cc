@@ -16,11 +16,7 @@ namespace {
 using namespace heddle::bench;
 
 // The suites; bench/run runs all but scaling. What each measures and why: bench/README.md.
-constexpr struct {
-  const char* name;
-  Suite* run;
-  const char* what;
-} kSuites[] = {
+constexpr struct { const char* name; Suite* run; const char* what; } kSuites[] = {
     {"supervisor", supervisor_suite, "Status round trip, spawn, idle memory, 100 mounts"},
     {"fs", fs_suite, "the directory backend vs native and passthrough_ll: reads, fio, walks"},
     {"git", git_suite, "the git backend vs native: a 1 GiB blob, a walk, spawn, memory"},

@@ -1,6 +1,5 @@
 // heddle_bench realtree: grep -r and tar -c, cold and warm, of a tree nobody here wrote
-// (/usr/include, 5,000 files at least) as a directory mount and a git thread, beside the copy (the
-// checkout).
+// (/usr/include, 5,000 files at least) as a directory mount and a git thread, beside a copy.
 #include "support.h"
 
 namespace heddle::bench {
@@ -18,8 +17,7 @@ void realtree_suite(const Config& config, Figures& f) {
     run({"cp", "-a", config.quick ? from + "/linux" : from, tree + from.substr(from.rfind('/'))});
     files = static_cast<std::uint64_t>(std::ranges::count(run({"find", tree, "-type", "f"}), '\n'));
   }
-  if (files < wanted)
-    throw Error("only " + std::to_string(files) + " system files to copy", ENOENT);
+  if (files < wanted) throw Error("only " + std::to_string(files) + " files to copy", ENOENT);
   f.set("realtree_files", static_cast<double>(files));
   f.set("realtree_mib", static_cast<double>(walk(tree).bytes) / kMiB);
   git({"init", "-q", "--bare", "-b", "main", repo});
@@ -58,12 +56,10 @@ void realtree_suite(const Config& config, Figures& f) {
   });
   d.report(f, "realtree_");
   // Ratios, time ours / native: realtree_grep_warm_git_ratio ...
-  for (const auto& [tool, script] : tools) {
-    for (const std::string& key : {"realtree_" + tool + "_cold_", "realtree_" + tool + "_warm_"}) {
+  for (const auto& [tool, script] : tools)
+    for (const std::string& key : {"realtree_" + tool + "_cold_", "realtree_" + tool + "_warm_"})
       for (const std::string system : {"git", "dir"})
         f.ratio(key + system + "_ratio", key + "ms_" + system, key + "ms_native");
-    }
-  }
 }
 
 }  // namespace heddle::bench

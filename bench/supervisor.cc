@@ -230,7 +230,9 @@ void run_spawn(const Config& config, const ScratchDir& root, const std::string& 
   for (const auto& [key, s] : samples)
     for (const int p : {50, 99}) figures.set(key + format("_p%d_ms", p), percentile(s, p));
   figures.ratio("spawn_p50_ratio_to_unsandboxed", "spawn_p50_ms", "spawn_unsandboxed_p50_ms");
-  figures.ratio("spawn_p50_ratio_to_bwrap_composition", "spawn_p50_ms", "spawn_bwrap_p50_ms");
+  for (const char* p : {"p50", "p99"})
+    figures.ratio(format("spawn_%s_ratio_to_bwrap_composition", p), format("spawn_%s_ms", p),
+                  format("spawn_bwrap_%s_ms", p));
   figures.ratio("spawn_answer_p50_ratio_to_bwrap_composition", "spawn_answer_p50_ms",
                 "spawn_bwrap_p50_ms");
 }
