@@ -251,9 +251,48 @@ TEST(NodeJournal, AMemfdOfAnotherSizeOrSealedIsRefused) {
   ASSERT_TRUE(std::holds_alternative<JournalError>(read));
   EXPECT_NE(std::get<JournalError>(read).reason.find("wrong size"), std::string::npos);
 
+  // Sized, but not as a journal is: refused, naming both sizes (and never resized).
+  for (const bool seal : {false, true}) {
+    UniqueFd wrong = new_memfd();
+    ASSERT_EQ(::ftruncate(wrong.get(), 4096), 0);
+    if (seal) {
+      ASSERT_EQ(::fcntl(wrong.get(), F_ADD_SEALS, ipc::kJournalSeals), 0);
+    }
+    const int raw = wrong.get();
+    const UniqueFd keep = dup_of(raw);
+    try {
+      NodeJournal journal(std::move(wrong), JournalState{});
+      ADD_FAILURE() << "a 4096-byte journal was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), EINVAL);
+      EXPECT_NE(std::string(e.what()).find("4096 bytes, not " + std::to_string(kJournalBytes)),
+                std::string::npos) << e.what();
+    }
+    struct stat st {};
+    ASSERT_EQ(::fstat(keep.get(), &st), 0);
+    EXPECT_EQ(st.st_size, 4096);
+  }
+
   UniqueFd sealed = memfd_with(journal_image({}));
-  ASSERT_EQ(::fcntl(sealed.get(), F_ADD_SEALS, F_SEAL_SHRINK), 0);
+  ASSERT_EQ(::fcntl(sealed.get(), F_ADD_SEALS, F_SEAL_WRITE), 0);
   EXPECT_THROW(NodeJournal(std::move(sealed), JournalState{}), Error);
+}
+
+// What the supervisor hands over: sized and sealed against resizes. The worker writes it
+// without resizing, and a successor reads it back.
+TEST(NodeJournal, APresizedSealedMemfdIsWrittenInPlace) {
+  UniqueFd fd = new_memfd();
+  ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(kJournalBytes)), 0);
+  ASSERT_EQ(::fcntl(fd.get(), F_ADD_SEALS, ipc::kJournalSeals), 0);
+  const UniqueFd keep = dup_of(fd.get());
+  {
+    NodeJournal journal(std::move(fd), JournalState{});
+    journal.looked_up(2, 1, "a", 502, S_IFREG, 2);
+    ASSERT_TRUE(journal.healthy());
+  }
+  EXPECT_EQ(read_ok(keep.get()).nodes.at(2).nlookup, 2u);
+  NodeJournal successor(dup_of(keep.get()), read_ok(keep.get()));
+  EXPECT_EQ(successor.node_count(), 1u);
 }
 
 TEST(NodeJournal, ASuccessorReadsWhatAnImageHolds) {

@@ -270,14 +270,26 @@ std::variant<JournalState, JournalError> NodeJournal::read(int memfd) {
 }
 
 NodeJournal::NodeJournal(UniqueFd memfd, const JournalState& state) : fd_(std::move(memfd)) {
-  // A predecessor may have sealed it against writes or resizes: refuse it then.
+  // The supervisor sizes and seals it (grow, shrink, seal). One sealed against writes is
+  // refused: no worker could keep it.
   const int seals = ::fcntl(fd_.get(), F_GET_SEALS);
   if (seals < 0) throw_errno("the node journal is not a memfd (F_GET_SEALS)");
-  if ((seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_GROW | F_SEAL_SHRINK)) != 0) {
-    throw Error("the node journal memfd is sealed", EPERM);
+  if ((seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0) {
+    throw Error("the node journal memfd is sealed against writes", EPERM,
+                "the supervisor seals it against resizes only");
   }
-  if (::ftruncate(fd_.get(), static_cast<off_t>(kJournalBytes)) != 0) {
-    throw_errno("size the node journal");
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) throw_errno("fstat the node journal");
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size == 0 && (seals & F_SEAL_GROW) == 0) {
+    // Not sized by its maker (an in-process user): sized here.
+    if (::ftruncate(fd_.get(), static_cast<off_t>(kJournalBytes)) != 0) {
+      throw_errno("size the node journal");
+    }
+  } else if (size != kJournalBytes) {
+    throw Error("the node journal memfd is " + std::to_string(size) + " bytes, not " +
+                    std::to_string(kJournalBytes),
+                EINVAL, "the launcher and the worker are of different versions: restart the mount");
   }
   void* map = ::mmap(nullptr, kJournalBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
   if (map == MAP_FAILED) throw_errno("map the node journal");

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "heddle/ipc/journal_size.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::worker {
@@ -84,9 +85,10 @@ inline constexpr std::uint64_t kMaxJournalLookups = std::uint64_t{1} << 40;
 inline constexpr std::size_t kMaxJournalEntries = std::size_t{1} << 22;
 inline constexpr std::size_t kMaxInitBytes = 512;
 inline constexpr std::size_t kMaxBackendState = 64;
-inline constexpr std::size_t kJournalHeaderBytes = 4096;
-inline constexpr std::size_t kJournalRegionBytes = std::size_t{32} << 20;
-inline constexpr std::size_t kJournalBytes = kJournalHeaderBytes + 2 * kJournalRegionBytes;
+// The memfd's size, which the supervisor sets and seals (ipc/journal_size.h).
+using ipc::kJournalBytes;
+using ipc::kJournalHeaderBytes;
+using ipc::kJournalRegionBytes;
 
 // A name the journal accepts: one path component (not empty, ".", "..", no '/' or NUL, at most
 // NAME_MAX bytes).
@@ -129,8 +131,9 @@ struct JournalRecord {
 // The journal of a running worker. Thread-safe: every call takes one mutex.
 class NodeJournal {
  public:
-  // Formats `memfd` (sizes it, maps it) and writes `state` as its content. Throws heddle::Error
-  // (a sealed or unusable memfd).
+  // Formats `memfd` (maps it; sizes it only if it is empty, as a memfd the supervisor did not
+  // size and seal is) and writes `state` as its content. Throws heddle::Error: a memfd of
+  // another size, one sealed against writes, or an unusable one.
   NodeJournal(UniqueFd memfd, const JournalState& state);
   NodeJournal(const NodeJournal&) = delete;
   NodeJournal& operator=(const NodeJournal&) = delete;
