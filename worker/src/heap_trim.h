@@ -25,4 +25,19 @@ inline void node_forgotten() noexcept {
   }
 }
 
+// A hash table keeps the bucket array of the largest size it had (8 bytes per entry it ever
+// held: about 1 MiB per table after a walk of 100,000 entries) until it is rehashed. Shrunk
+// once it holds fewer than an eighth of its buckets: each shrink is paid for by the erases
+// before it.
+template <typename HashTable>
+void shrink_if_sparse(HashTable& table) noexcept {
+  constexpr std::size_t kSlack = 8, kFloor = 1024;
+  if (table.bucket_count() > kFloor && table.size() * kSlack < table.bucket_count()) {
+    try {
+      table.rehash(0);
+    } catch (...) {  // no memory for the smaller array: keep the larger one
+    }
+  }
+}
+
 }  // namespace heddle::worker

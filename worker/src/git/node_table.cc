@@ -224,6 +224,9 @@ void NodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
       by_path_.erase(path);
     }
     by_id_.erase(it);
+    shrink_if_sparse(by_id_);
+    shrink_if_sparse(by_path_);
+    shrink_if_sparse(by_ino_);
   }
   node_forgotten();
 }
