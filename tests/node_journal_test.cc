@@ -82,6 +82,55 @@ TEST(NodeJournal, WhatIsWrittenReadsBack) {
   EXPECT_EQ(state.handles.at(7), (JournalHandle{3, O_RDWR, false}));
 }
 
+// A walk and its forget: the log holds every lookup and forget, the state almost nothing. The
+// journal compacts once the log is mostly dead, and the memfd's pages (the worker's RSS, as
+// shmem) go back to the system instead of staying until the region fills.
+TEST(NodeJournal, AMostlyForgottenLogIsCompactedAndItsPagesGivenBack) {
+  UniqueFd fd = new_memfd();
+  const UniqueFd keep = dup_of(fd.get());
+  NodeJournal journal(std::move(fd), JournalState{});
+  constexpr NodeId kNodes = 100'000;
+  for (NodeId node = 2; node < 2 + kNodes; ++node) {
+    journal.looked_up(node, 1, "f" + std::to_string(node), node, S_IFREG);
+  }
+  struct stat st {};
+  ASSERT_EQ(::fstat(keep.get(), &st), 0);
+  const auto walked = static_cast<std::uint64_t>(st.st_blocks) * 512;
+  EXPECT_GT(walked, 4'000'000u) << "100,000 lookups hold about 5 MB of log";
+  for (NodeId node = 2; node < 2 + kNodes - 10; ++node) journal.forgotten(node, 1);
+  ASSERT_TRUE(journal.healthy());
+  ASSERT_EQ(::fstat(keep.get(), &st), 0);
+  const auto forgotten = static_cast<std::uint64_t>(st.st_blocks) * 512;
+  EXPECT_LT(forgotten, 1'100'000u) << "after the forget the memfd still holds " << forgotten;
+  const JournalState state = read_ok(keep.get());
+  EXPECT_EQ(state, journal.state());
+  EXPECT_EQ(state.nodes.size(), 10u);
+}
+
+// The name index a rename needs is built at the first rename: where two live nodes carry the
+// same name (the kernel still holds the older), the name means the newer one.
+TEST(NodeJournal, ARenameMovesTheNodeTheNameNowMeans) {
+  UniqueFd fd = new_memfd();
+  NodeJournal journal(std::move(fd), JournalState{});
+  journal.looked_up(2, 1, "a.txt", 502, S_IFREG);
+  journal.unlinked(1, "a.txt");  // builds the index; node 2 has no name now
+  journal.looked_up(3, 1, "b.txt", 503, S_IFREG);
+  journal.looked_up(4, 1, "b.txt", 504, S_IFREG);  // b.txt replaced, node 3 still held
+  journal.renamed(1, "b.txt", 1, "c.txt", false);
+  const JournalState state = journal.state();
+  EXPECT_EQ(state.nodes.at(2).parent, 0u);
+  EXPECT_EQ(state.nodes.at(4).name, "c.txt");
+  EXPECT_EQ(state.nodes.at(3).name, "b.txt");
+
+  UniqueFd lazy_fd = new_memfd();
+  NodeJournal lazy(std::move(lazy_fd), JournalState{});
+  lazy.looked_up(3, 1, "b.txt", 503, S_IFREG);
+  lazy.looked_up(4, 1, "b.txt", 504, S_IFREG);
+  lazy.renamed(1, "b.txt", 1, "c.txt", false);  // the first rename builds the index
+  EXPECT_EQ(lazy.state().nodes.at(4).name, "c.txt");
+  EXPECT_EQ(lazy.state().nodes.at(3).name, "b.txt");
+}
+
 TEST(NodeJournal, CompactionKeepsTheStateAndASuccessorStartsFromIt) {
   UniqueFd fd = new_memfd();
   UniqueFd keep = dup_of(fd.get());
