@@ -1,5 +1,6 @@
 // hostile_worker: takes the bootstrap like heddle-fuse-worker (fd 3 carries one SCM_RIGHTS
-// message with [ipc socket, /dev/fuse fd, file broker socket] and the WorkerBootstrap), then misbehaves on the IPC socket.
+// message with [ipc socket, /dev/fuse fd, file broker socket, node journal memfd] and the
+// WorkerBootstrap), then misbehaves on the IPC socket.
 //
 // The sandbox passes only the worker argv the supervisor builds and a fixed environment, so the
 // misbehaviour is chosen by the executable's NAME: a copy named `hostile-MODE` runs MODE.
