@@ -91,7 +91,9 @@ TEST_P(EscapeTest, EveryProbeIsRefused) {
                            "ok connect to a Unix socket: EPERM", "ok syscall 1000: ENOSYS",
                            "ok syscall 0x3fffffff: ENOSYS", "ok personality PER_LINUX32: EPERM",
                            "ok ioctl TIOCSTI: EPERM", "ok ioctl TIOCLINUX: EPERM",
-                           "ok prctl PR_SET_MM: ENOSYS", "ok clone3: ENOSYS", "ok own session"}) {
+                           "ok prctl PR_SET_MM: ENOSYS", "ok clone3: ENOSYS", "ok own session",
+                           "ok fork: EPERM", "ok vfork: EPERM", "ok clone a process: EPERM",
+                           "thread: started"}) {
     EXPECT_NE(result.out.find(line), std::string::npos) << "no \"" << line << "\" in\n"
                                                         << result.out;
   }

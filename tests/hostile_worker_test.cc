@@ -21,6 +21,7 @@
 
 #include "heddle/error.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/ipc/journal_size.h"
 #include "heddle/launcher/control_socket.h"
 #include "heddle/launcher/launcher_environment.h"
 #include "heddle/launcher/supervisor.h"
@@ -336,6 +337,35 @@ TEST_F(HostileWorkerTest, TheFileBrokerGrantsOnlyPathsBeneathTheSource) {
     EXPECT_TRUE(contains(what, expected)) << expected << " in " << what;
   }
   EXPECT_TRUE(contains(what, " symlink-last=20") || contains(what, " symlink-last=40")) << what;
+  expect_nothing_left();
+}
+
+// ---- the node journal and child processes (issue 16), tried in the real sandbox -------------
+
+// The journal memfd outlives every worker of the mount: a hostile one must not grow it into
+// the host's memory, shrink it under its successor, or lift the seals; it may only write it.
+TEST_F(HostileWorkerTest, AWorkerCannotResizeOrResealItsNodeJournal) {
+  const Failure failure = spawn_failure(hostile("journal-probe"));
+  const std::string what = failure.error.what();
+  EXPECT_TRUE(contains(what, "journal: size=" + std::to_string(ipc::kJournalBytes))) << what;
+  for (const char* expected : {" grow=1", " shrink=1", " fallocate-past-end=1",
+                               " write-past-end=1", " unseal=1"}) {
+    EXPECT_TRUE(contains(what, expected)) << expected << " (EPERM) in " << what;
+  }
+  EXPECT_TRUE(contains(what, " write-inside=0")) << what;
+  EXPECT_TRUE(contains(what, " size-after=" + std::to_string(ipc::kJournalBytes))) << what;
+  expect_nothing_left();
+}
+
+// A child of the worker could outlive it and keep reading /dev/fuse after a successor took
+// over (a degraded sandbox has no pid namespace to end it with): the worker can start no
+// process, and its threads still start.
+TEST_F(HostileWorkerTest, AWorkerCanStartThreadsButNoProcess) {
+  const Failure failure = spawn_failure(hostile("process-probe"));
+  const std::string what = failure.error.what();
+  for (const char* expected : {" fork=1", " vfork=1", " clone=1", " thread=1"}) {
+    EXPECT_TRUE(contains(what, expected)) << expected << " in " << what;
+  }
   expect_nothing_left();
 }
 

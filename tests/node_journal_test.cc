@@ -82,6 +82,55 @@ TEST(NodeJournal, WhatIsWrittenReadsBack) {
   EXPECT_EQ(state.handles.at(7), (JournalHandle{3, O_RDWR, false}));
 }
 
+// A walk and its forget: the log holds every lookup and forget, the state almost nothing. The
+// journal compacts once the log is mostly dead, and the memfd's pages (the worker's RSS, as
+// shmem) go back to the system instead of staying until the region fills.
+TEST(NodeJournal, AMostlyForgottenLogIsCompactedAndItsPagesGivenBack) {
+  UniqueFd fd = new_memfd();
+  const UniqueFd keep = dup_of(fd.get());
+  NodeJournal journal(std::move(fd), JournalState{});
+  constexpr NodeId kNodes = 100'000;
+  for (NodeId node = 2; node < 2 + kNodes; ++node) {
+    journal.looked_up(node, 1, "f" + std::to_string(node), node, S_IFREG);
+  }
+  struct stat st {};
+  ASSERT_EQ(::fstat(keep.get(), &st), 0);
+  const auto walked = static_cast<std::uint64_t>(st.st_blocks) * 512;
+  EXPECT_GT(walked, 4'000'000u) << "100,000 lookups hold about 5 MB of log";
+  for (NodeId node = 2; node < 2 + kNodes - 10; ++node) journal.forgotten(node, 1);
+  ASSERT_TRUE(journal.healthy());
+  ASSERT_EQ(::fstat(keep.get(), &st), 0);
+  const auto forgotten = static_cast<std::uint64_t>(st.st_blocks) * 512;
+  EXPECT_LT(forgotten, 1'100'000u) << "after the forget the memfd still holds " << forgotten;
+  const JournalState state = read_ok(keep.get());
+  EXPECT_EQ(state, journal.state());
+  EXPECT_EQ(state.nodes.size(), 10u);
+}
+
+// The name index a rename needs is built at the first rename: where two live nodes carry the
+// same name (the kernel still holds the older), the name means the newer one.
+TEST(NodeJournal, ARenameMovesTheNodeTheNameNowMeans) {
+  UniqueFd fd = new_memfd();
+  NodeJournal journal(std::move(fd), JournalState{});
+  journal.looked_up(2, 1, "a.txt", 502, S_IFREG);
+  journal.unlinked(1, "a.txt");  // builds the index; node 2 has no name now
+  journal.looked_up(3, 1, "b.txt", 503, S_IFREG);
+  journal.looked_up(4, 1, "b.txt", 504, S_IFREG);  // b.txt replaced, node 3 still held
+  journal.renamed(1, "b.txt", 1, "c.txt", false);
+  const JournalState state = journal.state();
+  EXPECT_EQ(state.nodes.at(2).parent, 0u);
+  EXPECT_EQ(state.nodes.at(4).name, "c.txt");
+  EXPECT_EQ(state.nodes.at(3).name, "b.txt");
+
+  UniqueFd lazy_fd = new_memfd();
+  NodeJournal lazy(std::move(lazy_fd), JournalState{});
+  lazy.looked_up(3, 1, "b.txt", 503, S_IFREG);
+  lazy.looked_up(4, 1, "b.txt", 504, S_IFREG);
+  lazy.renamed(1, "b.txt", 1, "c.txt", false);  // the first rename builds the index
+  EXPECT_EQ(lazy.state().nodes.at(4).name, "c.txt");
+  EXPECT_EQ(lazy.state().nodes.at(3).name, "b.txt");
+}
+
 TEST(NodeJournal, CompactionKeepsTheStateAndASuccessorStartsFromIt) {
   UniqueFd fd = new_memfd();
   UniqueFd keep = dup_of(fd.get());
@@ -251,9 +300,48 @@ TEST(NodeJournal, AMemfdOfAnotherSizeOrSealedIsRefused) {
   ASSERT_TRUE(std::holds_alternative<JournalError>(read));
   EXPECT_NE(std::get<JournalError>(read).reason.find("wrong size"), std::string::npos);
 
+  // Sized, but not as a journal is: refused, naming both sizes (and never resized).
+  for (const bool seal : {false, true}) {
+    UniqueFd wrong = new_memfd();
+    ASSERT_EQ(::ftruncate(wrong.get(), 4096), 0);
+    if (seal) {
+      ASSERT_EQ(::fcntl(wrong.get(), F_ADD_SEALS, ipc::kJournalSeals), 0);
+    }
+    const int raw = wrong.get();
+    const UniqueFd keep = dup_of(raw);
+    try {
+      NodeJournal journal(std::move(wrong), JournalState{});
+      ADD_FAILURE() << "a 4096-byte journal was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), EINVAL);
+      EXPECT_NE(std::string(e.what()).find("4096 bytes, not " + std::to_string(kJournalBytes)),
+                std::string::npos) << e.what();
+    }
+    struct stat st {};
+    ASSERT_EQ(::fstat(keep.get(), &st), 0);
+    EXPECT_EQ(st.st_size, 4096);
+  }
+
   UniqueFd sealed = memfd_with(journal_image({}));
-  ASSERT_EQ(::fcntl(sealed.get(), F_ADD_SEALS, F_SEAL_SHRINK), 0);
+  ASSERT_EQ(::fcntl(sealed.get(), F_ADD_SEALS, F_SEAL_WRITE), 0);
   EXPECT_THROW(NodeJournal(std::move(sealed), JournalState{}), Error);
+}
+
+// What the supervisor hands over: sized and sealed against resizes. The worker writes it
+// without resizing, and a successor reads it back.
+TEST(NodeJournal, APresizedSealedMemfdIsWrittenInPlace) {
+  UniqueFd fd = new_memfd();
+  ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(kJournalBytes)), 0);
+  ASSERT_EQ(::fcntl(fd.get(), F_ADD_SEALS, ipc::kJournalSeals), 0);
+  const UniqueFd keep = dup_of(fd.get());
+  {
+    NodeJournal journal(std::move(fd), JournalState{});
+    journal.looked_up(2, 1, "a", 502, S_IFREG, 2);
+    ASSERT_TRUE(journal.healthy());
+  }
+  EXPECT_EQ(read_ok(keep.get()).nodes.at(2).nlookup, 2u);
+  NodeJournal successor(dup_of(keep.get()), read_ok(keep.get()));
+  EXPECT_EQ(successor.node_count(), 1u);
 }
 
 TEST(NodeJournal, ASuccessorReadsWhatAnImageHolds) {

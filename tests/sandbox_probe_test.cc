@@ -22,11 +22,14 @@ class SandboxProbeTest : public ::testing::Test {
     tree_->write("visible.txt", "inside\n");
   }
 
-  // Runs `script` with /bin/sh in the sandbox (source bound read-only); its exit code.
-  int run(const std::string& script) {
+  // Runs `script` with /bin/sh in the sandbox (source bound read-only); its exit code. The
+  // scripts' command substitutions and pipelines need children, which a worker's sandbox does
+  // not allow: `children` false shows that.
+  int run(const std::string& script, bool children = true) {
     sandbox::SandboxSpec spec;
     spec.executable = "/bin/sh";
     spec.argv = {"sh", "-c", script};
+    spec.allow_child_processes = children;
     spec.readonly_paths = {tree_->source().string()};
     spec.uid = identity().first;  // without root, only our own ids can be mapped
     spec.gid = identity().second;
@@ -101,6 +104,7 @@ TEST_F(SandboxProbeTest, KillingItsProcessGroupReachesNothingOutside) {
   sandbox::SandboxSpec spec;
   spec.executable = "/bin/sh";
   spec.argv = {"sh", "-c", "trap '' TERM; kill -TERM 0; kill -TERM -1; sleep 1"};
+  spec.allow_child_processes = true;  // sleep
   spec.uid = identity().first;
   spec.gid = identity().second;
   auto process = sandbox::SandboxedProcess::launch(spec);
@@ -118,6 +122,15 @@ TEST_F(SandboxProbeTest, KillingItsProcessGroupReachesNothingOutside) {
                      WEXITED | WNOHANG | WNOWAIT),
             0);
   EXPECT_EQ(info.si_pid, 0) << "the bystander ended: signal " << info.si_status;
+}
+
+// A worker's sandbox starts no process (issue 16: a child could outlive the worker and keep
+// its FUSE fd). A shell there runs builtins, and a last command by exec, but no child.
+TEST_F(SandboxProbeTest, WithoutChildrenAShellCanOnlyExec) {
+  EXPECT_EQ(run("test \"$(echo ok)\" = ok", true), 0) << "positive control";
+  EXPECT_NE(run("test \"$(echo ok)\" = ok", false), 0) << "a command substitution forked";
+  EXPECT_NE(run("/bin/true && exit 0; exit 3", false), 0) << "a child ran";
+  EXPECT_EQ(run("exec /bin/true", false), 0);
 }
 
 TEST_F(SandboxProbeTest, TheHostnameIsItsOwn) {

@@ -18,6 +18,7 @@
 #include "heddle/error.h"
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/ipc/journal_size.h"
 #include "heddle/launcher/file_broker.h"
 #include "heddle/launcher/source_access.h"
 #include "heddle/launcher/source_kinds.h"
@@ -42,10 +43,15 @@ SocketPair make_socketpair(const char* what) {
   return SocketPair{UniqueFd(fds[0]), UniqueFd(fds[1])};
 }
 
-// The journal every worker of the mount gets (see supervisor.h).
+// The journal every worker of the mount gets (see supervisor.h): sized and sealed here, so that
+// no worker can grow it into the host's memory nor shrink it under its successor.
 UniqueFd make_journal() {
   UniqueFd fd(::memfd_create("heddle-node-journal", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) throw_errno("memfd_create for the node journal");
+  if (::ftruncate(fd.get(), static_cast<off_t>(ipc::kJournalBytes)) != 0) {
+    throw_errno("size the node journal");
+  }
+  if (::fcntl(fd.get(), F_ADD_SEALS, ipc::kJournalSeals) != 0) throw_errno("seal the node journal");
   return fd;
 }
 

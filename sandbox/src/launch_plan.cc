@@ -126,8 +126,13 @@ LaunchPlan::LaunchPlan(const SandboxSpec& spec) : spec_(spec) {
   env_ = spec.env;
   // Compiled once per process: the allow list takes libseccomp about 0.7 ms, on the path to
   // MountReady of every mount a long-lived launcher (the drop-in mode) spawns.
-  static const std::vector<sock_filter> policy = compile_seccomp_policy();
-  seccomp_ = policy;
+  if (spec.allow_child_processes) {
+    static const std::vector<sock_filter> with_children = compile_seccomp_policy(true);
+    seccomp_ = with_children;
+  } else {
+    static const std::vector<sock_filter> policy = compile_seccomp_policy(false);
+    seccomp_ = policy;
+  }
   last_cap_ = read_last_cap();
   freeze();
 }

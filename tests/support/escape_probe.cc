@@ -32,6 +32,8 @@
 #include <fstream>
 #include <functional>
 #include <string>
+#include <system_error>
+#include <thread>
 
 namespace {
 
@@ -246,6 +248,29 @@ void probe_syscalls() {
   expect_refused("userfaultfd", [] { return ::syscall(SYS_userfaultfd, O_CLOEXEC); });
   expect_refused("kexec_load", [] { return ::syscall(SYS_kexec_load, 0, 0, nullptr, 0); });
   expect_refused("init_module", [] { return ::syscall(SYS_init_module, nullptr, 0, ""); });
+  // No process at all (issue 16): a child could outlive the worker and keep its FUSE fd.
+  expect_refused("fork", [] {
+    const pid_t pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    return static_cast<long>(pid);
+  });
+  expect_refused("vfork", [] {
+    const pid_t pid = ::vfork();
+    if (pid == 0) ::_exit(0);
+    return static_cast<long>(pid);
+  });
+  expect_refused("clone a process", [] {
+    const long pid = ::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, 0);
+    if (pid == 0) ::_exit(0);
+    return pid;
+  });
+  // Threads still start (not a probe of an escape: the worker needs them).
+  bool started = false;
+  try {
+    std::thread([&] { started = true; }).join();
+  } catch (const std::system_error&) {
+  }
+  std::printf("thread: %s\n", started ? "started" : "failed");
   expect_refused("clone into a new user namespace", [] {
     const long pid = ::syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, nullptr, nullptr, nullptr, 0);
     if (pid == 0) ::_exit(0);

@@ -1,5 +1,6 @@
 // hostile_worker: takes the bootstrap like heddle-fuse-worker (fd 3 carries one SCM_RIGHTS
-// message with [ipc socket, /dev/fuse fd, file broker socket] and the WorkerBootstrap), then misbehaves on the IPC socket.
+// message with [ipc socket, /dev/fuse fd, file broker socket, node journal memfd] and the
+// WorkerBootstrap), then misbehaves on the IPC socket.
 //
 // The sandbox passes only the worker argv the supervisor builds and a fixed environment, so the
 // misbehaviour is chosen by the executable's NAME: a copy named `hostile-MODE` runs MODE.
@@ -28,11 +29,20 @@
 //                    kBrokerProbes and reports "NAME=ERRNO ..." as its MountError
 //   broker-flood     MountReady, then floods the file broker with requests, never reading an
 //                    answer, while answering Status and Stop like a well-behaved worker
+//   journal-probe    tries to resize and reseal the node journal memfd (the bootstrap's fourth
+//                    fd), and to write in it, and reports "NAME=ERRNO ..." as its MountError
+//   process-probe    tries to start a process (fork, vfork, a fork-like clone) and a thread,
+//                    and reports "NAME=ERRNO ..." as its MountError
 //
 // It never serves FUSE: tests must not touch the mount. It always leaves with _exit(): inside
 // the sandbox LeakSanitizer's exit-time check (which needs ptrace) cannot run.
 
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <charconv>
@@ -52,6 +62,7 @@
 #include "heddle/ipc/fd_passing.h"
 #include "heddle/ipc/file_broker.h"
 #include "heddle/ipc/frame.h"
+#include "heddle/ipc/journal_size.h"
 #include "heddle/ipc/message.h"
 #include "heddle/ipc/mount_spec.h"
 #include "heddle/unique_fd.h"
@@ -220,7 +231,49 @@ int ask_broker(int broker_fd, const std::string& packet) {
   }
 }
 
-[[noreturn]] void serve(const Args& args, int ipc_fd, int fuse_fd, int broker_fd,
+// " NAME=ERRNO" for a syscall-style result (0 when it worked).
+std::string outcome(const char* name, long rc) {
+  return " " + std::string(name) + "=" + std::to_string(rc < 0 ? errno : 0);
+}
+
+// What a worker could do to the journal its successor will read.
+std::string probe_journal(int journal_fd) {
+  if (journal_fd < 0) return "journal: none";
+  struct stat st {};
+  if (::fstat(journal_fd, &st) != 0) return "journal: fstat failed";
+  const auto size = static_cast<off_t>(ipc::kJournalBytes);
+  std::string report = "journal: size=" + std::to_string(st.st_size);
+  report += outcome("grow", ::ftruncate(journal_fd, size + 4096));
+  report += outcome("shrink", ::ftruncate(journal_fd, 0));
+  report += outcome("fallocate-past-end", ::fallocate(journal_fd, 0, size, 4096));
+  report += outcome("write-past-end", ::pwrite(journal_fd, "x", 1, size));
+  report += outcome("unseal", ::fcntl(journal_fd, F_ADD_SEALS, F_SEAL_WRITE));
+  report += outcome("write-inside", ::pwrite(journal_fd, "x", 1, size - 1));
+  if (::fstat(journal_fd, &st) == 0) report += " size-after=" + std::to_string(st.st_size);
+  return report;
+}
+
+// A child of the worker could outlive it and keep the FUSE fd (issue 16): none may start.
+// A child that does start exits at once.
+std::string probe_processes() {
+  std::string report = "processes:";
+  const pid_t forked = ::fork();
+  if (forked == 0) ::_exit(0);
+  report += outcome("fork", forked);
+  const pid_t vforked = ::vfork();
+  if (vforked == 0) ::_exit(0);
+  report += outcome("vfork", vforked);
+  const long cloned = ::syscall(SYS_clone, SIGCHLD, nullptr, nullptr, nullptr, 0);
+  if (cloned == 0) ::_exit(0);
+  report += outcome("clone", cloned);
+  // clone3 first, then clone with CLONE_THREAD: the way every thread starts.
+  int thread_ran = 0;
+  std::thread([&] { thread_ran = 1; }).join();
+  report += " thread=" + std::to_string(thread_ran);
+  return report;
+}
+
+[[noreturn]] void serve(const Args& args, int ipc_fd, int fuse_fd, int broker_fd, int journal_fd,
                         const ipc::WorkerBootstrap& boot) {
   const std::uint32_t pid = boot.host_pid;
   const ipc::MountReady ready{pid, boot.spec.mountpoint};
@@ -236,6 +289,14 @@ int ask_broker(int broker_fd, const std::string& packet) {
       report += " " + std::string(probe.name) + "=" + std::to_string(ask_broker(broker_fd, packet));
     }
     send(ipc_fd, ipc::MountError{report});
+    ::_exit(1);
+  }
+  if (mode == "journal-probe") {
+    send(ipc_fd, ipc::MountError{probe_journal(journal_fd)});
+    ::_exit(1);
+  }
+  if (mode == "process-probe") {
+    send(ipc_fd, ipc::MountError{probe_processes()});
     ::_exit(1);
   }
   if (mode == "broker-flood") {
@@ -369,5 +430,6 @@ int main(int argc, char** argv) {
     die(std::string("bootstrap: ") + e.what());
   }
   // They stay open until we exit, like a real worker's.
-  serve(args, bootstrap.fds[0].get(), bootstrap.fds[1].get(), bootstrap.fds[2].get(), boot);
+  serve(args, bootstrap.fds[0].get(), bootstrap.fds[1].get(), bootstrap.fds[2].get(),
+        bootstrap.fds.size() > 3 ? bootstrap.fds[3].get() : -1, boot);
 }

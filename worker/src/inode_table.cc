@@ -46,6 +46,8 @@ void InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
       by_id_.erase(id);
     }
     nodes_.erase(it);
+    shrink_if_sparse(nodes_);
+    shrink_if_sparse(by_id_);
   }
   node_forgotten();
 }

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "heddle/error.h"
+#include "heap_trim.h"
 
 namespace heddle::worker {
 namespace {
@@ -270,14 +271,26 @@ std::variant<JournalState, JournalError> NodeJournal::read(int memfd) {
 }
 
 NodeJournal::NodeJournal(UniqueFd memfd, const JournalState& state) : fd_(std::move(memfd)) {
-  // A predecessor may have sealed it against writes or resizes: refuse it then.
+  // The supervisor sizes and seals it (grow, shrink, seal). One sealed against writes is
+  // refused: no worker could keep it.
   const int seals = ::fcntl(fd_.get(), F_GET_SEALS);
   if (seals < 0) throw_errno("the node journal is not a memfd (F_GET_SEALS)");
-  if ((seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE | F_SEAL_GROW | F_SEAL_SHRINK)) != 0) {
-    throw Error("the node journal memfd is sealed", EPERM);
+  if ((seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) != 0) {
+    throw Error("the node journal memfd is sealed against writes", EPERM,
+                "the supervisor seals it against resizes only");
   }
-  if (::ftruncate(fd_.get(), static_cast<off_t>(kJournalBytes)) != 0) {
-    throw_errno("size the node journal");
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) throw_errno("fstat the node journal");
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  if (size == 0 && (seals & F_SEAL_GROW) == 0) {
+    // Not sized by its maker (an in-process user): sized here.
+    if (::ftruncate(fd_.get(), static_cast<off_t>(kJournalBytes)) != 0) {
+      throw_errno("size the node journal");
+    }
+  } else if (size != kJournalBytes) {
+    throw Error("the node journal memfd is " + std::to_string(size) + " bytes, not " +
+                    std::to_string(kJournalBytes),
+                EINVAL, "the launcher and the worker are of different versions: restart the mount");
   }
   void* map = ::mmap(nullptr, kJournalBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_.get(), 0);
   if (map == MAP_FAILED) throw_errno("map the node journal");
@@ -300,9 +313,6 @@ NodeJournal::NodeJournal(UniqueFd memfd, const JournalState& state) : fd_(std::m
   for (const auto& [fh, handle] : state_.handles) state_.next_fh = std::max(state_.next_fh, fh + 1);
   store(h.next_node, state_.next_node);
   store(h.next_fh, state_.next_fh);
-  for (const auto& [id, node] : state_.nodes) {
-    if (node.parent != 0) by_name_[Key{node.parent, node.name}] = id;
-  }
   set_init(state.init_request, state.init_reply);
   set_backend(state.backend);
   set_commit(state.commit);
@@ -369,6 +379,7 @@ bool NodeJournal::compact() {
   }
   store(h.used[target], used);
   store(h.active, target);
+  compacted_bytes_ = used;
   // The old region's pages go back to the system.
   const std::uint64_t old = target == 0 ? 1 : 0;
   ::fallocate(fd_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -377,17 +388,60 @@ bool NodeJournal::compact() {
   return true;
 }
 
+// After a walk and its forget, the log holds every lookup and forget while the state is a
+// fraction of it: those pages stay resident (the memfd's shmem counts in the worker's RSS)
+// until the region fills. Written whole into the other region, the log shrinks to the state
+// and compact() punches the old one out. Only when at least kDeadRatio times the state's
+// estimate, and when what was appended since the last compaction pays for this one.
+void NodeJournal::compact_if_mostly_dead() {
+  constexpr std::uint64_t kMinBytes = 512 * 1024;
+  constexpr std::uint64_t kDeadRatio = 4;
+  constexpr std::uint64_t kNodeEstimate = sizeof(RecordHead) + 24;  // a short name, padded
+  if (!healthy_) return;
+  const auto& h = *reinterpret_cast<const Header*>(map_);
+  const std::uint64_t used = h.used[h.active];
+  const std::uint64_t live = state_.nodes.size() * kNodeEstimate +
+                             state_.handles.size() * sizeof(RecordHead);
+  if (used < kMinBytes || used < kDeadRatio * live || used - compacted_bytes_ < live) return;
+  if (!compact()) {
+    healthy_ = false;
+    spdlog::error("node journal: the state outgrew its region; a restarted worker would find "
+                  "every node stale");
+  }
+}
+
+void NodeJournal::index(NodeId node, const JournalNode& entry) {
+  // A key already there may view another node's name: replaced, not reassigned.
+  const Key key{entry.parent, entry.name};
+  by_name_.erase(key);
+  by_name_.emplace(key, node);
+}
+
+void NodeJournal::index_names() {
+  if (indexed_) return;
+  indexed_ = true;
+  by_name_.reserve(state_.nodes.size());
+  // Two nodes named alike (one the kernel still holds, one found since): the newer, whose id
+  // is the higher (ids are never reused), is the one the name now means.
+  for (const auto& [id, node] : state_.nodes) {
+    if (node.parent == 0) continue;
+    const auto there = by_name_.find(Key{node.parent, node.name});
+    if (there == by_name_.end() || there->second < id) index(id, node);
+  }
+}
+
 void NodeJournal::set_name(NodeId node, NodeId parent, std::string_view name) {
   auto it = state_.nodes.find(node);
   if (it == state_.nodes.end()) return;
   JournalNode& entry = it->second;
-  if (entry.parent != 0) {
+  // Out of the index before its name changes under the key that views it.
+  if (indexed_ && entry.parent != 0) {
     const auto old = by_name_.find(Key{entry.parent, entry.name});
     if (old != by_name_.end() && old->second == node) by_name_.erase(old);
   }
   entry.parent = parent;
   entry.name.assign(parent != 0 ? name : std::string_view{});
-  if (parent != 0) by_name_[Key{parent, entry.name}] = node;
+  if (indexed_ && parent != 0) index(node, entry);
 }
 
 void NodeJournal::looked_up(NodeId node, NodeId parent, std::string_view name,
@@ -429,16 +483,20 @@ void NodeJournal::forgotten(NodeId node, std::uint64_t n) {
   } else {
     set_name(node, 0, {});
     state_.nodes.erase(it);
+    shrink_if_sparse(state_.nodes);
+    if (indexed_) shrink_if_sparse(by_name_);
   }
   append(kForget, 0, node, 0, 0, n, {});
+  compact_if_mostly_dead();
 }
 
 void NodeJournal::renamed(NodeId parent, std::string_view name, NodeId new_parent,
                           std::string_view new_name, bool exchange) {
   if (!valid_component(name) || !valid_component(new_name)) return;
   const std::lock_guard lock(mutex_);
-  const auto from = by_name_.find(Key{parent, std::string(name)});
-  const auto to = by_name_.find(Key{new_parent, std::string(new_name)});
+  index_names();
+  const auto from = by_name_.find(Key{parent, name});
+  const auto to = by_name_.find(Key{new_parent, new_name});
   const NodeId moved = from != by_name_.end() ? from->second : 0;
   const NodeId other = to != by_name_.end() ? to->second : 0;
   if (other != 0) {
@@ -459,7 +517,8 @@ void NodeJournal::renamed(NodeId parent, std::string_view name, NodeId new_paren
 void NodeJournal::unlinked(NodeId parent, std::string_view name) {
   if (!valid_component(name)) return;
   const std::lock_guard lock(mutex_);
-  const auto it = by_name_.find(Key{parent, std::string(name)});
+  index_names();
+  const auto it = by_name_.find(Key{parent, name});
   if (it == by_name_.end()) return;
   const NodeId node = it->second;
   set_name(node, 0, {});

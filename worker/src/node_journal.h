@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "heddle/ipc/journal_size.h"
 #include "heddle/unique_fd.h"
 
 namespace heddle::worker {
@@ -84,9 +85,10 @@ inline constexpr std::uint64_t kMaxJournalLookups = std::uint64_t{1} << 40;
 inline constexpr std::size_t kMaxJournalEntries = std::size_t{1} << 22;
 inline constexpr std::size_t kMaxInitBytes = 512;
 inline constexpr std::size_t kMaxBackendState = 64;
-inline constexpr std::size_t kJournalHeaderBytes = 4096;
-inline constexpr std::size_t kJournalRegionBytes = std::size_t{32} << 20;
-inline constexpr std::size_t kJournalBytes = kJournalHeaderBytes + 2 * kJournalRegionBytes;
+// The memfd's size, which the supervisor sets and seals (ipc/journal_size.h).
+using ipc::kJournalBytes;
+using ipc::kJournalHeaderBytes;
+using ipc::kJournalRegionBytes;
 
 // A name the journal accepts: one path component (not empty, ".", "..", no '/' or NUL, at most
 // NAME_MAX bytes).
@@ -129,8 +131,9 @@ struct JournalRecord {
 // The journal of a running worker. Thread-safe: every call takes one mutex.
 class NodeJournal {
  public:
-  // Formats `memfd` (sizes it, maps it) and writes `state` as its content. Throws heddle::Error
-  // (a sealed or unusable memfd).
+  // Formats `memfd` (maps it; sizes it only if it is empty, as a memfd the supervisor did not
+  // size and seal is) and writes `state` as its content. Throws heddle::Error: a memfd of
+  // another size, one sealed against writes, or an unusable one.
   NodeJournal(UniqueFd memfd, const JournalState& state);
   NodeJournal(const NodeJournal&) = delete;
   NodeJournal& operator=(const NodeJournal&) = delete;
@@ -160,27 +163,41 @@ class NodeJournal {
   [[nodiscard]] JournalState state() const;
 
  private:
+  // A name in by_name_: a view of the node's own name in state_.nodes (whose elements never
+  // move), so that indexing a name copies no string; and its hash, computed once, so that a
+  // rehash or a bucket's scan hashes no name again. Each key views the name of the node it
+  // maps to.
   struct Key {
+    Key(NodeId p, std::string_view n) noexcept
+        : parent(p), name(n), hash(std::hash<std::string_view>{}(n) ^ (p * 0x9E3779B97F4A7C15ULL)) {}
     NodeId parent;
-    std::string name;
-    friend bool operator==(const Key&, const Key&) = default;
+    std::string_view name;
+    std::size_t hash;
+    friend bool operator==(const Key& a, const Key& b) noexcept {
+      return a.hash == b.hash && a.parent == b.parent && a.name == b.name;
+    }
   };
   struct KeyHash {
-    std::size_t operator()(const Key& k) const noexcept {
-      return std::hash<std::string>{}(k.name) ^ (k.parent * 0x9E3779B97F4A7C15ULL);
-    }
+    std::size_t operator()(const Key& k) const noexcept { return k.hash; }
   };
 
   void append(std::uint16_t type, std::uint32_t aux, std::uint64_t a, std::uint64_t b,
               std::uint64_t c, std::uint64_t d, std::string_view name);
   bool compact();  // writes state_ into the other region and makes it active
+  void compact_if_mostly_dead();
   void set_name(NodeId node, NodeId parent, std::string_view name);
+  void index(NodeId node, const JournalNode& entry);
+  void index_names();
 
   UniqueFd fd_;
   std::byte* map_ = nullptr;
   mutable std::mutex mutex_;
   JournalState state_;
+  // Only renames and unlinks look names up, and only a writable mount has them: the index is
+  // built at the first one and kept from then on, so a read-only walk pays nothing for it.
   std::unordered_map<Key, NodeId, KeyHash> by_name_;
+  bool indexed_ = false;
+  std::uint64_t compacted_bytes_ = 0;  // the active region's length after the last compaction
   bool healthy_ = true;
 };
 

@@ -31,6 +31,7 @@
 #include "git/lfs.h"
 #include "git/node_table.h"
 #include "git/oid.h"
+#include "heap_trim.h"
 #include "git/repository.h"
 #include "git/warn_once.h"
 #include "heddle/error.h"
@@ -210,7 +211,13 @@ class GitFs final : public Backend {
   }
 
   void forget(NodeId node, std::uint64_t nlookup) noexcept override {
-    nodes_.forget(node, nlookup);
+    // The kernel forgot most of what it held (a walk's entries, after memory pressure): the
+    // trees libgit2 parsed for them go too, and their memory back to the system. The next
+    // walk is cold in the kernel anyway, and re-parses each directory's tree once.
+    if (nodes_.forget(node, nlookup)) {
+      pool_.close_idle();
+      trim_heap();
+    }
   }
 
   int getattr(NodeId node, struct stat& st) override {

@@ -202,17 +202,18 @@ NodeId NodeTable::acquire(NodeInfo info, std::shared_ptr<const NodeInfo>& out) {
   return id;
 }
 
-void NodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
-  if (node == kRootNode) return;
+bool NodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
+  if (node == kRootNode) return false;
+  bool shrank = false;
   {
     const std::unique_lock lock(mutex_);
     const auto it = by_id_.find(node);
-    if (it == by_id_.end()) return;
+    if (it == by_id_.end()) return false;
     auto& count = it->second->nlookup;
     const std::uint64_t now = count.load(std::memory_order_relaxed);
     if (nlookup < now) {
       count.store(now - nlookup, std::memory_order_relaxed);
-      return;
+      return false;
     }
     if (const auto live = by_ino_.find(it->second->info->ino);
         live != by_ino_.end() && live->second == node) {
@@ -224,8 +225,12 @@ void NodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
       by_path_.erase(path);
     }
     by_id_.erase(it);
+    shrank = shrink_if_sparse(by_id_);
+    shrink_if_sparse(by_path_);
+    shrink_if_sparse(by_ino_);
   }
   node_forgotten();
+  return shrank;
 }
 
 NodeId NodeTable::id_of(std::string_view path) const {

@@ -85,7 +85,8 @@ class NodeTable {
   // Counts one lookup on the node for `path` if it is known and returns its id; else 0.
   [[nodiscard]] NodeId acquire_known(std::string_view path, std::shared_ptr<const NodeInfo>& out);
 
-  void forget(NodeId node, std::uint64_t nlookup) noexcept;
+  // True when the table just shrank: the kernel forgot most of the nodes it held.
+  bool forget(NodeId node, std::uint64_t nlookup) noexcept;
   [[nodiscard]] std::size_t size() const;
 
   // Takeover (issue 16, Backend::set_next_node and add_lookups).

@@ -345,6 +345,16 @@ void RepoPool::release(std::unique_ptr<Handle> handle) noexcept {
   }
 }
 
+void RepoPool::close_idle() noexcept {
+  std::vector<std::unique_ptr<Handle>> closing;
+  {
+    const std::lock_guard lock(mutex_);
+    closing.swap(idle_);
+    opened_ -= closing.size();
+  }
+  // Closed outside the lock: freeing a cache of many trees takes a while.
+}
+
 std::size_t RepoPool::size() const {
   const std::lock_guard lock(mutex_);
   return opened_;

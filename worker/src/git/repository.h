@@ -83,6 +83,10 @@ class RepoPool {
   // Throws heddle::Error (EIO) if another handle is needed and cannot be opened.
   [[nodiscard]] Lease acquire();
   [[nodiscard]] std::size_t size() const;
+  // Closes the repositories no request holds: their object caches (the parsed trees, up to
+  // the cache's 64 MiB) and, once no repository maps them, the packs go. The next request
+  // opens one again.
+  void close_idle() noexcept;
 
  private:
   void release(std::unique_ptr<Handle> handle) noexcept;

@@ -72,8 +72,8 @@ struct MountSpec {
 // The message carries the fds [ipc socket, /dev/fuse fd, file broker socket (optional), node
 // journal memfd (optional)]. The broker's is a socket and the journal a memfd, which is how the
 // worker tells the optional two apart. The journal (issue 16) is one memfd per mount, made by
-// the supervisor (memfd_create, MFD_CLOEXEC | MFD_ALLOW_SEALING) and passed to each of its
-// workers; its format is the worker's (worker/src/node_journal.h), the supervisor never reads it.
+// the supervisor (memfd_create, MFD_CLOEXEC | MFD_ALLOW_SEALING, then sized and sealed as
+// journal_size.h says) and passed to each of its workers; its format is the worker's (worker/src/node_journal.h), the supervisor never reads it.
 struct WorkerBootstrap {
   std::uint32_t host_pid = 0;
   MountSpec spec;

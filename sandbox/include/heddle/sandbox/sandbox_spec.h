@@ -58,6 +58,11 @@ struct SandboxSpec {
   // caller's. stdin is always /dev/null.
   int output_fd = -1;
   std::string hostname = "heddle-sandbox";
+  // Let the process start processes (fork, vfork, clone without CLONE_THREAD). Off for the
+  // worker and what `sandbox-exec` runs: a worker's child could outlive it and keep reading
+  // /dev/fuse after a successor took over, with no pid namespace to end it in a degraded
+  // sandbox. Threads always start.
+  bool allow_child_processes = false;
   // Mount a /proc of the sandbox's own pid namespace (sanitizer runtimes need /proc/self/maps).
   bool mount_proc = true;
   // Resource limits, soft and hard. Threads count against RLIMIT_NPROC (per user, within
