@@ -368,6 +368,15 @@ TEST_F(TakeoverTest, FilesRemovedWhileOpenStayUsableAcrossATakeover) {
     EXPECT_FALSE(fs::exists(mnt / "doomed.txt"));
     EXPECT_FALSE(fs::exists(mnt / "a.txt"));
   }
+  // Truncated through the fd of a file without a name.
+  ASSERT_EQ(::ftruncate(unlinked.get(), 4), 0) << std::strerror(errno);
+  {
+    struct stat st {};
+    ASSERT_EQ(::fstat(unlinked.get(), &st), 0) << std::strerror(errno);
+    EXPECT_EQ(st.st_size, 4);
+    EXPECT_EQ(st.st_nlink, 0u);
+    EXPECT_EQ(read_fd(unlinked.get()), "made");
+  }
   EXPECT_FALSE(orphans_in(overlay_->path()).empty());
   unlinked.reset();
   replaced.reset();

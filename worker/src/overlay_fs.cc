@@ -1081,7 +1081,11 @@ int OverlayFs::setattr(NodeId node, const AttrChange& change, FileHandle* handle
     // The last name is gone; only the open file is left to change.
     if (handle_fd < 0) return ENOENT;
     if (change.size && ::ftruncate(handle_fd, *change.size) != 0) return errno;
-    return handle->stat(st);
+    // As handle->stat() answers, which would take the lock again.
+    if (::fstat(handle_fd, &st) != 0) return errno;
+    present_upper(st, upper_.view_of(handle_fd, st));
+    uncount_hidden(*n, st);
+    return 0;
   }
   const auto [dir, name] = split_path(n->paths.front());
   const bool root = n->paths.front() == ".";
