@@ -274,12 +274,12 @@ class RestartTest : public ::testing::Test {
       if (v.empty()) return std::string("none");
       std::sort(v.begin(), v.end());
       const auto at = [&](double q) {
-        return v[std::min(v.size() - 1, static_cast<std::size_t>(q * static_cast<double>(v.size())))] /
-               scale;
+        const auto i = static_cast<std::size_t>(q * static_cast<double>(v.size()));
+        return static_cast<double>(v[std::min(v.size() - 1, i)]) / scale;
       };
       char text[160];
       std::snprintf(text, sizeof text, "p50 %.1f %s, p99 %.1f %s, max %.1f %s", at(0.5), unit,
-                    at(0.99), unit, v.back() / scale, unit);
+                    at(0.99), unit, static_cast<double>(v.back()) / scale, unit);
       return std::string(text);
     };
     std::printf("[restart] writable mount under load, %d kills: kill to the first request served "

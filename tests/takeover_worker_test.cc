@@ -409,8 +409,9 @@ TEST_F(TakeoverTest, AFirstWorkerRemovesHiddenFilesLeftBehind) {
 }
 
 // Hard links of the overlay: a file open by one name whose other name (the one the journal
-// last saw) is removed, and a file whose open name is removed while another name of it is
-// looked up: the successor finds every node the kernel holds under its id.
+// last saw) is removed, the same with no fd open, and a file whose open name is removed while
+// another name of it is looked up: the successor finds every node the kernel holds under its
+// id.
 TEST_F(TakeoverTest, HardLinksKeepTheirNodesAcrossATakeover) {
   auto worker = start(true);
   ASSERT_TRUE(worker->ready());
@@ -420,6 +421,13 @@ TEST_F(TakeoverTest, HardLinksKeepTheirNodesAcrossATakeover) {
   UniqueFd by_one(::open((mnt / "one.txt").c_str(), O_RDWR | O_CLOEXEC));
   ASSERT_TRUE(by_one);
   ASSERT_EQ(::unlink((mnt / "two.txt").c_str()), 0);
+
+  // Not open: the kernel knows the node by its remaining name.
+  write_file(mnt / "left.txt", "one name left\n");
+  ASSERT_EQ(::link((mnt / "left.txt").c_str(), (mnt / "gone.txt").c_str()), 0);
+  struct stat left {};
+  ASSERT_EQ(::stat((mnt / "left.txt").c_str(), &left), 0);
+  ASSERT_EQ(::unlink((mnt / "gone.txt").c_str()), 0);
 
   write_file(mnt / "first.txt", "twice named\n");
   ASSERT_EQ(::link((mnt / "first.txt").c_str(), (mnt / "second.txt").c_str()), 0);
@@ -447,6 +455,10 @@ TEST_F(TakeoverTest, HardLinksKeepTheirNodesAcrossATakeover) {
   EXPECT_EQ(again.st_nlink, 1u);
   EXPECT_FALSE(fs::exists(mnt / "two.txt"));
   EXPECT_FALSE(fs::exists(mnt / "first.txt"));
+  ASSERT_EQ(::stat((mnt / "left.txt").c_str(), &again), 0) << std::strerror(errno);
+  EXPECT_EQ(again.st_ino, left.st_ino);
+  EXPECT_EQ(again.st_nlink, 1u);
+  EXPECT_EQ(read_file(mnt / "left.txt"), "one name left\n");
 }
 
 // --- A damaged journal -------------------------------------------------------------------

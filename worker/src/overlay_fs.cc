@@ -798,10 +798,13 @@ NodeId OverlayFs::node_of(const Child& child) const {
   return it == lower_nodes_.end() ? 0 : it->second;
 }
 
-OverlayFs::Node* OverlayFs::open_node(NodeId node, const Child& child) {
+OverlayFs::Node* OverlayFs::to_hide(NodeId node, const Child& child) {
   if (node == 0 || !S_ISREG(child.type())) return nullptr;
   Node* n = find(node);
-  return n != nullptr && n->handles > 0 && n->hidden == Node::Hidden::kNone ? n : nullptr;
+  if (n == nullptr || n->hidden != Node::Hidden::kNone) return nullptr;
+  // Open, or a hard link whose other name the kernel knows: a successor finds it by id, since
+  // the journal keeps one name a node, which may be this one.
+  return n->handles > 0 || (child.in_upper && n->paths.size() > 1) ? n : nullptr;
 }
 
 std::string OverlayFs::hidden_name(NodeId node, bool lower) {
@@ -815,9 +818,9 @@ void OverlayFs::unhide(NodeId id, Node& node) {
   upper_.unhide(hidden_name(id, node.hidden == Node::Hidden::kLower));
   node.hidden = Node::Hidden::kNone;
   if (node.paths.empty() && node.upper) {
-    if (const auto it = upper_nodes_.find(node.upper_id); it != upper_nodes_.end() && it->second == id) {
-      upper_nodes_.erase(it);
-    }
+    // Nothing keeps its inode number from reuse any more (see drop_path).
+    const auto it = upper_nodes_.find(node.upper_id);
+    if (it != upper_nodes_.end() && it->second == id) upper_nodes_.erase(it);
   }
 }
 
@@ -847,7 +850,8 @@ void OverlayFs::closed(NodeId node) {
   Node* n = find(node);
   if (n == nullptr) return;
   if (n->handles > 0) --n->handles;
-  if (n->handles == 0) unhide(node, *n);
+  // A hard link's hidden name stays while it has names (see to_hide), until forget.
+  if (n->handles == 0 && n->paths.empty()) unhide(node, *n);
 }
 
 void OverlayFs::uncount_hidden(const Node& node, struct stat& st) {
@@ -866,7 +870,7 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
   if (!child.exists()) return ENOENT;
   if (S_ISDIR(child.type())) return EISDIR;
   const NodeId id = node_of(child);
-  Node* open = open_node(id, child);
+  Node* still_open = to_hide(id, child);
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   auto parent_fd = upper_parent(*dir, child);
   if (!parent_fd.fd) return parent_fd.error;
@@ -876,13 +880,15 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
   const std::string file(name);
   if (err == 0 && child.in_upper) {
     // An open file moves out of sight instead (a plain removal if that fails).
-    if (open != nullptr && upper_.hide(parent_fd.fd.get(), file, hidden_name(id, false), false) == 0) {
-      open->hidden = Node::Hidden::kFile;
+    if (still_open != nullptr &&
+        upper_.hide(parent_fd.fd.get(), file, hidden_name(id, false), false) == 0) {
+      still_open->hidden = Node::Hidden::kFile;
     } else {
       err = errno_of(::unlinkat(parent_fd.fd.get(), file.c_str(), 0));
     }
-  } else if (err == 0 && open != nullptr && upper_.hide_pointer(child.path, hidden_name(id, true)) == 0) {
-    open->hidden = Node::Hidden::kLower;
+  } else if (err == 0 && still_open != nullptr &&
+             upper_.hide_pointer(child.path, hidden_name(id, true)) == 0) {
+    still_open->hidden = Node::Hidden::kLower;
   }
   if (err != 0) return err;
   drop_path(child.path, child);
@@ -1016,7 +1022,7 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
   }
   // A file replaced by the rename that is open stays, out of sight (see unlink).
   const NodeId replaced_id = !exchange && to.exists() ? node_of(to) : 0;
-  Node* replaced = open_node(replaced_id, to);
+  Node* replaced = to_hide(replaced_id, to);
   if (replaced != nullptr && to_in_upper) {
     if (upper_.hide(to_fd.fd.get(), to_name, hidden_name(replaced_id, false), true) == 0) {
       replaced->hidden = Node::Hidden::kFile;
@@ -1478,7 +1484,7 @@ bool OverlayFs::restore_unnamed(NodeId id, std::uint64_t ino, mode_t type) {
 
 void OverlayFs::restore_done() {
   const std::lock_guard lock(mutex_);
-  // What hides a node no restored handle has open (or no node at all) goes.
+  // What hides a node that is neither open nor a hard link (or no node at all) goes.
   for (const std::string& name : upper_.hidden_names()) {
     const bool pointer = name.ends_with(kLowerSuffix);
     const NodeId id =
@@ -1488,24 +1494,18 @@ void OverlayFs::restore_done() {
     bool keep = false;
     if (n != nullptr && n->handles > 0 && pointer) {
       keep = !n->upper && n->lower != 0;
-    } else if (n != nullptr && n->handles > 0 && n->upper) {
+    } else if (n != nullptr && n->upper && !pointer) {
+      // Open, or a hard link with another name left.
       struct stat st {};
       keep = ::fstatat(upper_.hidden_fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-             file_id(st) == n->upper_id;
+             file_id(st) == n->upper_id && (n->handles > 0 || st.st_nlink > 1);
     }
     if (keep) {
       n->hidden = pointer ? Node::Hidden::kLower : Node::Hidden::kFile;
       continue;
     }
     upper_.unhide(name);
-    if (n != nullptr && n->hidden != Node::Hidden::kNone) {
-      n->hidden = Node::Hidden::kNone;
-      if (n->paths.empty() && n->upper) {
-        if (const auto it = upper_nodes_.find(n->upper_id); it != upper_nodes_.end() && it->second == id) {
-          upper_nodes_.erase(it);
-        }
-      }
-    }
+    if (n != nullptr && (n->hidden == Node::Hidden::kLower) == pointer) unhide(id, *n);
   }
 }
 

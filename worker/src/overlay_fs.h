@@ -9,7 +9,8 @@
 // out of sight in DIR/work/orphans under its node id, as NFS's silly rename and
 // fuse-overlayfs do, until its last handle closes: a worker that takes the connection over
 // (issue 16) finds it there by id, since it has no name left to be looked up by. A lower file
-// cannot be moved: a symlink there names its lower path.
+// cannot be moved: a symlink there names its lower path. A hard link's removed name is kept
+// there too while the node has another name (the journal knows one name a node).
 #pragma once
 
 #include <sys/stat.h>
@@ -132,8 +133,8 @@ class OverlayFs final : public Backend {
   void drop_path(const std::string& path, const Child& child);
   // The node the entry `child` is, or 0.
   [[nodiscard]] NodeId node_of(const Child& child) const;
-  // For a removal of `child` (a file, which `node` is): whether it is open, so must be hidden.
-  [[nodiscard]] Node* open_node(NodeId node, const Child& child);
+  // For a removal of `child` (a file, which `node` is): the node, when it must be hidden.
+  [[nodiscard]] Node* to_hide(NodeId node, const Child& child);
   // The name a node's hidden file (or, `lower`, its pointer) has in DIR/work/orphans.
   [[nodiscard]] static std::string hidden_name(NodeId node, bool lower);
   // Removes what hides `node`; a node with no name left is then no longer found by identity.
