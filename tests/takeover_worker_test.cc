@@ -32,6 +32,7 @@
 #include "heddle/unique_fd.h"
 #include "node_journal.h"
 #include "support/child_process.h"
+#include "support/mount_load.h"
 #include "support/unsandboxed_worker.h"
 
 namespace heddle::test {
@@ -40,266 +41,12 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-constexpr std::size_t kBigFile = 4 << 20;
-constexpr std::size_t kChunk = 64 << 10;
-constexpr int kReaders = 4;
-constexpr int kDirs = 20;
-constexpr int kFilesPerDir = 50;
-
-// The byte at `offset` of big file `file`: a file's bytes tell where they came from.
-char pattern(int file, std::size_t offset) {
-  return static_cast<char>((offset * 131 + static_cast<std::size_t>(file) * 7 + offset / 4096) &
-                           0xff);
-}
+constexpr int kFilesPerDir = MountLoad::kFilesPerDir;
 
 void write_file(const fs::path& path, std::string_view content) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) throw_errno("create " + path.string());
-  if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
-    throw_errno("write " + path.string());
-  }
+  MountLoad::write_file(path, content);
 }
-
-std::string read_file(const fs::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno("open " + path.string());
-  std::string out;
-  char buffer[64 * 1024];
-  for (ssize_t n; (n = ::read(fd.get(), buffer, sizeof buffer)) != 0;) {
-    if (n < 0) throw_errno("read " + path.string());
-    out.append(buffer, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-      .count();
-}
-
-// What runs against the mount while its worker is killed and replaced: readers of big files
-// (their page cache dropped before each read, so that reads reach the worker), writers through
-// the overlay with their files open across the kill, a walk of the tree, and a prober whose
-// lookups time the takeover.
-class Load {
- public:
-  Load(fs::path mnt, fs::path src) : mnt_(std::move(mnt)), src_(std::move(src)) {}
-  Load(const Load&) = delete;
-  Load& operator=(const Load&) = delete;
-  ~Load() { join(); }
-
-  void start() {
-    // Every thread's counter exists before the first thread runs: threads index rounds_ while
-    // later ones are spawned, so it must not grow then.
-    rounds_.reserve(kReaders + 4);
-    for (int i = 0; i < kReaders; ++i) spawn([this, i] { read_loop(i); });
-    spawn([this] { write_loop(0); });
-    spawn([this] { write_loop(1); });
-    spawn([this] { walk_loop(); });
-    spawn([this] { probe_loop(); });
-  }
-
-  // Waits until every thread has made `rounds` more rounds (each thread counts its own).
-  bool progress(int rounds, milliseconds timeout) {
-    const auto deadline = Clock::now() + timeout;
-    const auto target = min_rounds() + rounds;
-    while (min_rounds() < target) {
-      if (Clock::now() > deadline) return false;
-      std::this_thread::sleep_for(milliseconds(2));
-    }
-    return true;
-  }
-
-  void killed() {
-    first_served_ = 0;
-    killed_at_ = now_ns();
-  }
-  // Kill to the first request the successor served; nullopt if none yet.
-  [[nodiscard]] std::optional<std::chrono::microseconds> takeover_time() const {
-    const std::int64_t served = first_served_.load();
-    if (served == 0) return std::nullopt;
-    return std::chrono::microseconds((served - killed_at_.load()) / 1000);
-  }
-
-  // Stops and joins the threads; false if they did not finish within `timeout` (a hang).
-  bool stop(milliseconds timeout) {
-    stop_ = true;
-    std::unique_lock lock(mutex_);
-    return done_cv_.wait_for(lock, timeout, [&] { return finished_ == threads_.size(); });
-  }
-  void join() {
-    stop_ = true;
-    for (auto& t : threads_) {
-      if (t.joinable()) t.join();
-    }
-  }
-
-  [[nodiscard]] std::vector<std::string> problems() const {
-    const std::lock_guard lock(mutex_);
-    return problems_;
-  }
-
-  // After stop(): each writer's file holds exactly what was written, through the mount.
-  void check_written() {
-    for (int w = 0; w < 2; ++w) {
-      const std::string got = read_file(mnt_ / writer_name(w));
-      if (got != written_[w]) {
-        problem("writer " + std::to_string(w) + ": the file holds " + std::to_string(got.size()) +
-                " bytes, " + std::to_string(written_[w].size()) + " were written");
-      }
-    }
-  }
-
- private:
-  static std::string writer_name(int w) {
-    return w == 0 ? "new-file.bin" : "lower-file.bin";
-  }
-
-  void spawn(std::function<void()> body) {
-    rounds_.push_back(std::make_unique<std::atomic<std::uint64_t>>(0));
-    threads_.emplace_back([this, body = std::move(body)] {
-      try {
-        body();
-      } catch (const std::exception& e) {
-        problem(e.what());
-      }
-      const std::lock_guard lock(mutex_);
-      ++finished_;
-      done_cv_.notify_all();
-    });
-  }
-
-  std::uint64_t min_rounds() const {
-    std::uint64_t least = ~std::uint64_t{0};
-    for (const auto& r : rounds_) least = std::min(least, r->load());
-    return least;
-  }
-  std::atomic<std::uint64_t>& my_rounds(std::size_t index) { return *rounds_[index]; }
-
-  void problem(const std::string& what) {
-    const std::lock_guard lock(mutex_);
-    if (problems_.size() < 20) problems_.push_back(what);
-  }
-
-  void read_loop(int file) {
-    const fs::path path = mnt_ / ("big-" + std::to_string(file) + ".bin");
-    // One fd kept open across every kill, and fresh opens beside it.
-    UniqueFd kept(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!kept) return problem("open " + path.string() + ": " + std::strerror(errno));
-    std::mt19937_64 random(static_cast<std::uint64_t>(file));
-    std::vector<char> buffer(kChunk);
-    while (!stop_) {
-      const bool fresh = random() % 4 == 0;
-      UniqueFd opened;
-      if (fresh) {
-        opened = UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!opened) return problem("reopen " + path.string() + ": " + std::strerror(errno));
-      }
-      const int fd = fresh ? opened.get() : kept.get();
-      ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-      const std::size_t offset = (random() % (kBigFile / kChunk)) * kChunk;
-      const ssize_t n = ::pread(fd, buffer.data(), kChunk, static_cast<off_t>(offset));
-      if (n != static_cast<ssize_t>(kChunk)) {
-        return problem("read " + path.string() + ": " + (n < 0 ? std::strerror(errno) : "short"));
-      }
-      for (std::size_t i = 0; i < kChunk; ++i) {
-        if (buffer[i] != pattern(file, offset + i)) {
-          return problem("wrong byte in " + path.string() + " at " + std::to_string(offset + i));
-        }
-      }
-      ++my_rounds(static_cast<std::size_t>(file));
-    }
-  }
-
-  // Writer 0 creates a file; writer 1 rewrites a lower file (a copy-up) in place. Both keep
-  // their fd open across every kill, and fsync now and then.
-  void write_loop(int w) {
-    const fs::path path = mnt_ / writer_name(w);
-    UniqueFd fd(::open(path.c_str(), (w == 0 ? O_CREAT | O_TRUNC : 0) | O_RDWR | O_CLOEXEC, 0644));
-    if (!fd) return problem("open for writing " + path.string() + ": " + std::strerror(errno));
-    std::string& mine = written_[w];
-    if (w == 1) mine = read_file(src_ / writer_name(w));
-    std::size_t round = 0;
-    while (!stop_) {
-      const std::string block(4096, static_cast<char>('a' + (round % 26)));
-      const std::size_t offset = w == 0 ? mine.size() : (round * 4096) % mine.size();
-      const ssize_t n = ::pwrite(fd.get(), block.data(), block.size(), static_cast<off_t>(offset));
-      if (n != static_cast<ssize_t>(block.size())) {
-        return problem("write " + path.string() + ": " + (n < 0 ? std::strerror(errno) : "short"));
-      }
-      if (offset + block.size() > mine.size()) mine.resize(offset + block.size());
-      mine.replace(offset, block.size(), block);
-      if (round % 16 == 0 && ::fsync(fd.get()) != 0) {
-        return problem("fsync " + path.string() + ": " + std::strerror(errno));
-      }
-      // Read back through the same fd: what was acknowledged is there.
-      std::string back(block.size(), '\0');
-      if (::pread(fd.get(), back.data(), back.size(), static_cast<off_t>(offset)) !=
-              static_cast<ssize_t>(back.size()) ||
-          back != block) {
-        return problem("read back " + path.string() + " at " + std::to_string(offset));
-      }
-      ++round;
-      ++my_rounds(static_cast<std::size_t>(kReaders + w));
-      if (w == 0 && mine.size() > (8 << 20)) break;  // bounded, even in the heavy test
-    }
-    // A finished writer still counts rounds, so that progress() does not wait for it.
-    while (!stop_) {
-      ++my_rounds(static_cast<std::size_t>(kReaders + w));
-      std::this_thread::sleep_for(milliseconds(1));
-    }
-  }
-
-  void walk_loop() {
-    const std::size_t expected = kDirs * (kFilesPerDir + 1);
-    while (!stop_) {
-      std::size_t seen = 0;
-      std::error_code ec;
-      for (fs::recursive_directory_iterator it(mnt_ / "tree", ec), end; !ec && it != end;
-           it.increment(ec)) {
-        struct stat st {};
-        if (::lstat(it->path().c_str(), &st) != 0) {
-          return problem("lstat " + it->path().string() + ": " + std::strerror(errno));
-        }
-        ++seen;
-      }
-      if (ec) return problem("walk: " + ec.message());
-      if (seen != expected) {
-        return problem("walk saw " + std::to_string(seen) + " of " + std::to_string(expected));
-      }
-      ++my_rounds(kReaders + 2);
-    }
-  }
-
-  // Lookups of names that do not exist, each new: every one is a request to the worker.
-  void probe_loop() {
-    std::uint64_t i = 0;
-    while (!stop_) {
-      const std::int64_t started = now_ns();
-      const fs::path path = mnt_ / ("probe-" + std::to_string(i++));
-      if (::access(path.c_str(), F_OK) == 0 || errno != ENOENT) {
-        return problem("probe " + path.string() + ": " + std::strerror(errno));
-      }
-      const std::int64_t killed = killed_at_.load();
-      std::int64_t none = 0;
-      if (killed != 0 && started >= killed) first_served_.compare_exchange_strong(none, now_ns());
-      ++my_rounds(kReaders + 3);
-    }
-  }
-
-  const fs::path mnt_;
-  const fs::path src_;
-  std::atomic<bool> stop_{false};
-  std::vector<std::thread> threads_;
-  std::vector<std::unique_ptr<std::atomic<std::uint64_t>>> rounds_;
-  std::string written_[2];
-  std::atomic<std::int64_t> killed_at_{0};
-  std::atomic<std::int64_t> first_served_{0};
-  mutable std::mutex mutex_;
-  std::condition_variable done_cv_;
-  std::size_t finished_ = 0;
-  std::vector<std::string> problems_;
-};
+std::string read_file(const fs::path& path) { return MountLoad::read_file(path); }
 
 class TakeoverTest : public ::testing::Test {
  protected:
@@ -307,19 +54,9 @@ class TakeoverTest : public ::testing::Test {
     if (auto why = worker_tests_unavailable()) GTEST_SKIP() << *why;
     source_ = std::make_unique<TempDir>("heddle-takeover-src");
     overlay_ = std::make_unique<TempDir>("heddle-takeover-overlay");
-    for (int f = 0; f < kReaders; ++f) {
-      std::string content(kBigFile, '\0');
-      for (std::size_t i = 0; i < kBigFile; ++i) content[i] = pattern(f, i);
-      write_file(src() / ("big-" + std::to_string(f) + ".bin"), content);
-    }
-    write_file(src() / "lower-file.bin", std::string(64 << 10, 'L'));
+    MountLoad::populate(src());
     write_file(src() / "a.txt", "the a file\n");
     write_file(src() / "b.txt", "the b file, another\n");
-    for (int d = 0; d < kDirs; ++d) {
-      const fs::path dir = src() / "tree" / ("d" + std::to_string(d));
-      fs::create_directories(dir);
-      for (int f = 0; f < kFilesPerDir; ++f) write_file(dir / ("f" + std::to_string(f)), "x");
-    }
   }
 
   [[nodiscard]] const fs::path& src() const { return source_->path(); }
@@ -351,7 +88,7 @@ class TakeoverTest : public ::testing::Test {
   std::vector<std::chrono::microseconds> kill_under_load(int kills) {
     auto worker = start(true);
     if (!worker->ready()) return {};
-    Load load(worker->mountpoint(), src());
+    MountLoad load(worker->mountpoint(), src());
     load.start();
     std::vector<std::chrono::microseconds> times;
     bool hung = false;
@@ -563,6 +300,165 @@ TEST_F(TakeoverTest, AGitThreadComesBackWholeAtTheCommitItServed) {
   struct stat after {};
   ASSERT_EQ(::stat(file.c_str(), &after), 0);
   EXPECT_EQ(after.st_ino, before.st_ino);
+}
+
+// --- Nodes without a name (issue 16, the overlay) ----------------------------------------
+
+// pread of the whole of `fd` (at most 4 KiB), its page cache dropped first: from the worker.
+std::string read_fd(int fd) {
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  char buffer[4096];
+  const ssize_t n = ::pread(fd, buffer, sizeof buffer, 0);
+  if (n < 0) return std::string("error: ") + std::strerror(errno);
+  return std::string(buffer, static_cast<std::size_t>(n));
+}
+
+// Names in DIR/work/orphans (none when the directory is absent).
+std::vector<std::string> orphans_in(const fs::path& overlay) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(overlay / "work" / "orphans", ec)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// A file of the overlay unlinked or renamed over while it is open, and a file of the lower
+// layer unlinked while open (a whiteout hides it), stay readable and writable through their
+// fds across two takeovers; no node is stale, no handle lost; each hidden file goes with its
+// last close.
+TEST_F(TakeoverTest, FilesRemovedWhileOpenStayUsableAcrossATakeover) {
+  auto worker = start(true);
+  ASSERT_TRUE(worker->ready());
+  const fs::path mnt = worker->mountpoint();
+  write_file(mnt / "doomed.txt", "made in the mount\n");
+  write_file(mnt / "target.txt", "the old target\n");
+  write_file(mnt / "source.txt", "the new target\n");
+  UniqueFd unlinked(::open((mnt / "doomed.txt").c_str(), O_RDWR | O_CLOEXEC));
+  UniqueFd replaced(::open((mnt / "target.txt").c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd whited_out(::open((mnt / "a.txt").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(unlinked && replaced && whited_out);
+  ASSERT_EQ(::unlink((mnt / "doomed.txt").c_str()), 0);
+  ASSERT_EQ(::rename((mnt / "source.txt").c_str(), (mnt / "target.txt").c_str()), 0);
+  ASSERT_EQ(::unlink((mnt / "a.txt").c_str()), 0);
+  const auto before = status_of(*worker);
+
+  for (std::uint32_t generation = 2; generation <= 3; ++generation) {
+    SCOPED_TRACE("generation " + std::to_string(generation));
+    worker->kill_worker();
+    worker->start_successor();
+    ASSERT_TRUE(worker->ready());
+    const auto after = status_of(*worker);
+    EXPECT_EQ(after.value("stale_nodes", 1u), 0u) << after.dump();
+    EXPECT_EQ(after.value("journal_handles", 0u), before.value("journal_handles", 1u))
+        << after.dump();
+    EXPECT_EQ(read_fd(unlinked.get()), generation == 2 ? "made in the mount\n"
+                                                       : "made in the mount\nand more\n");
+    EXPECT_EQ(read_fd(replaced.get()), "the old target\n");
+    EXPECT_EQ(read_fd(whited_out.get()), "the a file\n");
+    struct stat st {};
+    ASSERT_EQ(::fstat(unlinked.get(), &st), 0) << std::strerror(errno);
+    EXPECT_EQ(st.st_nlink, 0u);
+    if (generation == 2) {
+      ASSERT_EQ(::pwrite(unlinked.get(), "and more\n", 9, 18), 9) << std::strerror(errno);
+    }
+    // The names show what the mount says now.
+    EXPECT_EQ(read_file(mnt / "target.txt"), "the new target\n");
+    EXPECT_FALSE(fs::exists(mnt / "doomed.txt"));
+    EXPECT_FALSE(fs::exists(mnt / "a.txt"));
+  }
+  // Truncated through the fd of a file without a name.
+  ASSERT_EQ(::ftruncate(unlinked.get(), 4), 0) << std::strerror(errno);
+  {
+    struct stat st {};
+    ASSERT_EQ(::fstat(unlinked.get(), &st), 0) << std::strerror(errno);
+    EXPECT_EQ(st.st_size, 4);
+    EXPECT_EQ(st.st_nlink, 0u);
+    EXPECT_EQ(read_fd(unlinked.get()), "made");
+  }
+  EXPECT_FALSE(orphans_in(overlay_->path()).empty());
+  unlinked.reset();
+  replaced.reset();
+  whited_out.reset();
+  const auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (!orphans_in(overlay_->path()).empty() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_EQ(orphans_in(overlay_->path()), std::vector<std::string>{})
+      << ::testing::PrintToString(orphans_in(overlay_->path()));
+}
+
+// A worker killed while a file it had hidden is still open: the next first worker (a new
+// mount of the overlay) removes what is left.
+TEST_F(TakeoverTest, AFirstWorkerRemovesHiddenFilesLeftBehind) {
+  {
+    auto worker = start(true);
+    ASSERT_TRUE(worker->ready());
+    write_file(worker->mountpoint() / "gone.txt", "gone\n");
+    UniqueFd fd(::open((worker->mountpoint() / "gone.txt").c_str(), O_RDONLY | O_CLOEXEC));
+    ASSERT_TRUE(fd);
+    ASSERT_EQ(::unlink((worker->mountpoint() / "gone.txt").c_str()), 0);
+    EXPECT_EQ(orphans_in(overlay_->path()).size(), 1u);
+    worker->kill_worker();  // the fd closes without a worker to tell
+  }
+  EXPECT_EQ(orphans_in(overlay_->path()).size(), 1u);
+  auto fresh = start(true);
+  ASSERT_TRUE(fresh->ready());
+  EXPECT_EQ(orphans_in(overlay_->path()), std::vector<std::string>{});
+}
+
+// Hard links of the overlay: a file open by one name whose other name (the one the journal
+// last saw) is removed, the same with no fd open, and a file whose open name is removed while
+// another name of it is looked up: the successor finds every node the kernel holds under its
+// id.
+TEST_F(TakeoverTest, HardLinksKeepTheirNodesAcrossATakeover) {
+  auto worker = start(true);
+  ASSERT_TRUE(worker->ready());
+  const fs::path mnt = worker->mountpoint();
+  write_file(mnt / "one.txt", "linked\n");
+  ASSERT_EQ(::link((mnt / "one.txt").c_str(), (mnt / "two.txt").c_str()), 0);
+  UniqueFd by_one(::open((mnt / "one.txt").c_str(), O_RDWR | O_CLOEXEC));
+  ASSERT_TRUE(by_one);
+  ASSERT_EQ(::unlink((mnt / "two.txt").c_str()), 0);
+
+  // Not open: the kernel knows the node by its remaining name.
+  write_file(mnt / "left.txt", "one name left\n");
+  ASSERT_EQ(::link((mnt / "left.txt").c_str(), (mnt / "gone.txt").c_str()), 0);
+  struct stat left {};
+  ASSERT_EQ(::stat((mnt / "left.txt").c_str(), &left), 0);
+  ASSERT_EQ(::unlink((mnt / "gone.txt").c_str()), 0);
+
+  write_file(mnt / "first.txt", "twice named\n");
+  ASSERT_EQ(::link((mnt / "first.txt").c_str(), (mnt / "second.txt").c_str()), 0);
+  UniqueFd by_first(::open((mnt / "first.txt").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(by_first);
+  ASSERT_EQ(::unlink((mnt / "first.txt").c_str()), 0);
+  struct stat second {};
+  ASSERT_EQ(::stat((mnt / "second.txt").c_str(), &second), 0);
+  struct stat first {};
+  ASSERT_EQ(::fstat(by_first.get(), &first), 0);
+  EXPECT_EQ(first.st_ino, second.st_ino);
+
+  worker->kill_worker();
+  worker->start_successor();
+  ASSERT_TRUE(worker->ready());
+  const auto after = status_of(*worker);
+  EXPECT_EQ(after.value("stale_nodes", 1u), 0u) << after.dump();
+  EXPECT_EQ(read_fd(by_one.get()), "linked\n");
+  ASSERT_EQ(::pwrite(by_one.get(), "LINKED\n", 7, 0), 7) << std::strerror(errno);
+  EXPECT_EQ(read_file(mnt / "one.txt"), "LINKED\n");
+  EXPECT_EQ(read_fd(by_first.get()), "twice named\n");
+  struct stat again {};
+  ASSERT_EQ(::stat((mnt / "second.txt").c_str(), &again), 0) << std::strerror(errno);
+  EXPECT_EQ(again.st_ino, second.st_ino);
+  EXPECT_EQ(again.st_nlink, 1u);
+  EXPECT_FALSE(fs::exists(mnt / "two.txt"));
+  EXPECT_FALSE(fs::exists(mnt / "first.txt"));
+  ASSERT_EQ(::stat((mnt / "left.txt").c_str(), &again), 0) << std::strerror(errno);
+  EXPECT_EQ(again.st_ino, left.st_ino);
+  EXPECT_EQ(again.st_nlink, 1u);
+  EXPECT_EQ(read_file(mnt / "left.txt"), "one name left\n");
 }
 
 // --- A damaged journal -------------------------------------------------------------------

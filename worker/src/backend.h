@@ -213,6 +213,15 @@ class Backend {
   [[nodiscard]] virtual bool set_next_node(NodeId /*node*/) { return false; }
   // Counts `n` more references on the known node `node`.
   virtual void add_lookups(NodeId /*node*/, std::uint64_t /*n*/) {}
+  // A node the kernel holds that could not be found by name (removed while open): true when
+  // the backend kept it where it finds it by id, with inode number `ino` and file type `type`
+  // as the kernel was given them; it then counts one reference on it. Only before serving.
+  [[nodiscard]] virtual bool restore_unnamed(NodeId /*node*/, std::uint64_t /*ino*/,
+                                             mode_t /*type*/) {
+    return false;
+  }
+  // The nodes and handles are restored: what was kept for a node no longer held can go.
+  virtual void restore_done() {}
   // What else a successor must share with this worker to show the same nodes (the git
   // backend's inode-number key), at most kMaxTakeoverState bytes; and, in the successor, before
   // any lookup, the same taken over (from a journal: any bytes; only numbers may change).

@@ -336,11 +336,15 @@ void limit_memory(int ipc_fd, const ipc::MountSpec& spec, const Environment& env
   }
 }
 
-std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broker) {
+// A `successor` takes a live connection over (issue 16): the overlay keeps the files its
+// predecessor hid.
+std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broker,
+                                      bool successor) {
   auto client = broker ? std::make_shared<BrokerClient>(std::move(broker)) : nullptr;
   auto lower = open_source(spec.source, spec.uid, spec.gid, std::move(client));
   if (!spec.writable()) return lower;
-  return std::make_unique<OverlayFs>(std::move(lower), spec.overlay_dir, spec.uid, spec.gid);
+  return std::make_unique<OverlayFs>(std::move(lower), spec.overlay_dir, spec.uid, spec.gid,
+                                     successor);
 }
 
 // Issue 16. A first worker formats the journal and records FUSE_INIT as it comes. A successor
@@ -429,7 +433,7 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
   limit_memory(ipc_fd, spec, env);
   std::unique_ptr<Backend> fs;
   try {
-    fs = open_backend(spec, std::move(bootstrap.broker));
+    fs = open_backend(spec, std::move(bootstrap.broker), boot.generation > 1);
   } catch (const std::exception& e) {
     fail_mount(ipc_fd, e.what());
   }

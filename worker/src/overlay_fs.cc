@@ -81,11 +81,16 @@ void present_upper(struct stat& st, const ViewAttr& view) {
   st.st_ino = view.ino != 0 ? view.ino : upper_ino(st.st_ino);
 }
 
-// An open upper file: reads are spliced from its fd, writes go to it.
+// An open upper file: reads are spliced from its fd, writes go to it. `hidden_links` says
+// how many of its links are not names in the mount (see OverlayFs::uncount_hidden).
 class UpperFile final : public FileHandle {
  public:
-  UpperFile(UniqueFd fd, const UpperDir& upper, std::function<void()> on_close = {})
-      : fd_(std::move(fd)), upper_(upper), on_close_(std::move(on_close)) {}
+  UpperFile(UniqueFd fd, const UpperDir& upper, std::function<void()> on_close = {},
+            std::function<nlink_t()> hidden_links = {})
+      : fd_(std::move(fd)),
+        upper_(upper),
+        on_close_(std::move(on_close)),
+        hidden_links_(std::move(hidden_links)) {}
   UpperFile(const UpperFile&) = delete;
   UpperFile& operator=(const UpperFile&) = delete;
   ~UpperFile() override {
@@ -100,6 +105,7 @@ class UpperFile final : public FileHandle {
   int stat(struct stat& st) override {
     if (::fstat(fd_.get(), &st) != 0) return errno;
     present_upper(st, upper_.view_of(fd_.get(), st));
+    if (hidden_links_) st.st_nlink -= std::min(st.st_nlink, hidden_links_());
     return 0;
   }
   [[nodiscard]] int write_fd() const override { return fd_.get(); }
@@ -108,7 +114,40 @@ class UpperFile final : public FileHandle {
   UniqueFd fd_;
   const UpperDir& upper_;
   std::function<void()> on_close_;
+  std::function<nlink_t()> hidden_links_;
 };
+
+// A lower layer's open file, counted while open (as UpperFile's on_close does).
+class CountedFile final : public FileHandle {
+ public:
+  CountedFile(std::unique_ptr<FileHandle> file, std::function<void()> on_close)
+      : file_(std::move(file)), on_close_(std::move(on_close)) {}
+  CountedFile(const CountedFile&) = delete;
+  CountedFile& operator=(const CountedFile&) = delete;
+  ~CountedFile() override { on_close_(); }
+  int read(std::size_t size, off_t offset, ReadResult& out) override {
+    return file_->read(size, offset, out);
+  }
+  int stat(struct stat& st) override { return file_->stat(st); }
+  [[nodiscard]] int write_fd() const override { return file_->write_fd(); }
+
+ private:
+  std::unique_ptr<FileHandle> file_;
+  std::function<void()> on_close_;
+};
+
+// "12" -> 12; 0 for anything else (no node has id 0).
+NodeId parse_id(std::string_view text) {
+  NodeId id = 0;
+  if (text.empty() || text.size() > 19 || text.front() == '0') return 0;
+  for (const char c : text) {
+    if (c < '0' || c > '9') return 0;
+    id = id * 10 + static_cast<NodeId>(c - '0');
+  }
+  return id;
+}
+
+constexpr std::string_view kLowerSuffix = ".lower";
 
 // The overlay's path for a lower path: the root is "." here and "" there.
 std::string overlay_path(const std::string& lower_path) {
@@ -145,8 +184,8 @@ struct OverlayFs::Child {
 };
 
 OverlayFs::OverlayFs(std::unique_ptr<Backend> lower, const std::string& dir, uid_t owner_uid,
-                     gid_t owner_gid)
-    : lower_(std::move(lower)), upper_(dir, owner_uid, owner_gid) {
+                     gid_t owner_gid, bool successor)
+    : lower_(std::move(lower)), upper_(dir, owner_uid, owner_gid, successor) {
   struct stat root {};
   if (::fstat(upper_.root_fd(), &root) != 0) throw_errno("stat " + dir + "/upper");
   // A new upper root takes the lower root's mode and times, as a copy-up would.
@@ -311,6 +350,7 @@ int OverlayFs::lookup(NodeId parent, std::string_view name, NodeId& node, struct
                       S_ISDIR(st.st_mode) && S_ISDIR(child.lower_st.st_mode);
   if (merged) st.st_nlink = 1;  // unknown, as for any directory whose count we cannot know
   node = remember(child, child.path);
+  uncount_hidden(nodes_.at(node), st);
   return 0;
 }
 
@@ -336,6 +376,9 @@ void OverlayFs::forget(NodeId node, std::uint64_t nlookup) noexcept {
     }
   }
   if (entry.lower != 0) lower_->forget(entry.lower, 1);
+  if (entry.hidden != Node::Hidden::kNone) {
+    upper_.unhide(hidden_name(node, entry.hidden == Node::Hidden::kLower));
+  }
   nodes_.erase(it);
 }
 
@@ -343,17 +386,24 @@ int OverlayFs::getattr(NodeId node, struct stat& st) {
   const std::lock_guard lock(mutex_);
   const Node* n = find(node);
   if (n == nullptr) return ESTALE;
-  if (n->paths.empty() && n->orphan) {
+  if (n->paths.empty() && n->hidden == Node::Hidden::kFile) {
     // Deleted but still open: st_nlink 0 and the current size, as on any filesystem.
-    if (::fstat(n->orphan.get(), &st) != 0) return errno;
-    present_upper(st, ViewAttr{st.st_mode & 07777 & ~S_ISVTX, upper_.owner_uid(),
-                               upper_.owner_gid()});
+    const std::string name = hidden_name(node, false);
+    if (::fstatat(upper_.hidden_fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    present_upper(st, upper_.view_at(upper_.hidden_fd(), name, st));
+    uncount_hidden(*n, st);
+    return 0;
+  }
+  if (n->paths.empty() && n->hidden == Node::Hidden::kLower) {
+    if (const int err = lower_stat(n->lower, st); err != 0) return err;
+    st.st_nlink = 0;
     return 0;
   }
   if (n->paths.empty()) return ENOENT;
   if (!n->upper) return lower_stat(n->lower, st);
   if (const int err = upper_stat(n->paths.front(), st); err != 0) return err;
   if (S_ISDIR(st.st_mode) && n->shows_lower()) st.st_nlink = 1;
+  uncount_hidden(*n, st);
   return 0;
 }
 
@@ -426,21 +476,28 @@ int OverlayFs::open_file(NodeId node, std::unique_ptr<FileHandle>& out) {
   NodeId lower = 0;
   {
     const std::lock_guard lock(mutex_);
-    const Node* n = find(node);
+    Node* n = find(node);
     if (n == nullptr) return ESTALE;
-    if (n->paths.empty()) return ENOENT;
+    if (n->paths.empty() && n->hidden == Node::Hidden::kNone) return ENOENT;
     if (S_ISDIR(n->type)) return EISDIR;
     if (n->upper) {
-      auto fd = upper_.open(n->paths.front(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      auto fd = open_upper(node, *n, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
       if (!fd.fd) return fd.error;
-      out = std::make_unique<UpperFile>(std::move(fd.fd), upper_);
+      out = upper_handle(node, std::move(fd.fd));
       return 0;
     }
     lower = n->lower;
+    ++n->handles;  // now: a removal while the lower file opens must hide it
   }
   // The kernel holds the node while it opens it, so `lower` stays referenced; a big blob is
   // opened without blocking the rest of the mount.
-  return lower_->open_file(lower, out);
+  std::unique_ptr<FileHandle> file;
+  if (const int err = lower_->open_file(lower, file); err != 0) {
+    closed(node);
+    return err;
+  }
+  out = std::make_unique<CountedFile>(std::move(file), [this, node] { closed(node); });
+  return 0;
 }
 
 int OverlayFs::statfs(struct statvfs& out) {
@@ -592,11 +649,10 @@ int OverlayFs::open_writable(NodeId node, int flags, std::unique_ptr<FileHandle>
   if (n == nullptr) return ESTALE;
   if (S_ISDIR(n->type)) return EISDIR;
   if (const int err = copy_up(*n, (flags & O_TRUNC) == 0); err != 0) return err;
-  if (n->paths.empty()) return ENOENT;
-  auto fd = upper_.open(n->paths.front(),
-                        (flags & (O_ACCMODE | O_APPEND | O_TRUNC)) | O_NOFOLLOW | O_NONBLOCK);
+  auto fd = open_upper(node, *n,
+                       (flags & (O_ACCMODE | O_APPEND | O_TRUNC)) | O_NOFOLLOW | O_NONBLOCK);
   if (!fd.fd) return fd.error;
-  out = writer_handle(std::move(fd.fd));
+  out = writer_handle(node, std::move(fd.fd));
   return 0;
 }
 
@@ -635,7 +691,7 @@ int OverlayFs::create(NodeId parent, std::string_view name, mode_t mode, int fla
   }
   if (child.whiteout) UpperDir::drop_whiteout(parent_fd.fd.get(), name);
   if (const int e = new_entry(child.path, parent_fd.fd.get(), node, st); e != 0) return e;
-  out = writer_handle(std::move(fd));
+  out = writer_handle(node, std::move(fd));
   return 0;
 }
 
@@ -712,14 +768,8 @@ int OverlayFs::link(NodeId node, NodeId parent, std::string_view name, struct st
   return 0;
 }
 
-UniqueFd OverlayFs::hold(const Child& child) {
-  if (!child.in_upper || S_ISDIR(child.upper_st.st_mode) || !child.parent_fd) return UniqueFd();
-  return UniqueFd(::openat(child.parent_fd.get(), split_path(child.path).second.c_str(),
-                           O_PATH | O_NOFOLLOW | O_CLOEXEC));
-}
-
 // Forgets that `path` names the node it named (the entry is gone from the mount).
-void OverlayFs::drop_path(const std::string& path, const Child& child, UniqueFd held) {
+void OverlayFs::drop_path(const std::string& path, const Child& child) {
   NodeId id = 0;
   if (child.in_upper) {
     const auto it = upper_nodes_.find(file_id(child.upper_st));
@@ -733,11 +783,79 @@ void OverlayFs::drop_path(const std::string& path, const Child& child, UniqueFd 
   }
   Node& node = nodes_.at(id);
   std::erase(node.paths, path);
-  if (node.paths.empty() && node.upper) {
+  if (node.paths.empty() && node.upper && node.hidden == Node::Hidden::kNone) {
     // Its inode number may be reused by a new file: identify it no longer.
     upper_nodes_.erase(node.upper_id);
-    node.orphan = std::move(held);
   }
+}
+
+NodeId OverlayFs::node_of(const Child& child) const {
+  if (child.in_upper) {
+    const auto it = upper_nodes_.find(file_id(child.upper_st));
+    return it == upper_nodes_.end() ? 0 : it->second;
+  }
+  const auto it = lower_nodes_.find(child.path);
+  return it == lower_nodes_.end() ? 0 : it->second;
+}
+
+OverlayFs::Node* OverlayFs::to_hide(NodeId node, const Child& child) {
+  if (node == 0 || !S_ISREG(child.type())) return nullptr;
+  Node* n = find(node);
+  if (n == nullptr || n->hidden != Node::Hidden::kNone) return nullptr;
+  // Open, or a hard link whose other name the kernel knows: a successor finds it by id, since
+  // the journal keeps one name a node, which may be this one.
+  return n->handles > 0 || (child.in_upper && n->paths.size() > 1) ? n : nullptr;
+}
+
+std::string OverlayFs::hidden_name(NodeId node, bool lower) {
+  std::string name = std::to_string(node);
+  if (lower) name += kLowerSuffix;
+  return name;
+}
+
+void OverlayFs::unhide(NodeId id, Node& node) {
+  if (node.hidden == Node::Hidden::kNone) return;
+  upper_.unhide(hidden_name(id, node.hidden == Node::Hidden::kLower));
+  node.hidden = Node::Hidden::kNone;
+  if (node.paths.empty() && node.upper) {
+    // Nothing keeps its inode number from reuse any more (see drop_path).
+    const auto it = upper_nodes_.find(node.upper_id);
+    if (it != upper_nodes_.end() && it->second == id) upper_nodes_.erase(it);
+  }
+}
+
+OpenResult OverlayFs::open_upper(NodeId id, const Node& node, int flags) const {
+  if (!node.paths.empty()) return upper_.open(node.paths.front(), flags);
+  if (node.hidden != Node::Hidden::kFile) return {UniqueFd(), ENOENT};
+  UniqueFd fd(::openat(upper_.hidden_fd(), hidden_name(id, false).c_str(), flags | O_CLOEXEC));
+  const int err = fd ? 0 : errno;
+  return {std::move(fd), err};
+}
+
+std::unique_ptr<FileHandle> OverlayFs::upper_handle(NodeId node, UniqueFd fd) {
+  ++nodes_.at(node).handles;
+  return std::make_unique<UpperFile>(
+      std::move(fd), upper_, [this, node] { closed(node); },
+      [this, node] { return hidden_links(node); });
+}
+
+nlink_t OverlayFs::hidden_links(NodeId node) {
+  const std::lock_guard lock(mutex_);
+  const Node* n = find(node);
+  return n != nullptr && n->hidden == Node::Hidden::kFile ? 1 : 0;
+}
+
+void OverlayFs::closed(NodeId node) {
+  const std::lock_guard lock(mutex_);
+  Node* n = find(node);
+  if (n == nullptr) return;
+  if (n->handles > 0) --n->handles;
+  // A hard link's hidden name stays while it has names (see to_hide), until forget.
+  if (n->handles == 0 && n->paths.empty()) unhide(node, *n);
+}
+
+void OverlayFs::uncount_hidden(const Node& node, struct stat& st) {
+  if (node.hidden == Node::Hidden::kFile && st.st_nlink > 0) --st.st_nlink;
 }
 
 int OverlayFs::unlink(NodeId parent, std::string_view name) {
@@ -751,18 +869,29 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
   if (err != 0) return err;
   if (!child.exists()) return ENOENT;
   if (S_ISDIR(child.type())) return EISDIR;
-  UniqueFd held = hold(child);
+  const NodeId id = node_of(child);
+  Node* still_open = to_hide(id, child);
   if (const int e = ensure_upper_dir(*dir); e != 0) return e;
   auto parent_fd = upper_parent(*dir, child);
   if (!parent_fd.fd) return parent_fd.error;
   // The whiteout first: while the upper file is still there it wins, so a crash between the
   // two steps leaves the file, never a half-deleted state.
   if (child.lower_named()) err = UpperDir::add_whiteout(parent_fd.fd.get(), name);
+  const std::string file(name);
   if (err == 0 && child.in_upper) {
-    err = errno_of(::unlinkat(parent_fd.fd.get(), std::string(name).c_str(), 0));
+    // An open file moves out of sight instead (a plain removal if that fails).
+    if (still_open != nullptr &&
+        upper_.hide(parent_fd.fd.get(), file, hidden_name(id, false), false) == 0) {
+      still_open->hidden = Node::Hidden::kFile;
+    } else {
+      err = errno_of(::unlinkat(parent_fd.fd.get(), file.c_str(), 0));
+    }
+  } else if (err == 0 && still_open != nullptr &&
+             upper_.hide_pointer(child.path, hidden_name(id, true)) == 0) {
+    still_open->hidden = Node::Hidden::kLower;
   }
   if (err != 0) return err;
-  drop_path(child.path, child, std::move(held));
+  drop_path(child.path, child);
   mark_dirty(child.path);
   return 0;
 }
@@ -891,10 +1020,16 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
     to.in_upper = true;
     to.upper_st = to_st;
   }
-  // A file replaced by the rename may still be open somewhere: keep it for its fstat().
-  UniqueFd replaced;
-  if (!exchange && to_in_upper && !S_ISDIR(to_st.st_mode)) {
-    replaced.reset(::openat(to_fd.fd.get(), to_name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  // A file replaced by the rename that is open stays, out of sight (see unlink).
+  const NodeId replaced_id = !exchange && to.exists() ? node_of(to) : 0;
+  Node* replaced = to_hide(replaced_id, to);
+  if (replaced != nullptr && to_in_upper) {
+    if (upper_.hide(to_fd.fd.get(), to_name, hidden_name(replaced_id, false), true) == 0) {
+      replaced->hidden = Node::Hidden::kFile;
+    }
+  } else if (replaced != nullptr &&
+             upper_.hide_pointer(to.path, hidden_name(replaced_id, true)) == 0) {
+    replaced->hidden = Node::Hidden::kLower;
   }
 
   if (!exchange) {
@@ -915,7 +1050,10 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
     err = errno_of(::renameat2(from_fd.fd.get(), from_name.c_str(), to_fd.fd.get(),
                                to_name.c_str(), flags));
   }
-  if (err != 0) return cleanup(err);
+  if (err != 0) {
+    if (replaced != nullptr) unhide(replaced_id, *replaced);
+    return cleanup(err);
+  }
   if (!exchange && to.whiteout) UpperDir::drop_whiteout(to_fd.fd.get(), to_name);
 
   if (exchange) {
@@ -924,7 +1062,7 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
     move_paths(to.path, from.path);
     move_paths(parked, to.path);
   } else {
-    if (to.exists()) drop_path(to.path, to, std::move(replaced));
+    if (to.exists()) drop_path(to.path, to);
     move_paths(from.path, to.path);
     if (from_is_dir && (to_lower || to.whiteout)) {
       if (const auto it = upper_nodes_.find(file_id(from_st)); it != upper_nodes_.end()) {
@@ -949,7 +1087,11 @@ int OverlayFs::setattr(NodeId node, const AttrChange& change, FileHandle* handle
     // The last name is gone; only the open file is left to change.
     if (handle_fd < 0) return ENOENT;
     if (change.size && ::ftruncate(handle_fd, *change.size) != 0) return errno;
-    return handle->stat(st);
+    // As handle->stat() answers, which would take the lock again.
+    if (::fstat(handle_fd, &st) != 0) return errno;
+    present_upper(st, upper_.view_of(handle_fd, st));
+    uncount_hidden(*n, st);
+    return 0;
   }
   const auto [dir, name] = split_path(n->paths.front());
   const bool root = n->paths.front() == ".";
@@ -1043,18 +1185,25 @@ int OverlayFs::fsync(NodeId node, FileHandle* handle, bool datasync) {
 
 namespace heddle::worker {
 
-std::unique_ptr<FileHandle> OverlayFs::writer_handle(UniqueFd fd) {
+std::unique_ptr<FileHandle> OverlayFs::writer_handle(NodeId node, UniqueFd fd) {
   struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return std::make_unique<UpperFile>(std::move(fd), upper_);
+  if (::fstat(fd.get(), &st) != 0) return upper_handle(node, std::move(fd));
   const FileId id = file_id(st);
   ++writers_[id];
+  ++nodes_.at(node).handles;
   // Runs when the kernel releases the handle, on a request thread holding no lock.
-  return std::make_unique<UpperFile>(std::move(fd), upper_, [this, id] {
-    const std::lock_guard lock(mutex_);
-    if (const auto it = writers_.find(id); it != writers_.end() && --it->second == 0) {
-      writers_.erase(it);
-    }
-  });
+  return std::make_unique<UpperFile>(
+      std::move(fd), upper_,
+      [this, id, node] {
+        {
+          const std::lock_guard lock(mutex_);
+          if (const auto it = writers_.find(id); it != writers_.end() && --it->second == 0) {
+            writers_.erase(it);
+          }
+        }
+        closed(node);
+      },
+      [this, node] { return hidden_links(node); });
 }
 
 int OverlayFs::sync_all() {
@@ -1281,6 +1430,83 @@ RetargetOutcome OverlayFs::retarget(const std::string& commit, bool drop_overlay
     }
   }
   return out;
+}
+
+// ---- takeover (issue 16): files removed while open ----------------------------------------
+
+bool OverlayFs::restore_unnamed(NodeId id, std::uint64_t ino, mode_t type) {
+  const std::lock_guard lock(mutex_);
+  const int dir = upper_.hidden_fd();
+  if (dir < 0 || id <= kRootNode || nodes_.contains(id) || !S_ISREG(type)) return false;
+  Node node;
+  node.type = S_IFREG;
+  node.nlookup = 1;
+  const std::string file = hidden_name(id, false);
+  struct stat st {};
+  if (::fstatat(dir, file.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    // The file itself: it must be the one the kernel was given.
+    if (!S_ISREG(st.st_mode)) return false;
+    struct stat shown = st;
+    present_upper(shown, upper_.view_at(dir, file, st));
+    if (shown.st_ino != ino) return false;
+    node.upper = true;
+    node.upper_id = file_id(st);
+    node.hidden = Node::Hidden::kFile;
+    upper_nodes_.try_emplace(node.upper_id, id);
+    nodes_.emplace(id, std::move(node));
+    return true;
+  }
+  // A lower file: its path, looked up in the lower layer (past any whiteout).
+  std::string target(PATH_MAX, '\0');
+  const ssize_t size =
+      ::readlinkat(dir, hidden_name(id, true).c_str(), target.data(), target.size());
+  if (size <= 0 || static_cast<std::size_t>(size) >= target.size()) return false;
+  target.resize(static_cast<std::size_t>(size));
+  // Written by a predecessor, so not trusted: components only, never "." or "..".
+  for (std::size_t start = 0; start <= target.size();) {
+    const std::size_t slash = std::min(target.find('/', start), target.size());
+    const std::string_view part = std::string_view(target).substr(start, slash - start);
+    if (part.empty() || part == "." || part == ".." || part.size() > NAME_MAX) return false;
+    start = slash + 1;
+  }
+  struct stat lower_st {};
+  const NodeId lower = lower_lookup_path(target, lower_st);
+  if (lower == 0) return false;
+  if (lower == kRootNode || !S_ISREG(lower_st.st_mode) || lower_ino(lower_st.st_ino) != ino) {
+    if (lower != kRootNode) lower_->forget(lower, 1);
+    return false;
+  }
+  node.lower = lower;
+  node.hidden = Node::Hidden::kLower;
+  nodes_.emplace(id, std::move(node));
+  return true;
+}
+
+void OverlayFs::restore_done() {
+  const std::lock_guard lock(mutex_);
+  // What hides a node that is neither open nor a hard link (or no node at all) goes.
+  for (const std::string& name : upper_.hidden_names()) {
+    const bool pointer = name.ends_with(kLowerSuffix);
+    const NodeId id =
+        parse_id(pointer ? std::string_view(name).substr(0, name.size() - kLowerSuffix.size())
+                         : std::string_view(name));
+    Node* n = id == 0 ? nullptr : find(id);
+    bool keep = false;
+    if (n != nullptr && n->handles > 0 && pointer) {
+      keep = !n->upper && n->lower != 0;
+    } else if (n != nullptr && n->upper && !pointer) {
+      // Open, or a hard link with another name left.
+      struct stat st {};
+      keep = ::fstatat(upper_.hidden_fd(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+             file_id(st) == n->upper_id && (n->handles > 0 || st.st_nlink > 1);
+    }
+    if (keep) {
+      n->hidden = pointer ? Node::Hidden::kLower : Node::Hidden::kFile;
+      continue;
+    }
+    upper_.unhide(name);
+    if (n != nullptr && (n->hidden == Node::Hidden::kLower) == pointer) unhide(id, *n);
+  }
 }
 
 }  // namespace heddle::worker

@@ -4,6 +4,13 @@
 // their first change; deletions of lower names are whiteouts; a directory removed and made
 // again is opaque. A directory that has lower content is renamed only by copying (EXDEV, as
 // overlayfs without redirect_dir), which `mv` does by itself.
+//
+// A file removed (unlinked, or renamed over) while it is open through this overlay is kept
+// out of sight in DIR/work/orphans under its node id, as NFS's silly rename and
+// fuse-overlayfs do, until its last handle closes: a worker that takes the connection over
+// (issue 16) finds it there by id, since it has no name left to be looked up by. A lower file
+// cannot be moved: a symlink there names its lower path. A hard link's removed name is kept
+// there too while the node has another name (the journal knows one name a node).
 #pragma once
 
 #include <sys/stat.h>
@@ -29,8 +36,9 @@ class OverlayFs final : public Backend {
  public:
   // `dir` holds upper/ and work/ (see UpperDir). Every node shows `owner_uid`:`owner_gid`
   // unless a chown inside the mount stored another owner. Throws heddle::Error.
+  // A `successor` keeps what its predecessor hid (see restore_unnamed()).
   OverlayFs(std::unique_ptr<Backend> lower, const std::string& dir, uid_t owner_uid,
-            gid_t owner_gid);
+            gid_t owner_gid, bool successor = false);
 
   [[nodiscard]] int lookup(NodeId parent, std::string_view name, NodeId& node,
                            struct stat& st) override;
@@ -85,6 +93,8 @@ class OverlayFs final : public Backend {
     const std::lock_guard lock(mutex_);
     if (Node* found = find(node); found != nullptr && node != kRootNode) found->nlookup += n;
   }
+  [[nodiscard]] bool restore_unnamed(NodeId node, std::uint64_t ino, mode_t type) override;
+  void restore_done() override;
 
  private:
   struct Node {
@@ -94,10 +104,11 @@ class OverlayFs final : public Backend {
     bool upper = false;              // it exists in the upper layer
     bool opaque = false;             // a directory whose lower content does not show
     FileId upper_id{};
-    // Once its last name is gone, the file itself (O_PATH), for fstat() by processes that
-    // still have it open.
-    UniqueFd orphan;
     std::uint64_t nlookup = 0;
+    unsigned handles = 0;  // open through this overlay
+    // Removed while open: its upper file is linked as DIR/work/orphans/ID (kFile), or a
+    // symlink there names its lower path (kLower).
+    enum class Hidden : std::uint8_t { kNone, kFile, kLower } hidden = Hidden::kNone;
     [[nodiscard]] bool shows_lower() const { return lower != 0 && !opaque; }
   };
 
@@ -119,9 +130,23 @@ class OverlayFs final : public Backend {
   [[nodiscard]] int copy_up(const Node& n, bool with_data);
   // The node of `path`, now upper, keyed by its upper identity.
   void promote(const std::string& path, const struct stat& upper_st);
-  void drop_path(const std::string& path, const Child& child, UniqueFd held = {});
-  // The upper file of `child` (O_PATH), opened before its name goes, for drop_path().
-  [[nodiscard]] static UniqueFd hold(const Child& child);
+  void drop_path(const std::string& path, const Child& child);
+  // The node the entry `child` is, or 0.
+  [[nodiscard]] NodeId node_of(const Child& child) const;
+  // For a removal of `child` (a file, which `node` is): the node, when it must be hidden.
+  [[nodiscard]] Node* to_hide(NodeId node, const Child& child);
+  // The name a node's hidden file (or, `lower`, its pointer) has in DIR/work/orphans.
+  [[nodiscard]] static std::string hidden_name(NodeId node, bool lower);
+  // Removes what hides `node`; a node with no name left is then no longer found by identity.
+  void unhide(NodeId id, Node& node);
+  // The upper file of `node` (by its name, or hidden), opened with `flags`.
+  [[nodiscard]] OpenResult open_upper(NodeId id, const Node& node, int flags) const;
+  // A handle of `node` counts in its `handles` until closed (then an unneeded hidden file goes).
+  [[nodiscard]] std::unique_ptr<FileHandle> upper_handle(NodeId node, UniqueFd fd);
+  void closed(NodeId node);
+  [[nodiscard]] nlink_t hidden_links(NodeId node);
+  // The link count the mount shows: a hidden file's link in DIR/work/orphans is not one.
+  static void uncount_hidden(const Node& node, struct stat& st);
   void move_paths(const std::string& from, const std::string& to);
   // The merged listing; "." and ".." only `with_dots`.
   [[nodiscard]] int merged_entries(const Node& dir, std::vector<DirEntry>& out,
@@ -135,7 +160,7 @@ class OverlayFs final : public Backend {
   void mark_dirty(const std::string& path);
 
   // Retarget, with the lock held. An open-for-writing handle counts in writers_ until closed.
-  [[nodiscard]] std::unique_ptr<FileHandle> writer_handle(UniqueFd fd);
+  [[nodiscard]] std::unique_ptr<FileHandle> writer_handle(NodeId node, UniqueFd fd);
   // The lower node of `path` (one reference counted), or 0 when the lower layer lacks it.
   [[nodiscard]] NodeId lower_lookup_path(const std::string& path, struct stat& st);
   // Whether the upper layer decides what `path` is (an entry, a whiteout, or an opaque or

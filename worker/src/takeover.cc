@@ -47,6 +47,16 @@ void restore_nodes(Backend& fs, const JournalState& state, RestoreReport& report
       queue.push_back(id);
     }
   }
+  // Nodes not found by name (removed while open, or their name gone before the journal said
+  // so): the backend may have kept them where it finds them by id.
+  for (const auto& [id, want] : state.nodes) {
+    if (report.kept.nodes.contains(id) || !fs.restore_unnamed(id, want.ino, want.type)) continue;
+    if (want.nlookup > 1) fs.add_lookups(id, want.nlookup - 1);
+    JournalNode kept = want;
+    kept.parent = 0;
+    kept.name.clear();
+    report.kept.nodes.emplace(id, std::move(kept));
+  }
   // No id the kernel may still send is ever given to another file.
   static_cast<void>(fs.set_next_node(std::max(highest + 1, state.next_node)));
   report.nodes = report.kept.nodes.size();
@@ -111,6 +121,7 @@ RestoreReport restore_journal(Backend& fs, OpenHandles& handles, const JournalSt
   }
   restore_nodes(fs, state, report);
   restore_handles(fs, handles, state, report);
+  fs.restore_done();
   return report;
 }
 

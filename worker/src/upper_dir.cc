@@ -16,21 +16,22 @@ namespace {
 
 constexpr const char* kOriginXattr = "user.heddle.origin";
 constexpr const char* kAttrXattr = "user.heddle.attr";
+constexpr const char* kOrphans = "orphans";
 
 UniqueFd make_and_open_dir(int parent, const char* name) {
   if (::mkdirat(parent, name, 0700) != 0 && errno != EEXIST) return UniqueFd();
   return UniqueFd(::openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
 }
 
-// Removes everything in the directory `fd` (never following a symlink), then nothing else.
-void empty_dir(int fd) {
+// Removes everything in the directory `fd` (never following a symlink) but the entry `keep`.
+void empty_dir(int fd, const char* keep = nullptr) {
   UniqueFd dup(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
   DIR* dir = dup ? ::fdopendir(dup.get()) : nullptr;
   if (dir == nullptr) return;
   static_cast<void>(dup.release());
   while (const dirent* entry = ::readdir(dir)) {
     const std::string name = entry->d_name;
-    if (name == "." || name == "..") continue;
+    if (name == "." || name == ".." || (keep != nullptr && name == keep)) continue;
     if (::unlinkat(fd, name.c_str(), 0) == 0 || errno != EISDIR) continue;
     // A directory: its owner (the worker) may lack permissions inside only if the mode says
     // so; on-disk directories always keep owner rwx.
@@ -58,7 +59,7 @@ std::pair<std::string, std::string> split_path(const std::string& path) {
   return {path.substr(0, slash), path.substr(slash + 1)};
 }
 
-UpperDir::UpperDir(const std::string& dir, uid_t owner_uid, gid_t owner_gid)
+UpperDir::UpperDir(const std::string& dir, uid_t owner_uid, gid_t owner_gid, bool successor)
     : dir_(dir), owner_uid_(owner_uid), owner_gid_(owner_gid) {
   // Files are created with the mode they keep on disk: the kernel already applied the user's
   // umask to the mode it sent, and the worker's own must not apply again.
@@ -72,7 +73,45 @@ UpperDir::UpperDir(const std::string& dir, uid_t owner_uid, gid_t owner_gid)
   if (!upper_) throw_errno("open " + dir + "/upper", "the overlay must be writable by the worker");
   work_ = make_and_open_dir(base.get(), "work");
   if (!work_) throw_errno("open " + dir + "/work", "the overlay must be writable by the worker");
-  empty_dir(work_.get());
+  empty_dir(work_.get(), successor ? kOrphans : nullptr);
+  if (successor) {
+    orphans_.reset(::openat(work_.get(), kOrphans, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  }
+}
+
+int UpperDir::open_orphans() {
+  if (orphans_) return 0;
+  if (::mkdirat(work_.get(), kOrphans, 0700) != 0 && errno != EEXIST) return errno;
+  orphans_.reset(::openat(work_.get(), kOrphans, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  return orphans_ ? 0 : errno;
+}
+
+int UpperDir::hide(int dir_fd, const std::string& name, const std::string& hidden, bool keep) {
+  if (const int err = open_orphans(); err != 0) return err;
+  const int rc = keep ? ::linkat(dir_fd, name.c_str(), orphans_.get(), hidden.c_str(), 0)
+                      : ::renameat(dir_fd, name.c_str(), orphans_.get(), hidden.c_str());
+  return rc == 0 ? 0 : errno;
+}
+
+int UpperDir::hide_pointer(const std::string& target, const std::string& hidden) {
+  if (const int err = open_orphans(); err != 0) return err;
+  return ::symlinkat(target.c_str(), orphans_.get(), hidden.c_str()) == 0 ? 0 : errno;
+}
+
+void UpperDir::unhide(const std::string& hidden) const {
+  if (orphans_) ::unlinkat(orphans_.get(), hidden.c_str(), 0);
+}
+
+std::vector<std::string> UpperDir::hidden_names() const {
+  std::vector<std::string> names;
+  if (!orphans_) return names;
+  const UniqueFd fd(::openat(orphans_.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  std::vector<DirEntry> entries;
+  if (!fd || read_entries(fd.get(), entries) != 0) return names;
+  for (DirEntry& entry : entries) {
+    if (entry.name != "." && entry.name != "..") names.push_back(std::move(entry.name));
+  }
+  return names;
 }
 
 OpenResult UpperDir::open(const std::string& rel, int flags) const {

@@ -7,6 +7,8 @@
 //                       hold it (INO: the inode number a copied-up file had); flagged by S_ISVTX
 //                       on the file so that only flagged files are read
 // Every path is resolved strictly beneath DIR/upper without following a symlink.
+// DIR/work/orphans holds files removed from the mount while still open (issue 16): a worker
+// that replaces a dead one under the same connection finds them there by node id.
 #pragma once
 
 #include <sys/stat.h>
@@ -15,6 +17,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "heddle/unique_fd.h"
 #include "source_tree.h"
@@ -35,8 +38,9 @@ struct ViewAttr {
 class UpperDir {
  public:
   // Opens (creating, 0700) DIR/upper and DIR/work, and empties DIR/work: what a crash left
-  // there was never visible. Throws heddle::Error.
-  UpperDir(const std::string& dir, uid_t owner_uid, gid_t owner_gid);
+  // there was never visible. A `successor` (a worker taking a live connection over) keeps
+  // DIR/work/orphans, whose files the kernel may still have open. Throws heddle::Error.
+  UpperDir(const std::string& dir, uid_t owner_uid, gid_t owner_gid, bool successor = false);
 
   // openat2 beneath DIR/upper (see SourceTree::open_beneath).
   [[nodiscard]] OpenResult open(const std::string& rel, int flags) const;
@@ -53,6 +57,17 @@ class UpperDir {
   // Takes the directory `name` in `dir_fd` out of sight in one rename into DIR/work, then
   // removes it with what it holds (markers only, for a directory that is empty in the mount).
   [[nodiscard]] int set_aside(int dir_fd, const std::string& name);
+
+  // Files removed while open, out of the mount's sight: each under a name of the caller's in
+  // DIR/work/orphans (made on first use). hide() moves the entry `name` of `dir_fd` there
+  // (`keep` false) or links it there, the name staying (`keep` true); hide_pointer() leaves a
+  // symlink to `target` there instead (a lower file, which cannot be moved).
+  [[nodiscard]] int hide(int dir_fd, const std::string& name, const std::string& hidden, bool keep);
+  [[nodiscard]] int hide_pointer(const std::string& target, const std::string& hidden);
+  void unhide(const std::string& hidden) const;
+  // DIR/work/orphans (O_PATH), or -1 when it does not exist; and the names in it.
+  [[nodiscard]] int hidden_fd() const noexcept { return orphans_.get(); }
+  [[nodiscard]] std::vector<std::string> hidden_names() const;
 
   // The whiteout and opaque markers, in the directory `dir_fd`.
   [[nodiscard]] static bool has_whiteout(int dir_fd, std::string_view name);
@@ -83,9 +98,12 @@ class UpperDir {
   std::string dir_;
   UniqueFd upper_;
   UniqueFd work_;
+  UniqueFd orphans_;  // DIR/work/orphans, once it exists
   uid_t owner_uid_;
   gid_t owner_gid_;
   std::uint64_t next_temp_ = 0;
+
+  [[nodiscard]] int open_orphans();
 };
 
 // The permission bits a file or directory with this view mode gets on disk (without the flag).
