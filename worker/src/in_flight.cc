@@ -39,7 +39,9 @@ void InFlight::add(std::uint64_t unique) noexcept {
   for (std::size_t n = 0; n < kInFlightSlots; ++n) {
     const std::size_t i = (home + n) % kInFlightSlots;
     std::uint64_t free = 0;
-    if (slot(slots_, i).compare_exchange_strong(free, unique, std::memory_order_release,
+    // A plain load first: a taken slot costs no locked instruction.
+    if (slot(slots_, i).load(std::memory_order_relaxed) == 0 &&
+        slot(slots_, i).compare_exchange_strong(free, unique, std::memory_order_release,
                                                 std::memory_order_relaxed)) {
       last = i;
       return;
@@ -59,9 +61,9 @@ void InFlight::remove(std::uint64_t unique) noexcept {
     return;
   }
   for (std::size_t i = 0; i < kInFlightSlots; ++i) {
-    std::uint64_t expected = unique;
-    if (slot(slots_, i).compare_exchange_strong(expected, 0, std::memory_order_release,
-                                                std::memory_order_relaxed)) {
+    // Only the thread answering this request clears its unique: a load finds it, a store frees it.
+    if (slot(slots_, i).load(std::memory_order_relaxed) == unique) {
+      slot(slots_, i).store(0, std::memory_order_release);
       return;
     }
   }
