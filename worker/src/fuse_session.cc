@@ -179,6 +179,9 @@ FuseSession::~FuseSession() {
 void FuseSession::start(unsigned max_idle_threads, std::function<void(bool closed)> on_end) {
   fuse_loop_config* config = fuse_loop_cfg_create();
   if (config == nullptr) throw Error("fuse_loop_cfg_create failed", ENOMEM);
+  // No cloned fds: a clone has a processing queue of its own, which the kernel ends
+  // (ECONNABORTED) when the dead worker's clone is released. On the one file the supervisor
+  // also holds, a dead worker's requests stay queued for its successor to resend or fail.
   fuse_loop_cfg_set_clone_fd(config, 0);
   fuse_loop_cfg_set_idle_threads(config, max_idle_threads);
   fuse_loop_cfg_set_max_threads(config, kMaxThreads);
