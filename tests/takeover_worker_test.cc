@@ -585,7 +585,7 @@ void first_worker_dies_then_successor_serves(const fs::path& src, const std::str
   EXPECT_TRUE(WIFSIGNALED(*first) && WTERMSIG(*first) == SIGKILL) << "status " << *first;
   const auto journal = worker::NodeJournal::read(worker.journal_fd());
   ASSERT_TRUE(std::holds_alternative<worker::JournalState>(journal));
-  EXPECT_EQ(std::get<worker::JournalState>(journal).init_request.empty(), when == "before-init");
+  EXPECT_EQ(std::get<worker::JournalState>(journal).init_request.empty(), when != "at-init");
   EXPECT_TRUE(std::get<worker::JournalState>(journal).init_reply.empty());
 
   worker.start_successor();
@@ -624,6 +624,13 @@ TEST_F(TakeoverTest, AFirstWorkerKilledHoldingFuseInitIsReplaced) {
 
 TEST_F(TakeoverTest, AFirstWorkerKilledHoldingFuseInitIsReplacedWithoutResend) {
   first_worker_dies_then_successor_serves(src(), "at-init", true);
+}
+
+// Killed between read() returning FUSE_INIT and recording it: only the kernel knows of it, and
+// RESEND (Linux 6.9) queues it again on a connection not yet initialized (fuse_resend() moves
+// every processing request back, whatever the connection's state). Before 6.9 that mount waits.
+TEST_F(TakeoverTest, AFirstWorkerKilledHoldingAnUnrecordedFuseInitIsReplacedByResend) {
+  first_worker_dies_then_successor_serves(src(), "at-init-unrecorded", false);
 }
 
 // The journal's cost: a cold walk of 50k entries (every lookup and readdirplus entry is

@@ -43,7 +43,10 @@ struct FuseIo {
   // so the first request read must be FUSE_INIT. Anything else means the journal lost the
   // exchange: that request fails (EIO) and the worker exits, as it could serve nothing.
   std::atomic<bool> expect_init{false};
-  bool die_at_init = false;  // tests: SIGKILL itself once FUSE_INIT is read, before replying
+  // Tests: SIGKILL itself once FUSE_INIT is read, before replying: once it is recorded, or
+  // (die_unrecorded) before that.
+  bool die_at_init = false;
+  bool die_unrecorded = false;
 };
 
 class FuseSession {
@@ -95,7 +98,10 @@ class FuseSession {
   // The in-flight table is this worker's from now on (before start()).
   void clear_in_flight() noexcept { io_.in_flight.clear(); }
   // Tests: this worker SIGKILLs itself once it has read FUSE_INIT, before replying.
-  void die_at_init() noexcept { io_.die_at_init = true; }
+  void die_at_init(bool unrecorded) noexcept {
+    io_.die_at_init = true;
+    io_.die_unrecorded = unrecorded;
+  }
   [[nodiscard]] std::uint64_t in_flight_overflows() const noexcept {
     return io_.in_flight.overflows();
   }

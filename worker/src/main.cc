@@ -369,7 +369,8 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, const Enviro
   if (boot.generation == 1) {
     fresh_journal(std::move(memfd));
     if (env.test_first_dies == "before-init") ::kill(::getpid(), SIGKILL);
-    if (env.test_first_dies == "at-init") session.die_at_init();
+    if (env.test_first_dies == "at-init") session.die_at_init(false);
+    if (env.test_first_dies == "at-init-unrecorded") session.die_at_init(true);
     return out;
   }
   const auto started = std::chrono::steady_clock::now();
