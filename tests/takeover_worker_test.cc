@@ -29,7 +29,9 @@
 
 #include "heddle/error.h"
 #include "heddle/ipc/message.h"
+#include "heddle/ipc/worker_env.h"
 #include "heddle/unique_fd.h"
+#include "in_flight.h"
 #include "node_journal.h"
 #include "support/child_process.h"
 #include "support/mount_load.h"
@@ -49,6 +51,9 @@ void write_file(const fs::path& path, std::string_view content) {
 std::string read_file(const fs::path& path) { return MountLoad::read_file(path); }
 
 class TakeoverTest : public ::testing::Test {
+ public:
+  static nlohmann::ordered_json status_of(UnsandboxedWorker& worker);
+
  protected:
   void SetUp() override {
     if (auto why = worker_tests_unavailable()) GTEST_SKIP() << *why;
@@ -72,16 +77,6 @@ class TakeoverTest : public ::testing::Test {
     auto worker = std::make_unique<UnsandboxedWorker>(std::move(config));
     EXPECT_TRUE(worker->ready());
     return worker;
-  }
-
-  static nlohmann::ordered_json status_of(UnsandboxedWorker& worker) {
-    worker.send(ipc::Status{});
-    const auto answer = worker.receive(milliseconds(5'000));
-    if (!answer || !std::holds_alternative<ipc::StatusOk>(*answer)) {
-      ADD_FAILURE() << "no StatusOk";
-      return {};
-    }
-    return std::get<ipc::StatusOk>(*answer).extra;
   }
 
   // Kills and replaces the worker `kills` times under load; the takeover times, in order.
@@ -143,6 +138,16 @@ class TakeoverTest : public ::testing::Test {
   std::unique_ptr<TempDir> overlay_;
 };
 
+nlohmann::ordered_json TakeoverTest::status_of(UnsandboxedWorker& worker) {
+  worker.send(ipc::Status{});
+  const auto answer = worker.receive(milliseconds(5'000));
+  if (!answer || !std::holds_alternative<ipc::StatusOk>(*answer)) {
+    ADD_FAILURE() << "no StatusOk";
+    return {};
+  }
+  return std::get<ipc::StatusOk>(*answer).extra;
+}
+
 TEST_F(TakeoverTest, ReadersWritersAndAWalkSurviveAKilledWorker) {
   const auto times = kill_under_load(3);
   EXPECT_EQ(times.size(), 3u);
@@ -191,6 +196,178 @@ TEST_F(TakeoverTest, OpenFilesAndDirectoriesCarryOver) {
   ASSERT_TRUE(worker->ready());
   ASSERT_EQ(::pread(file.get(), buffer, sizeof buffer, 0), 11) << std::strerror(errno);
   EXPECT_EQ(status_of(*worker).value("generation", 0u), 3u);
+}
+
+// --- Requests the dead worker held -------------------------------------------------------
+
+struct HeldWrite {
+  ssize_t result = 0;
+  int error = 0;
+  milliseconds answered_after{0};  // from the successor's start
+  std::size_t recorded = 0;        // in the journal's in-flight table when the worker died
+  nlohmann::ordered_json status;   // the successor's
+  std::string content;             // a.txt's, through the mount, afterwards
+};
+
+// A write the worker has read and holds (at the write gate a Freeze closed) when it is
+// SIGKILLed; the successor starts with the kernel's RESEND or, `without_resend`, as on a
+// kernel before Linux 6.9.
+// Its own small source: the fixture's big tree, synced by the Freeze, takes seconds to delete.
+HeldWrite write_held_across_kill(bool without_resend) {
+  HeldWrite out;
+  const TempDir src("heddle-held-src");
+  const TempDir overlay("heddle-held-overlay");
+  write_file(src.path() / "a.txt", "the a file\n");
+  WorkerConfig config;
+  config.source = src.path();
+  config.journal = true;
+  config.read_only_mount = false;
+  config.overlay_dir = overlay.path();
+  if (without_resend) config.extra_env.push_back(std::string(ipc::kNoResendEnv) + "=1");
+  auto worker = std::make_unique<UnsandboxedWorker>(std::move(config));
+  if (!worker->ready()) {
+    ADD_FAILURE() << "the first worker is not ready";
+    return out;
+  }
+  const fs::path file = worker->mountpoint() / "a.txt";
+  UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) {
+    ADD_FAILURE() << "open " << file << ": " << std::strerror(errno);
+    return out;
+  }
+  worker->send(ipc::Freeze{});
+  const auto frozen = worker->receive(milliseconds(5'000));
+  EXPECT_TRUE(frozen && std::holds_alternative<ipc::Frozen>(*frozen));
+
+  std::atomic<bool> done{false};
+  std::atomic<std::int64_t> done_at{0};
+  std::thread writer([&] {
+    out.result = ::pwrite(fd.get(), "HELD!", 5, 0);
+    out.error = out.result < 0 ? errno : 0;
+    done_at = now_ns();
+    done = true;
+  });
+  // Held: the worker has read the WRITE and waits at its gate.
+  const auto deadline = Clock::now() + milliseconds(5'000);
+  while (TakeoverTest::status_of(*worker).value("writes_held", 0u) == 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_FALSE(done.load()) << "the write was not held";
+  out.recorded = worker::read_in_flight(worker->journal_fd()).size();
+
+  worker->kill_worker();
+  const std::int64_t successor_at = now_ns();
+  worker->start_successor();
+  EXPECT_TRUE(worker->ready());
+  // Bounded: the write ends within 10 s of the successor's start, or the test says it hung.
+  const auto wait_until = Clock::now() + milliseconds(10'000);
+  while (!done.load() && Clock::now() < wait_until) std::this_thread::sleep_for(milliseconds(1));
+  if (!done.load()) {
+    ADD_FAILURE() << "the held write hung after the takeover";
+    worker.reset();  // drops the connection: the write ends (ENOTCONN)
+    writer.join();
+    return out;
+  }
+  writer.join();
+  out.answered_after = milliseconds((done_at.load() - successor_at) / 1'000'000);
+  out.status = TakeoverTest::status_of(*worker);
+  fd.reset();
+  out.content = read_file(file);
+  return out;
+}
+
+// Linux 6.9 and later: the kernel sends the held WRITE again and the successor performs it.
+TEST(TakeoverHeldTest, AHeldRequestIsResentToTheSuccessor) {
+  if (auto why = worker_tests_unavailable()) GTEST_SKIP() << *why;
+  const HeldWrite held = write_held_across_kill(false);
+  EXPECT_GE(held.recorded, 1u);
+  EXPECT_EQ(held.result, 5) << std::strerror(held.error);
+  EXPECT_EQ(held.status.value("resend", false), true) << held.status.dump();
+  EXPECT_EQ(held.status.value("failed_requests", 1u), 0u) << held.status.dump();
+  EXPECT_EQ(held.content, "HELD! file\n");
+}
+
+// Before Linux 6.9 (forced here): the held WRITE fails with EIO at once, rather than waiting
+// until unmount, and nothing of it is written.
+TEST(TakeoverHeldTest, WithoutResendAHeldRequestFailsWithEio) {
+  if (auto why = worker_tests_unavailable()) GTEST_SKIP() << *why;
+  const HeldWrite held = write_held_across_kill(true);
+  // The held WRITE, and now and then a request the kernel sends beside it, answered at once.
+  EXPECT_GE(held.recorded, 1u);
+  EXPECT_EQ(held.result, -1);
+  EXPECT_EQ(held.error, EIO) << std::strerror(held.error);
+  EXPECT_LT(held.answered_after, milliseconds(2'000));
+  EXPECT_EQ(held.status.value("resend", true), false) << held.status.dump();
+  EXPECT_GE(held.status.value("failed_requests", 0u), 1u) << held.status.dump();
+  EXPECT_EQ(held.content, "the a file\n");
+  std::printf("without RESEND: the held write failed %lld ms after the successor started\n",
+              static_cast<long long>(held.answered_after.count()));
+}
+
+// --- A first worker that died before answering FUSE_INIT -----------------------------------
+
+// The first worker dies before it reads FUSE_INIT ("before-init") or once it has read it and
+// before it replies ("at-init"); its successor serves the mount, with or without RESEND.
+void first_worker_dies_then_successor_serves(const fs::path& src, const std::string& when,
+                                             bool without_resend) {
+  WorkerConfig config;
+  config.source = src;
+  config.journal = true;
+  config.extra_env.push_back(std::string(ipc::kFirstDiesEnv) + "=" + when);
+  if (without_resend) config.extra_env.push_back(std::string(ipc::kNoResendEnv) + "=1");
+  UnsandboxedWorker worker(std::move(config));
+  // It may have said MountReady before its loop read FUSE_INIT ("at-init"); it is dead soon.
+  const auto first = worker.wait_for_exit(milliseconds(5'000));
+  ASSERT_TRUE(first.has_value()) << "the first worker did not die";
+  EXPECT_TRUE(WIFSIGNALED(*first) && WTERMSIG(*first) == SIGKILL) << "status " << *first;
+  const auto journal = worker::NodeJournal::read(worker.journal_fd());
+  ASSERT_TRUE(std::holds_alternative<worker::JournalState>(journal));
+  EXPECT_EQ(std::get<worker::JournalState>(journal).init_request.empty(), when != "at-init");
+  EXPECT_TRUE(std::get<worker::JournalState>(journal).init_reply.empty());
+
+  worker.start_successor();
+  ASSERT_TRUE(worker.ready());
+  EXPECT_EQ(read_file(worker.mountpoint() / "a.txt"), "the a file\n");
+  EXPECT_EQ(read_file(worker.mountpoint() / "b.txt"), "the b file, another\n");
+  EXPECT_EQ(TakeoverTest::status_of(worker).value("generation", 0u), 2u);
+  // It recorded the exchange: a third generation takes over as from any other worker.
+  const auto recorded = worker::NodeJournal::read(worker.journal_fd());
+  ASSERT_TRUE(std::holds_alternative<worker::JournalState>(recorded));
+  EXPECT_FALSE(std::get<worker::JournalState>(recorded).init_reply.empty());
+  UniqueFd fd(::open((worker.mountpoint() / "a.txt").c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(fd);
+  worker.kill_worker();
+  worker.start_successor();
+  ASSERT_TRUE(worker.ready());
+  char buffer[64] = {};
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_DONTNEED);
+  ASSERT_EQ(::pread(fd.get(), buffer, sizeof buffer, 0), 11) << std::strerror(errno);
+  EXPECT_EQ(TakeoverTest::status_of(worker).value("stale_nodes", 1u), 0u);
+}
+
+TEST_F(TakeoverTest, AFirstWorkerKilledBeforeReadingFuseInitIsReplaced) {
+  first_worker_dies_then_successor_serves(src(), "before-init", false);
+}
+
+TEST_F(TakeoverTest, AFirstWorkerKilledBeforeReadingFuseInitIsReplacedWithoutResend) {
+  first_worker_dies_then_successor_serves(src(), "before-init", true);
+}
+
+// The kernel still waits for the reply to the FUSE_INIT the dead worker read: the successor
+// answers the request recorded in the journal (no RESEND needed, so on any kernel).
+TEST_F(TakeoverTest, AFirstWorkerKilledHoldingFuseInitIsReplaced) {
+  first_worker_dies_then_successor_serves(src(), "at-init", false);
+}
+
+TEST_F(TakeoverTest, AFirstWorkerKilledHoldingFuseInitIsReplacedWithoutResend) {
+  first_worker_dies_then_successor_serves(src(), "at-init", true);
+}
+
+// Killed between read() returning FUSE_INIT and recording it: only the kernel knows of it, and
+// RESEND (Linux 6.9) queues it again on a connection not yet initialized (fuse_resend() moves
+// every processing request back, whatever the connection's state). Before 6.9 that mount waits.
+TEST_F(TakeoverTest, AFirstWorkerKilledHoldingAnUnrecordedFuseInitIsReplacedByResend) {
+  first_worker_dies_then_successor_serves(src(), "at-init-unrecorded", false);
 }
 
 // The journal's cost: a cold walk of 50k entries (every lookup and readdirplus entry is
@@ -499,11 +676,18 @@ worker::NodeId node_named(const JournalState& state, std::string_view name) {
 }
 
 TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong) {
+  enum Outcome {
+    kTakesOver,  // a successor still serves
+    kRefused,    // it refuses at once, with MountError
+    // No FUSE_INIT in it: the successor serves as a first worker would, finds the connection
+    // initialized (the first request is not FUSE_INIT), fails that request and exits.
+    kCannotServe,
+  };
   struct Case {
     std::string what;
     // Damages the journal; `state` is what the first worker left.
     std::function<void(int memfd, const JournalState& state)> damage;
-    bool takes_over;  // a successor still serves (else: it refuses, with MountError)
+    Outcome outcome;
   };
   auto with = [](std::vector<JournalRecord> extra) {
     return [extra](int memfd, const JournalState& state) {
@@ -520,7 +704,7 @@ TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong)
          for (auto& b : junk) b = static_cast<std::byte>(random());
          write_image(memfd, junk);
        },
-       false},
+       kCannotServe},
       {"random bytes over the log",
        [](int memfd, const JournalState& state) {
          auto image = worker::journal_image(records_of(state), state.init_request,
@@ -531,14 +715,14 @@ TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong)
          }
          write_image(memfd, image);
        },
-       true},
+       kTakesOver},
       {"a huge lookup count", with({{JournalRecord::kLookup, S_IFREG, 900, 1, 1, ~0ull, "x"}}),
-       true},
-      {"a name with ..", with({{JournalRecord::kLookup, S_IFDIR, 901, 1, 1, 1, ".."}}), true},
+       kTakesOver},
+      {"a name with ..", with({{JournalRecord::kLookup, S_IFDIR, 901, 1, 1, 1, ".."}}), kTakesOver},
       {"an absolute path", with({{JournalRecord::kLookup, S_IFREG, 902, 1, 1, 1, "/etc/passwd"}}),
-       true},
+       kTakesOver},
       {"a node id out of range",
-       with({{JournalRecord::kLookup, S_IFREG, 1ull << 60, 1, 1, 1, "a.txt"}}), true},
+       with({{JournalRecord::kLookup, S_IFREG, 1ull << 60, 1, 1, 1, "a.txt"}}), kTakesOver},
       {"the open file's node renamed to another file",
        [](int memfd, const JournalState& state) {
          auto records = records_of(state);
@@ -546,22 +730,27 @@ TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong)
                             "b.txt"});
          write_image(memfd, worker::journal_image(records, state.init_request, state.init_reply));
        },
-       true},
+       kTakesOver},
       {"a forged FUSE_INIT",
        [](int memfd, const JournalState& state) {
          write_image(memfd, worker::journal_image(records_of(state), "not an init request",
                                                   state.init_reply));
        },
-       false},
+       kRefused},
+      {"a FUSE_INIT request without its reply (the kernel answered it long ago)",
+       [](int memfd, const JournalState& state) {
+         write_image(memfd, worker::journal_image(records_of(state), state.init_request, ""));
+       },
+       kRefused},
       {"an empty memfd", [](int memfd, const JournalState&) { ASSERT_EQ(::ftruncate(memfd, 0), 0); },
-       false},
+       kCannotServe},
       {"a memfd of another size",
-       [](int memfd, const JournalState&) { ASSERT_EQ(::ftruncate(memfd, 8192), 0); }, false},
+       [](int memfd, const JournalState&) { ASSERT_EQ(::ftruncate(memfd, 8192), 0); }, kCannotServe},
       {"a sealed memfd",
        [](int memfd, const JournalState&) {
          ASSERT_EQ(::fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE), 0);
        },
-       false},
+       kRefused},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
@@ -577,7 +766,7 @@ TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong)
     ASSERT_NE(node_named(state, "a.txt"), 0u);
     c.damage(worker->journal_fd(), state);
     worker->start_successor();
-    if (!c.takes_over) {
+    if (c.outcome == kRefused) {
       // Refused whole: the successor says why and exits; it does not crash.
       ASSERT_TRUE(worker->first_message().has_value());
       EXPECT_TRUE(std::holds_alternative<ipc::MountError>(*worker->first_message()));
@@ -585,6 +774,23 @@ TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong)
       ASSERT_TRUE(status.has_value());
       EXPECT_TRUE(WIFEXITED(*status)) << "status " << *status;
       continue;  // the harness drops the connection
+    }
+    if (c.outcome == kCannotServe) {
+      ASSERT_TRUE(worker->ready());
+      // The first request (this stat, or the kernel's own) fails and the successor exits; a
+      // request after that waits until the harness drops the connection.
+      std::atomic<int> stat_errno{-1};
+      std::thread prober([&] {
+        struct stat probe {};
+        stat_errno = ::stat((mnt / "b.txt").c_str(), &probe) == 0 ? 0 : errno;
+      });
+      const auto status = worker->wait_for_exit(milliseconds(5'000));
+      ASSERT_TRUE(status.has_value()) << "the successor serves an initialized connection";
+      EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << "status " << *status;
+      worker.reset();
+      prober.join();
+      EXPECT_NE(stat_errno.load(), 0) << "a successor without FUSE_INIT answered a request";
+      continue;
     }
     ASSERT_TRUE(worker->ready());
     // The fd open across the kill reads a.txt's bytes or fails; never another file's.

@@ -96,9 +96,8 @@ Commands:
       new one, on the same FUSE connection and in the same sandbox, without
       unmounting: after a package upgrade, running mounts get the new worker
       binary. Open files stay open. Requests the old worker had taken are sent
-      again by the kernel (Linux 6.9 or later; before, they are not answered
-      until the mount goes: see doctor). Prints the new worker's pid and
-      generation.
+      again by the kernel (Linux 6.9 or later; before, they fail with EIO:
+      see doctor). Prints the new worker's pid and generation.
   unmount MP
       Stop the worker (Stop, then SIGTERM, then SIGKILL) and return once the
       mount is gone.

@@ -129,7 +129,8 @@ std::string check_runtime_dir(const UserDirs& dirs) {
 
 // Worker restart under a live mount (issue 16): the successor asks the kernel to send again
 // the requests its predecessor had taken (FUSE_NOTIFY_RESEND, Linux 6.9). Without it restart
-// still works, but those requests are not answered again (they wait until the mount goes).
+// still works, but those requests fail with EIO (the successor ends them from the journal's
+// in-flight table) instead of being served again.
 std::string check_restart() {
   utsname name{};
   if (::uname(&name) != 0) throw_errno("uname");
@@ -141,8 +142,8 @@ std::string check_restart() {
   if (major < 6 || (major == 6 && minor < 9)) {
     throw Error(std::string("degraded: Linux ") + name.release +
                     " lacks FUSE_NOTIFY_RESEND (6.9): after a worker crash or `restart`, the "
-                    "requests the old worker had taken are not answered again: they wait until "
-                    "the mount is removed",
+                    "requests the old worker had taken and not answered fail with EIO (the "
+                    "callers see an I/O error; everything else carries on)",
                 0, "a kernel of 6.9 or later makes worker restarts invisible to readers");
   }
   return std::string("full: Linux ") + name.release +

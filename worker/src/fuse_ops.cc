@@ -105,6 +105,11 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   }
   // Kept pages of a file whose source changed are dropped once its attributes are refreshed.
   if ((conn->capable & FUSE_CAP_AUTO_INVAL_DATA) != 0) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+  // Every request is read into memory, never spliced into a pipe: the in-flight table
+  // (in_flight.h) records each one's unique as read() returns it. libfuse asks for splice reads
+  // of its own accord when write_buf is set; the flag stays in libfuse (the kernel is not told,
+  // and the FUSE_INIT reply is the same).
+  conn->want &= ~FUSE_CAP_SPLICE_READ;
   spdlog::debug("FUSE protocol {}.{}: capable {:#x}, want {:#x}", conn->proto_major,
                 conn->proto_minor, conn->capable, conn->want);
 }

@@ -4,6 +4,7 @@
 #include <linux/fuse.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include "backend.h"
 #include "fuse_ops.h"
 #include "heddle/error.h"
+#include "logging.h"
 #include "node_journal.h"
 
 namespace heddle::worker {
@@ -41,20 +43,48 @@ void make_resident(void* buf, std::size_t len) {
   resident = buf;
 }
 
+// Answers a request with an error, straight to the kernel (no libfuse request exists for it).
+bool reply_error(int fd, std::uint64_t unique, int error) noexcept {
+  fuse_out_header out{};
+  out.len = sizeof out;
+  out.error = -error;
+  out.unique = unique;
+  return ::write(fd, &out, sizeof out) == static_cast<ssize_t>(sizeof out);
+}
+
 ssize_t io_read(int fd, void* buf, std::size_t len, void* userdata) {
   if (static_cast<SessionContext*>(userdata)->fs.writable()) make_resident(buf, len);
   const ssize_t n = ::read(fd, buf, len);
+  if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
   FuseIo& io = io_of(userdata);
-  if (n >= static_cast<ssize_t>(sizeof(fuse_in_header)) && io.capture_init.load()) {
-    fuse_in_header in{};
-    std::memcpy(&in, buf, sizeof in);
-    if (in.opcode == FUSE_INIT && static_cast<std::size_t>(n) <= kMaxInitBytes) {
-      const std::lock_guard lock(io.mutex);
-      io.init_request.assign(static_cast<const char*>(buf), static_cast<std::size_t>(n));
-      io.init_unique = in.unique;
-      io.capture_init = false;
-      io.reply_pending = true;
+  fuse_in_header in{};
+  std::memcpy(&in, buf, sizeof in);
+  if (tracked_request(in.opcode, in.unique)) io.in_flight.add(in.unique);
+  if (io.expect_init.load()) {
+    if (in.opcode != FUSE_INIT) {
+      // The kernel queues nothing else before FUSE_INIT is answered: this connection was
+      // initialized, and the journal that said otherwise cannot be used.
+      reply_error(fd, in.unique, EIO);
+      spdlog::error("the node journal holds no FUSE_INIT, but the connection was initialized "
+                    "(opcode {} arrived first): this worker cannot serve it",
+                    in.opcode);
+      flush_logs();
+      ::_exit(1);
     }
+    io.expect_init = false;
+  }
+  if (io.die_unrecorded && in.opcode == FUSE_INIT) ::kill(::getpid(), SIGKILL);
+  if (io.capture_init.load() && in.opcode == FUSE_INIT &&
+      static_cast<std::size_t>(n) <= kMaxInitBytes) {
+    const std::lock_guard lock(io.mutex);
+    io.init_request.assign(static_cast<const char*>(buf), static_cast<std::size_t>(n));
+    io.init_unique = in.unique;
+    io.capture_init = false;
+    io.reply_pending = true;
+    // The request alone first: a successor of a worker killed before it replied answers it
+    // (the kernel still waits for that reply, and queues nothing else until then).
+    if (io.journal != nullptr) io.journal->set_init(io.init_request, {});
+    if (io.die_at_init) ::kill(::getpid(), SIGKILL);
   }
   return n;
 }
@@ -72,9 +102,10 @@ ssize_t io_writev(int fd, iovec* iov, int count, void* userdata) {
     io.swallowed = gather(iov, count);
     return static_cast<ssize_t>(io.swallowed.size());
   }
-  if (io.reply_pending.load() && count > 0 && iov[0].iov_len >= sizeof(fuse_out_header)) {
-    fuse_out_header out{};
-    std::memcpy(&out, iov[0].iov_base, sizeof out);
+  fuse_out_header out{};
+  if (count > 0 && iov[0].iov_len >= sizeof out) std::memcpy(&out, iov[0].iov_base, sizeof out);
+  bool init_reply = false;
+  if (io.reply_pending.load() && out.unique != 0) {
     const std::lock_guard lock(io.mutex);
     if (io.reply_pending.load() && out.unique == io.init_unique) {
       // In the journal before the kernel has it: a successor must know what was agreed.
@@ -83,9 +114,14 @@ ssize_t io_writev(int fd, iovec* iov, int count, void* userdata) {
         io.journal->set_init(io.init_request, reply);
       }
       io.reply_pending = false;
+      init_reply = true;
     }
   }
-  return ::writev(fd, iov, count);
+  const ssize_t n = ::writev(fd, iov, count);
+  if (init_reply) io.init_write_error = n < 0 ? errno : 0;
+  // Only once the kernel has the reply: a worker killed before leaves the request recorded.
+  if (out.unique != 0) io.in_flight.remove(out.unique);
+  return n;
 }
 
 ssize_t io_splice_receive(int fdin, off_t* offin, int fdout, off_t* offout, std::size_t len,
@@ -144,6 +180,9 @@ FuseSession::~FuseSession() {
 void FuseSession::start(unsigned max_idle_threads, std::function<void(bool closed)> on_end) {
   fuse_loop_config* config = fuse_loop_cfg_create();
   if (config == nullptr) throw Error("fuse_loop_cfg_create failed", ENOMEM);
+  // No cloned fds: a clone has a processing queue of its own, which the kernel ends
+  // (ECONNABORTED) when the dead worker's clone is released. On the one file the supervisor
+  // also holds, a dead worker's requests stay queued for its successor to resend or fail.
   fuse_loop_cfg_set_clone_fd(config, 0);
   fuse_loop_cfg_set_idle_threads(config, max_idle_threads);
   fuse_loop_cfg_set_max_threads(config, kMaxThreads);
@@ -163,9 +202,10 @@ void FuseSession::attach_journal(NodeJournal* journal, bool record_init) noexcep
   context_.journal = journal;
   io_.journal = journal;
   io_.capture_init = record_init;
+  io_.in_flight.attach(journal != nullptr ? journal->in_flight_slots() : nullptr);
 }
 
-bool FuseSession::replay_init(std::string_view request, std::string_view recorded_reply) {
+std::string FuseSession::process_init(std::string_view request, bool swallow) {
   // What do_init() reads: a header and a fuse_init_in, of at least the 7.6 size (flags).
   constexpr std::size_t kMinInit = sizeof(fuse_in_header) + 4 * sizeof(std::uint32_t);
   if (request.size() < kMinInit || request.size() > kMaxInitBytes) {
@@ -186,14 +226,23 @@ bool FuseSession::replay_init(std::string_view request, std::string_view recorde
   buf.mem = buffer.data();
   buf.size = request.size();
   io_.capture_init = false;
-  io_.swallow = true;
+  if (!swallow) {
+    // Recorded on the way out by io_writev, as a first worker's is.
+    const std::lock_guard lock(io_.mutex);
+    io_.init_request.assign(request);
+    io_.init_unique = in.unique;
+    io_.init_write_error = 0;
+    io_.reply_pending = true;
+  }
+  io_.swallow = swallow;
   fuse_session_process_buf(session_, &buf);
   io_.swallow = false;
-  std::string reply;
-  {
-    const std::lock_guard lock(io_.mutex);
-    reply = io_.swallowed;
-  }
+  const std::lock_guard lock(io_.mutex);
+  return swallow ? io_.swallowed : std::string();
+}
+
+bool FuseSession::replay_init(std::string_view request, std::string_view recorded_reply) {
+  const std::string reply = process_init(request, true);
   fuse_out_header out{};
   if (reply.size() >= sizeof out) std::memcpy(&out, reply.data(), sizeof out);
   if (reply.size() < sizeof out || out.error != 0) {
@@ -204,6 +253,21 @@ bool FuseSession::replay_init(std::string_view request, std::string_view recorde
   return reply == recorded_reply;
 }
 
+void FuseSession::answer_init(std::string_view request) {
+  static_cast<void>(process_init(request, false));
+  bool answered = false;
+  int err = 0;
+  {
+    const std::lock_guard lock(io_.mutex);
+    answered = !io_.reply_pending.load();
+    err = io_.init_write_error;
+    io_.reply_pending = false;
+  }
+  if (!answered) throw Error("libfuse did not answer the recorded FUSE_INIT", EPROTO);
+  // ENOENT: the kernel waits for no such request (it was answered, or the journal lies).
+  if (err != 0) throw Error("the kernel refused the answer to the recorded FUSE_INIT", err);
+}
+
 int FuseSession::request_resend() noexcept {
   fuse_out_header out{};
   out.len = sizeof out;
@@ -211,6 +275,16 @@ int FuseSession::request_resend() noexcept {
   out.unique = 0;
   const ssize_t n = ::write(fuse_session_fd(session_), &out, sizeof out);
   return n == static_cast<ssize_t>(sizeof out) ? 0 : (n < 0 ? errno : EIO);
+}
+
+std::size_t FuseSession::fail_requests(const std::vector<std::uint64_t>& uniques,
+                                       int error) noexcept {
+  std::size_t failed = 0;
+  for (const std::uint64_t unique : uniques) {
+    // ENOENT: not in the processing queue (answered before the predecessor died).
+    if (reply_error(fuse_session_fd(session_), unique, error)) ++failed;
+  }
+  return failed;
 }
 
 int FuseSession::invalidate_entry(std::uint64_t parent, const std::string& name) noexcept {

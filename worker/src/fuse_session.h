@@ -9,9 +9,11 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "fuse_ops.h"
 #include "heddle/unique_fd.h"
+#include "in_flight.h"
 #include "open_handles.h"
 #include "kernel_opens.h"
 #include "write_gate.h"
@@ -35,6 +37,16 @@ struct FuseIo {
   std::string init_request;
   std::uint64_t init_unique = 0;
   std::string swallowed;
+  int init_write_error = 0;  // errno of writing the FUSE_INIT reply (answer_init)
+  InFlight in_flight;        // requests read and not yet answered (the journal's table)
+  // A successor whose journal holds no FUSE_INIT: the connection must not be initialized yet,
+  // so the first request read must be FUSE_INIT. Anything else means the journal lost the
+  // exchange: that request fails (EIO) and the worker exits, as it could serve nothing.
+  std::atomic<bool> expect_init{false};
+  // Tests: SIGKILL itself once FUSE_INIT is read, before replying: once it is recorded, or
+  // (die_unrecorded) before that.
+  bool die_at_init = false;
+  bool die_unrecorded = false;
 };
 
 class FuseSession {
@@ -67,9 +79,32 @@ class FuseSession {
   // this kernel could have sent. Returns false when the reply differs from the recorded one
   // (the binary negotiates otherwise than its predecessor did).
   bool replay_init(std::string_view request, std::string_view recorded_reply);
+  // Takeover of a connection whose FUSE_INIT a predecessor read (and recorded) but did not
+  // answer, before start(): the request goes through libfuse's processing and its reply to the
+  // kernel, which still waits for it. Throws heddle::Error for a bad request, or when the
+  // kernel has no such request waiting.
+  void answer_init(std::string_view request);
+  // A successor whose journal holds no FUSE_INIT (see FuseIo::expect_init), before start().
+  void expect_init() noexcept { io_.expect_init = true; }
   // Asks the kernel to queue again every request a dead predecessor had read and not answered
-  // (FUSE_NOTIFY_RESEND, Linux 6.9). Returns 0 or the errno of the refusal.
+  // (FUSE_NOTIFY_RESEND, Linux 6.9). Returns 0 or the errno of the refusal (EINVAL: the kernel
+  // knows no such notification).
   int request_resend() noexcept;
+  // Where RESEND is refused: ends each of `uniques` (requests a predecessor had read and not
+  // answered) with `error`, so that no process waits for them until unmount. The supervisor
+  // and every worker hold the same /dev/fuse file, whose processing queue still holds them.
+  // Returns how many the kernel still had (the rest were answered before the predecessor died).
+  std::size_t fail_requests(const std::vector<std::uint64_t>& uniques, int error) noexcept;
+  // The in-flight table is this worker's from now on (before start()).
+  void clear_in_flight() noexcept { io_.in_flight.clear(); }
+  // Tests: this worker SIGKILLs itself once it has read FUSE_INIT, before replying.
+  void die_at_init(bool unrecorded) noexcept {
+    io_.die_at_init = true;
+    io_.die_unrecorded = unrecorded;
+  }
+  [[nodiscard]] std::uint64_t in_flight_overflows() const noexcept {
+    return io_.in_flight.overflows();
+  }
 
   [[nodiscard]] OpenHandles& handles() noexcept { return handles_; }
 
@@ -87,6 +122,9 @@ class FuseSession {
 
  private:
   void run_loop(fuse_loop_config* config, const std::function<void(bool)>& on_end);
+  // Checks a recorded FUSE_INIT request and has libfuse process it; its reply goes to the
+  // kernel, or (swallow) nowhere. Returns the reply when swallowed.
+  std::string process_init(std::string_view request, bool swallow);
 
   WriteGate gate_;
   OpenHandles handles_;

@@ -69,12 +69,16 @@ struct Environment {
   bool panic_on_init = false;           // HEDDLE_FUSE_WORKER_PANIC_ON_INIT set
   std::chrono::milliseconds hold_ready{0};  // HEDDLE_FUSE_WORKER_TEST_HOLD_READY_MS
   const char* memory_limit_mib = nullptr;   // HEDDLE_FUSE_WORKER_MEMORY_LIMIT_MIB
+  bool test_no_resend = false;               // HEDDLE_FUSE_WORKER_TEST_NO_RESEND set
+  std::string test_first_dies;               // HEDDLE_FUSE_WORKER_TEST_FIRST_DIES
 
   static Environment read() {
     Environment env;
     if (const char* levels = std::getenv(kLogEnv)) env.log_levels = levels;
     env.panic_on_init = std::getenv(ipc::kPanicOnInitEnv) != nullptr;
     env.memory_limit_mib = std::getenv(ipc::kMemoryLimitEnv);
+    env.test_no_resend = std::getenv(ipc::kNoResendEnv) != nullptr;
+    if (const char* dies = std::getenv(ipc::kFirstDiesEnv)) env.test_first_dies = dies;
     if (const char* hold = std::getenv(ipc::kHoldReadyEnv)) {
       env.hold_ready = std::chrono::milliseconds(std::strtoul(hold, nullptr, 10));
     }
@@ -246,6 +250,7 @@ struct Restart {
   std::unique_ptr<NodeJournal> journal;
   bool took_over = false;
   bool resend = false;
+  std::size_t failed = 0;  // requests of the predecessor ended with EIO (no RESEND)
   RestoreReport restored;
 
   void add_status(nlohmann::ordered_json& extra) const {
@@ -255,6 +260,7 @@ struct Restart {
     }
     if (took_over) {
       extra["resend"] = resend;
+      extra["failed_requests"] = failed;
       extra["restored_nodes"] = restored.nodes;
       extra["stale_nodes"] = restored.stale_nodes;
     }
@@ -350,19 +356,29 @@ std::unique_ptr<Backend> open_backend(const ipc::MountSpec& spec, UniqueFd broke
 // Issue 16. A first worker formats the journal and records FUSE_INIT as it comes. A successor
 // reads what its predecessor left (never trusting it), rebuilds the nodes and handles it can
 // find again, starts its own journal from them, replays the recorded FUSE_INIT into libfuse
-// and asks the kernel to send again what the predecessor had taken. Throws heddle::Error.
-Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
-                  FuseSession& session) {
+// and asks the kernel to send again what the predecessor had taken; where the kernel cannot,
+// it fails those requests. A successor of a worker that died before answering FUSE_INIT
+// serves as a first worker does. Throws heddle::Error.
+Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, const Environment& env,
+                  Backend& fs, FuseSession& session) {
   Restart out;
-  if (boot.generation == 1) {
+  const auto fresh_journal = [&](UniqueFd fd) {
     JournalState first;
     first.backend = fs.takeover_state();
     first.commit = fs.served_commit().value_or("");
-    out.journal = std::make_unique<NodeJournal>(std::move(memfd), first);
+    out.journal = std::make_unique<NodeJournal>(std::move(fd), first);
     session.attach_journal(out.journal.get(), true);
+    session.clear_in_flight();
+  };
+  if (boot.generation == 1) {
+    fresh_journal(std::move(memfd));
+    if (env.test_first_dies == "before-init") ::kill(::getpid(), SIGKILL);
+    if (env.test_first_dies == "at-init") session.die_at_init(false);
+    if (env.test_first_dies == "at-init-unrecorded") session.die_at_init(true);
     return out;
   }
   const auto started = std::chrono::steady_clock::now();
+  const std::vector<std::uint64_t> in_flight = read_in_flight(memfd.get());
   JournalState previous;
   auto read = NodeJournal::read(memfd.get());
   if (auto* error = std::get_if<JournalError>(&read)) {
@@ -375,7 +391,24 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
     previous = std::get<JournalState>(std::move(read));
   }
   if (previous.init_request.empty()) {
-    throw Error("the node journal holds no FUSE_INIT: the connection cannot be taken over", EPROTO);
+    // No FUSE_INIT was read (or the predecessor died between reading it and recording it):
+    // the kernel has queued nothing else, and holds no node. Serve as a first worker; RESEND
+    // brings back a FUSE_INIT read and not recorded (Linux 6.9; before, that mount waits).
+    fresh_journal(std::move(memfd));
+    session.expect_init();
+    out.resend = !env.test_no_resend && session.request_resend() == 0;
+    spdlog::warn("generation {}: no FUSE_INIT was answered before; serving as a first worker",
+                 boot.generation);
+    return out;
+  }
+  if (previous.init_reply.empty()) {
+    // Read and recorded, never answered: the kernel still waits for this reply, and nothing
+    // else can be queued before it. Answer it now, as the predecessor would have.
+    fresh_journal(std::move(memfd));
+    session.answer_init(previous.init_request);
+    spdlog::warn("generation {}: answered the FUSE_INIT its predecessor had read",
+                 boot.generation);
+    return out;
   }
   out.restored = restore_journal(fs, session.handles(), previous);
   out.journal = std::make_unique<NodeJournal>(std::move(memfd), out.restored.kept);
@@ -385,8 +418,12 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
                  "kernel keeps what was agreed first");
   }
   out.took_over = true;
-  const int err = session.request_resend();
+  const int err = env.test_no_resend ? EINVAL : session.request_resend();
   out.resend = err == 0;
+  // With RESEND the kernel queues the predecessor's requests again (this worker records them
+  // as it reads them); without, they are ended here, before any new request is read.
+  if (!out.resend) out.failed = session.fail_requests(in_flight, EIO);
+  session.clear_in_flight();
   const auto took = std::chrono::duration_cast<std::chrono::microseconds>(
       std::chrono::steady_clock::now() - started);
   spdlog::info("generation {} took the connection over in {} us: {} nodes and {} handles "
@@ -394,9 +431,9 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
                boot.generation, took.count(), out.restored.nodes, out.restored.handles,
                out.restored.stale_nodes, out.restored.lost_handles);
   if (!out.resend) {
-    spdlog::warn("the kernel refused FUSE_NOTIFY_RESEND ({}): requests the previous worker had "
-                 "taken will not be answered (Linux 6.9 or later resends them)",
-                 std::strerror(err));
+    spdlog::warn("the kernel refused FUSE_NOTIFY_RESEND ({}): the {} requests the previous "
+                 "worker had taken failed with EIO (Linux 6.9 or later resends them)",
+                 std::strerror(err), out.failed);
   }
   return out;
 }
@@ -454,7 +491,7 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, Backend& fs,
   Restart restart;
   try {
     session.emplace(std::move(bootstrap.fuse), *fs, trace_logging());
-    if (bootstrap.journal) restart = take_over(std::move(bootstrap.journal), boot, *fs, *session);
+    if (bootstrap.journal) restart = take_over(std::move(bootstrap.journal), boot, env, *fs, *session);
     // With its session over a worker has nothing left to serve: it ends, and its supervisor
     // (which sees whether the mount is gone) ends the rest.
     session->start(kMaxIdleThreads, [](bool closed) {

@@ -46,7 +46,7 @@ struct Header {
   unsigned char backend[kMaxBackendState];
   char commit[64];
 };
-static_assert(sizeof(Header) <= kJournalHeaderBytes);
+static_assert(sizeof(Header) <= kInFlightOffset, "the header would overlap the in-flight table");
 
 constexpr std::uint16_t kLookup = JournalRecord::kLookup;
 constexpr std::uint16_t kForget = JournalRecord::kForget;

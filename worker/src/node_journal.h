@@ -11,7 +11,8 @@
 // Layout of the memfd (native byte order: the successor runs on the same machine):
 //
 //   [0, 4096)                    Header: magic, version, sizes, the active region, each
-//                                region's committed length, the FUSE_INIT request and reply
+//                                region's committed length, the FUSE_INIT request and reply;
+//                                its last 512 bytes: the requests in flight (in_flight.h)
 //   [4096, 4096 + R)             region 0  } an append log of Records; one region is active,
 //   [4096 + R, 4096 + 2R)        region 1  } the other receives the compacted state
 //
@@ -89,6 +90,9 @@ inline constexpr std::size_t kMaxBackendState = 64;
 using ipc::kJournalBytes;
 using ipc::kJournalHeaderBytes;
 using ipc::kJournalRegionBytes;
+// The in-flight table (in_flight.h): 64 words at the end of the header page, which the header
+// fields never reach (a journal of an earlier version left them zero).
+inline constexpr std::size_t kInFlightOffset = kJournalHeaderBytes - 64 * sizeof(std::uint64_t);
 
 // A name the journal accepts: one path component (not empty, ".", "..", no '/' or NUL, at most
 // NAME_MAX bytes).
@@ -161,6 +165,10 @@ class NodeJournal {
   // False once the state outgrew a region (the journal stopped; a restart would find it stale).
   [[nodiscard]] bool healthy() const;
   [[nodiscard]] JournalState state() const;
+  // The in-flight table's words in the shared mapping (written lock-free, see in_flight.h).
+  [[nodiscard]] std::uint64_t* in_flight_slots() const noexcept {
+    return reinterpret_cast<std::uint64_t*>(map_ + kInFlightOffset);
+  }
 
  private:
   // A name in by_name_: a view of the node's own name in state_.nodes (whose elements never
