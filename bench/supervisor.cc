@@ -255,10 +255,13 @@ void run_restart(const Config& config, const ScratchDir& root, const std::string
     const std::string probe = at + "/absent-" + std::to_string(i);
     struct stat st {};
     const auto t0 = Clock::now();
-    if (::kill((*mount)->pid(), SIGKILL) != 0) throw_errno("kill the worker");
+    const pid_t killed = (*mount)->pid();
+    if (::kill(killed, SIGKILL) != 0) throw_errno("kill the worker");
     if (::stat(probe.c_str(), &st) == 0 || errno != ENOENT)
       throw Error("stat " + probe + " after the worker's SIGKILL", errno);
     ms.push_back(ms_since(t0));
+    // The successor answers before the supervisor records its pid (after its MountReady).
+    while ((*mount)->pid() == killed && ms_since(t0) < 5000) std::this_thread::sleep_for(1ms);
   }
   if (mount) mount->unmount();
   for (const int p : {50, 99})

@@ -44,9 +44,7 @@ using Clock = std::chrono::steady_clock;
 inline constexpr std::uint64_t kMiB = 1ull << 20;
 inline constexpr std::size_t kChunk = 1 << 20;  // every sequential read() and write()
 
-inline double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+inline double seconds_since(Clock::time_point t0) { return (Clock::now() - t0) / 1.0s; }
 inline double ms_since(Clock::time_point t0) { return seconds_since(t0) * 1e3; }
 template <typename Work>
 double seconds_of(Work&& work) {  // the time work() takes

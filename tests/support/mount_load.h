@@ -33,6 +33,12 @@
 
 namespace heddle::test {
 
+// Steady-clock nanoseconds, comparable across threads (kill and first-answer times).
+inline std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 class MountLoad {
  public:
   static constexpr std::size_t kBigFile = 4 << 20;
@@ -170,11 +176,6 @@ class MountLoad {
   }
 
  private:
-  static std::int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-        .count();
-  }
-
   static std::string writer_name(int w) { return w == 0 ? "new-file.bin" : "lower-file.bin"; }
 
   void spawn(std::function<void()> body) {
