@@ -104,10 +104,12 @@ struct CachePolicy {
   // shows a new mtime or size (FUSE_CAP_AUTO_INVAL_DATA), so staleness is bounded by
   // attr_timeout.
   bool keep_cache = false;
-  // A node's content and listing never change (a new content is a new node; a directory's
-  // listing changes only with an invalidation from the worker): the kernel may open files and
-  // directories itself, with no OPEN, OPENDIR, FLUSH or RELEASE round trip (kernel_opens.h).
-  // Honoured only for a read-only backend: writes need per-open handles.
+  // One handle per node serves every open of it as a fresh one would: a git node's content
+  // never changes (a new content is a new node), and a directory source's node is one file,
+  // read through one fd as it changes in place (a file replaced by another is a new node). The
+  // kernel may then open files and directories itself, with no OPEN, OPENDIR, FLUSH or RELEASE
+  // round trip (kernel_opens.h). Honoured only for a read-only backend: writes need per-open
+  // handles.
   bool open_in_kernel = false;
 };
 

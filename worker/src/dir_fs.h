@@ -29,12 +29,15 @@ class DirFs final : public Backend {
   [[nodiscard]] int getattr(NodeId node, struct stat& st) override;
   [[nodiscard]] int readlink(NodeId node, std::string& target) override;
   [[nodiscard]] int read_dir(NodeId node, DirSnapshot& out) override;
-  // The handle holds an O_RDONLY fd of the file; reads are spliced from it.
+  // The handle holds an O_RDONLY fd of the file; reads are spliced from it. Files the kernel
+  // opened itself share one such handle per node (KernelOpens): a file replaced in the source
+  // since (another inode under its name) reads ESTALE, as over NFS, once that handle has left
+  // KernelOpens' few.
   [[nodiscard]] int open_file(NodeId node, std::unique_ptr<FileHandle>& out) override;
   [[nodiscard]] int statfs(struct statvfs& out) override;
-  // The source may change underneath us: names and attributes are cached only briefly.
   // The source may change: 1 s timeouts, and cached pages and listings revalidated by mtime.
-  [[nodiscard]] CachePolicy cache_policy() const override { return {1.0, 1.0, true}; }
+  // The kernel opens files and directories itself (a read-only mount; see open_node).
+  [[nodiscard]] CachePolicy cache_policy() const override { return {1.0, 1.0, true, true}; }
   [[nodiscard]] std::size_t node_count() const override { return nodes_.size(); }
   void add_status(nlohmann::ordered_json& extra) const override;
   [[nodiscard]] bool set_next_node(NodeId node) override {
