@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 #include "inode_table.h"
 #include "served_ino.h"
 #include "source_tree.h"
+#include "source_watch.h"
 
 namespace heddle::worker {
 
@@ -35,9 +37,18 @@ class DirFs final : public Backend {
   // KernelOpens' few.
   [[nodiscard]] int open_file(NodeId node, std::unique_ptr<FileHandle>& out) override;
   [[nodiscard]] int statfs(struct statvfs& out) override;
-  // The source may change: 1 s timeouts, and cached pages and listings revalidated by mtime.
-  // The kernel opens files and directories itself (a read-only mount; see open_node).
-  [[nodiscard]] CachePolicy cache_policy() const override { return {1.0, 1.0, true, true}; }
+  // The source may change. Watched (SourceWatch), the kernel keeps names and attributes for a
+  // minute and is told of each change; else for 1 s. Cached pages and listings are dropped once
+  // a refreshed attribute shows a new mtime or size. The kernel opens files and directories
+  // itself (a read-only mount; see open_file).
+  static constexpr double kWatchedTimeout = 60.0;
+  static constexpr double kUnwatchedTimeout = 1.0;
+  [[nodiscard]] CachePolicy cache_policy() const override {
+    const double timeout = watch_ && watch_->active() ? kWatchedTimeout : kUnwatchedTimeout;
+    return {timeout, timeout, true, true};
+  }
+  // Starts watching the source (from the root down, as the kernel looks directories up).
+  void attach_kernel_cache(KernelCache* cache) override;
   [[nodiscard]] std::size_t node_count() const override { return nodes_.size(); }
   void add_status(nlohmann::ordered_json& extra) const override;
   [[nodiscard]] bool set_next_node(NodeId node) override {
@@ -53,11 +64,17 @@ class DirFs final : public Backend {
   [[nodiscard]] int open_node(NodeId node, int flags, UniqueFd& fd, struct stat& st,
                               bool owner = false) const;
   [[nodiscard]] int lookup_path(const std::string& path, NodeId& node, struct stat& st);
+  // For SourceWatch: the node the kernel holds for `name` in directory `dir`, or 0.
+  [[nodiscard]] NodeId child_node(NodeId dir, const std::string& name) const;
 
   const SourceTree tree_;
   InodeTable nodes_;
   // st_ino as shown: unique per (st_dev, st_ino), since submounts are served too.
   mutable ServedIno inos_;
+  // Set before the session serves, reset after: null when the kernel's node ids are not ours
+  // (an overlay's lower layer) or inotify could not be used (watch_off_ says why).
+  std::unique_ptr<SourceWatch> watch_;
+  const char* watch_off_ = "off_under_overlay";
 };
 
 }  // namespace heddle::worker

@@ -31,16 +31,22 @@ std::optional<NodeRef> InodeTable::find(NodeId node) const {
   return NodeRef{it->second.path, it->second.id};
 }
 
-void InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
-  if (node == kRootNode) return;
+NodeId InodeTable::find_id(FileId id) const {
+  const std::lock_guard lock(mutex_);
+  const auto it = by_id_.find(id);
+  return it == by_id_.end() ? 0 : it->second;
+}
+
+bool InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
+  if (node == kRootNode) return false;
   {
     const std::lock_guard lock(mutex_);
     const auto it = nodes_.find(node);
-    if (it == nodes_.end()) return;
+    if (it == nodes_.end()) return false;
     Node& entry = it->second;
     if (entry.nlookup > nlookup) {
       entry.nlookup -= nlookup;
-      return;
+      return false;
     }
     if (const auto id = by_id_.find(entry.id); id != by_id_.end() && id->second == node) {
       by_id_.erase(id);
@@ -48,6 +54,7 @@ void InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
     nodes_.erase(it);
   }
   node_forgotten();
+  return true;
 }
 
 void InodeTable::set_next(NodeId node) {

@@ -31,8 +31,12 @@ class InodeTable {
   // The node's path and identity, or nullopt for an unknown (forgotten) nodeid.
   [[nodiscard]] std::optional<NodeRef> find(NodeId node) const;
 
-  // Drops `nlookup` references; the node goes away at zero. The root is never dropped.
-  void forget(NodeId node, std::uint64_t nlookup) noexcept;
+  // The node of the file `id`, or 0 when the kernel holds none.
+  [[nodiscard]] NodeId find_id(FileId id) const;
+
+  // Drops `nlookup` references; the node goes away at zero (then true). The root is never
+  // dropped.
+  bool forget(NodeId node, std::uint64_t nlookup) noexcept;
 
   [[nodiscard]] std::size_t size() const;
 
