@@ -346,7 +346,9 @@ TEST_F(WorkerFsTest, ASymlinkSwappedInUnderACachedDirectoryIsNotFollowed) {
 nlohmann::ordered_json status_of(UnsandboxedWorker& worker) {
   worker.send(ipc::Status{});
   const auto reply = worker.receive(milliseconds(5'000));
-  if (!reply || !std::holds_alternative<ipc::StatusOk>(*reply)) return nlohmann::ordered_json::object();
+  if (!reply || !std::holds_alternative<ipc::StatusOk>(*reply)) {
+    return nlohmann::ordered_json::object();
+  }
   return std::get<ipc::StatusOk>(*reply).extra;
 }
 
@@ -361,7 +363,9 @@ std::optional<milliseconds> time_until(const std::function<bool()>& seen,
   }
 }
 
-bool names(const fs::path& dir, const std::string& name) { return dirent_types(dir).contains(name); }
+bool names(const fs::path& dir, const std::string& name) {
+  return dirent_types(dir).contains(name);
+}
 
 mode_t mode_of(const fs::path& path) { return lstat_or_throw(path).st_mode & 07777; }
 
@@ -426,7 +430,8 @@ TEST_F(WorkerFsTest, ChangesInTheSourceShowThroughAWatchedMountAtOnce) {
     ASSERT_TRUE(fd);
     ASSERT_EQ(::pwrite(fd.get(), "TWO, longer\n", 12, 0), 12);
   }
-  expect_seen("a write in place", [&] { return content_or_error(mp / "file.txt") == "TWO, longer\n"; });
+  expect_seen("a write in place",
+              [&] { return content_or_error(mp / "file.txt") == "TWO, longer\n"; });
   expect_seen("a write in place, through a file opened before", [&] {
     char buffer[64];
     return ::pread(open_before.get(), buffer, sizeof buffer, 0) == 12 &&

@@ -146,8 +146,8 @@ void SourceWatch::run() {
   for (;;) {
     int timeout = -1;
     if (!retries_.empty()) {
-      const auto first = std::min_element(retries_.begin(), retries_.end(),
-                                          [](const Note& a, const Note& b) { return a.due < b.due; });
+      const auto earlier = [](const Note& a, const Note& b) { return a.due < b.due; };
+      const auto first = std::min_element(retries_.begin(), retries_.end(), earlier);
       const auto wait =
           std::chrono::duration_cast<std::chrono::milliseconds>(first->due - Clock::now());
       timeout = static_cast<int>(std::max<long long>(0, wait.count()));
@@ -164,7 +164,8 @@ void SourceWatch::run() {
     const auto now = Clock::now();
     const auto due = std::partition(retries_.begin(), retries_.end(),
                                     [&](const Note& note) { return note.due > now; });
-    notes.insert(notes.end(), std::make_move_iterator(due), std::make_move_iterator(retries_.end()));
+    notes.insert(notes.end(), std::make_move_iterator(due),
+                 std::make_move_iterator(retries_.end()));
     retries_.erase(due, retries_.end());
     send(notes);
   }
@@ -214,7 +215,8 @@ void SourceWatch::read_events(std::vector<Note>& notes) {
 
 void SourceWatch::send(std::vector<Note>& notes) {
   const auto key = [](const Note& note) { return std::tie(note.parent, note.name, note.node); };
-  std::sort(notes.begin(), notes.end(), [&](const Note& a, const Note& b) { return key(a) < key(b); });
+  std::sort(notes.begin(), notes.end(),
+            [&](const Note& a, const Note& b) { return key(a) < key(b); });
   notes.erase(std::unique(notes.begin(), notes.end(),
                           [&](const Note& a, const Note& b) { return key(a) == key(b); }),
               notes.end());
