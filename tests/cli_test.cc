@@ -151,8 +151,8 @@ TEST_F(CliTest, MountStatusUnmountEndToEnd) {
 }
 
 // In the real sandbox (seccomp, /proc, the worker's identity) the source is watched: Status
-// says so, and a change in the source shows within the 5 s waited, far inside the 60 s the
-// kernel keeps names and attributes of a watched mount.
+// says so, and a change in the source shows within the 5 s waited, far inside the 10 minutes
+// the kernel keeps names and attributes of a watched mount.
 TEST_F(CliTest, ADirectoryMountWatchesItsSourceInItsSandbox) {
   mount_background();
   ASSERT_TRUE(heddle_mounted(tree_->mountpoint()));

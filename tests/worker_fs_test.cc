@@ -397,7 +397,7 @@ class BindMount {
   bool mounted_ = false;
 };
 
-// Names and attributes are kept for a minute on a watched mount: each change below shows
+// Names and attributes are kept for 10 minutes on a watched mount: each change below shows
 // within the 5 s waited only because the worker told the kernel of it.
 TEST_F(WorkerFsTest, ChangesInTheSourceShowThroughAWatchedMountAtOnce) {
   fs::create_directory(src() / "sub");

@@ -63,6 +63,7 @@ constexpr KnownField kWorkerFields[] = {
     {"source_watch", FieldType::kWord},
     {"watched_dirs", FieldType::kCounter},
     {"watch_notifications", FieldType::kCounter},
+    {"watch_overflows", FieldType::kCounter},
 };
 
 // Sent by the worker too, but the supervisor knows better and fills them (supervision.cc).

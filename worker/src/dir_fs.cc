@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <unordered_map>
 
 #include <spdlog/spdlog.h>
 
@@ -88,12 +89,35 @@ NodeId DirFs::child_node(NodeId dir, const std::string& name) const {
   return nodes_.find_id(file_id(st));
 }
 
+std::vector<KernelNote> DirFs::everything() const {
+  std::vector<KernelNote> out{KernelNote{0, {}, kRootNode}};
+  // A node's parent is the node of its path's directory, found as the source is now (a parent
+  // gone since has no entries the kernel could still use).
+  std::unordered_map<std::string, NodeId> parents{{".", kRootNode}};
+  for (auto& [node, path] : nodes_.paths()) {
+    out.push_back(KernelNote{0, {}, node});
+    const std::size_t slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+    auto [it, fresh] = parents.try_emplace(dir, 0);
+    if (fresh) {
+      const auto opened = tree_.open_beneath(dir, O_PATH | O_NOFOLLOW | O_DIRECTORY);
+      struct stat st {};
+      if (opened.fd && fstat_errno(opened.fd.get(), st) == 0) {
+        it->second = nodes_.find_id(file_id(st));
+      }
+    }
+    if (it->second != 0) out.push_back(KernelNote{it->second, path.substr(slash + 1), 0});
+  }
+  return out;
+}
+
 void DirFs::attach_kernel_cache(KernelCache* cache) {
   watch_.reset();
   if (cache == nullptr) return;
   try {
     watch_ = std::make_unique<SourceWatch>(
-        *cache, [this](NodeId dir, const std::string& name) { return child_node(dir, name); });
+        *cache, [this](NodeId dir, const std::string& name) { return child_node(dir, name); },
+        [this] { return everything(); });
   } catch (const std::exception& e) {
     watch_off_ = "off_no_inotify";
     spdlog::warn("source watch off: {}; names and attributes are cached for 1 s", e.what());

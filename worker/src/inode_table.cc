@@ -69,6 +69,16 @@ void InodeTable::add_lookups(NodeId node, std::uint64_t n) {
   }
 }
 
+std::vector<std::pair<NodeId, std::string>> InodeTable::paths() const {
+  const std::lock_guard lock(mutex_);
+  std::vector<std::pair<NodeId, std::string>> out;
+  out.reserve(nodes_.size());
+  for (const auto& [node, entry] : nodes_) {
+    if (node != kRootNode) out.emplace_back(node, entry.path);
+  }
+  return out;
+}
+
 std::size_t InodeTable::size() const {
   const std::lock_guard lock(mutex_);
   return nodes_.size();

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "backend.h"
 #include "source_tree.h"
@@ -39,6 +41,8 @@ class InodeTable {
   bool forget(NodeId node, std::uint64_t nlookup) noexcept;
 
   [[nodiscard]] std::size_t size() const;
+  // Every node but the root, with its path.
+  [[nodiscard]] std::vector<std::pair<NodeId, std::string>> paths() const;
 
   // Takeover (Backend::set_next_node, add_lookups).
   void set_next(NodeId node);

@@ -71,8 +71,8 @@ std::pair<const char*, std::string> why_unwatchable(int err) {
 
 }  // namespace
 
-SourceWatch::SourceWatch(KernelCache& cache, ChildNode child_node)
-    : cache_(cache), child_node_(std::move(child_node)) {
+SourceWatch::SourceWatch(KernelCache& cache, ChildNode child_node, Everything everything)
+    : cache_(cache), child_node_(std::move(child_node)), everything_(std::move(everything)) {
   inotify_.reset(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
   if (!inotify_) throw_errno("inotify_init1");
   int pipe_fds[2];
@@ -132,6 +132,7 @@ void SourceWatch::add_status(nlohmann::ordered_json& extra) const {
   extra["source_watch"] = active_ ? "inotify" : stopped_code_;
   extra["watched_dirs"] = by_node_.size();
   extra["watch_notifications"] = notes_sent_.load();
+  extra["watch_overflows"] = overflows_.load();
 }
 
 void SourceWatch::stop_watching(const char* code, const std::string& why) {
@@ -183,9 +184,14 @@ void SourceWatch::read_events(std::vector<Note>& notes) {
       const std::string entry(name, ::strnlen(name, event.len));
       pos += static_cast<ssize_t>(sizeof event + event.len);
       if ((event.mask & IN_Q_OVERFLOW) != 0) {
-        const std::lock_guard lock(mutex_);
-        stop_watching("off_overflow", "events were lost: the inotify queue overflowed (sysctl "
-                                      "fs.inotify.max_queued_events)");
+        // Which changes were lost is unknown (a checkout of a big tree, sysctl
+        // fs.inotify.max_queued_events): the kernel drops all it caches of the mount.
+        overflows_.fetch_add(1);
+        spdlog::warn("source watch: events were lost (the inotify queue overflowed); the "
+                     "kernel drops every cached name and attribute of the mount");
+        for (KernelNote& note : everything_()) {
+          notes.push_back(Note{note.parent, std::move(note.name), note.node});
+        }
         continue;
       }
       NodeId dir = 0;

@@ -2,8 +2,9 @@
 // kernel may keep their names and attributes long (DirFs::cache_policy), and tells the kernel
 // what changed in them, from a thread of its own. Watching stops for good (the caller goes back
 // to short timeouts) when a watch cannot be added (the user's watch limit, a directory the
-// worker may not read, no /proc), on a filesystem whose changes made elsewhere inotify does not
-// see (network and FUSE filesystems), and when events were lost (the queue overflowed).
+// worker may not read, no /proc), and on a filesystem whose changes made elsewhere inotify does
+// not see (network and FUSE filesystems). When events were lost (the queue overflowed), the
+// kernel is told to drop everything it caches of the mount.
 #pragma once
 
 #include <sys/inotify.h>
@@ -29,9 +30,11 @@ class SourceWatch {
  public:
   // The node the kernel holds for `name` in directory `dir` (found as it is now), or 0.
   using ChildNode = std::function<NodeId(NodeId dir, const std::string& name)>;
+  // Everything the kernel may cache: each node's entry (parent and name) and the node itself.
+  using Everything = std::function<std::vector<KernelNote>()>;
 
   // Starts the thread. Throws heddle::Error when inotify cannot be used at all.
-  SourceWatch(KernelCache& cache, ChildNode child_node);
+  SourceWatch(KernelCache& cache, ChildNode child_node, Everything everything);
   SourceWatch(const SourceWatch&) = delete;
   SourceWatch& operator=(const SourceWatch&) = delete;
   ~SourceWatch();
@@ -67,6 +70,7 @@ class SourceWatch {
 
   KernelCache& cache_;
   const ChildNode child_node_;
+  const Everything everything_;
   UniqueFd inotify_;
   UniqueFd stop_read_, stop_write_;
   std::atomic<bool> active_{true};
@@ -76,6 +80,7 @@ class SourceWatch {
   std::unordered_map<NodeId, int> by_node_;
   std::vector<Note> retries_;  // the thread's own
   std::atomic<std::uint64_t> notes_sent_{0};
+  std::atomic<std::uint64_t> overflows_{0};
   std::thread thread_;
 };
 
