@@ -675,6 +675,8 @@ TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong)
     auto worker = start(false);
     ASSERT_TRUE(worker->ready());
     const fs::path mnt = worker->mountpoint();
+    // A first close while a worker answers its FLUSH (see OpenFilesAndDirectoriesCarryOver).
+    ASSERT_EQ(read_file(mnt / "a.txt"), "the a file\n");
     UniqueFd file(::open((mnt / "a.txt").c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(file);
     struct stat st {};
