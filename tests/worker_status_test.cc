@@ -1,6 +1,9 @@
 // What the supervisor takes from a worker's MountReady and StatusOk (worker_status.h).
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 #include "heddle/launcher/worker_status.h"
 
 namespace heddle::launcher {
@@ -78,6 +81,24 @@ TEST(WorkerStatus, UnknownFieldsAndWrongTypesAreDroppedWithAProblemEach) {
   EXPECT_TRUE(mentions(check, "unknown field \"bogus\\x1b[31m\""));
   EXPECT_FALSE(mentions(check, "source"));
   EXPECT_FALSE(mentions(check, "thread"));
+}
+
+// A directory mount's watch state is one word of a few: shown as is, so nothing else may pass.
+TEST(WorkerStatus, TheSourceWatchIsAWordAndNothingElse) {
+  ipc::StatusOk watched{kWorker, kMountpoint};
+  watched.extra = Json{{"source_watch", "off_watch_limit"}, {"watched_dirs", 3u},
+                       {"watch_notifications", 9u}};
+  WorkerReplyCheck check;
+  EXPECT_EQ(checked_status(watched, kWorker, kMountpoint, check), watched);
+  EXPECT_TRUE(check.problems.empty());
+  for (const std::string& text :
+       std::vector<std::string>{"", "Inotify", "off: \x1b[2J", std::string(33, 'a')}) {
+    ipc::StatusOk odd{kWorker, kMountpoint};
+    odd.extra = Json{{"source_watch", text}};
+    check = {};
+    EXPECT_TRUE(checked_status(odd, kWorker, kMountpoint, check).extra.empty()) << text;
+    EXPECT_TRUE(mentions(check, "field \"source_watch\" is not a word")) << text;
+  }
 }
 
 TEST(WorkerStatus, AFloodOfFieldsGivesAFewShortProblems) {

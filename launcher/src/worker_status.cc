@@ -10,7 +10,7 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-enum class FieldType { kCounter, kBool, kObjectId, kObjectIdOrNull, kStringArray };
+enum class FieldType { kCounter, kBool, kObjectId, kObjectIdOrNull, kStringArray, kWord };
 
 struct KnownField {
   std::string_view name;
@@ -59,6 +59,11 @@ constexpr KnownField kWorkerFields[] = {
     {"journal_handles", FieldType::kCounter},
     {"restored_nodes", FieldType::kCounter},
     {"stale_nodes", FieldType::kCounter},
+    // A directory source watched for changes (issue 17): "inotify", or off_... and why.
+    {"source_watch", FieldType::kWord},
+    {"watched_dirs", FieldType::kCounter},
+    {"watch_notifications", FieldType::kCounter},
+    {"watch_overflows", FieldType::kCounter},
 };
 
 // Sent by the worker too, but the supervisor knows better and fills them (supervision.cc).
@@ -78,6 +83,15 @@ bool is_object_id(const Json& value) {
                      [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+// A short fixed term the worker chose from a few (shown as is, so no other text gets through).
+bool is_word(const Json& value) {
+  if (!value.is_string()) return false;
+  const auto& text = value.get_ref<const std::string&>();
+  return !text.empty() && text.size() <= 32 &&
+         std::all_of(text.begin(), text.end(),
+                     [](char c) { return (c >= 'a' && c <= 'z') || c == '_'; });
+}
+
 bool has_type(const Json& value, FieldType type) {
   switch (type) {
     case FieldType::kCounter:
@@ -91,6 +105,8 @@ bool has_type(const Json& value, FieldType type) {
     case FieldType::kStringArray:
       return value.is_array() &&
              std::all_of(value.begin(), value.end(), [](const Json& item) { return item.is_string(); });
+    case FieldType::kWord:
+      return is_word(value);
   }
   return false;
 }
@@ -107,6 +123,8 @@ const char* expected(FieldType type) {
       return "an object id or null";
     case FieldType::kStringArray:
       return "an array of strings";
+    case FieldType::kWord:
+      return "a word (a-z and _, at most 32)";
   }
   return "?";
 }

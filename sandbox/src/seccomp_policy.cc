@@ -35,6 +35,8 @@ constexpr const char* kAllowed[] = {
     "stat", "fstat", "lstat", "newfstatat", "statx", "statfs", "fstatfs",
     "access", "faccessat", "faccessat2", "readlink", "readlinkat", "getdents64", "getcwd",
     "chdir", "fchdir", "umask", "fadvise64",
+    // A directory source watched for changes (worker/src/source_watch.h).
+    "inotify_init1", "inotify_add_watch", "inotify_rm_watch",
     // A writable mount's overlay (copy-up, whiteouts, renames, durability).
     "mkdir", "mkdirat", "rmdir", "unlink", "unlinkat", "rename", "renameat", "renameat2",
     "link", "linkat", "symlink", "symlinkat", "mknodat", "chmod", "fchmod", "fchmodat",

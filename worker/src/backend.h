@@ -104,16 +104,34 @@ struct CachePolicy {
   // shows a new mtime or size (FUSE_CAP_AUTO_INVAL_DATA), so staleness is bounded by
   // attr_timeout.
   bool keep_cache = false;
-  // A node's content and listing never change (a new content is a new node; a directory's
-  // listing changes only with an invalidation from the worker): the kernel may open files and
-  // directories itself, with no OPEN, OPENDIR, FLUSH or RELEASE round trip (kernel_opens.h).
-  // Honoured only for a read-only backend: writes need per-open handles.
+  // One handle per node serves every open of it as a fresh one would: a git node's content
+  // never changes (a new content is a new node), and a directory source's node is one file,
+  // read through one fd as it changes in place (a file replaced by another is a new node). The
+  // kernel may then open files and directories itself, with no OPEN, OPENDIR, FLUSH or RELEASE
+  // round trip (kernel_opens.h). Honoured only for a read-only backend: writes need per-open
+  // handles.
   bool open_in_kernel = false;
+};
+
+// Where a backend that learns of changes in its source by itself (a watched directory) tells
+// the kernel to drop what it caches, in the node ids it handed out. The calls may block on the
+// kernel's locks: never from a request handler, nor holding a lock a request needs. 0 or an
+// errno (ENOENT: the kernel had nothing cached there).
+class KernelCache {
+ public:
+  virtual ~KernelCache() = default;
+  virtual int invalidate_entry(std::uint64_t parent, const std::string& name) noexcept = 0;
+  virtual int invalidate_node(std::uint64_t node) noexcept = 0;
 };
 
 class Backend {
  public:
   virtual ~Backend() = default;
+
+  // Once the session it serves exists, before it serves: the backend may tell the kernel of
+  // changes from now on (null: no longer, before the session goes). Only the backend the
+  // kernel talks to gets it (not an overlay's lower layer, whose node ids the kernel never sees).
+  virtual void attach_kernel_cache(KernelCache* /*cache*/) {}
 
   // Finds `name` in directory `parent` and counts one kernel reference on the result.
   [[nodiscard]] virtual int lookup(NodeId parent, std::string_view name, NodeId& node,

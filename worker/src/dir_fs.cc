@@ -9,6 +9,9 @@
 #include <cstddef>
 #include <cstring>
 #include <memory>
+#include <unordered_map>
+
+#include <spdlog/spdlog.h>
 
 namespace heddle::worker {
 namespace {
@@ -64,10 +67,63 @@ int DirFs::lookup_path(const std::string& path, NodeId& node, struct stat& st) {
   auto opened = tree_.open_beneath(path, O_PATH | O_NOFOLLOW);
   if (!opened.fd) return opened.error;
   if (const int err = fstat_errno(opened.fd.get(), st); err != 0) return err;
-  tree_.restore_owner(path, st);
   node = nodes_.acquire(path, file_id(st));
+  // Watched before the kernel hears of it: its entries are looked up after this reply. A
+  // change made before the watch is caught by stating it again.
+  if (watch_ && S_ISDIR(st.st_mode) &&
+      watch_->watch(node, opened.fd.get()) == SourceWatch::Watched::kNow) {
+    struct stat again {};
+    if (fstat_errno(opened.fd.get(), again) == 0) st = again;
+  }
+  tree_.restore_owner(path, st);
   st.st_ino = inos_.of(st.st_dev, st.st_ino);
   return 0;
+}
+
+NodeId DirFs::child_node(NodeId dir, const std::string& name) const {
+  const auto ref = nodes_.find(dir);
+  if (!ref) return 0;
+  const auto opened = tree_.open_beneath(join_path(ref->path, name.c_str()), O_PATH | O_NOFOLLOW);
+  struct stat st {};
+  if (!opened.fd || fstat_errno(opened.fd.get(), st) != 0) return 0;
+  return nodes_.find_id(file_id(st));
+}
+
+std::vector<KernelNote> DirFs::everything() const {
+  std::vector<KernelNote> out{KernelNote{0, {}, kRootNode}};
+  // A node's parent is the node of its path's directory, found as the source is now (a parent
+  // gone since has no entries the kernel could still use).
+  std::unordered_map<std::string, NodeId> parents{{".", kRootNode}};
+  for (auto& [node, path] : nodes_.paths()) {
+    out.push_back(KernelNote{0, {}, node});
+    const std::size_t slash = path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+    auto [it, fresh] = parents.try_emplace(dir, 0);
+    if (fresh) {
+      const auto opened = tree_.open_beneath(dir, O_PATH | O_NOFOLLOW | O_DIRECTORY);
+      struct stat st {};
+      if (opened.fd && fstat_errno(opened.fd.get(), st) == 0) {
+        it->second = nodes_.find_id(file_id(st));
+      }
+    }
+    if (it->second != 0) out.push_back(KernelNote{it->second, path.substr(slash + 1), 0});
+  }
+  return out;
+}
+
+void DirFs::attach_kernel_cache(KernelCache* cache) {
+  watch_.reset();
+  if (cache == nullptr) return;
+  try {
+    watch_ = std::make_unique<SourceWatch>(
+        *cache, [this](NodeId dir, const std::string& name) { return child_node(dir, name); },
+        [this] { return everything(); });
+  } catch (const std::exception& e) {
+    watch_off_ = "off_no_inotify";
+    spdlog::warn("source watch off: {}; names and attributes are cached for 1 s", e.what());
+    return;
+  }
+  static_cast<void>(watch_->watch(kRootNode, tree_.root_fd()));
 }
 
 int DirFs::lookup(NodeId parent, std::string_view name, NodeId& node, struct stat& st) {
@@ -83,7 +139,9 @@ int DirFs::lookup(NodeId parent, std::string_view name, NodeId& node, struct sta
   return lookup_path(join_path(dir->path, std::string(name).c_str()), node, st);
 }
 
-void DirFs::forget(NodeId node, std::uint64_t nlookup) noexcept { nodes_.forget(node, nlookup); }
+void DirFs::forget(NodeId node, std::uint64_t nlookup) noexcept {
+  if (nodes_.forget(node, nlookup) && watch_) watch_->unwatch(node);
+}
 
 int DirFs::getattr(NodeId node, struct stat& st) {
   UniqueFd fd;
@@ -147,6 +205,11 @@ int DirFs::statfs(struct statvfs& out) {
 void DirFs::add_status(nlohmann::ordered_json& extra) const {
   extra["source"] = tree_.path();
   extra["other_filesystems"] = inos_.other_devices();
+  if (watch_) {
+    watch_->add_status(extra);
+  } else {
+    extra["source_watch"] = watch_off_;
+  }
 }
 
 }  // namespace heddle::worker

@@ -93,8 +93,9 @@ void guarded(fuse_req_t req, const char* op, Body&& body) noexcept {
 void op_init(void* userdata, fuse_conn_info* conn) {
   SessionContext& context = *static_cast<SessionContext*>(userdata);
   if ((conn->capable & FUSE_CAP_READDIRPLUS) != 0) conn->want |= FUSE_CAP_READDIRPLUS;
-  // Content that never changes needs no open round trip: op_open and op_opendir answer ENOSYS
-  // once, and the kernel opens locally from then on (these capabilities need no `want`).
+  // A node whose one handle serves every open needs no open round trip (open_in_kernel):
+  // op_open and op_opendir answer ENOSYS once, and the kernel opens locally from then on
+  // (these capabilities need no `want`).
   if (context.fs.cache_policy().open_in_kernel && !context.fs.writable()) {
     context.kernel_opens.files = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) != 0;
     context.kernel_opens.dirs = (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) != 0;
@@ -150,9 +151,14 @@ void op_forget_multi(fuse_req_t req, std::size_t count, fuse_forget_data* forget
 void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "getattr", [&] {
     struct stat st {};
-    // The kernel passes a handle only for regular files; it may answer for the open file.
+    // The kernel passes a handle only for regular files; it may answer for the open file
+    // (fstat of a file the kernel opened itself: the node's kept handle, if any).
     const auto handle = open_file_of(req, fi);
-    int err = handle != nullptr ? handle->file->stat(st) : ENOSYS;
+    const bool kernel_opened = fi != nullptr && fi->fh == 0 && kernel_opens_of(req).files;
+    const auto kept = handle == nullptr && kernel_opened ? kernel_opens_of(req).kept_file(ino)
+                                                         : nullptr;
+    FileHandle* const file = handle != nullptr ? handle->file.get() : kept.get();
+    int err = file != nullptr ? file->stat(st) : ENOSYS;
     if (err == ENOSYS) err = fs_of(req).getattr(ino, st);
     if (err != 0) {
       fuse_reply_err(req, err);

@@ -162,6 +162,7 @@ FuseSession::FuseSession(UniqueFd fuse_fd, Backend& fs, bool debug)
     throw Error("cannot adopt the FUSE connection fd " + std::to_string(fuse_fd.get()), 0);
   }
   static_cast<void>(fuse_fd.release());  // the session owns it now
+  fs.attach_kernel_cache(this);
 }
 
 FuseSession::~FuseSession() {
@@ -173,6 +174,7 @@ FuseSession::~FuseSession() {
     }
     loop_.join();
   }
+  context_.fs.attach_kernel_cache(nullptr);
   // Never fuse_session_unmount(): the supervisor owns the mount.
   if (session_ != nullptr) fuse_session_destroy(session_);
 }

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend.h"
 #include "fuse_ops.h"
 #include "heddle/unique_fd.h"
 #include "in_flight.h"
@@ -49,7 +50,7 @@ struct FuseIo {
   bool die_unrecorded = false;
 };
 
-class FuseSession {
+class FuseSession final : public KernelCache {
  public:
   // Creates the session for `fs` and adopts `fuse_fd` (libfuse closes it with the session).
   // Throws heddle::Error. `debug` turns on libfuse's per-request log. With a `journal`, every
@@ -117,8 +118,8 @@ class FuseSession {
   // Tell the kernel to drop what it caches of `name` in `parent` / of `node`'s attributes and
   // pages. Never from a request handler (the kernel may wait for that request): from the IPC
   // thread, holding no backend lock. Returns 0 or an errno (ENOENT: the kernel had nothing).
-  int invalidate_entry(std::uint64_t parent, const std::string& name) noexcept;
-  int invalidate_node(std::uint64_t node) noexcept;
+  int invalidate_entry(std::uint64_t parent, const std::string& name) noexcept override;
+  int invalidate_node(std::uint64_t node) noexcept override;
 
  private:
   void run_loop(fuse_loop_config* config, const std::function<void(bool)>& on_end);

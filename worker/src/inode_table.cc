@@ -31,16 +31,22 @@ std::optional<NodeRef> InodeTable::find(NodeId node) const {
   return NodeRef{it->second.path, it->second.id};
 }
 
-void InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
-  if (node == kRootNode) return;
+NodeId InodeTable::find_id(FileId id) const {
+  const std::lock_guard lock(mutex_);
+  const auto it = by_id_.find(id);
+  return it == by_id_.end() ? 0 : it->second;
+}
+
+bool InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
+  if (node == kRootNode) return false;
   {
     const std::lock_guard lock(mutex_);
     const auto it = nodes_.find(node);
-    if (it == nodes_.end()) return;
+    if (it == nodes_.end()) return false;
     Node& entry = it->second;
     if (entry.nlookup > nlookup) {
       entry.nlookup -= nlookup;
-      return;
+      return false;
     }
     if (const auto id = by_id_.find(entry.id); id != by_id_.end() && id->second == node) {
       by_id_.erase(id);
@@ -50,6 +56,7 @@ void InodeTable::forget(NodeId node, std::uint64_t nlookup) noexcept {
     shrink_if_sparse(by_id_);
   }
   node_forgotten();
+  return true;
 }
 
 void InodeTable::set_next(NodeId node) {
@@ -62,6 +69,16 @@ void InodeTable::add_lookups(NodeId node, std::uint64_t n) {
   if (const auto it = nodes_.find(node); it != nodes_.end() && node != kRootNode) {
     it->second.nlookup += n;
   }
+}
+
+std::vector<std::pair<NodeId, std::string>> InodeTable::paths() const {
+  const std::lock_guard lock(mutex_);
+  std::vector<std::pair<NodeId, std::string>> out;
+  out.reserve(nodes_.size());
+  for (const auto& [node, entry] : nodes_) {
+    if (node != kRootNode) out.emplace_back(node, entry.path);
+  }
+  return out;
 }
 
 std::size_t InodeTable::size() const {

@@ -7,6 +7,8 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "backend.h"
 #include "source_tree.h"
@@ -31,10 +33,16 @@ class InodeTable {
   // The node's path and identity, or nullopt for an unknown (forgotten) nodeid.
   [[nodiscard]] std::optional<NodeRef> find(NodeId node) const;
 
-  // Drops `nlookup` references; the node goes away at zero. The root is never dropped.
-  void forget(NodeId node, std::uint64_t nlookup) noexcept;
+  // The node of the file `id`, or 0 when the kernel holds none.
+  [[nodiscard]] NodeId find_id(FileId id) const;
+
+  // Drops `nlookup` references; the node goes away at zero (then true). The root is never
+  // dropped.
+  bool forget(NodeId node, std::uint64_t nlookup) noexcept;
 
   [[nodiscard]] std::size_t size() const;
+  // Every node but the root, with its path.
+  [[nodiscard]] std::vector<std::pair<NodeId, std::string>> paths() const;
 
   // Takeover (Backend::set_next_node, add_lookups).
   void set_next(NodeId node);

@@ -2,8 +2,8 @@
 // answered ENOSYS to the first OPEN / OPENDIR), no OPEN, FLUSH or RELEASE reaches the worker,
 // and READ and READDIR come with file handle 0, naming only the node. What a handle held per
 // open is then kept here per node: a few open files and directory listings, the least
-// recently used dropped first. Only for backends whose nodes' content never changes
-// (CachePolicy::open_in_kernel), so a handle kept for a node is as good as a fresh one.
+// recently used dropped first. Only for backends where a handle kept for a node is as good as
+// a fresh one (CachePolicy::open_in_kernel).
 #pragma once
 
 #include <atomic>
@@ -87,6 +87,8 @@ class KernelOpens {
 
   // The handle reads of `node` go through, opened (Backend::open_node) on first use.
   [[nodiscard]] int file(Backend& fs, NodeId node, std::shared_ptr<FileHandle>& out);
+  // The handle kept for `node`, or null: never opens one.
+  [[nodiscard]] std::shared_ptr<FileHandle> kept_file(NodeId node) { return files_.find(node); }
   // The listing of directory `node`. `fresh`: list it again (a listing read from its start),
   // else the one kept, so that offsets handed out stay meaningful across requests.
   [[nodiscard]] int listing(Backend& fs, NodeId node, bool fresh,
