@@ -747,8 +747,9 @@ TEST_F(TakeoverTest, ADamagedJournalIsRefusedOrItsNodesAreStaleNeverServedWrong)
        kRefused},
       {"an empty memfd", [](int memfd, const JournalState&) { ASSERT_EQ(::ftruncate(memfd, 0), 0); },
        kCannotServe},
+      // The supervisor sizes and seals it: another size is another version's (or a forgery).
       {"a memfd of another size",
-       [](int memfd, const JournalState&) { ASSERT_EQ(::ftruncate(memfd, 8192), 0); }, kCannotServe},
+       [](int memfd, const JournalState&) { ASSERT_EQ(::ftruncate(memfd, 8192), 0); }, kRefused},
       {"a sealed memfd",
        [](int memfd, const JournalState&) {
          ASSERT_EQ(::fcntl(memfd, F_ADD_SEALS, F_SEAL_WRITE), 0);

@@ -29,6 +29,18 @@ constexpr unsigned kMaxThreads = 32;
 
 // FUSE_NOTIFY_RESEND (Linux 6.9, protocol 7.40): Debian 12's <linux/fuse.h> predates it.
 constexpr std::int32_t kNotifyResend = 7;
+// FUSE_NOTIFY_INC_EPOCH (Linux 6.16, protocol 7.44): likewise.
+constexpr std::int32_t kNotifyIncEpoch = 8;
+
+// A notification that is only its header.
+int notify_bare(fuse_session* session, std::int32_t code) noexcept {
+  fuse_out_header out{};
+  out.len = sizeof out;
+  out.error = code;
+  out.unique = 0;
+  const ssize_t n = ::write(fuse_session_fd(session), &out, sizeof out);
+  return n == static_cast<ssize_t>(sizeof out) ? 0 : (n < 0 ? errno : EIO);
+}
 
 FuseIo& io_of(void* userdata) { return *static_cast<SessionContext*>(userdata)->io; }
 
@@ -270,14 +282,9 @@ void FuseSession::answer_init(std::string_view request) {
   if (err != 0) throw Error("the kernel refused the answer to the recorded FUSE_INIT", err);
 }
 
-int FuseSession::request_resend() noexcept {
-  fuse_out_header out{};
-  out.len = sizeof out;
-  out.error = kNotifyResend;
-  out.unique = 0;
-  const ssize_t n = ::write(fuse_session_fd(session_), &out, sizeof out);
-  return n == static_cast<ssize_t>(sizeof out) ? 0 : (n < 0 ? errno : EIO);
-}
+int FuseSession::request_resend() noexcept { return notify_bare(session_, kNotifyResend); }
+
+int FuseSession::forget_cached_names() noexcept { return notify_bare(session_, kNotifyIncEpoch); }
 
 std::size_t FuseSession::fail_requests(const std::vector<std::uint64_t>& uniques,
                                        int error) noexcept {

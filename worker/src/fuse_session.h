@@ -91,6 +91,9 @@ class FuseSession final : public KernelCache {
   // (FUSE_NOTIFY_RESEND, Linux 6.9). Returns 0 or the errno of the refusal (EINVAL: the kernel
   // knows no such notification).
   int request_resend() noexcept;
+  // Makes the kernel look up again every name it caches (FUSE_NOTIFY_INC_EPOCH, Linux 6.16):
+  // for names whose nodes a successor could not restore. Returns 0 or the refusal's errno.
+  int forget_cached_names() noexcept;
   // Where RESEND is refused: ends each of `uniques` (requests a predecessor had read and not
   // answered) with `error`, so that no process waits for them until unmount. The supervisor
   // and every worker hold the same /dev/fuse file, whose processing queue still holds them.

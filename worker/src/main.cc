@@ -250,6 +250,7 @@ struct Restart {
   std::unique_ptr<NodeJournal> journal;
   bool took_over = false;
   bool resend = false;
+  bool journal_refused = false;  // every node the kernel holds is stale, names unknown
   std::size_t failed = 0;  // requests of the predecessor ended with EIO (no RESEND)
   RestoreReport restored;
 
@@ -266,6 +267,19 @@ struct Restart {
     }
   }
 };
+
+// The kernel keeps names for as long as the entry timeout (minutes on a git thread or a watched
+// directory), and opens files itself: a name whose node a successor could not restore would
+// answer ESTALE until then. So it looks every name up again (Linux 6.16), or, before that, the
+// names the journal recorded. With the loop running: an invalidation waits for the directory's
+// lock, which a lookup resent to this worker may hold.
+void forget_stale_names(const Restart& restart, FuseSession& session) {
+  if (!restart.journal_refused && restart.restored.stale_names.empty()) return;
+  if (session.forget_cached_names() == 0) return;
+  for (const auto& [parent, name] : restart.restored.stale_names) {
+    static_cast<void>(session.invalidate_entry(parent, name));
+  }
+}
 
 [[noreturn]] void serve_ipc(int ipc_fd, const ipc::WorkerBootstrap& boot, Backend& fs,
                             FuseSession& session, const Restart& restart) {
@@ -387,6 +401,7 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, const Enviro
                   escape_text(error->reason));
     // Its FUSE_INIT and high-water marks, if its header was sound: no nodes, no handles.
     previous = std::move(error->header);
+    out.journal_refused = true;
   } else {
     previous = std::get<JournalState>(std::move(read));
   }
@@ -501,6 +516,7 @@ Restart take_over(UniqueFd memfd, const ipc::WorkerBootstrap& boot, const Enviro
   } catch (const std::exception& e) {
     fail_mount(ipc_fd, std::string("cannot serve the FUSE connection: ") + e.what());
   }
+  if (restart.took_over) forget_stale_names(restart, *session);
 
   // Tests only: a window before MountReady in which to kill things (the fault matrix).
   if (env.hold_ready.count() > 0) std::this_thread::sleep_for(env.hold_ready);

@@ -57,6 +57,13 @@ void restore_nodes(Backend& fs, const JournalState& state, RestoreReport& report
     kept.name.clear();
     report.kept.nodes.emplace(id, std::move(kept));
   }
+  // Where the kernel may still cache a name for a node that is gone (under a parent that is back).
+  for (const auto& [id, want] : state.nodes) {
+    const bool parent_back = want.parent == kRootNode || report.kept.nodes.contains(want.parent);
+    if (!report.kept.nodes.contains(id) && parent_back && !want.name.empty()) {
+      report.stale_names.emplace_back(want.parent, want.name);
+    }
+  }
   // No id the kernel may still send is ever given to another file.
   static_cast<void>(fs.set_next_node(std::max(highest + 1, state.next_node)));
   report.nodes = report.kept.nodes.size();

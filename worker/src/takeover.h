@@ -6,6 +6,9 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "backend.h"
 #include "node_journal.h"
@@ -19,6 +22,9 @@ struct RestoreReport {
   std::size_t stale_nodes = 0;
   std::size_t handles = 0;
   std::size_t lost_handles = 0;
+  // The names, as recorded, of the stale nodes whose parent is back: where the kernel may
+  // still cache a stale node (under this name, if the journal told the truth).
+  std::vector<std::pair<NodeId, std::string>> stale_names;
 };
 
 // Throws heddle::Error (ENOTSUP) for a backend that cannot keep node ids.
