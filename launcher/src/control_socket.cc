@@ -72,8 +72,8 @@ UniqueFd lock_control_socket(const std::string& socket_path, std::chrono::millis
 
 }  // namespace
 
-bool remove_stale_control_socket(const std::string& path) {
-  const UniqueFd lock = lock_control_socket(path, std::chrono::milliseconds(0));
+bool remove_stale_control_socket(const std::string& path, std::chrono::milliseconds patience) {
+  const UniqueFd lock = lock_control_socket(path, patience);
   return lock && ::unlink(path.c_str()) == 0;
 }
 

@@ -102,10 +102,11 @@ int main(int argc, char** argv) {
   }
 
   // The dead supervisor's control socket would otherwise stay behind until the next mount;
-  // one that a new supervisor there holds (by its lock) is not ours to remove.
+  // one that a new supervisor there holds (by its lock) is not ours to remove. Its lock may
+  // outlive our socket's EOF by a moment.
   try {
     (void)heddle::launcher::remove_stale_control_socket(
-        heddle::launcher::control_socket_path(dirs, args.mountpoint));
+        heddle::launcher::control_socket_path(dirs, args.mountpoint), std::chrono::seconds(1));
   } catch (const std::exception&) {
   }
   try {

@@ -35,7 +35,10 @@ std::size_t expire_supervisor_logs(const UserDirs& dirs, const std::string& star
 
 // Removes the control socket at `path` unless a supervisor holds its lock (one that lives, or
 // is starting there): the socket of a dead supervisor, never a new one's. True if removed.
-bool remove_stale_control_socket(const std::string& path);
+// `patience`: how long to wait for the lock (a supervisor just killed releases it a moment
+// after its other fds: the kernel closes an exiting task's files last opened first).
+bool remove_stale_control_socket(const std::string& path,
+                                 std::chrono::milliseconds patience = std::chrono::milliseconds(0));
 
 class ControlServer {
  public:
