@@ -58,7 +58,8 @@ std::string git(const fs::path& repo, std::vector<std::string> args) {
   return trimmed(result.out);
 }
 
-std::string read_file(const fs::path& path) {
+// The content, or "<error>" where it cannot be opened (what a comparison shows).
+std::string content_or_error(const fs::path& path) {
   const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd) return "<" + std::string(std::strerror(errno)) + ">";
   std::string content;
@@ -199,7 +200,7 @@ class CaptureTest : public ::testing::Test {
     EXPECT_TRUE(S_ISREG(st.st_mode));
     EXPECT_EQ(st.st_mode & 07777, 0644u) << path;
     EXPECT_EQ(st.st_uid, owner) << path;
-    EXPECT_EQ(read_file(dir / oid), content) << path;
+    EXPECT_EQ(content_or_error(dir / oid), content) << path;
     std::vector<std::string> beside;
     for (const auto& entry : fs::directory_iterator(dir)) beside.push_back(entry.path().filename());
     EXPECT_EQ(beside, std::vector<std::string>{oid}) << "a temporary file was left in " << dir;
@@ -299,7 +300,7 @@ TEST_F(CaptureTree, AChangedLfsFileIsStoredAsGitLfsStoresIt) {
   const std::string missing = git(repo_, {"rev-parse", "HEAD:missing.bin"});
   mount({"--pin"});
   sh(mp(), kLfsChange);
-  EXPECT_EQ(read_file(tree_->mountpoint() / "copy.bin").substr(0, 8), "version ");
+  EXPECT_EQ(content_or_error(tree_->mountpoint() / "copy.bin").substr(0, 8), "version ");
   unmount();
   const launcher::CapturedTree captured =
       launcher::build_capture_tree(repo_.string(), base_, ov().string());
@@ -349,7 +350,7 @@ TEST_F(CaptureCli, RecordsTheMountAsACommitAndServesIt) {
             "Repo Owner <owner@example.com>|Repo Owner <owner@example.com>|from the mount");
   // The mount serves the commit, its overlay emptied but for the empty directories.
   EXPECT_EQ(status()["commit"], commit);
-  EXPECT_EQ(read_file(tree_->mountpoint() / "new.txt"), "new\n");
+  EXPECT_EQ(content_or_error(tree_->mountpoint() / "new.txt"), "new\n");
   EXPECT_TRUE(fs::is_directory(tree_->mountpoint() / "empty/inner"));
   const CommandResult shown = launcher({"overlay", "show", ov().string(), "--json"});
   ASSERT_EQ(shown.exit_code, 0) << shown.err;
@@ -377,7 +378,7 @@ TEST_F(CaptureCli, AChangedLfsFileIsCapturedAsAPointerAndServedFromItsObject) {
   EXPECT_EQ(tree, git_commit_tree("printf 'edited content\\n' > data.bin", base_));
   expect_lfs_object(tree, "data.bin", "edited content\n", ::geteuid());
   EXPECT_EQ(status()["commit"], commit);
-  EXPECT_EQ(read_file(tree_->mountpoint() / "data.bin"), "edited content\n");
+  EXPECT_EQ(content_or_error(tree_->mountpoint() / "data.bin"), "edited content\n");
   sh(mp(), "cat data.bin > t && cat t > data.bin && rm t");
   const CommandResult again = launcher({"capture", mp(), "--json"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
@@ -412,9 +413,9 @@ TEST_F(CaptureCli, IsRefusedWhenTheRefMovedAndWritesNothing) {
   EXPECT_EQ(git(repo_, {"rev-parse", "refs/heads/main"}), theirs);
   EXPECT_EQ(git(repo_, {"count-objects", "-v"}), objects);
   // Nothing lost: the mount still shows its change, and takes writes again (thawed).
-  EXPECT_EQ(read_file(tree_->mountpoint() / "mine.txt"), "mine\n");
+  EXPECT_EQ(content_or_error(tree_->mountpoint() / "mine.txt"), "mine\n");
   sh(mp(), "printf 'more\\n' >> mine.txt");
-  EXPECT_EQ(read_file(tree_->mountpoint() / "mine.txt"), "mine\nmore\n");
+  EXPECT_EQ(content_or_error(tree_->mountpoint() / "mine.txt"), "mine\nmore\n");
 }
 
 TEST_F(CaptureCli, WithoutAnAuthorTheErrorSaysHowToSetOne) {
@@ -436,7 +437,7 @@ TEST_F(CaptureCli, WithoutAnAuthorTheErrorSaysHowToSetOne) {
   EXPECT_NE(result.err.find("user.name"), std::string::npos) << result.err;
   EXPECT_NE(result.err.find("--author"), std::string::npos) << result.err;
   EXPECT_EQ(git(repo_, {"rev-parse", "refs/heads/main"}), base_);
-  EXPECT_EQ(read_file(tree_->mountpoint() / "b.txt"), "b\n");
+  EXPECT_EQ(content_or_error(tree_->mountpoint() / "b.txt"), "b\n");
 }
 
 TEST_F(CaptureCli, AMountOfACommitIdHasNoRefToMove) {
@@ -500,11 +501,11 @@ TEST_F(FollowCli, FollowsAWorkTreeCommitWithinASecondAndOpenFilesKeepTheirConten
   const auto committed = std::chrono::steady_clock::now();
   const std::string upstream = git(repo_, {"rev-parse", "HEAD"});
   const bool followed = eventually(
-      [&] { return read_file(tree_->mountpoint() / "upstream.txt") == "n\n"; }, 3s);
+      [&] { return content_or_error(tree_->mountpoint() / "upstream.txt") == "n\n"; }, 3s);
   const auto took = std::chrono::steady_clock::now() - committed;
   EXPECT_TRUE(followed);
   EXPECT_LE(took, 1s) << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms";
-  EXPECT_EQ(read_file(tree_->mountpoint() / "docs/readme.md"), "upstream\n");
+  EXPECT_EQ(content_or_error(tree_->mountpoint() / "docs/readme.md"), "upstream\n");
   EXPECT_EQ(status()["commit"], upstream);
   // The reader's open file keeps the content it had.
   char buffer[64] = {};
@@ -518,8 +519,8 @@ TEST_F(FollowCli, OverlayChangesStayOnTopAndConflictsAreListed) {
   sh(repo_, "printf 'theirs\\n' > a.txt && printf 'v\\n' > untouched.txt && git add -A && "
             "git commit -qm upstream");
   ASSERT_TRUE(eventually(
-      [&] { return read_file(tree_->mountpoint() / "untouched.txt") == "v\n"; }, 3s));
-  EXPECT_EQ(read_file(tree_->mountpoint() / "a.txt"), "mine\n");
+      [&] { return content_or_error(tree_->mountpoint() / "untouched.txt") == "v\n"; }, 3s));
+  EXPECT_EQ(content_or_error(tree_->mountpoint() / "a.txt"), "mine\n");
   EXPECT_EQ(status()["conflicts"], Json::array({"a.txt"}));
 }
 
@@ -541,7 +542,7 @@ TEST_F(FollowCli, ACaptureOfThisMountIsNotFollowedAgain) {
   // A commit from elsewhere is followed (and logged so) within a second: wait as long.
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(status()["commit"], commit);
-  const std::string log = read_file(launcher::supervisor_log_path(launcher::UserDirs::read(), mp()));
+  const std::string log = content_or_error(launcher::supervisor_log_path(launcher::UserDirs::read(), mp()));
   EXPECT_NE(log.find("captured " + mp() + " as " + commit), std::string::npos) << log;
   EXPECT_EQ(log.find("to " + commit + "; " + mp() + " follows"), std::string::npos) << log;
 }

@@ -26,6 +26,7 @@
 
 #include "heddle/error.h"
 #include "heddle/unique_fd.h"
+#include "support/read_file.h"
 #include "support/unsandboxed_worker.h"
 
 namespace heddle::test {
@@ -39,18 +40,6 @@ void write_file(const fs::path& path, std::string_view content, mode_t mode = 06
     throw_errno("write " + path.string());
   }
   if (::fchmod(fd.get(), mode) != 0) throw_errno("fchmod " + path.string());
-}
-
-std::string read_file(const fs::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno("open " + path.string());
-  std::string out;
-  char buffer[64 * 1024];
-  for (ssize_t n; (n = ::read(fd.get(), buffer, sizeof buffer)) != 0;) {
-    if (n < 0) throw_errno("read " + path.string());
-    out.append(buffer, static_cast<std::size_t>(n));
-  }
-  return out;
 }
 
 std::set<std::string> names_in(const fs::path& dir) {

@@ -19,6 +19,7 @@
 #include "heddle/error.h"
 #include "heddle/unique_fd.h"
 #include "support/child_process.h"
+#include "support/read_file.h"
 #include "support/unsandboxed_worker.h"
 
 namespace heddle::test {
@@ -58,12 +59,6 @@ std::string read_fd(int fd) {
     out.append(buffer, static_cast<std::size_t>(n));
     at += n;
   }
-}
-
-std::string read_file(const fs::path& path) {
-  const UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno("open " + path.string());
-  return read_fd(fd.get());
 }
 
 std::set<std::string> names_in(const fs::path& dir) {

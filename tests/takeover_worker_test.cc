@@ -48,7 +48,6 @@ constexpr int kFilesPerDir = MountLoad::kFilesPerDir;
 void write_file(const fs::path& path, std::string_view content) {
   MountLoad::write_file(path, content);
 }
-std::string read_file(const fs::path& path) { return MountLoad::read_file(path); }
 
 class TakeoverTest : public ::testing::Test {
  public:

@@ -35,6 +35,7 @@
 #include "heddle/ipc/message.h"
 #include "heddle/process.h"
 #include "heddle/unique_fd.h"
+#include "support/read_file.h"
 #include "support/unsandboxed_worker.h"
 
 namespace heddle::test {
@@ -55,19 +56,6 @@ void write_file(const fs::path& path, std::string_view content, mode_t mode = 06
     done += static_cast<std::size_t>(n);
   }
   if (::fchmod(fd.get(), mode) != 0) throw_errno("fchmod " + path.string());  // beat the umask
-}
-
-std::string read_file(const fs::path& path) {
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw_errno("open " + path.string());
-  std::string out;
-  char buffer[64 * 1024];
-  for (;;) {
-    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
-    if (n < 0) throw_errno("read " + path.string());
-    if (n == 0) return out;
-    out.append(buffer, static_cast<std::size_t>(n));
-  }
 }
 
 struct stat lstat_or_throw(const fs::path& path) {

@@ -30,6 +30,7 @@
 #include "heddle/error.h"
 #include "heddle/unique_fd.h"
 #include "support/child_process.h"
+#include "support/read_file.h"
 
 namespace heddle::test {
 
@@ -66,18 +67,6 @@ class MountLoad {
     if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
       throw_errno("write " + path.string());
     }
-  }
-
-  static std::string read_file(const std::filesystem::path& path) {
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!fd) throw_errno("open " + path.string());
-    std::string out;
-    char buffer[64 * 1024];
-    for (ssize_t n; (n = ::read(fd.get(), buffer, sizeof buffer)) != 0;) {
-      if (n < 0) throw_errno("read " + path.string());
-      out.append(buffer, static_cast<std::size_t>(n));
-    }
-    return out;
   }
 
   // Writes what the load reads into the source `src`: big-N.bin, lower-file.bin and tree/.

@@ -26,6 +26,7 @@
 #include <gtest/gtest.h>
 
 #include "heddle/launcher/mountinfo.h"
+#include "support/read_file.h"
 #include "support/fd_pairs.h"
 
 namespace heddle::test {
