@@ -332,11 +332,7 @@ void NodeJournal::append(std::uint16_t type, std::uint32_t aux, std::uint64_t a,
   std::uint64_t used = h.used[active];
   if (used + size > kJournalRegionBytes) {
     // The state already holds this change: the compacted region includes it.
-    if (!compact()) {
-      healthy_ = false;
-      spdlog::error("node journal: the state outgrew its region; a restarted worker would find "
-                    "every node stale");
-    }
+    compact_or_stop();
     return;
   }
   std::byte* at = map_ + kJournalHeaderBytes + active * kJournalRegionBytes + used;
@@ -388,6 +384,13 @@ bool NodeJournal::compact() {
   return true;
 }
 
+void NodeJournal::compact_or_stop() {
+  if (compact()) return;
+  healthy_ = false;
+  spdlog::error("node journal: the state outgrew its region; a restarted worker would find "
+                "every node stale");
+}
+
 // After a walk and its forget, the log holds every lookup and forget while the state is a
 // fraction of it: those pages stay resident (the memfd's shmem counts in the worker's RSS)
 // until the region fills. Written whole into the other region, the log shrinks to the state
@@ -403,11 +406,7 @@ void NodeJournal::compact_if_mostly_dead() {
   const std::uint64_t live = state_.nodes.size() * kNodeEstimate +
                              state_.handles.size() * sizeof(RecordHead);
   if (used < kMinBytes || used < kDeadRatio * live || used - compacted_bytes_ < live) return;
-  if (!compact()) {
-    healthy_ = false;
-    spdlog::error("node journal: the state outgrew its region; a restarted worker would find "
-                  "every node stale");
-  }
+  compact_or_stop();
 }
 
 void NodeJournal::index(NodeId node, const JournalNode& entry) {

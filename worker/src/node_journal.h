@@ -192,6 +192,7 @@ class NodeJournal {
   void append(std::uint16_t type, std::uint32_t aux, std::uint64_t a, std::uint64_t b,
               std::uint64_t c, std::uint64_t d, std::string_view name);
   bool compact();  // writes state_ into the other region and makes it active
+  void compact_or_stop();  // compact(), or the journal stops (healthy() false) if it cannot
   void compact_if_mostly_dead();
   void set_name(NodeId node, NodeId parent, std::string_view name);
   void index(NodeId node, const JournalNode& entry);
