@@ -769,20 +769,12 @@ int OverlayFs::link(NodeId node, NodeId parent, std::string_view name, struct st
 }
 
 // Forgets that `path` names the node it named (the entry is gone from the mount).
-void OverlayFs::drop_path(const std::string& path, const Child& child) {
-  NodeId id = 0;
-  if (child.in_upper) {
-    const auto it = upper_nodes_.find(file_id(child.upper_st));
-    if (it == upper_nodes_.end()) return;
-    id = it->second;
-  } else {
-    const auto it = lower_nodes_.find(path);
-    if (it == lower_nodes_.end()) return;
-    id = it->second;
-    lower_nodes_.erase(it);
-  }
+void OverlayFs::drop_path(const Child& child) {
+  const NodeId id = node_of(child);
+  if (id == 0) return;
+  if (!child.in_upper) lower_nodes_.erase(child.path);
   Node& node = nodes_.at(id);
-  std::erase(node.paths, path);
+  std::erase(node.paths, child.path);
   if (node.paths.empty() && node.upper && node.hidden == Node::Hidden::kNone) {
     // Its inode number may be reused by a new file: identify it no longer.
     upper_nodes_.erase(node.upper_id);
@@ -891,7 +883,7 @@ int OverlayFs::unlink(NodeId parent, std::string_view name) {
     still_open->hidden = Node::Hidden::kLower;
   }
   if (err != 0) return err;
-  drop_path(child.path, child);
+  drop_path(child);
   mark_dirty(child.path);
   return 0;
 }
@@ -929,7 +921,7 @@ int OverlayFs::rmdir(NodeId parent, std::string_view name) {
     err = upper_.set_aside(parent_fd.fd.get(), std::string(name));
   }
   if (err != 0) return err;
-  drop_path(child.path, child);
+  drop_path(child);
   mark_dirty(child.path);
   return 0;
 }
@@ -1062,7 +1054,7 @@ int OverlayFs::rename(NodeId parent, std::string_view name, NodeId new_parent,
     move_paths(to.path, from.path);
     move_paths(parked, to.path);
   } else {
-    if (to.exists()) drop_path(to.path, to);
+    if (to.exists()) drop_path(to);
     move_paths(from.path, to.path);
     if (from_is_dir && (to_lower || to.whiteout)) {
       if (const auto it = upper_nodes_.find(file_id(from_st)); it != upper_nodes_.end()) {

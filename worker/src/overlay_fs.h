@@ -130,7 +130,7 @@ class OverlayFs final : public Backend {
   [[nodiscard]] int copy_up(const Node& n, bool with_data);
   // The node of `path`, now upper, keyed by its upper identity.
   void promote(const std::string& path, const struct stat& upper_st);
-  void drop_path(const std::string& path, const Child& child);
+  void drop_path(const Child& child);
   // The node the entry `child` is, or 0.
   [[nodiscard]] NodeId node_of(const Child& child) const;
   // For a removal of `child` (a file, which `node` is): the node, when it must be hidden.
