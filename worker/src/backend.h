@@ -122,6 +122,11 @@ class KernelCache {
   virtual ~KernelCache() = default;
   virtual int invalidate_entry(std::uint64_t parent, const std::string& name) noexcept = 0;
   virtual int invalidate_node(std::uint64_t node) noexcept = 0;
+  // The entry or the node `note` names.
+  int tell(const KernelNote& note) noexcept {
+    return note.parent != 0 ? invalidate_entry(note.parent, note.name)
+                            : invalidate_node(note.node);
+  }
 };
 
 class Backend {

@@ -204,8 +204,7 @@ class Retargeting {
     std::size_t dropped = 0;
     for (const KernelNote& note : outcome.notes) {
       // ENOENT: the kernel had nothing cached there.
-      const int err = note.parent != 0 ? session_.invalidate_entry(note.parent, note.name)
-                                       : session_.invalidate_node(note.node);
+      const int err = session_.tell(note);
       if (err != 0 && err != ENOENT) ++dropped;
     }
     if (dropped > 0) spdlog::warn("retarget: {} kernel notifications failed", dropped);

@@ -190,7 +190,7 @@ void SourceWatch::read_events(std::vector<Note>& notes) {
         spdlog::warn("source watch: events were lost (the inotify queue overflowed); the "
                      "kernel drops every cached name and attribute of the mount");
         for (KernelNote& note : everything_()) {
-          notes.push_back(Note{note.parent, std::move(note.name), note.node});
+          notes.push_back(Note{std::move(note)});
         }
         continue;
       }
@@ -207,30 +207,32 @@ void SourceWatch::read_events(std::vector<Note>& notes) {
         }
       }
       if ((event.mask & (IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO)) != 0) {
-        notes.push_back(Note{dir, entry});     // the name
-        notes.push_back(Note{0, {}, dir});     // the directory's listing, mtime and nlink
+        notes.push_back(Note{{dir, entry}});     // the name
+        notes.push_back(Note{{0, {}, dir}});     // the directory's listing, mtime and nlink
       } else if (!entry.empty()) {
         // An entry's content or attributes: the node the kernel holds for it, if any.
-        if (const NodeId node = child_node_(dir, entry); node != 0) notes.push_back({0, {}, node});
+        const NodeId node = child_node_(dir, entry);
+        if (node != 0) notes.push_back(Note{{0, {}, node}});
       } else {
-        notes.push_back(Note{0, {}, dir});  // the directory's own attributes, or its move
+        notes.push_back(Note{{0, {}, dir}});  // the directory's own attributes, or its move
       }
     }
   }
 }
 
 void SourceWatch::send(std::vector<Note>& notes) {
-  const auto key = [](const Note& note) { return std::tie(note.parent, note.name, note.node); };
+  const auto key = [](const Note& note) {
+    return std::tie(note.what.parent, note.what.name, note.what.node);
+  };
   std::sort(notes.begin(), notes.end(),
             [&](const Note& a, const Note& b) { return key(a) < key(b); });
   notes.erase(std::unique(notes.begin(), notes.end(),
                           [&](const Note& a, const Note& b) { return key(a) == key(b); }),
               notes.end());
   for (Note& note : notes) {
-    const int err = note.parent != 0 ? cache_.invalidate_entry(note.parent, note.name)
-                                     : cache_.invalidate_node(note.node);
+    const int err = cache_.tell(note.what);
     notes_sent_.fetch_add(1);
-    if (err == ENOENT && note.parent == 0 &&
+    if (err == ENOENT && note.what.parent == 0 &&
         static_cast<std::size_t>(note.tries) < std::size(kRetryDelays)) {
       note.due = Clock::now() + kRetryDelays[note.tries++];
       retries_.push_back(std::move(note));

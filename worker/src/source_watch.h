@@ -55,9 +55,7 @@ class SourceWatch {
  private:
   // A kernel notification to send.
   struct Note {
-    NodeId parent = 0;  // non-zero: the entry `name` in `parent`, else the node's attributes
-    std::string name;
-    NodeId node = 0;
+    KernelNote what;
     int tries = 0;
     std::chrono::steady_clock::time_point due{};
   };
