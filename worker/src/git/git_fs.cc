@@ -31,9 +31,9 @@
 #include "git/lfs.h"
 #include "git/node_table.h"
 #include "git/oid.h"
-#include "heap_trim.h"
 #include "git/repository.h"
 #include "git/warn_once.h"
+#include "heap_trim.h"
 #include "heddle/error.h"
 
 namespace heddle::worker {
