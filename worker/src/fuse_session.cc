@@ -32,13 +32,15 @@ constexpr std::int32_t kNotifyResend = 7;
 // FUSE_NOTIFY_INC_EPOCH (Linux 6.16, protocol 7.44): likewise.
 constexpr std::int32_t kNotifyIncEpoch = 8;
 
-// A notification that is only its header.
-int notify_bare(fuse_session* session, std::int32_t code) noexcept {
+// A message that is only its header, straight to the kernel (no libfuse request exists for
+// it): a notification (`error` its code, `unique` 0), or an error reply (`error` a negative
+// errno). Returns 0 or why the kernel refused it.
+int write_header(int fd, std::int32_t error, std::uint64_t unique) noexcept {
   fuse_out_header out{};
   out.len = sizeof out;
-  out.error = code;
-  out.unique = 0;
-  const ssize_t n = ::write(fuse_session_fd(session), &out, sizeof out);
+  out.error = error;
+  out.unique = unique;
+  const ssize_t n = ::write(fd, &out, sizeof out);
   return n == static_cast<ssize_t>(sizeof out) ? 0 : (n < 0 ? errno : EIO);
 }
 
@@ -55,15 +57,6 @@ void make_resident(void* buf, std::size_t len) {
   resident = buf;
 }
 
-// Answers a request with an error, straight to the kernel (no libfuse request exists for it).
-bool reply_error(int fd, std::uint64_t unique, int error) noexcept {
-  fuse_out_header out{};
-  out.len = sizeof out;
-  out.error = -error;
-  out.unique = unique;
-  return ::write(fd, &out, sizeof out) == static_cast<ssize_t>(sizeof out);
-}
-
 ssize_t io_read(int fd, void* buf, std::size_t len, void* userdata) {
   if (static_cast<SessionContext*>(userdata)->fs.writable()) make_resident(buf, len);
   const ssize_t n = ::read(fd, buf, len);
@@ -76,7 +69,7 @@ ssize_t io_read(int fd, void* buf, std::size_t len, void* userdata) {
     if (in.opcode != FUSE_INIT) {
       // The kernel queues nothing else before FUSE_INIT is answered: this connection was
       // initialized, and the journal that said otherwise cannot be used.
-      reply_error(fd, in.unique, EIO);
+      static_cast<void>(write_header(fd, -EIO, in.unique));
       spdlog::error("the node journal holds no FUSE_INIT, but the connection was initialized "
                     "(opcode {} arrived first): this worker cannot serve it",
                     in.opcode);
@@ -282,16 +275,20 @@ void FuseSession::answer_init(std::string_view request) {
   if (err != 0) throw Error("the kernel refused the answer to the recorded FUSE_INIT", err);
 }
 
-int FuseSession::request_resend() noexcept { return notify_bare(session_, kNotifyResend); }
+int FuseSession::request_resend() noexcept {
+  return write_header(fuse_session_fd(session_), kNotifyResend, 0);
+}
 
-int FuseSession::forget_cached_names() noexcept { return notify_bare(session_, kNotifyIncEpoch); }
+int FuseSession::forget_cached_names() noexcept {
+  return write_header(fuse_session_fd(session_), kNotifyIncEpoch, 0);
+}
 
 std::size_t FuseSession::fail_requests(const std::vector<std::uint64_t>& uniques,
                                        int error) noexcept {
   std::size_t failed = 0;
   for (const std::uint64_t unique : uniques) {
     // ENOENT: not in the processing queue (answered before the predecessor died).
-    if (reply_error(fuse_session_fd(session_), unique, error)) ++failed;
+    if (write_header(fuse_session_fd(session_), -error, unique) == 0) ++failed;
   }
   return failed;
 }
