@@ -1086,6 +1086,56 @@ TEST(GitFsDamageTest, ACorruptStreamedBlobIsEio) {
   EXPECT_EQ(log.count(oid), 1u) << log.text();
 }
 
+// Incompressible data is stored, not compressed: a changed byte still inflates, and only the
+// stream's adler32 (checked by us, not zlib) shows the damage, at the blob's last read.
+TEST(GitFsDamageTest, AChangedByteInStoredDataIsEioAtTheEnd) {
+  for (const bool packed : {false, true}) {
+    SCOPED_TRACE(packed ? "packed" : "loose");
+    TempDir dir;
+    const std::string repo = dir.path() + "/r";
+    run(git(dir.path()) + "init -q r");
+    {
+      std::mt19937_64 random(packed ? 2 : 1);
+      std::string bytes(4u << 20, '\0');
+      for (std::size_t i = 0; i < bytes.size(); i += 8) {
+        const std::uint64_t word = random();
+        std::memcpy(bytes.data() + i, &word, 8);
+      }
+      std::ofstream(repo + "/random.bin", std::ios::binary) << bytes;
+    }
+    run(git(repo) + "add -A && " + git(repo) + "commit -qm t");
+    if (packed) run(git(repo) + "repack -adq");
+    const std::string oid = capture(git(repo) + "rev-parse HEAD:random.bin");
+    std::string damaged = repo + "/.git/objects/" + oid.substr(0, 2) + "/" + oid.substr(2);
+    if (packed) {
+      damaged = capture("ls " + repo + "/.git/objects/pack/*.pack");
+    }
+    {
+      ::chmod(damaged.c_str(), 0644);
+      const UniqueFd fd(::open(damaged.c_str(), O_RDWR | O_CLOEXEC));
+      char byte = 0;
+      ASSERT_EQ(::pread(fd.get(), &byte, 1, 2'000'000), 1);
+      byte = static_cast<char>(byte ^ 0x01);
+      ASSERT_EQ(::pwrite(fd.get(), &byte, 1, 2'000'000), 1);
+    }
+    LogCapture log;
+    auto fs = open_fs(repo, "main", 1u << 20);
+    NodeId node = 0;
+    struct stat st {};
+    ASSERT_EQ(fs->lookup(kRootNode, "random.bin", node, st), 0);
+    std::unique_ptr<FileHandle> handle;
+    ASSERT_EQ(fs->open_file(node, handle), 0);
+    ReadResult out;
+    const std::uint64_t last = (4u << 20) - kChunk;
+    for (std::uint64_t offset = 0; offset < last; offset += kChunk) {
+      ASSERT_EQ(handle->read(kChunk, static_cast<off_t>(offset), out), 0)
+          << "stored data inflates, damaged or not (offset " << offset << ")";
+    }
+    EXPECT_EQ(handle->read(kChunk, static_cast<off_t>(last), out), EIO);
+    EXPECT_EQ(log.count(oid), 1u) << log.text();
+  }
+}
+
 TEST(GitFsDamageTest, ABigDeltaIsReadWholeWithOneWarning) {
   TempDir dir;
   const std::string repo = dir.path() + "/r";

@@ -45,6 +45,7 @@ struct ReadResult {
   std::string_view data;  // otherwise: these bytes (valid until the next read on the handle
                           // or its release)
   std::string owned;      // storage `data` may point into
+  std::shared_ptr<void> hold;  // or what keeps `data` valid until the result is dropped
 };
 
 // An open regular file. One handle is used by one request at a time for reads at increasing

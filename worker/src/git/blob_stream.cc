@@ -10,6 +10,8 @@
 #include <cstring>
 #include <new>
 
+#include <libdeflate.h>
+
 #include "git/repo_file.h"
 
 namespace heddle::worker::git {
@@ -218,6 +220,9 @@ int Inflater::restart(std::string& why) {
     return rc == Z_MEM_ERROR ? ENOMEM : EIO;
   }
   zs_ready_ = true;
+  // zlib's own adler32 would cost a third of a cold read's CPU: checked in inflate_some().
+  (void)inflateValidate(&zs_, 0);
+  adler_ = 1;
   stream_end_ = false;
   input_offset_ = data_start_;
   pos_ = 0;
@@ -281,9 +286,12 @@ int Inflater::inflate_some(unsigned char* dst, std::size_t capacity, std::size_t
       zs_.next_in = input_.get();
       zs_.avail_in = static_cast<uInt>(got);
     }
+    unsigned char* const out = zs_.next_out;
     const int rc = inflate(&zs_, Z_NO_FLUSH);
+    adler_ = libdeflate_adler32(adler_, out, static_cast<std::size_t>(zs_.next_out - out));
     if (rc == Z_STREAM_END) {
       stream_end_ = true;
+      if (const int err = check_adler(why); err != 0) return err;
     } else if (rc == Z_MEM_ERROR) {
       why = "out of memory inflating";
       return ENOMEM;
@@ -293,6 +301,26 @@ int Inflater::inflate_some(unsigned char* dst, std::size_t capacity, std::size_t
     }
   }
   produced = capacity - zs_.avail_out;
+  return 0;
+}
+
+int Inflater::check_adler(std::string& why) {
+  // zlib consumed the stream's last 4 bytes, its big-endian adler32 of the data, unchecked.
+  const std::uint64_t end = input_offset_ - zs_.avail_in;
+  unsigned char trailer[4];
+  std::size_t got = 0;
+  if (end < data_start_ + sizeof trailer ||
+      !pread_full(fd_.get(), trailer, sizeof trailer, end - sizeof trailer, got) ||
+      got != sizeof trailer) {
+    why = "cannot read the zlib stream's check value";
+    return EIO;
+  }
+  const std::uint32_t stored = std::uint32_t{trailer[0]} << 24 | std::uint32_t{trailer[1]} << 16 |
+                               std::uint32_t{trailer[2]} << 8 | trailer[3];
+  if (stored != adler_) {
+    why = "zlib: incorrect data check";
+    return EIO;
+  }
   return 0;
 }
 
@@ -309,6 +337,7 @@ void Inflater::maybe_snapshot() noexcept {
     if (inflateCopy(&snapshot->zs, &zs_) != Z_OK) return;  // no seek point: not an error
     snapshot->pos = pos_;
     snapshot->input = input_offset_ - zs_.avail_in;
+    snapshot->adler = adler_;
     snapshots.push_back(std::move(snapshot));
   } catch (...) {
   }
@@ -349,6 +378,7 @@ int Inflater::resume(SeekPoints::Snapshot& best, std::string& why) {
   zs_.avail_in = 0;
   input_offset_ = best.input;
   pos_ = best.pos;
+  adler_ = best.adler;
   stream_end_ = false;
   head_rest_.clear();
   return 0;
@@ -381,7 +411,7 @@ int Inflater::produce(unsigned char* dst, std::size_t capacity, std::size_t& pro
 
 int Inflater::finish(std::string& why) {
   if (stream_end_) return 0;
-  // All data is out: finish the stream so that zlib checks its adler32, which catches damage
+  // All data is out: finish the stream so that its adler32 is checked, which catches damage
   // that still inflated to something.
   unsigned char extra = 0;
   std::size_t produced = 0;
@@ -407,25 +437,26 @@ WindowedReader::WindowedReader(std::unique_ptr<ByteSource> source, const git_oid
       size_(source_->size()),
       oid_(oid),
       warnings_(warnings),
-      window_(new unsigned char[kWindow]) {
+      ring_(std::make_shared<Ring>()) {
+  ring_->bytes.reset(new unsigned char[kWindow]);
   produced_ = floor_ = source_->pos();
 }
 
 WindowedReader::~WindowedReader() {
-  std::unique_lock lock(mutex_);
+  std::unique_lock lock(ring_->mutex);
   stop(lock);
 }
 
 void WindowedReader::stop(std::unique_lock<std::mutex>& lock) noexcept {
   if (!running_) return;
   stop_ = true;
-  changed_.notify_all();
-  changed_.wait(lock, [&] { return !running_; });
+  ring_->changed.notify_all();
+  ring_->changed.wait(lock, [&] { return !running_; });
   stop_ = false;
 }
 
 void WindowedReader::produce_loop() noexcept {
-  std::unique_lock lock(mutex_);
+  std::unique_lock lock(ring_->mutex);
   while (!stop_ && error_ == 0) {
     if (produced_ == size_) {
       if (!finished_) {
@@ -439,13 +470,13 @@ void WindowedReader::produce_loop() noexcept {
         } else {
           finished_ = true;
         }
-        changed_.notify_all();
+        ring_->changed.notify_all();
       }
       break;
     }
-    const std::uint64_t limit = floor_ + kWindow;
+    const std::uint64_t limit = low_water() + kWindow;
     if (produced_ >= limit) {
-      changed_.wait(lock);
+      ring_->changed.wait(lock);
       continue;
     }
     const std::size_t at = produced_ % kWindow;
@@ -458,7 +489,7 @@ void WindowedReader::produce_loop() noexcept {
     // the ring wraps): the copy runs without the lock.
     int err = 0;
     try {
-      err = source_->produce(window_.get() + at, capacity, produced, why);
+      err = source_->produce(ring_->bytes.get() + at, capacity, produced, why);
     } catch (...) {
       err = ENOMEM;
     }
@@ -473,11 +504,11 @@ void WindowedReader::produce_loop() noexcept {
     } else {
       produced_ += produced;
     }
-    changed_.notify_all();
+    ring_->changed.notify_all();
   }
   // Last touch of this object: stop() (the destructor too) may go on once it sees this.
   running_ = false;
-  changed_.notify_all();
+  ring_->changed.notify_all();
 }
 
 void WindowedReader::copy_from_window(std::uint64_t from, std::size_t length, char* dst) const
@@ -485,11 +516,16 @@ void WindowedReader::copy_from_window(std::uint64_t from, std::size_t length, ch
   while (length > 0) {
     const std::size_t at = from % kWindow;
     const std::size_t n = std::min(length, kWindow - at);
-    std::memcpy(dst, window_.get() + at, n);
+    std::memcpy(dst, ring_->bytes.get() + at, n);
     dst += n;
     from += n;
     length -= n;
   }
+}
+
+std::uint64_t WindowedReader::low_water() const noexcept {
+  const auto& pinned = ring_->pinned;
+  return pinned.empty() ? floor_ : std::min(floor_, *std::min_element(pinned.begin(), pinned.end()));
 }
 
 int WindowedReader::fail(const std::string& why) {
@@ -503,30 +539,35 @@ int WindowedReader::read(std::size_t size, off_t offset, ReadResult& out) {
     const auto begin = static_cast<std::uint64_t>(offset);
     out.fd = -1;
     out.data = {};
+    out.hold.reset();  // this thread's previous pin, which the waits below could wait for
     if (begin >= size_ || size == 0) return 0;
     const std::uint64_t end = begin + std::min<std::uint64_t>(size, size_ - begin);
-    out.owned.resize(static_cast<std::size_t>(end - begin));  // before any lock
+    const bool in_place = begin / kWindow == (end - 1) / kWindow;  // one stretch of the ring
+    if (!in_place) out.owned.resize(static_cast<std::size_t>(end - begin));  // before any lock
 
     const std::lock_guard reading(read_mutex_);
-    std::unique_lock lock(mutex_);
-    if (error_ != 0 || begin < floor_) {
+    std::unique_lock lock(ring_->mutex);
+    const auto move_source = [&](auto&& to) {
       stop(lock);
+      // Replies still pointing into the ring are sent first: the producer starts over.
+      ring_->changed.wait(lock, [&] { return ring_->pinned.empty(); });
       std::string why;
-      const int err = source_->rewind(begin, why);
+      const int err = to(why);
       produced_ = floor_ = source_->pos();
-      finished_ = false;
       error_ = err;
-      if (err != 0) return err == ENOMEM ? err : fail(why);
+      return err == 0 ? 0 : err == ENOMEM ? err : fail(why);
+    };
+    if (error_ != 0 || begin < floor_) {
+      finished_ = false;
+      if (const int err = move_source([&](std::string& why) { return source_->rewind(begin, why); }))
+        return err;
     }
     if (begin > produced_ + kWindow) {
       // Far ahead (another open of the blob went there, or the kernel dropped a page): a seek
       // point on the way saves inflating everything in between.
-      stop(lock);
-      std::string why;
-      const int err = source_->seek_forward(begin, why);
-      produced_ = floor_ = source_->pos();
-      error_ = err;
-      if (err != 0) return err == ENOMEM ? err : fail(why);
+      if (const int err = move_source(
+              [&](std::string& why) { return source_->seek_forward(begin, why); }))
+        return err;
     }
     // Nothing more than kKeep before this read's end is kept: the producer may run that far
     // ahead. Never past a byte still to copy (a request larger than kKeep).
@@ -539,37 +580,50 @@ int WindowedReader::read(std::size_t size, off_t offset, ReadResult& out) {
       running_ = true;
       producer.detach();
     }
-    changed_.notify_all();
+    ring_->changed.notify_all();
 
-    char* dst = out.owned.data();
-    for (std::uint64_t pos = begin; pos < end;) {
-      changed_.wait(lock, [&] { return produced_ > pos || error_ != 0; });
-      if (produced_ <= pos) {  // failed
-        const int err = error_;
-        const std::string why = why_;
-        return err == ENOMEM ? err : fail(why);
-      }
+    const auto failed = [&] {
+      const int err = error_;
+      const std::string why = why_;
+      return err == ENOMEM ? err : fail(why);
+    };
+    if (in_place) {
+      // floor_ >= end - kWindow now, so the producer can get there once older pins go.
+      ring_->changed.wait(lock, [&] { return produced_ >= end || error_ != 0; });
+      if (produced_ < end) return failed();
+    }
+    for (std::uint64_t pos = begin; !in_place && pos < end;) {
+      ring_->changed.wait(lock, [&] { return produced_ > pos || error_ != 0; });
+      if (produced_ <= pos) return failed();
       const std::uint64_t upto = std::min(produced_, end);
       lock.unlock();
       // [pos, upto) is at or after floor_: the producer does not overwrite it.
-      copy_from_window(pos, static_cast<std::size_t>(upto - pos), dst + (pos - begin));
+      copy_from_window(pos, static_cast<std::size_t>(upto - pos), out.owned.data() + (pos - begin));
       lock.lock();
       pos = upto;
       if (std::min(pos, keep_from) > floor_) {
         floor_ = std::min(pos, keep_from);  // a request larger than kKeep: let it go on
-        changed_.notify_all();
+        ring_->changed.notify_all();
       }
     }
     if (end == size_) {
       // The last bytes: the source must also end there (zlib's adler32 check).
-      changed_.wait(lock, [&] { return finished_ || error_ != 0; });
-      if (!finished_) {
-        const int err = error_;
-        const std::string why = why_;
-        return err == ENOMEM ? err : fail(why);
-      }
+      ring_->changed.wait(lock, [&] { return finished_ || error_ != 0; });
+      if (!finished_) return failed();
     }
-    out.data = out.owned;
+    if (!in_place) {
+      out.data = out.owned;
+      return 0;
+    }
+    ring_->pinned.push_back(begin);
+    out.hold = std::shared_ptr<void>(nullptr, [ring = ring_, begin](void*) {
+      const std::lock_guard unpin(ring->mutex);
+      auto& pinned = ring->pinned;
+      pinned.erase(std::find(pinned.begin(), pinned.end(), begin));
+      ring->changed.notify_all();
+    });
+    out.data = std::string_view(reinterpret_cast<const char*>(ring_->bytes.get()) + begin % kWindow,
+                                static_cast<std::size_t>(end - begin));
     return 0;
   } catch (const std::bad_alloc&) {
     return ENOMEM;

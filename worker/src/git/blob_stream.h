@@ -95,6 +95,7 @@ class SeekPoints {
   struct Snapshot {
     std::uint64_t pos = 0;    // data bytes produced before it
     std::uint64_t input = 0;  // file offset of the next compressed byte
+    std::uint32_t adler = 1;  // of the data before pos (loose objects: and the header)
     z_stream zs{};            // inflateCopy of the state there
   };
   std::mutex mutex_;
@@ -151,6 +152,8 @@ class Inflater final : public ByteSource {
   [[nodiscard]] int inflate_some(unsigned char* dst, std::size_t capacity, std::size_t& produced,
                                  std::string& why);
   void maybe_snapshot() noexcept;
+  // At the stream's end: its stored adler32 against adler_. 0 or EIO.
+  [[nodiscard]] int check_adler(std::string& why);
 
   const UniqueFd fd_;
   const bool loose_;
@@ -161,6 +164,9 @@ class Inflater final : public ByteSource {
   z_stream zs_{};
   bool zs_ready_ = false;
   bool stream_end_ = false;
+  // The adler32 of everything inflated so far, by libdeflate: an order of magnitude faster
+  // than zlib's, whose own check is off.
+  std::uint32_t adler_ = 1;
   std::uint64_t input_offset_ = 0;  // next file offset to read compressed bytes from
   std::unique_ptr<unsigned char[]> input_;
   std::uint64_t pos_ = 0;  // data bytes produced so far
@@ -192,6 +198,8 @@ class MemorySource final : public ByteSource {
 // order (readahead on several threads) are served from memory; a read before that rewinds the
 // source to its nearest seek point. Reads on one handle are serialised (the source is
 // sequential); different handles share nothing.
+// A read that lies in one stretch of the ring is answered from the ring itself, without a
+// copy: its ReadResult pins those bytes until the reply is sent and the result dropped.
 class WindowedReader final : public FileHandle {
  public:
   static constexpr std::size_t kWindow = 4 << 20;  // the ring
@@ -206,7 +214,9 @@ class WindowedReader final : public FileHandle {
   WindowedReader(const WindowedReader&) = delete;
   WindowedReader& operator=(const WindowedReader&) = delete;
 
-  // Copies the bytes into out.owned (the ring is reused).
+  // A view into the ring, pinned by out.hold; a read that wraps around the ring (or is
+  // larger than it) is copied into out.owned. Drop a result before reading again on the same
+  // thread: a read may wait for every pin to go.
   [[nodiscard]] int read(std::size_t size, off_t offset, ReadResult& out) override;
   [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
 
@@ -216,16 +226,24 @@ class WindowedReader final : public FileHandle {
   void stop(std::unique_lock<std::mutex>& lock) noexcept;
   void copy_from_window(std::uint64_t from, std::size_t length, char* dst) const noexcept;
   [[nodiscard]] int fail(const std::string& why);
+  // Where the producer may not write from: floor_, or the lowest pinned reply.
+  [[nodiscard]] std::uint64_t low_water() const noexcept;
+
+  // The ring and its lock, shared with the replies that point into it: a reply may outlive
+  // its handle (a release racing the reply), and its pin must still reach the producer.
+  struct Ring {
+    std::mutex mutex;  // the fields below and the WindowedReader's, shared with the producer
+    std::condition_variable changed;
+    std::unique_ptr<unsigned char[]> bytes;  // data offset p lives at p % kWindow
+    std::vector<std::uint64_t> pinned;       // starts of replies not yet dropped
+  };
 
   std::mutex read_mutex_;  // one read at a time
   const std::unique_ptr<ByteSource> source_;  // used by the producer, or with it stopped
   const std::uint64_t size_;
   const OidKey oid_;
   WarnOnce& warnings_;
-  std::unique_ptr<unsigned char[]> window_;  // ring: data offset p lives at p % kWindow
-
-  std::mutex mutex_;  // the fields below, shared with the producer
-  std::condition_variable changed_;
+  const std::shared_ptr<Ring> ring_;
   bool running_ = false;  // a producer thread is in produce_loop (it is detached)
   bool stop_ = false;
   bool finished_ = false;  // the source ended where it should (ByteSource::finish)
