@@ -4,7 +4,6 @@
 #include <cstddef>
 #include <functional>
 #include <limits>
-#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -157,40 +156,48 @@ void add_fields(Json& out, const StatusOk& message) {
   throw Error("frame body: " + problem, EPROTO);
 }
 
-// A first pass over the body without building a DOM. nlohmann keeps the last of duplicate keys
-// where serde rejects them, and has no nesting limit where serde has one: either would let the
-// two ends read one body differently, so both are refused here.
-class ShapeCheck final : public nlohmann::json_sax<Json> {
+// The DOM, built in the same pass that refuses duplicate keys (nlohmann keeps the last of them
+// where serde rejects them) and nesting deeper than serde's limit: either would let the two
+// ends read one body differently.
+class CheckedDom {
  public:
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool string(string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
+  using string_t = Json::string_t;
+  explicit CheckedDom(Json& root) : dom_(root, false) {}
 
-  bool start_object(std::size_t) override {
-    open_objects_.emplace_back();
-    return enter();
+  bool null() { return dom_.null(); }
+  bool boolean(bool value) { return dom_.boolean(value); }
+  bool number_integer(Json::number_integer_t value) { return dom_.number_integer(value); }
+  bool number_unsigned(Json::number_unsigned_t value) { return dom_.number_unsigned(value); }
+  bool number_float(Json::number_float_t value, const string_t& text) {
+    return dom_.number_float(value, text);
   }
-  bool key(string_t& name) override {
-    if (!open_objects_.back().insert(name).second) {
-      return fail("duplicate field " + describe(Json(name)));
+  bool string(string_t& value) { return dom_.string(value); }
+  bool binary(Json::binary_t& value) { return dom_.binary(value); }
+  bool start_object(std::size_t size) {
+    open_objects_.push_back(keys_.size());
+    return enter() && dom_.start_object(size);
+  }
+  bool key(string_t& name) {
+    // Objects here have a few dozen keys at most: a linear search allocates nothing.
+    for (std::size_t i = open_objects_.back(); i < keys_.size(); ++i) {
+      if (keys_[i] == name) return fail("duplicate field " + describe(Json(name)));
     }
-    return true;
+    keys_.push_back(name);
+    return dom_.key(name);
   }
-  bool end_object() override {
+  bool end_object() {
+    keys_.resize(open_objects_.back());
     open_objects_.pop_back();
     --depth_;
-    return true;
+    return dom_.end_object();
   }
-  bool start_array(std::size_t) override { return enter(); }
-  bool end_array() override {
+  bool start_array(std::size_t size) { return enter() && dom_.start_array(size); }
+  bool end_array() {
     --depth_;
-    return true;
+    return dom_.end_array();
   }
-  bool parse_error(std::size_t, const std::string&, const Json::exception& error) override {
+  template <class Exception>
+  bool parse_error(std::size_t, const std::string&, const Exception& error) {
     return fail("not valid JSON: " + without_prefix(error.what()));
   }
 
@@ -206,16 +213,18 @@ class ShapeCheck final : public nlohmann::json_sax<Json> {
     return false;
   }
 
-  std::vector<std::set<std::string, std::less<>>> open_objects_;  // keys seen, per open object
+  nlohmann::detail::json_sax_dom_parser<Json> dom_;
+  std::vector<std::string> keys_;          // of the open objects, innermost last
+  std::vector<std::size_t> open_objects_;  // where each open object's keys start in keys_
   std::size_t depth_ = 0;
   std::string problem_;
 };
 
 Json parse_object(std::string_view body) {
   if (body.empty()) reject("empty");
-  ShapeCheck check;
-  if (!Json::sax_parse(body.begin(), body.end(), &check)) reject(check.problem());
-  Json json = Json::parse(body.begin(), body.end());
+  Json json;
+  CheckedDom dom(json);
+  if (!Json::sax_parse(body.begin(), body.end(), &dom)) reject(dom.problem());
   if (!json.is_object()) reject(std::string("expected a JSON object, got ") + json.type_name());
   return json;
 }
