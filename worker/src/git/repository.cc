@@ -63,6 +63,10 @@ void do_init() {
                           GIT_CONFIG_LEVEL_PROGRAMDATA}) {
     set_opt_or_throw(git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, level, ""), "config search path");
   }
+  // As git reads objects (it hashes them on fsck and transfer, not on every read): the SHA-1
+  // of each object read was a quarter of a cold grep's CPU. zlib's check still catches damage.
+  set_opt_or_throw(git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0),
+                   "hash verification");
   // Commits, trees and tags only (blobs live in our own cache). The 4 KiB default per-object
   // limit would re-parse a big directory's tree on every lookup in it.
   set_opt_or_throw(git_libgit2_opts(GIT_OPT_SET_CACHE_MAX_SIZE, static_cast<ssize_t>(64 << 20)),
