@@ -5,7 +5,6 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,22 +95,6 @@ TEST_F(SupervisorTest, ReadsThroughTheMountEqualTheSource) {
   EXPECT_EQ(fs::status(tree_->mountpoint() / "tool.sh").permissions() & fs::perms::owner_exec,
             fs::perms::owner_exec);
   supervisor->unmount();
-}
-
-// The kernel reads ahead 128 KiB on a FUSE mount unless root raises it (the mount's bdi in
-// sysfs): a root mount gets 1 MiB, which the worker's FUSE_INIT reply also asks for, since the
-// kernel keeps the lower of the two whichever comes last. A mount through fusermount3 keeps
-// the default.
-TEST_F(SupervisorTest, ARootMountReadsAheadOneMebibyteAndAUsersTheDefault) {
-  auto supervisor = Supervisor::spawn(request(), fast_options());
-  EXPECT_EQ(slurp(tree_->mountpoint() / "hello.txt"), "hello, sandbox\n");  // after FUSE_INIT
-  struct stat st {};
-  ASSERT_EQ(::stat(tree_->mountpoint().c_str(), &st), 0);
-  const fs::path setting = "/sys/class/bdi/" + std::to_string(major(st.st_dev)) + ":" +
-                           std::to_string(minor(st.st_dev)) + "/read_ahead_kb";
-  const std::string kib = slurp(setting);
-  supervisor->unmount();
-  EXPECT_EQ(kib, running_as_root() ? "1024\n" : "128\n") << setting;
 }
 
 // The directory backend keeps pages and listings across opens (for warm reads); a source that

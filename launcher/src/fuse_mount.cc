@@ -9,7 +9,6 @@
 #include "heddle/error.h"
 #include "heddle/process.h"
 #include "heddle/ipc/fd_passing.h"
-#include "heddle/ipc/fuse_readahead.h"
 #include "heddle/launcher/host_checks.h"
 #include "heddle/launcher/mountinfo.h"
 
@@ -34,17 +33,6 @@ int errno_in(const std::string& message) {
   return EIO;
 }
 
-// Root only, and best effort: a mount that keeps the default reads ahead 128 KiB.
-void raise_readahead(const MountIdentity& mount) noexcept {
-  const std::string path = "/sys/class/bdi/" + std::to_string(mount.major) + ":" +
-                           std::to_string(mount.minor) + "/read_ahead_kb";
-  const std::string kib = std::to_string(ipc::kFuseReadaheadKib);
-  const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd || ::write(fd.get(), kib.data(), kib.size()) != static_cast<ssize_t>(kib.size())) {
-    spdlog::debug("cannot set {} to {}: {}", path, kib, std::strerror(errno));
-  }
-}
-
 }  // namespace
 
 FuseMount::FuseMount(const FuseMountOptions& options) : mountpoint_(options.mountpoint) {
@@ -58,7 +46,6 @@ FuseMount::FuseMount(const FuseMountOptions& options) : mountpoint_(options.moun
     }
     try {
       mount_directly(options, target);
-      raise_readahead(identity_);
     } catch (const Error& e) {
       if (e.code() != EPERM) throw;
       spdlog::info("mount(2) refused ({}); mounting through {} instead", e.what(), kFusermount);

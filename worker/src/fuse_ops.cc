@@ -16,7 +16,6 @@
 #include <spdlog/spdlog.h>
 
 #include "backend.h"
-#include "heddle/ipc/fuse_readahead.h"
 #include "kernel_opens.h"
 #include "node_journal.h"
 #include "open_handles.h"
@@ -105,8 +104,6 @@ void op_init(void* userdata, fuse_conn_info* conn) {
     // O_TRUNC reaches open(), so a truncating open of a lower file copies up no data.
     if ((conn->capable & FUSE_CAP_ATOMIC_O_TRUNC) != 0) conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
   }
-  // As far as the supervisor may have raised the mount's readahead (the kernel keeps the lower).
-  conn->max_readahead = ipc::kFuseReadaheadKib << 10;
   // Kept pages of a file whose source changed are dropped once its attributes are refreshed.
   if ((conn->capable & FUSE_CAP_AUTO_INVAL_DATA) != 0) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   // Every request is read into memory, never spliced into a pipe: the in-flight table
