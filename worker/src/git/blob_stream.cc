@@ -220,7 +220,7 @@ int Inflater::restart(std::string& why) {
     return rc == Z_MEM_ERROR ? ENOMEM : EIO;
   }
   zs_ready_ = true;
-  // zlib's own adler32 would cost a third of a cold read's CPU: checked in inflate_some().
+  // zlib's own adler32 cost over a quarter of a cold read's CPU: checked in inflate_some().
   (void)inflateValidate(&zs_, 0);
   adler_ = 1;
   stream_end_ = false;

@@ -64,7 +64,8 @@ void do_init() {
     set_opt_or_throw(git_libgit2_opts(GIT_OPT_SET_SEARCH_PATH, level, ""), "config search path");
   }
   // As git reads objects (it hashes them on fsck and transfer, not on every read): the SHA-1
-  // of each object read was a quarter of a cold grep's CPU. zlib's check still catches damage.
+  // of each object read was a sixth of the worker's CPU in a cold grep. zlib's check still
+  // catches damage.
   set_opt_or_throw(git_libgit2_opts(GIT_OPT_ENABLE_STRICT_HASH_VERIFICATION, 0),
                    "hash verification");
   // Commits, trees and tags only (blobs live in our own cache). The 4 KiB default per-object
