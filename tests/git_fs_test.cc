@@ -104,6 +104,11 @@ void make_dir(const std::string& path) {
   }
 }
 
+// The loose object file of `oid` (hex) in the work tree repository `repo`.
+std::string loose_object(const std::string& repo, const std::string& oid) {
+  return repo + "/.git/objects/" + oid.substr(0, 2) + "/" + oid.substr(2);
+}
+
 // Text that compresses like source code, generated fast.
 void write_big_file(const std::string& path, std::uint64_t size) {
   const UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -752,10 +757,7 @@ class GitFsTreeTest : public ::testing::Test {
 TEST_F(GitFsTreeTest, LooseObjectsMatchGitArchive) {
   // The big blob really is a loose object here.
   struct stat st {};
-  ASSERT_EQ(::stat((loose_ + "/.git/objects/" + big_oid_.substr(0, 2) + "/" + big_oid_.substr(2))
-                       .c_str(),
-                   &st),
-            0);
+  ASSERT_EQ(::stat(loose_object(loose_, big_oid_).c_str(), &st), 0);
   walk_and_compare(loose_);
 }
 
@@ -1024,12 +1026,9 @@ TEST(GitFsDamageTest, ACorruptObjectIsEioForThatFileOnly) {
   run(git(repo) + "add -A && " + git(repo) + "commit -qm t");
   const std::string bad = capture(git(repo) + "rev-parse HEAD:bad.txt");
   const std::string gone = capture(git(repo) + "rev-parse HEAD:gone.txt");
-  const auto object_path = [&](const std::string& oid) {
-    return repo + "/.git/objects/" + oid.substr(0, 2) + "/" + oid.substr(2);
-  };
-  ::chmod(object_path(bad).c_str(), 0644);
-  write_file(object_path(bad), "garbage, not zlib at all");
-  ASSERT_EQ(::unlink(object_path(gone).c_str()), 0);
+  ::chmod(loose_object(repo, bad).c_str(), 0644);
+  write_file(loose_object(repo, bad), "garbage, not zlib at all");
+  ASSERT_EQ(::unlink(loose_object(repo, gone).c_str()), 0);
 
   LogCapture log;
   auto fs = open_fs(repo, "main");
@@ -1060,7 +1059,7 @@ TEST(GitFsDamageTest, ACorruptStreamedBlobIsEio) {
   write_big_file(repo + "/big.bin", 4u << 20);
   run(git(repo) + "add -A && " + git(repo) + "commit -qm t");
   const std::string oid = capture(git(repo) + "rev-parse HEAD:big.bin");
-  const std::string path = repo + "/.git/objects/" + oid.substr(0, 2) + "/" + oid.substr(2);
+  const std::string path = loose_object(repo, oid);
   // Keep the zlib header (so the size is readable) and damage the middle.
   {
     ::chmod(path.c_str(), 0644);
@@ -1101,15 +1100,13 @@ TEST(GitFsDamageTest, AChangedByteInStoredDataIsEioAtTheEnd) {
         const std::uint64_t word = random();
         std::memcpy(bytes.data() + i, &word, 8);
       }
-      std::ofstream(repo + "/random.bin", std::ios::binary) << bytes;
+      write_file(repo + "/random.bin", bytes);
     }
     run(git(repo) + "add -A && " + git(repo) + "commit -qm t");
     if (packed) run(git(repo) + "repack -adq");
     const std::string oid = capture(git(repo) + "rev-parse HEAD:random.bin");
-    std::string damaged = repo + "/.git/objects/" + oid.substr(0, 2) + "/" + oid.substr(2);
-    if (packed) {
-      damaged = capture("ls " + repo + "/.git/objects/pack/*.pack");
-    }
+    const std::string damaged =
+        packed ? capture("ls " + repo + "/.git/objects/pack/*.pack") : loose_object(repo, oid);
     {
       ::chmod(damaged.c_str(), 0644);
       const UniqueFd fd(::open(damaged.c_str(), O_RDWR | O_CLOEXEC));
@@ -1395,7 +1392,7 @@ TEST(GitFsHostileTest, SpecialFilesInTheRepositoryAreRefused) {
     write_file(repo + "/b.txt", "b\n");
     run(git(repo) + "add -A && " + git(repo) + "commit -qm t");
     const std::string oid = capture(git(repo) + "rev-parse HEAD:a.txt");
-    const std::string object = repo + "/.git/objects/" + oid.substr(0, 2) + "/" + oid.substr(2);
+    const std::string object = loose_object(repo, oid);
     ASSERT_EQ(::unlink(object.c_str()), 0);
     ASSERT_EQ(::mkfifo(object.c_str(), 0644), 0);
     LogCapture log;

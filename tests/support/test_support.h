@@ -26,8 +26,8 @@
 #include <gtest/gtest.h>
 
 #include "heddle/launcher/mountinfo.h"
-#include "support/read_file.h"
 #include "support/fd_pairs.h"
+#include "support/read_file.h"
 
 namespace heddle::test {
 

@@ -222,7 +222,7 @@ class WindowedReader final : public FileHandle {
 
  private:
   void produce_loop() noexcept;
-  // Stops the producer thread (if any) and waits for it; `lock` holds mutex_.
+  // Stops the producer thread (if any) and waits for it; `lock` holds ring_->mutex.
   void stop(std::unique_lock<std::mutex>& lock) noexcept;
   void copy_from_window(std::uint64_t from, std::size_t length, char* dst) const noexcept;
   [[nodiscard]] int fail(const std::string& why);
@@ -244,12 +244,13 @@ class WindowedReader final : public FileHandle {
   const OidKey oid_;
   WarnOnce& warnings_;
   const std::shared_ptr<Ring> ring_;
+  // Guarded by ring_->mutex:
   bool running_ = false;  // a producer thread is in produce_loop (it is detached)
   bool stop_ = false;
   bool finished_ = false;  // the source ended where it should (ByteSource::finish)
   int error_ = 0;          // the producer failed: rewind before the next read
   std::string why_;
-  std::uint64_t produced_ = 0;  // the ring holds [floor_, produced_)
+  std::uint64_t produced_ = 0;  // the ring holds [low_water(), produced_)
   std::uint64_t floor_ = 0;     // the producer never overwrites bytes at or after it
 };
 
