@@ -46,8 +46,12 @@ case "$command" in
     name=$1
     shift
     cd "$stage/home"
+    # Each suite logs to its own directory: a starting supervisor expires old logs in its
+    # directory, and the suites run side by side.
+    install -d -o "$user" -g "$user" -m 0700 "$stage/home/state/$name"
     exec setpriv --reuid="$user" --regid="$user" --init-groups \
-      env -u XDG_RUNTIME_DIR HOME="$stage/home" HEDDLE_TEST_BIN_DIR="$stage/bin" \
+      env -u XDG_RUNTIME_DIR HOME="$stage/home" XDG_STATE_HOME="$stage/home/state/$name" \
+      HEDDLE_TEST_BIN_DIR="$stage/bin" \
       "$stage/bin/$name" "$@"
     ;;
   cleanup)
