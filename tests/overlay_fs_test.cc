@@ -1728,6 +1728,26 @@ TEST_F(OverlayPosix, AMergedDirectoryListsEachNameOnce) {
   EXPECT_EQ(read_or_error(m("many/lower-entry-with-a-longish-name-4")), "4");
 }
 
+// A listing is read at the first readdir of an open, not at opendir (a warm opendir then
+// reads nothing while the kernel keeps the listing): as on a disk, a name made between the two
+// is listed, and the listing the kernel kept from before is not served again.
+TEST_F(OverlayPosix, AListingIsReadAtTheFirstReaddirNotAtOpendir) {
+  EXPECT_EQ(list_dir(m("dir")), (std::vector<std::string>{"a.txt", "b.txt", "sub"}));
+  DIR* dir = ::opendir(m("dir").c_str());
+  ASSERT_NE(dir, nullptr);
+  ASSERT_TRUE(write_all(m("dir/made-after-opendir.txt"), "new"));
+  ASSERT_OK(::unlink(m("dir/a.txt").c_str()));
+  std::vector<std::string> names;
+  while (const dirent* entry = ::readdir(dir)) {
+    if (std::string(entry->d_name) != "." && std::string(entry->d_name) != "..") {
+      names.push_back(entry->d_name);
+    }
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"b.txt", "made-after-opendir.txt", "sub"}));
+}
+
 // A directory's mtime and ctime move when an entry is made, removed or renamed in it, whether
 // the directory comes from the lower layer or not.
 TEST_F(OverlayPosix, DirectoryTimesMoveWithTheirEntries) {

@@ -31,7 +31,8 @@ struct DirEntry {
   unsigned char type = 0;  // DT_*
 };
 
-// A directory's entries, taken once at opendir, so that no directory stays open.
+// A directory's entries, read once for an open's first READDIR (or, when the kernel opens
+// directories itself, for a listing from offset 0), so that no directory stays open.
 // Includes "." and "..".
 struct DirSnapshot {
   NodeId node = 0;

@@ -186,13 +186,8 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       fuse_reply_err(req, ENOSYS);  // the kernel opens directories itself from now on
       return;
     }
-    auto snapshot = std::make_unique<DirSnapshot>();
-    if (const int err = fs_of(req).read_dir(ino, *snapshot); err != 0) {
-      fuse_reply_err(req, err);
-      return;
-    }
     auto handle = std::make_shared<OpenHandle>();
-    handle->dir = std::move(snapshot);
+    handle->dir = std::make_unique<DirListing>(ino);
     fi->fh = context_of(req).handles.add(std::move(handle));
     fi->cache_readdir = fs_of(req).cache_policy().keep_cache;
     fi->keep_cache = fi->cache_readdir;
@@ -225,7 +220,10 @@ void reply_dir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse
       fuse_reply_err(req, EBADF);
       return;
     }
-    opened = handle->dir.get();
+    if (const int err = handle->dir->get(fs, opened); err != 0) {
+      fuse_reply_err(req, err);
+      return;
+    }
   }
   const DirSnapshot& dir = *opened;
   std::vector<char> buffer(size);
@@ -254,9 +252,9 @@ void reply_dir(fuse_req_t req, fuse_ino_t ino, std::size_t size, off_t off, fuse
     fuse_entry_param e{};
     e.attr.st_ino = entry.ino;
     e.attr.st_mode = DTTOIF(entry.type);
-    // "." and "..", and entries that vanished or cannot be resolved since opendir, go out
-    // with nodeid 0: the kernel then lists the name without caching a node for it (nor sending
-    // a forget for it).
+    // "." and "..", and entries that vanished or cannot be resolved since the listing was
+    // read, go out with nodeid 0: the kernel then lists the name without caching a node for it
+    // (nor sending a forget for it).
     const bool dots = entry.name == "." || entry.name == "..";
     if (!dots) {
       NodeId node = 0;

@@ -79,8 +79,9 @@ void restore_handles(Backend& fs, OpenHandles& handles, const JournalState& stat
     auto handle = std::make_shared<OpenHandle>();
     int err = 0;
     if (recorded.dir) {
-      handle->dir = std::make_unique<DirSnapshot>();
-      err = fs.read_dir(recorded.node, *handle->dir);
+      handle->dir = std::make_unique<DirListing>(recorded.node);
+      const DirSnapshot* listing = nullptr;
+      err = handle->dir->get(fs, listing);  // a directory that is gone is not restored
     } else if (opens_for_writing(recorded.flags)) {
       err = fs.open_writable(recorded.node, recorded.flags & ~kOnceOnly, handle->file);
     } else {
