@@ -66,6 +66,11 @@ class CliTest : public ::testing::Test {
     supervisor_pid_ = ready.value("supervisor_pid", -1);
     return ready;
   }
+  // The lock file beside a mountpoint's control socket.
+  std::string lock_file(const std::string& mountpoint) const {
+    const std::string socket = launcher::control_socket_path(dirs_, mountpoint);
+    return socket.substr(0, socket.rfind(".sock")) + ".lock";
+  }
 
   std::unique_ptr<ScratchTree> tree_;
   pid_t supervisor_pid_ = -1;
@@ -148,6 +153,7 @@ TEST_F(CliTest, MountStatusUnmountEndToEnd) {
   EXPECT_TRUE(eventually([&] { return process_gone(supervisor_pid_); }));
   EXPECT_TRUE(eventually([&] { return process_gone(worker); }));
   EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())));
+  EXPECT_FALSE(fs::exists(lock_file(mp()))) << "the control socket's lock stayed behind";
 }
 
 // In the real sandbox (seccomp, /proc, the worker's identity) the source is watched: Status
@@ -273,6 +279,7 @@ TEST_F(CliTest, TheGuardRemovesTheMountOfASigkilledSupervisor) {
   EXPECT_TRUE(eventually([&] { return process_gone(guard); }));
   EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp())))
       << "the dead supervisor's socket";
+  EXPECT_FALSE(fs::exists(lock_file(mp()))) << "the dead supervisor's socket's lock";
 }
 
 TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisorAndGuard) {
@@ -413,6 +420,7 @@ TEST_F(CliTest, ListShowsLiveMountsAndRemovesStaleSockets) {
   EXPECT_EQ(mine["guard_pid"], first["guard_pid"]);
   EXPECT_GE(mine["uptime_ms"].get<long>(), 0);
   EXPECT_FALSE(fs::exists(stale)) << "list left the stale socket";
+  EXPECT_FALSE(fs::exists(launcher::runtime_dir(dirs_) + "/00000000deadbeef.lock"));
 
   const CommandResult table = launcher({"list"});
   EXPECT_EQ(table.exit_code, 0) << table.err;

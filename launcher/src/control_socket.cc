@@ -57,24 +57,40 @@ UniqueFd connect_to(const std::string& path) {
 // "<key>.sock" -> "<key>.lock": held by the supervisor serving the socket, and taken briefly by
 // whoever removes a stale one, so that no one removes a socket a new supervisor just made.
 // Lock files are never removed (that would race); one small file per mountpoint used.
+std::string lock_path(const std::string& socket_path) {
+  return socket_path.substr(0, socket_path.rfind(".sock")) + ".lock";
+}
+
+// The lock file's last holder removes it (none pile up in the runtime directory), so a lock
+// taken on a file no longer at its path is not the lock: it is let go and taken again.
 UniqueFd lock_control_socket(const std::string& socket_path, std::chrono::milliseconds patience) {
-  const std::string path = socket_path.substr(0, socket_path.rfind(".sock")) + ".lock";
-  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (!fd) throw_errno("open " + path);
+  const std::string path = lock_path(socket_path);
   const auto deadline = std::chrono::steady_clock::now() + patience;
-  while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("lock " + path);
-    if (std::chrono::steady_clock::now() >= deadline) return UniqueFd();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  for (;;) {
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (!fd) throw_errno("open " + path);
+    while (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK && errno != EINTR) throw_errno("lock " + path);
+      if (std::chrono::steady_clock::now() >= deadline) return UniqueFd();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    struct stat held {}, named {};
+    if (::fstat(fd.get(), &held) != 0) throw_errno("stat " + path);
+    if (::lstat(path.c_str(), &named) == 0 && named.st_dev == held.st_dev &&
+        named.st_ino == held.st_ino) {
+      return fd;
+    }
   }
-  return fd;
 }
 
 }  // namespace
 
 bool remove_stale_control_socket(const std::string& path, std::chrono::milliseconds patience) {
   const UniqueFd lock = lock_control_socket(path, patience);
-  return lock && ::unlink(path.c_str()) == 0;
+  if (!lock) return false;
+  const bool removed = ::unlink(path.c_str()) == 0;
+  ::unlink(lock_path(path).c_str());  // still held: a waiter finds it gone and starts again
+  return removed;
 }
 
 std::string runtime_dir(const UserDirs& dirs) {
@@ -242,7 +258,10 @@ ControlServer::ControlServer(std::string path) : path_(std::move(path)) {
   }
 }
 
-ControlServer::~ControlServer() { ::unlink(path_.c_str()); }
+ControlServer::~ControlServer() {
+  ::unlink(path_.c_str());
+  ::unlink(lock_path(path_).c_str());  // before lock_ is let go (see lock_control_socket)
+}
 
 std::optional<UniqueFd> ControlServer::accept_peer() {
   UniqueFd peer(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));

@@ -42,9 +42,10 @@ bool remove_stale_control_socket(const std::string& path,
 
 class ControlServer {
  public:
-  // Takes the socket's lock (a file beside it, held for our life) and binds and listens. A
-  // socket file nobody answers on is stale and replaced; a live one, or a lock held for
-  // more than a second, means the mountpoint already has a supervisor (EADDRINUSE).
+  // Takes the socket's lock (a file beside it, held for our life, then removed with the socket)
+  // and binds and listens. A socket file nobody answers on is stale and replaced; a live one,
+  // or a lock held for more than a second, means the mountpoint already has a supervisor
+  // (EADDRINUSE).
   explicit ControlServer(std::string path);
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
