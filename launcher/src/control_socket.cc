@@ -56,13 +56,13 @@ UniqueFd connect_to(const std::string& path) {
 
 // "<key>.sock" -> "<key>.lock": held by the supervisor serving the socket, and taken briefly by
 // whoever removes a stale one, so that no one removes a socket a new supervisor just made.
-// Lock files are never removed (that would race); one small file per mountpoint used.
 std::string lock_path(const std::string& socket_path) {
   return socket_path.substr(0, socket_path.rfind(".sock")) + ".lock";
 }
 
-// The lock file's last holder removes it (none pile up in the runtime directory), so a lock
-// taken on a file no longer at its path is not the lock: it is let go and taken again.
+// Whoever removes the socket removes the lock file too, still holding it (none pile up in the
+// runtime directory), so a lock taken on a file no longer at its path is not the lock: it is
+// let go and taken again.
 UniqueFd lock_control_socket(const std::string& socket_path, std::chrono::milliseconds patience) {
   const std::string path = lock_path(socket_path);
   const auto deadline = std::chrono::steady_clock::now() + patience;

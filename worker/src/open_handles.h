@@ -16,7 +16,7 @@ namespace heddle::worker {
 
 // An opened directory's listing, read at its first READDIR rather than at OPENDIR: while the
 // kernel keeps the listing (cache_readdir), a warm opendir reads nothing (the overlay's merged
-// listing of a directory took a fifth of a warm walk).
+// listing took a sixth of the time of a warm walk of an empty overlay).
 class DirListing {
  public:
   explicit DirListing(NodeId node) : node_(node) {}
