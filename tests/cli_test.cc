@@ -66,10 +66,8 @@ class CliTest : public ::testing::Test {
     supervisor_pid_ = ready.value("supervisor_pid", -1);
     return ready;
   }
-  // The lock file beside a mountpoint's control socket.
   std::string lock_file(const std::string& mountpoint) const {
-    const std::string socket = launcher::control_socket_path(dirs_, mountpoint);
-    return socket.substr(0, socket.rfind(".sock")) + ".lock";
+    return launcher::control_lock_path(launcher::control_socket_path(dirs_, mountpoint));
   }
 
   std::unique_ptr<ScratchTree> tree_;
@@ -297,6 +295,8 @@ TEST_F(CliTest, UnmountRemovesTheMountOfADeadSupervisorAndGuard) {
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.out.find("stale"), std::string::npos) << result.out;
   EXPECT_FALSE(heddle_mounted(tree_->mountpoint()));
+  EXPECT_FALSE(fs::exists(launcher::control_socket_path(dirs_, mp()))) << "the dead one's socket";
+  EXPECT_FALSE(fs::exists(lock_file(mp()))) << "the dead supervisor's socket's lock";
 }
 
 // Relative paths resolve against the working directory; a symlinked mountpoint is the same

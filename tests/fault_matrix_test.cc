@@ -253,10 +253,13 @@ class FaultFixture {
       ADD_FAILURE() << "test left a mount; removing it";
       ::umount2(mp().c_str(), MNT_DETACH);
     }
-    // A SIGKILLed supervisor cannot remove its control socket (nothing else does; the next
-    // mount at this mountpoint would). This tree is gone after the test, so remove it here.
+    // A SIGKILLed supervisor cannot remove its control socket and its lock (nothing else
+    // does; the next mount at this mountpoint would). This tree is gone after the test, so
+    // remove them here.
     std::error_code ec;
-    fs::remove(launcher::control_socket_path(dirs_, mp()), ec);
+    const std::string socket = launcher::control_socket_path(dirs_, mp());
+    fs::remove(socket, ec);
+    fs::remove(launcher::control_lock_path(socket), ec);
   }
 
   [[nodiscard]] std::string mp() const { return tree_->mountpoint().string(); }

@@ -356,7 +356,9 @@ class OverlayDurability : public ::testing::Test {
       remove_mount(mnt_);
     }
     std::error_code ec;
-    fs::remove(launcher::control_socket_path(launcher::UserDirs::read(), mnt_.string()), ec);
+    const std::string socket = launcher::control_socket_path(launcher::UserDirs::read(), mnt_.string());
+    fs::remove(socket, ec);
+    fs::remove(launcher::control_lock_path(socket), ec);
     if (!tmpfs_.empty()) {
       if (::umount2(tmpfs_.c_str(), MNT_DETACH) != 0) {
         ADD_FAILURE() << "umount " << tmpfs_ << ": " << std::strerror(errno);

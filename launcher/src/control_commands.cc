@@ -313,6 +313,13 @@ int unmount_command(const std::string& path, const LauncherEnvironment& env) {
     if (!std::holds_alternative<ipc::Stopping>(reply)) throw_reply_error(reply);
   } catch (const Error& e) {
     const bool no_supervisor = e.code() == ENOENT || e.code() == ECONNREFUSED;
+    if (e.code() == ECONNREFUSED) {
+      // Its dead supervisor's socket and lock go, whatever is left at the mountpoint.
+      try {
+        static_cast<void>(remove_stale_control_socket(control_socket_path(env.dirs, mountpoint)));
+      } catch (const Error&) {
+      }
+    }
     const auto top = top_mount_at(mountpoint);
     if (!no_supervisor || !top || top->fstype != kFuseType) throw;
     // Its supervisor is gone: what is left is a dead mount of ours. Held while it is checked

@@ -54,17 +54,13 @@ UniqueFd connect_to(const std::string& path) {
   return fd;
 }
 
-// "<key>.sock" -> "<key>.lock": held by the supervisor serving the socket, and taken briefly by
-// whoever removes a stale one, so that no one removes a socket a new supervisor just made.
-std::string lock_path(const std::string& socket_path) {
-  return socket_path.substr(0, socket_path.rfind(".sock")) + ".lock";
-}
-
-// Whoever removes the socket removes the lock file too, still holding it (none pile up in the
-// runtime directory), so a lock taken on a file no longer at its path is not the lock: it is
-// let go and taken again.
+// The lock file is held by the supervisor serving the socket, and taken briefly by whoever
+// removes a stale one, so that no one removes a socket a new supervisor just made. Whoever
+// removes the socket removes the lock file too, still holding it (none pile up in the runtime
+// directory), so a lock taken on a file no longer at its path is not the lock: it is let go
+// and taken again.
 UniqueFd lock_control_socket(const std::string& socket_path, std::chrono::milliseconds patience) {
-  const std::string path = lock_path(socket_path);
+  const std::string path = control_lock_path(socket_path);
   const auto deadline = std::chrono::steady_clock::now() + patience;
   for (;;) {
     UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
@@ -89,7 +85,7 @@ bool remove_stale_control_socket(const std::string& path, std::chrono::milliseco
   const UniqueFd lock = lock_control_socket(path, patience);
   if (!lock) return false;
   const bool removed = ::unlink(path.c_str()) == 0;
-  ::unlink(lock_path(path).c_str());  // still held: a waiter finds it gone and starts again
+  ::unlink(control_lock_path(path).c_str());  // still held: a waiter sees it gone, starts again
   return removed;
 }
 
@@ -179,6 +175,10 @@ std::string supervisor_log_path(const UserDirs& dirs, const std::string& mountpo
   return log_dir(dirs) + "/" + log_name(mountpoint);
 }
 
+std::string control_lock_path(const std::string& socket_path) {
+  return socket_path.substr(0, socket_path.rfind(".sock")) + ".lock";
+}
+
 namespace {
 
 // The mountpoint key a log file is named by ("home-a-mnt-0123abcd.log", rotated
@@ -260,7 +260,7 @@ ControlServer::ControlServer(std::string path) : path_(std::move(path)) {
 
 ControlServer::~ControlServer() {
   ::unlink(path_.c_str());
-  ::unlink(lock_path(path_).c_str());  // before lock_ is let go (see lock_control_socket)
+  ::unlink(control_lock_path(path_).c_str());  // before lock_ is let go (see lock_control_socket)
 }
 
 std::optional<UniqueFd> ControlServer::accept_peer() {

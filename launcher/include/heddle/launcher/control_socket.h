@@ -25,6 +25,8 @@ namespace heddle::launcher {
 // Where the supervisor of `mountpoint` (a canonical path) listens, and where it logs.
 [[nodiscard]] std::string control_socket_path(const UserDirs& dirs, const std::string& mountpoint);
 [[nodiscard]] std::string supervisor_log_path(const UserDirs& dirs, const std::string& mountpoint);
+// The lock file beside the control socket `socket_path` ("KEY.sock" -> "KEY.lock").
+[[nodiscard]] std::string control_lock_path(const std::string& socket_path);
 
 // Removes the supervisor logs (with their rotations) in log_dir() of mounts that have ended:
 // not written for `max_age`, and no control socket in runtime_dir() for their mountpoint.
