@@ -420,7 +420,7 @@ TEST_F(CliTest, ListShowsLiveMountsAndRemovesStaleSockets) {
   EXPECT_EQ(mine["guard_pid"], first["guard_pid"]);
   EXPECT_GE(mine["uptime_ms"].get<long>(), 0);
   EXPECT_FALSE(fs::exists(stale)) << "list left the stale socket";
-  EXPECT_FALSE(fs::exists(launcher::runtime_dir(dirs_) + "/00000000deadbeef.lock"));
+  EXPECT_FALSE(fs::exists(launcher::control_lock_path(stale))) << "list left its lock";
 
   const CommandResult table = launcher({"list"});
   EXPECT_EQ(table.exit_code, 0) << table.err;

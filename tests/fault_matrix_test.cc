@@ -256,10 +256,8 @@ class FaultFixture {
     // A SIGKILLed supervisor cannot remove its control socket and its lock (nothing else
     // does; the next mount at this mountpoint would). This tree is gone after the test, so
     // remove them here.
-    std::error_code ec;
-    const std::string socket = launcher::control_socket_path(dirs_, mp());
-    fs::remove(socket, ec);
-    fs::remove(launcher::control_lock_path(socket), ec);
+    static_cast<void>(
+        launcher::remove_stale_control_socket(launcher::control_socket_path(dirs_, mp())));
   }
 
   [[nodiscard]] std::string mp() const { return tree_->mountpoint().string(); }

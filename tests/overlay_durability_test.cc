@@ -355,10 +355,9 @@ class OverlayDurability : public ::testing::Test {
       if (i == 0 && !dead_mount_expected_) ADD_FAILURE() << "a mount was left at " << mnt_;
       remove_mount(mnt_);
     }
+    static_cast<void>(launcher::remove_stale_control_socket(
+        launcher::control_socket_path(launcher::UserDirs::read(), mnt_.string())));
     std::error_code ec;
-    const std::string socket = launcher::control_socket_path(launcher::UserDirs::read(), mnt_.string());
-    fs::remove(socket, ec);
-    fs::remove(launcher::control_lock_path(socket), ec);
     if (!tmpfs_.empty()) {
       if (::umount2(tmpfs_.c_str(), MNT_DETACH) != 0) {
         ADD_FAILURE() << "umount " << tmpfs_ << ": " << std::strerror(errno);
